@@ -1,0 +1,177 @@
+//! An entry is one version of one key. Versions are ordered by user key ascending, then
+//! sequence number descending, so the newest visible version of a key is met first.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+use std::ops::Bound;
+
+/// Sequence number: the logical time of a write. A snapshot at `s` sees versions with seq <= s.
+pub type SeqNo = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum EntryKind {
+    Put = 0,
+    Delete = 1,
+}
+
+impl EntryKind {
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(EntryKind::Put),
+            1 => Some(EntryKind::Delete),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: Bytes,
+    pub seq: SeqNo,
+    pub kind: EntryKind,
+    /// Empty for tombstones.
+    pub value: Bytes,
+}
+
+impl Entry {
+    pub fn put(key: impl Into<Bytes>, seq: SeqNo, value: impl Into<Bytes>) -> Self {
+        Entry {
+            key: key.into(),
+            seq,
+            kind: EntryKind::Put,
+            value: value.into(),
+        }
+    }
+
+    pub fn delete(key: impl Into<Bytes>, seq: SeqNo) -> Self {
+        Entry {
+            key: key.into(),
+            seq,
+            kind: EntryKind::Delete,
+            value: Bytes::new(),
+        }
+    }
+
+    pub fn is_delete(&self) -> bool {
+        self.kind == EntryKind::Delete
+    }
+
+    /// Bytes this entry costs in memory, close enough for memtable accounting.
+    pub fn approximate_size(&self) -> usize {
+        self.key.len() + self.value.len() + 24
+    }
+
+    pub fn cmp_internal(&self, other: &Entry) -> Ordering {
+        compare_internal(&self.key, self.seq, &other.key, other.seq)
+    }
+}
+
+/// Order of (key, seq) pairs: key ascending, then seq descending.
+#[inline]
+pub fn compare_internal(ka: &[u8], sa: SeqNo, kb: &[u8], sb: SeqNo) -> Ordering {
+    ka.cmp(kb).then_with(|| sb.cmp(&sa))
+}
+
+/// An owned (key, seq) pair ordered like [`compare_internal`]; the memtables' map key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InternalKey {
+    pub key: Bytes,
+    pub seq: SeqNo,
+}
+
+impl Ord for InternalKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare_internal(&self.key, self.seq, &other.key, other.seq)
+    }
+}
+
+impl PartialOrd for InternalKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A range of user keys, each end included, excluded or open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    pub start: Bound<Bytes>,
+    pub end: Bound<Bytes>,
+}
+
+impl KeyRange {
+    pub fn all() -> Self {
+        KeyRange {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+        }
+    }
+
+    /// `[from, to)`; either side may be absent.
+    pub fn new(from: Option<Bytes>, to: Option<Bytes>) -> Self {
+        KeyRange {
+            start: from.map_or(Bound::Unbounded, Bound::Included),
+            end: to.map_or(Bound::Unbounded, Bound::Excluded),
+        }
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        !self.is_before_start(key) && !self.is_past_end(key)
+    }
+
+    pub fn is_before_start(&self, key: &[u8]) -> bool {
+        match &self.start {
+            Bound::Included(s) => key < s.as_ref(),
+            Bound::Excluded(s) => key <= s.as_ref(),
+            Bound::Unbounded => false,
+        }
+    }
+
+    pub fn is_past_end(&self, key: &[u8]) -> bool {
+        match &self.end {
+            Bound::Included(e) => key > e.as_ref(),
+            Bound::Excluded(e) => key >= e.as_ref(),
+            Bound::Unbounded => false,
+        }
+    }
+
+    /// Whether any key in `[smallest, largest]` can fall inside this range.
+    pub fn overlaps(&self, smallest: &[u8], largest: &[u8]) -> bool {
+        !self.is_past_end(smallest) && !self.is_before_start(largest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_order_is_key_asc_seq_desc() {
+        let mut v = vec![
+            InternalKey { key: Bytes::from_static(b"b"), seq: 1 },
+            InternalKey { key: Bytes::from_static(b"a"), seq: 1 },
+            InternalKey { key: Bytes::from_static(b"a"), seq: 9 },
+        ];
+        v.sort();
+        assert_eq!(v[0].seq, 9);
+        assert_eq!(v[1].seq, 1);
+        assert_eq!(&v[2].key[..], b"b");
+    }
+
+    #[test]
+    fn range_bounds() {
+        let r = KeyRange::new(Some(Bytes::from_static(b"b")), Some(Bytes::from_static(b"d")));
+        assert!(!r.contains(b"a"));
+        assert!(r.contains(b"b"));
+        assert!(r.contains(b"c"));
+        assert!(!r.contains(b"d"));
+        assert!(r.overlaps(b"a", b"b"));
+        assert!(!r.overlaps(b"d", b"z"));
+        assert!(KeyRange::all().contains(b""));
+    }
+}

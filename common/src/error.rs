@@ -1,0 +1,66 @@
+//! The one error type of the library crates. Each variant says what failed and where, so a
+//! caller can tell a corrupt file from a full disk from a dead server.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checksum, magic number or encoding did not match: the named object cannot be trusted.
+    #[error("corruption in {what}: {detail}")]
+    Corruption { what: String, detail: String },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("database is closed")]
+    Closed,
+    /// Another process holds the database directory.
+    #[error("{0} is locked by another process")]
+    Locked(PathBuf),
+    #[error("{component} failed: {detail}")]
+    Component { component: String, detail: String },
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn corruption(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Corruption {
+            what: what.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn component(component: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Error::Component {
+            component: component.into(),
+            detail: detail.to_string(),
+        }
+    }
+
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corruption { .. })
+    }
+}
+
+/// Attaches a path to `std::io::Error`s.
+pub trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

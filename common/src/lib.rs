@@ -1,0 +1,21 @@
+//! Types every Cairn crate speaks: entries and their ordering, write batches, table metadata,
+//! the shared error type and the boxed stream alias the async traits return.
+
+mod batch;
+mod entry;
+mod error;
+mod meta;
+
+pub use batch::{BatchOp, WriteBatch};
+pub use entry::{Entry, EntryKind, InternalKey, KeyRange, SeqNo, compare_internal};
+pub use error::{Error, IoContext, Result};
+pub use meta::TableMeta;
+
+/// A boxed, sendable stream: what the object-safe async traits return for scans and replays.
+pub type BoxStream<T> = futures::stream::BoxStream<'static, T>;
+
+/// Journal position. Assigned by the journal, strictly increasing in write order.
+pub type Lsn = u64;
+
+/// Identifier of a table; allocated by the engine, unique for the life of a database.
+pub type TableId = u64;

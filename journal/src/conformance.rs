@@ -1,0 +1,99 @@
+//! The conformance suite every `Journal` implementation runs (local, remote, decorated).
+//! Call [`run`] with a fresh journal; it panics with a description on the first violation.
+
+use crate::Journal;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Runs every check on `journal`, which must be empty.
+pub async fn run(journal: Arc<dyn Journal>) {
+    lsns_increase_and_replay_in_order(&journal).await;
+    replay_from_the_middle(&journal).await;
+    concurrent_appends_get_distinct_lsns(&journal).await;
+    truncate_keeps_later_records(&journal).await;
+    odd_payloads_roundtrip(&journal).await;
+}
+
+async fn all(journal: &Arc<dyn Journal>, from: u64) -> Vec<(u64, Bytes)> {
+    journal
+        .replay(from)
+        .await
+        .expect("replay")
+        .map_ok(|r| (r.lsn, r.payload))
+        .try_collect()
+        .await
+        .expect("replay stream")
+}
+
+async fn lsns_increase_and_replay_in_order(journal: &Arc<dyn Journal>) {
+    let mut lsns = Vec::new();
+    for i in 0..100u32 {
+        lsns.push(journal.append(Bytes::from(format!("rec-{i}"))).await.expect("append"));
+    }
+    assert!(lsns.windows(2).all(|w| w[0] < w[1]), "LSNs must increase: {lsns:?}");
+    let got = all(journal, 0).await;
+    assert_eq!(got.len(), 100, "replay returns every record");
+    for (i, (lsn, payload)) in got.iter().enumerate() {
+        assert_eq!(*lsn, lsns[i]);
+        assert_eq!(payload, &Bytes::from(format!("rec-{i}")));
+    }
+}
+
+async fn replay_from_the_middle(journal: &Arc<dyn Journal>) {
+    let got = all(journal, 0).await;
+    let mid = got[got.len() / 2].0;
+    let tail = all(journal, mid).await;
+    assert_eq!(tail.first().map(|r| r.0), Some(mid), "replay(from) starts at from");
+    assert_eq!(tail.len(), got.iter().filter(|r| r.0 >= mid).count());
+}
+
+async fn concurrent_appends_get_distinct_lsns(journal: &Arc<dyn Journal>) {
+    let before = all(journal, 0).await.len();
+    let mut tasks = Vec::new();
+    for t in 0..32u32 {
+        let j = journal.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..20u32 {
+                let lsn = j.append(Bytes::from(format!("c-{t}-{i}"))).await.expect("append");
+                out.push((lsn, format!("c-{t}-{i}")));
+            }
+            out
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.expect("task"));
+    }
+    let distinct: HashSet<u64> = acked.iter().map(|a| a.0).collect();
+    assert_eq!(distinct.len(), acked.len(), "every append gets its own LSN");
+    let got = all(journal, 0).await;
+    assert_eq!(got.len(), before + acked.len());
+    for (lsn, payload) in &acked {
+        let rec = got.iter().find(|r| r.0 == *lsn).expect("acked record is replayed");
+        assert_eq!(&rec.1[..], payload.as_bytes(), "payload at LSN {lsn}");
+    }
+}
+
+async fn truncate_keeps_later_records(journal: &Arc<dyn Journal>) {
+    let got = all(journal, 0).await;
+    let cut = got[got.len() - 10].0;
+    journal.truncate(cut).await.expect("truncate");
+    let after = all(journal, 0).await;
+    let expect_kept: Vec<_> = got.iter().filter(|r| r.0 > cut).cloned().collect();
+    let kept: Vec<_> = after.iter().filter(|r| r.0 > cut).cloned().collect();
+    assert_eq!(kept, expect_kept, "records after the truncation point survive");
+    let next = journal.append(Bytes::from_static(b"after-truncate")).await.expect("append");
+    assert!(next > got.last().map(|r| r.0).unwrap_or(0), "LSNs keep increasing after truncate");
+}
+
+async fn odd_payloads_roundtrip(journal: &Arc<dyn Journal>) {
+    let big = Bytes::from(vec![0xAB; 1 << 20]);
+    let empty_lsn = journal.append(Bytes::new()).await.expect("empty append");
+    let big_lsn = journal.append(big.clone()).await.expect("big append");
+    let got = all(journal, empty_lsn).await;
+    assert_eq!(got[0], (empty_lsn, Bytes::new()));
+    assert_eq!(got[1], (big_lsn, big));
+}

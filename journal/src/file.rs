@@ -1,0 +1,451 @@
+//! The file journal: numbered segment files on a local disk, written by one thread that
+//! group-commits concurrent appends (one write and one fsync for everything queued while the
+//! previous sync ran), rolled over at a configured size and cut at a torn tail on open.
+
+use crate::segment::{self, Decoded, SegmentInfo};
+use crate::{Journal, JournalRecord};
+use async_trait::async_trait;
+use bytes::Bytes;
+use cairn_common::{BoxStream, Error, IoContext, Lsn, Result};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileJournalOptions {
+    pub dir: PathBuf,
+    /// fsync every group before acknowledging it. Without it, acknowledged writes survive a
+    /// process crash (they are in the OS page cache) but not a power loss.
+    pub sync: bool,
+    /// A new segment is started once the current one is at least this large.
+    pub segment_bytes: u64,
+}
+
+impl FileJournalOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FileJournalOptions {
+            dir: dir.into(),
+            sync: true,
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Counters, for tests and the benchmark's write-amplification figures.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JournalStats {
+    pub appends: u64,
+    pub writes: u64,
+    pub syncs: u64,
+    pub bytes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    appends: AtomicU64,
+    writes: AtomicU64,
+    syncs: AtomicU64,
+    bytes: AtomicU64,
+}
+
+struct Append {
+    payload: Bytes,
+    done: oneshot::Sender<Result<Lsn>>,
+}
+
+enum Msg {
+    Append(Append),
+    Close(oneshot::Sender<()>),
+}
+
+pub struct FileJournal {
+    dir: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    segments: Arc<Mutex<Vec<SegmentInfo>>>,
+    counters: Arc<Counters>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl FileJournal {
+    /// Opens (or creates) the journal in `opts.dir`, cutting a torn or corrupt tail off the
+    /// newest segment so appends continue after the last good record.
+    pub fn open(opts: FileJournalOptions) -> Result<Self> {
+        let dir = opts.dir.clone();
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let mut segments = list_segments(&dir)?;
+        let next_lsn = match segments.last() {
+            Some(last) => repair_tail(last)?,
+            None => 1,
+        };
+        let (file, size) = match segments.last() {
+            Some(last) => {
+                let file = OpenOptions::new().append(true).open(&last.path).at(&last.path)?;
+                let size = file.metadata().at(&last.path)?.len();
+                (file, size)
+            }
+            None => {
+                let info = create_segment(&dir, next_lsn)?;
+                let file = OpenOptions::new().append(true).open(&info.path).at(&info.path)?;
+                segments.push(info);
+                (file, segment::HEADER_LEN as u64)
+            }
+        };
+        let segments = Arc::new(Mutex::new(segments));
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = mpsc::channel();
+        let mut writer = Writer {
+            dir: dir.clone(),
+            opts,
+            file,
+            size,
+            next_lsn,
+            segments: segments.clone(),
+            counters: counters.clone(),
+            failed: None,
+            buf: Vec::with_capacity(1 << 20),
+        };
+        let handle = std::thread::Builder::new()
+            .name("cairn-journal".into())
+            .spawn(move || writer.run(rx))
+            .at(&dir)?;
+        Ok(FileJournal {
+            dir,
+            tx: Mutex::new(Some(tx)),
+            segments,
+            counters,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    pub fn stats(&self) -> JournalStats {
+        JournalStats {
+            appends: self.counters.appends.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+            syncs: self.counters.syncs.load(Ordering::Relaxed),
+            bytes: self.counters.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::component(format!("journal {}", self.dir.display()), "closed")
+    }
+}
+
+#[async_trait]
+impl Journal for FileJournal {
+    async fn append(&self, record: Bytes) -> Result<Lsn> {
+        if record.len() > segment::MAX_RECORD {
+            return Err(Error::InvalidArgument(format!(
+                "journal record of {} bytes exceeds the limit of {}",
+                record.len(),
+                segment::MAX_RECORD
+            )));
+        }
+        let (done, wait) = oneshot::channel();
+        {
+            let tx = self.tx.lock();
+            let tx = tx.as_ref().ok_or_else(|| self.closed_error())?;
+            tx.send(Msg::Append(Append {
+                payload: record,
+                done,
+            }))
+            .map_err(|_| self.closed_error())?;
+        }
+        wait.await.map_err(|_| self.closed_error())?
+    }
+
+    async fn replay(&self, from: Lsn) -> Result<BoxStream<Result<JournalRecord>>> {
+        let segments = self.segments.lock().clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::task::spawn_blocking(move || replay_segments(segments, from, tx));
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn truncate(&self, upto: Lsn) -> Result<()> {
+        // A segment may go when the next one starts at or below upto + 1: all its records are
+        // then <= upto. The newest segment always stays, it is being written.
+        let doomed: Vec<SegmentInfo> = {
+            let mut segs = self.segments.lock();
+            let mut n = 0;
+            while n + 1 < segs.len() && segs[n + 1].first_lsn <= upto.saturating_add(1) {
+                n += 1;
+            }
+            segs.drain(..n).collect()
+        };
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            for seg in &doomed {
+                match std::fs::remove_file(&seg.path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&seg.path, e)),
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::component("journal truncate", e))?
+    }
+
+    async fn close(&self) -> Result<()> {
+        let tx = self.tx.lock().take();
+        if let Some(tx) = tx {
+            let (done, wait) = oneshot::channel();
+            if tx.send(Msg::Close(done)).is_ok() {
+                let _ = wait.await;
+            }
+        }
+        let handle = self.writer.lock().take();
+        if let Some(h) = handle {
+            tokio::task::spawn_blocking(move || h.join())
+                .await
+                .map_err(|e| Error::component("journal close", e))?
+                .map_err(|_| Error::component("journal close", "writer thread panicked"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FileJournal {
+    fn drop(&mut self) {
+        // Dropping the sender ends the writer thread after it has written what is queued.
+        self.tx.lock().take();
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    opts: FileJournalOptions,
+    file: File,
+    size: u64,
+    next_lsn: Lsn,
+    segments: Arc<Mutex<Vec<SegmentInfo>>>,
+    counters: Arc<Counters>,
+    /// After a failed write the file's end is unknown: every later append fails too.
+    failed: Option<String>,
+    buf: Vec<u8>,
+}
+
+/// A group stops growing at this size so one slow caller does not hold many megabytes hostage.
+const MAX_GROUP_BYTES: usize = 8 << 20;
+
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Msg>) {
+        let mut group: Vec<Append> = Vec::new();
+        let mut closing: Option<oneshot::Sender<()>> = None;
+        while closing.is_none() {
+            let Ok(first) = rx.recv() else { break };
+            let mut bytes = 0usize;
+            let push = |m: Msg, group: &mut Vec<Append>, bytes: &mut usize| match m {
+                Msg::Append(a) => {
+                    *bytes += a.payload.len() + segment::RECORD_HEADER_LEN;
+                    group.push(a);
+                    None
+                }
+                Msg::Close(c) => Some(c),
+            };
+            closing = push(first, &mut group, &mut bytes);
+            while closing.is_none() && bytes < MAX_GROUP_BYTES {
+                match rx.try_recv() {
+                    Ok(m) => closing = push(m, &mut group, &mut bytes),
+                    Err(_) => break,
+                }
+            }
+            if !group.is_empty() {
+                self.commit(&mut group);
+            }
+        }
+        if let Some(c) = closing {
+            let _ = c.send(());
+        }
+    }
+
+    fn commit(&mut self, group: &mut Vec<Append>) {
+        let result = match &self.failed {
+            Some(why) => Err(why.clone()),
+            None => self.write_group(group),
+        };
+        match result {
+            Ok(first) => {
+                for (i, a) in group.drain(..).enumerate() {
+                    let _ = a.done.send(Ok(first + i as u64));
+                }
+            }
+            Err(why) => {
+                self.failed = Some(why.clone());
+                for a in group.drain(..) {
+                    let _ = a.done.send(Err(Error::component(
+                        format!("journal {}", self.dir.display()),
+                        &why,
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Writes the group as one `write` and at most one `fsync`; returns the first LSN.
+    fn write_group(&mut self, group: &[Append]) -> Result<Lsn, String> {
+        if self.size >= self.opts.segment_bytes {
+            self.roll().map_err(|e| e.to_string())?;
+        }
+        let first = self.next_lsn;
+        self.buf.clear();
+        for (i, a) in group.iter().enumerate() {
+            segment::encode_into(&mut self.buf, first + i as u64, &a.payload);
+        }
+        self.file.write_all(&self.buf).map_err(|e| format!("write failed: {e}"))?;
+        if self.opts.sync {
+            self.file.sync_data().map_err(|e| format!("fsync failed: {e}"))?;
+            self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.size += self.buf.len() as u64;
+        self.next_lsn += group.len() as u64;
+        self.counters.appends.fetch_add(group.len() as u64, Ordering::Relaxed);
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        Ok(first)
+    }
+
+    fn roll(&mut self) -> Result<()> {
+        let info = create_segment(&self.dir, self.next_lsn)?;
+        self.file = OpenOptions::new().append(true).open(&info.path).at(&info.path)?;
+        self.size = segment::HEADER_LEN as u64;
+        self.segments.lock().push(info);
+        Ok(())
+    }
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<SegmentInfo>> {
+    let mut segs = Vec::new();
+    for ent in std::fs::read_dir(dir).at(dir)? {
+        let path = ent.at(dir)?.path();
+        if let Some(first_lsn) = segment::parse_file_name(&path) {
+            segs.push(SegmentInfo { first_lsn, path });
+        }
+    }
+    segs.sort_by_key(|s| s.first_lsn);
+    Ok(segs)
+}
+
+/// Creates a segment durably: header written and synced, directory entry synced.
+fn create_segment(dir: &Path, first_lsn: Lsn) -> Result<SegmentInfo> {
+    let path = dir.join(segment::file_name(first_lsn));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .at(&path)?;
+    f.write_all(&segment::header()).at(&path)?;
+    f.sync_all().at(&path)?;
+    sync_dir(dir)?;
+    Ok(SegmentInfo { first_lsn, path })
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+/// Scans the newest segment, cuts it after the last good record and returns the next LSN.
+fn repair_tail(last: &SegmentInfo) -> Result<Lsn> {
+    let data = match segment::read_segment(&last.path).at(&last.path)? {
+        Ok(d) => d,
+        Err(why) => {
+            // A crash while creating the segment can leave its header incomplete; nothing was
+            // ever acknowledged from it, so it is rewritten empty.
+            tracing::warn!(path = %last.path.display(), why, "rewriting unreadable newest journal segment");
+            let mut f = File::create(&last.path).at(&last.path)?;
+            f.write_all(&segment::header()).at(&last.path)?;
+            f.sync_all().at(&last.path)?;
+            return Ok(last.first_lsn);
+        }
+    };
+    let mut off = segment::HEADER_LEN;
+    let mut next = last.first_lsn;
+    loop {
+        match segment::decode_at(&data, off) {
+            Decoded::Record { lsn, next: n, .. } => {
+                if lsn != next {
+                    cut(last, off, data.len(), "record out of sequence")?;
+                    break;
+                }
+                next += 1;
+                off = n;
+            }
+            Decoded::End => break,
+            Decoded::Bad(why) => {
+                cut(last, off, data.len(), why)?;
+                break;
+            }
+        }
+    }
+    Ok(next)
+}
+
+fn cut(seg: &SegmentInfo, at: usize, len: usize, why: &str) -> Result<()> {
+    tracing::warn!(
+        path = %seg.path.display(),
+        offset = at,
+        dropped_bytes = len - at,
+        why,
+        "cutting torn journal tail"
+    );
+    let f = OpenOptions::new().write(true).open(&seg.path).at(&seg.path)?;
+    f.set_len(at as u64).at(&seg.path)?;
+    f.sync_all().at(&seg.path)
+}
+
+fn replay_segments(
+    segments: Vec<SegmentInfo>,
+    from: Lsn,
+    tx: tokio::sync::mpsc::Sender<Result<JournalRecord>>,
+) {
+    for (i, seg) in segments.iter().enumerate() {
+        if let Some(next) = segments.get(i + 1)
+            && next.first_lsn <= from
+        {
+            continue;
+        }
+        let corrupt = |detail: String| Error::corruption(format!("journal segment {}", seg.path.display()), detail);
+        let data = match segment::read_segment(&seg.path) {
+            Ok(Ok(d)) => d,
+            Ok(Err(why)) => {
+                let _ = tx.blocking_send(Err(corrupt(why.to_string())));
+                return;
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(Error::io(&seg.path, e)));
+                return;
+            }
+        };
+        let mut off = segment::HEADER_LEN;
+        loop {
+            match segment::decode_at(&data, off) {
+                Decoded::Record { lsn, payload, next } => {
+                    off = next;
+                    if lsn >= from && tx.blocking_send(Ok(JournalRecord { lsn, payload })).is_err() {
+                        return;
+                    }
+                }
+                Decoded::End => break,
+                Decoded::Bad(why) => {
+                    // The tail of the newest segment was repaired at open, so bad bytes here
+                    // are real corruption: report it rather than silently lose what follows.
+                    let _ = tx.blocking_send(Err(corrupt(format!("{why} at offset {off}"))));
+                    return;
+                }
+            }
+        }
+    }
+}
