@@ -1,0 +1,104 @@
+//! A resumable cursor over one locked `BTreeMap`: it copies a small run of entries under the
+//! read lock, releases it, and resumes after the last key it returned. Scans thus stream
+//! without holding a lock across the caller's work, and cost one lock per run, not per entry.
+
+use bytes::Bytes;
+use cairn_common::{Entry, EntryKind, InternalKey, KeyRange, SeqNo};
+use parking_lot::RwLock;
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+
+pub type Map = BTreeMap<InternalKey, (EntryKind, Bytes)>;
+
+const RUN: usize = 128;
+
+pub struct MapCursor {
+    map: Arc<RwLock<Map>>,
+    next_from: Bound<InternalKey>,
+    end: Bound<InternalKey>,
+    snapshot: SeqNo,
+    buf: VecDeque<Entry>,
+    done: bool,
+}
+
+/// The internal-key bounds covering every version of the user keys in `range`.
+pub fn internal_bounds(range: &KeyRange) -> (Bound<InternalKey>, Bound<InternalKey>) {
+    let ik = |k: &Bytes, seq| InternalKey { key: k.clone(), seq };
+    let start = match &range.start {
+        Bound::Included(k) => Bound::Included(ik(k, SeqNo::MAX)),
+        Bound::Excluded(k) => Bound::Excluded(ik(k, 0)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    let end = match &range.end {
+        Bound::Included(k) => Bound::Included(ik(k, 0)),
+        Bound::Excluded(k) => Bound::Excluded(ik(k, SeqNo::MAX)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (start, end)
+}
+
+impl MapCursor {
+    pub fn new(map: Arc<RwLock<Map>>, range: &KeyRange, snapshot: SeqNo) -> Self {
+        let (next_from, end) = internal_bounds(range);
+        MapCursor {
+            map,
+            next_from,
+            end,
+            snapshot,
+            buf: VecDeque::with_capacity(RUN),
+            done: false,
+        }
+    }
+
+    fn refill(&mut self) {
+        let map = self.map.read();
+        let mut last = None;
+        let mut seen = 0;
+        for (k, (kind, v)) in map.range((self.next_from.clone(), self.end.clone())) {
+            seen += 1;
+            last = Some(k);
+            if k.seq <= self.snapshot {
+                self.buf.push_back(Entry {
+                    key: k.key.clone(),
+                    seq: k.seq,
+                    kind: *kind,
+                    value: v.clone(),
+                });
+            }
+            if seen == RUN {
+                break;
+            }
+        }
+        match last {
+            Some(k) if seen == RUN => self.next_from = Bound::Excluded(k.clone()),
+            _ => self.done = true,
+        }
+    }
+}
+
+impl Iterator for MapCursor {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        while self.buf.is_empty() && !self.done {
+            self.refill();
+        }
+        self.buf.pop_front()
+    }
+}
+
+/// The newest version of `key` at or below `snapshot` in one map.
+pub fn get_in(map: &Map, key: &[u8], snapshot: SeqNo) -> Option<Entry> {
+    let probe = InternalKey {
+        key: Bytes::copy_from_slice(key),
+        seq: snapshot,
+    };
+    let (k, (kind, v)) = map.range(probe..).next()?;
+    (k.key.as_ref() == key).then(|| Entry {
+        key: k.key.clone(),
+        seq: k.seq,
+        kind: *kind,
+        value: v.clone(),
+    })
+}
