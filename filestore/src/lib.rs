@@ -1,1 +1,75 @@
-//! placeholder
+//! Table storage: `trait Storage` (create, open, delete and list immutable tables) and
+//! `trait Table` (point lookups and ordered scans over one table), with the SSTable store on a
+//! local disk. Tables hold every version of their keys in internal order (key ascending, seq
+//! descending); what a snapshot sees is the engine's business.
+
+mod bloom;
+mod cache;
+mod format;
+mod sstable;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use cache::BlockCache;
+pub use sstable::{Compression, FilterKind, SstOptions, SstStorage};
+
+use async_trait::async_trait;
+use cairn_common::{BoxStream, Entry, KeyRange, Result, SeqNo, TableId, TableMeta};
+use std::sync::Arc;
+
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Starts writing table `id`. Nothing is visible under `id` until `finish` succeeds.
+    async fn create_table(&self, id: TableId) -> Result<Box<dyn TableBuilder>>;
+
+    async fn open_table(&self, meta: &TableMeta) -> Result<Arc<dyn Table>>;
+
+    /// Removes a table; removing one that does not exist is not an error.
+    async fn delete_table(&self, id: TableId) -> Result<()>;
+
+    /// Ids of every finished table, in no particular order.
+    async fn list_tables(&self) -> Result<Vec<TableId>>;
+}
+
+/// Receives a table's entries in internal order, then seals it.
+#[async_trait]
+pub trait TableBuilder: Send {
+    /// Appends entries, which must continue the internal order; anything else is refused.
+    async fn add(&mut self, entries: &[Entry]) -> Result<()>;
+
+    /// Bytes written so far, for cutting outputs at a target size.
+    fn estimated_size(&self) -> u64;
+
+    /// Makes the table durable and visible, and returns its metadata. An empty table is refused.
+    async fn finish(self: Box<Self>) -> Result<TableMeta>;
+
+    /// Drops the partial table.
+    async fn abandon(self: Box<Self>) -> Result<()>;
+}
+
+#[async_trait]
+pub trait Table: Send + Sync + 'static {
+    fn meta(&self) -> &TableMeta;
+
+    /// The newest version of `key` with `seq <= snapshot`, tombstones included.
+    async fn get(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>>;
+
+    /// Every version of the keys in `range`, in internal order.
+    async fn scan(&self, range: &KeyRange) -> Result<BoxStream<Result<Entry>>>;
+}
+
+/// Writes `entries` (in internal order) as table `id` in one go.
+pub async fn write_table(storage: &dyn Storage, id: TableId, entries: &[Entry]) -> Result<TableMeta> {
+    let mut b = storage.create_table(id).await?;
+    for chunk in entries.chunks(1024) {
+        if let Err(e) = b.add(chunk).await {
+            let _ = b.abandon().await;
+            return Err(e);
+        }
+    }
+    b.finish().await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,51 @@
+//! The block cache: decoded data blocks keyed by (table, offset), weighed by their bytes, so
+//! hot reads skip the disk, the checksum and the decoding.
+
+use cairn_common::{Entry, TableId};
+use quick_cache::{Weighter, sync::Cache};
+use std::sync::Arc;
+
+/// A decoded data block: its entries, whose keys and values share one buffer.
+pub type Block = Arc<Vec<Entry>>;
+
+#[derive(Clone)]
+struct BlockWeight;
+
+impl Weighter<(TableId, u64), Block> for BlockWeight {
+    fn weight(&self, _key: &(TableId, u64), block: &Block) -> u64 {
+        block.iter().map(|e| e.key.len() + e.value.len() + 64).sum::<usize>() as u64 + 64
+    }
+}
+
+#[derive(Clone)]
+pub struct BlockCache {
+    inner: Option<Arc<Cache<(TableId, u64), Block, BlockWeight>>>,
+}
+
+impl BlockCache {
+    /// A cache holding up to `bytes`; 0 disables caching.
+    pub fn new(bytes: u64) -> Self {
+        if bytes == 0 {
+            return BlockCache { inner: None };
+        }
+        // Estimated item count only sizes the hash table; assume ~4 KiB blocks.
+        let items = (bytes / 4096).max(16) as usize;
+        BlockCache {
+            inner: Some(Arc::new(Cache::with_weighter(items, bytes, BlockWeight))),
+        }
+    }
+
+    pub fn get(&self, table: TableId, offset: u64) -> Option<Block> {
+        self.inner.as_ref()?.get(&(table, offset))
+    }
+
+    pub fn insert(&self, table: TableId, offset: u64, block: Block) {
+        if let Some(c) = &self.inner {
+            c.insert((table, offset), block);
+        }
+    }
+
+    pub fn weight(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |c| c.weight())
+    }
+}

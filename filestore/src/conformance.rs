@@ -1,0 +1,125 @@
+//! The conformance suite every `Storage` runs (SSTable, and later Parquet, hybrid and remote):
+//! write, reopen, versioned point lookups, bounded scans, multi-block tables, listing,
+//! deletion, and refusal of out-of-order input.
+
+use crate::{Storage, write_table};
+use bytes::Bytes;
+use cairn_common::{Entry, EntryKind, KeyRange};
+use futures::TryStreamExt;
+use std::ops::Bound;
+use std::sync::Arc;
+
+/// Runs every check on `storage`, which must start empty. Uses table ids from `first_id` on.
+pub async fn run(storage: Arc<dyn Storage>, first_id: u64) {
+    versions_and_lookups(&storage, first_id).await;
+    scans_across_many_blocks(&storage, first_id + 1).await;
+    big_values(&storage, first_id + 2).await;
+    out_of_order_is_refused(&storage, first_id + 3).await;
+    list_and_delete(&storage, first_id).await;
+}
+
+fn sample(n: u32) -> Vec<Entry> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        let key = Bytes::from(format!("key{i:06}"));
+        // Three versions per key, newest first; every fifth key's newest is a tombstone.
+        if i % 5 == 0 {
+            v.push(Entry::delete(key.clone(), 300 + u64::from(i)));
+        } else {
+            v.push(Entry::put(key.clone(), 300 + u64::from(i), format!("new{i}")));
+        }
+        v.push(Entry::put(key.clone(), 200 + u64::from(i), format!("mid{i}")));
+        v.push(Entry::put(key, 100, format!("old{i}")));
+    }
+    v
+}
+
+async fn versions_and_lookups(storage: &Arc<dyn Storage>, id: u64) {
+    let entries = sample(50);
+    let meta = write_table(storage.as_ref(), id, &entries).await.expect("write table");
+    assert_eq!(meta.id, id);
+    assert_eq!(meta.entries, 150);
+    assert_eq!(meta.smallest, b"key000000".to_vec());
+    assert_eq!(meta.largest, b"key000049".to_vec());
+    assert_eq!((meta.min_seq, meta.max_seq), (100, 349));
+    assert!(meta.size > 0);
+    let t = storage.open_table(&meta).await.expect("open table");
+    assert_eq!(t.meta(), &meta);
+
+    let newest = t.get(b"key000007", u64::MAX).await.expect("get").expect("present");
+    assert_eq!(newest.value, Bytes::from("new7"));
+    let mid = t.get(b"key000007", 250).await.expect("get").expect("present");
+    assert_eq!((mid.seq, mid.value.clone()), (207, Bytes::from("mid7")));
+    let old = t.get(b"key000007", 150).await.expect("get").expect("present");
+    assert_eq!(old.value, Bytes::from("old7"));
+    assert_eq!(t.get(b"key000007", 99).await.expect("get"), None, "older than every version");
+    let tomb = t.get(b"key000010", u64::MAX).await.expect("get").expect("tombstone");
+    assert_eq!(tomb.kind, EntryKind::Delete);
+    assert_eq!(t.get(b"key000100", u64::MAX).await.expect("get"), None, "absent key");
+    assert_eq!(t.get(b"a", u64::MAX).await.expect("get"), None, "before the table");
+    assert_eq!(t.get(b"zzz", u64::MAX).await.expect("get"), None, "after the table");
+}
+
+async fn scans_across_many_blocks(storage: &Arc<dyn Storage>, id: u64) {
+    let entries = sample(3000);
+    let meta = write_table(storage.as_ref(), id, &entries).await.expect("write table");
+    let t = storage.open_table(&meta).await.expect("open table");
+    let all: Vec<Entry> = t.scan(&KeyRange::all()).await.expect("scan").try_collect().await.expect("scan stream");
+    assert_eq!(all, entries, "full scan returns every version in order");
+
+    let r = KeyRange::new(Some(Bytes::from("key001000")), Some(Bytes::from("key001100")));
+    let part: Vec<Entry> = t.scan(&r).await.expect("scan").try_collect().await.expect("scan stream");
+    assert_eq!(part.len(), 300);
+    assert_eq!(&part[0].key[..], b"key001000");
+    assert_eq!(&part[299].key[..], b"key001099");
+
+    let r = KeyRange {
+        start: Bound::Excluded(Bytes::from("key002998")),
+        end: Bound::Unbounded,
+    };
+    let tail: Vec<Entry> = t.scan(&r).await.expect("scan").try_collect().await.expect("scan stream");
+    assert_eq!(tail.len(), 3);
+    let empty = KeyRange::new(Some(Bytes::from("x")), None);
+    let none: Vec<Entry> = t.scan(&empty).await.expect("scan").try_collect().await.expect("scan stream");
+    assert!(none.is_empty());
+
+    for i in (0..3000u32).step_by(97) {
+        let key = format!("key{i:06}");
+        let e = t.get(key.as_bytes(), 250 + u64::from(i)).await.expect("get").expect("present");
+        assert_eq!(e.value, Bytes::from(format!("mid{i}")), "{key}");
+    }
+}
+
+async fn big_values(storage: &Arc<dyn Storage>, id: u64) {
+    let entries: Vec<Entry> = (0..8u8)
+        .map(|i| Entry::put(vec![b'b', i], 1, vec![i; 100_000]))
+        .collect();
+    let meta = write_table(storage.as_ref(), id, &entries).await.expect("write table");
+    let t = storage.open_table(&meta).await.expect("open table");
+    for e in &entries {
+        assert_eq!(t.get(&e.key, 1).await.expect("get").as_ref(), Some(e));
+    }
+}
+
+async fn out_of_order_is_refused(storage: &Arc<dyn Storage>, id: u64) {
+    let mut b = storage.create_table(id).await.expect("create");
+    b.add(&[Entry::put("b", 1, "x")]).await.expect("first add");
+    let err = b.add(&[Entry::put("a", 1, "x")]).await;
+    assert!(err.is_err(), "a key before the previous one is refused");
+    b.abandon().await.expect("abandon");
+    let b = storage.create_table(id).await.expect("create");
+    assert!(b.finish().await.is_err(), "an empty table is refused");
+    let ids = storage.list_tables().await.expect("list");
+    assert!(!ids.contains(&id), "refused tables are not listed");
+}
+
+async fn list_and_delete(storage: &Arc<dyn Storage>, first: u64) {
+    let mut ids = storage.list_tables().await.expect("list");
+    ids.sort();
+    assert_eq!(ids, vec![first, first + 1, first + 2]);
+    storage.delete_table(first + 1).await.expect("delete");
+    storage.delete_table(first + 1).await.expect("deleting twice is fine");
+    let mut ids = storage.list_tables().await.expect("list");
+    ids.sort();
+    assert_eq!(ids, vec![first, first + 2]);
+}

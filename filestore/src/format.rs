@@ -1,0 +1,180 @@
+//! The SSTable byte layout (specified in FORMAT.md): block framing with compression and
+//! crc32c, the bincode encodings of data, index and filter blocks, and the footer.
+
+use bytes::Bytes;
+use cairn_common::{Entry, EntryKind};
+
+pub const MAGIC: u64 = 0x4341_4952_4E53_5354; // "CAIRNSST"
+pub const FORMAT_VERSION: u32 = 1;
+pub const FOOTER_LEN: usize = 64;
+/// A block ends with `[compression u8][crc32c u32]`.
+pub const TRAILER_LEN: usize = 5;
+
+pub const COMPRESSION_NONE: u8 = 0;
+pub const COMPRESSION_LZ4: u8 = 1;
+
+pub fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// One entry as stored in a data block.
+#[derive(bincode::Encode, bincode::BorrowDecode)]
+pub struct RawEntry<'a> {
+    pub key: &'a [u8],
+    pub seq: u64,
+    pub kind: u8,
+    pub value: &'a [u8],
+}
+
+/// One index entry per data block: the block's last internal key and where the block is.
+#[derive(Debug, Clone, bincode::Encode, bincode::Decode)]
+pub struct IndexEntry {
+    pub last_key: Vec<u8>,
+    pub last_seq: u64,
+    pub offset: u64,
+    /// On-disk length including the trailer.
+    pub len: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Handle {
+    pub offset: u64,
+    pub len: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footer {
+    pub filter: Handle,
+    pub index: Handle,
+    pub props: Handle,
+}
+
+impl Footer {
+    pub fn encode(&self) -> [u8; FOOTER_LEN] {
+        let mut out = [0u8; FOOTER_LEN];
+        let fields = [
+            self.filter.offset,
+            self.filter.len,
+            self.index.offset,
+            self.index.len,
+            self.props.offset,
+            self.props.len,
+        ];
+        for (i, f) in fields.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&f.to_le_bytes());
+        }
+        out[48..52].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[56..64].copy_from_slice(&MAGIC.to_le_bytes());
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Footer, String> {
+        if b.len() != FOOTER_LEN {
+            return Err(format!("footer is {} bytes, expected {FOOTER_LEN}", b.len()));
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        if u64_at(56) != MAGIC {
+            return Err("bad magic number (not a Cairn SSTable)".into());
+        }
+        let version = u32::from_le_bytes(b[48..52].try_into().unwrap_or([0; 4]));
+        if version != FORMAT_VERSION {
+            return Err(format!("unsupported format version {version}"));
+        }
+        let h = |i: usize| Handle {
+            offset: u64_at(i),
+            len: u64_at(i + 8),
+        };
+        Ok(Footer {
+            filter: h(0),
+            index: h(16),
+            props: h(32),
+        })
+    }
+}
+
+/// Frames a block payload: optional compression, then the trailer with the checksum of the
+/// stored bytes and the compression byte.
+pub fn frame_block(payload: &[u8], compression: u8, out: &mut Vec<u8>) {
+    let start = out.len();
+    let compression = if compression == COMPRESSION_LZ4 {
+        let compressed = lz4_flex::block::compress_prepend_size(payload);
+        // Keep the raw payload when compression does not pay for itself.
+        if compressed.len() < payload.len() - payload.len() / 8 {
+            out.extend_from_slice(&compressed);
+            COMPRESSION_LZ4
+        } else {
+            out.extend_from_slice(payload);
+            COMPRESSION_NONE
+        }
+    } else {
+        out.extend_from_slice(payload);
+        COMPRESSION_NONE
+    };
+    out.push(compression);
+    let crc = crc32c::crc32c(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Checks a framed block and returns its (decompressed) payload.
+pub fn unframe_block(framed: &[u8]) -> Result<Bytes, String> {
+    if framed.len() < TRAILER_LEN {
+        return Err("block shorter than its trailer".into());
+    }
+    let body_end = framed.len() - 4;
+    let stored = u32::from_le_bytes(framed[body_end..].try_into().map_err(|_| "trailer")?);
+    if crc32c::crc32c(&framed[..body_end]) != stored {
+        return Err("block checksum mismatch".into());
+    }
+    let payload = &framed[..body_end - 1];
+    match framed[body_end - 1] {
+        COMPRESSION_NONE => Ok(Bytes::copy_from_slice(payload)),
+        COMPRESSION_LZ4 => lz4_flex::block::decompress_size_prepended(payload)
+            .map(Bytes::from)
+            .map_err(|e| format!("lz4: {e}")),
+        other => Err(format!("unknown compression type {other}")),
+    }
+}
+
+pub fn encode_data_block(entries: &[Entry]) -> Result<Vec<u8>, String> {
+    let raw: Vec<RawEntry<'_>> = entries
+        .iter()
+        .map(|e| RawEntry {
+            key: &e.key,
+            seq: e.seq,
+            kind: e.kind.as_u8(),
+            value: &e.value,
+        })
+        .collect();
+    bincode::encode_to_vec(&raw, bincode_config()).map_err(|e| e.to_string())
+}
+
+/// Decodes a data block; keys and values are slices of `payload`, not copies.
+pub fn decode_data_block(payload: &Bytes) -> Result<Vec<Entry>, String> {
+    let (raw, used): (Vec<RawEntry<'_>>, usize) =
+        bincode::borrow_decode_from_slice(payload, bincode_config()).map_err(|e| e.to_string())?;
+    if used != payload.len() {
+        return Err("trailing bytes in data block".into());
+    }
+    raw.into_iter()
+        .map(|r| {
+            Ok(Entry {
+                key: payload.slice_ref(r.key),
+                seq: r.seq,
+                kind: EntryKind::from_u8(r.kind).ok_or_else(|| format!("bad entry kind {}", r.kind))?,
+                value: payload.slice_ref(r.value),
+            })
+        })
+        .collect()
+}
+
+pub fn encode<T: bincode::Encode>(v: &T) -> Result<Vec<u8>, String> {
+    bincode::encode_to_vec(v, bincode_config()).map_err(|e| e.to_string())
+}
+
+pub fn decode<T: bincode::Decode<()>>(payload: &[u8]) -> Result<T, String> {
+    let (v, used) = bincode::decode_from_slice(payload, bincode_config()).map_err(|e| e.to_string())?;
+    if used != payload.len() {
+        return Err("trailing bytes".into());
+    }
+    Ok(v)
+}

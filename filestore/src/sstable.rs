@@ -1,0 +1,473 @@
+//! The SSTable store: one file per table in a local directory, written through a temporary
+//! name and renamed into place once synced, read with positioned reads through the block cache.
+
+use crate::bloom::Bloom;
+use crate::cache::{Block, BlockCache};
+use crate::format::{self, Footer, Handle, IndexEntry};
+use crate::{Storage, Table, TableBuilder};
+use async_trait::async_trait;
+use bytes::Bytes;
+use cairn_common::{
+    BoxStream, Entry, Error, IoContext, KeyRange, Result, SeqNo, TableId, TableMeta, compare_internal,
+};
+use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::ops::Bound;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    None,
+    Lz4,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterKind {
+    #[default]
+    Bloom,
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SstOptions {
+    pub dir: PathBuf,
+    /// Target size of a data block before compression.
+    pub block_bytes: usize,
+    pub compression: Compression,
+    pub filter: FilterKind,
+    pub bloom_bits_per_key: u32,
+    /// Bytes of decoded blocks kept in memory; 0 disables the cache.
+    pub block_cache_bytes: u64,
+}
+
+impl SstOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        SstOptions {
+            dir: dir.into(),
+            block_bytes: 4096,
+            compression: Compression::None,
+            filter: FilterKind::Bloom,
+            bloom_bits_per_key: 10,
+            block_cache_bytes: 64 << 20,
+        }
+    }
+}
+
+pub struct SstStorage {
+    opts: SstOptions,
+    cache: BlockCache,
+}
+
+const SUFFIX: &str = "sst";
+const TMP_SUFFIX: &str = "sst.tmp";
+
+impl SstStorage {
+    /// Opens the directory, creating it, and removes temporary files of builds that never
+    /// finished (a crash mid-flush leaves one).
+    pub fn open(opts: SstOptions) -> Result<Self> {
+        std::fs::create_dir_all(&opts.dir).at(&opts.dir)?;
+        for ent in std::fs::read_dir(&opts.dir).at(&opts.dir)? {
+            let path = ent.at(&opts.dir)?.path();
+            if path.to_str().is_some_and(|p| p.ends_with(TMP_SUFFIX)) {
+                std::fs::remove_file(&path).at(&path)?;
+            }
+        }
+        let cache = BlockCache::new(opts.block_cache_bytes);
+        Ok(SstStorage { opts, cache })
+    }
+
+    pub fn path_of(&self, id: TableId) -> PathBuf {
+        self.opts.dir.join(format!("{id:020}.{SUFFIX}"))
+    }
+
+    pub fn cache(&self) -> &BlockCache {
+        &self.cache
+    }
+}
+
+#[async_trait]
+impl Storage for SstStorage {
+    async fn create_table(&self, id: TableId) -> Result<Box<dyn TableBuilder>> {
+        let path = self.path_of(id);
+        let tmp = self.opts.dir.join(format!("{id:020}.{TMP_SUFFIX}"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .at(&tmp)?;
+        Ok(Box::new(SstBuilder {
+            id,
+            path,
+            tmp,
+            dir: self.opts.dir.clone(),
+            out: BufWriter::with_capacity(256 << 10, file),
+            opts: self.opts.clone(),
+            offset: 0,
+            block: Vec::new(),
+            block_bytes: 0,
+            index: Vec::new(),
+            hashes: Vec::new(),
+            scratch: Vec::new(),
+            meta: TableMeta {
+                id,
+                smallest: Vec::new(),
+                largest: Vec::new(),
+                min_seq: SeqNo::MAX,
+                max_seq: 0,
+                entries: 0,
+                size: 0,
+            },
+            last: None,
+            finished: false,
+        }))
+    }
+
+    async fn open_table(&self, meta: &TableMeta) -> Result<Arc<dyn Table>> {
+        Ok(Arc::new(SstTable::open(self.path_of(meta.id), meta.clone(), self.cache.clone())?))
+    }
+
+    async fn delete_table(&self, id: TableId) -> Result<()> {
+        let path = self.path_of(id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    async fn list_tables(&self) -> Result<Vec<TableId>> {
+        let mut ids = Vec::new();
+        for ent in std::fs::read_dir(&self.opts.dir).at(&self.opts.dir)? {
+            let path = ent.at(&self.opts.dir)?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some(id) = name.strip_suffix(".sst").and_then(|s| s.parse().ok()) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+}
+
+struct SstBuilder {
+    id: TableId,
+    path: PathBuf,
+    tmp: PathBuf,
+    dir: PathBuf,
+    out: BufWriter<File>,
+    opts: SstOptions,
+    offset: u64,
+    block: Vec<Entry>,
+    block_bytes: usize,
+    index: Vec<IndexEntry>,
+    hashes: Vec<u64>,
+    scratch: Vec<u8>,
+    meta: TableMeta,
+    last: Option<(Bytes, SeqNo)>,
+    finished: bool,
+}
+
+impl SstBuilder {
+    fn compression(&self) -> u8 {
+        match self.opts.compression {
+            Compression::None => format::COMPRESSION_NONE,
+            Compression::Lz4 => format::COMPRESSION_LZ4,
+        }
+    }
+
+    fn write_framed(&mut self, payload: &[u8]) -> Result<Handle> {
+        self.scratch.clear();
+        let compression = self.compression();
+        format::frame_block(payload, compression, &mut self.scratch);
+        self.out.write_all(&self.scratch).at(&self.tmp)?;
+        let h = Handle {
+            offset: self.offset,
+            len: self.scratch.len() as u64,
+        };
+        self.offset += h.len;
+        Ok(h)
+    }
+
+    fn cut_block(&mut self) -> Result<()> {
+        let Some(last) = self.block.last() else {
+            return Ok(());
+        };
+        let (last_key, last_seq) = (last.key.to_vec(), last.seq);
+        let payload = format::encode_data_block(&self.block).map_err(|e| self.corrupt_input(e))?;
+        let h = self.write_framed(&payload)?;
+        self.index.push(IndexEntry {
+            last_key,
+            last_seq,
+            offset: h.offset,
+            len: h.len,
+        });
+        self.block.clear();
+        self.block_bytes = 0;
+        Ok(())
+    }
+
+    fn corrupt_input(&self, e: String) -> Error {
+        Error::component(format!("table {} ({})", self.id, self.tmp.display()), e)
+    }
+}
+
+#[async_trait]
+impl TableBuilder for SstBuilder {
+    async fn add(&mut self, entries: &[Entry]) -> Result<()> {
+        for e in entries {
+            if let Some((k, s)) = &self.last
+                && compare_internal(k, *s, &e.key, e.seq) != Ordering::Less
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "table {}: entries out of order ({:?}@{} then {:?}@{})",
+                    self.id, k, s, e.key, e.seq
+                )));
+            }
+            if self.meta.entries == 0 {
+                self.meta.smallest = e.key.to_vec();
+            }
+            if self.last.as_ref().is_none_or(|(k, _)| k != &e.key) && self.opts.filter == FilterKind::Bloom {
+                self.hashes.push(Bloom::hash(&e.key));
+            }
+            self.meta.entries += 1;
+            self.meta.min_seq = self.meta.min_seq.min(e.seq);
+            self.meta.max_seq = self.meta.max_seq.max(e.seq);
+            self.last = Some((e.key.clone(), e.seq));
+            self.block_bytes += e.key.len() + e.value.len() + 12;
+            self.block.push(e.clone());
+            if self.block_bytes >= self.opts.block_bytes {
+                self.cut_block()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn estimated_size(&self) -> u64 {
+        self.offset + self.block_bytes as u64
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<TableMeta> {
+        let Some((last_key, _)) = self.last.clone() else {
+            return Err(Error::InvalidArgument(format!("table {}: no entries", self.id)));
+        };
+        self.cut_block()?;
+        self.meta.largest = last_key.to_vec();
+        let filter = match self.opts.filter {
+            FilterKind::Bloom => Bloom::build(&self.hashes, self.opts.bloom_bits_per_key),
+            FilterKind::None => Bloom { k: 0, bits: Vec::new() },
+        };
+        let filter = format::encode(&filter).map_err(|e| self.corrupt_input(e))?;
+        let filter = self.write_framed(&filter)?;
+        let index = format::encode(&self.index).map_err(|e| self.corrupt_input(e))?;
+        let index = self.write_framed(&index)?;
+        let props = format::encode(&self.meta).map_err(|e| self.corrupt_input(e))?;
+        let props = self.write_framed(&props)?;
+        let footer = Footer { filter, index, props }.encode();
+        self.out.write_all(&footer).at(&self.tmp)?;
+        self.offset += footer.len() as u64;
+        self.out.flush().at(&self.tmp)?;
+        self.out.get_ref().sync_all().at(&self.tmp)?;
+        std::fs::rename(&self.tmp, &self.path).at(&self.path)?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).at(&self.dir)?;
+        self.finished = true;
+        self.meta.size = self.offset;
+        Ok(self.meta.clone())
+    }
+
+    async fn abandon(mut self: Box<Self>) -> Result<()> {
+        self.finished = true;
+        match std::fs::remove_file(&self.tmp) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&self.tmp, e)),
+        }
+    }
+}
+
+impl Drop for SstBuilder {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// An open SSTable: index and filter pinned in memory, data blocks through the shared cache.
+pub struct SstTable {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    meta: TableMeta,
+    path: PathBuf,
+    file: File,
+    index: Vec<IndexEntry>,
+    filter: Bloom,
+    cache: BlockCache,
+}
+
+impl SstTable {
+    fn open(path: PathBuf, meta: TableMeta, cache: BlockCache) -> Result<Self> {
+        let file = File::open(&path).at(&path)?;
+        let len = file.metadata().at(&path)?.len();
+        let corrupt = |d: String| Error::corruption(format!("table {} ({})", meta.id, path.display()), d);
+        if len < format::FOOTER_LEN as u64 {
+            return Err(corrupt(format!("file is {len} bytes, shorter than the footer")));
+        }
+        if meta.size != 0 && len != meta.size {
+            return Err(corrupt(format!("file is {len} bytes, the manifest says {}", meta.size)));
+        }
+        let mut footer = [0u8; format::FOOTER_LEN];
+        file.read_exact_at(&mut footer, len - format::FOOTER_LEN as u64).at(&path)?;
+        let footer = Footer::decode(&footer).map_err(corrupt)?;
+        let read = |h: Handle| -> Result<Bytes> {
+            if h.offset.saturating_add(h.len) > len - format::FOOTER_LEN as u64 {
+                return Err(corrupt(format!("block handle {h:?} points past the data")));
+            }
+            let mut buf = vec![0u8; h.len as usize];
+            file.read_exact_at(&mut buf, h.offset).at(&path)?;
+            format::unframe_block(&buf).map_err(|d| corrupt(format!("block at offset {}: {d}", h.offset)))
+        };
+        let index: Vec<IndexEntry> = format::decode(&read(footer.index)?).map_err(|d| corrupt(format!("index: {d}")))?;
+        let filter: Bloom = format::decode(&read(footer.filter)?).map_err(|d| corrupt(format!("filter: {d}")))?;
+        Ok(SstTable {
+            inner: Arc::new(Inner {
+                meta,
+                path,
+                file,
+                index,
+                filter,
+                cache,
+            }),
+        })
+    }
+}
+
+impl Inner {
+    fn corrupt(&self, detail: String) -> Error {
+        Error::corruption(format!("table {} ({})", self.meta.id, self.path.display()), detail)
+    }
+
+    /// Reads, checks and decodes data block `i`, through the cache. Local reads are short
+    /// positioned reads, mostly from the page cache: cheaper inline than a hop to a blocking
+    /// thread.
+    fn block(&self, i: usize) -> Result<Block> {
+        let h = &self.index[i];
+        if let Some(b) = self.cache.get(self.meta.id, h.offset) {
+            return Ok(b);
+        }
+        let mut buf = vec![0u8; h.len as usize];
+        self.file.read_exact_at(&mut buf, h.offset).at(&self.path)?;
+        let payload =
+            format::unframe_block(&buf).map_err(|d| self.corrupt(format!("data block at offset {}: {d}", h.offset)))?;
+        let entries = format::decode_data_block(&payload)
+            .map_err(|d| self.corrupt(format!("data block at offset {}: {d}", h.offset)))?;
+        let block = Arc::new(entries);
+        self.cache.insert(self.meta.id, h.offset, block.clone());
+        Ok(block)
+    }
+
+    /// Index of the first block whose last internal key is at or after (key, seq).
+    fn seek_block(&self, key: &[u8], seq: SeqNo) -> usize {
+        self.index
+            .partition_point(|ie| compare_internal(&ie.last_key, ie.last_seq, key, seq) == Ordering::Less)
+    }
+
+    fn get(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {
+        if key < self.meta.smallest.as_slice() || key > self.meta.largest.as_slice() {
+            return Ok(None);
+        }
+        if self.filter.k > 0 && !self.filter.may_contain(Bloom::hash(key)) {
+            return Ok(None);
+        }
+        let i = self.seek_block(key, snapshot);
+        if i == self.index.len() {
+            return Ok(None);
+        }
+        let block = self.block(i)?;
+        let pos = block.partition_point(|e| compare_internal(&e.key, e.seq, key, snapshot) == Ordering::Less);
+        Ok(block.get(pos).filter(|e| e.key.as_ref() == key).cloned())
+    }
+}
+
+#[async_trait]
+impl Table for SstTable {
+    fn meta(&self) -> &TableMeta {
+        &self.inner.meta
+    }
+
+    async fn get(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {
+        self.inner.get(key, snapshot)
+    }
+
+    async fn scan(&self, range: &KeyRange) -> Result<BoxStream<Result<Entry>>> {
+        let inner = self.inner.clone();
+        let start_block = match &range.start {
+            Bound::Included(k) | Bound::Excluded(k) => inner.seek_block(k, SeqNo::MAX),
+            Bound::Unbounded => 0,
+        };
+        let cursor = ScanCursor {
+            inner,
+            range: range.clone(),
+            next_block: start_block,
+            block: None,
+            pos: 0,
+        };
+        Ok(Box::pin(futures::stream::iter(cursor)))
+    }
+}
+
+/// Walks blocks from the first that can hold the range's start, yielding entries in range.
+struct ScanCursor {
+    inner: Arc<Inner>,
+    range: KeyRange,
+    next_block: usize,
+    block: Option<Block>,
+    pos: usize,
+}
+
+impl Iterator for ScanCursor {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Result<Entry>> {
+        loop {
+            if let Some(b) = &self.block {
+                while let Some(e) = b.get(self.pos) {
+                    self.pos += 1;
+                    if self.range.is_before_start(&e.key) {
+                        continue;
+                    }
+                    if self.range.is_past_end(&e.key) {
+                        self.block = None;
+                        self.next_block = usize::MAX;
+                        return None;
+                    }
+                    return Some(Ok(e.clone()));
+                }
+                self.block = None;
+            }
+            if self.next_block >= self.inner.index.len() {
+                return None;
+            }
+            match self.inner.block(self.next_block) {
+                Ok(b) => {
+                    self.block = Some(b);
+                    self.pos = 0;
+                    self.next_block += 1;
+                }
+                Err(e) => {
+                    self.next_block = usize::MAX;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
