@@ -1,1 +1,28 @@
-//! placeholder
+//! Compaction: `trait Compactor` runs one job (merge input tables into new tables of the
+//! output level, dropping what no reader can see), and the leveled picker decides which job
+//! comes next. The engine asks the picker, hands the job to whatever compactor is configured,
+//! and installs the result.
+
+mod job;
+mod local;
+mod picker;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use job::{CompactionJob, GcFilter};
+pub use local::LocalCompactor;
+pub use picker::{LeveledPicker, Pick, PickerOptions};
+
+use async_trait::async_trait;
+use cairn_common::{Result, TableMeta};
+
+#[async_trait]
+pub trait Compactor: Send + Sync + 'static {
+    /// Runs `job` and returns the output tables, already durable in the job's storage, in key
+    /// order. On error, outputs written so far are deleted; the inputs are never touched.
+    async fn compact(&self, job: CompactionJob) -> Result<Vec<TableMeta>>;
+}
+
+#[cfg(test)]
+mod tests;

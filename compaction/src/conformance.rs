@@ -1,0 +1,127 @@
+//! The conformance suite every `Compactor` runs. The caller passes the compactor and the
+//! storage it compacts in (the suite writes the inputs there and reads the outputs back).
+
+use crate::{CompactionJob, Compactor};
+use cairn_common::{Entry, KeyRange, TableMeta};
+use cairn_filestore::{Storage, write_table};
+use futures::TryStreamExt;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+pub async fn run(compactor: Arc<dyn Compactor>, storage: Arc<dyn Storage>) {
+    merges_and_collects_garbage(&compactor, &storage).await;
+    keeps_what_snapshots_see(&compactor, &storage).await;
+    cuts_outputs_between_keys(&compactor, &storage).await;
+    missing_input_is_an_error(&compactor, &storage).await;
+}
+
+async fn read_all(storage: &Arc<dyn Storage>, outputs: &[TableMeta]) -> Vec<Entry> {
+    let mut all = Vec::new();
+    for m in outputs {
+        let t = storage.open_table(m).await.expect("open output");
+        let part: Vec<Entry> = t.scan(&KeyRange::all()).await.expect("scan").try_collect().await.expect("scan stream");
+        all.extend(part);
+    }
+    all
+}
+
+fn job(inputs: Vec<TableMeta>, first_id: u64, oldest_snapshot: u64, drop_tombstones: bool) -> CompactionJob {
+    CompactionJob {
+        inputs,
+        output_level: 1,
+        output_ids: (first_id..first_id + 100).collect(),
+        oldest_snapshot,
+        drop_tombstones,
+        target_table_bytes: 64 << 20,
+    }
+}
+
+async fn merges_and_collects_garbage(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>) {
+    let newer = write_table(
+        s.as_ref(),
+        1,
+        &[Entry::put("a", 10, "a10"), Entry::delete("b", 11), Entry::put("d", 12, "d12")],
+    )
+    .await
+    .expect("input");
+    let older = write_table(
+        s.as_ref(),
+        2,
+        &[Entry::put("a", 1, "a1"), Entry::put("b", 2, "b2"), Entry::put("c", 3, "c3")],
+    )
+    .await
+    .expect("input");
+
+    let out = c.compact(job(vec![newer.clone(), older.clone()], 100, u64::MAX, false)).await.expect("compact");
+    let got = read_all(s, &out).await;
+    let keys: Vec<(&[u8], u64)> = got.iter().map(|e| (&e.key[..], e.seq)).collect();
+    assert_eq!(
+        keys,
+        vec![(&b"a"[..], 10), (b"b", 11), (b"c", 3), (b"d", 12)],
+        "shadowed versions go, a tombstone stays when not at the bottom"
+    );
+    assert!(out.iter().all(|m| (100..200).contains(&m.id)), "outputs use the job's ids");
+
+    let out = c.compact(job(vec![newer, older], 200, u64::MAX, true)).await.expect("compact");
+    let got = read_all(s, &out).await;
+    let keys: Vec<&[u8]> = got.iter().map(|e| &e.key[..]).collect();
+    assert_eq!(keys, vec![&b"a"[..], b"c", b"d"], "at the bottom the tombstone and what it hid go");
+    assert!(s.list_tables().await.expect("list").contains(&1), "inputs are never deleted by the compactor");
+}
+
+async fn keeps_what_snapshots_see(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>) {
+    let t = write_table(
+        s.as_ref(),
+        3,
+        &[
+            Entry::delete("k", 30),
+            Entry::put("k", 20, "v20"),
+            Entry::put("k", 15, "v15"),
+            Entry::put("k", 10, "v10"),
+        ],
+    )
+    .await
+    .expect("input");
+    // A snapshot at 17 sees v15; everything newer than 17 may be seen by someone too.
+    let out = c.compact(job(vec![t], 300, 17, true)).await.expect("compact");
+    let got = read_all(s, &out).await;
+    let seqs: Vec<u64> = got.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![30, 20, 15]);
+}
+
+async fn cuts_outputs_between_keys(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>) {
+    let mut entries = Vec::new();
+    for i in 0..2000u32 {
+        for seq in [3u64, 2, 1] {
+            entries.push(Entry::put(format!("key{i:05}"), seq, vec![b'x'; 100]));
+        }
+    }
+    let t = write_table(s.as_ref(), 4, &entries).await.expect("input");
+    let mut j = job(vec![t], 400, 2, false);
+    j.target_table_bytes = 32 << 10;
+    let out = c.compact(j).await.expect("compact");
+    assert!(out.len() > 3, "outputs are cut at the target size, got {}", out.len());
+    for w in out.windows(2) {
+        assert!(w[0].largest < w[1].smallest, "a key never spans two outputs, and outputs are in key order");
+    }
+    let got = read_all(s, &out).await;
+    assert_eq!(got.len(), 4000, "versions 3 and 2 of every key survive a snapshot at 2");
+    let ids: HashSet<u64> = out.iter().map(|m| m.id).collect();
+    assert_eq!(ids.len(), out.len());
+}
+
+async fn missing_input_is_an_error(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>) {
+    let before: HashSet<u64> = s.list_tables().await.expect("list").into_iter().collect();
+    let ghost = TableMeta {
+        id: 999_999,
+        smallest: b"a".to_vec(),
+        largest: b"z".to_vec(),
+        min_seq: 1,
+        max_seq: 1,
+        entries: 1,
+        size: 100,
+    };
+    assert!(c.compact(job(vec![ghost], 500, u64::MAX, false)).await.is_err());
+    let after: HashSet<u64> = s.list_tables().await.expect("list").into_iter().collect();
+    assert_eq!(before, after, "a failed job leaves no outputs behind");
+}
