@@ -1,1 +1,23 @@
-//! placeholder
+//! The Cairn LSM engine. `Db` owns the write path (journal, then memtable), the read path
+//! (memtables, then tables level by level), background flushes and compactions on their own
+//! runtime, the manifest, and recovery. It sees its components only through their traits:
+//! `Journal`, `Memtable`, `Storage`/`Table` and `Compactor`.
+
+mod background;
+mod db;
+mod manifest;
+mod options;
+mod scan;
+mod seq;
+mod snapshot;
+mod stats;
+mod version;
+
+pub use db::{Components, Db};
+pub use options::EngineOptions;
+pub use scan::DbIter;
+pub use snapshot::Snapshot;
+pub use stats::{DbStats, LevelStats};
+
+#[cfg(test)]
+mod tests;

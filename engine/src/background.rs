@@ -1,0 +1,335 @@
+//! Background work on the engine's own runtime, away from the callers' request path: the
+//! flush loop (frozen memtable -> L0 table), the compaction loop (asks the picker, runs the
+//! compactor, installs the result) and the deletion of obsolete tables. A failed job is
+//! logged, recorded for `stats` and retried with backoff; nothing is dropped.
+
+use crate::db::{Inner, MemState, MemSlot};
+use crate::version::{TableHandle, Version};
+use cairn_common::{Error, KeyRange, Result, TableId, TableMeta};
+use cairn_compaction::{CompactionJob, Pick};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+#[derive(Default)]
+pub struct Counters {
+    pub flushes: AtomicU64,
+    pub compactions: AtomicU64,
+    pub bytes_flushed: AtomicU64,
+    pub bytes_compacted: AtomicU64,
+    pub stalls: AtomicU64,
+}
+
+pub struct Background {
+    runtime: tokio::runtime::Runtime,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    pub fn start(inner: Arc<Inner>, deletions: mpsc::UnboundedReceiver<TableId>) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(inner.opts.background_threads.max(1))
+            .thread_name("cairn-bg")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::component("background runtime", e))?;
+        // Subscribed here, not in the tasks: a shutdown sent before a task first runs must
+        // still reach it.
+        let tasks = vec![
+            runtime.spawn(flush_loop(inner.clone(), inner.shutdown.subscribe())),
+            runtime.spawn(compaction_loop(inner.clone(), inner.shutdown.subscribe())),
+            runtime.spawn(deletion_loop(inner.clone(), deletions, inner.shutdown.subscribe())),
+        ];
+        Ok(Background { runtime, tasks })
+    }
+
+    /// Stops the loops after the job each is running, and deletes what is pending deletion.
+    pub async fn stop(self, inner: &Inner) {
+        inner.shutdown.send_replace(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.runtime.shutdown_background();
+    }
+
+    /// Stops at once, without waiting (the `Db` was dropped without `close`).
+    pub fn abort(self, inner: &Inner) {
+        inner.shutdown.send_replace(true);
+        self.runtime.shutdown_background();
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(50u64 << attempt.min(6))
+}
+
+fn record_error(inner: &Inner, what: &str, e: &Error) {
+    tracing::error!(error = %e, "{what} failed; will retry");
+    *inner.bg_error.lock() = Some(format!("{what}: {e}"));
+    inner.changed.send_modify(|v| *v += 1);
+}
+
+fn clear_error(inner: &Inner) {
+    inner.bg_error.lock().take();
+}
+
+async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let mut attempt = 0u32;
+    loop {
+        let oldest = inner.mem.load().immutables.last().cloned();
+        match oldest {
+            Some(slot) => match flush_one(&inner, &slot).await {
+                Ok(()) => {
+                    attempt = 0;
+                    clear_error(&inner);
+                    inner.changed.send_modify(|v| *v += 1);
+                    inner.compact_wanted.notify_one();
+                    // Writers may have filled the active memtable while the queue was full.
+                    inner.freeze(false).await;
+                    continue;
+                }
+                Err(e) => {
+                    record_error(&inner, "flush", &e);
+                    attempt += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff(attempt)) => continue,
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            },
+            None => {
+                if *shutdown.borrow() {
+                    return;
+                }
+                tokio::select! {
+                    _ = inner.flush_wanted.notified() => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Writes one frozen memtable as an L0 table and installs it; then the journal up to the
+/// memtable's last record is no longer needed.
+async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
+    let flushed_lsn = slot.max_lsn.load(Ordering::Relaxed);
+    let handle = if slot.table.is_empty() {
+        None
+    } else {
+        let id = inner.alloc_table_ids(1).start;
+        let mut builder = inner.comps.storage.create_table(id).await?;
+        let mut chunk = Vec::with_capacity(256);
+        for e in slot.table.scan(&KeyRange::all(), u64::MAX) {
+            chunk.push(e);
+            if chunk.len() == 256 {
+                builder.add(&chunk).await?;
+                chunk.clear();
+            }
+        }
+        if !chunk.is_empty() {
+            builder.add(&chunk).await?;
+        }
+        let meta = builder.finish().await?;
+        let table = inner.comps.storage.open_table(&meta).await?;
+        Some(TableHandle::new(table, inner.deleter.clone()))
+    };
+
+    {
+        let mut manifest = inner.manifest.lock().await;
+        let mut next = manifest.clone();
+        if let Some(h) = &handle {
+            next.levels[0].insert(0, h.meta.clone());
+            next.last_seq = next.last_seq.max(h.meta.max_seq);
+        }
+        next.flushed_lsn = next.flushed_lsn.max(flushed_lsn);
+        next.next_table_id = inner.next_table_id.load(Ordering::Relaxed);
+        next.store(&inner.dir)?;
+        *manifest = next;
+        if let Some(h) = &handle {
+            let mut v = Version::clone(&inner.version.load());
+            v.levels[0].insert(0, h.clone());
+            inner.version.store(Arc::new(v));
+            inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
+            inner.counters.bytes_flushed.fetch_add(h.meta.size, Ordering::Relaxed);
+        }
+    }
+    // Only now, with the table visible, may readers stop finding the memtable.
+    {
+        let _g = inner.mem_lock.lock();
+        let cur = inner.mem.load_full();
+        inner.mem.store(Arc::new(MemState {
+            active: cur.active.clone(),
+            immutables: cur.immutables.iter().filter(|m| !Arc::ptr_eq(m, slot)).cloned().collect(),
+        }));
+    }
+    if let Err(e) = inner.comps.journal.truncate(flushed_lsn).await {
+        // The records are in a table now; replaying them again would be harmless.
+        tracing::warn!(error = %e, "journal truncation failed");
+    }
+    Ok(())
+}
+
+async fn compaction_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let mut attempt = 0u32;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let pick = inner.picker.pick(&inner.version.load().metas());
+        let Some(pick) = pick else {
+            tokio::select! {
+                _ = inner.compact_wanted.notified() => continue,
+                _ = shutdown.changed() => return,
+            }
+        };
+        let result = {
+            let _one = inner.compaction_lock.lock().await;
+            // A manual compaction may have changed the levels while this waited.
+            match inner.picker.pick(&inner.version.load().metas()) {
+                Some(p) if p == pick => run_pick(&inner, pick).await,
+                _ => Ok(()),
+            }
+        };
+        match result {
+            Ok(()) => {
+                attempt = 0;
+                clear_error(&inner);
+            }
+            Err(e) => {
+                record_error(&inner, "compaction", &e);
+                attempt += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff(attempt)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Pushes every level into the next until all data is in the deepest non-empty level.
+pub async fn compact_all(inner: &Arc<Inner>) -> Result<()> {
+    let _one = inner.compaction_lock.lock().await;
+    let metas = inner.version.load().metas();
+    let Some(deepest) = metas.iter().rposition(|l| !l.is_empty()) else {
+        return Ok(());
+    };
+    // Everything ends in one sorted level; never less than L1, so L0's overlap is resolved.
+    let target = deepest.max(1);
+    for level in 0..target {
+        loop {
+            let metas = inner.version.load().metas();
+            if metas[level].is_empty() {
+                break;
+            }
+            run_pick(inner, inner.picker.pick_level(&metas, level)).await?;
+        }
+    }
+    // The deepest level itself may hold shadowed versions from earlier compactions.
+    let metas = inner.version.load().metas();
+    if !metas[target].is_empty() {
+        let inputs = metas[target].clone();
+        let pick = Pick {
+            level: target,
+            output_level: target,
+            inputs,
+            drop_tombstones: metas.iter().skip(target + 1).all(|l| l.is_empty()),
+            trivial_move: false,
+        };
+        run_pick(inner, pick).await?;
+    }
+    Ok(())
+}
+
+async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
+    let input_ids: Vec<TableId> = pick.inputs.iter().map(|t| t.id).collect();
+    let outputs: Vec<TableMeta> = if pick.trivial_move {
+        pick.inputs.clone()
+    } else {
+        let input_bytes: u64 = pick.inputs.iter().map(|t| t.size).sum();
+        let target = inner.opts.compaction.target_table_bytes.max(1);
+        let ids = inner.alloc_table_ids((input_bytes / target + 2) * 2 + 8);
+        let job = CompactionJob {
+            inputs: pick.inputs.clone(),
+            output_level: pick.output_level as u32,
+            output_ids: ids.collect(),
+            oldest_snapshot: inner.snapshots.oldest(|| inner.seq.visible()),
+            drop_tombstones: pick.drop_tombstones,
+            target_table_bytes: target,
+        };
+        inner.comps.compactor.compact(job).await?
+    };
+    let mut handles = Vec::with_capacity(outputs.len());
+    for meta in &outputs {
+        let table = inner.comps.storage.open_table(meta).await?;
+        handles.push(TableHandle::new(table, inner.deleter.clone()));
+    }
+
+    let mut manifest = inner.manifest.lock().await;
+    let mut next = manifest.clone();
+    for level in next.levels.iter_mut() {
+        level.retain(|t| !input_ids.contains(&t.id));
+    }
+    let out_level = &mut next.levels[pick.output_level];
+    out_level.extend(outputs.iter().cloned());
+    out_level.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+    next.next_table_id = next.next_table_id.max(inner.next_table_id.load(Ordering::Relaxed));
+    next.store(&inner.dir)?;
+    *manifest = next;
+
+    let cur = inner.version.load_full();
+    let mut v = Version::clone(&cur);
+    let mut moved = Vec::new();
+    for level in v.levels.iter_mut() {
+        level.retain(|t| {
+            let gone = input_ids.contains(&t.meta.id);
+            if gone {
+                moved.push(t.clone());
+            }
+            !gone
+        });
+    }
+    let new_handles: Vec<Arc<TableHandle>> = if pick.trivial_move { moved.clone() } else { handles };
+    let lvl = &mut v.levels[pick.output_level];
+    lvl.extend(new_handles);
+    lvl.sort_by(|a, b| a.meta.smallest.cmp(&b.meta.smallest));
+    inner.version.store(Arc::new(v));
+    drop(manifest);
+    if !pick.trivial_move {
+        for t in &moved {
+            t.mark_obsolete();
+        }
+        inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        inner
+            .counters
+            .bytes_compacted
+            .fetch_add(outputs.iter().map(|t| t.size).sum(), Ordering::Relaxed);
+    }
+    inner.changed.send_modify(|v| *v += 1);
+    Ok(())
+}
+
+async fn deletion_loop(
+    inner: Arc<Inner>,
+    mut deletions: mpsc::UnboundedReceiver<TableId>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let id = tokio::select! {
+            id = deletions.recv() => id,
+            _ = shutdown.changed() => {
+                // Delete what is already obsolete; the rest goes at the next open.
+                while let Ok(id) = deletions.try_recv() {
+                    let _ = inner.comps.storage.delete_table(id).await;
+                }
+                return;
+            }
+        };
+        let Some(id) = id else { return };
+        if let Err(e) = inner.comps.storage.delete_table(id).await {
+            tracing::warn!(table = id, error = %e, "deleting obsolete table failed; it goes at the next open");
+        }
+    }
+}

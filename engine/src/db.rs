@@ -1,0 +1,512 @@
+//! `Db`: opening and recovery, the write path, point reads, snapshots, flush and close.
+
+use crate::background::{self, Background};
+use crate::manifest::Manifest;
+use crate::options::EngineOptions;
+use crate::scan::DbIter;
+use crate::seq::SeqTracker;
+use crate::snapshot::{Snapshot, SnapshotList};
+use crate::stats::{DbStats, LevelStats};
+use crate::version::{TableHandle, Version};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use cairn_common::{Entry, EntryKind, Error, IoContext, KeyRange, Result, SeqNo, TableId, WriteBatch};
+use cairn_compaction::{Compactor, LeveledPicker};
+use cairn_filestore::Storage;
+use cairn_journal::Journal;
+use cairn_memtable::{Memtable, MemtableFactory};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::{Notify, RwLock, mpsc, watch};
+
+/// The components a `Db` is built from. Any implementation of each trait will do.
+#[derive(Clone)]
+pub struct Components {
+    pub journal: Arc<dyn Journal>,
+    pub memtables: MemtableFactory,
+    pub storage: Arc<dyn Storage>,
+    pub compactor: Arc<dyn Compactor>,
+}
+
+/// A memtable and the newest journal record applied to it.
+pub(crate) struct MemSlot {
+    pub table: Arc<dyn Memtable>,
+    pub max_lsn: AtomicU64,
+}
+
+pub(crate) struct MemState {
+    pub active: Arc<MemSlot>,
+    /// Frozen memtables, newest first; the last one is flushed next.
+    pub immutables: Vec<Arc<MemSlot>>,
+}
+
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub opts: EngineOptions,
+    pub comps: Components,
+    pub picker: LeveledPicker,
+    pub mem: ArcSwap<MemState>,
+    /// Serialises changes to `mem` (freeze, and removal after flush).
+    pub mem_lock: Mutex<()>,
+    pub version: ArcSwap<Version>,
+    /// Writers hold it shared from sequence assignment to memtable insert; a freeze holds it
+    /// exclusively, so every write lands wholly in the memtable it was journaled for.
+    pub gate: RwLock<()>,
+    pub seq: SeqTracker,
+    pub snapshots: Arc<SnapshotList>,
+    /// The durable state, changed by one flush or compaction at a time.
+    pub manifest: tokio::sync::Mutex<Manifest>,
+    pub next_table_id: AtomicU64,
+    /// Bumped after every flush, compaction and failure, to wake stalled writers and waiters.
+    pub changed: watch::Sender<u64>,
+    pub flush_wanted: Notify,
+    pub compact_wanted: Notify,
+    pub shutdown: watch::Sender<bool>,
+    pub closed: AtomicBool,
+    pub freezing: AtomicBool,
+    pub bg_error: Mutex<Option<String>>,
+    pub deleter: mpsc::UnboundedSender<TableId>,
+    pub counters: background::Counters,
+    /// Held so that only one job compacts at a time, background or manual.
+    pub compaction_lock: tokio::sync::Mutex<()>,
+}
+
+pub struct Db {
+    inner: Arc<Inner>,
+    bg: Mutex<Option<Background>>,
+    lock_file: Mutex<Option<File>>,
+}
+
+const LOCK_FILE: &str = "LOCK";
+
+impl Db {
+    /// Opens the database whose manifest lives in `dir`, recovering from the manifest and
+    /// the journal. Must be called within a Tokio runtime.
+    pub async fn open(dir: impl AsRef<Path>, opts: EngineOptions, comps: Components) -> Result<Db> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .at(&lock_path)?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(lock_path, e)),
+        }
+
+        let levels = opts.compaction.levels.max(2);
+        let mut manifest = Manifest::load(&dir)?.unwrap_or_else(|| Manifest::empty(levels));
+        if manifest.levels.len() < levels {
+            manifest.levels.resize(levels, Vec::new());
+        }
+
+        let (deleter, deletions) = mpsc::unbounded_channel();
+        let mut version = Version::default();
+        for level in &manifest.levels {
+            let mut handles = Vec::with_capacity(level.len());
+            for meta in level {
+                let table = comps.storage.open_table(meta).await?;
+                handles.push(TableHandle::new(table, deleter.clone()));
+            }
+            version.levels.push(handles);
+        }
+
+        // Replay what the journal holds beyond the last flush into a fresh memtable.
+        let active = Arc::new(MemSlot {
+            table: (comps.memtables)(),
+            max_lsn: AtomicU64::new(manifest.flushed_lsn),
+        });
+        let mut last_seq = manifest.last_seq;
+        let mut replayed = 0u64;
+        let mut records = comps.journal.replay(manifest.flushed_lsn + 1).await?;
+        while let Some(rec) = records.next().await {
+            let rec = rec?;
+            let (first, batch) = WriteBatch::decode(&rec.payload)
+                .map_err(|e| Error::corruption(format!("journal record {}", rec.lsn), e.to_string()))?;
+            for (i, op) in batch.ops().iter().enumerate() {
+                active.table.insert(Entry {
+                    key: op.key.clone(),
+                    seq: first + i as u64,
+                    kind: op.kind,
+                    value: op.value.clone(),
+                });
+            }
+            if !batch.is_empty() {
+                last_seq = last_seq.max(first + batch.len() as u64 - 1);
+            }
+            active.max_lsn.fetch_max(rec.lsn, Ordering::Relaxed);
+            replayed += 1;
+        }
+        drop(records);
+        if replayed > 0 {
+            tracing::info!(records = replayed, "replayed journal");
+        }
+
+        // Tables no manifest names were left by a flush or compaction that did not finish.
+        let live: HashSet<TableId> = manifest.live_ids().collect();
+        let mut max_id = manifest.next_table_id.saturating_sub(1);
+        for id in comps.storage.list_tables().await? {
+            max_id = max_id.max(id);
+            if !live.contains(&id) {
+                tracing::info!(table = id, "deleting orphaned table");
+                comps.storage.delete_table(id).await?;
+            }
+        }
+
+        let (changed, _) = watch::channel(0);
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            dir: dir.clone(),
+            picker: LeveledPicker::new(opts.compaction.clone()),
+            opts,
+            comps,
+            mem: ArcSwap::from_pointee(MemState {
+                active,
+                immutables: Vec::new(),
+            }),
+            mem_lock: Mutex::new(()),
+            version: ArcSwap::from_pointee(version),
+            gate: RwLock::new(()),
+            seq: SeqTracker::new(last_seq),
+            snapshots: Arc::default(),
+            next_table_id: AtomicU64::new(max_id + 1),
+            manifest: tokio::sync::Mutex::new(manifest),
+            changed,
+            flush_wanted: Notify::new(),
+            compact_wanted: Notify::new(),
+            shutdown,
+            closed: AtomicBool::new(false),
+            freezing: AtomicBool::new(false),
+            bg_error: Mutex::new(None),
+            deleter,
+            counters: background::Counters::default(),
+            compaction_lock: tokio::sync::Mutex::new(()),
+        });
+        let bg = Background::start(inner.clone(), deletions)?;
+        inner.compact_wanted.notify_one();
+        Ok(Db {
+            inner,
+            bg: Mutex::new(Some(bg)),
+            lock_file: Mutex::new(Some(lock_file)),
+        })
+    }
+
+    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<SeqNo> {
+        let mut b = WriteBatch::new();
+        b.put(key, value);
+        self.write(b).await
+    }
+
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<SeqNo> {
+        let mut b = WriteBatch::new();
+        b.delete(key);
+        self.write(b).await
+    }
+
+    /// Applies `batch` atomically: readers see all of it or none. Returns the sequence number
+    /// of its last operation once it is durable in the journal.
+    pub async fn write(&self, batch: WriteBatch) -> Result<SeqNo> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        if batch.is_empty() {
+            return Ok(inner.seq.visible());
+        }
+        inner.wait_for_room().await?;
+        let n = batch.len() as u64;
+        let (last, over) = {
+            let _shared = inner.gate.read().await;
+            inner.check_open()?;
+            let mem = inner.mem.load();
+            let first = inner.seq.begin(n);
+            let lsn = match inner.comps.journal.append(batch.encode(first)).await {
+                Ok(lsn) => lsn,
+                Err(e) => {
+                    inner.seq.finish(first);
+                    return Err(e);
+                }
+            };
+            apply(&mem.active.table, first, batch);
+            mem.active.max_lsn.fetch_max(lsn, Ordering::Relaxed);
+            inner.seq.finish(first);
+            (first + n - 1, mem.active.table.approximate_bytes() >= inner.opts.memtable_bytes)
+        };
+        if over {
+            inner.freeze(false).await;
+        }
+        Ok(last)
+    }
+
+    /// The newest value of `key`, or `None` if absent or deleted.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        self.inner.check_open()?;
+        self.inner.get(key, self.inner.seq.visible()).await
+    }
+
+    /// The value of `key` as of `snapshot`.
+    pub async fn get_at(&self, key: &[u8], snapshot: &Snapshot) -> Result<Option<Bytes>> {
+        self.inner.check_open()?;
+        self.inner.get(key, snapshot.seq()).await
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let seq = &self.inner.seq;
+        self.inner.snapshots.acquire(|| seq.visible())
+    }
+
+    /// Live keys in `range`, in key order, at a snapshot taken now.
+    pub async fn scan(&self, range: KeyRange) -> Result<DbIter> {
+        self.inner.check_open()?;
+        let snap = self.snapshot();
+        DbIter::new(&self.inner, range, snap.seq(), Some(snap)).await
+    }
+
+    /// Live keys in `range` as of `snapshot`.
+    pub async fn scan_at(&self, range: KeyRange, snapshot: &Snapshot) -> Result<DbIter> {
+        self.inner.check_open()?;
+        DbIter::new(&self.inner, range, snapshot.seq(), None).await
+    }
+
+    /// Freezes the active memtable and waits until every frozen memtable is in a table.
+    pub async fn flush(&self) -> Result<()> {
+        self.inner.check_open()?;
+        self.inner.flush_all().await
+    }
+
+    /// Flushes, then compacts every level into the next until all data sits in the deepest
+    /// level that holds any, dropping every version no snapshot can see.
+    pub async fn compact(&self) -> Result<()> {
+        self.inner.check_open()?;
+        self.inner.flush_all().await?;
+        background::compact_all(&self.inner).await
+    }
+
+    pub fn stats(&self) -> DbStats {
+        let inner = &self.inner;
+        let version = inner.version.load();
+        let mem = inner.mem.load();
+        let c = &inner.counters;
+        DbStats {
+            levels: version
+                .levels
+                .iter()
+                .enumerate()
+                .map(|(level, tables)| LevelStats {
+                    level,
+                    tables: tables.len(),
+                    bytes: tables.iter().map(|t| t.meta.size).sum(),
+                    entries: tables.iter().map(|t| t.meta.entries).sum(),
+                })
+                .collect(),
+            memtable_bytes: mem.active.table.approximate_bytes() as u64,
+            memtable_entries: mem.active.table.len() as u64,
+            immutable_memtables: mem.immutables.len(),
+            last_seq: inner.seq.visible(),
+            next_table_id: inner.next_table_id.load(Ordering::Relaxed),
+            live_snapshots: inner.snapshots.count(),
+            flushes: c.flushes.load(Ordering::Relaxed),
+            compactions: c.compactions.load(Ordering::Relaxed),
+            bytes_flushed: c.bytes_flushed.load(Ordering::Relaxed),
+            bytes_compacted: c.bytes_compacted.load(Ordering::Relaxed),
+            write_stalls: c.stalls.load(Ordering::Relaxed),
+            background_error: inner.bg_error.lock().clone(),
+        }
+    }
+
+    /// Flushes everything, stops background work and closes the journal. After a clean
+    /// close the journal holds nothing to replay.
+    pub async fn close(&self) -> Result<()> {
+        self.shutdown(true).await
+    }
+
+    /// Stops without flushing, as a crash would (minus losing the OS page cache): the next
+    /// open replays the journal. For tests of recovery and for fast restarts.
+    pub async fn close_without_flush(&self) -> Result<()> {
+        self.shutdown(false).await
+    }
+
+    async fn shutdown(&self, flush: bool) -> Result<()> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let flushed = if flush { inner.flush_all().await } else { Ok(()) };
+        inner.closed.store(true, Ordering::Release);
+        // Writers in flight finish before the journal closes.
+        drop(inner.gate.write().await);
+        let bg = self.bg.lock().take();
+        if let Some(bg) = bg {
+            bg.stop(inner).await;
+        }
+        let journal = inner.comps.journal.close().await;
+        self.lock_file.lock().take();
+        flushed.and(journal)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.inner.closed.store(true, Ordering::Release);
+        if let Some(bg) = self.bg.lock().take() {
+            bg.abort(&self.inner);
+        }
+    }
+}
+
+fn apply(table: &Arc<dyn Memtable>, first: SeqNo, batch: WriteBatch) {
+    let ops = batch.ops();
+    for (i, op) in ops.iter().enumerate() {
+        table.insert(Entry {
+            key: op.key.clone(),
+            seq: first + i as u64,
+            kind: op.kind,
+            value: op.value.clone(),
+        });
+    }
+}
+
+impl Inner {
+    pub fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub async fn get(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Bytes>> {
+        // Memtables before tables: a flush installs its table before it drops the memtable,
+        // so loading in this order never misses a write.
+        let mem = self.mem.load_full();
+        let found = mem.active.table.get(key, snapshot).or_else(|| {
+            mem.immutables
+                .iter()
+                .find_map(|m| m.table.get(key, snapshot))
+        });
+        if let Some(e) = found {
+            return Ok(live_value(e));
+        }
+        let version = self.version.load_full();
+        for t in &version.levels[0] {
+            if t.meta.smallest.as_slice() <= key
+                && key <= t.meta.largest.as_slice()
+                && t.meta.min_seq <= snapshot
+                && let Some(e) = t.table.get(key, snapshot).await?
+            {
+                return Ok(live_value(e));
+            }
+        }
+        for level in &version.levels[1..] {
+            if let Some(t) = Version::find_in_level(level, key)
+                && let Some(e) = t.table.get(key, snapshot).await?
+            {
+                return Ok(live_value(e));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits while the memtable queue or L0 is full (a write stall).
+    async fn wait_for_room(&self) -> Result<()> {
+        let mut changed = self.changed.subscribe();
+        let mut stalled = false;
+        loop {
+            changed.borrow_and_update();
+            let mem = self.mem.load();
+            let mem_full = mem.immutables.len() >= self.opts.max_immutable_memtables
+                && mem.active.table.approximate_bytes() >= self.opts.memtable_bytes;
+            let l0_full = self.version.load().levels[0].len() >= self.opts.l0_stop_writes;
+            if !mem_full && !l0_full {
+                return Ok(());
+            }
+            if !stalled {
+                stalled = true;
+                self.counters.stalls.fetch_add(1, Ordering::Relaxed);
+                if l0_full {
+                    self.compact_wanted.notify_one();
+                }
+            }
+            if let Some(e) = self.bg_error.lock().clone() {
+                return Err(Error::component("background work (writes are stalled)", e));
+            }
+            self.check_open()?;
+            if changed.changed().await.is_err() {
+                return Err(Error::Closed);
+            }
+        }
+    }
+
+    /// Moves the active memtable to the flush queue, if the queue has room (or `force`, for
+    /// an explicit flush) and the memtable has anything in it.
+    pub async fn freeze(&self, force: bool) {
+        if self.freezing.swap(true, Ordering::AcqRel) {
+            if !force {
+                return;
+            }
+            // A forced freeze waits its turn; the gate below orders it after the other one.
+        }
+        {
+            let _exclusive = self.gate.write().await;
+            let _g = self.mem_lock.lock();
+            let cur = self.mem.load_full();
+            let full = cur.active.table.approximate_bytes() >= self.opts.memtable_bytes;
+            let room = cur.immutables.len() < self.opts.max_immutable_memtables;
+            if !cur.active.table.is_empty() && (force || (full && room)) {
+                let mut immutables = Vec::with_capacity(cur.immutables.len() + 1);
+                immutables.push(cur.active.clone());
+                immutables.extend(cur.immutables.iter().cloned());
+                self.mem.store(Arc::new(MemState {
+                    active: Arc::new(MemSlot {
+                        table: (self.comps.memtables)(),
+                        max_lsn: AtomicU64::new(cur.active.max_lsn.load(Ordering::Relaxed)),
+                    }),
+                    immutables,
+                }));
+                self.flush_wanted.notify_one();
+            }
+        }
+        self.freezing.store(false, Ordering::Release);
+    }
+
+    pub async fn flush_all(&self) -> Result<()> {
+        self.freeze(true).await;
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            if self.mem.load().immutables.is_empty() {
+                return Ok(());
+            }
+            if let Some(e) = self.bg_error.lock().clone() {
+                return Err(Error::component("flush", e));
+            }
+            self.flush_wanted.notify_one();
+            if changed.changed().await.is_err() {
+                return Err(Error::Closed);
+            }
+        }
+    }
+
+    pub fn alloc_table_ids(&self, n: u64) -> std::ops::Range<TableId> {
+        let first = self.next_table_id.fetch_add(n, Ordering::Relaxed);
+        first..first + n
+    }
+}
+
+fn live_value(e: Entry) -> Option<Bytes> {
+    match e.kind {
+        EntryKind::Put => Some(e.value),
+        EntryKind::Delete => None,
+    }
+}

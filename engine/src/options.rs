@@ -1,0 +1,32 @@
+//! Engine tuning: memtable size, write-stall thresholds and the compaction policy.
+
+use cairn_compaction::PickerOptions;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineOptions {
+    /// A memtable is frozen and queued for flush once it holds this many bytes.
+    pub memtable_bytes: usize,
+    /// Frozen memtables waiting for flush; when the queue is full and the active memtable is
+    /// full too, writes wait for a flush instead of growing memory without bound.
+    pub max_immutable_memtables: usize,
+    /// Writes wait while L0 holds this many tables, until compaction catches up.
+    pub l0_stop_writes: usize,
+    /// Threads of the background runtime that runs flushes and compactions.
+    pub background_threads: usize,
+    #[serde(flatten)]
+    pub compaction: PickerOptions,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            memtable_bytes: 64 << 20,
+            max_immutable_memtables: 2,
+            l0_stop_writes: 20,
+            background_threads: 2,
+            compaction: PickerOptions::default(),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Sequence numbers and visibility. Writers take a range of sequence numbers, then journal
+//! and apply their batch concurrently with others; a sequence number becomes visible to
+//! readers only once every batch at or below it has been applied, so a reader never sees a
+//! later write without an earlier one.
+
+use cairn_common::SeqNo;
+use parking_lot::Mutex;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct SeqTracker {
+    inner: Mutex<Inner>,
+    visible: AtomicU64,
+}
+
+struct Inner {
+    next: SeqNo,
+    /// First sequence number of every batch taken but not yet applied.
+    in_flight: BTreeSet<SeqNo>,
+}
+
+impl SeqTracker {
+    /// Continues after `last`, the newest sequence number known to be applied.
+    pub fn new(last: SeqNo) -> Self {
+        SeqTracker {
+            inner: Mutex::new(Inner {
+                next: last + 1,
+                in_flight: BTreeSet::new(),
+            }),
+            visible: AtomicU64::new(last),
+        }
+    }
+
+    /// Reserves `n` consecutive sequence numbers and returns the first.
+    pub fn begin(&self, n: u64) -> SeqNo {
+        let mut s = self.inner.lock();
+        let first = s.next;
+        s.next += n;
+        s.in_flight.insert(first);
+        first
+    }
+
+    /// Marks the batch starting at `first` applied (or abandoned) and advances visibility.
+    pub fn finish(&self, first: SeqNo) {
+        let mut s = self.inner.lock();
+        s.in_flight.remove(&first);
+        let visible = match s.in_flight.first() {
+            Some(&oldest) => oldest - 1,
+            None => s.next - 1,
+        };
+        self.visible.fetch_max(visible, Ordering::Release);
+    }
+
+    pub fn visible(&self) -> SeqNo {
+        self.visible.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn visibility_waits_for_the_oldest_batch_in_flight() {
+        let t = SeqTracker::new(10);
+        let a = t.begin(2); // 11, 12
+        let b = t.begin(1); // 13
+        assert_eq!((a, b), (11, 13));
+        t.finish(b);
+        assert_eq!(t.visible(), 10, "13 is applied but 11-12 are not");
+        t.finish(a);
+        assert_eq!(t.visible(), 13);
+    }
+}

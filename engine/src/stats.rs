@@ -1,0 +1,41 @@
+//! What `Db::stats` reports: per-level table counts and sizes, memtables, sequence numbers and
+//! background-work counters. Serializable for `cairn stats --json`.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LevelStats {
+    pub level: usize,
+    pub tables: usize,
+    pub bytes: u64,
+    pub entries: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DbStats {
+    pub levels: Vec<LevelStats>,
+    pub memtable_bytes: u64,
+    pub memtable_entries: u64,
+    pub immutable_memtables: usize,
+    /// Newest sequence number visible to readers.
+    pub last_seq: u64,
+    pub next_table_id: u64,
+    pub live_snapshots: usize,
+    pub flushes: u64,
+    pub compactions: u64,
+    pub bytes_flushed: u64,
+    pub bytes_compacted: u64,
+    pub write_stalls: u64,
+    /// The last background failure, cleared by the next success.
+    pub background_error: Option<String>,
+}
+
+impl DbStats {
+    pub fn table_count(&self) -> usize {
+        self.levels.iter().map(|l| l.tables).sum()
+    }
+
+    pub fn table_bytes(&self) -> u64 {
+        self.levels.iter().map(|l| l.bytes).sum()
+    }
+}

@@ -1,0 +1,197 @@
+//! The engine's backbone test: thousands of random puts, deletes, batches, gets, scans,
+//! snapshots, flushes, compactions and reopens (clean and crash-like), every read checked
+//! against a `BTreeMap`, over every pairing of journal and memtable kind.
+//! `CAIRN_MODEL_SEEDS=N` runs more seeds.
+
+mod support;
+
+use bytes::Bytes;
+use cairn_common::{KeyRange, WriteBatch};
+use cairn_engine::{Db, Snapshot};
+use cairn_memtable::MemtableOptions;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use support::{Harness, JournalKind};
+
+type Model = BTreeMap<Bytes, Bytes>;
+
+fn key(rng: &mut StdRng) -> Bytes {
+    Bytes::from(format!("key{:04}", rng.random_range(0..400u32)))
+}
+
+fn value(rng: &mut StdRng, step: usize) -> Bytes {
+    let len = rng.random_range(0..120usize);
+    let mut v = format!("v{step}-").into_bytes();
+    v.resize(v.len() + len, b'a' + (step % 26) as u8);
+    Bytes::from(v)
+}
+
+fn random_range(rng: &mut StdRng) -> KeyRange {
+    let a = key(rng);
+    let b = key(rng);
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let start = match rng.random_range(0..3) {
+        0 => Bound::Unbounded,
+        1 => Bound::Included(lo),
+        _ => Bound::Excluded(lo),
+    };
+    let end = match rng.random_range(0..3) {
+        0 => Bound::Unbounded,
+        1 => Bound::Included(hi),
+        _ => Bound::Excluded(hi),
+    };
+    KeyRange { start, end }
+}
+
+fn model_range(model: &Model, r: &KeyRange) -> Vec<(Bytes, Bytes)> {
+    model
+        .range::<Bytes, _>((r.start.clone(), r.end.clone()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+async fn check_snapshots(db: &Db, snaps: &[(Snapshot, Model)], rng: &mut StdRng, step: usize) {
+    for (snap, frozen) in snaps {
+        let k = key(rng);
+        assert_eq!(
+            db.get_at(&k, snap).await.unwrap().as_ref(),
+            frozen.get(&k),
+            "step {step}: get {k:?} at snapshot {}",
+            snap.seq()
+        );
+        let r = random_range(rng);
+        let got = db.scan_at(r.clone(), snap).await.unwrap().collect(None).await.unwrap();
+        assert_eq!(got, model_range(frozen, &r), "step {step}: scan {r:?} at snapshot {}", snap.seq());
+    }
+}
+
+async fn run_model(seed: u64, steps: usize, journal: JournalKind, memtable: MemtableOptions) {
+    let h = Harness::new(journal, memtable);
+    let mut db = h.open().await;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut model = Model::new();
+    let mut snaps: Vec<(Snapshot, Model)> = Vec::new();
+    let mut reopens = 0;
+    let (mut flushes, mut compactions) = (0, 0);
+    for step in 0..steps {
+        match rng.random_range(0..1000u32) {
+            0..=399 => {
+                let (k, v) = (key(&mut rng), value(&mut rng, step));
+                db.put(k.clone(), v.clone()).await.unwrap();
+                model.insert(k, v);
+            }
+            400..=549 => {
+                let k = key(&mut rng);
+                db.delete(k.clone()).await.unwrap();
+                model.remove(&k);
+            }
+            550..=649 => {
+                let mut batch = WriteBatch::new();
+                for _ in 0..rng.random_range(1..20) {
+                    let k = key(&mut rng);
+                    if rng.random_bool(0.7) {
+                        let v = value(&mut rng, step);
+                        batch.put(k.clone(), v.clone());
+                        model.insert(k, v);
+                    } else {
+                        batch.delete(k.clone());
+                        model.remove(&k);
+                    }
+                }
+                db.write(batch).await.unwrap();
+            }
+            650..=799 => {
+                let k = key(&mut rng);
+                assert_eq!(db.get(&k).await.unwrap().as_ref(), model.get(&k), "step {step}: get {k:?}");
+            }
+            800..=879 => {
+                let r = random_range(&mut rng);
+                let limit = rng.random_bool(0.3).then(|| rng.random_range(0..50usize));
+                let got = db.scan(r.clone()).await.unwrap().collect(limit).await.unwrap();
+                let mut want = model_range(&model, &r);
+                if let Some(l) = limit {
+                    want.truncate(l);
+                }
+                assert_eq!(got, want, "step {step}: scan {r:?} limit {limit:?}");
+            }
+            880..=909 => {
+                if snaps.len() < 4 {
+                    snaps.push((db.snapshot(), model.clone()));
+                } else {
+                    snaps.remove(rng.random_range(0..snaps.len()));
+                }
+            }
+            910..=949 => check_snapshots(&db, &snaps, &mut rng, step).await,
+            950..=969 => db.flush().await.unwrap(),
+            970..=984 => db.compact().await.unwrap(),
+            _ => {
+                // Reopen: snapshots do not survive it.
+                snaps.clear();
+                reopens += 1;
+                let s = db.stats();
+                flushes += s.flushes;
+                compactions += s.compactions;
+                if rng.random_bool(0.5) {
+                    db.close().await.unwrap();
+                } else {
+                    db.close_without_flush().await.unwrap();
+                }
+                drop(db);
+                db = h.open().await;
+            }
+        }
+    }
+    // A final full comparison, then once more after a crash-like reopen.
+    let all = db.scan(KeyRange::all()).await.unwrap().collect(None).await.unwrap();
+    assert_eq!(all, model_range(&model, &KeyRange::all()), "seed {seed}: final scan");
+    let stats = db.stats();
+    flushes += stats.flushes;
+    compactions += stats.compactions;
+    assert!(
+        flushes > 0 && compactions > 0 && reopens > 0,
+        "seed {seed}: the run must exercise flush ({flushes}), compaction ({compactions}) and reopen ({reopens})"
+    );
+    drop(snaps);
+    db.close_without_flush().await.unwrap();
+    drop(db);
+    let db = h.open().await;
+    let all = db.scan(KeyRange::all()).await.unwrap().collect(None).await.unwrap();
+    assert_eq!(all, model_range(&model, &KeyRange::all()), "seed {seed}: after reopen ({reopens} reopens during the run)");
+    db.close().await.unwrap();
+}
+
+fn seeds() -> u64 {
+    std::env::var("CAIRN_MODEL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2)
+}
+
+const STEPS: usize = 3000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_file_journal_sharded_memtable() {
+    for seed in 0..seeds() {
+        run_model(seed, STEPS, JournalKind::File { sync: false }, MemtableOptions::default()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_file_journal_synced_single_lock_memtable() {
+    for seed in 100..100 + seeds() {
+        run_model(seed, STEPS, JournalKind::File { sync: true }, MemtableOptions::SingleLock).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_memory_journal_sharded_memtable() {
+    for seed in 200..200 + seeds() {
+        run_model(seed, STEPS, JournalKind::Memory, MemtableOptions::Sharded { shards: 4 }).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_memory_journal_single_lock_memtable() {
+    for seed in 300..300 + seeds() {
+        run_model(seed, STEPS, JournalKind::Memory, MemtableOptions::SingleLock).await;
+    }
+}
