@@ -120,6 +120,15 @@ impl KeyRange {
         }
     }
 
+    /// True when no key can fall inside (start after end, or `(k, k)` with an open end).
+    pub fn is_empty(&self) -> bool {
+        match (&self.start, &self.end) {
+            (Bound::Unbounded, _) | (_, Bound::Unbounded) => false,
+            (Bound::Included(s), Bound::Included(e)) => s > e,
+            (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => s >= e,
+        }
+    }
+
     pub fn contains(&self, key: &[u8]) -> bool {
         !self.is_before_start(key) && !self.is_past_end(key)
     }
@@ -173,5 +182,10 @@ mod tests {
         assert!(r.overlaps(b"a", b"b"));
         assert!(!r.overlaps(b"d", b"z"));
         assert!(KeyRange::all().contains(b""));
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        assert!(KeyRange { start: Bound::Excluded(b("k")), end: Bound::Excluded(b("k")) }.is_empty());
+        assert!(KeyRange { start: Bound::Included(b("k")), end: Bound::Excluded(b("k")) }.is_empty());
+        assert!(!KeyRange { start: Bound::Included(b("k")), end: Bound::Included(b("k")) }.is_empty());
+        assert!(KeyRange::new(Some(b("z")), Some(b("a"))).is_empty());
     }
 }

@@ -64,9 +64,9 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(50u64 << attempt.min(6))
 }
 
-fn record_error(inner: &Inner, what: &str, e: &Error) {
-    tracing::error!(error = %e, "{what} failed; will retry");
-    *inner.bg_error.lock() = Some(format!("{what}: {e}"));
+fn record_error(inner: &Inner, what: &str, e: &Error, attempt: u32) {
+    tracing::error!(error = %e, attempt, "{what} failed; will retry");
+    *inner.bg_error.lock() = Some((format!("{what}: {e}"), attempt));
     inner.changed.send_modify(|v| *v += 1);
 }
 
@@ -90,8 +90,8 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
                     continue;
                 }
                 Err(e) => {
-                    record_error(&inner, "flush", &e);
                     attempt += 1;
+                    record_error(&inner, "flush", &e, attempt);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff(attempt)) => continue,
                         _ = shutdown.changed() => return,
@@ -198,8 +198,8 @@ async fn compaction_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
                 clear_error(&inner);
             }
             Err(e) => {
-                record_error(&inner, "compaction", &e);
                 attempt += 1;
+                record_error(&inner, "compaction", &e, attempt);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff(attempt)) => {}
                     _ = shutdown.changed() => return,

@@ -69,7 +69,8 @@ pub(crate) struct Inner {
     pub shutdown: watch::Sender<bool>,
     pub closed: AtomicBool,
     pub freezing: AtomicBool,
-    pub bg_error: Mutex<Option<String>>,
+    /// The last background failure and how many attempts in a row have failed.
+    pub bg_error: Mutex<Option<(String, u32)>>,
     pub deleter: mpsc::UnboundedSender<TableId>,
     pub counters: background::Counters,
     /// Held so that only one job compacts at a time, background or manual.
@@ -83,6 +84,9 @@ pub struct Db {
 }
 
 const LOCK_FILE: &str = "LOCK";
+
+/// Consecutive background failures after which waiting callers get the error.
+const PERSISTENT_FAILURES: u32 = 5;
 
 impl Db {
     /// Opens the database whose manifest lives in `dir`, recovering from the manifest and
@@ -317,7 +321,7 @@ impl Db {
             bytes_flushed: c.bytes_flushed.load(Ordering::Relaxed),
             bytes_compacted: c.bytes_compacted.load(Ordering::Relaxed),
             write_stalls: c.stalls.load(Ordering::Relaxed),
-            background_error: inner.bg_error.lock().clone(),
+            background_error: inner.bg_error.lock().as_ref().map(|(e, _)| e.clone()),
         }
     }
 
@@ -438,7 +442,7 @@ impl Inner {
                     self.compact_wanted.notify_one();
                 }
             }
-            if let Some(e) = self.bg_error.lock().clone() {
+            if let Some(e) = self.persistent_bg_error() {
                 return Err(Error::component("background work (writes are stalled)", e));
             }
             self.check_open()?;
@@ -488,7 +492,7 @@ impl Inner {
             if self.mem.load().immutables.is_empty() {
                 return Ok(());
             }
-            if let Some(e) = self.bg_error.lock().clone() {
+            if let Some(e) = self.persistent_bg_error() {
                 return Err(Error::component("flush", e));
             }
             self.flush_wanted.notify_one();
@@ -496,6 +500,16 @@ impl Inner {
                 return Err(Error::Closed);
             }
         }
+    }
+
+    /// A background failure that retries have not cured: callers waiting on background work
+    /// get it as an error instead of waiting forever. Transient failures stay invisible.
+    fn persistent_bg_error(&self) -> Option<String> {
+        self.bg_error
+            .lock()
+            .as_ref()
+            .filter(|(_, attempts)| *attempts >= PERSISTENT_FAILURES)
+            .map(|(e, attempts)| format!("{e} ({attempts} attempts)"))
     }
 
     pub fn alloc_table_ids(&self, n: u64) -> std::ops::Range<TableId> {

@@ -18,6 +18,3 @@ pub use options::EngineOptions;
 pub use scan::DbIter;
 pub use snapshot::Snapshot;
 pub use stats::{DbStats, LevelStats};
-
-#[cfg(test)]
-mod tests;

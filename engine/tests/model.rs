@@ -47,7 +47,8 @@ fn random_range(rng: &mut StdRng) -> KeyRange {
 
 fn model_range(model: &Model, r: &KeyRange) -> Vec<(Bytes, Bytes)> {
     model
-        .range::<Bytes, _>((r.start.clone(), r.end.clone()))
+        .iter()
+        .filter(|(k, _)| r.contains(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }

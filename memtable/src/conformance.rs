@@ -62,6 +62,14 @@ fn scans_are_ordered_and_bounded(m: Arc<dyn Memtable>) {
     assert_eq!(part.len(), 20);
     assert_eq!(&part[0].key[..], b"key0011");
     assert_eq!(&part[19].key[..], b"key0020");
+
+    for (start, end) in [
+        (Bound::Excluded(Bytes::from("key0010")), Bound::Excluded(Bytes::from("key0010"))),
+        (Bound::Included(Bytes::from("key0020")), Bound::Excluded(Bytes::from("key0010"))),
+    ] {
+        let r = KeyRange { start, end };
+        assert_eq!(m.scan(&r, u64::MAX).count(), 0, "empty or inverted range {r:?}");
+    }
 }
 
 fn scan_streams_past_one_run(m: Arc<dyn Memtable>) {

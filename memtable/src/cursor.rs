@@ -47,7 +47,8 @@ impl MapCursor {
             end,
             snapshot,
             buf: VecDeque::with_capacity(RUN),
-            done: false,
+            // BTreeMap::range panics on an inverted range; an empty one has nothing to give.
+            done: range.is_empty(),
         }
     }
 

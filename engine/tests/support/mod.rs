@@ -92,3 +92,45 @@ impl Harness {
         self.dir.path()
     }
 }
+
+/// A storage decorator for fault tests: fails the next `fail_next` table creations, and
+/// holds every creation while `hold` has no permits.
+pub struct FaultyStorage {
+    pub inner: Arc<dyn Storage>,
+    pub fail_next: std::sync::atomic::AtomicUsize,
+    pub hold: tokio::sync::Semaphore,
+}
+
+impl FaultyStorage {
+    pub fn new(inner: Arc<dyn Storage>) -> Arc<Self> {
+        Arc::new(FaultyStorage {
+            inner,
+            fail_next: Default::default(),
+            hold: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for FaultyStorage {
+    async fn create_table(&self, id: u64) -> cairn_common::Result<Box<dyn cairn_filestore::TableBuilder>> {
+        drop(self.hold.acquire().await.expect("semaphore"));
+        let failing = self
+            .fail_next
+            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(cairn_common::Error::component("faulty storage", "injected failure"));
+        }
+        self.inner.create_table(id).await
+    }
+    async fn open_table(&self, meta: &cairn_common::TableMeta) -> cairn_common::Result<Arc<dyn cairn_filestore::Table>> {
+        self.inner.open_table(meta).await
+    }
+    async fn delete_table(&self, id: u64) -> cairn_common::Result<()> {
+        self.inner.delete_table(id).await
+    }
+    async fn list_tables(&self) -> cairn_common::Result<Vec<u64>> {
+        self.inner.list_tables().await
+    }
+}

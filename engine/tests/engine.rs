@@ -1,0 +1,208 @@
+//! Engine behaviour beyond the model test: write stalls, background failures and retries,
+//! the directory lock, atomic batches under concurrent scans, snapshot isolation through
+//! compaction, and cleanup of replaced tables and flushed journal segments.
+
+mod support;
+
+use bytes::Bytes;
+use cairn_common::{Error, KeyRange, WriteBatch};
+use cairn_engine::Db;
+use cairn_memtable::MemtableOptions;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use support::{FaultyStorage, Harness, JournalKind};
+
+fn file_harness() -> Harness {
+    Harness::new(JournalKind::File { sync: false }, MemtableOptions::default())
+}
+
+async fn scan_all(db: &Db) -> Vec<(Bytes, Bytes)> {
+    db.scan(KeyRange::all()).await.unwrap().collect(None).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_stall_while_flush_is_blocked_and_resume_after() {
+    let mut h = file_harness();
+    h.opts.max_immutable_memtables = 1;
+    let faulty = FaultyStorage::new(h.storage());
+    let permits = faulty.hold.available_permits();
+    faulty.hold.forget_permits(permits); // every flush now waits
+    let db = Arc::new(h.open_with(faulty.clone()).await);
+
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for i in 0..2000u32 {
+                db.put(format!("k{i:05}"), vec![b'x'; 100]).await.unwrap();
+            }
+        })
+    };
+    // The writer fills the active memtable and the one-slot queue, then must stall.
+    while db.stats().write_stalls == 0 {
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished(), "2000 writes cannot fit in two 16 KiB memtables");
+    }
+    let s = db.stats();
+    assert_eq!(s.immutable_memtables, 1);
+    assert!(
+        s.memtable_bytes < (h.opts.memtable_bytes + 1024) as u64,
+        "memory stays bounded while stalled: {} bytes",
+        s.memtable_bytes
+    );
+    faulty.hold.add_permits(permits);
+    writer.await.unwrap();
+    db.flush().await.unwrap();
+    assert_eq!(scan_all(&db).await.len(), 2000);
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_flushes_are_retried_and_lose_nothing() {
+    let h = file_harness();
+    let faulty = FaultyStorage::new(h.storage());
+    faulty.fail_next.store(3, Ordering::SeqCst);
+    let db = h.open_with(faulty.clone()).await;
+    for i in 0..100u32 {
+        db.put(format!("k{i:03}"), format!("v{i}")).await.unwrap();
+    }
+    db.flush().await.expect("flush succeeds once the storage recovers");
+    assert_eq!(faulty.fail_next.load(Ordering::SeqCst), 0, "the failures were hit");
+    let s = db.stats();
+    assert_eq!(s.background_error, None, "cleared after success");
+    assert_eq!(s.levels[0].tables, 1);
+    db.close().await.unwrap();
+    let db = h.open().await;
+    assert_eq!(scan_all(&db).await.len(), 100);
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_open_of_the_same_directory_is_refused() {
+    let h = file_harness();
+    let db = h.open().await;
+    let err = Db::open(h.path(), h.opts.clone(), h.components(h.storage()))
+        .await
+        .err()
+        .expect("second open must fail");
+    assert!(matches!(err, Error::Locked(_)), "{err}");
+    db.close().await.unwrap();
+    let db = h.open().await;
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_atomic_under_concurrent_scans_and_flushes() {
+    let h = file_harness();
+    let db = Arc::new(h.open().await);
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for round in 0..300u32 {
+                let mut b = WriteBatch::new();
+                for k in 0..10u32 {
+                    b.put(format!("group{k}"), format!("round{round:04}"));
+                }
+                db.write(b).await.unwrap();
+            }
+        })
+    };
+    let mut checks = 0;
+    while !writer.is_finished() || checks < 50 {
+        let rows = scan_all(&db).await;
+        if !rows.is_empty() {
+            assert_eq!(rows.len(), 10);
+            assert!(rows.iter().all(|(_, v)| v == &rows[0].1), "a scan saw half a batch: {rows:?}");
+        }
+        checks += 1;
+    }
+    writer.await.unwrap();
+    assert!(db.stats().flushes > 0, "the batches crossed memtable flushes");
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_survive_overwrites_deletes_flushes_and_compaction() {
+    let h = file_harness();
+    let db = h.open().await;
+    for i in 0..500u32 {
+        db.put(format!("k{i:03}"), "old").await.unwrap();
+    }
+    let snap = db.snapshot();
+    for i in 0..500u32 {
+        if i % 2 == 0 {
+            db.delete(format!("k{i:03}")).await.unwrap();
+        } else {
+            db.put(format!("k{i:03}"), "new").await.unwrap();
+        }
+    }
+    db.compact().await.unwrap();
+    let old = db.scan_at(KeyRange::all(), &snap).await.unwrap().collect(None).await.unwrap();
+    assert_eq!(old.len(), 500);
+    assert!(old.iter().all(|(_, v)| v == "old"));
+    assert_eq!(db.get_at(b"k000", &snap).await.unwrap(), Some(Bytes::from("old")));
+    assert_eq!(db.get(b"k000").await.unwrap(), None);
+    let now = scan_all(&db).await;
+    assert_eq!(now.len(), 250);
+
+    // Without the snapshot, a full compaction drops the old versions and the tombstones.
+    drop(snap);
+    db.compact().await.unwrap();
+    let s = db.stats();
+    let entries: u64 = s.levels.iter().map(|l| l.entries).sum();
+    assert_eq!(entries, 250, "only the live versions remain: {s:?}");
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_tables_and_flushed_journal_segments_are_removed() {
+    let h = file_harness();
+    let db = h.open().await;
+    for round in 0..5u32 {
+        for i in 0..400u32 {
+            db.put(format!("k{i:03}"), format!("r{round}-{}", "x".repeat(60))).await.unwrap();
+        }
+    }
+    db.compact().await.unwrap();
+    db.close().await.unwrap();
+    let db = h.open().await;
+    let stats = db.stats();
+    let files = std::fs::read_dir(h.path().join("tables")).unwrap().count();
+    assert_eq!(files, stats.table_count(), "only live tables remain on disk");
+    let journal_bytes: u64 = std::fs::read_dir(h.path().join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(journal_bytes < 64 << 10, "flushed segments were truncated: {journal_bytes} bytes left");
+    assert_eq!(scan_all(&db).await.len(), 400);
+    db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_database_refuses_work() {
+    let h = file_harness();
+    let db = h.open().await;
+    db.put("a", "1").await.unwrap();
+    db.close().await.unwrap();
+    assert!(matches!(db.put("b", "2").await, Err(Error::Closed)));
+    assert!(matches!(db.get(b"a").await, Err(Error::Closed)));
+    db.close().await.expect("closing twice is harmless");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_that_keeps_failing_is_reported_not_waited_on_forever() {
+    let h = file_harness();
+    let faulty = FaultyStorage::new(h.storage());
+    faulty.fail_next.store(usize::MAX, Ordering::SeqCst);
+    let db = h.open_with(faulty.clone()).await;
+    db.put("k", "v").await.unwrap();
+    let err = db.flush().await.expect_err("the storage never recovers");
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert!(db.stats().background_error.is_some());
+    // The write is still readable, and still in the journal for the next open.
+    assert_eq!(db.get(b"k").await.unwrap(), Some(Bytes::from("v")));
+    db.close_without_flush().await.unwrap();
+    drop(db);
+    let db = h.open().await;
+    assert_eq!(db.get(b"k").await.unwrap(), Some(Bytes::from("v")));
+    db.close().await.unwrap();
+}
