@@ -1,1 +1,24 @@
-//! placeholder
+//! Cairn: an LSM-tree key-value engine whose journal, memtable, table storage and compactor
+//! are separate components behind traits. This facade re-exports the pieces, reads the one
+//! config file ([`Config`]) and turns it into trait objects and an open [`Db`] ([`open`]).
+//!
+//! Library users who bring their own components skip the config entirely and call
+//! [`Db::open`] with a [`Components`] of their making (see `examples/custom_components.rs`).
+
+mod config;
+mod wiring;
+
+pub use config::{
+    CompactionKind, CompactionSection, Config, ConfigError, JournalKind, JournalSection,
+    MemtableKind, MemtableSection, StorageKind, StorageSection,
+};
+pub use wiring::{components, open};
+
+pub use cairn_common::{Entry, EntryKind, Error, KeyRange, Result, SeqNo, TableMeta, WriteBatch};
+pub use cairn_compaction::{CompactionJob, Compactor, LocalCompactor, PickerOptions};
+pub use cairn_engine::{Components, Db, DbIter, DbStats, EngineOptions, LevelStats, Snapshot};
+pub use cairn_filestore::{SstOptions, SstStorage, Storage, Table, TableBuilder};
+pub use cairn_journal::{FileJournal, FileJournalOptions, Journal, MemoryJournal};
+pub use cairn_memtable::{
+    Memtable, MemtableFactory, MemtableOptions, ShardedMemtable, SingleLockMemtable,
+};

@@ -101,13 +101,26 @@ impl WriteBatch {
             return Err(bad("unknown batch format"));
         }
         let seq = u64::from_le_bytes(take(&mut pos, 8)?[..].try_into().map_err(|_| bad("seq"))?);
-        let count = u32::from_le_bytes(take(&mut pos, 4)?[..].try_into().map_err(|_| bad("count"))?);
+        let count = u32::from_le_bytes(
+            take(&mut pos, 4)?[..]
+                .try_into()
+                .map_err(|_| bad("count"))?,
+        );
         let mut batch = WriteBatch::new();
         for _ in 0..count {
-            let kind = EntryKind::from_u8(take(&mut pos, 1)?[0]).ok_or_else(|| bad("bad op kind"))?;
-            let klen = u32::from_le_bytes(take(&mut pos, 4)?[..].try_into().map_err(|_| bad("key length"))?);
+            let kind =
+                EntryKind::from_u8(take(&mut pos, 1)?[0]).ok_or_else(|| bad("bad op kind"))?;
+            let klen = u32::from_le_bytes(
+                take(&mut pos, 4)?[..]
+                    .try_into()
+                    .map_err(|_| bad("key length"))?,
+            );
             let key = take(&mut pos, klen as usize)?;
-            let vlen = u32::from_le_bytes(take(&mut pos, 4)?[..].try_into().map_err(|_| bad("value length"))?);
+            let vlen = u32::from_le_bytes(
+                take(&mut pos, 4)?[..]
+                    .try_into()
+                    .map_err(|_| bad("value length"))?,
+            );
             let value = take(&mut pos, vlen as usize)?;
             batch.bytes += key.len() + value.len();
             batch.ops.push(BatchOp { kind, key, value });
@@ -139,7 +152,10 @@ mod tests {
         b.put("key", "value");
         let enc = b.encode(1);
         for cut in 0..enc.len() {
-            assert!(WriteBatch::decode(&enc.slice(..cut)).is_err(), "cut at {cut}");
+            assert!(
+                WriteBatch::decode(&enc.slice(..cut)).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 }

@@ -125,7 +125,9 @@ impl KeyRange {
         match (&self.start, &self.end) {
             (Bound::Unbounded, _) | (_, Bound::Unbounded) => false,
             (Bound::Included(s), Bound::Included(e)) => s > e,
-            (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => s >= e,
+            (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => {
+                s >= e
+            }
         }
     }
 
@@ -162,9 +164,18 @@ mod tests {
     #[test]
     fn internal_order_is_key_asc_seq_desc() {
         let mut v = vec![
-            InternalKey { key: Bytes::from_static(b"b"), seq: 1 },
-            InternalKey { key: Bytes::from_static(b"a"), seq: 1 },
-            InternalKey { key: Bytes::from_static(b"a"), seq: 9 },
+            InternalKey {
+                key: Bytes::from_static(b"b"),
+                seq: 1,
+            },
+            InternalKey {
+                key: Bytes::from_static(b"a"),
+                seq: 1,
+            },
+            InternalKey {
+                key: Bytes::from_static(b"a"),
+                seq: 9,
+            },
         ];
         v.sort();
         assert_eq!(v[0].seq, 9);
@@ -174,7 +185,10 @@ mod tests {
 
     #[test]
     fn range_bounds() {
-        let r = KeyRange::new(Some(Bytes::from_static(b"b")), Some(Bytes::from_static(b"d")));
+        let r = KeyRange::new(
+            Some(Bytes::from_static(b"b")),
+            Some(Bytes::from_static(b"d")),
+        );
         assert!(!r.contains(b"a"));
         assert!(r.contains(b"b"));
         assert!(r.contains(b"c"));
@@ -183,9 +197,27 @@ mod tests {
         assert!(!r.overlaps(b"d", b"z"));
         assert!(KeyRange::all().contains(b""));
         let b = |s: &'static str| Bytes::from_static(s.as_bytes());
-        assert!(KeyRange { start: Bound::Excluded(b("k")), end: Bound::Excluded(b("k")) }.is_empty());
-        assert!(KeyRange { start: Bound::Included(b("k")), end: Bound::Excluded(b("k")) }.is_empty());
-        assert!(!KeyRange { start: Bound::Included(b("k")), end: Bound::Included(b("k")) }.is_empty());
+        assert!(
+            KeyRange {
+                start: Bound::Excluded(b("k")),
+                end: Bound::Excluded(b("k"))
+            }
+            .is_empty()
+        );
+        assert!(
+            KeyRange {
+                start: Bound::Included(b("k")),
+                end: Bound::Excluded(b("k"))
+            }
+            .is_empty()
+        );
+        assert!(
+            !KeyRange {
+                start: Bound::Included(b("k")),
+                end: Bound::Included(b("k"))
+            }
+            .is_empty()
+        );
         assert!(KeyRange::new(Some(b("z")), Some(b("a"))).is_empty());
     }
 }

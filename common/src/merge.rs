@@ -2,9 +2,9 @@
 //! order. The engine merges memtables and tables with it; the compactor merges its inputs.
 //! Exact duplicates (same key and seq, which can only be the same write) appear once.
 
+use crate::BoxStream;
 use crate::entry::Entry;
 use crate::error::Result;
-use crate::BoxStream;
 use futures::StreamExt;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -45,7 +45,10 @@ struct State {
 
 pub fn merge_sorted(sources: Vec<BoxStream<Result<Entry>>>) -> BoxStream<Result<Entry>> {
     if sources.len() == 1 {
-        return sources.into_iter().next().unwrap_or_else(|| Box::pin(futures::stream::empty()));
+        return sources
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Box::pin(futures::stream::empty()));
     }
     let state = State {
         heap: BinaryHeap::with_capacity(sources.len()),
@@ -69,7 +72,11 @@ pub fn merge_sorted(sources: Vec<BoxStream<Result<Entry>>>) -> BoxStream<Result<
             if let Some(next) = st.sources[src].next().await.transpose()? {
                 st.heap.push(Head { entry: next, src });
             }
-            if st.last.as_ref().is_some_and(|(k, s)| *s == entry.seq && *k == entry.key) {
+            if st
+                .last
+                .as_ref()
+                .is_some_and(|(k, s)| *s == entry.seq && *k == entry.key)
+            {
                 continue;
             }
             st.last = Some((entry.key.clone(), entry.seq));
@@ -90,9 +97,15 @@ mod tests {
     #[test]
     fn merges_in_internal_order_and_drops_exact_duplicates() {
         let a = vec![Entry::put("a", 5, "a5"), Entry::put("c", 1, "c1")];
-        let b = vec![Entry::put("a", 7, "a7"), Entry::put("a", 5, "a5"), Entry::put("b", 2, "b2")];
-        let out: Vec<Entry> =
-            futures::executor::block_on(merge_sorted(vec![src(a), src(b), src(vec![])]).try_collect()).unwrap();
+        let b = vec![
+            Entry::put("a", 7, "a7"),
+            Entry::put("a", 5, "a5"),
+            Entry::put("b", 2, "b2"),
+        ];
+        let out: Vec<Entry> = futures::executor::block_on(
+            merge_sorted(vec![src(a), src(b), src(vec![])]).try_collect(),
+        )
+        .unwrap();
         let got: Vec<(&[u8], u64)> = out.iter().map(|e| (&e.key[..], e.seq)).collect();
         assert_eq!(got, vec![(&b"a"[..], 7), (b"a", 5), (b"b", 2), (b"c", 1)]);
     }
@@ -103,8 +116,9 @@ mod tests {
             Ok(Entry::put("a", 1, "x")),
             Err(crate::Error::corruption("t", "bad")),
         ]));
-        let r: Result<Vec<Entry>> =
-            futures::executor::block_on(merge_sorted(vec![bad, src(vec![Entry::put("b", 1, "")])]).try_collect());
+        let r: Result<Vec<Entry>> = futures::executor::block_on(
+            merge_sorted(vec![bad, src(vec![Entry::put("b", 1, "")])]).try_collect(),
+        );
         assert!(r.unwrap_err().is_corruption());
     }
 }

@@ -1,7 +1,7 @@
 //! Metadata of one immutable table, as the manifest records it and storages return it.
 
-use crate::entry::SeqNo;
 use crate::TableId;
+use crate::entry::SeqNo;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 

@@ -19,13 +19,24 @@ async fn read_all(storage: &Arc<dyn Storage>, outputs: &[TableMeta]) -> Vec<Entr
     let mut all = Vec::new();
     for m in outputs {
         let t = storage.open_table(m).await.expect("open output");
-        let part: Vec<Entry> = t.scan(&KeyRange::all()).await.expect("scan").try_collect().await.expect("scan stream");
+        let part: Vec<Entry> = t
+            .scan(&KeyRange::all())
+            .await
+            .expect("scan")
+            .try_collect()
+            .await
+            .expect("scan stream");
         all.extend(part);
     }
     all
 }
 
-fn job(inputs: Vec<TableMeta>, first_id: u64, oldest_snapshot: u64, drop_tombstones: bool) -> CompactionJob {
+fn job(
+    inputs: Vec<TableMeta>,
+    first_id: u64,
+    oldest_snapshot: u64,
+    drop_tombstones: bool,
+) -> CompactionJob {
     CompactionJob {
         inputs,
         output_level: 1,
@@ -40,19 +51,35 @@ async fn merges_and_collects_garbage(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage
     let newer = write_table(
         s.as_ref(),
         1,
-        &[Entry::put("a", 10, "a10"), Entry::delete("b", 11), Entry::put("d", 12, "d12")],
+        &[
+            Entry::put("a", 10, "a10"),
+            Entry::delete("b", 11),
+            Entry::put("d", 12, "d12"),
+        ],
     )
     .await
     .expect("input");
     let older = write_table(
         s.as_ref(),
         2,
-        &[Entry::put("a", 1, "a1"), Entry::put("b", 2, "b2"), Entry::put("c", 3, "c3")],
+        &[
+            Entry::put("a", 1, "a1"),
+            Entry::put("b", 2, "b2"),
+            Entry::put("c", 3, "c3"),
+        ],
     )
     .await
     .expect("input");
 
-    let out = c.compact(job(vec![newer.clone(), older.clone()], 100, u64::MAX, false)).await.expect("compact");
+    let out = c
+        .compact(job(
+            vec![newer.clone(), older.clone()],
+            100,
+            u64::MAX,
+            false,
+        ))
+        .await
+        .expect("compact");
     let got = read_all(s, &out).await;
     let keys: Vec<(&[u8], u64)> = got.iter().map(|e| (&e.key[..], e.seq)).collect();
     assert_eq!(
@@ -60,13 +87,26 @@ async fn merges_and_collects_garbage(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage
         vec![(&b"a"[..], 10), (b"b", 11), (b"c", 3), (b"d", 12)],
         "shadowed versions go, a tombstone stays when not at the bottom"
     );
-    assert!(out.iter().all(|m| (100..200).contains(&m.id)), "outputs use the job's ids");
+    assert!(
+        out.iter().all(|m| (100..200).contains(&m.id)),
+        "outputs use the job's ids"
+    );
 
-    let out = c.compact(job(vec![newer, older], 200, u64::MAX, true)).await.expect("compact");
+    let out = c
+        .compact(job(vec![newer, older], 200, u64::MAX, true))
+        .await
+        .expect("compact");
     let got = read_all(s, &out).await;
     let keys: Vec<&[u8]> = got.iter().map(|e| &e.key[..]).collect();
-    assert_eq!(keys, vec![&b"a"[..], b"c", b"d"], "at the bottom the tombstone and what it hid go");
-    assert!(s.list_tables().await.expect("list").contains(&1), "inputs are never deleted by the compactor");
+    assert_eq!(
+        keys,
+        vec![&b"a"[..], b"c", b"d"],
+        "at the bottom the tombstone and what it hid go"
+    );
+    assert!(
+        s.list_tables().await.expect("list").contains(&1),
+        "inputs are never deleted by the compactor"
+    );
 }
 
 async fn keeps_what_snapshots_see(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>) {
@@ -83,7 +123,10 @@ async fn keeps_what_snapshots_see(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>) 
     .await
     .expect("input");
     // A snapshot at 17 sees v15; everything newer than 17 may be seen by someone too.
-    let out = c.compact(job(vec![t], 300, 17, true)).await.expect("compact");
+    let out = c
+        .compact(job(vec![t], 300, 17, true))
+        .await
+        .expect("compact");
     let got = read_all(s, &out).await;
     let seqs: Vec<u64> = got.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, vec![30, 20, 15]);
@@ -100,12 +143,23 @@ async fn cuts_outputs_between_keys(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>)
     let mut j = job(vec![t], 400, 2, false);
     j.target_table_bytes = 32 << 10;
     let out = c.compact(j).await.expect("compact");
-    assert!(out.len() > 3, "outputs are cut at the target size, got {}", out.len());
+    assert!(
+        out.len() > 3,
+        "outputs are cut at the target size, got {}",
+        out.len()
+    );
     for w in out.windows(2) {
-        assert!(w[0].largest < w[1].smallest, "a key never spans two outputs, and outputs are in key order");
+        assert!(
+            w[0].largest < w[1].smallest,
+            "a key never spans two outputs, and outputs are in key order"
+        );
     }
     let got = read_all(s, &out).await;
-    assert_eq!(got.len(), 4000, "versions 3 and 2 of every key survive a snapshot at 2");
+    assert_eq!(
+        got.len(),
+        4000,
+        "versions 3 and 2 of every key survive a snapshot at 2"
+    );
     let ids: HashSet<u64> = out.iter().map(|m| m.id).collect();
     assert_eq!(ids.len(), out.len());
 }
@@ -121,7 +175,11 @@ async fn missing_input_is_an_error(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>)
         entries: 1,
         size: 100,
     };
-    assert!(c.compact(job(vec![ghost], 500, u64::MAX, false)).await.is_err());
+    assert!(
+        c.compact(job(vec![ghost], 500, u64::MAX, false))
+            .await
+            .is_err()
+    );
     let after: HashSet<u64> = s.list_tables().await.expect("list").into_iter().collect();
     assert_eq!(before, after, "a failed job leaves no outputs behind");
 }

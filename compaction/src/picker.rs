@@ -117,7 +117,11 @@ impl LeveledPicker {
         };
         let (lo, hi) = key_span(&inputs);
         let next = levels.get(output_level).map(Vec::as_slice).unwrap_or(&[]);
-        let overlap: Vec<TableMeta> = next.iter().filter(|t| t.overlaps_keys(&lo, &hi)).cloned().collect();
+        let overlap: Vec<TableMeta> = next
+            .iter()
+            .filter(|t| t.overlaps_keys(&lo, &hi))
+            .cloned()
+            .collect();
         let trivial_move = overlap.is_empty() && inputs.len() == 1;
         inputs.extend(overlap);
         let (lo, hi) = key_span(&inputs);
@@ -148,7 +152,15 @@ fn overlapping(tables: &[TableMeta], t: &TableMeta) -> Vec<TableMeta> {
 }
 
 fn key_span(tables: &[TableMeta]) -> (Vec<u8>, Vec<u8>) {
-    let lo = tables.iter().map(|t| t.smallest.clone()).min().unwrap_or_default();
-    let hi = tables.iter().map(|t| t.largest.clone()).max().unwrap_or_default();
+    let lo = tables
+        .iter()
+        .map(|t| t.smallest.clone())
+        .min()
+        .unwrap_or_default();
+    let hi = tables
+        .iter()
+        .map(|t| t.largest.clone())
+        .max()
+        .unwrap_or_default();
     (lo, hi)
 }

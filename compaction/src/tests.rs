@@ -9,13 +9,17 @@ use std::sync::Arc;
 #[tokio::test]
 async fn conformance_local() {
     let dir = tempfile::tempdir().unwrap();
-    let storage: Arc<dyn Storage> = Arc::new(SstStorage::open(SstOptions::new(dir.path())).unwrap());
+    let storage: Arc<dyn Storage> =
+        Arc::new(SstStorage::open(SstOptions::new(dir.path())).unwrap());
     conformance::run(Arc::new(LocalCompactor::new(storage.clone())), storage).await;
 }
 
 /// What a reader at `snap` sees of one key's versions (newest first): the first at or below.
 fn visible(versions: &[Entry], snap: u64) -> Option<&Entry> {
-    versions.iter().find(|e| e.seq <= snap).filter(|e| !e.is_delete())
+    versions
+        .iter()
+        .find(|e| e.seq <= snap)
+        .filter(|e| !e.is_delete())
 }
 
 #[test]
@@ -26,7 +30,11 @@ fn gc_filter_preserves_every_reader_at_or_after_the_oldest_snapshot() {
             let versions: Vec<Entry> = (0..n)
                 .map(|i| {
                     let seq = (n - i) * 10;
-                    if mask & (1 << i) != 0 { Entry::delete("k", seq) } else { Entry::put("k", seq, seq.to_string()) }
+                    if mask & (1 << i) != 0 {
+                        Entry::delete("k", seq)
+                    } else {
+                        Entry::put("k", seq, seq.to_string())
+                    }
                 })
                 .collect();
             for oldest in [0, 5, 10, 15, 25, 35, 100] {
@@ -41,7 +49,10 @@ fn gc_filter_preserves_every_reader_at_or_after_the_oldest_snapshot() {
                         );
                     }
                     let older_than_oldest = kept.iter().filter(|e| e.seq <= oldest).count();
-                    assert!(older_than_oldest <= 1, "at most one version at or below the oldest snapshot survives");
+                    assert!(
+                        older_than_oldest <= 1,
+                        "at most one version at or below the oldest snapshot survives"
+                    );
                 }
             }
         }
@@ -78,9 +89,15 @@ fn picker_waits_for_the_l0_trigger() {
     levels[0].push(meta(4, "a", "c", 10));
     levels[1].push(meta(5, "b", "d", 10));
     levels[1].push(meta(6, "zz", "zzz", 10));
-    let pick = p.pick(&levels).expect("four L0 tables trigger a compaction");
+    let pick = p
+        .pick(&levels)
+        .expect("four L0 tables trigger a compaction");
     assert_eq!((pick.level, pick.output_level), (0, 1));
-    assert_eq!(pick.inputs.len(), 5, "all of L0 plus the overlapping L1 table");
+    assert_eq!(
+        pick.inputs.len(),
+        5,
+        "all of L0 plus the overlapping L1 table"
+    );
     assert!(pick.drop_tombstones, "nothing below L1");
     assert!(!pick.trivial_move);
 }

@@ -3,7 +3,7 @@
 //! compactor, installs the result) and the deletion of obsolete tables. A failed job is
 //! logged, recorded for `stats` and retried with backoff; nothing is dropped.
 
-use crate::db::{Inner, MemState, MemSlot};
+use crate::db::{Inner, MemSlot, MemState};
 use crate::version::{TableHandle, Version};
 use cairn_common::{Error, KeyRange, Result, TableId, TableMeta};
 use cairn_compaction::{CompactionJob, Pick};
@@ -39,7 +39,11 @@ impl Background {
         let tasks = vec![
             runtime.spawn(flush_loop(inner.clone(), inner.shutdown.subscribe())),
             runtime.spawn(compaction_loop(inner.clone(), inner.shutdown.subscribe())),
-            runtime.spawn(deletion_loop(inner.clone(), deletions, inner.shutdown.subscribe())),
+            runtime.spawn(deletion_loop(
+                inner.clone(),
+                deletions,
+                inner.shutdown.subscribe(),
+            )),
         ];
         Ok(Background { runtime, tasks })
     }
@@ -152,7 +156,10 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
             v.levels[0].insert(0, h.clone());
             inner.version.store(Arc::new(v));
             inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
-            inner.counters.bytes_flushed.fetch_add(h.meta.size, Ordering::Relaxed);
+            inner
+                .counters
+                .bytes_flushed
+                .fetch_add(h.meta.size, Ordering::Relaxed);
         }
     }
     // Only now, with the table visible, may readers stop finding the memtable.
@@ -161,7 +168,12 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
         let cur = inner.mem.load_full();
         inner.mem.store(Arc::new(MemState {
             active: cur.active.clone(),
-            immutables: cur.immutables.iter().filter(|m| !Arc::ptr_eq(m, slot)).cloned().collect(),
+            immutables: cur
+                .immutables
+                .iter()
+                .filter(|m| !Arc::ptr_eq(m, slot))
+                .cloned()
+                .collect(),
         }));
     }
     if let Err(e) = inner.comps.journal.truncate(flushed_lsn).await {
@@ -275,7 +287,9 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
     let out_level = &mut next.levels[pick.output_level];
     out_level.extend(outputs.iter().cloned());
     out_level.sort_by(|a, b| a.smallest.cmp(&b.smallest));
-    next.next_table_id = next.next_table_id.max(inner.next_table_id.load(Ordering::Relaxed));
+    next.next_table_id = next
+        .next_table_id
+        .max(inner.next_table_id.load(Ordering::Relaxed));
     next.store(&inner.dir)?;
     *manifest = next;
 
@@ -291,7 +305,11 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
             !gone
         });
     }
-    let new_handles: Vec<Arc<TableHandle>> = if pick.trivial_move { moved.clone() } else { handles };
+    let new_handles: Vec<Arc<TableHandle>> = if pick.trivial_move {
+        moved.clone()
+    } else {
+        handles
+    };
     let lvl = &mut v.levels[pick.output_level];
     lvl.extend(new_handles);
     lvl.sort_by(|a, b| a.meta.smallest.cmp(&b.meta.smallest));

@@ -10,7 +10,9 @@ use crate::stats::{DbStats, LevelStats};
 use crate::version::{TableHandle, Version};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use cairn_common::{Entry, EntryKind, Error, IoContext, KeyRange, Result, SeqNo, TableId, WriteBatch};
+use cairn_common::{
+    Entry, EntryKind, Error, IoContext, KeyRange, Result, SeqNo, TableId, WriteBatch,
+};
 use cairn_compaction::{Compactor, LeveledPicker};
 use cairn_filestore::Storage;
 use cairn_journal::Journal;
@@ -134,8 +136,9 @@ impl Db {
         let mut records = comps.journal.replay(manifest.flushed_lsn + 1).await?;
         while let Some(rec) = records.next().await {
             let rec = rec?;
-            let (first, batch) = WriteBatch::decode(&rec.payload)
-                .map_err(|e| Error::corruption(format!("journal record {}", rec.lsn), e.to_string()))?;
+            let (first, batch) = WriteBatch::decode(&rec.payload).map_err(|e| {
+                Error::corruption(format!("journal record {}", rec.lsn), e.to_string())
+            })?;
             for (i, op) in batch.ops().iter().enumerate() {
                 active.table.insert(Entry {
                     key: op.key.clone(),
@@ -241,7 +244,10 @@ impl Db {
             apply(&mem.active.table, first, batch);
             mem.active.max_lsn.fetch_max(lsn, Ordering::Relaxed);
             inner.seq.finish(first);
-            (first + n - 1, mem.active.table.approximate_bytes() >= inner.opts.memtable_bytes)
+            (
+                first + n - 1,
+                mem.active.table.approximate_bytes() >= inner.opts.memtable_bytes,
+            )
         };
         if over {
             inner.freeze(false).await;
@@ -342,7 +348,11 @@ impl Db {
         if inner.closed.load(Ordering::Acquire) {
             return Ok(());
         }
-        let flushed = if flush { inner.flush_all().await } else { Ok(()) };
+        let flushed = if flush {
+            inner.flush_all().await
+        } else {
+            Ok(())
+        };
         inner.closed.store(true, Ordering::Release);
         // Writers in flight finish before the journal closes.
         drop(inner.gate.write().await);

@@ -48,7 +48,8 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(path, e)),
         };
-        let corrupt = |d: &str| Error::corruption(format!("manifest {}", path.display()), d.to_string());
+        let corrupt =
+            |d: &str| Error::corruption(format!("manifest {}", path.display()), d.to_string());
         if data.len() < HEADER || &data[..8] != MAGIC {
             return Err(corrupt("bad header"));
         }
@@ -65,7 +66,8 @@ impl Manifest {
             return Err(corrupt("checksum mismatch"));
         }
         let (m, used): (Manifest, usize) =
-            bincode::decode_from_slice(body, bincode::config::standard()).map_err(|e| corrupt(&e.to_string()))?;
+            bincode::decode_from_slice(body, bincode::config::standard())
+                .map_err(|e| corrupt(&e.to_string()))?;
         if used != len {
             return Err(corrupt("trailing bytes"));
         }

@@ -15,7 +15,9 @@ pub struct EngineOptions {
     pub l0_stop_writes: usize,
     /// Threads of the background runtime that runs flushes and compactions.
     pub background_threads: usize,
-    #[serde(flatten)]
+    /// The compaction policy. Configured in its own `[compaction]` section by the `cairn`
+    /// crate, so it is not part of this struct's serialized form.
+    #[serde(skip)]
     pub compaction: PickerOptions,
 }
 

@@ -19,7 +19,12 @@ pub struct DbIter {
 }
 
 impl DbIter {
-    pub(crate) async fn new(inner: &Inner, range: KeyRange, snapshot: SeqNo, guard: Option<Snapshot>) -> Result<DbIter> {
+    pub(crate) async fn new(
+        inner: &Inner,
+        range: KeyRange,
+        snapshot: SeqNo,
+        guard: Option<Snapshot>,
+    ) -> Result<DbIter> {
         let mem = inner.mem.load_full();
         let version = inner.version.load_full();
         let mut sources: Vec<BoxStream<Result<Entry>>> = Vec::new();

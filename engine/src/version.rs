@@ -54,7 +54,10 @@ impl Version {
     }
 
     /// The one table of a sorted level whose key range can hold `key`.
-    pub fn find_in_level<'a>(level: &'a [Arc<TableHandle>], key: &[u8]) -> Option<&'a Arc<TableHandle>> {
+    pub fn find_in_level<'a>(
+        level: &'a [Arc<TableHandle>],
+        key: &[u8],
+    ) -> Option<&'a Arc<TableHandle>> {
         let i = level.partition_point(|t| t.meta.largest.as_slice() < key);
         level.get(i).filter(|t| t.meta.smallest.as_slice() <= key)
     }

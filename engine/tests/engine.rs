@@ -13,11 +13,19 @@ use std::sync::atomic::Ordering;
 use support::{FaultyStorage, Harness, JournalKind};
 
 fn file_harness() -> Harness {
-    Harness::new(JournalKind::File { sync: false }, MemtableOptions::default())
+    Harness::new(
+        JournalKind::File { sync: false },
+        MemtableOptions::default(),
+    )
 }
 
 async fn scan_all(db: &Db) -> Vec<(Bytes, Bytes)> {
-    db.scan(KeyRange::all()).await.unwrap().collect(None).await.unwrap()
+    db.scan(KeyRange::all())
+        .await
+        .unwrap()
+        .collect(None)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,7 +48,10 @@ async fn writes_stall_while_flush_is_blocked_and_resume_after() {
     // The writer fills the active memtable and the one-slot queue, then must stall.
     while db.stats().write_stalls == 0 {
         tokio::task::yield_now().await;
-        assert!(!writer.is_finished(), "2000 writes cannot fit in two 16 KiB memtables");
+        assert!(
+            !writer.is_finished(),
+            "2000 writes cannot fit in two 16 KiB memtables"
+        );
     }
     let s = db.stats();
     assert_eq!(s.immutable_memtables, 1);
@@ -65,8 +76,14 @@ async fn failed_flushes_are_retried_and_lose_nothing() {
     for i in 0..100u32 {
         db.put(format!("k{i:03}"), format!("v{i}")).await.unwrap();
     }
-    db.flush().await.expect("flush succeeds once the storage recovers");
-    assert_eq!(faulty.fail_next.load(Ordering::SeqCst), 0, "the failures were hit");
+    db.flush()
+        .await
+        .expect("flush succeeds once the storage recovers");
+    assert_eq!(
+        faulty.fail_next.load(Ordering::SeqCst),
+        0,
+        "the failures were hit"
+    );
     let s = db.stats();
     assert_eq!(s.background_error, None, "cleared after success");
     assert_eq!(s.levels[0].tables, 1);
@@ -111,12 +128,18 @@ async fn batches_are_atomic_under_concurrent_scans_and_flushes() {
         let rows = scan_all(&db).await;
         if !rows.is_empty() {
             assert_eq!(rows.len(), 10);
-            assert!(rows.iter().all(|(_, v)| v == &rows[0].1), "a scan saw half a batch: {rows:?}");
+            assert!(
+                rows.iter().all(|(_, v)| v == &rows[0].1),
+                "a scan saw half a batch: {rows:?}"
+            );
         }
         checks += 1;
     }
     writer.await.unwrap();
-    assert!(db.stats().flushes > 0, "the batches crossed memtable flushes");
+    assert!(
+        db.stats().flushes > 0,
+        "the batches crossed memtable flushes"
+    );
     db.close().await.unwrap();
 }
 
@@ -136,10 +159,19 @@ async fn snapshots_survive_overwrites_deletes_flushes_and_compaction() {
         }
     }
     db.compact().await.unwrap();
-    let old = db.scan_at(KeyRange::all(), &snap).await.unwrap().collect(None).await.unwrap();
+    let old = db
+        .scan_at(KeyRange::all(), &snap)
+        .await
+        .unwrap()
+        .collect(None)
+        .await
+        .unwrap();
     assert_eq!(old.len(), 500);
     assert!(old.iter().all(|(_, v)| v == "old"));
-    assert_eq!(db.get_at(b"k000", &snap).await.unwrap(), Some(Bytes::from("old")));
+    assert_eq!(
+        db.get_at(b"k000", &snap).await.unwrap(),
+        Some(Bytes::from("old"))
+    );
     assert_eq!(db.get(b"k000").await.unwrap(), None);
     let now = scan_all(&db).await;
     assert_eq!(now.len(), 250);
@@ -159,7 +191,9 @@ async fn replaced_tables_and_flushed_journal_segments_are_removed() {
     let db = h.open().await;
     for round in 0..5u32 {
         for i in 0..400u32 {
-            db.put(format!("k{i:03}"), format!("r{round}-{}", "x".repeat(60))).await.unwrap();
+            db.put(format!("k{i:03}"), format!("r{round}-{}", "x".repeat(60)))
+                .await
+                .unwrap();
         }
     }
     db.compact().await.unwrap();
@@ -167,12 +201,19 @@ async fn replaced_tables_and_flushed_journal_segments_are_removed() {
     let db = h.open().await;
     let stats = db.stats();
     let files = std::fs::read_dir(h.path().join("tables")).unwrap().count();
-    assert_eq!(files, stats.table_count(), "only live tables remain on disk");
+    assert_eq!(
+        files,
+        stats.table_count(),
+        "only live tables remain on disk"
+    );
     let journal_bytes: u64 = std::fs::read_dir(h.path().join("journal"))
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
-    assert!(journal_bytes < 64 << 10, "flushed segments were truncated: {journal_bytes} bytes left");
+    assert!(
+        journal_bytes < 64 << 10,
+        "flushed segments were truncated: {journal_bytes} bytes left"
+    );
     assert_eq!(scan_all(&db).await.len(), 400);
     db.close().await.unwrap();
 }

@@ -63,8 +63,19 @@ async fn check_snapshots(db: &Db, snaps: &[(Snapshot, Model)], rng: &mut StdRng,
             snap.seq()
         );
         let r = random_range(rng);
-        let got = db.scan_at(r.clone(), snap).await.unwrap().collect(None).await.unwrap();
-        assert_eq!(got, model_range(frozen, &r), "step {step}: scan {r:?} at snapshot {}", snap.seq());
+        let got = db
+            .scan_at(r.clone(), snap)
+            .await
+            .unwrap()
+            .collect(None)
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            model_range(frozen, &r),
+            "step {step}: scan {r:?} at snapshot {}",
+            snap.seq()
+        );
     }
 }
 
@@ -105,12 +116,22 @@ async fn run_model(seed: u64, steps: usize, journal: JournalKind, memtable: Memt
             }
             650..=799 => {
                 let k = key(&mut rng);
-                assert_eq!(db.get(&k).await.unwrap().as_ref(), model.get(&k), "step {step}: get {k:?}");
+                assert_eq!(
+                    db.get(&k).await.unwrap().as_ref(),
+                    model.get(&k),
+                    "step {step}: get {k:?}"
+                );
             }
             800..=879 => {
                 let r = random_range(&mut rng);
                 let limit = rng.random_bool(0.3).then(|| rng.random_range(0..50usize));
-                let got = db.scan(r.clone()).await.unwrap().collect(limit).await.unwrap();
+                let got = db
+                    .scan(r.clone())
+                    .await
+                    .unwrap()
+                    .collect(limit)
+                    .await
+                    .unwrap();
                 let mut want = model_range(&model, &r);
                 if let Some(l) = limit {
                     want.truncate(l);
@@ -145,8 +166,18 @@ async fn run_model(seed: u64, steps: usize, journal: JournalKind, memtable: Memt
         }
     }
     // A final full comparison, then once more after a crash-like reopen.
-    let all = db.scan(KeyRange::all()).await.unwrap().collect(None).await.unwrap();
-    assert_eq!(all, model_range(&model, &KeyRange::all()), "seed {seed}: final scan");
+    let all = db
+        .scan(KeyRange::all())
+        .await
+        .unwrap()
+        .collect(None)
+        .await
+        .unwrap();
+    assert_eq!(
+        all,
+        model_range(&model, &KeyRange::all()),
+        "seed {seed}: final scan"
+    );
     let stats = db.stats();
     flushes += stats.flushes;
     compactions += stats.compactions;
@@ -158,13 +189,26 @@ async fn run_model(seed: u64, steps: usize, journal: JournalKind, memtable: Memt
     db.close_without_flush().await.unwrap();
     drop(db);
     let db = h.open().await;
-    let all = db.scan(KeyRange::all()).await.unwrap().collect(None).await.unwrap();
-    assert_eq!(all, model_range(&model, &KeyRange::all()), "seed {seed}: after reopen ({reopens} reopens during the run)");
+    let all = db
+        .scan(KeyRange::all())
+        .await
+        .unwrap()
+        .collect(None)
+        .await
+        .unwrap();
+    assert_eq!(
+        all,
+        model_range(&model, &KeyRange::all()),
+        "seed {seed}: after reopen ({reopens} reopens during the run)"
+    );
     db.close().await.unwrap();
 }
 
 fn seeds() -> u64 {
-    std::env::var("CAIRN_MODEL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2)
+    std::env::var("CAIRN_MODEL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
 }
 
 const STEPS: usize = 3000;
@@ -172,27 +216,51 @@ const STEPS: usize = 3000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_file_journal_sharded_memtable() {
     for seed in 0..seeds() {
-        run_model(seed, STEPS, JournalKind::File { sync: false }, MemtableOptions::default()).await;
+        run_model(
+            seed,
+            STEPS,
+            JournalKind::File { sync: false },
+            MemtableOptions::default(),
+        )
+        .await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_file_journal_synced_single_lock_memtable() {
     for seed in 100..100 + seeds() {
-        run_model(seed, STEPS, JournalKind::File { sync: true }, MemtableOptions::SingleLock).await;
+        run_model(
+            seed,
+            STEPS,
+            JournalKind::File { sync: true },
+            MemtableOptions::SingleLock,
+        )
+        .await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_memory_journal_sharded_memtable() {
     for seed in 200..200 + seeds() {
-        run_model(seed, STEPS, JournalKind::Memory, MemtableOptions::Sharded { shards: 4 }).await;
+        run_model(
+            seed,
+            STEPS,
+            JournalKind::Memory,
+            MemtableOptions::Sharded { shards: 4 },
+        )
+        .await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_memory_journal_single_lock_memtable() {
     for seed in 300..300 + seeds() {
-        run_model(seed, STEPS, JournalKind::Memory, MemtableOptions::SingleLock).await;
+        run_model(
+            seed,
+            STEPS,
+            JournalKind::Memory,
+            MemtableOptions::SingleLock,
+        )
+        .await;
     }
 }

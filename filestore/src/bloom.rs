@@ -48,7 +48,9 @@ mod tests {
 
     #[test]
     fn no_false_negatives_and_few_false_positives() {
-        let keys: Vec<u64> = (0..10_000u32).map(|i| Bloom::hash(format!("k{i}").as_bytes())).collect();
+        let keys: Vec<u64> = (0..10_000u32)
+            .map(|i| Bloom::hash(format!("k{i}").as_bytes()))
+            .collect();
         let b = Bloom::build(&keys, 10);
         assert!(keys.iter().all(|&h| b.may_contain(h)));
         let fp = (0..10_000u32)

@@ -13,7 +13,11 @@ struct BlockWeight;
 
 impl Weighter<(TableId, u64), Block> for BlockWeight {
     fn weight(&self, _key: &(TableId, u64), block: &Block) -> u64 {
-        block.iter().map(|e| e.key.len() + e.value.len() + 64).sum::<usize>() as u64 + 64
+        block
+            .iter()
+            .map(|e| e.key.len() + e.value.len() + 64)
+            .sum::<usize>() as u64
+            + 64
     }
 }
 

@@ -26,9 +26,17 @@ fn sample(n: u32) -> Vec<Entry> {
         if i % 5 == 0 {
             v.push(Entry::delete(key.clone(), 300 + u64::from(i)));
         } else {
-            v.push(Entry::put(key.clone(), 300 + u64::from(i), format!("new{i}")));
+            v.push(Entry::put(
+                key.clone(),
+                300 + u64::from(i),
+                format!("new{i}"),
+            ));
         }
-        v.push(Entry::put(key.clone(), 200 + u64::from(i), format!("mid{i}")));
+        v.push(Entry::put(
+            key.clone(),
+            200 + u64::from(i),
+            format!("mid{i}"),
+        ));
         v.push(Entry::put(key, 100, format!("old{i}")));
     }
     v
@@ -36,7 +44,9 @@ fn sample(n: u32) -> Vec<Entry> {
 
 async fn versions_and_lookups(storage: &Arc<dyn Storage>, id: u64) {
     let entries = sample(50);
-    let meta = write_table(storage.as_ref(), id, &entries).await.expect("write table");
+    let meta = write_table(storage.as_ref(), id, &entries)
+        .await
+        .expect("write table");
     assert_eq!(meta.id, id);
     assert_eq!(meta.entries, 150);
     assert_eq!(meta.smallest, b"key000000".to_vec());
@@ -46,29 +56,78 @@ async fn versions_and_lookups(storage: &Arc<dyn Storage>, id: u64) {
     let t = storage.open_table(&meta).await.expect("open table");
     assert_eq!(t.meta(), &meta);
 
-    let newest = t.get(b"key000007", u64::MAX).await.expect("get").expect("present");
+    let newest = t
+        .get(b"key000007", u64::MAX)
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(newest.value, Bytes::from("new7"));
-    let mid = t.get(b"key000007", 250).await.expect("get").expect("present");
+    let mid = t
+        .get(b"key000007", 250)
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!((mid.seq, mid.value.clone()), (207, Bytes::from("mid7")));
-    let old = t.get(b"key000007", 150).await.expect("get").expect("present");
+    let old = t
+        .get(b"key000007", 150)
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(old.value, Bytes::from("old7"));
-    assert_eq!(t.get(b"key000007", 99).await.expect("get"), None, "older than every version");
-    let tomb = t.get(b"key000010", u64::MAX).await.expect("get").expect("tombstone");
+    assert_eq!(
+        t.get(b"key000007", 99).await.expect("get"),
+        None,
+        "older than every version"
+    );
+    let tomb = t
+        .get(b"key000010", u64::MAX)
+        .await
+        .expect("get")
+        .expect("tombstone");
     assert_eq!(tomb.kind, EntryKind::Delete);
-    assert_eq!(t.get(b"key000100", u64::MAX).await.expect("get"), None, "absent key");
-    assert_eq!(t.get(b"a", u64::MAX).await.expect("get"), None, "before the table");
-    assert_eq!(t.get(b"zzz", u64::MAX).await.expect("get"), None, "after the table");
+    assert_eq!(
+        t.get(b"key000100", u64::MAX).await.expect("get"),
+        None,
+        "absent key"
+    );
+    assert_eq!(
+        t.get(b"a", u64::MAX).await.expect("get"),
+        None,
+        "before the table"
+    );
+    assert_eq!(
+        t.get(b"zzz", u64::MAX).await.expect("get"),
+        None,
+        "after the table"
+    );
 }
 
 async fn scans_across_many_blocks(storage: &Arc<dyn Storage>, id: u64) {
     let entries = sample(3000);
-    let meta = write_table(storage.as_ref(), id, &entries).await.expect("write table");
+    let meta = write_table(storage.as_ref(), id, &entries)
+        .await
+        .expect("write table");
     let t = storage.open_table(&meta).await.expect("open table");
-    let all: Vec<Entry> = t.scan(&KeyRange::all()).await.expect("scan").try_collect().await.expect("scan stream");
+    let all: Vec<Entry> = t
+        .scan(&KeyRange::all())
+        .await
+        .expect("scan")
+        .try_collect()
+        .await
+        .expect("scan stream");
     assert_eq!(all, entries, "full scan returns every version in order");
 
-    let r = KeyRange::new(Some(Bytes::from("key001000")), Some(Bytes::from("key001100")));
-    let part: Vec<Entry> = t.scan(&r).await.expect("scan").try_collect().await.expect("scan stream");
+    let r = KeyRange::new(
+        Some(Bytes::from("key001000")),
+        Some(Bytes::from("key001100")),
+    );
+    let part: Vec<Entry> = t
+        .scan(&r)
+        .await
+        .expect("scan")
+        .try_collect()
+        .await
+        .expect("scan stream");
     assert_eq!(part.len(), 300);
     assert_eq!(&part[0].key[..], b"key001000");
     assert_eq!(&part[299].key[..], b"key001099");
@@ -77,15 +136,31 @@ async fn scans_across_many_blocks(storage: &Arc<dyn Storage>, id: u64) {
         start: Bound::Excluded(Bytes::from("key002998")),
         end: Bound::Unbounded,
     };
-    let tail: Vec<Entry> = t.scan(&r).await.expect("scan").try_collect().await.expect("scan stream");
+    let tail: Vec<Entry> = t
+        .scan(&r)
+        .await
+        .expect("scan")
+        .try_collect()
+        .await
+        .expect("scan stream");
     assert_eq!(tail.len(), 3);
     let empty = KeyRange::new(Some(Bytes::from("x")), None);
-    let none: Vec<Entry> = t.scan(&empty).await.expect("scan").try_collect().await.expect("scan stream");
+    let none: Vec<Entry> = t
+        .scan(&empty)
+        .await
+        .expect("scan")
+        .try_collect()
+        .await
+        .expect("scan stream");
     assert!(none.is_empty());
 
     for i in (0..3000u32).step_by(97) {
         let key = format!("key{i:06}");
-        let e = t.get(key.as_bytes(), 250 + u64::from(i)).await.expect("get").expect("present");
+        let e = t
+            .get(key.as_bytes(), 250 + u64::from(i))
+            .await
+            .expect("get")
+            .expect("present");
         assert_eq!(e.value, Bytes::from(format!("mid{i}")), "{key}");
     }
 }
@@ -94,7 +169,9 @@ async fn big_values(storage: &Arc<dyn Storage>, id: u64) {
     let entries: Vec<Entry> = (0..8u8)
         .map(|i| Entry::put(vec![b'b', i], 1, vec![i; 100_000]))
         .collect();
-    let meta = write_table(storage.as_ref(), id, &entries).await.expect("write table");
+    let meta = write_table(storage.as_ref(), id, &entries)
+        .await
+        .expect("write table");
     let t = storage.open_table(&meta).await.expect("open table");
     for e in &entries {
         assert_eq!(t.get(&e.key, 1).await.expect("get").as_ref(), Some(e));
@@ -118,7 +195,10 @@ async fn list_and_delete(storage: &Arc<dyn Storage>, first: u64) {
     ids.sort();
     assert_eq!(ids, vec![first, first + 1, first + 2]);
     storage.delete_table(first + 1).await.expect("delete");
-    storage.delete_table(first + 1).await.expect("deleting twice is fine");
+    storage
+        .delete_table(first + 1)
+        .await
+        .expect("deleting twice is fine");
     let mut ids = storage.list_tables().await.expect("list");
     ids.sort();
     assert_eq!(ids, vec![first, first + 2]);

@@ -70,7 +70,10 @@ impl Footer {
 
     pub fn decode(b: &[u8]) -> Result<Footer, String> {
         if b.len() != FOOTER_LEN {
-            return Err(format!("footer is {} bytes, expected {FOOTER_LEN}", b.len()));
+            return Err(format!(
+                "footer is {} bytes, expected {FOOTER_LEN}",
+                b.len()
+            ));
         }
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
         if u64_at(56) != MAGIC {
@@ -160,7 +163,8 @@ pub fn decode_data_block(payload: &Bytes) -> Result<Vec<Entry>, String> {
             Ok(Entry {
                 key: payload.slice_ref(r.key),
                 seq: r.seq,
-                kind: EntryKind::from_u8(r.kind).ok_or_else(|| format!("bad entry kind {}", r.kind))?,
+                kind: EntryKind::from_u8(r.kind)
+                    .ok_or_else(|| format!("bad entry kind {}", r.kind))?,
                 value: payload.slice_ref(r.value),
             })
         })
@@ -172,7 +176,8 @@ pub fn encode<T: bincode::Encode>(v: &T) -> Result<Vec<u8>, String> {
 }
 
 pub fn decode<T: bincode::Decode<()>>(payload: &[u8]) -> Result<T, String> {
-    let (v, used) = bincode::decode_from_slice(payload, bincode_config()).map_err(|e| e.to_string())?;
+    let (v, used) =
+        bincode::decode_from_slice(payload, bincode_config()).map_err(|e| e.to_string())?;
     if used != payload.len() {
         return Err("trailing bytes".into());
     }

@@ -60,7 +60,11 @@ pub trait Table: Send + Sync + 'static {
 }
 
 /// Writes `entries` (in internal order) as table `id` in one go.
-pub async fn write_table(storage: &dyn Storage, id: TableId, entries: &[Entry]) -> Result<TableMeta> {
+pub async fn write_table(
+    storage: &dyn Storage,
+    id: TableId,
+    entries: &[Entry],
+) -> Result<TableMeta> {
     let mut b = storage.create_table(id).await?;
     for chunk in entries.chunks(1024) {
         if let Err(e) = b.add(chunk).await {

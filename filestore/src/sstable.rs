@@ -8,7 +8,8 @@ use crate::{Storage, Table, TableBuilder};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{
-    BoxStream, Entry, Error, IoContext, KeyRange, Result, SeqNo, TableId, TableMeta, compare_internal,
+    BoxStream, Entry, Error, IoContext, KeyRange, Result, SeqNo, TableId, TableMeta,
+    compare_internal,
 };
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -131,7 +132,11 @@ impl Storage for SstStorage {
     }
 
     async fn open_table(&self, meta: &TableMeta) -> Result<Arc<dyn Table>> {
-        Ok(Arc::new(SstTable::open(self.path_of(meta.id), meta.clone(), self.cache.clone())?))
+        Ok(Arc::new(SstTable::open(
+            self.path_of(meta.id),
+            meta.clone(),
+            self.cache.clone(),
+        )?))
     }
 
     async fn delete_table(&self, id: TableId) -> Result<()> {
@@ -233,7 +238,9 @@ impl TableBuilder for SstBuilder {
             if self.meta.entries == 0 {
                 self.meta.smallest = e.key.to_vec();
             }
-            if self.last.as_ref().is_none_or(|(k, _)| k != &e.key) && self.opts.filter == FilterKind::Bloom {
+            if self.last.as_ref().is_none_or(|(k, _)| k != &e.key)
+                && self.opts.filter == FilterKind::Bloom
+            {
                 self.hashes.push(Bloom::hash(&e.key));
             }
             self.meta.entries += 1;
@@ -255,13 +262,19 @@ impl TableBuilder for SstBuilder {
 
     async fn finish(mut self: Box<Self>) -> Result<TableMeta> {
         let Some((last_key, _)) = self.last.clone() else {
-            return Err(Error::InvalidArgument(format!("table {}: no entries", self.id)));
+            return Err(Error::InvalidArgument(format!(
+                "table {}: no entries",
+                self.id
+            )));
         };
         self.cut_block()?;
         self.meta.largest = last_key.to_vec();
         let filter = match self.opts.filter {
             FilterKind::Bloom => Bloom::build(&self.hashes, self.opts.bloom_bits_per_key),
-            FilterKind::None => Bloom { k: 0, bits: Vec::new() },
+            FilterKind::None => Bloom {
+                k: 0,
+                bits: Vec::new(),
+            },
         };
         let filter = format::encode(&filter).map_err(|e| self.corrupt_input(e))?;
         let filter = self.write_framed(&filter)?;
@@ -269,13 +282,20 @@ impl TableBuilder for SstBuilder {
         let index = self.write_framed(&index)?;
         let props = format::encode(&self.meta).map_err(|e| self.corrupt_input(e))?;
         let props = self.write_framed(&props)?;
-        let footer = Footer { filter, index, props }.encode();
+        let footer = Footer {
+            filter,
+            index,
+            props,
+        }
+        .encode();
         self.out.write_all(&footer).at(&self.tmp)?;
         self.offset += footer.len() as u64;
         self.out.flush().at(&self.tmp)?;
         self.out.get_ref().sync_all().at(&self.tmp)?;
         std::fs::rename(&self.tmp, &self.path).at(&self.path)?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).at(&self.dir)?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .at(&self.dir)?;
         self.finished = true;
         self.meta.size = self.offset;
         Ok(self.meta.clone())
@@ -317,15 +337,22 @@ impl SstTable {
     fn open(path: PathBuf, meta: TableMeta, cache: BlockCache) -> Result<Self> {
         let file = File::open(&path).at(&path)?;
         let len = file.metadata().at(&path)?.len();
-        let corrupt = |d: String| Error::corruption(format!("table {} ({})", meta.id, path.display()), d);
+        let corrupt =
+            |d: String| Error::corruption(format!("table {} ({})", meta.id, path.display()), d);
         if len < format::FOOTER_LEN as u64 {
-            return Err(corrupt(format!("file is {len} bytes, shorter than the footer")));
+            return Err(corrupt(format!(
+                "file is {len} bytes, shorter than the footer"
+            )));
         }
         if meta.size != 0 && len != meta.size {
-            return Err(corrupt(format!("file is {len} bytes, the manifest says {}", meta.size)));
+            return Err(corrupt(format!(
+                "file is {len} bytes, the manifest says {}",
+                meta.size
+            )));
         }
         let mut footer = [0u8; format::FOOTER_LEN];
-        file.read_exact_at(&mut footer, len - format::FOOTER_LEN as u64).at(&path)?;
+        file.read_exact_at(&mut footer, len - format::FOOTER_LEN as u64)
+            .at(&path)?;
         let footer = Footer::decode(&footer).map_err(corrupt)?;
         let read = |h: Handle| -> Result<Bytes> {
             if h.offset.saturating_add(h.len) > len - format::FOOTER_LEN as u64 {
@@ -333,10 +360,13 @@ impl SstTable {
             }
             let mut buf = vec![0u8; h.len as usize];
             file.read_exact_at(&mut buf, h.offset).at(&path)?;
-            format::unframe_block(&buf).map_err(|d| corrupt(format!("block at offset {}: {d}", h.offset)))
+            format::unframe_block(&buf)
+                .map_err(|d| corrupt(format!("block at offset {}: {d}", h.offset)))
         };
-        let index: Vec<IndexEntry> = format::decode(&read(footer.index)?).map_err(|d| corrupt(format!("index: {d}")))?;
-        let filter: Bloom = format::decode(&read(footer.filter)?).map_err(|d| corrupt(format!("filter: {d}")))?;
+        let index: Vec<IndexEntry> =
+            format::decode(&read(footer.index)?).map_err(|d| corrupt(format!("index: {d}")))?;
+        let filter: Bloom =
+            format::decode(&read(footer.filter)?).map_err(|d| corrupt(format!("filter: {d}")))?;
         Ok(SstTable {
             inner: Arc::new(Inner {
                 meta,
@@ -352,7 +382,10 @@ impl SstTable {
 
 impl Inner {
     fn corrupt(&self, detail: String) -> Error {
-        Error::corruption(format!("table {} ({})", self.meta.id, self.path.display()), detail)
+        Error::corruption(
+            format!("table {} ({})", self.meta.id, self.path.display()),
+            detail,
+        )
     }
 
     /// Reads, checks and decodes data block `i`, through the cache. Local reads are short
@@ -365,8 +398,8 @@ impl Inner {
         }
         let mut buf = vec![0u8; h.len as usize];
         self.file.read_exact_at(&mut buf, h.offset).at(&self.path)?;
-        let payload =
-            format::unframe_block(&buf).map_err(|d| self.corrupt(format!("data block at offset {}: {d}", h.offset)))?;
+        let payload = format::unframe_block(&buf)
+            .map_err(|d| self.corrupt(format!("data block at offset {}: {d}", h.offset)))?;
         let entries = format::decode_data_block(&payload)
             .map_err(|d| self.corrupt(format!("data block at offset {}: {d}", h.offset)))?;
         let block = Arc::new(entries);
@@ -376,8 +409,9 @@ impl Inner {
 
     /// Index of the first block whose last internal key is at or after (key, seq).
     fn seek_block(&self, key: &[u8], seq: SeqNo) -> usize {
-        self.index
-            .partition_point(|ie| compare_internal(&ie.last_key, ie.last_seq, key, seq) == Ordering::Less)
+        self.index.partition_point(|ie| {
+            compare_internal(&ie.last_key, ie.last_seq, key, seq) == Ordering::Less
+        })
     }
 
     fn get(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {
@@ -392,7 +426,8 @@ impl Inner {
             return Ok(None);
         }
         let block = self.block(i)?;
-        let pos = block.partition_point(|e| compare_internal(&e.key, e.seq, key, snapshot) == Ordering::Less);
+        let pos = block
+            .partition_point(|e| compare_internal(&e.key, e.seq, key, snapshot) == Ordering::Less);
         Ok(block.get(pos).filter(|e| e.key.as_ref() == key).cloned())
     }
 }
@@ -470,4 +505,3 @@ impl Iterator for ScanCursor {
         }
     }
 }
-

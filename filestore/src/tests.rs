@@ -30,7 +30,9 @@ async fn conformance_sstable_lz4_no_filter_no_cache_small_blocks() {
 }
 
 fn entries(n: u32) -> Vec<Entry> {
-    (0..n).map(|i| Entry::put(format!("k{i:05}"), 1, format!("value-{i}"))).collect()
+    (0..n)
+        .map(|i| Entry::put(format!("k{i:05}"), 1, format!("value-{i}")))
+        .collect()
 }
 
 #[tokio::test]
@@ -43,13 +45,22 @@ async fn flipped_bit_in_a_block_is_an_error_naming_the_table() {
     data[100] ^= 0x04; // inside the first data block
     std::fs::write(&path, &data).unwrap();
     let t = s.open_table(&meta).await.unwrap();
-    let err = t.get(b"k00001", u64::MAX).await.expect_err("a corrupt block is never a value");
+    let err = t
+        .get(b"k00001", u64::MAX)
+        .await
+        .expect_err("a corrupt block is never a value");
     assert!(err.is_corruption(), "{err}");
-    assert!(err.to_string().contains("table 7"), "error names the table: {err}");
+    assert!(
+        err.to_string().contains("table 7"),
+        "error names the table: {err}"
+    );
     let scanned: Result<Vec<Entry>> = t.scan(&KeyRange::all()).await.unwrap().try_collect().await;
     assert!(scanned.unwrap_err().is_corruption());
     // Blocks the flip did not touch still read.
-    assert_eq!(t.get(b"k01999", u64::MAX).await.unwrap().unwrap().value, Bytes::from("value-1999"));
+    assert_eq!(
+        t.get(b"k01999", u64::MAX).await.unwrap().unwrap().value,
+        Bytes::from("value-1999")
+    );
 }
 
 #[tokio::test]
@@ -67,9 +78,20 @@ async fn every_single_bit_flip_is_detected_or_harmless() {
             let mut data = clean.clone();
             data[byte] ^= 1 << bit;
             std::fs::write(&path, &data).unwrap();
-            let Ok(t) = s.open_table(&meta).await else { continue };
-            if let Ok(got) = t.scan(&KeyRange::all()).await.unwrap().try_collect::<Vec<_>>().await {
-                assert_eq!(got, written, "flip of bit {bit} in byte {byte} changed data silently");
+            let Ok(t) = s.open_table(&meta).await else {
+                continue;
+            };
+            if let Ok(got) = t
+                .scan(&KeyRange::all())
+                .await
+                .unwrap()
+                .try_collect::<Vec<_>>()
+                .await
+            {
+                assert_eq!(
+                    got, written,
+                    "flip of bit {bit} in byte {byte} changed data silently"
+                );
             }
         }
     }

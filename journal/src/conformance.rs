@@ -30,9 +30,17 @@ async fn all(journal: &Arc<dyn Journal>, from: u64) -> Vec<(u64, Bytes)> {
 async fn lsns_increase_and_replay_in_order(journal: &Arc<dyn Journal>) {
     let mut lsns = Vec::new();
     for i in 0..100u32 {
-        lsns.push(journal.append(Bytes::from(format!("rec-{i}"))).await.expect("append"));
+        lsns.push(
+            journal
+                .append(Bytes::from(format!("rec-{i}")))
+                .await
+                .expect("append"),
+        );
     }
-    assert!(lsns.windows(2).all(|w| w[0] < w[1]), "LSNs must increase: {lsns:?}");
+    assert!(
+        lsns.windows(2).all(|w| w[0] < w[1]),
+        "LSNs must increase: {lsns:?}"
+    );
     let got = all(journal, 0).await;
     assert_eq!(got.len(), 100, "replay returns every record");
     for (i, (lsn, payload)) in got.iter().enumerate() {
@@ -45,7 +53,11 @@ async fn replay_from_the_middle(journal: &Arc<dyn Journal>) {
     let got = all(journal, 0).await;
     let mid = got[got.len() / 2].0;
     let tail = all(journal, mid).await;
-    assert_eq!(tail.first().map(|r| r.0), Some(mid), "replay(from) starts at from");
+    assert_eq!(
+        tail.first().map(|r| r.0),
+        Some(mid),
+        "replay(from) starts at from"
+    );
     assert_eq!(tail.len(), got.iter().filter(|r| r.0 >= mid).count());
 }
 
@@ -57,7 +69,10 @@ async fn concurrent_appends_get_distinct_lsns(journal: &Arc<dyn Journal>) {
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             for i in 0..20u32 {
-                let lsn = j.append(Bytes::from(format!("c-{t}-{i}"))).await.expect("append");
+                let lsn = j
+                    .append(Bytes::from(format!("c-{t}-{i}")))
+                    .await
+                    .expect("append");
                 out.push((lsn, format!("c-{t}-{i}")));
             }
             out
@@ -72,7 +87,10 @@ async fn concurrent_appends_get_distinct_lsns(journal: &Arc<dyn Journal>) {
     let got = all(journal, 0).await;
     assert_eq!(got.len(), before + acked.len());
     for (lsn, payload) in &acked {
-        let rec = got.iter().find(|r| r.0 == *lsn).expect("acked record is replayed");
+        let rec = got
+            .iter()
+            .find(|r| r.0 == *lsn)
+            .expect("acked record is replayed");
         assert_eq!(&rec.1[..], payload.as_bytes(), "payload at LSN {lsn}");
     }
 }
@@ -84,9 +102,18 @@ async fn truncate_keeps_later_records(journal: &Arc<dyn Journal>) {
     let after = all(journal, 0).await;
     let expect_kept: Vec<_> = got.iter().filter(|r| r.0 > cut).cloned().collect();
     let kept: Vec<_> = after.iter().filter(|r| r.0 > cut).cloned().collect();
-    assert_eq!(kept, expect_kept, "records after the truncation point survive");
-    let next = journal.append(Bytes::from_static(b"after-truncate")).await.expect("append");
-    assert!(next > got.last().map(|r| r.0).unwrap_or(0), "LSNs keep increasing after truncate");
+    assert_eq!(
+        kept, expect_kept,
+        "records after the truncation point survive"
+    );
+    let next = journal
+        .append(Bytes::from_static(b"after-truncate"))
+        .await
+        .expect("append");
+    assert!(
+        next > got.last().map(|r| r.0).unwrap_or(0),
+        "LSNs keep increasing after truncate"
+    );
 }
 
 async fn odd_payloads_roundtrip(journal: &Arc<dyn Journal>) {

@@ -84,13 +84,19 @@ impl FileJournal {
         };
         let (file, size) = match segments.last() {
             Some(last) => {
-                let file = OpenOptions::new().append(true).open(&last.path).at(&last.path)?;
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&last.path)
+                    .at(&last.path)?;
                 let size = file.metadata().at(&last.path)?.len();
                 (file, size)
             }
             None => {
                 let info = create_segment(&dir, next_lsn)?;
-                let file = OpenOptions::new().append(true).open(&info.path).at(&info.path)?;
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&info.path)
+                    .at(&info.path)?;
                 segments.push(info);
                 (file, segment::HEADER_LEN as u64)
             }
@@ -304,22 +310,33 @@ impl Writer {
         for (i, a) in group.iter().enumerate() {
             segment::encode_into(&mut self.buf, first + i as u64, &a.payload);
         }
-        self.file.write_all(&self.buf).map_err(|e| format!("write failed: {e}"))?;
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| format!("write failed: {e}"))?;
         if self.opts.sync {
-            self.file.sync_data().map_err(|e| format!("fsync failed: {e}"))?;
+            self.file
+                .sync_data()
+                .map_err(|e| format!("fsync failed: {e}"))?;
             self.counters.syncs.fetch_add(1, Ordering::Relaxed);
         }
         self.size += self.buf.len() as u64;
         self.next_lsn += group.len() as u64;
-        self.counters.appends.fetch_add(group.len() as u64, Ordering::Relaxed);
+        self.counters
+            .appends
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
-        self.counters.bytes.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
         Ok(first)
     }
 
     fn roll(&mut self) -> Result<()> {
         let info = create_segment(&self.dir, self.next_lsn)?;
-        self.file = OpenOptions::new().append(true).open(&info.path).at(&info.path)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&info.path)
+            .at(&info.path)?;
         self.size = segment::HEADER_LEN as u64;
         self.segments.lock().push(info);
         Ok(())
@@ -401,7 +418,10 @@ fn cut(seg: &SegmentInfo, at: usize, len: usize, why: &str) -> Result<()> {
         why,
         "cutting torn journal tail"
     );
-    let f = OpenOptions::new().write(true).open(&seg.path).at(&seg.path)?;
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&seg.path)
+        .at(&seg.path)?;
     f.set_len(at as u64).at(&seg.path)?;
     f.sync_all().at(&seg.path)
 }
@@ -417,7 +437,9 @@ fn replay_segments(
         {
             continue;
         }
-        let corrupt = |detail: String| Error::corruption(format!("journal segment {}", seg.path.display()), detail);
+        let corrupt = |detail: String| {
+            Error::corruption(format!("journal segment {}", seg.path.display()), detail)
+        };
         let data = match segment::read_segment(&seg.path) {
             Ok(Ok(d)) => d,
             Ok(Err(why)) => {
@@ -434,7 +456,11 @@ fn replay_segments(
             match segment::decode_at(&data, off) {
                 Decoded::Record { lsn, payload, next } => {
                     off = next;
-                    if lsn >= from && tx.blocking_send(Ok(JournalRecord { lsn, payload })).is_err() {
+                    if lsn >= from
+                        && tx
+                            .blocking_send(Ok(JournalRecord { lsn, payload }))
+                            .is_err()
+                    {
                         return;
                     }
                 }

@@ -44,7 +44,11 @@ pub fn encode_into(buf: &mut Vec<u8>, lsn: Lsn, payload: &[u8]) {
 
 /// What decoding found at one offset of a segment's bytes.
 pub enum Decoded {
-    Record { lsn: Lsn, payload: Bytes, next: usize },
+    Record {
+        lsn: Lsn,
+        payload: Bytes,
+        next: usize,
+    },
     /// Clean end of data.
     End,
     /// The bytes from this offset on are not a valid record (torn write or corruption).

@@ -64,7 +64,10 @@ async fn truncate_removes_whole_segments_only() {
     let before = std::fs::read_dir(dir.path()).unwrap().count();
     j.truncate(400).await.unwrap();
     let after = std::fs::read_dir(dir.path()).unwrap().count();
-    assert!(after < before, "old segments are deleted ({before} -> {after})");
+    assert!(
+        after < before,
+        "old segments are deleted ({before} -> {after})"
+    );
     let recs = replay_all(&j).await;
     assert!(recs.iter().all(|r| r.lsn <= 500));
     assert_eq!(recs.iter().filter(|r| r.lsn > 400).count(), 100);
@@ -107,10 +110,15 @@ async fn one_segment(dir: &std::path::Path, n: u32) -> std::path::PathBuf {
     o.segment_bytes = 1 << 20;
     let j = FileJournal::open(o).unwrap();
     for i in 0..n {
-        j.append(Bytes::from(format!("record-{i:04}"))).await.unwrap();
+        j.append(Bytes::from(format!("record-{i:04}")))
+            .await
+            .unwrap();
     }
     j.close().await.unwrap();
-    let mut segs: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(segs.len(), 1);
     segs.pop().unwrap()
 }
@@ -126,7 +134,12 @@ async fn torn_tail_reopens_to_last_good_record() {
         let copy = tempfile::tempdir().unwrap();
         let target = copy.path().join(seg.file_name().unwrap());
         std::fs::copy(&seg, &target).unwrap();
-        std::fs::OpenOptions::new().write(true).open(&target).unwrap().set_len(cut).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
         let j = FileJournal::open(opts(copy.path())).unwrap();
         let recs = replay_all(&j).await;
         assert_eq!(recs.len(), 9, "cut at {cut} of {len}");
@@ -161,7 +174,10 @@ async fn corruption_in_an_older_segment_is_an_error() {
         j.append(Bytes::from(format!("r{i}"))).await.unwrap();
     }
     j.close().await.unwrap();
-    let mut segs: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut segs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     segs.sort();
     let mut data = std::fs::read(&segs[0]).unwrap();
     data[40] ^= 0x01;
@@ -175,5 +191,8 @@ async fn corruption_in_an_older_segment_is_an_error() {
         .await
         .expect_err("a flipped bit in a sealed segment must not be skipped");
     assert!(err.is_corruption(), "{err}");
-    assert!(err.to_string().contains(".wal"), "error names the segment: {err}");
+    assert!(
+        err.to_string().contains(".wal"),
+        "error names the segment: {err}"
+    );
 }

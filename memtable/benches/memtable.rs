@@ -18,7 +18,11 @@ fn kinds() -> Vec<(&'static str, fn() -> Arc<dyn Memtable>)> {
 }
 
 fn key(i: u64) -> Vec<u8> {
-    format!("key{:016}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 10_000_000).into_bytes()
+    format!(
+        "key{:016}",
+        i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 10_000_000
+    )
+    .into_bytes()
 }
 
 /// Runs `op` on `threads` threads, `OPS_PER_THREAD` each, and returns the wall time.

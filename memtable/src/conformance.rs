@@ -27,7 +27,11 @@ fn versions_and_snapshots(m: Arc<dyn Memtable>) {
     assert_eq!(m.get(b"k", 1).unwrap().value, Bytes::from("v1"));
     assert_eq!(m.get(b"k", 8).unwrap().value, Bytes::from("v5"));
     let tomb = m.get(b"k", u64::MAX).unwrap();
-    assert_eq!((tomb.kind, tomb.seq), (EntryKind::Delete, 9), "tombstones are returned");
+    assert_eq!(
+        (tomb.kind, tomb.seq),
+        (EntryKind::Delete, 9),
+        "tombstones are returned"
+    );
     assert_eq!(m.get(b"k0", u64::MAX), None);
     assert_eq!(m.get(b"", u64::MAX), None);
     assert_eq!(m.get(b"k2", 2), None);
@@ -41,7 +45,10 @@ fn scans_are_ordered_and_bounded(m: Arc<dyn Memtable>) {
     }
     let all: Vec<Entry> = m.scan(&KeyRange::all(), u64::MAX).collect();
     assert_eq!(all.len(), 400);
-    assert!(all.windows(2).all(|w| w[0].cmp_internal(&w[1]).is_lt()), "internal order");
+    assert!(
+        all.windows(2).all(|w| w[0].cmp_internal(&w[1]).is_lt()),
+        "internal order"
+    );
     assert_eq!(all[0].seq, 1000, "newest version first");
 
     let snap: Vec<Entry> = m.scan(&KeyRange::all(), 999).collect();
@@ -64,11 +71,21 @@ fn scans_are_ordered_and_bounded(m: Arc<dyn Memtable>) {
     assert_eq!(&part[19].key[..], b"key0020");
 
     for (start, end) in [
-        (Bound::Excluded(Bytes::from("key0010")), Bound::Excluded(Bytes::from("key0010"))),
-        (Bound::Included(Bytes::from("key0020")), Bound::Excluded(Bytes::from("key0010"))),
+        (
+            Bound::Excluded(Bytes::from("key0010")),
+            Bound::Excluded(Bytes::from("key0010")),
+        ),
+        (
+            Bound::Included(Bytes::from("key0020")),
+            Bound::Excluded(Bytes::from("key0010")),
+        ),
     ] {
         let r = KeyRange { start, end };
-        assert_eq!(m.scan(&r, u64::MAX).count(), 0, "empty or inverted range {r:?}");
+        assert_eq!(
+            m.scan(&r, u64::MAX).count(),
+            0,
+            "empty or inverted range {r:?}"
+        );
     }
 }
 
@@ -87,7 +104,11 @@ fn concurrent_writers_lose_nothing(m: Arc<dyn Memtable>) {
             let m = m.clone();
             std::thread::spawn(move || {
                 for i in 0..2000u64 {
-                    m.insert(Entry::put(format!("t{t}-{i:05}"), t * 10_000 + i + 1, i.to_string()));
+                    m.insert(Entry::put(
+                        format!("t{t}-{i:05}"),
+                        t * 10_000 + i + 1,
+                        i.to_string(),
+                    ));
                 }
             })
         })

@@ -24,7 +24,10 @@ pub struct MapCursor {
 
 /// The internal-key bounds covering every version of the user keys in `range`.
 pub fn internal_bounds(range: &KeyRange) -> (Bound<InternalKey>, Bound<InternalKey>) {
-    let ik = |k: &Bytes, seq| InternalKey { key: k.clone(), seq };
+    let ik = |k: &Bytes, seq| InternalKey {
+        key: k.clone(),
+        seq,
+    };
     let start = match &range.start {
         Bound::Included(k) => Bound::Included(ik(k, SeqNo::MAX)),
         Bound::Excluded(k) => Bound::Excluded(ik(k, 0)),

@@ -74,7 +74,9 @@ impl MemtableOptions {
                 let shards = shards.max(1);
                 Arc::new(move || Arc::new(ShardedMemtable::new(shards)) as Arc<dyn Memtable>)
             }
-            MemtableOptions::SingleLock => Arc::new(|| Arc::new(SingleLockMemtable::new()) as Arc<dyn Memtable>),
+            MemtableOptions::SingleLock => {
+                Arc::new(|| Arc::new(SingleLockMemtable::new()) as Arc<dyn Memtable>)
+            }
         }
     }
 }

@@ -76,11 +76,17 @@ impl Memtable for ShardedMemtable {
     }
 
     fn approximate_bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum()
+        self.shards
+            .iter()
+            .map(|s| s.bytes.load(Ordering::Relaxed))
+            .sum()
     }
 
     fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.len.load(Ordering::Relaxed)).sum()
+        self.shards
+            .iter()
+            .map(|s| s.len.load(Ordering::Relaxed))
+            .sum()
     }
 }
 

@@ -113,18 +113,31 @@ impl FaultyStorage {
 
 #[async_trait::async_trait]
 impl Storage for FaultyStorage {
-    async fn create_table(&self, id: u64) -> cairn_common::Result<Box<dyn cairn_filestore::TableBuilder>> {
+    async fn create_table(
+        &self,
+        id: u64,
+    ) -> cairn_common::Result<Box<dyn cairn_filestore::TableBuilder>> {
         drop(self.hold.acquire().await.expect("semaphore"));
         let failing = self
             .fail_next
-            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| n.checked_sub(1))
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
             .is_ok();
         if failing {
-            return Err(cairn_common::Error::component("faulty storage", "injected failure"));
+            return Err(cairn_common::Error::component(
+                "faulty storage",
+                "injected failure",
+            ));
         }
         self.inner.create_table(id).await
     }
-    async fn open_table(&self, meta: &cairn_common::TableMeta) -> cairn_common::Result<Arc<dyn cairn_filestore::Table>> {
+    async fn open_table(
+        &self,
+        meta: &cairn_common::TableMeta,
+    ) -> cairn_common::Result<Arc<dyn cairn_filestore::Table>> {
         self.inner.open_table(meta).await
     }
     async fn delete_table(&self, id: u64) -> cairn_common::Result<()> {

@@ -1,0 +1,469 @@
+//! The configuration: one TOML file of named profiles (`[default]`, `[nosync]`, ...), read
+//! with figment. The selected profile is merged over `[default]`, and every key can be
+//! overridden from the environment: `CAIRN_DATA_DIR`, `CAIRN_JOURNAL__SYNC=false` (`__`
+//! separates nesting levels). Unknown keys, bad values and keys that do not apply to the
+//! chosen `kind` are errors that name the key and where it came from.
+
+use cairn_compaction::PickerOptions;
+use cairn_engine::EngineOptions;
+use cairn_filestore::{Compression, FilterKind};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Environment variables with the `CAIRN_` prefix that are not config keys.
+const NOT_KEYS: &[&str] = &[
+    "profile",
+    "config",
+    "test_s3_endpoint",
+    "model_seeds",
+    "log",
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the manifest lives, and the journal and tables unless their sections say otherwise.
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub journal: JournalSection,
+    #[serde(default)]
+    pub memtable: MemtableSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub compaction: CompactionSection,
+    #[serde(default)]
+    pub engine: EngineOptions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalKind {
+    #[default]
+    File,
+    Memory,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSection {
+    #[serde(default)]
+    pub kind: JournalKind,
+    /// file: directory of the segments (default `<data_dir>/journal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// file: fsync each group commit before acknowledging it (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<bool>,
+    /// file: segment size that triggers rollover (default 64 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MemtableKind {
+    #[default]
+    Sharded,
+    SingleLock,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemtableSection {
+    #[serde(default)]
+    pub kind: MemtableKind,
+    /// sharded: number of shards (default 32).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageKind {
+    #[default]
+    Sstable,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    #[serde(default)]
+    pub kind: StorageKind,
+    /// sstable: directory of the table files (default `<data_dir>/tables`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// sstable: data block size before compression (default 4096).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_bytes: Option<usize>,
+    /// sstable: "none" or "lz4" (default none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+    /// sstable: "bloom" or "none" (default bloom).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterKind>,
+    /// sstable: bloom filter bits per key (default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bloom_bits_per_key: Option<u32>,
+    /// sstable: bytes of decoded blocks cached in memory, 0 for none (default 64 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_cache_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CompactionKind {
+    #[default]
+    Local,
+}
+
+/// Where compaction runs (`kind`) and the leveled policy the engine follows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionSection {
+    pub kind: CompactionKind,
+    pub l0_trigger: usize,
+    pub levels: usize,
+    pub base_level_bytes: u64,
+    pub level_size_ratio: u64,
+    pub target_table_bytes: u64,
+}
+
+impl Default for CompactionSection {
+    fn default() -> Self {
+        let p = PickerOptions::default();
+        CompactionSection {
+            kind: CompactionKind::Local,
+            l0_trigger: p.l0_trigger,
+            levels: p.levels,
+            base_level_bytes: p.base_level_bytes,
+            level_size_ratio: p.level_size_ratio,
+            target_table_bytes: p.target_table_bytes,
+        }
+    }
+}
+
+impl CompactionSection {
+    pub fn picker(&self) -> PickerOptions {
+        PickerOptions {
+            l0_trigger: self.l0_trigger,
+            levels: self.levels,
+            base_level_bytes: self.base_level_bytes,
+            level_size_ratio: self.level_size_ratio,
+            target_table_bytes: self.target_table_bytes,
+        }
+    }
+}
+
+/// A config that could not be read, with the key and the source it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    pub message: String,
+    /// The offending key, dotted (`journal.sync`), when one is to blame.
+    pub key: Option<String>,
+}
+
+impl ConfigError {
+    fn new(message: String, key: Option<String>) -> Self {
+        ConfigError { message, key }
+    }
+}
+
+impl Config {
+    /// The profile named by `profile`, else `CAIRN_PROFILE`, else `default`.
+    pub fn selected_profile(profile: Option<&str>) -> String {
+        profile
+            .map(str::to_string)
+            .or_else(|| {
+                std::env::var("CAIRN_PROFILE")
+                    .ok()
+                    .filter(|p| !p.is_empty())
+            })
+            .unwrap_or_else(|| "default".to_string())
+    }
+
+    /// Reads `path`, selects `profile` (see [`Config::selected_profile`]) and applies
+    /// `CAIRN_*` environment overrides.
+    pub fn load(path: &Path, profile: Option<&str>) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::new(
+                format!("config file {} does not exist", path.display()),
+                None,
+            ));
+        }
+        Self::from_figment(
+            Figment::new().merge(Toml::file_exact(path).nested()),
+            &path.display().to_string(),
+            profile,
+        )
+    }
+
+    /// Like [`Config::load`] from TOML text (tests, embedded configs).
+    pub fn from_toml_str(text: &str, profile: Option<&str>) -> Result<Config, ConfigError> {
+        Self::from_figment(
+            Figment::new().merge(Toml::string(text).nested()),
+            "the given TOML",
+            profile,
+        )
+    }
+
+    fn from_figment(
+        file: Figment,
+        source: &str,
+        profile: Option<&str>,
+    ) -> Result<Config, ConfigError> {
+        let profile = Self::selected_profile(profile);
+        let defined: Vec<String> = file.profiles().map(|p| p.as_str().to_string()).collect();
+        if profile != "default" && !defined.iter().any(|p| p.eq_ignore_ascii_case(&profile)) {
+            return Err(ConfigError::new(
+                format!(
+                    "profile `{profile}` is not defined in {source} (defined: {})",
+                    defined.join(", ")
+                ),
+                None,
+            ));
+        }
+        let fig = file
+            .merge(
+                Env::prefixed("CAIRN_")
+                    .split("__")
+                    .ignore(NOT_KEYS)
+                    .global(),
+            )
+            .select(profile.as_str());
+        let mut config: Config = fig.extract().map_err(|errs| describe(errs, &profile))?;
+        config.drop_inherited_foreign_keys(&fig);
+        config.validate(source)?;
+        Ok(config)
+    }
+
+    /// A profile cannot unset a key. When it changes a section's `kind`, keys it inherited
+    /// from an earlier profile that only apply to the old kind are dropped; the same keys set
+    /// alongside the new kind stay, and `validate` rejects them.
+    fn drop_inherited_foreign_keys(&mut self, fig: &Figment) {
+        // figment tags values from [default] and globals with their profile; values of the
+        // selected profile carry none.
+        let rank = |key: &str| -> Option<u8> {
+            let value = fig.find_value(key).ok()?;
+            Some(match value.tag().profile() {
+                Some(p) if p == figment::Profile::Default => 0,
+                Some(p) if p == figment::Profile::Global => 2,
+                _ => 1,
+            })
+        };
+        let inherited = |key: &str, kind_key: &str| matches!((rank(key), rank(kind_key)), (Some(k), Some(c)) if k < c);
+        if self.journal.kind == JournalKind::Memory {
+            for (key, slot) in [("journal.sync", &mut self.journal.sync as &mut dyn Clear), ("journal.segment_bytes", &mut self.journal.segment_bytes), ("journal.dir", &mut self.journal.dir)] {
+                if inherited(key, "journal.kind") {
+                    slot.clear();
+                }
+            }
+        }
+        if self.memtable.kind == MemtableKind::SingleLock && inherited("memtable.shards", "memtable.kind") {
+            self.memtable.shards = None;
+        }
+    }
+
+    /// Rejects values and pairings no component can work with.
+    fn validate(&self, source: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| {
+            Err(ConfigError::new(
+                format!("invalid config: key `{key}` in {source}: {why}"),
+                Some(key.to_string()),
+            ))
+        };
+        let not_for = |key: &str, kind: &str| {
+            bad(
+                key,
+                format!("does not apply to {kind}; remove it or change the kind"),
+            )
+        };
+        let j = &self.journal;
+        if j.kind == JournalKind::Memory {
+            for (set, key) in [
+                (j.dir.is_some(), "journal.dir"),
+                (j.sync.is_some(), "journal.sync"),
+                (j.segment_bytes.is_some(), "journal.segment_bytes"),
+            ] {
+                if set {
+                    return not_for(key, "journal.kind = \"memory\"");
+                }
+            }
+        }
+        if j.segment_bytes == Some(0) {
+            return bad("journal.segment_bytes", "must be greater than 0".into());
+        }
+        if self.memtable.kind == MemtableKind::SingleLock && self.memtable.shards.is_some() {
+            return not_for("memtable.shards", "memtable.kind = \"single_lock\"");
+        }
+        if self.memtable.shards == Some(0) {
+            return bad("memtable.shards", "must be at least 1".into());
+        }
+        if self.storage.block_bytes == Some(0) {
+            return bad("storage.block_bytes", "must be greater than 0".into());
+        }
+        let c = &self.compaction;
+        if c.levels < 2 {
+            return bad(
+                "compaction.levels",
+                format!("must be at least 2, got {}", c.levels),
+            );
+        }
+        if c.l0_trigger == 0 {
+            return bad("compaction.l0_trigger", "must be at least 1".into());
+        }
+        if c.level_size_ratio < 2 {
+            return bad("compaction.level_size_ratio", "must be at least 2".into());
+        }
+        if c.target_table_bytes == 0 || c.base_level_bytes == 0 {
+            return bad(
+                "compaction.target_table_bytes",
+                "sizes must be greater than 0".into(),
+            );
+        }
+        let e = &self.engine;
+        if e.l0_stop_writes <= c.l0_trigger {
+            return bad(
+                "engine.l0_stop_writes",
+                format!(
+                    "must be above compaction.l0_trigger ({}), or writes would stop before compaction starts",
+                    c.l0_trigger
+                ),
+            );
+        }
+        if e.memtable_bytes == 0 {
+            return bad("engine.memtable_bytes", "must be greater than 0".into());
+        }
+        if e.max_immutable_memtables == 0 {
+            return bad(
+                "engine.max_immutable_memtables",
+                "must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The config with every default spelled out, as `cairn config show` prints it.
+    pub fn resolved(&self) -> Config {
+        let mut c = self.clone();
+        if c.journal.kind == JournalKind::File {
+            let d = cairn_journal::FileJournalOptions::new(self.journal_dir());
+            c.journal.dir = Some(self.journal_dir());
+            c.journal.sync.get_or_insert(d.sync);
+            c.journal.segment_bytes.get_or_insert(d.segment_bytes);
+        }
+        if c.memtable.kind == MemtableKind::Sharded {
+            c.memtable.shards.get_or_insert(32);
+        }
+        let s = self.sst_options();
+        c.storage.dir = Some(s.dir);
+        c.storage.block_bytes = Some(s.block_bytes);
+        c.storage.compression = Some(s.compression);
+        c.storage.filter = Some(s.filter);
+        c.storage.bloom_bits_per_key = Some(s.bloom_bits_per_key);
+        c.storage.block_cache_bytes = Some(s.block_cache_bytes);
+        c
+    }
+
+    pub fn journal_dir(&self) -> PathBuf {
+        self.journal
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("journal"))
+    }
+
+    pub fn sst_options(&self) -> cairn_filestore::SstOptions {
+        let s = &self.storage;
+        let mut o = cairn_filestore::SstOptions::new(
+            s.dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("tables")),
+        );
+        if let Some(v) = s.block_bytes {
+            o.block_bytes = v;
+        }
+        if let Some(v) = s.compression {
+            o.compression = v;
+        }
+        if let Some(v) = s.filter {
+            o.filter = v;
+        }
+        if let Some(v) = s.bloom_bits_per_key {
+            o.bloom_bits_per_key = v;
+        }
+        if let Some(v) = s.block_cache_bytes {
+            o.block_cache_bytes = v;
+        }
+        o
+    }
+
+    pub fn engine_options(&self) -> EngineOptions {
+        let mut e = self.engine.clone();
+        e.compaction = self.compaction.picker();
+        e
+    }
+
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self)
+            .map_err(|e| ConfigError::new(format!("cannot print config: {e}"), None))
+    }
+}
+
+trait Clear {
+    fn clear(&mut self);
+}
+
+impl<T> Clear for Option<T> {
+    fn clear(&mut self) {
+        *self = None;
+    }
+}
+
+/// Turns figment's errors into one message naming each key and its source (file or
+/// environment variable).
+fn describe(errs: figment::Error, profile: &str) -> ConfigError {
+    let mut lines = Vec::new();
+    let mut first_key = None;
+    for e in errs {
+        let mut path = e.path.clone();
+        let named = match &e.kind {
+            figment::error::Kind::UnknownField(field, _) => Some(field.clone()),
+            figment::error::Kind::MissingField(field) => Some(field.to_string()),
+            _ => None,
+        };
+        if let Some(field) = named
+            && path.last() != Some(&field)
+        {
+            path.push(field);
+        }
+        let key = path.join(".");
+        first_key.get_or_insert_with(|| key.clone());
+        let source = match &e.metadata {
+            Some(md) => match &md.source {
+                Some(figment::Source::File(f)) => format!("{} (profile `{profile}`)", f.display()),
+                Some(other) => other.to_string(),
+                None => format!(
+                    "environment variable CAIRN_{}",
+                    path.join("__").to_uppercase()
+                ),
+            },
+            None => format!("profile `{profile}` (a required key is missing)"),
+        };
+        let key = if key.is_empty() {
+            "(top level)".to_string()
+        } else {
+            key
+        };
+        lines.push(format!(
+            "invalid config: key `{key}` in {source}: {}",
+            e.kind
+        ));
+    }
+    ConfigError::new(lines.join("\n"), first_key)
+}
+
+#[cfg(test)]
+mod tests;

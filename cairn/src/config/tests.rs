@@ -1,0 +1,215 @@
+//! Config loading: profiles, environment overrides, defaults, and errors that name the key
+//! and the file.
+
+use super::*;
+
+const FILE: &str = r#"
+[default]
+data_dir = "./data"
+
+[default.journal]
+kind = "file"
+sync = true
+
+[default.engine]
+memtable_bytes = 1048576
+
+[nosync.journal]
+sync = false
+
+[ephemeral]
+data_dir = "/tmp/eph"
+[ephemeral.journal]
+kind = "memory"
+
+[broken.journal]
+kind = "memory"
+sync = true
+"#;
+
+fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cairn.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+/// Runs `f` under figment's Jail: tests that load config (and so read `CAIRN_*`) take turns,
+/// and variables set through the jail are restored afterwards.
+fn jailed(f: impl FnOnce(&mut figment::Jail)) {
+    figment::Jail::expect_with(|jail| {
+        f(jail);
+        Ok(())
+    });
+}
+
+#[test]
+fn profiles_defaults_and_environment_overrides() {
+    jailed(|jail| {
+        let (_d, path) = write(FILE);
+        let c = Config::load(&path, Some("default")).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.journal.sync, Some(true));
+        assert_eq!(c.engine.memtable_bytes, 1 << 20);
+        assert_eq!(c.memtable.kind, MemtableKind::Sharded);
+        assert_eq!(c.compaction, CompactionSection::default());
+
+        let c = Config::load(&path, Some("nosync")).unwrap();
+        assert_eq!(c.journal.sync, Some(false), "the profile overrides default");
+        assert_eq!(c.engine.memtable_bytes, 1 << 20, "and inherits the rest");
+
+        jail.set_env("CAIRN_JOURNAL__SYNC", "false");
+        jail.set_env("CAIRN_DATA_DIR", "/elsewhere");
+        jail.set_env("CAIRN_PROFILE", "nosync");
+        let c = Config::load(&path, Some("default")).unwrap();
+        assert_eq!(c.journal.sync, Some(false));
+        assert_eq!(c.data_dir, PathBuf::from("/elsewhere"));
+        assert_eq!(Config::selected_profile(None), "nosync");
+        assert_eq!(
+            Config::selected_profile(Some("x")),
+            "x",
+            "the flag beats the variable"
+        );
+
+        jail.set_env("CAIRN_JOURNAL__SYNC", "perhaps");
+        let err = Config::load(&path, Some("default")).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("journal.sync"), "{err}");
+        assert!(
+            err.to_string().contains("CAIRN_JOURNAL__SYNC"),
+            "names the variable: {err}"
+        );
+
+        jail.set_env("CAIRN_JOURNAL__SYNC", "true");
+        jail.set_env("CAIRN_ENGINE__NO_SUCH_KEY", "1");
+        let err = Config::load(&path, Some("default")).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("engine.no_such_key"), "{err}");
+        assert!(
+            err.to_string().contains("CAIRN_ENGINE__NO_SUCH_KEY"),
+            "{err}"
+        );
+    });
+}
+
+fn load_err(text: &str, profile: &str) -> (ConfigError, String) {
+    let (_d, path) = write(text);
+    let err = Config::load(&path, Some(profile)).unwrap_err();
+    let file = path.display().to_string();
+    (err, file)
+}
+
+#[test]
+fn unknown_keys_name_the_key_and_the_file() {
+    jailed(|_| {
+        let (err, file) = load_err(
+            "[default]\ndata_dir = \"d\"\n[default.journal]\nsnyc = true\n",
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("journal.snyc"), "{err}");
+        assert!(err.to_string().contains(&file), "names the file: {err}");
+
+        let (err, _) = load_err("[default]\ndata_dir = \"d\"\ncolour = 1\n", "default");
+        assert_eq!(err.key.as_deref(), Some("colour"), "{err}");
+    });
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    jailed(|_| {
+        let (err, file) = load_err(
+            "[default]\ndata_dir = \"d\"\n[default.journal]\nsync = \"maybe\"\n",
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("journal.sync"), "{err}");
+        assert!(err.to_string().contains(&file), "{err}");
+
+        let (err, _) = load_err(
+            "[default]\ndata_dir = \"d\"\n[default.storage]\nkind = \"floppy\"\n",
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("storage.kind"), "{err}");
+        assert!(
+            err.to_string().contains("sstable"),
+            "lists the valid kinds: {err}"
+        );
+
+        let (err, _) = load_err(
+            "[default]\ndata_dir = \"d\"\n[default.compaction]\nlevels = 1\n",
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("compaction.levels"), "{err}");
+    });
+}
+
+#[test]
+fn impossible_pairings_are_rejected() {
+    jailed(|_| {
+        let (_d, path) = write(FILE);
+        let c = Config::load(&path, Some("ephemeral"))
+            .expect("keys inherited from [default] that only a file journal has are dropped");
+        assert_eq!((c.journal.kind, c.journal.sync), (JournalKind::Memory, None));
+        let (err, file) = load_err(FILE, "broken");
+        assert_eq!(
+            err.key.as_deref(),
+            Some("journal.sync"),
+            "a memory journal has nothing to sync: {err}"
+        );
+        assert!(err.to_string().contains(&file), "{err}");
+
+        let (err, _) = load_err(
+            "[default]\ndata_dir = \"d\"\n[default.memtable]\nkind = \"single_lock\"\nshards = 8\n",
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("memtable.shards"), "{err}");
+
+        let (err, _) = load_err(
+            "[default]\ndata_dir = \"d\"\n[default.engine]\nl0_stop_writes = 2\n",
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("engine.l0_stop_writes"), "{err}");
+    });
+}
+
+#[test]
+fn missing_file_profile_and_data_dir_are_clear_errors() {
+    jailed(|_| {
+        let err = Config::load(Path::new("/no/such/cairn.toml"), None).unwrap_err();
+        assert!(err.to_string().contains("/no/such/cairn.toml"), "{err}");
+        let (err, _) = load_err(FILE, "nope");
+        assert!(err.to_string().contains("profile `nope`"), "{err}");
+        assert!(
+            err.to_string().contains("nosync"),
+            "lists the defined profiles: {err}"
+        );
+        let (err, _) = load_err("[default.journal]\nsync = true\n", "default");
+        assert_eq!(err.key.as_deref(), Some("data_dir"), "{err}");
+    });
+}
+
+#[test]
+fn resolved_config_round_trips_through_toml() {
+    jailed(|_| {
+        let (_d, path) = write(FILE);
+        let c = Config::load(&path, Some("nosync")).unwrap().resolved();
+        assert_eq!(c.journal.segment_bytes, Some(64 << 20));
+        assert_eq!(c.storage.block_cache_bytes, Some(64 << 20));
+        let text = c.to_toml().unwrap();
+        let back =
+            Config::from_toml_str(&format!("[default]\n{}", indent_under_default(&text)), None)
+                .unwrap();
+        assert_eq!(back, c);
+    });
+}
+
+/// Puts a printed config under `[default]` so it reads back as a profile file.
+fn indent_under_default(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if let Some(section) = l.strip_prefix('[') {
+                format!("[default.{section}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

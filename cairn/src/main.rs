@@ -1,0 +1,167 @@
+//! The `cairn` command: open the database a config profile describes and run one command
+//! against it. `cairn --help` lists the commands.
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use cairn::{Config, KeyRange};
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "Cairn: an unbundled LSM-tree key-value engine")]
+struct Cli {
+    /// Config file.
+    #[arg(long, global = true, env = "CAIRN_CONFIG", default_value = "cairn.toml")]
+    config: PathBuf,
+    /// Profile of the config file to use (default: `default`, or CAIRN_PROFILE).
+    #[arg(long, global = true)]
+    profile: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write KEY = VALUE.
+    Put { key: String, value: String },
+    /// Print the value of KEY; exit code 1 and `not found` on stderr when absent.
+    Get { key: String },
+    /// Delete KEY.
+    Delete { key: String },
+    /// Print `KEY<TAB>VALUE` lines in key order.
+    Scan {
+        /// First key (inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        /// End key (exclusive).
+        #[arg(long)]
+        to: Option<String>,
+        /// At most this many entries.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Write the memtable to a table.
+    Flush,
+    /// Flush, then compact everything into the deepest level, dropping dead versions.
+    Compact,
+    /// Levels, tables, bytes and sequence numbers.
+    Stats {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the resolved config (profile merged over default, environment applied) as TOML.
+    Show,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let config = Config::load(&cli.config, cli.profile.as_deref())?;
+    if let Command::Config {
+        command: ConfigCommand::Show,
+    } = &cli.command
+    {
+        print!("{}", config.resolved().to_toml()?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let db = cairn::open(&config)
+        .await
+        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+    let result = execute(&db, cli.command).await;
+    let closed = db.close().await.context("closing the database");
+    let code = result?;
+    closed?;
+    Ok(code)
+}
+
+async fn execute(db: &cairn::Db, command: Command) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Put { key, value } => {
+            db.put(key, value).await?;
+        }
+        Command::Get { key } => match db.get(key.as_bytes()).await? {
+            Some(v) => {
+                out.write_all(&v)?;
+                out.write_all(b"\n")?;
+            }
+            None => {
+                eprintln!("not found");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        Command::Delete { key } => {
+            db.delete(key).await?;
+        }
+        Command::Scan { from, to, limit } => {
+            let range = KeyRange::new(from.map(Bytes::from), to.map(Bytes::from));
+            let mut it = db.scan(range).await?;
+            let mut n = 0;
+            while limit.is_none_or(|l| n < l) {
+                let Some((k, v)) = it.next().await? else { break };
+                out.write_all(&k)?;
+                out.write_all(b"\t")?;
+                out.write_all(&v)?;
+                out.write_all(b"\n")?;
+                n += 1;
+            }
+        }
+        Command::Flush => db.flush().await?,
+        Command::Compact => db.compact().await?,
+        Command::Stats { json } => {
+            let s = db.stats();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
+            } else {
+                writeln!(out, "level  tables        bytes      entries")?;
+                for l in &s.levels {
+                    writeln!(out, "L{:<5} {:>6} {:>12} {:>12}", l.level, l.tables, l.bytes, l.entries)?;
+                }
+                writeln!(out, "total  {:>6} {:>12}", s.table_count(), s.table_bytes())?;
+                writeln!(out, "memtable: {} entries, {} bytes; {} frozen", s.memtable_entries, s.memtable_bytes, s.immutable_memtables)?;
+                writeln!(out, "last sequence number: {}", s.last_seq)?;
+                writeln!(out, "next table id: {}", s.next_table_id)?;
+                if let Some(e) = &s.background_error {
+                    writeln!(out, "background error: {e}")?;
+                }
+            }
+        }
+        Command::Config { .. } => {}
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
