@@ -1,0 +1,112 @@
+//! The `cairn` binary across separate processes on the shipped default profile: each command
+//! opens the database, acts, and closes it; the next process sees the result.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml")
+}
+
+fn cairn(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--config")
+        .arg(repo_config())
+        .args(args)
+        .env("CAIRN_DATA_DIR", data)
+        .env_remove("CAIRN_PROFILE")
+        .output()
+        .expect("run cairn")
+}
+
+fn ok(data: &Path, args: &[&str]) -> String {
+    let out = cairn(data, args);
+    assert!(
+        out.status.success(),
+        "cairn {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8 output")
+}
+
+#[test]
+fn put_get_scan_delete_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    ok(data, &["put", "apple", "red"]);
+    ok(data, &["put", "banana", "yellow"]);
+    ok(data, &["put", "cherry", "dark red"]);
+    ok(data, &["put", "apple", "green"]);
+    assert_eq!(ok(data, &["get", "apple"]), "green\n");
+
+    let missing = cairn(data, &["get", "durian"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&missing.stderr).trim(), "not found");
+    assert!(missing.stdout.is_empty());
+
+    assert_eq!(ok(data, &["scan"]), "apple\tgreen\nbanana\tyellow\ncherry\tdark red\n");
+    assert_eq!(ok(data, &["scan", "--from", "b", "--to", "c"]), "banana\tyellow\n");
+    assert_eq!(ok(data, &["scan", "--limit", "1"]), "apple\tgreen\n");
+
+    ok(data, &["delete", "banana"]);
+    assert_eq!(cairn(data, &["get", "banana"]).status.code(), Some(1));
+    assert_eq!(ok(data, &["scan"]), "apple\tgreen\ncherry\tdark red\n");
+
+    ok(data, &["flush"]);
+    ok(data, &["compact"]);
+    assert_eq!(ok(data, &["scan"]), "apple\tgreen\ncherry\tdark red\n");
+
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(data, &["stats", "--json"])).expect("stats json");
+    let entries: u64 = stats["levels"]
+        .as_array()
+        .expect("levels")
+        .iter()
+        .map(|l| l["entries"].as_u64().expect("entries"))
+        .sum();
+    assert_eq!(entries, 2, "compaction left only the live versions: {stats}");
+    assert!(stats["last_seq"].as_u64().expect("last_seq") >= 5);
+    let text = ok(data, &["stats"]);
+    assert!(text.contains("last sequence number"), "{text}");
+}
+
+#[test]
+fn config_show_prints_the_resolved_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let shown = ok(dir.path(), &["config", "show"]);
+    let parsed: toml::Value = toml::from_str(&shown).expect("config show prints TOML");
+    assert_eq!(parsed["journal"]["sync"].as_bool(), Some(true));
+    assert_eq!(
+        parsed["data_dir"].as_str(),
+        dir.path().to_str(),
+        "the environment override is applied"
+    );
+    let nosync = ok(dir.path(), &["--profile", "nosync", "config", "show"]);
+    assert!(nosync.contains("sync = false"), "{nosync}");
+    let eph = ok(dir.path(), &["--profile", "ephemeral", "config", "show"]);
+    assert!(eph.contains("kind = \"memory\""), "{eph}");
+}
+
+#[test]
+fn bad_config_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[default]\ndata_dir = \"d\"\n[default.journal]\nfsync = true\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--config")
+        .arg(&path)
+        .args(["get", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("journal.fsync") && err.contains("bad.toml"), "{err}");
+
+    let out = cairn(dir.path(), &["--profile", "nope", "get", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("profile `nope`"));
+}
