@@ -54,6 +54,12 @@ impl WriteBatch {
         &self.ops
     }
 
+    /// The operations, moved out: the write path hands keys and values to the memtable
+    /// without cloning them.
+    pub fn into_ops(self) -> Vec<BatchOp> {
+        self.ops
+    }
+
     pub fn len(&self) -> usize {
         self.ops.len()
     }

@@ -380,13 +380,12 @@ impl Drop for Db {
 }
 
 fn apply(table: &Arc<dyn Memtable>, first: SeqNo, batch: WriteBatch) {
-    let ops = batch.ops();
-    for (i, op) in ops.iter().enumerate() {
+    for (i, op) in batch.into_ops().into_iter().enumerate() {
         table.insert(Entry {
-            key: op.key.clone(),
+            key: op.key,
             seq: first + i as u64,
             kind: op.kind,
-            value: op.value.clone(),
+            value: op.value,
         });
     }
 }

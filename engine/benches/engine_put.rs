@@ -1,0 +1,76 @@
+//! Engine puts with the default components (file journal with `sync = true`, sharded
+//! memtable, SSTables, local compactor): 256 concurrent writers, 100-byte values. Group
+//! commit is what lets this pass the disk's fsync rate.
+//! `cargo bench -p cairn-engine --bench engine_put`
+
+use cairn_compaction::LocalCompactor;
+use cairn_engine::{Components, Db, EngineOptions};
+use cairn_filestore::{SstOptions, SstStorage, Storage};
+use cairn_journal::{FileJournal, FileJournalOptions};
+use cairn_memtable::MemtableOptions;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const WRITERS: u64 = 256;
+const PUTS_PER_WRITER: u64 = 200;
+
+async fn open(dir: &std::path::Path, sync: bool) -> Arc<Db> {
+    let mut jo = FileJournalOptions::new(dir.join("journal"));
+    jo.sync = sync;
+    let storage: Arc<dyn Storage> = Arc::new(SstStorage::open(SstOptions::new(dir.join("tables"))).unwrap());
+    let comps = Components {
+        journal: Arc::new(FileJournal::open(jo).unwrap()),
+        memtables: MemtableOptions::default().factory(),
+        compactor: Arc::new(LocalCompactor::new(storage.clone())),
+        storage,
+    };
+    Arc::new(Db::open(dir, EngineOptions::default(), comps).await.unwrap())
+}
+
+fn puts(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut g = c.benchmark_group("engine_put_256_writers_100b");
+    g.throughput(Throughput::Elements(WRITERS * PUTS_PER_WRITER));
+    for sync in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = rt.block_on(open(dir.path(), sync));
+        let counter = Arc::new(AtomicU64::new(0));
+        let value = bytes::Bytes::from(vec![b'v'; 100]);
+        g.bench_function(if sync { "sync" } else { "nosync" }, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let tasks: Vec<_> = (0..WRITERS)
+                            .map(|_| {
+                                let (db, counter, value) = (db.clone(), counter.clone(), value.clone());
+                                tokio::spawn(async move {
+                                    for _ in 0..PUTS_PER_WRITER {
+                                        let n = counter.fetch_add(1, Ordering::Relaxed);
+                                        let key = format!("key{:016}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                                        db.put(key, value.clone()).await.unwrap();
+                                    }
+                                })
+                            })
+                            .collect();
+                        for t in tasks {
+                            t.await.unwrap();
+                        }
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+        rt.block_on(db.close()).unwrap();
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(10));
+    targets = puts
+}
+criterion_main!(benches);
