@@ -7,8 +7,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn::{
-    Components, Db, EngineOptions, FileJournal, FileJournalOptions, Journal, KeyRange, LocalCompactor,
-    MemtableOptions, SstOptions, SstStorage, Storage,
+    Components, Db, EngineOptions, FileJournal, FileJournalOptions, Journal, KeyRange,
+    LocalCompactor, MemtableOptions, SstOptions, SstStorage, Storage,
 };
 use cairn_common::{BoxStream, Lsn, Result};
 use cairn_journal::JournalRecord;
@@ -42,10 +42,13 @@ impl Journal for CountingJournal {
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let journal = Arc::new(CountingJournal {
-        inner: Arc::new(FileJournal::open(FileJournalOptions::new(dir.path().join("wal")))?),
+        inner: Arc::new(FileJournal::open(FileJournalOptions::new(
+            dir.path().join("wal"),
+        ))?),
         appends: AtomicU64::new(0),
     });
-    let storage: Arc<dyn Storage> = Arc::new(SstStorage::open(SstOptions::new(dir.path().join("sst")))?);
+    let storage: Arc<dyn Storage> =
+        Arc::new(SstStorage::open(SstOptions::new(dir.path().join("sst")))?);
     let components = Components {
         journal: journal.clone(),
         memtables: MemtableOptions::Sharded { shards: 8 }.factory(),
@@ -59,7 +62,10 @@ async fn main() -> anyhow::Result<()> {
     db.delete("key3").await?;
     let rows = db.scan(KeyRange::all()).await?.collect(None).await?;
     println!("{} live keys; first: {:?}", rows.len(), rows.first());
-    println!("journal appends seen by the decorator: {}", journal.appends.load(Ordering::Relaxed));
+    println!(
+        "journal appends seen by the decorator: {}",
+        journal.appends.load(Ordering::Relaxed)
+    );
     db.close().await?;
     Ok(())
 }

@@ -10,10 +10,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "Cairn: an unbundled LSM-tree key-value engine")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Cairn: an unbundled LSM-tree key-value engine"
+)]
 struct Cli {
     /// Config file.
-    #[arg(long, global = true, env = "CAIRN_CONFIG", default_value = "cairn.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_CONFIG",
+        default_value = "cairn.toml"
+    )]
     config: PathBuf,
     /// Profile of the config file to use (default: `default`, or CAIRN_PROFILE).
     #[arg(long, global = true)]
@@ -68,12 +77,16 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -132,7 +145,9 @@ async fn execute(db: &cairn::Db, command: Command) -> Result<ExitCode> {
             let mut it = db.scan(range).await?;
             let mut n = 0;
             while limit.is_none_or(|l| n < l) {
-                let Some((k, v)) = it.next().await? else { break };
+                let Some((k, v)) = it.next().await? else {
+                    break;
+                };
                 out.write_all(&k)?;
                 out.write_all(b"\t")?;
                 out.write_all(&v)?;
@@ -149,10 +164,18 @@ async fn execute(db: &cairn::Db, command: Command) -> Result<ExitCode> {
             } else {
                 writeln!(out, "level  tables        bytes      entries")?;
                 for l in &s.levels {
-                    writeln!(out, "L{:<5} {:>6} {:>12} {:>12}", l.level, l.tables, l.bytes, l.entries)?;
+                    writeln!(
+                        out,
+                        "L{:<5} {:>6} {:>12} {:>12}",
+                        l.level, l.tables, l.bytes, l.entries
+                    )?;
                 }
                 writeln!(out, "total  {:>6} {:>12}", s.table_count(), s.table_bytes())?;
-                writeln!(out, "memtable: {} entries, {} bytes; {} frozen", s.memtable_entries, s.memtable_bytes, s.immutable_memtables)?;
+                writeln!(
+                    out,
+                    "memtable: {} entries, {} bytes; {} frozen",
+                    s.memtable_entries, s.memtable_bytes, s.immutable_memtables
+                )?;
                 writeln!(out, "last sequence number: {}", s.last_seq)?;
                 writeln!(out, "next table id: {}", s.next_table_id)?;
                 if let Some(e) = &s.background_error {

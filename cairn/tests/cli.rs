@@ -44,8 +44,14 @@ fn put_get_scan_delete_across_processes() {
     assert_eq!(String::from_utf8_lossy(&missing.stderr).trim(), "not found");
     assert!(missing.stdout.is_empty());
 
-    assert_eq!(ok(data, &["scan"]), "apple\tgreen\nbanana\tyellow\ncherry\tdark red\n");
-    assert_eq!(ok(data, &["scan", "--from", "b", "--to", "c"]), "banana\tyellow\n");
+    assert_eq!(
+        ok(data, &["scan"]),
+        "apple\tgreen\nbanana\tyellow\ncherry\tdark red\n"
+    );
+    assert_eq!(
+        ok(data, &["scan", "--from", "b", "--to", "c"]),
+        "banana\tyellow\n"
+    );
     assert_eq!(ok(data, &["scan", "--limit", "1"]), "apple\tgreen\n");
 
     ok(data, &["delete", "banana"]);
@@ -64,7 +70,10 @@ fn put_get_scan_delete_across_processes() {
         .iter()
         .map(|l| l["entries"].as_u64().expect("entries"))
         .sum();
-    assert_eq!(entries, 2, "compaction left only the live versions: {stats}");
+    assert_eq!(
+        entries, 2,
+        "compaction left only the live versions: {stats}"
+    );
     assert!(stats["last_seq"].as_u64().expect("last_seq") >= 5);
     let text = ok(data, &["stats"]);
     assert!(text.contains("last sequence number"), "{text}");
@@ -104,7 +113,10 @@ fn bad_config_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("journal.fsync") && err.contains("bad.toml"), "{err}");
+    assert!(
+        err.contains("journal.fsync") && err.contains("bad.toml"),
+        "{err}"
+    );
 
     let out = cairn(dir.path(), &["--profile", "nope", "get", "x"]);
     assert_eq!(out.status.code(), Some(2));

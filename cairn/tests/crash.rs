@@ -86,7 +86,13 @@ async fn acknowledged_writes_survive_sigkill() {
     let mut acked: HashMap<String, String> = HashMap::new();
     for (round, kill_after) in [(0u32, 3000usize), (1, 500), (2, 6000)] {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "crash_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env("CRASH_TEST_CHILD_DIR", dir.path())
             .env("CRASH_TEST_ROUND", round.to_string())
             .stdout(Stdio::piped())
@@ -96,7 +102,7 @@ async fn acknowledged_writes_survive_sigkill() {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut seen = 0;
-        while let Some(line) = lines.next() {
+        for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some(key) = line.strip_prefix("ack ") {
                 acked.insert(key.to_string(), value_for(key));
@@ -118,22 +124,38 @@ async fn acknowledged_writes_survive_sigkill() {
             }
         }
 
-        let db = cairn::open(&config(dir.path())).await.expect("reopen after SIGKILL");
+        let db = cairn::open(&config(dir.path()))
+            .await
+            .expect("reopen after SIGKILL");
         for (key, value) in &acked {
             let got = db.get(key.as_bytes()).await.unwrap();
-            assert_eq!(got, Some(Bytes::from(value.clone())), "round {round}: acknowledged {key} lost");
+            assert_eq!(
+                got,
+                Some(Bytes::from(value.clone())),
+                "round {round}: acknowledged {key} lost"
+            );
         }
         let mut it = db.scan(KeyRange::all()).await.unwrap();
         let mut present = 0usize;
         while let Some((k, v)) = it.next().await.unwrap() {
             let key = std::str::from_utf8(&k).expect("utf8 key");
-            assert!(!key.starts_with("ghost-"), "round {round}: a deleted, never-written key appeared: {key}");
-            assert_eq!(v, Bytes::from(value_for(key)), "round {round}: {key} has a value nobody wrote");
+            assert!(
+                !key.starts_with("ghost-"),
+                "round {round}: a deleted, never-written key appeared: {key}"
+            );
+            assert_eq!(
+                v,
+                Bytes::from(value_for(key)),
+                "round {round}: {key} has a value nobody wrote"
+            );
             present += 1;
         }
         assert!(present >= acked.len());
         let stats = db.stats();
-        assert!(stats.table_count() > 0, "round {round}: the run flushed tables before the kill");
+        assert!(
+            stats.table_count() > 0,
+            "round {round}: the run flushed tables before the kill"
+        );
         db.close().await.unwrap();
     }
 }

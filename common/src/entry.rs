@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn internal_order_is_key_asc_seq_desc() {
-        let mut v = vec![
+        let mut v = [
             InternalKey {
                 key: Bytes::from_static(b"b"),
                 seq: 1,

@@ -19,18 +19,27 @@ const PUTS_PER_WRITER: u64 = 200;
 async fn open(dir: &std::path::Path, sync: bool) -> Arc<Db> {
     let mut jo = FileJournalOptions::new(dir.join("journal"));
     jo.sync = sync;
-    let storage: Arc<dyn Storage> = Arc::new(SstStorage::open(SstOptions::new(dir.join("tables"))).unwrap());
+    let storage: Arc<dyn Storage> =
+        Arc::new(SstStorage::open(SstOptions::new(dir.join("tables"))).unwrap());
     let comps = Components {
         journal: Arc::new(FileJournal::open(jo).unwrap()),
         memtables: MemtableOptions::default().factory(),
         compactor: Arc::new(LocalCompactor::new(storage.clone())),
         storage,
     };
-    Arc::new(Db::open(dir, EngineOptions::default(), comps).await.unwrap())
+    Arc::new(
+        Db::open(dir, EngineOptions::default(), comps)
+            .await
+            .unwrap(),
+    )
 }
 
 fn puts(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut g = c.benchmark_group("engine_put_256_writers_100b");
     g.throughput(Throughput::Elements(WRITERS * PUTS_PER_WRITER));
     for sync in [true, false] {
@@ -45,11 +54,15 @@ fn puts(c: &mut Criterion) {
                     for _ in 0..iters {
                         let tasks: Vec<_> = (0..WRITERS)
                             .map(|_| {
-                                let (db, counter, value) = (db.clone(), counter.clone(), value.clone());
+                                let (db, counter, value) =
+                                    (db.clone(), counter.clone(), value.clone());
                                 tokio::spawn(async move {
                                     for _ in 0..PUTS_PER_WRITER {
                                         let n = counter.fetch_add(1, Ordering::Relaxed);
-                                        let key = format!("key{:016}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                                        let key = format!(
+                                            "key{:016}",
+                                            n.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                                        );
                                         db.put(key, value.clone()).await.unwrap();
                                     }
                                 })

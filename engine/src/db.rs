@@ -464,11 +464,10 @@ impl Inner {
     /// Moves the active memtable to the flush queue, if the queue has room (or `force`, for
     /// an explicit flush) and the memtable has anything in it.
     pub async fn freeze(&self, force: bool) {
-        if self.freezing.swap(true, Ordering::AcqRel) {
-            if !force {
-                return;
-            }
-            // A forced freeze waits its turn; the gate below orders it after the other one.
+        // Writers that cross the size limit together need only one freeze between them; a
+        // forced freeze always goes ahead, ordered after the other by the gate.
+        if self.freezing.swap(true, Ordering::AcqRel) && !force {
+            return;
         }
         {
             let _exclusive = self.gate.write().await;

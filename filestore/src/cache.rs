@@ -21,9 +21,11 @@ impl Weighter<(TableId, u64), Block> for BlockWeight {
     }
 }
 
+type Blocks = Cache<(TableId, u64), Block, BlockWeight>;
+
 #[derive(Clone)]
 pub struct BlockCache {
-    inner: Option<Arc<Cache<(TableId, u64), Block, BlockWeight>>>,
+    inner: Option<Arc<Blocks>>,
 }
 
 impl BlockCache {

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 const OPS_PER_THREAD: u64 = 10_000;
 
-fn kinds() -> Vec<(&'static str, fn() -> Arc<dyn Memtable>)> {
+type Make = fn() -> Arc<dyn Memtable>;
+
+fn kinds() -> Vec<(&'static str, Make)> {
     vec![
         ("sharded32", || Arc::new(ShardedMemtable::new(32))),
         ("single_lock", || Arc::new(SingleLockMemtable::new())),

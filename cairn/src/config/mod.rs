@@ -256,13 +256,19 @@ impl Config {
         };
         let inherited = |key: &str, kind_key: &str| matches!((rank(key), rank(kind_key)), (Some(k), Some(c)) if k < c);
         if self.journal.kind == JournalKind::Memory {
-            for (key, slot) in [("journal.sync", &mut self.journal.sync as &mut dyn Clear), ("journal.segment_bytes", &mut self.journal.segment_bytes), ("journal.dir", &mut self.journal.dir)] {
+            for (key, slot) in [
+                ("journal.sync", &mut self.journal.sync as &mut dyn Clear),
+                ("journal.segment_bytes", &mut self.journal.segment_bytes),
+                ("journal.dir", &mut self.journal.dir),
+            ] {
                 if inherited(key, "journal.kind") {
                     slot.clear();
                 }
             }
         }
-        if self.memtable.kind == MemtableKind::SingleLock && inherited("memtable.shards", "memtable.kind") {
+        if self.memtable.kind == MemtableKind::SingleLock
+            && inherited("memtable.shards", "memtable.kind")
+        {
             self.memtable.shards = None;
         }
     }

@@ -36,6 +36,8 @@ fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// Runs `f` under figment's Jail: tests that load config (and so read `CAIRN_*`) take turns,
 /// and variables set through the jail are restored afterwards.
+// The closure's error type is figment's, which the Jail API fixes.
+#[allow(clippy::result_large_err)]
 fn jailed(f: impl FnOnce(&mut figment::Jail)) {
     figment::Jail::expect_with(|jail| {
         f(jail);
@@ -146,7 +148,10 @@ fn impossible_pairings_are_rejected() {
         let (_d, path) = write(FILE);
         let c = Config::load(&path, Some("ephemeral"))
             .expect("keys inherited from [default] that only a file journal has are dropped");
-        assert_eq!((c.journal.kind, c.journal.sync), (JournalKind::Memory, None));
+        assert_eq!(
+            (c.journal.kind, c.journal.sync),
+            (JournalKind::Memory, None)
+        );
         let (err, file) = load_err(FILE, "broken");
         assert_eq!(
             err.key.as_deref(),
