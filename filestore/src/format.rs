@@ -183,3 +183,31 @@ pub fn decode<T: bincode::Decode<()>>(payload: &[u8]) -> Result<T, String> {
     }
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example in FORMAT.md, byte for byte.
+    #[test]
+    fn data_block_encoding_matches_the_spec() {
+        let block = encode_data_block(&[Entry::put("ab", 300, "")]).unwrap();
+        assert_eq!(block, vec![0x01, 0x02, 0x61, 0x62, 0xfb, 0x2c, 0x01, 0x00, 0x00]);
+        let tomb = encode_data_block(&[Entry::delete("ab", 300)]).unwrap();
+        assert_eq!(tomb, vec![0x01, 0x02, 0x61, 0x62, 0xfb, 0x2c, 0x01, 0x01, 0x00]);
+    }
+
+    #[test]
+    fn footer_layout_matches_the_spec() {
+        let f = Footer {
+            filter: Handle { offset: 1, len: 2 },
+            index: Handle { offset: 3, len: 4 },
+            props: Handle { offset: 5, len: 6 },
+        };
+        let b = f.encode();
+        assert_eq!(&b[56..], b"TSSNRIAC");
+        assert_eq!(u32::from_le_bytes(b[48..52].try_into().unwrap()), 1);
+        assert_eq!(u64::from_le_bytes(b[16..24].try_into().unwrap()), 3);
+        assert_eq!(Footer::decode(&b), Ok(f));
+    }
+}
