@@ -17,7 +17,9 @@ pub use wiring::{components, open};
 pub use cairn_common::{Entry, EntryKind, Error, KeyRange, Result, SeqNo, TableMeta, WriteBatch};
 pub use cairn_compaction::{CompactionJob, Compactor, LocalCompactor, PickerOptions};
 pub use cairn_engine::{Components, Db, DbIter, DbStats, EngineOptions, LevelStats, Snapshot};
-pub use cairn_filestore::{SstOptions, SstStorage, Storage, Table, TableBuilder};
+pub use cairn_filestore::{
+    Compression, FilterKind, SstOptions, SstStorage, Storage, Table, TableBuilder,
+};
 pub use cairn_journal::{FileJournal, FileJournalOptions, Journal, MemoryJournal};
 pub use cairn_memtable::{
     Memtable, MemtableFactory, MemtableOptions, ShardedMemtable, SingleLockMemtable,

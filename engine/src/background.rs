@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 pub struct Counters {
     pub flushes: AtomicU64,
     pub compactions: AtomicU64,
+    pub journal_bytes: AtomicU64,
     pub bytes_flushed: AtomicU64,
     pub bytes_compacted: AtomicU64,
     pub stalls: AtomicU64,

@@ -234,7 +234,12 @@ impl Db {
             inner.check_open()?;
             let mem = inner.mem.load();
             let first = inner.seq.begin(n);
-            let lsn = match inner.comps.journal.append(batch.encode(first)).await {
+            let record = batch.encode(first);
+            inner
+                .counters
+                .journal_bytes
+                .fetch_add(record.len() as u64, Ordering::Relaxed);
+            let lsn = match inner.comps.journal.append(record).await {
                 Ok(lsn) => lsn,
                 Err(e) => {
                     inner.seq.finish(first);
@@ -265,6 +270,17 @@ impl Db {
     pub async fn get_at(&self, key: &[u8], snapshot: &Snapshot) -> Result<Option<Bytes>> {
         self.inner.check_open()?;
         self.inner.get(key, snapshot.seq()).await
+    }
+
+    /// The newest values of `keys`, in the same order, all read at one snapshot.
+    pub async fn multi_get(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>> {
+        self.inner.check_open()?;
+        let snap = self.snapshot();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.inner.get(k, snap.seq()).await?);
+        }
+        Ok(out)
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -324,6 +340,7 @@ impl Db {
             live_snapshots: inner.snapshots.count(),
             flushes: c.flushes.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
+            journal_bytes: c.journal_bytes.load(Ordering::Relaxed),
             bytes_flushed: c.bytes_flushed.load(Ordering::Relaxed),
             bytes_compacted: c.bytes_compacted.load(Ordering::Relaxed),
             write_stalls: c.stalls.load(Ordering::Relaxed),

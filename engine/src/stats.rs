@@ -23,6 +23,9 @@ pub struct DbStats {
     pub live_snapshots: usize,
     pub flushes: u64,
     pub compactions: u64,
+    /// Journal record bytes appended by this process (payloads, without record headers).
+    pub journal_bytes: u64,
+    /// Bytes of tables written by flushes and by compactions, since open.
     pub bytes_flushed: u64,
     pub bytes_compacted: u64,
     pub write_stalls: u64,

@@ -247,3 +247,33 @@ async fn a_flush_that_keeps_failing_is_reported_not_waited_on_forever() {
     assert_eq!(db.get(b"k").await.unwrap(), Some(Bytes::from("v")));
     db.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_get_reads_every_key_at_one_snapshot() {
+    let h = file_harness();
+    let db = h.open().await;
+    for i in 0..300u32 {
+        db.put(format!("k{i:03}"), format!("v{i}")).await.unwrap();
+        if i == 150 {
+            db.flush().await.unwrap();
+        }
+    }
+    db.delete("k007").await.unwrap();
+    let keys: Vec<Bytes> = ["k299", "k007", "nope", "k000", "k150"]
+        .iter()
+        .map(|k| Bytes::from(*k))
+        .collect();
+    let got = db.multi_get(&keys).await.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Some(Bytes::from("v299")),
+            None,
+            None,
+            Some(Bytes::from("v0")),
+            Some(Bytes::from("v150"))
+        ]
+    );
+    assert!(db.stats().journal_bytes > 300 * 10);
+    db.close().await.unwrap();
+}

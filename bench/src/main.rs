@@ -1,0 +1,206 @@
+//! `cairn-bench`: runs the same workloads against one or more config profiles (and, built with
+//! `--features rocksdb`, against RocksDB) and prints the results side by side.
+//!
+//! Without arguments: the default profile of `./cairn.toml`, `put` then `get`, in well under a
+//! minute. Each profile runs in its own fresh data directory, so the bench never touches the
+//! profile's real `data_dir`.
+
+mod measure;
+mod report;
+#[cfg(feature = "rocksdb")]
+mod rocks;
+mod run;
+mod target;
+mod workload;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use run::{RunResult, RunSpec};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use target::{CairnTarget, Target};
+use workload::{KeyDistribution, Params, Shared, Workload};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cairn-bench",
+    version,
+    about = "Benchmark Cairn profiles side by side"
+)]
+struct Args {
+    /// Config file whose profiles are benchmarked.
+    #[arg(long, default_value = "cairn.toml")]
+    config: PathBuf,
+    /// Profile to run; repeat for a side-by-side comparison (ratios are against the first).
+    /// `rocksdb` is the RocksDB peer (needs `--features rocksdb`).
+    #[arg(long = "profile", default_value = "default")]
+    profiles: Vec<String>,
+    /// Workload to run, in order; repeat for several. Default: put, then get.
+    #[arg(long = "workload", value_enum)]
+    workloads: Vec<Workload>,
+    /// Size of the key space; fills write each key once.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Concurrent workers (async tasks; OS threads for a blocking peer such as RocksDB).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds each non-fill workload runs; also the limit for a fill.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Key distribution; by default uniform, and zipfian for YCSB A, B, C, E and F.
+    #[arg(long, value_enum)]
+    distribution: Option<KeyDistribution>,
+    /// Share of reads in the `mixed` workload.
+    #[arg(long, default_value_t = 0.9)]
+    read_ratio: f64,
+    /// Entries per scan (the maximum for YCSB E).
+    #[arg(long, default_value_t = 100)]
+    scan_length: usize,
+    /// Keys per multiget.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Write the results as a JSON array to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Where each profile's data directory is created (default: the system temp directory).
+    /// The directories are removed afterwards.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl Args {
+    fn params(&self) -> Params {
+        Params {
+            keys: self.keys.max(1),
+            read_ratio: self.read_ratio,
+            scan_length: self.scan_length.max(1),
+            batch: self.batch.max(1),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut args = Args::parse();
+    if args.workloads.is_empty() {
+        args.workloads = vec![Workload::Put, Workload::Get];
+    }
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let mut results: Vec<RunResult> = Vec::new();
+    for profile in args.profiles.clone() {
+        let base = match &args.data_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+                tempfile::Builder::new()
+                    .prefix("cairn-bench-")
+                    .tempdir_in(d)?
+            }
+            None => tempfile::Builder::new().prefix("cairn-bench-").tempdir()?,
+        };
+        let target = open(&args, &profile, base.path()).await?;
+        let mut loaded = false;
+        for &w in &args.workloads {
+            if !w.is_fill() && !loaded {
+                let spec = spec(&args, format!("{profile}: load"));
+                let shared = Arc::new(Shared::new(
+                    Workload::Put,
+                    args.params(),
+                    KeyDistribution::Uniform,
+                )?);
+                let load = run::run(
+                    target.clone(),
+                    shared,
+                    &RunSpec {
+                        duration: Duration::from_secs(3600),
+                        ..spec
+                    },
+                )
+                .await?;
+                eprintln!(
+                    "{profile}: loaded {} keys in {:.1}s",
+                    load.ops, load.seconds
+                );
+            }
+            let distribution = args.distribution.unwrap_or(w.default_distribution());
+            let shared = Arc::new(Shared::new(w, args.params(), distribution)?);
+            let mut r = run::run(
+                target.clone(),
+                shared,
+                &spec(&args, format!("{profile}: {}", w.name())),
+            )
+            .await?;
+            r.profile = profile.clone();
+            loaded |= w.is_fill() && r.ops >= args.keys;
+            if !args.quiet {
+                eprintln!(
+                    "{profile}: {} {:.0} ops/s, p99 {:.1} us",
+                    w.name(),
+                    r.ops_per_sec,
+                    r.p99_us
+                );
+            }
+            results.push(r);
+        }
+        target.close().await?;
+    }
+    print!("{}", report::table(&results));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn spec(args: &Args, label: String) -> RunSpec {
+    RunSpec {
+        concurrency: args.concurrency,
+        duration: Duration::from_secs_f64(args.duration.max(0.01)),
+        value_size: args.value_size,
+        progress: !args.quiet,
+        label,
+    }
+}
+
+/// Opens a Cairn profile with its data moved under `dir`, or the RocksDB peer.
+async fn open(args: &Args, profile: &str, dir: &std::path::Path) -> Result<Arc<dyn Target>> {
+    if profile == "rocksdb" {
+        return open_rocksdb(args, dir);
+    }
+    let mut config = cairn::Config::load(&args.config, Some(profile))?;
+    config.data_dir = dir.to_path_buf();
+    config.journal.dir = None;
+    config.storage.dir = None;
+    let db = cairn::open(&config)
+        .await
+        .with_context(|| format!("opening profile `{profile}` in {}", dir.display()))?;
+    Ok(Arc::new(CairnTarget { db }))
+}
+
+#[cfg(feature = "rocksdb")]
+fn open_rocksdb(args: &Args, dir: &std::path::Path) -> Result<Arc<dyn Target>> {
+    // The peer syncs exactly when the first Cairn profile of the run does.
+    let first = args
+        .profiles
+        .iter()
+        .find(|p| *p != "rocksdb")
+        .map_or("default", String::as_str);
+    let config = cairn::Config::load(&args.config, Some(first))?;
+    let sync =
+        config.journal.kind == cairn::JournalKind::File && config.journal.sync.unwrap_or(true);
+    Ok(Arc::new(rocks::RocksTarget::open(dir, sync, &config)?))
+}
+
+#[cfg(not(feature = "rocksdb"))]
+fn open_rocksdb(_: &Args, _: &std::path::Path) -> Result<Arc<dyn Target>> {
+    bail!(
+        "the `rocksdb` profile needs a build with RocksDB: cargo run --release -p cairn-bench --features rocksdb"
+    )
+}

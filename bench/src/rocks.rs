@@ -1,0 +1,101 @@
+//! The RocksDB peer, tuned from the same config as the Cairn profile it is compared with:
+//! memtable size, L0 triggers, level sizes, block size, bloom bits, block cache, and the
+//! journal's sync setting (RocksDB's WAL `sync`).
+
+use crate::target::{Target, Written};
+use async_trait::async_trait;
+use bytes::Bytes;
+use rocksdb::{
+    BlockBasedOptions, Cache, DB, DBCompressionType, IteratorMode, Options, WriteOptions,
+};
+use std::path::Path;
+
+pub struct RocksTarget {
+    db: DB,
+    write: WriteOptions,
+}
+
+// WriteOptions is a plain options struct that RocksDB only reads during a write.
+unsafe impl Sync for RocksTarget {}
+
+impl RocksTarget {
+    pub fn open(dir: &Path, sync: bool, config: &cairn::Config) -> anyhow::Result<Self> {
+        let e = &config.engine;
+        let c = &config.compaction;
+        let s = config.sst_options();
+        let mut o = Options::default();
+        o.create_if_missing(true);
+        o.increase_parallelism(2);
+        o.set_max_background_jobs(e.background_threads.max(1) as i32);
+        o.set_write_buffer_size(e.memtable_bytes);
+        o.set_max_write_buffer_number(e.max_immutable_memtables as i32 + 1);
+        o.set_level_zero_file_num_compaction_trigger(c.l0_trigger as i32);
+        o.set_level_zero_stop_writes_trigger(e.l0_stop_writes as i32);
+        o.set_num_levels(c.levels as i32);
+        o.set_max_bytes_for_level_base(c.base_level_bytes);
+        o.set_max_bytes_for_level_multiplier(c.level_size_ratio as f64);
+        o.set_target_file_size_base(c.target_table_bytes);
+        o.set_compression_type(match s.compression {
+            cairn::Compression::None => DBCompressionType::None,
+            cairn::Compression::Lz4 => DBCompressionType::Lz4,
+        });
+        let mut t = BlockBasedOptions::default();
+        t.set_block_size(s.block_bytes);
+        if s.filter == cairn::FilterKind::Bloom {
+            t.set_bloom_filter(f64::from(s.bloom_bits_per_key), false);
+        }
+        if s.block_cache_bytes > 0 {
+            t.set_block_cache(&Cache::new_lru_cache(s.block_cache_bytes as usize));
+        } else {
+            t.disable_cache();
+        }
+        o.set_block_based_table_factory(&t);
+        let db = DB::open(&o, dir.join("rocksdb"))?;
+        let mut write = WriteOptions::default();
+        write.set_sync(sync);
+        Ok(RocksTarget { db, write })
+    }
+}
+
+#[async_trait]
+impl Target for RocksTarget {
+    async fn put(&self, key: Bytes, value: Bytes) -> anyhow::Result<()> {
+        Ok(self.db.put_opt(&key, &value, &self.write)?)
+    }
+
+    async fn get(&self, key: Bytes) -> anyhow::Result<bool> {
+        Ok(self.db.get_pinned(&key)?.is_some())
+    }
+
+    async fn multi_get(&self, keys: Vec<Bytes>) -> anyhow::Result<usize> {
+        let mut found = 0;
+        for r in self.db.multi_get(keys.iter()) {
+            found += usize::from(r?.is_some());
+        }
+        Ok(found)
+    }
+
+    async fn scan(&self, from: Bytes, limit: usize) -> anyhow::Result<usize> {
+        let it = self
+            .db
+            .iterator(IteratorMode::From(&from, rocksdb::Direction::Forward));
+        let mut n = 0;
+        for item in it.take(limit) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn written(&self) -> Written {
+        Written::default()
+    }
+
+    fn blocking(&self) -> bool {
+        true
+    }
+
+    async fn close(&self) -> anyhow::Result<()> {
+        Ok(self.db.flush()?)
+    }
+}

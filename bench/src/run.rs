@@ -1,0 +1,309 @@
+//! Runs one workload against one target: `concurrency` workers issue operations until the
+//! fill is done or the duration is over, each recording its latencies in its own histogram.
+//! The histograms are merged at the end; nothing is shared per operation but two counters.
+
+use crate::measure;
+use crate::target::Target;
+use crate::workload::{Op, Shared, key_bytes};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub struct RunSpec {
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub value_size: usize,
+    /// Show a progress bar (on a terminal).
+    pub progress: bool,
+    pub label: String,
+}
+
+/// One row of the results: what the README, the table and `--json` show.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub profile: String,
+    pub workload: String,
+    pub distribution: String,
+    pub concurrency: usize,
+    pub value_size: usize,
+    pub keys: u64,
+    pub ops: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub ops_per_sec: f64,
+    pub p50_us: f64,
+    pub p95_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    /// User + system CPU of the bench process (engine background threads included).
+    pub cpu_seconds: f64,
+    /// Bytes passed to write(2) by the process during the run.
+    pub bytes_written: Option<u64>,
+    pub journal_bytes: Option<u64>,
+    pub table_bytes: Option<u64>,
+    /// `bytes_written` over the key and value bytes the workload wrote.
+    pub write_amplification: Option<f64>,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+struct Outcome {
+    hist: Histogram<u64>,
+    errors: u64,
+    written_payload: u64,
+    first_error: Option<String>,
+}
+
+/// A pool of random bytes that values are sliced from, so making a value allocates nothing.
+#[derive(Clone)]
+pub struct Values {
+    pool: Bytes,
+    size: usize,
+}
+
+impl Values {
+    pub fn new(size: usize) -> Self {
+        let mut rng = SmallRng::seed_from_u64(0xCA1F);
+        let pool: Vec<u8> = (0..size + 4096).map(|_| rng.random()).collect();
+        Values {
+            pool: Bytes::from(pool),
+            size,
+        }
+    }
+
+    fn pick(&self, rng: &mut SmallRng) -> Bytes {
+        let off = rng.random_range(0..4096);
+        self.pool.slice(off..off + self.size)
+    }
+}
+
+async fn execute(
+    target: &dyn Target,
+    op: Op,
+    values: &Values,
+    rng: &mut SmallRng,
+) -> anyhow::Result<u64> {
+    match op {
+        Op::Put(k) => {
+            let key = key_bytes(k);
+            let v = values.pick(rng);
+            let n = (key.len() + v.len()) as u64;
+            target.put(key, v).await?;
+            Ok(n)
+        }
+        Op::Get(k) => {
+            target.get(key_bytes(k)).await?;
+            Ok(0)
+        }
+        Op::Scan(k, n) => {
+            target.scan(key_bytes(k), n).await?;
+            Ok(0)
+        }
+        Op::MultiGet(ks) => {
+            target
+                .multi_get(ks.into_iter().map(key_bytes).collect())
+                .await?;
+            Ok(0)
+        }
+        Op::ReadModifyWrite(k) => {
+            let key = key_bytes(k);
+            target.get(key.clone()).await?;
+            let v = values.pick(rng);
+            let n = (key.len() + v.len()) as u64;
+            target.put(key, v).await?;
+            Ok(n)
+        }
+    }
+}
+
+async fn worker(
+    target: Arc<dyn Target>,
+    shared: Arc<Shared>,
+    values: Values,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    seed: u64,
+    deadline: Instant,
+) -> Outcome {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut out = Outcome {
+        hist: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds"),
+        errors: 0,
+        written_payload: 0,
+        first_error: None,
+    };
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        // Cache hits complete without awaiting anything, so a worker must both watch the
+        // clock itself and yield now and then, or it starves every other task on its thread.
+        n += 1;
+        if n.is_multiple_of(64) {
+            if Instant::now() >= deadline {
+                stop.store(true, Ordering::Relaxed);
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let Some(op) = shared.next(&mut rng) else {
+            break;
+        };
+        let start = Instant::now();
+        match execute(target.as_ref(), op, &values, &mut rng).await {
+            Ok(n) => out.written_payload += n,
+            Err(e) => {
+                out.errors += 1;
+                out.first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+        let _ = out.hist.record(start.elapsed().as_nanos().max(1) as u64);
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    out
+}
+
+pub async fn run(
+    target: Arc<dyn Target>,
+    shared: Arc<Shared>,
+    spec: &RunSpec,
+) -> anyhow::Result<RunResult> {
+    let values = Values::new(spec.value_size);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let bar = progress_bar(spec, &shared);
+
+    measure::reset_peak_rss();
+    let written_before = target.written();
+    let io_before = measure::bytes_written();
+    let cpu_before = measure::cpu_seconds();
+    let start = Instant::now();
+
+    let deadline = start + spec.duration;
+    let mut handles = Vec::with_capacity(spec.concurrency);
+    let blocking = target.blocking();
+    for w in 0..spec.concurrency {
+        let args = (
+            target.clone(),
+            shared.clone(),
+            values.clone(),
+            stop.clone(),
+            done.clone(),
+            w as u64 + 1,
+            deadline,
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if blocking {
+            std::thread::spawn(move || {
+                let _ = tx.send(futures::executor::block_on(worker(
+                    args.0, args.1, args.2, args.3, args.4, args.5, args.6,
+                )));
+            });
+        } else {
+            tokio::spawn(async move {
+                let _ =
+                    tx.send(worker(args.0, args.1, args.2, args.3, args.4, args.5, args.6).await);
+            });
+        }
+        handles.push(rx);
+    }
+    let ticker = {
+        let (stop, done, bar) = (stop.clone(), done.clone(), bar.clone());
+        let duration = spec.duration;
+        let fill = shared.workload.is_fill();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let elapsed = start.elapsed();
+                if fill {
+                    bar.set_position(done.load(Ordering::Relaxed));
+                } else {
+                    bar.set_position(elapsed.as_millis().min(duration.as_millis()) as u64);
+                }
+                bar.set_message(format!("{} ops", done.load(Ordering::Relaxed)));
+                if elapsed >= duration {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)?;
+    let (mut errors, mut payload, mut first_error) = (0, 0, None);
+    for h in handles {
+        let out = h.await?;
+        hist.add(&out.hist)?;
+        errors += out.errors;
+        payload += out.written_payload;
+        first_error = first_error.or(out.first_error);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = ticker.await;
+    bar.finish_and_clear();
+    let cpu_seconds = measure::cpu_seconds() - cpu_before;
+    let io = match (io_before, measure::bytes_written()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let written = target.written();
+    let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
+    if let Some(e) = first_error {
+        eprintln!("{}: {errors} operations failed; the first: {e}", spec.label);
+    }
+    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let ops = hist.len();
+    Ok(RunResult {
+        profile: String::new(),
+        workload: shared.workload.name().to_string(),
+        distribution: format!("{:?}", shared.distribution).to_lowercase(),
+        concurrency: spec.concurrency,
+        value_size: spec.value_size,
+        keys: shared.params.keys,
+        ops,
+        errors,
+        seconds,
+        ops_per_sec: ops as f64 / seconds.max(1e-9),
+        p50_us: us(0.50),
+        p95_us: us(0.95),
+        p99_us: us(0.99),
+        p999_us: us(0.999),
+        max_us: hist.max() as f64 / 1000.0,
+        cpu_seconds,
+        bytes_written: io,
+        journal_bytes: delta(written_before.journal, written.journal),
+        table_bytes: delta(written_before.tables, written.tables),
+        write_amplification: io
+            .filter(|_| payload > 0)
+            .map(|b| b as f64 / payload as f64),
+        peak_rss_bytes: measure::peak_rss(),
+    })
+}
+
+fn progress_bar(spec: &RunSpec, shared: &Shared) -> ProgressBar {
+    if !spec.progress {
+        return ProgressBar::hidden();
+    }
+    let (len, template) = if shared.workload.is_fill() {
+        (
+            shared.params.keys,
+            "{prefix:>24} [{bar:30}] {pos}/{len} keys {msg}",
+        )
+    } else {
+        (
+            spec.duration.as_millis() as u64,
+            "{prefix:>24} [{bar:30}] {elapsed} {msg}",
+        )
+    };
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(spec.label.clone());
+    bar
+}

@@ -1,0 +1,84 @@
+//! What a benchmark runs against: a Cairn database opened from a config profile, or the
+//! RocksDB peer. Both answer the same five calls.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cairn::KeyRange;
+use std::ops::Bound;
+
+#[async_trait]
+pub trait Target: Send + Sync {
+    async fn put(&self, key: Bytes, value: Bytes) -> anyhow::Result<()>;
+    /// Whether the key was found.
+    async fn get(&self, key: Bytes) -> anyhow::Result<bool>;
+    /// How many of the keys were found.
+    async fn multi_get(&self, keys: Vec<Bytes>) -> anyhow::Result<usize>;
+    /// Reads up to `limit` entries from `from` on; returns how many it read.
+    async fn scan(&self, from: Bytes, limit: usize) -> anyhow::Result<usize>;
+    /// Bytes the engine says it wrote to its journal and to table files, since it opened.
+    fn written(&self) -> Written;
+    /// A target whose calls block their thread gets one OS thread per worker instead of a
+    /// task on the async runtime, so its own group commit sees every writer.
+    fn blocking(&self) -> bool {
+        false
+    }
+    async fn close(&self) -> anyhow::Result<()>;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Written {
+    pub journal: Option<u64>,
+    pub tables: Option<u64>,
+}
+
+pub struct CairnTarget {
+    pub db: cairn::Db,
+}
+
+#[async_trait]
+impl Target for CairnTarget {
+    async fn put(&self, key: Bytes, value: Bytes) -> anyhow::Result<()> {
+        self.db.put(key, value).await?;
+        Ok(())
+    }
+
+    async fn get(&self, key: Bytes) -> anyhow::Result<bool> {
+        Ok(self.db.get(&key).await?.is_some())
+    }
+
+    async fn multi_get(&self, keys: Vec<Bytes>) -> anyhow::Result<usize> {
+        Ok(self
+            .db
+            .multi_get(&keys)
+            .await?
+            .iter()
+            .filter(|v| v.is_some())
+            .count())
+    }
+
+    async fn scan(&self, from: Bytes, limit: usize) -> anyhow::Result<usize> {
+        let range = KeyRange {
+            start: Bound::Included(from),
+            end: Bound::Unbounded,
+        };
+        let mut it = self.db.scan(range).await?;
+        let mut n = 0;
+        while n < limit && it.next().await?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn written(&self) -> Written {
+        let s = self.db.stats();
+        Written {
+            journal: Some(s.journal_bytes),
+            tables: Some(s.bytes_flushed + s.bytes_compacted),
+        }
+    }
+
+    async fn close(&self) -> anyhow::Result<()> {
+        self.db.close().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! Runs every workload briefly on the shipped default profile and checks the JSON report.
+
+use std::path::Path;
+use std::process::Command;
+
+const WORKLOADS: &[&str] = &[
+    "put", "put-seq", "get", "scan", "multiget", "mixed", "ycsb-a", "ycsb-b", "ycsb-c", "ycsb-d",
+    "ycsb-e", "ycsb-f",
+];
+
+#[test]
+fn every_workload_runs_and_reports_its_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn-bench"));
+    cmd.arg("--config")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml"))
+        .args([
+            "--keys",
+            "2000",
+            "--duration",
+            "0.2",
+            "--concurrency",
+            "4",
+            "--quiet",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json);
+    for w in WORKLOADS {
+        cmd.args(["--workload", w]);
+    }
+    let out = cmd.output().expect("run cairn-bench");
+    assert!(
+        out.status.success(),
+        "cairn-bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    for w in WORKLOADS {
+        assert!(
+            table.contains(&format!("\n{w}  (")),
+            "the table has a section for {w}:\n{table}"
+        );
+    }
+
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(
+        rows.len(),
+        WORKLOADS.len(),
+        "one object per (profile, workload)"
+    );
+    for (row, w) in rows.iter().zip(WORKLOADS) {
+        assert_eq!(row["profile"], "default");
+        assert_eq!(row["workload"], *w);
+        for field in [
+            "ops",
+            "seconds",
+            "ops_per_sec",
+            "p50_us",
+            "p95_us",
+            "p99_us",
+            "p999_us",
+            "cpu_seconds",
+        ] {
+            assert!(
+                row[field].is_number(),
+                "{w}: `{field}` is a number in {row}"
+            );
+        }
+        assert!(row["ops"].as_u64().unwrap() > 0, "{w} did some work: {row}");
+        assert_eq!(row["errors"].as_u64(), Some(0), "{w}: {row}");
+        let (p50, p999) = (
+            row["p50_us"].as_f64().unwrap(),
+            row["p999_us"].as_f64().unwrap(),
+        );
+        assert!(
+            p50 > 0.0 && p50 <= p999,
+            "{w}: percentiles are ordered: {row}"
+        );
+    }
+    // The duration also bounds a fill, so on a slow machine it may stop short of every key.
+    assert!(
+        rows[0]["ops"].as_u64().unwrap() <= 2000,
+        "put writes each key at most once"
+    );
+    assert!(
+        rows[0]["write_amplification"].as_f64().unwrap() >= 1.0,
+        "a synced fill writes at least its payload: {}",
+        rows[0]
+    );
+    let leftovers = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count();
+    assert_eq!(leftovers, 0, "the bench removes its data directories");
+}
+
+#[test]
+fn unknown_profile_and_missing_rocksdb_feature_are_clear_errors() {
+    let run = |profile: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+            .arg("--config")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml"))
+            .args([
+                "--profile",
+                profile,
+                "--keys",
+                "10",
+                "--duration",
+                "0.05",
+                "--quiet",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = run("nope");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("profile `nope`"));
+    if cfg!(not(feature = "rocksdb")) {
+        let out = run("rocksdb");
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--features rocksdb"));
+    }
+}
