@@ -47,6 +47,10 @@ struct Args {
     /// Concurrent workers (async tasks; OS threads for a blocking peer such as RocksDB).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Workers of the untimed load that precedes a read workload when no fill ran before it
+    /// (default: the larger of 64 and --concurrency).
+    #[arg(long)]
+    load_concurrency: Option<usize>,
     /// Seconds each non-fill workload runs; also the limit for a fill.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,

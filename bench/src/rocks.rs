@@ -26,6 +26,11 @@ impl RocksTarget {
         let mut o = Options::default();
         o.create_if_missing(true);
         o.increase_parallelism(2);
+        // The bench runs hundreds of writer threads on few cores: waiting writers should sleep,
+        // not spin (RocksDB's advice when threads outnumber cores), and the WAL write of one
+        // group may overlap the memtable inserts of the previous one.
+        o.set_enable_write_thread_adaptive_yield(false);
+        o.set_enable_pipelined_write(true);
         o.set_max_background_jobs(e.background_threads.max(1) as i32);
         o.set_write_buffer_size(e.memtable_bytes);
         o.set_max_write_buffer_number(e.max_immutable_memtables as i32 + 1);
