@@ -10,7 +10,7 @@ mod meta;
 pub use batch::{BatchOp, WriteBatch};
 pub use entry::{Entry, EntryKind, InternalKey, KeyRange, SeqNo, compare_internal};
 pub use error::{Error, IoContext, Result};
-pub use merge::merge_sorted;
+pub use merge::{MergeHead, merge_sorted};
 pub use meta::TableMeta;
 
 /// A boxed, sendable stream: what the object-safe async traits return for scans and replays.

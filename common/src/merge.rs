@@ -9,24 +9,26 @@ use futures::StreamExt;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-struct Head {
-    entry: Entry,
+/// An entry and the index of the source it came from, ordered for a `BinaryHeap` (a max-heap)
+/// so that the smallest internal key, then the lowest source index, is on top.
+pub struct MergeHead {
+    pub entry: Entry,
     /// Sources earlier in the input list win ties, so callers list newer sources first.
-    src: usize,
+    pub src: usize,
 }
 
-impl PartialEq for Head {
+impl PartialEq for MergeHead {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
-impl Eq for Head {}
-impl PartialOrd for Head {
+impl Eq for MergeHead {}
+impl PartialOrd for MergeHead {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Head {
+impl Ord for MergeHead {
     fn cmp(&self, other: &Self) -> Ordering {
         // Max-heap: reverse so the smallest internal key (then the lowest source) is on top.
         other
@@ -38,7 +40,7 @@ impl Ord for Head {
 
 struct State {
     sources: Vec<BoxStream<Result<Entry>>>,
-    heap: BinaryHeap<Head>,
+    heap: BinaryHeap<MergeHead>,
     started: bool,
     last: Option<(bytes::Bytes, u64)>,
 }
@@ -61,16 +63,16 @@ pub fn merge_sorted(sources: Vec<BoxStream<Result<Entry>>>) -> BoxStream<Result<
             st.started = true;
             for src in 0..st.sources.len() {
                 if let Some(entry) = st.sources[src].next().await.transpose()? {
-                    st.heap.push(Head { entry, src });
+                    st.heap.push(MergeHead { entry, src });
                 }
             }
         }
         loop {
-            let Some(Head { entry, src }) = st.heap.pop() else {
+            let Some(MergeHead { entry, src }) = st.heap.pop() else {
                 return Ok(None);
             };
             if let Some(next) = st.sources[src].next().await.transpose()? {
-                st.heap.push(Head { entry: next, src });
+                st.heap.push(MergeHead { entry: next, src });
             }
             if st
                 .last

@@ -1,6 +1,7 @@
-//! A resumable cursor over one locked `BTreeMap`: it copies a small run of entries under the
-//! read lock, releases it, and resumes after the last key it returned. Scans thus stream
-//! without holding a lock across the caller's work, and cost one lock per run, not per entry.
+//! One locked `BTreeMap` with its size counters (the single-lock memtable is one, the sharded
+//! memtable many), and a resumable cursor over it: the cursor copies a small run of entries
+//! under the read lock, releases it, and resumes after the last key it returned. Scans thus
+//! stream without holding a lock across the caller's work, and cost one lock per run.
 
 use bytes::Bytes;
 use cairn_common::{Entry, EntryKind, InternalKey, KeyRange, SeqNo};
@@ -8,10 +9,51 @@ use parking_lot::RwLock;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub type Map = BTreeMap<InternalKey, (EntryKind, Bytes)>;
 
 const RUN: usize = 128;
+
+#[derive(Default)]
+pub struct LockedMap {
+    map: Arc<RwLock<Map>>,
+    bytes: AtomicUsize,
+    len: AtomicUsize,
+}
+
+impl LockedMap {
+    pub fn insert(&self, e: Entry) {
+        let size = e.approximate_size();
+        let old = self.map.write().insert(
+            InternalKey {
+                key: e.key,
+                seq: e.seq,
+            },
+            (e.kind, e.value),
+        );
+        if old.is_none() {
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self, key: &[u8], snapshot: SeqNo) -> Option<Entry> {
+        get_in(&self.map.read(), key, snapshot)
+    }
+
+    pub fn cursor(&self, range: &KeyRange, snapshot: SeqNo) -> MapCursor {
+        MapCursor::new(self.map.clone(), range, snapshot)
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+}
 
 pub struct MapCursor {
     map: Arc<RwLock<Map>>,
@@ -93,7 +135,7 @@ impl Iterator for MapCursor {
 }
 
 /// The newest version of `key` at or below `snapshot` in one map.
-pub fn get_in(map: &Map, key: &[u8], snapshot: SeqNo) -> Option<Entry> {
+fn get_in(map: &Map, key: &[u8], snapshot: SeqNo) -> Option<Entry> {
     let probe = InternalKey {
         key: Bytes::copy_from_slice(key),
         seq: snapshot,

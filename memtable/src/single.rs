@@ -2,17 +2,12 @@
 //! sharded memtable's benchmark is read against.
 
 use crate::Memtable;
-use crate::cursor::{Map, MapCursor, get_in};
-use cairn_common::{Entry, InternalKey, KeyRange, SeqNo};
-use parking_lot::RwLock;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::cursor::LockedMap;
+use cairn_common::{Entry, KeyRange, SeqNo};
 
 #[derive(Default)]
 pub struct SingleLockMemtable {
-    map: Arc<RwLock<Map>>,
-    bytes: AtomicUsize,
-    len: AtomicUsize,
+    map: LockedMap,
 }
 
 impl SingleLockMemtable {
@@ -23,33 +18,22 @@ impl SingleLockMemtable {
 
 impl Memtable for SingleLockMemtable {
     fn insert(&self, e: Entry) {
-        let size = e.approximate_size();
-        let old = self.map.write().insert(
-            InternalKey {
-                key: e.key,
-                seq: e.seq,
-            },
-            (e.kind, e.value),
-        );
-        if old.is_none() {
-            self.bytes.fetch_add(size, Ordering::Relaxed);
-            self.len.fetch_add(1, Ordering::Relaxed);
-        }
+        self.map.insert(e);
     }
 
     fn get(&self, key: &[u8], snapshot: SeqNo) -> Option<Entry> {
-        get_in(&self.map.read(), key, snapshot)
+        self.map.get(key, snapshot)
     }
 
     fn scan(&self, range: &KeyRange, snapshot: SeqNo) -> Box<dyn Iterator<Item = Entry> + Send> {
-        Box::new(MapCursor::new(self.map.clone(), range, snapshot))
+        Box::new(self.map.cursor(range, snapshot))
     }
 
     fn approximate_bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
+        self.map.bytes()
     }
 
     fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.map.len()
     }
 }
