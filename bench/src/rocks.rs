@@ -92,6 +92,21 @@ impl Target for RocksTarget {
         Ok(n)
     }
 
+    async fn aggregate(&self, from: Bytes, to: Bytes) -> anyhow::Result<u64> {
+        let mut state = cairn::AggregateState::new(cairn::ValueType::I64);
+        let it = self
+            .db
+            .iterator(IteratorMode::From(&from, rocksdb::Direction::Forward));
+        for item in it {
+            let (k, v) = item?;
+            if k.as_ref() >= to.as_ref() {
+                break;
+            }
+            state.add(&v);
+        }
+        Ok(state.rows)
+    }
+
     fn written(&self) -> Written {
         Written::default()
     }

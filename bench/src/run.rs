@@ -105,6 +105,12 @@ async fn execute(
             target.scan(key_bytes(k), n).await?;
             Ok(0)
         }
+        Op::Aggregate(start, len) => {
+            target
+                .aggregate(key_bytes(start), key_bytes(start + len))
+                .await?;
+            Ok(0)
+        }
         Op::MultiGet(ks) => {
             target
                 .multi_get(ks.into_iter().map(key_bytes).collect())

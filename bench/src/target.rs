@@ -15,6 +15,8 @@ pub trait Target: Send + Sync {
     async fn multi_get(&self, keys: Vec<Bytes>) -> anyhow::Result<usize>;
     /// Reads up to `limit` entries from `from` on; returns how many it read.
     async fn scan(&self, from: Bytes, limit: usize) -> anyhow::Result<usize>;
+    /// Sums the values of `[from, to)` read as 8-byte integers; returns the rows seen.
+    async fn aggregate(&self, from: Bytes, to: Bytes) -> anyhow::Result<u64>;
     /// Bytes the engine says it wrote to its journal and to table files, since it opened.
     fn written(&self) -> Written;
     /// A target whose calls block their thread gets one OS thread per worker instead of a
@@ -67,6 +69,14 @@ impl Target for CairnTarget {
             n += 1;
         }
         Ok(n)
+    }
+
+    async fn aggregate(&self, from: Bytes, to: Bytes) -> anyhow::Result<u64> {
+        let state = self
+            .db
+            .aggregate(KeyRange::new(Some(from), Some(to)), cairn::ValueType::I64)
+            .await?;
+        Ok(state.rows)
     }
 
     fn written(&self) -> Written {

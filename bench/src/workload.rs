@@ -19,6 +19,8 @@ pub enum Workload {
     Scan,
     /// Batched point reads of `--batch` keys.
     Multiget,
+    /// Sum over a random range of `--scan-length` keys (`Db::aggregate`).
+    Aggregate,
     /// Point reads and updates, `--read-ratio` of them reads.
     Mixed,
     /// YCSB A: 50% reads, 50% updates (zipfian).
@@ -43,6 +45,7 @@ impl Workload {
             Workload::Get => "get",
             Workload::Scan => "scan",
             Workload::Multiget => "multiget",
+            Workload::Aggregate => "aggregate",
             Workload::Mixed => "mixed",
             Workload::YcsbA => "ycsb-a",
             Workload::YcsbB => "ycsb-b",
@@ -86,6 +89,8 @@ pub enum Op {
     Get(u64),
     Scan(u64, usize),
     MultiGet(Vec<u64>),
+    /// Keys `[start, start + len)`.
+    Aggregate(u64, u64),
     ReadModifyWrite(u64),
 }
 
@@ -177,6 +182,7 @@ impl Shared {
             Workload::Get | Workload::YcsbC => Op::Get(self.pick(rng)),
             Workload::Scan => Op::Scan(self.pick(rng), p.scan_length),
             Workload::Multiget => Op::MultiGet((0..p.batch).map(|_| self.pick(rng)).collect()),
+            Workload::Aggregate => Op::Aggregate(self.pick(rng), p.scan_length as u64),
             Workload::Mixed => {
                 let k = self.pick(rng);
                 if read(rng, p.read_ratio) {

@@ -4,8 +4,19 @@ use std::path::Path;
 use std::process::Command;
 
 const WORKLOADS: &[&str] = &[
-    "put", "put-seq", "get", "scan", "multiget", "mixed", "ycsb-a", "ycsb-b", "ycsb-c", "ycsb-d",
-    "ycsb-e", "ycsb-f",
+    "put",
+    "put-seq",
+    "get",
+    "scan",
+    "multiget",
+    "aggregate",
+    "mixed",
+    "ycsb-a",
+    "ycsb-b",
+    "ycsb-c",
+    "ycsb-d",
+    "ycsb-e",
+    "ycsb-f",
 ];
 
 #[test]

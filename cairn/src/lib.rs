@@ -14,7 +14,10 @@ pub use config::{
 };
 pub use wiring::{components, open};
 
-pub use cairn_common::{Entry, EntryKind, Error, KeyRange, Result, SeqNo, TableMeta, WriteBatch};
+pub use cairn_common::{
+    AggregateOp, AggregateState, AggregateValue, Entry, EntryKind, Error, KeyRange, Result, SeqNo,
+    TableMeta, ValueType, WriteBatch,
+};
 pub use cairn_compaction::{CompactionJob, Compactor, LocalCompactor, PickerOptions};
 pub use cairn_engine::{Components, Db, DbIter, DbStats, EngineOptions, LevelStats, Snapshot};
 pub use cairn_filestore::{

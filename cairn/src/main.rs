@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use cairn::{Config, KeyRange};
+use cairn::{AggregateOp, Config, KeyRange, ValueType};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,9 +34,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Write KEY = VALUE.
-    Put { key: String, value: String },
+    Put {
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+        /// Store VALUE as an 8-byte little-endian integer (or float), for `aggregate`.
+        #[arg(long, value_name = "TYPE")]
+        number: Option<ValueType>,
+    },
     /// Print the value of KEY; exit code 1 and `not found` on stderr when absent.
-    Get { key: String },
+    Get {
+        key: String,
+        /// Print an 8-byte value as an integer (or float).
+        #[arg(long, value_name = "TYPE")]
+        number: Option<ValueType>,
+    },
     /// Delete KEY.
     Delete { key: String },
     /// Print `KEY<TAB>VALUE` lines in key order.
@@ -50,6 +62,19 @@ enum Command {
         /// At most this many entries.
         #[arg(long)]
         limit: Option<usize>,
+    },
+    /// Count, sum, min, max or average of the values in a key range, at one snapshot.
+    Aggregate {
+        /// count, sum, min, max or avg.
+        #[arg(long)]
+        op: AggregateOp,
+        /// How 8-byte values are read: i64 or f64. Other values are skipped.
+        #[arg(long = "type", default_value = "i64")]
+        value_type: ValueType,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
     },
     /// Write the memtable to a table.
     Flush,
@@ -124,14 +149,37 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 async fn execute(db: &cairn::Db, command: Command) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
-        Command::Put { key, value } => {
-            db.put(key, value).await?;
+        Command::Put { key, value, number } => {
+            let bytes = match number {
+                None => Bytes::from(value),
+                Some(ValueType::I64) => {
+                    let n: i64 = value
+                        .parse()
+                        .with_context(|| format!("`{value}` is not an i64"))?;
+                    Bytes::copy_from_slice(&n.to_le_bytes())
+                }
+                Some(ValueType::F64) => {
+                    let n: f64 = value
+                        .parse()
+                        .with_context(|| format!("`{value}` is not an f64"))?;
+                    Bytes::copy_from_slice(&n.to_le_bytes())
+                }
+            };
+            db.put(key, bytes).await?;
         }
-        Command::Get { key } => match db.get(key.as_bytes()).await? {
-            Some(v) => {
-                out.write_all(&v)?;
-                out.write_all(b"\n")?;
-            }
+        Command::Get { key, number } => match db.get(key.as_bytes()).await? {
+            Some(v) => match (number, <[u8; 8]>::try_from(&v[..])) {
+                (None, _) => {
+                    out.write_all(&v)?;
+                    out.write_all(b"\n")?;
+                }
+                (Some(ValueType::I64), Ok(raw)) => writeln!(out, "{}", i64::from_le_bytes(raw))?,
+                (Some(ValueType::F64), Ok(raw)) => writeln!(out, "{}", f64::from_le_bytes(raw))?,
+                (Some(_), Err(_)) => anyhow::bail!(
+                    "the value of `{key}` is {} bytes, not an 8-byte number",
+                    v.len()
+                ),
+            },
             None => {
                 eprintln!("not found");
                 return Ok(ExitCode::from(1));
@@ -153,6 +201,22 @@ async fn execute(db: &cairn::Db, command: Command) -> Result<ExitCode> {
                 out.write_all(&v)?;
                 out.write_all(b"\n")?;
                 n += 1;
+            }
+        }
+        Command::Aggregate {
+            op,
+            value_type,
+            from,
+            to,
+        } => {
+            let range = KeyRange::new(from.map(Bytes::from), to.map(Bytes::from));
+            let state = db.aggregate(range, value_type).await?;
+            writeln!(out, "{}", state.result(op))?;
+            if state.skipped > 0 && op != AggregateOp::Count {
+                eprintln!(
+                    "{} values were not 8-byte numbers and were skipped",
+                    state.skipped
+                );
             }
         }
         Command::Flush => db.flush().await?,

@@ -80,6 +80,50 @@ fn put_get_scan_delete_across_processes() {
 }
 
 #[test]
+fn aggregate_over_numbers_written_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    for (k, v) in [("n1", "10"), ("n2", "-4"), ("n3", "30")] {
+        ok(data, &["put", "--number", "i64", k, v]);
+    }
+    ok(data, &["put", "label", "not a number"]);
+    assert_eq!(ok(data, &["get", "--number", "i64", "n2"]), "-4\n");
+    assert_eq!(
+        ok(
+            data,
+            &["aggregate", "--op", "sum", "--from", "n", "--to", "o"]
+        ),
+        "36\n"
+    );
+    assert_eq!(ok(data, &["aggregate", "--op", "count"]), "4\n");
+    assert_eq!(ok(data, &["aggregate", "--op", "min"]), "-4\n");
+    assert_eq!(
+        ok(data, &["aggregate", "--op", "avg", "--from", "n"]),
+        "12\n"
+    );
+    ok(data, &["put", "--number", "f64", "f", "2.5"]);
+    assert_eq!(
+        ok(
+            data,
+            &[
+                "aggregate",
+                "--op",
+                "max",
+                "--type",
+                "f64",
+                "--from",
+                "f",
+                "--to",
+                "g"
+            ]
+        ),
+        "2.5\n"
+    );
+    let bad = cairn(data, &["aggregate", "--op", "median"]);
+    assert_eq!(bad.status.code(), Some(2), "clap rejects an unknown op");
+}
+
+#[test]
 fn config_show_prints_the_resolved_profile() {
     let dir = tempfile::tempdir().unwrap();
     let shown = ok(dir.path(), &["config", "show"]);

@@ -1,12 +1,14 @@
 //! Types every Cairn crate speaks: entries and their ordering, write batches, table metadata,
 //! the shared error type and the boxed stream alias the async traits return.
 
+mod aggregate;
 mod batch;
 mod entry;
 mod error;
 mod merge;
 mod meta;
 
+pub use aggregate::{AggregateOp, AggregateState, AggregateValue, ValueType};
 pub use batch::{BatchOp, WriteBatch};
 pub use entry::{Entry, EntryKind, InternalKey, KeyRange, SeqNo, compare_internal};
 pub use error::{Error, IoContext, Result};

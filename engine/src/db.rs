@@ -11,7 +11,8 @@ use crate::version::{TableHandle, Version};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use cairn_common::{
-    Entry, EntryKind, Error, IoContext, KeyRange, Result, SeqNo, TableId, WriteBatch,
+    AggregateState, Entry, EntryKind, Error, IoContext, KeyRange, Result, SeqNo, TableId,
+    ValueType, WriteBatch,
 };
 use cairn_compaction::{Compactor, LeveledPicker};
 use cairn_filestore::Storage;
@@ -299,6 +300,22 @@ impl Db {
     pub async fn scan_at(&self, range: KeyRange, snapshot: &Snapshot) -> Result<DbIter> {
         self.inner.check_open()?;
         DbIter::new(&self.inner, range, snapshot.seq(), None).await
+    }
+
+    /// Folds the live values of `range` at a snapshot taken now into a mergeable partial
+    /// aggregate; `state.result(op)` gives count, sum, min, max or avg. Writes acknowledged
+    /// before the call are included, wherever they live (memtables or tables).
+    pub async fn aggregate(
+        &self,
+        range: KeyRange,
+        value_type: ValueType,
+    ) -> Result<AggregateState> {
+        let mut it = self.scan(range).await?;
+        let mut state = AggregateState::new(value_type);
+        while let Some((_, v)) = it.next().await? {
+            state.add(&v);
+        }
+        Ok(state)
     }
 
     /// Freezes the active memtable and waits until every frozen memtable is in a table.

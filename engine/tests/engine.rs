@@ -277,3 +277,36 @@ async fn multi_get_reads_every_key_at_one_snapshot() {
     assert!(db.stats().journal_bytes > 300 * 10);
     db.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_sees_memtables_and_tables_at_one_snapshot() {
+    use cairn_common::{AggregateOp, AggregateValue, ValueType};
+    let h = file_harness();
+    let db = h.open().await;
+    for i in 0..1000i64 {
+        db.put(format!("n{i:04}"), i.to_le_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    db.flush().await.unwrap();
+    // Overwrites and deletes in the memtable shadow what the table holds.
+    db.put("n0000", 5000i64.to_le_bytes().to_vec())
+        .await
+        .unwrap();
+    db.delete("n0999").await.unwrap();
+    db.put("n5000", "text").await.unwrap();
+    db.put("other", 1i64.to_le_bytes().to_vec()).await.unwrap();
+    let all = KeyRange::new(Some(Bytes::from("n")), Some(Bytes::from("o")));
+    let s = db.aggregate(all, ValueType::I64).await.unwrap();
+    let expect_sum: i128 = (1..999).sum::<i128>() + 5000;
+    assert_eq!(s.result(AggregateOp::Count), AggregateValue::Int(1000));
+    assert_eq!(s.result(AggregateOp::Sum), AggregateValue::Int(expect_sum));
+    assert_eq!(s.result(AggregateOp::Min), AggregateValue::Int(1));
+    assert_eq!(s.result(AggregateOp::Max), AggregateValue::Int(5000));
+    assert_eq!(
+        s.result(AggregateOp::Avg),
+        AggregateValue::Float(expect_sum as f64 / 999.0)
+    );
+    assert_eq!(s.skipped, 1, "the text value is not a number");
+    db.close().await.unwrap();
+}
