@@ -233,7 +233,6 @@ impl Db {
         let (last, over) = {
             let _shared = inner.gate.read().await;
             inner.check_open()?;
-            let mem = inner.mem.load();
             let first = inner.seq.begin(n);
             let record = batch.encode(first);
             inner
@@ -247,6 +246,8 @@ impl Db {
                     return Err(e);
                 }
             };
+            // The gate keeps the memtable from being frozen between the append and here.
+            let mem = inner.mem.load();
             apply(&mem.active.table, first, batch);
             mem.active.max_lsn.fetch_max(lsn, Ordering::Relaxed);
             inner.seq.finish(first);
@@ -466,15 +467,24 @@ impl Inner {
     }
 
     /// Waits while the memtable queue or L0 is full (a write stall).
+    /// Whether writes must wait: (memtable queue and active memtable full, L0 full).
+    fn stall_reasons(&self) -> (bool, bool) {
+        let mem = self.mem.load();
+        let mem_full = mem.immutables.len() >= self.opts.max_immutable_memtables
+            && mem.active.table.approximate_bytes() >= self.opts.memtable_bytes;
+        let l0_full = self.version.load().levels[0].len() >= self.opts.l0_stop_writes;
+        (mem_full, l0_full)
+    }
+
     async fn wait_for_room(&self) -> Result<()> {
+        if self.stall_reasons() == (false, false) {
+            return Ok(());
+        }
         let mut changed = self.changed.subscribe();
         let mut stalled = false;
         loop {
             changed.borrow_and_update();
-            let mem = self.mem.load();
-            let mem_full = mem.immutables.len() >= self.opts.max_immutable_memtables
-                && mem.active.table.approximate_bytes() >= self.opts.memtable_bytes;
-            let l0_full = self.version.load().levels[0].len() >= self.opts.l0_stop_writes;
+            let (mem_full, l0_full) = self.stall_reasons();
             if !mem_full && !l0_full {
                 return Ok(());
             }
