@@ -3,8 +3,7 @@
 
 use crate::{CompactionJob, Compactor};
 use cairn_common::{Entry, KeyRange, TableMeta};
-use cairn_filestore::{Storage, write_table};
-use futures::TryStreamExt;
+use cairn_filestore::{Storage, read_range, write_table};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -19,14 +18,11 @@ async fn read_all(storage: &Arc<dyn Storage>, outputs: &[TableMeta]) -> Vec<Entr
     let mut all = Vec::new();
     for m in outputs {
         let t = storage.open_table(m).await.expect("open output");
-        let part: Vec<Entry> = t
-            .scan(&KeyRange::all())
-            .await
-            .expect("scan")
-            .try_collect()
-            .await
-            .expect("scan stream");
-        all.extend(part);
+        all.extend(
+            read_range(t.as_ref(), &KeyRange::all())
+                .await
+                .expect("scan"),
+        );
     }
     all
 }

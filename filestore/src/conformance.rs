@@ -2,10 +2,9 @@
 //! write, reopen, versioned point lookups, bounded scans, multi-block tables, listing,
 //! deletion, and refusal of out-of-order input.
 
-use crate::{Storage, write_table};
+use crate::{Storage, read_range, write_table};
 use bytes::Bytes;
 use cairn_common::{Entry, EntryKind, KeyRange};
-use futures::TryStreamExt;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -108,26 +107,16 @@ async fn scans_across_many_blocks(storage: &Arc<dyn Storage>, id: u64) {
         .await
         .expect("write table");
     let t = storage.open_table(&meta).await.expect("open table");
-    let all: Vec<Entry> = t
-        .scan(&KeyRange::all())
+    let all = read_range(t.as_ref(), &KeyRange::all())
         .await
-        .expect("scan")
-        .try_collect()
-        .await
-        .expect("scan stream");
+        .expect("scan");
     assert_eq!(all, entries, "full scan returns every version in order");
 
     let r = KeyRange::new(
         Some(Bytes::from("key001000")),
         Some(Bytes::from("key001100")),
     );
-    let part: Vec<Entry> = t
-        .scan(&r)
-        .await
-        .expect("scan")
-        .try_collect()
-        .await
-        .expect("scan stream");
+    let part: Vec<Entry> = read_range(t.as_ref(), &r).await.expect("scan");
     assert_eq!(part.len(), 300);
     assert_eq!(&part[0].key[..], b"key001000");
     assert_eq!(&part[299].key[..], b"key001099");
@@ -136,22 +125,10 @@ async fn scans_across_many_blocks(storage: &Arc<dyn Storage>, id: u64) {
         start: Bound::Excluded(Bytes::from("key002998")),
         end: Bound::Unbounded,
     };
-    let tail: Vec<Entry> = t
-        .scan(&r)
-        .await
-        .expect("scan")
-        .try_collect()
-        .await
-        .expect("scan stream");
+    let tail: Vec<Entry> = read_range(t.as_ref(), &r).await.expect("scan");
     assert_eq!(tail.len(), 3);
     let empty = KeyRange::new(Some(Bytes::from("x")), None);
-    let none: Vec<Entry> = t
-        .scan(&empty)
-        .await
-        .expect("scan")
-        .try_collect()
-        .await
-        .expect("scan stream");
+    let none: Vec<Entry> = read_range(t.as_ref(), &empty).await.expect("scan");
     assert!(none.is_empty());
 
     for i in (0..3000u32).step_by(97) {

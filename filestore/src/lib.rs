@@ -59,6 +59,12 @@ pub trait Table: Send + Sync + 'static {
     async fn scan(&self, range: &KeyRange) -> Result<BoxStream<Result<Entry>>>;
 }
 
+/// Every version in `range` of one table, collected (for tools, tests and small tables).
+pub async fn read_range(table: &dyn Table, range: &KeyRange) -> Result<Vec<Entry>> {
+    use futures::TryStreamExt;
+    table.scan(range).await?.try_collect().await
+}
+
 /// Writes `entries` (in internal order) as table `id` in one go.
 pub async fn write_table(
     storage: &dyn Storage,
