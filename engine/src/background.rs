@@ -274,10 +274,13 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
         };
         inner.comps.compactor.compact(job).await?
     };
-    let mut handles = Vec::with_capacity(outputs.len());
-    for meta in &outputs {
-        let table = inner.comps.storage.open_table(meta).await?;
-        handles.push(TableHandle::new(table, inner.deleter.clone()));
+    // A moved table keeps its open handle; only newly written outputs are opened.
+    let mut opened = Vec::new();
+    if !pick.trivial_move {
+        for meta in &outputs {
+            let table = inner.comps.storage.open_table(meta).await?;
+            opened.push(TableHandle::new(table, inner.deleter.clone()));
+        }
     }
 
     let mut manifest = inner.manifest.lock().await;
@@ -296,28 +299,28 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
 
     let cur = inner.version.load_full();
     let mut v = Version::clone(&cur);
-    let mut moved = Vec::new();
+    let mut removed = Vec::new();
     for level in v.levels.iter_mut() {
         level.retain(|t| {
             let gone = input_ids.contains(&t.meta.id);
             if gone {
-                moved.push(t.clone());
+                removed.push(t.clone());
             }
             !gone
         });
     }
-    let new_handles: Vec<Arc<TableHandle>> = if pick.trivial_move {
-        moved.clone()
+    let added = if pick.trivial_move {
+        removed.clone()
     } else {
-        handles
+        opened
     };
     let lvl = &mut v.levels[pick.output_level];
-    lvl.extend(new_handles);
+    lvl.extend(added);
     lvl.sort_by(|a, b| a.meta.smallest.cmp(&b.meta.smallest));
     inner.version.store(Arc::new(v));
     drop(manifest);
     if !pick.trivial_move {
-        for t in &moved {
+        for t in &removed {
             t.mark_obsolete();
         }
         inner.counters.compactions.fetch_add(1, Ordering::Relaxed);

@@ -140,17 +140,10 @@ impl Db {
             let (first, batch) = WriteBatch::decode(&rec.payload).map_err(|e| {
                 Error::corruption(format!("journal record {}", rec.lsn), e.to_string())
             })?;
-            for (i, op) in batch.ops().iter().enumerate() {
-                active.table.insert(Entry {
-                    key: op.key.clone(),
-                    seq: first + i as u64,
-                    kind: op.kind,
-                    value: op.value.clone(),
-                });
-            }
             if !batch.is_empty() {
                 last_seq = last_seq.max(first + batch.len() as u64 - 1);
             }
+            apply(&active.table, first, batch);
             active.max_lsn.fetch_max(rec.lsn, Ordering::Relaxed);
             replayed += 1;
         }
@@ -437,12 +430,16 @@ impl Inner {
     pub async fn get(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Bytes>> {
         // Memtables before tables: a flush installs its table before it drops the memtable,
         // so loading in this order never misses a write.
-        let mem = self.mem.load_full();
-        let found = mem.active.table.get(key, snapshot).or_else(|| {
-            mem.immutables
-                .iter()
-                .find_map(|m| m.table.get(key, snapshot))
-        });
+        // Memtable lookups never await, so a short-lived guard does; the version below is held
+        // across table reads and is cloned.
+        let found = {
+            let mem = self.mem.load();
+            mem.active.table.get(key, snapshot).or_else(|| {
+                mem.immutables
+                    .iter()
+                    .find_map(|m| m.table.get(key, snapshot))
+            })
+        };
         if let Some(e) = found {
             return Ok(live_value(e));
         }
