@@ -228,12 +228,15 @@ impl Db {
             inner.check_open()?;
             let first = inner.seq.begin(n);
             let record = batch.encode(first);
-            inner
-                .counters
-                .journal_bytes
-                .fetch_add(record.len() as u64, Ordering::Relaxed);
+            let record_bytes = record.len() as u64;
             let lsn = match inner.comps.journal.append(record).await {
-                Ok(lsn) => lsn,
+                Ok(lsn) => {
+                    inner
+                        .counters
+                        .journal_bytes
+                        .fetch_add(record_bytes, Ordering::Relaxed);
+                    lsn
+                }
                 Err(e) => {
                     inner.seq.finish(first);
                     return Err(e);
