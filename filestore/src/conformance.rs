@@ -1,10 +1,10 @@
 //! The conformance suite every `Storage` runs (SSTable, and later Parquet, hybrid and remote):
 //! write, reopen, versioned point lookups, bounded scans, multi-block tables, listing,
-//! deletion, and refusal of out-of-order input.
+//! deletion, refusal of out-of-order input, and aggregates at snapshots.
 
-use crate::{Storage, read_range, write_table};
+use crate::{Storage, VisibleFold, read_range, write_table};
 use bytes::Bytes;
-use cairn_common::{Entry, EntryKind, KeyRange};
+use cairn_common::{Entry, EntryKind, KeyRange, ValueType};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ pub async fn run(storage: Arc<dyn Storage>, first_id: u64) {
     big_values(&storage, first_id + 2).await;
     out_of_order_is_refused(&storage, first_id + 3).await;
     list_and_delete(&storage, first_id).await;
+    aggregates(&storage, first_id + 4).await;
 }
 
 fn sample(n: u32) -> Vec<Entry> {
@@ -179,4 +180,69 @@ async fn list_and_delete(storage: &Arc<dyn Storage>, first: u64) {
     let mut ids = storage.list_tables().await.expect("list");
     ids.sort();
     assert_eq!(ids, vec![first, first + 2]);
+}
+
+/// `Table::aggregate` must agree with folding the table's scan, for every snapshot, range and
+/// shadowed set, whichever way a storage computes it; and with a hand count in one case.
+async fn aggregates(storage: &Arc<dyn Storage>, id: u64) {
+    let n = |v: i64| Bytes::copy_from_slice(&v.to_le_bytes());
+    let mut entries = Vec::new();
+    for i in 0..5000i64 {
+        let key = Bytes::from(format!("agg{i:06}"));
+        if i % 7 == 0 {
+            entries.push(Entry::delete(key.clone(), 2000 + i as u64));
+        } else if i % 3 == 0 {
+            entries.push(Entry::put(key.clone(), 2000 + i as u64, n(i * 10)));
+        }
+        if i % 11 == 0 {
+            entries.push(Entry::put(key.clone(), 100, "not a number"));
+        } else {
+            entries.push(Entry::put(key, 100, n(i)));
+        }
+    }
+    let meta = write_table(storage.as_ref(), id, &entries)
+        .await
+        .expect("write table");
+    let t = storage.open_table(&meta).await.expect("open table");
+    let shadow: Vec<Bytes> = (0..5000)
+        .step_by(13)
+        .map(|i| Bytes::from(format!("agg{i:06}")))
+        .collect();
+    let ranges = [
+        KeyRange::all(),
+        KeyRange::new(
+            Some(Bytes::from("agg001000")),
+            Some(Bytes::from("agg003500")),
+        ),
+        KeyRange::new(Some(Bytes::from("agg004990")), None),
+        KeyRange::new(Some(Bytes::from("b")), None),
+    ];
+    for range in &ranges {
+        for snapshot in [50, 100, 3000, u64::MAX] {
+            for shadowed in [&[][..], &shadow[..]] {
+                let got = t
+                    .aggregate(range, snapshot, ValueType::I64, shadowed)
+                    .await
+                    .expect("aggregate");
+                let scan = t.scan(range).await.expect("scan");
+                let want = VisibleFold::new(snapshot, ValueType::I64, shadowed)
+                    .fold_stream(scan)
+                    .await
+                    .expect("fold");
+                assert_eq!(got, want, "{range:?} at {snapshot}");
+            }
+        }
+    }
+    // At 100 only the old versions exist: keys 0..5000, of which multiples of 11 are text.
+    let s = t
+        .aggregate(&KeyRange::all(), 100, ValueType::I64, &[])
+        .await
+        .expect("aggregate");
+    let numbers: Vec<i64> = (0..5000).filter(|i| i % 11 != 0).collect();
+    assert_eq!((s.rows, s.numeric), (5000, numbers.len() as u64));
+    assert_eq!(
+        s.sum_i,
+        numbers.iter().map(|&v| i128::from(v)).sum::<i128>()
+    );
+    storage.delete_table(id).await.expect("delete");
 }

@@ -1,21 +1,30 @@
 //! Table storage: `trait Storage` (create, open, delete and list immutable tables) and
-//! `trait Table` (point lookups and ordered scans over one table), with the SSTable store on a
-//! local disk. Tables hold every version of their keys in internal order (key ascending, seq
-//! descending); what a snapshot sees is the engine's business.
+//! `trait Table` (point lookups, ordered scans and aggregates over one table), with the SSTable
+//! store on a local disk and the Parquet store on any object store. Tables hold every version
+//! of their keys in internal order (key ascending, seq descending); what a snapshot sees is the
+//! engine's business.
 
 mod bloom;
 mod cache;
+mod fold;
 mod format;
+mod parquet_store;
 mod sstable;
+mod tracker;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 pub use cache::BlockCache;
+pub use fold::VisibleFold;
+pub use parquet_store::{ParquetOptions, ParquetStorage, TABLE_META_KEY, table_schema};
 pub use sstable::{Compression, FilterKind, SstOptions, SstStorage};
 
 use async_trait::async_trait;
-use cairn_common::{BoxStream, Entry, KeyRange, Result, SeqNo, TableId, TableMeta};
+use bytes::Bytes;
+use cairn_common::{
+    AggregateState, BoxStream, Entry, KeyRange, Result, SeqNo, TableId, TableMeta, ValueType,
+};
 use std::sync::Arc;
 
 #[async_trait]
@@ -57,6 +66,28 @@ pub trait Table: Send + Sync + 'static {
 
     /// Every version of the keys in `range`, in internal order.
     async fn scan(&self, range: &KeyRange) -> Result<BoxStream<Result<Entry>>>;
+
+    /// Folds the values of `range` visible at `snapshot` into a partial aggregate, leaving out
+    /// the keys in `shadowed` (sorted, no duplicates): those a newer source decides. The default
+    /// folds `scan`; a columnar store answers from its column data.
+    async fn aggregate(
+        &self,
+        range: &KeyRange,
+        snapshot: SeqNo,
+        value_type: ValueType,
+        shadowed: &[Bytes],
+    ) -> Result<AggregateState> {
+        let entries = self.scan(range).await?;
+        VisibleFold::new(snapshot, value_type, shadowed)
+            .fold_stream(entries)
+            .await
+    }
+
+    /// The same entries as `scan`, read from whichever copy suits bulk reads (the hybrid
+    /// store's secondary); by default, `scan`.
+    async fn analytic_scan(&self, range: &KeyRange) -> Result<BoxStream<Result<Entry>>> {
+        self.scan(range).await
+    }
 }
 
 /// Every version in `range` of one table, collected (for tools, tests and small tables).

@@ -4,6 +4,7 @@
 use crate::bloom::Bloom;
 use crate::cache::{Block, BlockCache};
 use crate::format::{self, Footer, Handle, IndexEntry};
+use crate::tracker::MetaTracker;
 use crate::{Storage, Table, TableBuilder};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -117,16 +118,7 @@ impl Storage for SstStorage {
             index: Vec::new(),
             hashes: Vec::new(),
             scratch: Vec::new(),
-            meta: TableMeta {
-                id,
-                smallest: Vec::new(),
-                largest: Vec::new(),
-                min_seq: SeqNo::MAX,
-                max_seq: 0,
-                entries: 0,
-                size: 0,
-            },
-            last: None,
+            tracker: MetaTracker::new(id),
             finished: false,
         }))
     }
@@ -174,8 +166,7 @@ struct SstBuilder {
     index: Vec<IndexEntry>,
     hashes: Vec<u64>,
     scratch: Vec<u8>,
-    meta: TableMeta,
-    last: Option<(Bytes, SeqNo)>,
+    tracker: MetaTracker,
     finished: bool,
 }
 
@@ -227,26 +218,10 @@ impl SstBuilder {
 impl TableBuilder for SstBuilder {
     async fn add(&mut self, entries: &[Entry]) -> Result<()> {
         for e in entries {
-            if let Some((k, s)) = &self.last
-                && compare_internal(k, *s, &e.key, e.seq) != Ordering::Less
-            {
-                return Err(Error::InvalidArgument(format!(
-                    "table {}: entries out of order ({:?}@{} then {:?}@{})",
-                    self.id, k, s, e.key, e.seq
-                )));
-            }
-            if self.meta.entries == 0 {
-                self.meta.smallest = e.key.to_vec();
-            }
-            if self.last.as_ref().is_none_or(|(k, _)| k != &e.key)
-                && self.opts.filter == FilterKind::Bloom
-            {
+            let new_key = self.tracker.observe(e)?;
+            if new_key && self.opts.filter == FilterKind::Bloom {
                 self.hashes.push(Bloom::hash(&e.key));
             }
-            self.meta.entries += 1;
-            self.meta.min_seq = self.meta.min_seq.min(e.seq);
-            self.meta.max_seq = self.meta.max_seq.max(e.seq);
-            self.last = Some((e.key.clone(), e.seq));
             self.block_bytes += e.key.len() + e.value.len() + 12;
             self.block.push(e.clone());
             if self.block_bytes >= self.opts.block_bytes {
@@ -261,14 +236,8 @@ impl TableBuilder for SstBuilder {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<TableMeta> {
-        let Some((last_key, _)) = self.last.clone() else {
-            return Err(Error::InvalidArgument(format!(
-                "table {}: no entries",
-                self.id
-            )));
-        };
+        let mut meta = self.tracker.seal()?;
         self.cut_block()?;
-        self.meta.largest = last_key.to_vec();
         let filter = match self.opts.filter {
             FilterKind::Bloom => Bloom::build(&self.hashes, self.opts.bloom_bits_per_key),
             FilterKind::None => Bloom {
@@ -280,7 +249,7 @@ impl TableBuilder for SstBuilder {
         let filter = self.write_framed(&filter)?;
         let index = format::encode(&self.index).map_err(|e| self.corrupt_input(e))?;
         let index = self.write_framed(&index)?;
-        let props = format::encode(&self.meta).map_err(|e| self.corrupt_input(e))?;
+        let props = format::encode(&meta).map_err(|e| self.corrupt_input(e))?;
         let props = self.write_framed(&props)?;
         let footer = Footer {
             filter,
@@ -297,8 +266,8 @@ impl TableBuilder for SstBuilder {
             .and_then(|d| d.sync_all())
             .at(&self.dir)?;
         self.finished = true;
-        self.meta.size = self.offset;
-        Ok(self.meta.clone())
+        meta.size = self.offset;
+        Ok(meta)
     }
 
     async fn abandon(mut self: Box<Self>) -> Result<()> {

@@ -1,0 +1,133 @@
+//! Turns a storage URL into an object store and a key prefix, in one place (the way
+//! object_store's `parse.rs` does): `s3://bucket/prefix`, `file:///path` and `memory://name`.
+
+use super::ParquetOptions;
+use cairn_common::{Error, Result};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use url::Url;
+
+pub(crate) struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    /// Where this storage's tables live inside `store`.
+    pub prefix: Path,
+    /// For `file://`: the directory, which object_store does not fsync.
+    pub local_dir: Option<PathBuf>,
+}
+
+/// `memory://name` stores live as long as the process, so a database reopened in the same
+/// process finds its tables (as the memory journal does).
+static MEMORY: LazyLock<Mutex<HashMap<String, Arc<InMemory>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn bad(url: &str, detail: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!("storage url `{url}`: {detail}"))
+}
+
+pub(crate) fn open(opts: &ParquetOptions) -> Result<Location> {
+    let raw = opts.url.as_str();
+    let url = Url::parse(raw).map_err(|e| bad(raw, e))?;
+    let prefix = || Path::from(url.path().trim_matches('/'));
+    match url.scheme() {
+        "s3" => {
+            let bucket = url
+                .host_str()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| bad(raw, "no bucket (expected s3://bucket/prefix)"))?;
+            // Standard AWS_* variables first; explicit config wins over them.
+            let mut b = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_allow_http(opts.allow_http)
+                .with_retry(RetryConfig {
+                    backoff: BackoffConfig::default(),
+                    max_retries: opts.max_retries,
+                    retry_timeout: Duration::from_millis(opts.timeout_ms.saturating_mul(4)),
+                })
+                .with_client_options(
+                    ClientOptions::new()
+                        .with_allow_http(opts.allow_http)
+                        .with_timeout(Duration::from_millis(opts.timeout_ms))
+                        .with_connect_timeout(Duration::from_millis(opts.timeout_ms.min(5_000))),
+                );
+            if let Some(e) = &opts.endpoint {
+                b = b.with_endpoint(e);
+            }
+            if let Some(r) = &opts.region {
+                b = b.with_region(r);
+            }
+            if let Some(k) = &opts.access_key_id {
+                b = b.with_access_key_id(k);
+            }
+            if let Some(s) = &opts.secret_access_key {
+                b = b.with_secret_access_key(s);
+            }
+            let store = b.build().map_err(|e| bad(raw, e))?;
+            Ok(Location {
+                store: Arc::new(store),
+                prefix: prefix(),
+                local_dir: None,
+            })
+        }
+        "file" => {
+            let dir = url
+                .to_file_path()
+                .map_err(|()| bad(raw, "not an absolute local path"))?;
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(raw, e))?;
+            Ok(Location {
+                store: Arc::new(store),
+                prefix: Path::default(),
+                local_dir: Some(dir),
+            })
+        }
+        "memory" => {
+            let name = url.host_str().unwrap_or_default().to_string();
+            let store = MEMORY.lock().entry(name).or_default().clone();
+            Ok(Location {
+                store,
+                prefix: prefix(),
+                local_dir: None,
+            })
+        }
+        other => Err(bad(
+            raw,
+            format!("unsupported scheme `{other}` (s3, file, memory)"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(url: &str) -> ParquetOptions {
+        ParquetOptions {
+            url: url.into(),
+            ..ParquetOptions::default()
+        }
+    }
+
+    #[test]
+    fn urls_are_parsed_or_refused_with_the_url_named() {
+        let l = open(&opts("memory://a/some/prefix/")).unwrap();
+        assert_eq!(l.prefix.as_ref(), "some/prefix");
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/tables", dir.path().display());
+        let l = open(&opts(&url)).unwrap();
+        assert_eq!(l.local_dir.unwrap(), dir.path().join("tables"));
+        let l = open(&opts("s3://bucket/p/q")).unwrap();
+        assert_eq!(l.prefix.as_ref(), "p/q");
+        for bad_url in ["gs://x/y", "s3:///nobucket", "not a url", "file://relative"] {
+            let err = open(&opts(bad_url)).err().unwrap().to_string();
+            assert!(err.contains(bad_url), "{err}");
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The Parquet store: tables as ordinary Parquet files on any object store (S3 and
+//! S3-compatible endpoints, local files, memory), one row per entry. Lookups prune row groups
+//! and pages by the key column's statistics and page index, scans stream record batches, and
+//! aggregates fold the value column without building entries. The schema is in `FORMAT.md`.
+
+mod location;
+mod reader;
+mod schema;
+mod table;
+mod writer;
+
+pub use schema::{TABLE_META_KEY, table_schema};
+
+use crate::{Storage, Table, TableBuilder};
+use async_trait::async_trait;
+use cairn_common::{Error, Result, TableId, TableMeta};
+use futures::TryStreamExt;
+use location::Location;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParquetOptions {
+    /// `s3://bucket/prefix`, `file:///absolute/path` or `memory://name`.
+    pub url: String,
+    /// S3 endpoint (MinIO, a test server); AWS's own when absent. Falls back to `AWS_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// Falls back to `AWS_REGION` / `AWS_DEFAULT_REGION`, then `us-east-1`.
+    pub region: Option<String>,
+    /// Fall back to `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Permit `http://` endpoints (local test servers, MinIO without TLS).
+    pub allow_http: bool,
+    /// Rows per row group: the unit `get` and `scan` prune by statistics.
+    pub row_group_rows: usize,
+    /// Target size of a data page, the unit the page index prunes within a row group.
+    pub page_bytes: usize,
+    pub zstd_level: i32,
+    /// Bytes buffered before an upload switches to a multipart upload, and the part size.
+    pub upload_part_bytes: usize,
+    /// Deadline of one object-store request, and the retries after a failed one.
+    pub timeout_ms: u64,
+    pub max_retries: usize,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        ParquetOptions {
+            url: "memory://default".into(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            row_group_rows: 64 * 1024,
+            page_bytes: 64 * 1024,
+            zstd_level: 1,
+            upload_part_bytes: 8 << 20,
+            timeout_ms: 30_000,
+            max_retries: 3,
+        }
+    }
+}
+
+/// Tables named `{id:020}.parquet` under the URL's prefix.
+pub struct ParquetStorage {
+    opts: ParquetOptions,
+    loc: Arc<Location>,
+}
+
+impl ParquetStorage {
+    /// Opens the store the URL names (nothing is read yet; `file://` creates its directory).
+    pub fn open(opts: ParquetOptions) -> Result<Self> {
+        if opts.row_group_rows == 0 || opts.page_bytes == 0 {
+            return Err(Error::InvalidArgument(
+                "parquet: row_group_rows and page_bytes must be positive".into(),
+            ));
+        }
+        if opts.upload_part_bytes < 5 << 20 {
+            return Err(Error::InvalidArgument(format!(
+                "parquet: upload_part_bytes {} is below S3's 5 MiB minimum part",
+                opts.upload_part_bytes
+            )));
+        }
+        let loc = location::open(&opts)?;
+        Ok(ParquetStorage {
+            opts,
+            loc: Arc::new(loc),
+        })
+    }
+
+    /// Over an object store the caller built (any `ObjectStore`), tables under `prefix`.
+    pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, opts: ParquetOptions) -> Self {
+        ParquetStorage {
+            opts,
+            loc: Arc::new(Location {
+                store,
+                prefix: Path::from(prefix),
+                local_dir: None,
+            }),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.opts.url
+    }
+
+    /// The object path of table `id`.
+    pub fn table_path(&self, id: TableId) -> Path {
+        self.loc.prefix.clone().join(file_name(id))
+    }
+
+    fn err(&self, what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
+        store_error(&self.opts.url, what, e)
+    }
+}
+
+fn file_name(id: TableId) -> String {
+    format!("{id:020}.parquet")
+}
+
+pub(crate) fn store_error(
+    url: &str,
+    what: impl std::fmt::Display,
+    e: impl std::fmt::Display,
+) -> Error {
+    Error::component(format!("parquet store {url}"), format!("{what}: {e}"))
+}
+
+#[async_trait]
+impl Storage for ParquetStorage {
+    async fn create_table(&self, id: TableId) -> Result<Box<dyn TableBuilder>> {
+        Ok(Box::new(writer::ParquetBuilder::new(
+            id,
+            self.table_path(id),
+            self.loc.clone(),
+            &self.opts,
+        )?))
+    }
+
+    async fn open_table(&self, meta: &TableMeta) -> Result<Arc<dyn Table>> {
+        let t = table::ParquetTable::open(
+            meta.clone(),
+            self.loc.store.clone(),
+            self.table_path(meta.id),
+            &self.opts.url,
+        )
+        .await?;
+        Ok(Arc::new(t))
+    }
+
+    async fn delete_table(&self, id: TableId) -> Result<()> {
+        match self.loc.store.delete(&self.table_path(id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(format_args!("delete table {id}"), e)),
+        }
+    }
+
+    async fn list_tables(&self) -> Result<Vec<TableId>> {
+        let prefix = (!self.loc.prefix.as_ref().is_empty()).then_some(&self.loc.prefix);
+        let objects: Vec<_> = self
+            .loc
+            .store
+            .list(prefix)
+            .try_collect()
+            .await
+            .map_err(|e| self.err("list tables", e))?;
+        Ok(objects
+            .iter()
+            .filter_map(|o| {
+                let name = o.location.filename()?;
+                let digits = name.strip_suffix(".parquet")?;
+                (digits.len() == 20).then(|| digits.parse().ok())?
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,47 @@
+//! The Arrow schema of a Parquet table, stable across versions (see `FORMAT.md`): one row per
+//! entry, in internal order (key ascending, then seq descending).
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use cairn_common::{Error, Result};
+use std::sync::{Arc, LazyLock};
+
+/// Key-value metadata entry holding the table's `TableMeta` as JSON (size excluded).
+pub const TABLE_META_KEY: &str = "cairn.table_meta";
+
+pub(crate) const KEY: usize = 0;
+pub(crate) const SEQ: usize = 1;
+pub(crate) const KIND: usize = 2;
+pub(crate) const VALUE: usize = 3;
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Binary, false),
+        Field::new("seq", DataType::UInt64, false),
+        // 0 = put, 1 = delete (a tombstone, whose value is empty).
+        Field::new("kind", DataType::UInt8, false),
+        Field::new("value", DataType::Binary, false),
+    ]))
+});
+
+pub fn table_schema() -> SchemaRef {
+    SCHEMA.clone()
+}
+
+/// Refuses a file whose columns are not Cairn's.
+pub(crate) fn check(found: &Schema, what: &str) -> Result<()> {
+    let expected = table_schema();
+    let same = found.fields().len() == expected.fields().len()
+        && found
+            .fields()
+            .iter()
+            .zip(expected.fields())
+            .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+    if same {
+        Ok(())
+    } else {
+        Err(Error::Corruption {
+            what: what.to_string(),
+            detail: format!("not a Cairn table schema: {found}"),
+        })
+    }
+}

@@ -1,0 +1,331 @@
+//! An open Parquet table. Its footer, statistics and page index are read once at open; every
+//! read then plans which row groups and pages can hold the keys asked for, and fetches only
+//! those byte ranges (ranged GETs), never the whole object.
+
+use super::reader::ObjectReader;
+use super::schema::{self, KEY, KIND, SEQ, VALUE};
+use super::store_error;
+use crate::Table;
+use crate::fold::VisibleFold;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{UInt8Type, UInt64Type};
+use arrow_array::{Array, BinaryArray, RecordBatch};
+use async_trait::async_trait;
+use bytes::Bytes;
+use cairn_common::{
+    AggregateState, BoxStream, Entry, EntryKind, Error, KeyRange, Result, SeqNo, TableMeta,
+    ValueType,
+};
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
+use object_store::path::Path;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
+};
+use parquet::arrow::async_reader::ParquetRecordBatchStream;
+use parquet::file::metadata::PageIndexPolicy;
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
+use parquet::file::statistics::Statistics;
+use std::ops::Bound;
+use std::sync::Arc;
+
+const BATCH_ROWS: usize = 4096;
+
+pub(crate) struct ParquetTable {
+    meta: TableMeta,
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    url: String,
+    reader_meta: ArrowReaderMetadata,
+}
+
+/// Whether keys in `[min, max]` can fall inside the bounds.
+fn overlaps(min: &[u8], max: &[u8], start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
+    let after_start = match start {
+        Bound::Unbounded => true,
+        Bound::Included(s) => max >= s,
+        Bound::Excluded(s) => max > s,
+    };
+    let before_end = match end {
+        Bound::Unbounded => true,
+        Bound::Included(e) => min <= e,
+        Bound::Excluded(e) => min < e,
+    };
+    after_start && before_end
+}
+
+fn bounds(range: &KeyRange) -> (Bound<&[u8]>, Bound<&[u8]>) {
+    (
+        range.start.as_ref().map(|b| b.as_ref()),
+        range.end.as_ref().map(|b| b.as_ref()),
+    )
+}
+
+struct Columns<'a> {
+    keys: &'a BinaryArray,
+    seqs: &'a [u64],
+    kinds: &'a [u8],
+    values: &'a BinaryArray,
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &'a RecordBatch) -> Self {
+        Columns {
+            keys: batch.column(KEY).as_binary::<i32>(),
+            seqs: batch.column(SEQ).as_primitive::<UInt64Type>().values(),
+            kinds: batch.column(KIND).as_primitive::<UInt8Type>().values(),
+            values: batch.column(VALUE).as_binary::<i32>(),
+        }
+    }
+
+    fn kind(&self, i: usize, what: &str) -> Result<EntryKind> {
+        EntryKind::from_u8(self.kinds[i]).ok_or_else(|| Error::Corruption {
+            what: what.to_string(),
+            detail: format!("unknown entry kind {}", self.kinds[i]),
+        })
+    }
+
+    /// First row whose key is not below `key` (keys are sorted).
+    fn lower_bound(&self, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.keys.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.keys.value(mid) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
+impl ParquetTable {
+    pub(crate) async fn open(
+        meta: TableMeta,
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        url: &str,
+    ) -> Result<Self> {
+        let mut reader = ObjectReader {
+            store: store.clone(),
+            path: path.clone(),
+            size: meta.size,
+        };
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let reader_meta = ArrowReaderMetadata::load_async(&mut reader, options)
+            .await
+            .map_err(|e| store_error(url, format_args!("open table {} ({path})", meta.id), e))?;
+        schema::check(reader_meta.schema(), &format!("{url}/{path}"))?;
+        Ok(ParquetTable {
+            meta,
+            store,
+            path,
+            url: url.to_string(),
+            reader_meta,
+        })
+    }
+
+    fn what(&self) -> String {
+        format!("table {} ({}/{})", self.meta.id, self.url, self.path)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        store_error(
+            &self.url,
+            format_args!("read table {} ({})", self.meta.id, self.path),
+            e,
+        )
+    }
+
+    /// The row groups, and the pages within them, whose key statistics overlap the bounds.
+    pub(crate) fn plan(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+    ) -> (Vec<usize>, RowSelection) {
+        let md = self.reader_meta.metadata();
+        let mut groups = Vec::new();
+        let mut selectors = Vec::new();
+        for (g, rg) in md.row_groups().iter().enumerate() {
+            let stats = match rg.column(KEY).statistics() {
+                Some(Statistics::ByteArray(s)) => s.min_bytes_opt().zip(s.max_bytes_opt()),
+                _ => None,
+            };
+            if stats.is_some_and(|(min, max)| !overlaps(min, max, start, end)) {
+                continue;
+            }
+            groups.push(g);
+            let rows = rg.num_rows() as usize;
+            let pages = md.page_index_for_row_group(g);
+            let (Some(ColumnIndexMetaData::BYTE_ARRAY(ci)), Some(oi)) =
+                (pages.column_index(KEY), pages.offset_index(KEY))
+            else {
+                selectors.push(RowSelector::select(rows));
+                continue;
+            };
+            let locs = oi.page_locations();
+            for (p, loc) in locs.iter().enumerate() {
+                let first = loc.first_row_index as usize;
+                let next = locs.get(p + 1).map_or(rows, |l| l.first_row_index as usize);
+                let n = next.saturating_sub(first);
+                let keep = match (ci.min_value(p), ci.max_value(p)) {
+                    (Some(min), Some(max)) => overlaps(min, max, start, end),
+                    _ => true,
+                };
+                selectors.push(if keep {
+                    RowSelector::select(n)
+                } else {
+                    RowSelector::skip(n)
+                });
+            }
+        }
+        (groups, RowSelection::from(selectors))
+    }
+
+    async fn batches(
+        &self,
+        range: &KeyRange,
+    ) -> Result<Option<ParquetRecordBatchStream<ObjectReader>>> {
+        if range.is_empty() || !range.overlaps(&self.meta.smallest, &self.meta.largest) {
+            return Ok(None);
+        }
+        let (start, end) = bounds(range);
+        let (groups, selection) = self.plan(start, end);
+        if groups.is_empty() || !selection.selects_any() {
+            return Ok(None);
+        }
+        let reader = ObjectReader {
+            store: self.store.clone(),
+            path: self.path.clone(),
+            size: self.meta.size,
+        };
+        let stream =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.reader_meta.clone())
+                .with_row_groups(groups)
+                .with_row_selection(selection)
+                .with_batch_size(BATCH_ROWS)
+                .build()
+                .map_err(|e| self.err(e))?;
+        Ok(Some(stream))
+    }
+}
+
+#[async_trait]
+impl Table for ParquetTable {
+    fn meta(&self) -> &TableMeta {
+        &self.meta
+    }
+
+    async fn get(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {
+        let k = Bytes::copy_from_slice(key);
+        let range = KeyRange {
+            start: Bound::Included(k.clone()),
+            end: Bound::Included(k),
+        };
+        let Some(mut stream) = self.batches(&range).await? else {
+            return Ok(None);
+        };
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| self.err(e))?;
+            let c = Columns::of(&batch);
+            for i in c.lower_bound(key)..c.keys.len() {
+                if c.keys.value(i) != key {
+                    return Ok(None);
+                }
+                if c.seqs[i] <= snapshot {
+                    return Ok(Some(Entry {
+                        key: Bytes::copy_from_slice(key),
+                        seq: c.seqs[i],
+                        kind: c.kind(i, &self.what())?,
+                        value: Bytes::copy_from_slice(c.values.value(i)),
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn scan(&self, range: &KeyRange) -> Result<BoxStream<Result<Entry>>> {
+        let Some(stream) = self.batches(range).await? else {
+            return Ok(Box::pin(futures::stream::empty()));
+        };
+        let range = range.clone();
+        let url = self.url.clone();
+        let what = self.what();
+        let entries = stream
+            .map_err(move |e| store_error(&url, &what, e))
+            .map_ok(move |batch| {
+                let c = Columns::of(&batch);
+                let mut out = Vec::with_capacity(c.keys.len());
+                for i in 0..c.keys.len() {
+                    let k = c.keys.value(i);
+                    if !range.contains(k) {
+                        continue;
+                    }
+                    let kind = match EntryKind::from_u8(c.kinds[i]) {
+                        Some(kind) => kind,
+                        None => {
+                            out.push(Err(Error::Corruption {
+                                what: "parquet table".into(),
+                                detail: format!("unknown entry kind {}", c.kinds[i]),
+                            }));
+                            break;
+                        }
+                    };
+                    out.push(Ok(Entry {
+                        key: Bytes::copy_from_slice(k),
+                        seq: c.seqs[i],
+                        kind,
+                        value: Bytes::copy_from_slice(c.values.value(i)),
+                    }));
+                }
+                futures::stream::iter(out)
+            })
+            .try_flatten();
+        Ok(Box::pin(entries))
+    }
+
+    /// Folds the column arrays of each batch directly: no entry is built, no key or value
+    /// copied except the last key of a batch, carried to tell whether the next batch
+    /// continues it.
+    async fn aggregate(
+        &self,
+        range: &KeyRange,
+        snapshot: SeqNo,
+        value_type: ValueType,
+        shadowed: &[Bytes],
+    ) -> Result<AggregateState> {
+        let mut fold = VisibleFold::new(snapshot, value_type, shadowed);
+        let Some(mut stream) = self.batches(range).await? else {
+            return Ok(fold.finish());
+        };
+        let what = self.what();
+        let mut carried: Option<Vec<u8>> = None;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| self.err(e))?;
+            let c = Columns::of(&batch);
+            let n = c.keys.len();
+            for i in 0..n {
+                let k = c.keys.value(i);
+                if range.is_before_start(k) {
+                    continue;
+                }
+                if range.is_past_end(k) {
+                    return Ok(fold.finish());
+                }
+                let new_key = if i == 0 {
+                    carried.as_deref() != Some(k)
+                } else {
+                    c.keys.value(i - 1) != k
+                };
+                fold.push(new_key, k, c.seqs[i], c.kind(i, &what)?, c.values.value(i));
+            }
+            if n > 0 {
+                carried = Some(c.keys.value(n - 1).to_vec());
+            }
+        }
+        Ok(fold.finish())
+    }
+}

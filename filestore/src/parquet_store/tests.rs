@@ -1,0 +1,165 @@
+use super::*;
+use crate::{conformance, read_range, write_table};
+use bytes::Bytes;
+use cairn_common::{Entry, KeyRange};
+use cairn_testkit::S3Endpoint;
+use std::ops::Bound;
+
+/// Small row groups and pages, so the suite's tables span many of each.
+fn small(url: String) -> ParquetOptions {
+    ParquetOptions {
+        url,
+        row_group_rows: 1000,
+        page_bytes: 4096,
+        ..ParquetOptions::default()
+    }
+}
+
+fn s3_options(s3: &S3Endpoint, sub: &str) -> ParquetOptions {
+    ParquetOptions {
+        endpoint: Some(s3.endpoint.clone()),
+        region: Some(s3.region.clone()),
+        access_key_id: Some(s3.access_key_id.clone()),
+        secret_access_key: Some(s3.secret_access_key.clone()),
+        allow_http: true,
+        timeout_ms: 5_000,
+        max_retries: 1,
+        ..small(s3.url(sub))
+    }
+}
+
+#[tokio::test]
+async fn conformance_on_memory() {
+    let s = ParquetStorage::open(small("memory://conformance/tables".into())).unwrap();
+    conformance::run(Arc::new(s), 1).await;
+}
+
+#[tokio::test]
+async fn conformance_on_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ParquetStorage::open(small(format!("file://{}", dir.path().display()))).unwrap();
+    conformance::run(Arc::new(s), 1).await;
+    // Plain files, named for their tables: readable by any Parquet reader.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            "00000000000000000001.parquet",
+            "00000000000000000003.parquet"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_s3() {
+    let s3 = S3Endpoint::start();
+    let s = ParquetStorage::open(s3_options(&s3, "conformance")).unwrap();
+    conformance::run(Arc::new(s), 1).await;
+}
+
+fn entries(n: u32) -> Vec<Entry> {
+    (0..n)
+        .map(|i| Entry::put(format!("k{i:08}"), 1, vec![b'v'; 100]))
+        .collect()
+}
+
+#[tokio::test]
+async fn lookups_read_one_row_group_and_few_pages() {
+    let s = ParquetStorage::open(small("memory://pruning".into())).unwrap();
+    let meta = write_table(&s, 1, &entries(20_000)).await.unwrap();
+    let t = table::ParquetTable::open(meta, s.loc.store.clone(), s.table_path(1), s.url())
+        .await
+        .unwrap();
+    let key = b"k00012345".as_slice();
+    let (groups, selection) = t.plan(Bound::Included(key), Bound::Included(key));
+    assert_eq!(groups, vec![12], "one row group of 20 holds the key");
+    let rows = selection.row_count();
+    // Pages are cut near `page_bytes` (about 600 of these rows): one page, not the group.
+    assert!(
+        rows > 0 && rows < 1000,
+        "one page of the 1000-row group: {rows}"
+    );
+    let (groups, _) = t.plan(Bound::Included(b"zzz".as_slice()), Bound::Unbounded);
+    assert!(groups.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_tables_upload_in_parts_and_an_abandoned_upload_leaves_nothing() {
+    let s3 = S3Endpoint::start();
+    let s = ParquetStorage::open(ParquetOptions {
+        row_group_rows: 8192,
+        zstd_level: 1,
+        ..s3_options(&s3, "multipart")
+    })
+    .unwrap();
+    // Random-ish values that zstd cannot shrink below the 5 MiB part size.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let big: Vec<Entry> = (0..70_000u32)
+        .map(|i| {
+            let v: Vec<u8> = (0..200)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            Entry::put(format!("k{i:08}"), 1, v)
+        })
+        .collect();
+    let meta = write_table(&s, 7, &big).await.unwrap();
+    assert!(meta.size > 10 << 20, "several parts: {}", meta.size);
+    let t = s.open_table(&meta).await.unwrap();
+    assert_eq!(t.get(b"k00069999", 1).await.unwrap().unwrap(), big[69_999]);
+
+    let mut b = s.create_table(8).await.unwrap();
+    b.add(&big).await.unwrap();
+    b.abandon().await.unwrap();
+    assert_eq!(s.list_tables().await.unwrap(), vec![7]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upload_is_an_error_naming_the_store_and_leaves_no_table() {
+    let s3 = S3Endpoint::start();
+    if !s3.set_down(false) {
+        return; // an external endpoint cannot be taken down from here
+    }
+    let s = ParquetStorage::open(s3_options(&s3, "failing")).unwrap();
+    s3.set_down(true);
+    let err = write_table(&s, 1, &entries(100))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("parquet store s3://"), "{err}");
+    s3.set_down(false);
+    assert!(s.list_tables().await.unwrap().is_empty());
+    // And the store works again once the endpoint is back.
+    let meta = write_table(&s, 2, &entries(100)).await.unwrap();
+    let t = s.open_table(&meta).await.unwrap();
+    assert_eq!(
+        read_range(t.as_ref(), &KeyRange::all())
+            .await
+            .unwrap()
+            .len(),
+        100
+    );
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_cairn_table_is_refused() {
+    let s = ParquetStorage::open(small("memory://foreign".into())).unwrap();
+    let meta = write_table(&s, 1, &entries(10)).await.unwrap();
+    // Overwrite the object with other bytes of the same length.
+    let junk = vec![0u8; meta.size as usize];
+    s.loc
+        .store
+        .put(&s.table_path(1), Bytes::from(junk).into())
+        .await
+        .unwrap();
+    let err = s.open_table(&meta).await.err().unwrap().to_string();
+    assert!(err.contains("memory://foreign"), "{err}");
+}

@@ -1,0 +1,184 @@
+//! Test support: a real S3 endpoint for tests that must speak the S3 protocol over HTTP. By
+//! default an in-process `s3s-fs` server on 127.0.0.1 (a port of its own, files in a temporary
+//! directory), so `cargo test` needs nothing installed; with `CAIRN_TEST_S3_ENDPOINT` set, the
+//! same tests use that endpoint instead (MinIO, say), with the usual `AWS_*` credentials.
+
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use tokio::sync::oneshot;
+
+pub const ACCESS_KEY: &str = "cairn-test";
+pub const SECRET_KEY: &str = "cairn-test-secret";
+
+/// Where a test's objects go, and how to reach it.
+pub struct S3Endpoint {
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub region: String,
+    /// Unique per endpoint handed out, so tests sharing an external bucket do not collide.
+    pub prefix: String,
+    server: Option<S3Server>,
+}
+
+static PREFIXES: AtomicU64 = AtomicU64::new(0);
+
+impl S3Endpoint {
+    /// The external endpoint named by `CAIRN_TEST_S3_ENDPOINT`, or a fresh in-process server.
+    pub fn start() -> Self {
+        let prefix = format!(
+            "cairn-test-{}-{}",
+            std::process::id(),
+            PREFIXES.fetch_add(1, Ordering::Relaxed)
+        );
+        if let Ok(endpoint) = std::env::var("CAIRN_TEST_S3_ENDPOINT") {
+            let var = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.into());
+            return S3Endpoint {
+                endpoint,
+                bucket: var("CAIRN_TEST_S3_BUCKET", "cairn-test"),
+                access_key_id: var("AWS_ACCESS_KEY_ID", "minioadmin"),
+                secret_access_key: var("AWS_SECRET_ACCESS_KEY", "minioadmin"),
+                region: var("AWS_REGION", "us-east-1"),
+                prefix,
+                server: None,
+            };
+        }
+        let server = S3Server::start("cairn");
+        S3Endpoint {
+            endpoint: format!("http://{}", server.addr),
+            bucket: "cairn".into(),
+            access_key_id: ACCESS_KEY.into(),
+            secret_access_key: SECRET_KEY.into(),
+            region: "us-east-1".into(),
+            prefix,
+            server: Some(server),
+        }
+    }
+
+    /// `s3://bucket/prefix/sub`.
+    pub fn url(&self, sub: &str) -> String {
+        format!("s3://{}/{}/{sub}", self.bucket, self.prefix)
+    }
+
+    /// Makes every request fail with 503 until `set_down(false)` (in-process server only;
+    /// returns false for an external endpoint, which cannot be taken down from here).
+    pub fn set_down(&self, down: bool) -> bool {
+        match &self.server {
+            Some(s) => {
+                s.down.store(down, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Requests answered so far (in-process server only).
+    pub fn requests(&self) -> u64 {
+        self.server
+            .as_ref()
+            .map_or(0, |s| s.requests.load(Ordering::Relaxed))
+    }
+
+    /// The directory the in-process server keeps its objects in.
+    pub fn root(&self) -> Option<&std::path::Path> {
+        self.server.as_ref().map(|s| s.dir.path())
+    }
+}
+
+struct S3Server {
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    down: Arc<AtomicBool>,
+    requests: Arc<AtomicU64>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl S3Server {
+    /// Serves one bucket from a temporary directory on its own thread and runtime, so it
+    /// outlives any runtime a test creates and drops.
+    fn start(bucket: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for the S3 server");
+        std::fs::create_dir(dir.path().join(bucket)).expect("bucket directory");
+        let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs root");
+        let mut b = S3ServiceBuilder::new(fs);
+        b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = b.build();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let addr = listener.local_addr().expect("local addr");
+        let down = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicU64::new(0));
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let (d, r) = (down.clone(), requests.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("S3 server runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let http = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                loop {
+                    let socket = tokio::select! {
+                        res = listener.accept() => match res {
+                            Ok((socket, _)) => socket,
+                            Err(_) => continue,
+                        },
+                        _ = &mut stopped => break,
+                    };
+                    let (service, down, requests) = (service.clone(), d.clone(), r.clone());
+                    let svc = hyper::service::service_fn(move |req| {
+                        let service = service.clone();
+                        let down = down.load(Ordering::SeqCst);
+                        requests.fetch_add(1, Ordering::Relaxed);
+                        async move {
+                            if down {
+                                let mut resp = http::Response::new(s3s::Body::empty());
+                                *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                                return Ok(resp);
+                            }
+                            hyper::service::Service::call(&service, req).await
+                        }
+                    });
+                    let conn = http
+                        .serve_connection(hyper_util::rt::TokioIo::new(socket), svc)
+                        .into_owned();
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+            });
+            rt.shutdown_background();
+        });
+        S3Server {
+            addr,
+            dir,
+            down,
+            requests,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
