@@ -1,6 +1,8 @@
 //! Byte-range reads of one Parquet object for the parquet crate's async reader: each range is
 //! a ranged GET (coalesced by object_store), and the footer is fetched with one read near the
-//! end of an object whose size the table's metadata already gives.
+//! end of the object. The size comes from a HEAD at open, not from the table's metadata: a
+//! hybrid store opens its secondary copy with the primary's metadata, whose `size` is the
+//! primary file's (and not every S3 server honours suffix ranges).
 
 use bytes::Bytes;
 use futures::FutureExt;

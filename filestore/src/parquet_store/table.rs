@@ -17,8 +17,8 @@ use cairn_common::{
     ValueType,
 };
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStore;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
@@ -37,6 +37,8 @@ pub(crate) struct ParquetTable {
     store: Arc<dyn ObjectStore>,
     path: Path,
     url: String,
+    /// The object's own size (a hybrid store's metadata carries its primary's).
+    size: u64,
     reader_meta: ArrowReaderMetadata,
 }
 
@@ -108,21 +110,28 @@ impl ParquetTable {
         path: Path,
         url: &str,
     ) -> Result<Self> {
+        let what = || format!("open table {} ({path})", meta.id);
+        let size = store
+            .head(&path)
+            .await
+            .map_err(|e| store_error(url, what(), e))?
+            .size;
         let mut reader = ObjectReader {
             store: store.clone(),
             path: path.clone(),
-            size: meta.size,
+            size,
         };
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let reader_meta = ArrowReaderMetadata::load_async(&mut reader, options)
             .await
-            .map_err(|e| store_error(url, format_args!("open table {} ({path})", meta.id), e))?;
+            .map_err(|e| store_error(url, what(), e))?;
         schema::check(reader_meta.schema(), &format!("{url}/{path}"))?;
         Ok(ParquetTable {
             meta,
             store,
             path,
             url: url.to_string(),
+            size,
             reader_meta,
         })
     }
@@ -199,7 +208,7 @@ impl ParquetTable {
         let reader = ObjectReader {
             store: self.store.clone(),
             path: self.path.clone(),
-            size: self.meta.size,
+            size: self.size,
         };
         let stream =
             ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.reader_meta.clone())

@@ -1,0 +1,159 @@
+//! Writes one table to both storages at once: the primary inline, the secondary on a task of
+//! its own fed the same entry chunks, so the two encodings run on different cores.
+
+use crate::{OnSecondaryFailure, Shared};
+use async_trait::async_trait;
+use cairn_common::{Entry, Error, Result, TableId, TableMeta};
+use cairn_filestore::TableBuilder;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::{mpsc, oneshot};
+
+enum Msg {
+    Add(Vec<Entry>),
+    Finish(oneshot::Sender<Result<TableMeta>>),
+}
+
+pub(crate) struct HybridBuilder {
+    id: TableId,
+    shared: Arc<Shared>,
+    primary: Box<dyn TableBuilder>,
+    /// `None` once the secondary's task has gone.
+    secondary: Option<mpsc::Sender<Msg>>,
+}
+
+/// Chunks in flight to the secondary; bounds memory when it is slower than the primary.
+const QUEUE: usize = 8;
+
+impl HybridBuilder {
+    pub(crate) async fn start(shared: Arc<Shared>, id: TableId) -> Result<Box<dyn TableBuilder>> {
+        let primary = shared.primary.create_table(id).await?;
+        let secondary = match shared.secondary.create_table(id).await {
+            Ok(b) => {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(feed(b, rx));
+                Some(tx)
+            }
+            Err(e) => {
+                secondary_failed(&shared, id, &e)?;
+                None
+            }
+        };
+        Ok(Box::new(HybridBuilder {
+            id,
+            shared,
+            primary,
+            secondary,
+        }))
+    }
+}
+
+/// Counts a secondary failure; under `fail` it becomes the caller's error.
+fn secondary_failed(shared: &Shared, id: TableId, e: &Error) -> Result<()> {
+    shared.secondary_failures.fetch_add(1, Ordering::Relaxed);
+    match shared.opts.on_secondary_failure {
+        OnSecondaryFailure::Fail => Err(Error::component(
+            "hybrid store secondary",
+            format_args!("table {id}: {e}"),
+        )),
+        OnSecondaryFailure::Retry => {
+            tracing::warn!(table = id, error = %e, "secondary write failed; will re-upload");
+            Ok(())
+        }
+    }
+}
+
+/// Runs the secondary builder. After its first error it drops the rest and reports the error
+/// at finish; if the sender goes away without a finish, the partial table is abandoned.
+async fn feed(mut b: Box<dyn TableBuilder>, mut rx: mpsc::Receiver<Msg>) {
+    let mut failed: Option<Error> = None;
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Add(chunk) => {
+                if failed.is_none()
+                    && let Err(e) = b.add(&chunk).await
+                {
+                    failed = Some(e);
+                }
+            }
+            Msg::Finish(reply) => {
+                let res = match failed {
+                    Some(e) => {
+                        let _ = b.abandon().await;
+                        Err(e)
+                    }
+                    None => b.finish().await,
+                };
+                let _ = reply.send(res);
+                return;
+            }
+        }
+    }
+    let _ = b.abandon().await;
+}
+
+#[async_trait]
+impl TableBuilder for HybridBuilder {
+    async fn add(&mut self, entries: &[Entry]) -> Result<()> {
+        if let Some(tx) = &self.secondary {
+            // Entries share their key and value buffers, so the copy is of headers only.
+            if tx.send(Msg::Add(entries.to_vec())).await.is_err() {
+                self.secondary = None;
+                let e = Error::component("hybrid store secondary", "writer task ended");
+                secondary_failed(&self.shared, self.id, &e)?;
+            }
+        }
+        self.primary.add(entries).await
+    }
+
+    fn estimated_size(&self) -> u64 {
+        self.primary.estimated_size()
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<TableMeta> {
+        let secondary = async {
+            let tx = self.secondary.take()?;
+            let (reply, answer) = oneshot::channel();
+            if tx.send(Msg::Finish(reply)).await.is_err() {
+                return Some(Err(Error::component(
+                    "hybrid store secondary",
+                    "writer task ended",
+                )));
+            }
+            Some(answer.await.unwrap_or_else(|_| {
+                Err(Error::component(
+                    "hybrid store secondary",
+                    "writer task ended",
+                ))
+            }))
+        };
+        let (primary, secondary) = futures::join!(self.primary.finish(), secondary);
+        let meta = match primary {
+            Ok(meta) => meta,
+            Err(e) => {
+                if matches!(secondary, Some(Ok(_))) {
+                    let _ = self.shared.secondary.delete_table(self.id).await;
+                }
+                return Err(e);
+            }
+        };
+        let secondary_err = match secondary {
+            Some(Ok(_)) => return Ok(meta),
+            Some(Err(e)) => e,
+            None => Error::component("hybrid store secondary", "not written"),
+        };
+        if let Err(e) = secondary_failed(&self.shared, self.id, &secondary_err) {
+            // Under `fail` neither copy may stay behind as a table.
+            let _ = self.shared.primary.delete_table(self.id).await;
+            return Err(e);
+        }
+        self.shared.enqueue(meta.clone());
+        Ok(meta)
+    }
+
+    async fn abandon(mut self: Box<Self>) -> Result<()> {
+        // Dropping the sender makes the secondary task abandon its half.
+        self.secondary = None;
+        self.primary.abandon().await
+    }
+}

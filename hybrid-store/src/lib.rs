@@ -1,0 +1,202 @@
+//! `HybridStore`: a `Storage` over two storages, typically SSTables on a local disk (primary)
+//! and Parquet on object storage (secondary). Every table is written to both at once; point
+//! lookups and scans read the primary, while analytics and compaction inputs read the
+//! secondary, so bulk reads leave the latency-sensitive copy alone.
+//!
+//! A secondary that fails either fails the write (`fail`) or is caught up in the background
+//! (`retry`): the table is kept in the primary and re-uploaded from it until the secondary has
+//! it. Nothing is skipped across restarts either: at open, tables the secondary lacks are found
+//! by listing both, and are uploaded as soon as the engine opens them.
+
+mod builder;
+mod table;
+mod uploader;
+
+use async_trait::async_trait;
+use cairn_common::{Result, TableId, TableMeta};
+use cairn_filestore::{Storage, Table, TableBuilder};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::Notify;
+
+/// What a failed secondary write does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSecondaryFailure {
+    /// The write fails (and the engine retries the flush or compaction).
+    Fail,
+    /// The write succeeds on the primary; the table is re-uploaded in the background.
+    #[default]
+    Retry,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HybridOptions {
+    pub on_secondary_failure: OnSecondaryFailure,
+    /// Backoff between re-upload attempts: starts here, doubles, stops growing at the max.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for HybridOptions {
+    fn default() -> Self {
+        HybridOptions {
+            on_secondary_failure: OnSecondaryFailure::Retry,
+            retry_initial_ms: 100,
+            retry_max_ms: 30_000,
+        }
+    }
+}
+
+/// Counters for operators and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct HybridStats {
+    /// Tables the secondary does not have yet, queued for upload.
+    pub pending_uploads: usize,
+    pub secondary_failures: u64,
+    pub reuploads: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Primary,
+    Secondary,
+}
+
+pub(crate) struct Shared {
+    primary: Arc<dyn Storage>,
+    secondary: Arc<dyn Storage>,
+    opts: HybridOptions,
+    /// Tables to upload to the secondary, with the metadata to open their primary copy.
+    pending: Mutex<BTreeMap<TableId, TableMeta>>,
+    /// In the primary but not the secondary at open; queued when first opened.
+    missing: Mutex<HashSet<TableId>>,
+    wake: Notify,
+    secondary_failures: AtomicU64,
+    reuploads: AtomicU64,
+}
+
+impl Shared {
+    fn enqueue(&self, meta: TableMeta) {
+        self.pending.lock().insert(meta.id, meta);
+        self.wake.notify_one();
+    }
+
+    /// Whether the secondary is known to hold `id`.
+    fn secondary_has(&self, id: TableId) -> bool {
+        !self.pending.lock().contains_key(&id) && !self.missing.lock().contains(&id)
+    }
+}
+
+/// See the crate documentation. Cloning is cheap; clones share the upload queue.
+#[derive(Clone)]
+pub struct HybridStore {
+    shared: Arc<Shared>,
+    /// Where `Table::scan` reads: the primary, or the secondary for the compaction view.
+    scans: Side,
+}
+
+impl HybridStore {
+    /// Lists both storages to find tables the secondary lacks, and starts the background
+    /// uploader on the current runtime.
+    pub async fn open(
+        primary: Arc<dyn Storage>,
+        secondary: Arc<dyn Storage>,
+        opts: HybridOptions,
+    ) -> Result<Self> {
+        let (p, s) = futures::try_join!(primary.list_tables(), secondary.list_tables())?;
+        let in_secondary: HashSet<TableId> = s.into_iter().collect();
+        let missing = p
+            .into_iter()
+            .filter(|id| !in_secondary.contains(id))
+            .collect();
+        let shared = Arc::new(Shared {
+            primary,
+            secondary,
+            opts,
+            pending: Mutex::new(BTreeMap::new()),
+            missing: Mutex::new(missing),
+            wake: Notify::new(),
+            secondary_failures: AtomicU64::new(0),
+            reuploads: AtomicU64::new(0),
+        });
+        tokio::spawn(uploader::run(Arc::downgrade(&shared)));
+        Ok(HybridStore {
+            shared,
+            scans: Side::Primary,
+        })
+    }
+
+    /// The same store, with table scans served by the secondary: what a compactor reads its
+    /// inputs through. Writes and deletes still go to both.
+    pub fn compaction_view(&self) -> HybridStore {
+        HybridStore {
+            shared: self.shared.clone(),
+            scans: Side::Secondary,
+        }
+    }
+
+    pub fn stats(&self) -> HybridStats {
+        HybridStats {
+            pending_uploads: self.shared.pending.lock().len(),
+            secondary_failures: self.shared.secondary_failures.load(Ordering::Relaxed),
+            reuploads: self.shared.reuploads.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn primary(&self) -> &Arc<dyn Storage> {
+        &self.shared.primary
+    }
+
+    pub fn secondary(&self) -> &Arc<dyn Storage> {
+        &self.shared.secondary
+    }
+}
+
+#[async_trait]
+impl Storage for HybridStore {
+    async fn create_table(&self, id: TableId) -> Result<Box<dyn TableBuilder>> {
+        builder::HybridBuilder::start(self.shared.clone(), id).await
+    }
+
+    async fn open_table(&self, meta: &TableMeta) -> Result<Arc<dyn Table>> {
+        if self.shared.missing.lock().remove(&meta.id) {
+            tracing::info!(table = meta.id, "secondary lacks table; queueing upload");
+            self.shared.enqueue(meta.clone());
+        }
+        let primary = self.shared.primary.open_table(meta).await?;
+        Ok(Arc::new(table::HybridTable::new(
+            primary,
+            self.shared.clone(),
+            self.scans,
+        )))
+    }
+
+    async fn delete_table(&self, id: TableId) -> Result<()> {
+        self.shared.pending.lock().remove(&id);
+        self.shared.missing.lock().remove(&id);
+        let (p, s) = futures::join!(
+            self.shared.primary.delete_table(id),
+            self.shared.secondary.delete_table(id)
+        );
+        p.and(s)
+    }
+
+    async fn list_tables(&self) -> Result<Vec<TableId>> {
+        let (mut p, s) = futures::try_join!(
+            self.shared.primary.list_tables(),
+            self.shared.secondary.list_tables()
+        )?;
+        p.extend(s);
+        p.sort_unstable();
+        p.dedup();
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests;

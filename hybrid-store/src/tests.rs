@@ -1,0 +1,255 @@
+use super::*;
+use cairn_common::{Entry, KeyRange, ValueType};
+use cairn_filestore::{
+    ParquetOptions, ParquetStorage, SstOptions, SstStorage, conformance, read_range, write_table,
+};
+use cairn_testkit::S3Endpoint;
+use std::time::Duration;
+
+fn sst(dir: &std::path::Path) -> Arc<dyn Storage> {
+    Arc::new(SstStorage::open(SstOptions::new(dir)).unwrap())
+}
+
+fn parquet_on(s3: &S3Endpoint, sub: &str) -> Arc<dyn Storage> {
+    Arc::new(
+        ParquetStorage::open(ParquetOptions {
+            url: s3.url(sub),
+            endpoint: Some(s3.endpoint.clone()),
+            region: Some(s3.region.clone()),
+            access_key_id: Some(s3.access_key_id.clone()),
+            secret_access_key: Some(s3.secret_access_key.clone()),
+            allow_http: true,
+            timeout_ms: 5_000,
+            max_retries: 0,
+            row_group_rows: 1000,
+            ..ParquetOptions::default()
+        })
+        .unwrap(),
+    )
+}
+
+fn memory_parquet(name: &str) -> Arc<dyn Storage> {
+    Arc::new(
+        ParquetStorage::open(ParquetOptions {
+            url: format!("memory://{name}"),
+            ..ParquetOptions::default()
+        })
+        .unwrap(),
+    )
+}
+
+fn fast_retry(on_secondary_failure: OnSecondaryFailure) -> HybridOptions {
+    HybridOptions {
+        on_secondary_failure,
+        retry_initial_ms: 20,
+        retry_max_ms: 200,
+    }
+}
+
+fn entries(n: u32) -> Vec<Entry> {
+    (0..n)
+        .map(|i| Entry::put(format!("k{i:06}"), 1, (i64::from(i)).to_le_bytes().to_vec()))
+        .collect()
+}
+
+async fn wait_caught_up(store: &HybridStore) {
+    for _ in 0..500 {
+        if store.stats().pending_uploads == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("secondary never caught up: {:?}", store.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_sstable_and_parquet_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = HybridStore::open(
+        sst(dir.path()),
+        memory_parquet("hybrid-conformance"),
+        HybridOptions::default(),
+    )
+    .await
+    .unwrap();
+    conformance::run(Arc::new(store.clone()), 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = HybridStore::open(
+        sst(dir.path()),
+        memory_parquet("hybrid-conformance-compaction"),
+        HybridOptions::default(),
+    )
+    .await
+    .unwrap();
+    conformance::run(Arc::new(store.compaction_view()), 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_sstable_and_parquet_on_s3() {
+    let s3 = S3Endpoint::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = HybridStore::open(
+        sst(dir.path()),
+        parquet_on(&s3, "conformance"),
+        HybridOptions::default(),
+    )
+    .await
+    .unwrap();
+    conformance::run(Arc::new(store), 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_copies_are_written_and_deleted_and_analytics_read_the_secondary() {
+    let s3 = S3Endpoint::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = HybridStore::open(
+        sst(dir.path()),
+        parquet_on(&s3, "both"),
+        HybridOptions::default(),
+    )
+    .await
+    .unwrap();
+    let meta = write_table(&store, 5, &entries(2000)).await.unwrap();
+    assert_eq!(store.primary().list_tables().await.unwrap(), vec![5]);
+    assert_eq!(store.secondary().list_tables().await.unwrap(), vec![5]);
+    let secondary = store.secondary().open_table(&meta).await.unwrap();
+    assert_eq!(
+        read_range(secondary.as_ref(), &KeyRange::all())
+            .await
+            .unwrap(),
+        entries(2000)
+    );
+
+    let t = store.open_table(&meta).await.unwrap();
+    let before = s3.requests();
+    assert!(t.get(b"k000100", 1).await.unwrap().is_some());
+    assert_eq!(
+        read_range(t.as_ref(), &KeyRange::all())
+            .await
+            .unwrap()
+            .len(),
+        2000
+    );
+    if s3.set_down(false) {
+        assert_eq!(
+            s3.requests(),
+            before,
+            "lookups and scans stay on the primary"
+        );
+    }
+    let agg = t
+        .aggregate(&KeyRange::all(), 1, ValueType::I64, &[])
+        .await
+        .unwrap();
+    assert_eq!((agg.rows, agg.sum_i), (2000, (0..2000i128).sum()));
+    if s3.set_down(false) {
+        assert!(s3.requests() > before, "aggregates read the secondary");
+    }
+
+    store.delete_table(5).await.unwrap();
+    assert!(store.primary().list_tables().await.unwrap().is_empty());
+    assert!(store.secondary().list_tables().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_secondary_is_caught_up_in_the_background() {
+    let s3 = S3Endpoint::start();
+    if !s3.set_down(true) {
+        return; // an external endpoint cannot be taken down from here
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = HybridStore::open(
+        sst(dir.path()),
+        parquet_on(&s3, "retry"),
+        fast_retry(OnSecondaryFailure::Retry),
+    )
+    .await;
+    // Even listing fails while the endpoint is down.
+    assert!(store.is_err());
+    s3.set_down(false);
+    let store = HybridStore::open(
+        sst(dir.path()),
+        parquet_on(&s3, "retry"),
+        fast_retry(OnSecondaryFailure::Retry),
+    )
+    .await
+    .unwrap();
+    s3.set_down(true);
+    let mut metas = Vec::new();
+    for id in 1..=3 {
+        metas.push(write_table(&store, id, &entries(500)).await.unwrap());
+    }
+    let stats = store.stats();
+    assert_eq!(stats.pending_uploads, 3);
+    assert!(stats.secondary_failures >= 3);
+    // Lookups work from the primary meanwhile; analytics fall back to it.
+    let t = store.open_table(&metas[0]).await.unwrap();
+    assert!(t.get(b"k000001", 1).await.unwrap().is_some());
+    let agg = t
+        .aggregate(&KeyRange::all(), 1, ValueType::I64, &[])
+        .await
+        .unwrap();
+    assert_eq!(agg.rows, 500);
+    // A table deleted while queued is not uploaded afterwards.
+    store.delete_table(2).await.ok();
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s3.set_down(false);
+    wait_caught_up(&store).await;
+    let mut ids = store.secondary().list_tables().await.unwrap();
+    ids.sort();
+    assert_eq!(ids, vec![1, 3]);
+    let copy = store.secondary().open_table(&metas[2]).await.unwrap();
+    assert_eq!(
+        read_range(copy.as_ref(), &KeyRange::all()).await.unwrap(),
+        entries(500)
+    );
+    assert!(store.stats().reuploads >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_mode_refuses_the_write_and_keeps_neither_copy() {
+    let s3 = S3Endpoint::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = HybridStore::open(
+        sst(dir.path()),
+        parquet_on(&s3, "fail"),
+        fast_retry(OnSecondaryFailure::Fail),
+    )
+    .await
+    .unwrap();
+    if !s3.set_down(true) {
+        return;
+    }
+    let err = write_table(&store, 1, &entries(100)).await.unwrap_err();
+    assert!(err.to_string().contains("hybrid store secondary"), "{err}");
+    s3.set_down(false);
+    assert!(store.list_tables().await.unwrap().is_empty());
+    assert_eq!(store.stats().pending_uploads, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_the_secondary_lacks_at_open_are_uploaded_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let secondary = memory_parquet("reopen-missing");
+    // A table that reached only the primary, as after a crash mid-upload.
+    let meta = write_table(sst(dir.path()).as_ref(), 9, &entries(300))
+        .await
+        .unwrap();
+    let store = HybridStore::open(
+        sst(dir.path()),
+        secondary.clone(),
+        fast_retry(OnSecondaryFailure::Retry),
+    )
+    .await
+    .unwrap();
+    assert!(secondary.list_tables().await.unwrap().is_empty());
+    let t = store.open_table(&meta).await.unwrap();
+    wait_caught_up(&store).await;
+    assert_eq!(secondary.list_tables().await.unwrap(), vec![9]);
+    let agg = t
+        .aggregate(&KeyRange::all(), 1, ValueType::I64, &[])
+        .await
+        .unwrap();
+    assert_eq!(agg.rows, 300);
+}

@@ -1,0 +1,83 @@
+//! The background task that brings the secondary up to date: it copies each queued table from
+//! its primary copy, backing off while the secondary keeps failing, and stops when the store
+//! is dropped. A table deleted while its upload ran has the fresh copy deleted again.
+
+use crate::Shared;
+use cairn_common::{Error, Result, TableMeta};
+use futures::StreamExt;
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+pub(crate) async fn run(shared: Weak<Shared>) {
+    let mut backoff: Option<Duration> = None;
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let next = s.pending.lock().values().next().cloned();
+        let Some(meta) = next else {
+            backoff = None;
+            // Wait for work, looking every second whether the store still exists.
+            let _ = tokio::time::timeout(Duration::from_secs(1), s.wake.notified()).await;
+            continue;
+        };
+        match copy(&s, &meta).await {
+            Ok(()) => {
+                backoff = None;
+                s.reuploads.fetch_add(1, Ordering::Relaxed);
+                let still_live = s.pending.lock().remove(&meta.id).is_some();
+                if !still_live {
+                    let _ = s.secondary.delete_table(meta.id).await;
+                }
+                tracing::info!(table = meta.id, "re-uploaded to the secondary");
+            }
+            Err(e) => {
+                s.secondary_failures.fetch_add(1, Ordering::Relaxed);
+                let initial = Duration::from_millis(s.opts.retry_initial_ms);
+                let max = Duration::from_millis(s.opts.retry_max_ms);
+                let wait = backoff.map_or(initial, |b| (b * 2).min(max));
+                backoff = Some(wait);
+                tracing::warn!(table = meta.id, error = %e, ?wait, "re-upload failed");
+                drop(s);
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Copies one table from the primary to the secondary.
+async fn copy(s: &Shared, meta: &TableMeta) -> Result<()> {
+    let table = s.primary.open_table(meta).await?;
+    let mut entries = table.scan(&cairn_common::KeyRange::all()).await?;
+    let mut b = s.secondary.create_table(meta.id).await?;
+    let mut chunk = Vec::with_capacity(1024);
+    let res: Result<()> = async {
+        while let Some(e) = entries.next().await {
+            chunk.push(e?);
+            if chunk.len() == 1024 {
+                b.add(&chunk).await?;
+                chunk.clear();
+            }
+        }
+        if !chunk.is_empty() {
+            b.add(&chunk).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = res {
+        let _ = b.abandon().await;
+        return Err(e);
+    }
+    let copied = b.finish().await?;
+    if copied.entries != meta.entries || copied.smallest != meta.smallest {
+        let _ = s.secondary.delete_table(meta.id).await;
+        return Err(Error::Corruption {
+            what: format!("re-upload of table {}", meta.id),
+            detail: format!(
+                "copied {} entries from {:?}, expected {} from {:?}",
+                copied.entries, copied.smallest, meta.entries, meta.smallest
+            ),
+        });
+    }
+    Ok(())
+}
