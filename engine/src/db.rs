@@ -290,19 +290,40 @@ impl Db {
     pub async fn scan(&self, range: KeyRange) -> Result<DbIter> {
         self.inner.check_open()?;
         let snap = self.snapshot();
-        DbIter::new(&self.inner, range, snap.seq(), Some(snap)).await
+        DbIter::new(&self.inner, range, snap.seq(), Some(snap), false).await
     }
 
     /// Live keys in `range` as of `snapshot`.
     pub async fn scan_at(&self, range: KeyRange, snapshot: &Snapshot) -> Result<DbIter> {
         self.inner.check_open()?;
-        DbIter::new(&self.inner, range, snapshot.seq(), None).await
+        DbIter::new(&self.inner, range, snapshot.seq(), None, false).await
+    }
+
+    /// Like `scan`, but tables are read through `Table::analytic_scan`: from the secondary
+    /// copy of a hybrid store (Parquet), merged with the memtables at one snapshot.
+    pub async fn analytic_scan(&self, range: KeyRange) -> Result<DbIter> {
+        self.inner.check_open()?;
+        let snap = self.snapshot();
+        DbIter::new(&self.inner, range, snap.seq(), Some(snap), true).await
     }
 
     /// Folds the live values of `range` at a snapshot taken now into a mergeable partial
     /// aggregate; `state.result(op)` gives count, sum, min, max or avg. Writes acknowledged
-    /// before the call are included, wherever they live (memtables or tables).
+    /// before the call are included, wherever they live (memtables or tables); the bulk of
+    /// the data is folded inside the tables (see `aggregate.rs`).
     pub async fn aggregate(
+        &self,
+        range: KeyRange,
+        value_type: ValueType,
+    ) -> Result<AggregateState> {
+        self.inner.check_open()?;
+        let snap = self.snapshot();
+        crate::aggregate::run(&self.inner, range, snap.seq(), value_type).await
+    }
+
+    /// The same aggregate computed the plain way, by folding a full merged scan; kept to
+    /// check and measure the pushdown against.
+    pub async fn aggregate_by_scan(
         &self,
         range: KeyRange,
         value_type: ValueType,

@@ -3,6 +3,7 @@
 //! runtime, the manifest, and recovery. It sees its components only through their traits:
 //! `Journal`, `Memtable`, `Storage`/`Table` and `Compactor`.
 
+mod aggregate;
 mod background;
 mod db;
 mod manifest;

@@ -6,14 +6,14 @@
 mod support;
 
 use bytes::Bytes;
-use cairn_common::{KeyRange, WriteBatch};
+use cairn_common::{AggregateState, KeyRange, ValueType, WriteBatch};
 use cairn_engine::{Db, Snapshot};
 use cairn_memtable::MemtableOptions;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use support::{Harness, JournalKind};
+use support::{Harness, JournalKind, StorageKind};
 
 type Model = BTreeMap<Bytes, Bytes>;
 
@@ -80,7 +80,18 @@ async fn check_snapshots(db: &Db, snaps: &[(Snapshot, Model)], rng: &mut StdRng,
 }
 
 async fn run_model(seed: u64, steps: usize, journal: JournalKind, memtable: MemtableOptions) {
-    let h = Harness::new(journal, memtable);
+    run_model_on(seed, steps, journal, memtable, StorageKind::Sst).await
+}
+
+async fn run_model_on(
+    seed: u64,
+    steps: usize,
+    journal: JournalKind,
+    memtable: MemtableOptions,
+    storage: StorageKind,
+) {
+    let h = Harness::new(journal, memtable).with_storage(storage);
+    let mut down_steps = 0;
     let mut db = h.open().await;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut model = Model::new();
@@ -88,6 +99,16 @@ async fn run_model(seed: u64, steps: usize, journal: JournalKind, memtable: Memt
     let mut reopens = 0;
     let (mut flushes, mut compactions) = (0, 0);
     for step in 0..steps {
+        // The hybrid store's secondary goes down now and then, for a while.
+        if let Some(s3) = &h.s3
+            && rng.random_ratio(1, 150)
+        {
+            let down = rng.random_bool(0.5);
+            s3.set_down(down);
+        }
+        if h.s3.as_ref().is_some_and(|s3| s3.is_down()) {
+            down_steps += 1;
+        }
         match rng.random_range(0..1000u32) {
             0..=399 => {
                 let (k, v) = (key(&mut rng), value(&mut rng, step));
@@ -137,6 +158,26 @@ async fn run_model(seed: u64, steps: usize, journal: JournalKind, memtable: Memt
                     want.truncate(l);
                 }
                 assert_eq!(got, want, "step {step}: scan {r:?} limit {limit:?}");
+                if rng.random_ratio(1, 4) {
+                    let mut expected = AggregateState::new(ValueType::I64);
+                    for (_, v) in model_range(&model, &r) {
+                        expected.add(&v);
+                    }
+                    let got = db.aggregate(r.clone(), ValueType::I64).await.unwrap();
+                    assert_eq!(got, expected, "step {step}: aggregate {r:?}");
+                    let analytic = db
+                        .analytic_scan(r.clone())
+                        .await
+                        .unwrap()
+                        .collect(None)
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        analytic,
+                        model_range(&model, &r),
+                        "step {step}: analytic {r:?}"
+                    );
+                }
             }
             880..=909 => {
                 if snaps.len() < 4 {
@@ -181,6 +222,13 @@ async fn run_model(seed: u64, steps: usize, journal: JournalKind, memtable: Memt
     let stats = db.stats();
     flushes += stats.flushes;
     compactions += stats.compactions;
+    if let Some(s3) = &h.s3 {
+        assert!(
+            down_steps > 0,
+            "seed {seed}: the secondary must fail at some point"
+        );
+        s3.set_down(false);
+    }
     assert!(
         flushes > 0 && compactions > 0 && reopens > 0,
         "seed {seed}: the run must exercise flush ({flushes}), compaction ({compactions}) and reopen ({reopens})"
@@ -260,6 +308,34 @@ async fn model_memory_journal_single_lock_memtable() {
             STEPS,
             JournalKind::Memory,
             MemtableOptions::SingleLock,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_hybrid_store_with_a_secondary_that_fails_and_recovers() {
+    for seed in 400..400 + seeds() {
+        run_model_on(
+            seed,
+            STEPS,
+            JournalKind::File { sync: false },
+            MemtableOptions::default(),
+            StorageKind::Hybrid,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_parquet_store_in_local_files() {
+    for seed in 500..500 + seeds() {
+        run_model_on(
+            seed,
+            STEPS,
+            JournalKind::Memory,
+            MemtableOptions::default(),
+            StorageKind::Parquet,
         )
         .await;
     }

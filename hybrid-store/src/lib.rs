@@ -108,12 +108,23 @@ impl HybridStore {
         secondary: Arc<dyn Storage>,
         opts: HybridOptions,
     ) -> Result<Self> {
-        let (p, s) = futures::try_join!(primary.list_tables(), secondary.list_tables())?;
-        let in_secondary: HashSet<TableId> = s.into_iter().collect();
-        let missing = p
-            .into_iter()
-            .filter(|id| !in_secondary.contains(id))
-            .collect();
+        let (p, s) = futures::join!(primary.list_tables(), secondary.list_tables());
+        let p = p?;
+        let missing = match s {
+            Ok(s) => {
+                let in_secondary: HashSet<TableId> = s.into_iter().collect();
+                p.into_iter()
+                    .filter(|id| !in_secondary.contains(id))
+                    .collect()
+            }
+            // Unknown which tables it has: upload each again as it is opened (an overwrite
+            // with the same content where it had one).
+            Err(e) if opts.on_secondary_failure == OnSecondaryFailure::Retry => {
+                tracing::warn!(error = %e, "secondary unavailable at open; will re-upload");
+                p.into_iter().collect()
+            }
+            Err(e) => return Err(e),
+        };
         let shared = Arc::new(Shared {
             primary,
             secondary,
@@ -183,15 +194,32 @@ impl Storage for HybridStore {
             self.shared.primary.delete_table(id),
             self.shared.secondary.delete_table(id)
         );
-        p.and(s)
+        match s {
+            // An orphaned secondary copy is harmless (ids are never reused) and is deleted at
+            // a later open, when listing finds it again.
+            Err(e) if self.shared.opts.on_secondary_failure == OnSecondaryFailure::Retry => {
+                tracing::warn!(table = id, error = %e, "deleting the secondary copy failed");
+                p
+            }
+            s => p.and(s),
+        }
     }
 
     async fn list_tables(&self) -> Result<Vec<TableId>> {
-        let (mut p, s) = futures::try_join!(
+        let (p, s) = futures::join!(
             self.shared.primary.list_tables(),
             self.shared.secondary.list_tables()
-        )?;
-        p.extend(s);
+        );
+        let mut p = p?;
+        match s {
+            Ok(s) => p.extend(s),
+            // The primary's list is the engine's truth; the secondary's orphans wait for the
+            // next listing.
+            Err(e) if self.shared.opts.on_secondary_failure == OnSecondaryFailure::Retry => {
+                tracing::warn!(error = %e, "secondary unavailable; listing the primary only");
+            }
+            Err(e) => return Err(e),
+        }
         p.sort_unstable();
         p.dedup();
         Ok(p)

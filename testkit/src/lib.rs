@@ -77,6 +77,12 @@ impl S3Endpoint {
         }
     }
 
+    pub fn is_down(&self) -> bool {
+        self.server
+            .as_ref()
+            .is_some_and(|s| s.down.load(Ordering::SeqCst))
+    }
+
     /// Requests answered so far (in-process server only).
     pub fn requests(&self) -> u64 {
         self.server

@@ -4,9 +4,11 @@
 
 use cairn_compaction::{LocalCompactor, PickerOptions};
 use cairn_engine::{Components, Db, EngineOptions};
-use cairn_filestore::{SstOptions, SstStorage, Storage};
+use cairn_filestore::{ParquetOptions, ParquetStorage, SstOptions, SstStorage, Storage};
+use cairn_hybrid_store::{HybridOptions, HybridStore, OnSecondaryFailure};
 use cairn_journal::{FileJournal, FileJournalOptions, Journal, MemoryJournal};
 use cairn_memtable::MemtableOptions;
+use cairn_testkit::S3Endpoint;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -33,8 +35,21 @@ pub fn tiny_options() -> EngineOptions {
     }
 }
 
+/// Which table storage the engine runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageKind {
+    Sst,
+    /// Parquet alone, in local files.
+    Parquet,
+    /// SSTables plus Parquet on the harness's S3 endpoint; compaction reads the Parquet copy.
+    Hybrid,
+}
+
 pub struct Harness {
     pub dir: tempfile::TempDir,
+    pub storage_kind: StorageKind,
+    /// The S3 endpoint of the hybrid store's secondary.
+    pub s3: Option<S3Endpoint>,
     pub journal_kind: JournalKind,
     pub memtable: MemtableOptions,
     /// Kept across reopens so a memory journal survives a "crash".
@@ -46,6 +61,8 @@ impl Harness {
     pub fn new(journal_kind: JournalKind, memtable: MemtableOptions) -> Self {
         Harness {
             dir: tempfile::tempdir().expect("tempdir"),
+            storage_kind: StorageKind::Sst,
+            s3: None,
             journal_kind,
             memtable,
             memory_journal: Arc::new(MemoryJournal::new()),
@@ -60,7 +77,71 @@ impl Harness {
         Arc::new(SstStorage::open(o).expect("sst storage"))
     }
 
+    pub fn with_storage(mut self, kind: StorageKind) -> Self {
+        self.storage_kind = kind;
+        if kind == StorageKind::Hybrid {
+            self.s3 = Some(S3Endpoint::start());
+        }
+        self
+    }
+
+    fn parquet(&self, url: String) -> Arc<dyn Storage> {
+        let mut o = ParquetOptions {
+            url,
+            row_group_rows: 256,
+            page_bytes: 2048,
+            ..ParquetOptions::default()
+        };
+        if let Some(s3) = &self.s3 {
+            o.endpoint = Some(s3.endpoint.clone());
+            o.region = Some(s3.region.clone());
+            o.access_key_id = Some(s3.access_key_id.clone());
+            o.secret_access_key = Some(s3.secret_access_key.clone());
+            o.allow_http = true;
+            o.timeout_ms = 2_000;
+            o.max_retries = 0;
+        }
+        Arc::new(ParquetStorage::open(o).expect("parquet storage"))
+    }
+
+    /// The engine's storage and the one its compactor reads through.
+    pub async fn storages(&self) -> (Arc<dyn Storage>, Arc<dyn Storage>) {
+        match self.storage_kind {
+            StorageKind::Sst => {
+                let s = self.storage();
+                (s.clone(), s)
+            }
+            StorageKind::Parquet => {
+                let s = self.parquet(format!("file://{}/parquet", self.dir.path().display()));
+                (s.clone(), s)
+            }
+            StorageKind::Hybrid => {
+                let s3 = self.s3.as_ref().expect("hybrid harness has an endpoint");
+                let hybrid = HybridStore::open(
+                    self.storage(),
+                    self.parquet(s3.url("tables")),
+                    HybridOptions {
+                        on_secondary_failure: OnSecondaryFailure::Retry,
+                        retry_initial_ms: 20,
+                        retry_max_ms: 500,
+                    },
+                )
+                .await
+                .expect("hybrid store");
+                (Arc::new(hybrid.clone()), Arc::new(hybrid.compaction_view()))
+            }
+        }
+    }
+
     pub fn components(&self, storage: Arc<dyn Storage>) -> Components {
+        self.components_with(storage.clone(), storage)
+    }
+
+    pub fn components_with(
+        &self,
+        storage: Arc<dyn Storage>,
+        compaction_storage: Arc<dyn Storage>,
+    ) -> Components {
         let journal: Arc<dyn Journal> = match self.journal_kind {
             JournalKind::Memory => self.memory_journal.clone(),
             JournalKind::File { sync } => {
@@ -73,13 +154,20 @@ impl Harness {
         Components {
             journal,
             memtables: self.memtable.factory(),
-            compactor: Arc::new(LocalCompactor::new(storage.clone())),
+            compactor: Arc::new(LocalCompactor::new(compaction_storage)),
             storage,
         }
     }
 
     pub async fn open(&self) -> Db {
-        self.open_with(self.storage()).await
+        let (storage, compaction) = self.storages().await;
+        Db::open(
+            self.dir.path(),
+            self.opts.clone(),
+            self.components_with(storage, compaction),
+        )
+        .await
+        .expect("open db")
     }
 
     pub async fn open_with(&self, storage: Arc<dyn Storage>) -> Db {
