@@ -6,17 +6,21 @@
 
 use cairn_compaction::PickerOptions;
 use cairn_engine::EngineOptions;
-use cairn_filestore::{Compression, FilterKind};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+mod storage;
+
+pub use storage::{StorageKind, StorageSection};
 
 /// Environment variables with the `CAIRN_` prefix that are not config keys.
 const NOT_KEYS: &[&str] = &[
     "profile",
     "config",
     "test_s3_endpoint",
+    "test_s3_bucket",
     "model_seeds",
     "log",
 ];
@@ -78,38 +82,6 @@ pub struct MemtableSection {
     /// sharded: number of shards (default 32).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shards: Option<usize>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum StorageKind {
-    #[default]
-    Sstable,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorageSection {
-    #[serde(default)]
-    pub kind: StorageKind,
-    /// sstable: directory of the table files (default `<data_dir>/tables`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dir: Option<PathBuf>,
-    /// sstable: data block size before compression (default 4096).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub block_bytes: Option<usize>,
-    /// sstable: "none" or "lz4" (default none).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub compression: Option<Compression>,
-    /// sstable: "bloom" or "none" (default bloom).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub filter: Option<FilterKind>,
-    /// sstable: bloom filter bits per key (default 10).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bloom_bits_per_key: Option<u32>,
-    /// sstable: bytes of decoded blocks cached in memory, 0 for none (default 64 MiB).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub block_cache_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -271,6 +243,8 @@ impl Config {
         {
             self.memtable.shards = None;
         }
+        self.storage
+            .drop_foreign(|key| inherited(&format!("storage.{key}"), "storage.kind"));
     }
 
     /// Rejects values and pairings no component can work with.
@@ -308,8 +282,8 @@ impl Config {
         if self.memtable.shards == Some(0) {
             return bad("memtable.shards", "must be at least 1".into());
         }
-        if self.storage.block_bytes == Some(0) {
-            return bad("storage.block_bytes", "must be greater than 0".into());
+        if let Err((key, why)) = self.storage.validate("storage", false) {
+            return bad(&key, why);
         }
         let c = &self.compaction;
         if c.levels < 2 {
@@ -364,13 +338,7 @@ impl Config {
         if c.memtable.kind == MemtableKind::Sharded {
             c.memtable.shards.get_or_insert(32);
         }
-        let s = self.sst_options();
-        c.storage.dir = Some(s.dir);
-        c.storage.block_bytes = Some(s.block_bytes);
-        c.storage.compression = Some(s.compression);
-        c.storage.filter = Some(s.filter);
-        c.storage.bloom_bits_per_key = Some(s.bloom_bits_per_key);
-        c.storage.block_cache_bytes = Some(s.block_cache_bytes);
+        c.storage = self.storage.resolved(&self.data_dir);
         c
     }
 
@@ -381,29 +349,9 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("journal"))
     }
 
+    /// The SSTable options of the top-level storage section (for tools that assume one).
     pub fn sst_options(&self) -> cairn_filestore::SstOptions {
-        let s = &self.storage;
-        let mut o = cairn_filestore::SstOptions::new(
-            s.dir
-                .clone()
-                .unwrap_or_else(|| self.data_dir.join("tables")),
-        );
-        if let Some(v) = s.block_bytes {
-            o.block_bytes = v;
-        }
-        if let Some(v) = s.compression {
-            o.compression = v;
-        }
-        if let Some(v) = s.filter {
-            o.filter = v;
-        }
-        if let Some(v) = s.bloom_bits_per_key {
-            o.bloom_bits_per_key = v;
-        }
-        if let Some(v) = s.block_cache_bytes {
-            o.block_cache_bytes = v;
-        }
-        o
+        self.storage.sst_options(&self.data_dir)
     }
 
     pub fn engine_options(&self) -> EngineOptions {

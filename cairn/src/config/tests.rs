@@ -218,3 +218,93 @@ fn indent_under_default(text: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+#[test]
+fn the_shipped_hybrid_and_cloud_profiles_load_and_drop_inherited_sstable_keys() {
+    jailed(|_| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml");
+        for profile in ["hybrid", "cloud"] {
+            let c = Config::load(&path, Some(profile)).unwrap();
+            assert_eq!(c.storage.kind, StorageKind::Hybrid, "{profile}");
+            assert_eq!(
+                c.storage.block_bytes, None,
+                "{profile}: inherited from [default]"
+            );
+            let primary = c.storage.primary.as_ref().unwrap();
+            let secondary = c.storage.secondary.as_ref().unwrap();
+            assert_eq!(primary.kind, StorageKind::Sstable);
+            assert_eq!(secondary.kind, StorageKind::Parquet);
+        }
+        let c = Config::load(&path, Some("hybrid")).unwrap().resolved();
+        let secondary = c.storage.secondary.as_ref().unwrap();
+        let url = secondary.url.as_deref().unwrap();
+        assert!(
+            url.starts_with("file:///") && url.ends_with("cairn-data-hybrid/parquet"),
+            "{url}"
+        );
+    });
+}
+
+#[test]
+fn storage_keys_are_checked_against_their_kind_at_every_depth() {
+    jailed(|_| {
+        let hybrid = |extra: &str| {
+            format!(
+                "[default]\ndata_dir = \"d\"\n[default.storage]\nkind = \"hybrid\"\n\
+                 [default.storage.primary]\nkind = \"sstable\"\n\
+                 [default.storage.secondary]\nkind = \"parquet\"\nurl = \"memory://x\"\n{extra}"
+            )
+        };
+        Config::from_toml_str(&hybrid(""), None).expect("a valid hybrid storage");
+        let (err, file) = load_err(&hybrid("block_bytes = 4096\n"), "default");
+        assert_eq!(
+            err.key.as_deref(),
+            Some("storage.secondary.block_bytes"),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&file), "{err}");
+        let (err, _) = load_err(&hybrid("upload_part_bytes = 1024\n"), "default");
+        assert_eq!(
+            err.key.as_deref(),
+            Some("storage.secondary.upload_part_bytes"),
+            "{err}"
+        );
+        let (err, _) = load_err(
+            "[default]\ndata_dir = \"d\"\n[default.storage]\nkind = \"hybrid\"\n\
+             [default.storage.primary]\nkind = \"sstable\"\n",
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("storage.secondary"), "{err}");
+        let (err, _) = load_err(
+            "[default]\ndata_dir = \"d\"\n[default.storage]\nkind = \"parquet\"\nurl = \"gs://b/p\"\n",
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("storage.url"), "{err}");
+        let (err, _) = load_err(
+            "[default]\ndata_dir = \"d\"\n[default.storage]\nkind = \"sstable\"\nendpoint = \"http://x\"\n",
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("storage.endpoint"), "{err}");
+    });
+}
+
+#[test]
+fn nested_storage_keys_come_from_the_environment_too() {
+    jailed(|jail| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml");
+        jail.set_env(
+            "CAIRN_STORAGE__SECONDARY__ENDPOINT",
+            "http://127.0.0.1:1234",
+        );
+        let c = Config::load(&path, Some("cloud")).unwrap();
+        let s = c.storage.secondary.unwrap();
+        assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:1234"));
+        jail.set_env("CAIRN_STORAGE__SECONDARY__ZSTD_LEVEL", "many");
+        let err = Config::load(&path, Some("cloud")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CAIRN_STORAGE__SECONDARY__ZSTD_LEVEL"),
+            "{err}"
+        );
+    });
+}
