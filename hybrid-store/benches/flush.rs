@@ -54,10 +54,22 @@ fn bench(c: &mut Criterion) {
                 .unwrap(),
         )
     });
+    let parquet: Arc<dyn Storage> = Arc::new(
+        ParquetStorage::open(ParquetOptions {
+            url: format!("file://{}/parquet", dir.path().display()),
+            zstd_level: std::env::var("ZSTD").map_or(1, |v| v.parse().unwrap()),
+            ..ParquetOptions::default()
+        })
+        .unwrap(),
+    );
     let id = AtomicU64::new(1);
     let mut g = c.benchmark_group("flush_100k_entries");
     g.sample_size(20);
-    for (name, store) in [("sstable", &sst), ("hybrid_sstable_parquet", &hybrid)] {
+    for (name, store) in [
+        ("sstable", &sst),
+        ("parquet", &parquet),
+        ("hybrid_sstable_parquet", &hybrid),
+    ] {
         g.bench_function(name, |b| {
             b.to_async(&rt).iter(|| async {
                 let n = id.fetch_add(1, Ordering::Relaxed);

@@ -43,9 +43,13 @@ fn properties(opts: &ParquetOptions) -> Result<WriterProperties> {
         // Exact bounds: pruning by a truncated key would still be correct, but coarser.
         .set_statistics_truncate_length(None)
         .set_column_index_truncate_length(None)
+        // Byte-wise bounds of values say nothing useful (numbers are little-endian), and
+        // computing them per page costs a comparison per value.
+        .set_column_statistics_enabled(unique("value"), EnabledStatistics::None)
         // Keys and values are mostly distinct; a dictionary only costs.
         .set_column_dictionary_enabled(unique("key"), false)
         .set_column_dictionary_enabled(unique("value"), false)
+        .set_column_dictionary_enabled(unique("seq"), false)
         .set_sorting_columns(Some(vec![
             SortingColumn {
                 column_idx: schema::KEY as i32,
