@@ -57,7 +57,6 @@ fn bench(c: &mut Criterion) {
     let parquet: Arc<dyn Storage> = Arc::new(
         ParquetStorage::open(ParquetOptions {
             url: format!("file://{}/parquet", dir.path().display()),
-            zstd_level: std::env::var("ZSTD").map_or(1, |v| v.parse().unwrap()),
             ..ParquetOptions::default()
         })
         .unwrap(),

@@ -1,7 +1,9 @@
-//! Writes one Parquet table: entries become record batches, row groups stream out through an
-//! object-store `BufWriter`, which turns into a multipart upload once a part's worth is
-//! buffered. The object appears only when the upload completes, so a failed or abandoned
-//! table leaves nothing visible under its name.
+//! Writes one Parquet table. Entries gather into row groups; each full row group is encoded
+//! (columns built, compressed, paged) on a blocking thread while the next one fills, up to
+//! two at a time, so a flush uses more than one core. Encoded row groups are appended in
+//! order and stream out through an object-store `BufWriter`, which turns into a multipart
+//! upload once a part's worth is buffered. The object appears only when the upload completes,
+//! so a failed or abandoned table leaves nothing visible under its name.
 
 use super::location::Location;
 use super::schema::{self, TABLE_META_KEY};
@@ -11,15 +13,28 @@ use crate::tracker::MetaTracker;
 use arrow_array::builder::{BinaryBuilder, UInt8Builder, UInt64Builder};
 use arrow_array::{ArrayRef, RecordBatch};
 use async_trait::async_trait;
+use bytes::Bytes;
 use cairn_common::{Entry, Error, IoContext, Result, TableId, TableMeta};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowRowGroupWriterFactory, ArrowWriterOptions, compute_leaves,
+};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
+use std::collections::VecDeque;
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::task::JoinHandle;
+
+/// Row groups being encoded at once: the cores of a small machine.
+const IN_FLIGHT: usize = 2;
+
+type Encoded = std::result::Result<Vec<ArrowColumnChunk>, String>;
 
 pub(crate) struct ParquetBuilder {
     id: TableId,
@@ -27,7 +42,17 @@ pub(crate) struct ParquetBuilder {
     loc: Arc<Location>,
     url: String,
     tracker: MetaTracker,
-    writer: Option<AsyncArrowWriter<BufWriter>>,
+    rows_per_group: usize,
+    pending: Vec<Entry>,
+    pending_bytes: usize,
+    factory: Arc<ArrowRowGroupWriterFactory>,
+    groups: usize,
+    in_flight: VecDeque<JoinHandle<Encoded>>,
+    /// The file's bytes, drained into `out` after every row group.
+    file: Option<SerializedFileWriter<Vec<u8>>>,
+    out: Option<BufWriter>,
+    /// Set once `out` was shut down (completed or failed): it can no longer be aborted.
+    shut: bool,
 }
 
 fn properties(opts: &ParquetOptions) -> Result<WriterProperties> {
@@ -66,6 +91,29 @@ fn properties(opts: &ParquetOptions) -> Result<WriterProperties> {
         .build())
 }
 
+fn write_err(url: &str, id: TableId, path: &Path, e: impl std::fmt::Display) -> Error {
+    store_error(url, format_args!("write table {id} ({path})"), e)
+}
+
+fn encode(factory: &ArrowRowGroupWriterFactory, index: usize, entries: &[Entry]) -> Encoded {
+    let batch = batch(entries).map_err(|e| e.to_string())?;
+    let mut writers = factory
+        .create_column_writers(index)
+        .map_err(|e| e.to_string())?;
+    let table_schema = schema::table_schema();
+    let mut next = writers.iter_mut();
+    for (field, column) in table_schema.fields().iter().zip(batch.columns()) {
+        for leaf in compute_leaves(field, column).map_err(|e| e.to_string())? {
+            let w = next.next().ok_or("more leaves than column writers")?;
+            w.write(&leaf).map_err(|e| e.to_string())?;
+        }
+    }
+    writers
+        .into_iter()
+        .map(|w| w.close().map_err(|e| e.to_string()))
+        .collect()
+}
+
 impl ParquetBuilder {
     pub(crate) fn new(
         id: TableId,
@@ -73,39 +121,136 @@ impl ParquetBuilder {
         loc: Arc<Location>,
         opts: &ParquetOptions,
     ) -> Result<Self> {
+        let err = |e: parquet::errors::ParquetError| {
+            store_error(&opts.url, format_args!("table {id}"), e)
+        };
+        let options = ArrowWriterOptions::new().with_properties(properties(opts)?);
+        let (file, factory) =
+            ArrowWriter::try_new_with_options(Vec::new(), schema::table_schema(), options)
+                .and_then(|w| w.into_serialized_writer())
+                .map_err(err)?;
         let out = BufWriter::with_capacity(loc.store.clone(), path.clone(), opts.upload_part_bytes);
-        let writer =
-            AsyncArrowWriter::try_new(out, schema::table_schema(), Some(properties(opts)?))
-                .map_err(|e| store_error(&opts.url, format_args!("table {id}"), e))?;
         Ok(ParquetBuilder {
             id,
             path,
             loc,
             url: opts.url.clone(),
             tracker: MetaTracker::new(id),
-            writer: Some(writer),
+            rows_per_group: opts.row_group_rows,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            factory: Arc::new(factory),
+            groups: 0,
+            in_flight: VecDeque::new(),
+            file: Some(file),
+            out: Some(out),
+            shut: false,
         })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
-        store_error(
-            &self.url,
-            format_args!("write table {} ({})", self.id, self.path),
-            e,
-        )
+        write_err(&self.url, self.id, &self.path, e)
     }
 
-    fn writer(&mut self) -> Result<&mut AsyncArrowWriter<BufWriter>> {
-        let id = self.id;
-        self.writer
+    /// Starts encoding `entries` as the next row group, first finishing the oldest one in
+    /// flight if the limit is reached.
+    async fn launch(&mut self, entries: Vec<Entry>) -> Result<()> {
+        if self.in_flight.len() >= IN_FLIGHT {
+            self.append_oldest().await?;
+        }
+        let (factory, index) = (self.factory.clone(), self.groups);
+        self.groups += 1;
+        self.in_flight
+            .push_back(tokio::task::spawn_blocking(move || {
+                encode(&factory, index, &entries)
+            }));
+        Ok(())
+    }
+
+    /// Appends the oldest encoded row group to the file and uploads its bytes.
+    async fn append_oldest(&mut self) -> Result<()> {
+        let Some(handle) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let chunks = handle
+            .await
+            .map_err(|e| write_err(&self.url, self.id, &self.path, e))?
+            .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
+        let file = self
+            .file
             .as_mut()
-            .ok_or_else(|| Error::InvalidArgument(format!("table {id}: builder already failed")))
+            .ok_or_else(|| write_err(&self.url, self.id, &self.path, "already finished"))?;
+        let mut group = file
+            .next_row_group()
+            .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
+        for c in chunks {
+            c.append_to_row_group(&mut group)
+                .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
+        }
+        group
+            .close()
+            .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
+        self.upload().await
     }
 
-    /// Aborts the upload so no parts linger; used when a write fails part-way.
+    /// Moves the file bytes written so far into the upload.
+    async fn upload(&mut self) -> Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let bytes = std::mem::take(file.inner_mut());
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| write_err(&self.url, self.id, &self.path, "upload closed"))?;
+        out.put(Bytes::from(bytes))
+            .await
+            .map_err(|e| write_err(&self.url, self.id, &self.path, e))
+    }
+
+    async fn seal(&mut self) -> Result<u64> {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            self.launch(rest).await?;
+        }
+        while !self.in_flight.is_empty() {
+            self.append_oldest().await?;
+        }
+        let meta = self.tracker.seal()?;
+        let json = serde_json::to_string(&meta)
+            .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| write_err(&self.url, self.id, &self.path, "already finished"))?;
+        file.append_key_value_metadata(KeyValue::new(TABLE_META_KEY.to_string(), json));
+        file.finish()
+            .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
+        let size = file.bytes_written() as u64;
+        self.upload().await?;
+        self.shut = true;
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| write_err(&self.url, self.id, &self.path, "upload closed"))?;
+        out.shutdown()
+            .await
+            .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
+        Ok(size)
+    }
+
+    /// Aborts the upload so no parts linger. One already shut down cannot be aborted; at most
+    /// unfinished parts remain, which S3 never shows as an object.
     async fn abort(&mut self) -> Result<()> {
-        if let Some(w) = self.writer.take() {
-            w.into_inner().abort().await.map_err(|e| self.err(e))?;
+        self.in_flight.clear();
+        self.file = None;
+        if let Some(mut out) = self.out.take()
+            && !self.shut
+        {
+            out.abort().await.map_err(|e| self.err(e))?;
         }
         Ok(())
     }
@@ -138,35 +283,41 @@ impl TableBuilder for ParquetBuilder {
     async fn add(&mut self, entries: &[Entry]) -> Result<()> {
         for e in entries {
             self.tracker.observe(e)?;
+            self.pending_bytes += e.key.len() + e.value.len() + 9;
         }
-        let b = batch(entries).map_err(|e| self.err(e))?;
-        let res = self.writer()?.write(&b).await;
-        if let Err(e) = res {
-            let err = self.err(e);
-            let _ = self.abort().await;
-            return Err(err);
+        self.pending.extend_from_slice(entries);
+        while self.pending.len() >= self.rows_per_group {
+            let group: Vec<Entry> = self.pending.drain(..self.rows_per_group).collect();
+            self.pending_bytes = self
+                .pending
+                .iter()
+                .map(|e| e.key.len() + e.value.len() + 9)
+                .sum();
+            if let Err(e) = self.launch(group).await {
+                let _ = self.abort().await;
+                return Err(e);
+            }
         }
         Ok(())
     }
 
     fn estimated_size(&self) -> u64 {
-        self.writer
-            .as_ref()
-            .map_or(0, |w| (w.bytes_written() + w.in_progress_size()) as u64)
+        // Encoded bytes so far plus the raw size of what is still to encode: an overestimate
+        // by the compression ratio, which only makes outputs cut a little early.
+        let written = self.file.as_ref().map_or(0, |f| f.bytes_written());
+        let encoding: usize = self.in_flight.len() * self.rows_per_group * 16;
+        (written + encoding + self.pending_bytes) as u64
     }
 
     async fn finish(mut self: Box<Self>) -> Result<TableMeta> {
         let mut meta = self.tracker.seal()?;
-        let json = serde_json::to_string(&meta).map_err(|e| self.err(e))?;
-        let w = self.writer()?;
-        w.append_key_value_metadata(KeyValue::new(TABLE_META_KEY.to_string(), json));
-        if let Err(e) = w.finish().await {
-            // The upload may be shut down already, which `abort` refuses; dropping it leaves at
-            // most unfinished parts, which S3 never shows as an object.
-            self.writer = None;
-            return Err(self.err(e));
+        match self.seal().await {
+            Ok(size) => meta.size = size,
+            Err(e) => {
+                let _ = self.abort().await;
+                return Err(e);
+            }
         }
-        meta.size = self.writer()?.bytes_written() as u64;
         if let Some(dir) = &self.loc.local_dir {
             // object_store's local backend renames into place without syncing.
             let file = dir.join(self.path.as_ref());
@@ -177,7 +328,6 @@ impl TableBuilder for ParquetBuilder {
                 .and_then(|d| d.sync_all())
                 .at(dir)?;
         }
-        self.writer = None;
         Ok(meta)
     }
 
