@@ -23,18 +23,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = cairn_testkit::Noise::new(0x2545_f491_4f6c_dd1d);
     let data: Vec<Entry> = (0..100_000u32)
         .map(|i| {
-            let v: Vec<u8> = (0..100)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    b'a' + (x % 16) as u8
-                })
-                .collect();
-            Entry::put(format!("key{i:010}"), u64::from(i) + 1, v)
+            Entry::put(
+                format!("key{i:010}"),
+                u64::from(i) + 1,
+                noise.bytes(100, true),
+            )
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();

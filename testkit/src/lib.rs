@@ -188,3 +188,30 @@ impl Drop for S3Server {
         }
     }
 }
+
+/// Deterministic pseudo-random bytes (xorshift64) for test and benchmark data.
+pub struct Noise(u64);
+
+impl Noise {
+    pub fn new(seed: u64) -> Self {
+        Noise(seed.max(1))
+    }
+
+    /// `n` bytes; `letters = false` gives incompressible bytes, `true` gives 16 letters,
+    /// which zstd shrinks to about half.
+    pub fn bytes(&mut self, n: usize, letters: bool) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                let x = &mut self.0;
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                if letters {
+                    b'a' + (*x % 16) as u8
+                } else {
+                    *x as u8
+                }
+            })
+            .collect()
+    }
+}

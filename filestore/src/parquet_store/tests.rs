@@ -97,19 +97,9 @@ async fn big_tables_upload_in_parts_and_an_abandoned_upload_leaves_nothing() {
     })
     .unwrap();
     // Random-ish values that zstd cannot shrink below the 5 MiB part size.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = cairn_testkit::Noise::new(0x9e37_79b9_7f4a_7c15);
     let big: Vec<Entry> = (0..70_000u32)
-        .map(|i| {
-            let v: Vec<u8> = (0..200)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
-            Entry::put(format!("k{i:08}"), 1, v)
-        })
+        .map(|i| Entry::put(format!("k{i:08}"), 1, noise.bytes(200, false)))
         .collect();
     let meta = write_table(&s, 7, &big).await.unwrap();
     assert!(meta.size > 10 << 20, "several parts: {}", meta.size);
