@@ -44,6 +44,9 @@ struct Args {
     keys: u64,
     #[arg(long, default_value_t = 100)]
     value_size: usize,
+    /// After the load (or a fill), flush and compact so reads come from tables, not memtables.
+    #[arg(long)]
+    compact_after_load: bool,
     /// Concurrent workers (async tasks; OS threads for a blocking peer such as RocksDB).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -132,6 +135,12 @@ async fn main() -> Result<()> {
                     "{profile}: loaded {} keys in {:.1}s",
                     load.ops, load.seconds
                 );
+                loaded = true;
+                if args.compact_after_load {
+                    let t = std::time::Instant::now();
+                    target.compact().await?;
+                    eprintln!("{profile}: compacted in {:.1}s", t.elapsed().as_secs_f64());
+                }
             }
             let distribution = args.distribution.unwrap_or(w.default_distribution());
             let shared = Arc::new(Shared::new(w, args.params(), distribution)?);

@@ -24,6 +24,11 @@ pub trait Target: Send + Sync {
     fn blocking(&self) -> bool {
         false
     }
+    /// Flushes and compacts everything into the deepest level, so reads hit tables (and a
+    /// hybrid store's Parquet copy) rather than memtables.
+    async fn compact(&self) -> anyhow::Result<()> {
+        anyhow::bail!("this target cannot be compacted on demand")
+    }
     async fn close(&self) -> anyhow::Result<()>;
 }
 
@@ -85,6 +90,10 @@ impl Target for CairnTarget {
             journal: Some(s.journal_bytes),
             tables: Some(s.bytes_flushed + s.bytes_compacted),
         }
+    }
+
+    async fn compact(&self) -> anyhow::Result<()> {
+        Ok(self.db.compact().await?)
     }
 
     async fn close(&self) -> anyhow::Result<()> {
