@@ -111,23 +111,25 @@ impl TableBuilder for HybridBuilder {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<TableMeta> {
-        let secondary = async {
-            let tx = self.secondary.take()?;
-            let (reply, answer) = oneshot::channel();
-            if tx.send(Msg::Finish(reply)).await.is_err() {
-                return Some(Err(Error::component(
-                    "hybrid store secondary",
-                    "writer task ended",
-                )));
+        // The secondary is told to finish before the primary starts: a primary whose finish
+        // blocks (an SSTable's fsync) would otherwise hold the request back until it is done.
+        let answer = match self.secondary.take() {
+            Some(tx) => {
+                let (reply, answer) = oneshot::channel();
+                match tx.send(Msg::Finish(reply)).await {
+                    Ok(()) => Some(Ok(answer)),
+                    Err(_) => Some(Err(())),
+                }
             }
-            Some(answer.await.unwrap_or_else(|_| {
-                Err(Error::component(
-                    "hybrid store secondary",
-                    "writer task ended",
-                ))
-            }))
+            None => None,
         };
-        let (primary, secondary) = futures::join!(self.primary.finish(), secondary);
+        let primary = self.primary.finish().await;
+        let ended = || Error::component("hybrid store secondary", "writer task ended");
+        let secondary = match answer {
+            None => None,
+            Some(Err(())) => Some(Err(ended())),
+            Some(Ok(answer)) => Some(answer.await.unwrap_or_else(|_| Err(ended()))),
+        };
         let meta = match primary {
             Ok(meta) => meta,
             Err(e) => {
