@@ -8,6 +8,10 @@ use std::sync::{Arc, LazyLock};
 /// Key-value metadata entry holding the table's `TableMeta` as JSON (size excluded).
 pub const TABLE_META_KEY: &str = "cairn.table_meta";
 
+/// Key-value metadata entry, `"true"` when every key appears once (as in a compaction's
+/// output): a reader may then skip the seq and kind columns where statistics allow.
+pub const UNIQUE_KEYS_KEY: &str = "cairn.unique_keys";
+
 pub(crate) const KEY: usize = 0;
 pub(crate) const SEQ: usize = 1;
 pub(crate) const KIND: usize = 2;

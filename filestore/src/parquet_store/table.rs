@@ -3,7 +3,7 @@
 //! those byte ranges (ranged GETs), never the whole object.
 
 use super::reader::ObjectReader;
-use super::schema::{self, KEY, KIND, SEQ, VALUE};
+use super::schema::{self, KEY, KIND, SEQ, UNIQUE_KEYS_KEY, VALUE};
 use super::store_error;
 use crate::Table;
 use crate::fold::VisibleFold;
@@ -19,11 +19,11 @@ use cairn_common::{
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
 };
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::statistics::Statistics;
@@ -32,6 +32,13 @@ use std::sync::Arc;
 
 const BATCH_ROWS: usize = 4096;
 
+/// A row group a read must visit, with its key bounds and the pages to read.
+pub(crate) struct Planned {
+    pub group: usize,
+    pub keys: Option<(Vec<u8>, Vec<u8>)>,
+    pub selectors: Vec<RowSelector>,
+}
+
 pub(crate) struct ParquetTable {
     meta: TableMeta,
     store: Arc<dyn ObjectStore>,
@@ -39,6 +46,8 @@ pub(crate) struct ParquetTable {
     url: String,
     /// The object's own size (a hybrid store's metadata carries its primary's).
     size: u64,
+    /// The writer saw one version per key (`cairn.unique_keys`).
+    unique_keys: bool,
     reader_meta: ArrowReaderMetadata,
 }
 
@@ -126,12 +135,21 @@ impl ParquetTable {
             .await
             .map_err(|e| store_error(url, what(), e))?;
         schema::check(reader_meta.schema(), &format!("{url}/{path}"))?;
+        let unique_keys = reader_meta
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .is_some_and(|kv| {
+                kv.iter()
+                    .any(|e| e.key == UNIQUE_KEYS_KEY && e.value.as_deref() == Some("true"))
+            });
         Ok(ParquetTable {
             meta,
             store,
             path,
             url: url.to_string(),
             size,
+            unique_keys,
             reader_meta,
         })
     }
@@ -149,48 +167,108 @@ impl ParquetTable {
     }
 
     /// The row groups, and the pages within them, whose key statistics overlap the bounds.
-    pub(crate) fn plan(
-        &self,
-        start: Bound<&[u8]>,
-        end: Bound<&[u8]>,
-    ) -> (Vec<usize>, RowSelection) {
+    pub(crate) fn plan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Vec<Planned> {
         let md = self.reader_meta.metadata();
-        let mut groups = Vec::new();
-        let mut selectors = Vec::new();
+        let mut planned = Vec::new();
         for (g, rg) in md.row_groups().iter().enumerate() {
-            let stats = match rg.column(KEY).statistics() {
+            let keys = match rg.column(KEY).statistics() {
                 Some(Statistics::ByteArray(s)) => s.min_bytes_opt().zip(s.max_bytes_opt()),
                 _ => None,
             };
-            if stats.is_some_and(|(min, max)| !overlaps(min, max, start, end)) {
+            if keys.is_some_and(|(min, max)| !overlaps(min, max, start, end)) {
                 continue;
             }
-            groups.push(g);
             let rows = rg.num_rows() as usize;
             let pages = md.page_index_for_row_group(g);
-            let (Some(ColumnIndexMetaData::BYTE_ARRAY(ci)), Some(oi)) =
-                (pages.column_index(KEY), pages.offset_index(KEY))
-            else {
-                selectors.push(RowSelector::select(rows));
-                continue;
-            };
-            let locs = oi.page_locations();
-            for (p, loc) in locs.iter().enumerate() {
-                let first = loc.first_row_index as usize;
-                let next = locs.get(p + 1).map_or(rows, |l| l.first_row_index as usize);
-                let n = next.saturating_sub(first);
-                let keep = match (ci.min_value(p), ci.max_value(p)) {
-                    (Some(min), Some(max)) => overlaps(min, max, start, end),
-                    _ => true,
-                };
-                selectors.push(if keep {
-                    RowSelector::select(n)
-                } else {
-                    RowSelector::skip(n)
-                });
+            let mut selectors = Vec::new();
+            match (pages.column_index(KEY), pages.offset_index(KEY)) {
+                (Some(ColumnIndexMetaData::BYTE_ARRAY(ci)), Some(oi)) => {
+                    let locs = oi.page_locations();
+                    for (p, loc) in locs.iter().enumerate() {
+                        let first = loc.first_row_index as usize;
+                        let next = locs.get(p + 1).map_or(rows, |l| l.first_row_index as usize);
+                        let n = next.saturating_sub(first);
+                        let keep = match (ci.min_value(p), ci.max_value(p)) {
+                            (Some(min), Some(max)) => overlaps(min, max, start, end),
+                            _ => true,
+                        };
+                        selectors.push(if keep {
+                            RowSelector::select(n)
+                        } else {
+                            RowSelector::skip(n)
+                        });
+                    }
+                }
+                _ => selectors.push(RowSelector::select(rows)),
             }
+            planned.push(Planned {
+                group: g,
+                keys: keys.map(|(a, b)| (a.to_vec(), b.to_vec())),
+                selectors,
+            });
         }
-        (groups, RowSelection::from(selectors))
+        planned
+    }
+
+    /// Whether every row of group `g` is the one live version of its key at `snapshot`, and
+    /// no newer source shadows any of them: then its values alone answer an aggregate.
+    pub(crate) fn values_suffice(
+        &self,
+        p: &Planned,
+        range: &KeyRange,
+        snapshot: SeqNo,
+        shadowed: &[Bytes],
+    ) -> bool {
+        let Some((min, max)) = &p.keys else {
+            return false;
+        };
+        if !self.unique_keys || !range.contains(min) || !range.contains(max) {
+            return false;
+        }
+        let rg = self.reader_meta.metadata().row_group(p.group);
+        let seq_ok = match rg.column(SEQ).statistics() {
+            // Stored as INT64 holding the unsigned value's bits.
+            Some(Statistics::Int64(s)) => s.max_opt().is_some_and(|&m| (m as u64) <= snapshot),
+            _ => false,
+        };
+        let no_tombstones = match rg.column(KIND).statistics() {
+            Some(Statistics::Int32(s)) => s.max_opt() == Some(&0),
+            _ => false,
+        };
+        let i = shadowed.partition_point(|k| k.as_ref() < min.as_slice());
+        let unshadowed = shadowed.get(i).is_none_or(|k| k.as_ref() > max.as_slice());
+        seq_ok && no_tombstones && unshadowed
+    }
+
+    /// Streams the planned rows of `groups`, all columns or the projected ones.
+    fn stream(
+        &self,
+        groups: &[&Planned],
+        columns: Option<&[usize]>,
+    ) -> Result<Option<ParquetRecordBatchStream<ObjectReader>>> {
+        let selectors: Vec<RowSelector> = groups
+            .iter()
+            .flat_map(|p| p.selectors.iter().copied())
+            .collect();
+        let selection = RowSelection::from(selectors);
+        if groups.is_empty() || !selection.selects_any() {
+            return Ok(None);
+        }
+        let reader = ObjectReader {
+            store: self.store.clone(),
+            path: self.path.clone(),
+            size: self.size,
+        };
+        let mut builder =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.reader_meta.clone())
+                .with_row_groups(groups.iter().map(|p| p.group).collect())
+                .with_row_selection(selection)
+                .with_batch_size(BATCH_ROWS);
+        if let Some(cols) = columns {
+            let descr = self.reader_meta.metadata().file_metadata().schema_descr();
+            builder = builder.with_projection(ProjectionMask::roots(descr, cols.iter().copied()));
+        }
+        Ok(Some(builder.build().map_err(|e| self.err(e))?))
     }
 
     async fn batches(
@@ -201,23 +279,8 @@ impl ParquetTable {
             return Ok(None);
         }
         let (start, end) = bounds(range);
-        let (groups, selection) = self.plan(start, end);
-        if groups.is_empty() || !selection.selects_any() {
-            return Ok(None);
-        }
-        let reader = ObjectReader {
-            store: self.store.clone(),
-            path: self.path.clone(),
-            size: self.size,
-        };
-        let stream =
-            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.reader_meta.clone())
-                .with_row_groups(groups)
-                .with_row_selection(selection)
-                .with_batch_size(BATCH_ROWS)
-                .build()
-                .map_err(|e| self.err(e))?;
-        Ok(Some(stream))
+        let planned = self.plan(start, end);
+        self.stream(&planned.iter().collect::<Vec<_>>(), None)
     }
 }
 
@@ -307,8 +370,29 @@ impl Table for ParquetTable {
         shadowed: &[Bytes],
     ) -> Result<AggregateState> {
         let mut fold = VisibleFold::new(snapshot, value_type, shadowed);
-        let Some(mut stream) = self.batches(range).await? else {
+        if range.is_empty() || !range.overlaps(&self.meta.smallest, &self.meta.largest) {
             return Ok(fold.finish());
+        }
+        let (start, end) = bounds(range);
+        let planned = self.plan(start, end);
+        let (whole, partial): (Vec<&Planned>, Vec<&Planned>) = planned
+            .iter()
+            .partition(|p| self.values_suffice(p, range, snapshot, shadowed));
+        // Row groups of one live version per key read the value column and nothing else.
+        let mut values_only = AggregateState::new(value_type);
+        if let Some(mut stream) = self.stream(&whole, Some(&[VALUE]))? {
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| self.err(e))?;
+                let values = batch.column(0).as_binary::<i32>();
+                for v in values.iter().flatten() {
+                    values_only.add(v);
+                }
+            }
+        }
+        let Some(mut stream) = self.stream(&partial, None)? else {
+            let mut state = fold.finish();
+            state.merge(&values_only);
+            return Ok(state);
         };
         let what = self.what();
         let mut carried: Option<Vec<u8>> = None;
@@ -322,7 +406,7 @@ impl Table for ParquetTable {
                     continue;
                 }
                 if range.is_past_end(k) {
-                    return Ok(fold.finish());
+                    break;
                 }
                 let new_key = if i == 0 {
                     carried.as_deref() != Some(k)
@@ -335,6 +419,8 @@ impl Table for ParquetTable {
                 carried = Some(c.keys.value(n - 1).to_vec());
             }
         }
-        Ok(fold.finish())
+        let mut state = fold.finish();
+        state.merge(&values_only);
+        Ok(state)
     }
 }

@@ -75,16 +75,20 @@ async fn lookups_read_one_row_group_and_few_pages() {
         .await
         .unwrap();
     let key = b"k00012345".as_slice();
-    let (groups, selection) = t.plan(Bound::Included(key), Bound::Included(key));
+    let planned = t.plan(Bound::Included(key), Bound::Included(key));
+    let groups: Vec<usize> = planned.iter().map(|p| p.group).collect();
     assert_eq!(groups, vec![12], "one row group of 20 holds the key");
+    let selection = parquet::arrow::arrow_reader::RowSelection::from(planned[0].selectors.clone());
     let rows = selection.row_count();
     // Pages are cut near `page_bytes` (about 600 of these rows): one page, not the group.
     assert!(
         rows > 0 && rows < 1000,
         "one page of the 1000-row group: {rows}"
     );
-    let (groups, _) = t.plan(Bound::Included(b"zzz".as_slice()), Bound::Unbounded);
-    assert!(groups.is_empty());
+    assert!(
+        t.plan(Bound::Included(b"zzz".as_slice()), Bound::Unbounded)
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,4 +156,52 @@ async fn a_file_that_is_not_a_cairn_table_is_refused() {
         .unwrap();
     let err = s.open_table(&meta).await.err().unwrap().to_string();
     assert!(err.contains("memory://foreign"), "{err}");
+}
+
+#[tokio::test]
+async fn aggregates_read_only_values_where_statistics_allow() {
+    let s = ParquetStorage::open(small("memory://values-only".into())).unwrap();
+    let open =
+        |meta| table::ParquetTable::open(meta, s.loc.store.clone(), s.table_path(1), s.url());
+    let meta = write_table(&s, 1, &entries(5000)).await.unwrap();
+    let t = open(meta).await.unwrap();
+    let all = KeyRange::all();
+    let planned = t.plan(Bound::Unbounded, Bound::Unbounded);
+    assert_eq!(planned.len(), 5);
+    let whole = |snapshot, shadowed: &[Bytes]| {
+        planned
+            .iter()
+            .filter(|p| t.values_suffice(p, &all, snapshot, shadowed))
+            .count()
+    };
+    assert_eq!(
+        whole(u64::MAX, &[]),
+        5,
+        "one version per key, no tombstones"
+    );
+    assert_eq!(
+        whole(0, &[]),
+        0,
+        "versions newer than the snapshot need seq"
+    );
+    assert_eq!(
+        whole(u64::MAX, &[Bytes::from("k00001500")]),
+        4,
+        "a shadowed key"
+    );
+    let part = KeyRange::new(Some(Bytes::from("k00000500")), None);
+    let partial = planned
+        .iter()
+        .filter(|p| t.values_suffice(p, &part, u64::MAX, &[]))
+        .count();
+    assert_eq!(partial, 4, "a group cut by the range needs keys");
+
+    // Two versions of a key: no group may skip seq and kind.
+    let mut twice = entries(10);
+    twice.insert(1, Entry::put("k00000000", 0, "old"));
+    s.delete_table(1).await.unwrap();
+    let meta = write_table(&s, 1, &twice).await.unwrap();
+    let t = open(meta).await.unwrap();
+    let planned = t.plan(Bound::Unbounded, Bound::Unbounded);
+    assert!(!t.values_suffice(&planned[0], &all, u64::MAX, &[]));
 }

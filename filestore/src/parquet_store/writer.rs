@@ -6,7 +6,7 @@
 //! so a failed or abandoned table leaves nothing visible under its name.
 
 use super::location::Location;
-use super::schema::{self, TABLE_META_KEY};
+use super::schema::{self, TABLE_META_KEY, UNIQUE_KEYS_KEY};
 use super::{ParquetOptions, store_error};
 use crate::TableBuilder;
 use crate::tracker::MetaTracker;
@@ -42,6 +42,8 @@ pub(crate) struct ParquetBuilder {
     loc: Arc<Location>,
     url: String,
     tracker: MetaTracker,
+    /// No key seen twice so far.
+    unique_keys: bool,
     rows_per_group: usize,
     pending: Vec<Entry>,
     pending_bytes: usize,
@@ -136,6 +138,7 @@ impl ParquetBuilder {
             loc,
             url: opts.url.clone(),
             tracker: MetaTracker::new(id),
+            unique_keys: true,
             rows_per_group: opts.row_group_rows,
             pending: Vec::new(),
             pending_bytes: 0,
@@ -227,6 +230,10 @@ impl ParquetBuilder {
             .as_mut()
             .ok_or_else(|| write_err(&self.url, self.id, &self.path, "already finished"))?;
         file.append_key_value_metadata(KeyValue::new(TABLE_META_KEY.to_string(), json));
+        file.append_key_value_metadata(KeyValue::new(
+            UNIQUE_KEYS_KEY.to_string(),
+            self.unique_keys.to_string(),
+        ));
         file.finish()
             .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
         let size = file.bytes_written() as u64;
@@ -282,7 +289,7 @@ fn batch(entries: &[Entry]) -> std::result::Result<RecordBatch, arrow_schema::Ar
 impl TableBuilder for ParquetBuilder {
     async fn add(&mut self, entries: &[Entry]) -> Result<()> {
         for e in entries {
-            self.tracker.observe(e)?;
+            self.unique_keys &= self.tracker.observe(e)?;
             self.pending_bytes += e.key.len() + e.value.len() + 9;
         }
         self.pending.extend_from_slice(entries);
