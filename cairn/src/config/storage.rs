@@ -80,6 +80,9 @@ pub struct StorageSection {
     /// parquet: multipart upload part size, at least 5 MiB (default 8 MiB).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_part_bytes: Option<usize>,
+    /// parquet: decoded pages kept in memory for lookups, 0 for none (default 64 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_cache_bytes: Option<u64>,
     /// parquet: deadline of one object-store request in ms (default 30000).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
@@ -109,8 +112,8 @@ fn key_kind(key: &str) -> StorageKind {
         "dir" | "block_bytes" | "compression" | "filter" | "bloom_bits_per_key"
         | "block_cache_bytes" => StorageKind::Sstable,
         "url" | "endpoint" | "region" | "access_key_id" | "secret_access_key" | "allow_http"
-        | "row_group_rows" | "page_bytes" | "zstd_level" | "upload_part_bytes" | "timeout_ms"
-        | "max_retries" => StorageKind::Parquet,
+        | "row_group_rows" | "page_bytes" | "zstd_level" | "upload_part_bytes"
+        | "page_cache_bytes" | "timeout_ms" | "max_retries" => StorageKind::Parquet,
         _ => StorageKind::Hybrid,
     }
 }
@@ -147,6 +150,7 @@ impl StorageSection {
             page_bytes,
             zstd_level,
             upload_part_bytes,
+            page_cache_bytes,
             timeout_ms,
             max_retries,
             primary,
@@ -276,6 +280,7 @@ impl StorageSection {
             page_bytes: self.page_bytes.unwrap_or(d.page_bytes),
             zstd_level: self.zstd_level.unwrap_or(d.zstd_level),
             upload_part_bytes: self.upload_part_bytes.unwrap_or(d.upload_part_bytes),
+            page_cache_bytes: self.page_cache_bytes.unwrap_or(d.page_cache_bytes),
             timeout_ms: self.timeout_ms.unwrap_or(d.timeout_ms),
             max_retries: self.max_retries.unwrap_or(d.max_retries),
         }
@@ -318,6 +323,7 @@ impl StorageSection {
                 s.page_bytes = Some(o.page_bytes);
                 s.zstd_level = Some(o.zstd_level);
                 s.upload_part_bytes = Some(o.upload_part_bytes);
+                s.page_cache_bytes = Some(o.page_cache_bytes);
                 s.timeout_ms = Some(o.timeout_ms);
                 s.max_retries = Some(o.max_retries);
             }

@@ -12,12 +12,14 @@ mod writer;
 pub use schema::{TABLE_META_KEY, table_schema};
 
 use crate::{Storage, Table, TableBuilder};
+use arrow_array::RecordBatch;
 use async_trait::async_trait;
 use cairn_common::{Error, Result, TableId, TableMeta};
 use futures::TryStreamExt;
 use location::Location;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
+use quick_cache::{Weighter, sync::Cache};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -42,6 +44,8 @@ pub struct ParquetOptions {
     pub zstd_level: i32,
     /// Bytes buffered before an upload switches to a multipart upload, and the part size.
     pub upload_part_bytes: usize,
+    /// Decoded pages kept in memory for point lookups; 0 disables the cache.
+    pub page_cache_bytes: u64,
     /// Deadline of one object-store request, and the retries after a failed one.
     pub timeout_ms: u64,
     pub max_retries: usize,
@@ -60,6 +64,7 @@ impl Default for ParquetOptions {
             page_bytes: 64 * 1024,
             zstd_level: 1,
             upload_part_bytes: 8 << 20,
+            page_cache_bytes: 64 << 20,
             timeout_ms: 30_000,
             max_retries: 3,
         }
@@ -70,6 +75,30 @@ impl Default for ParquetOptions {
 pub struct ParquetStorage {
     opts: ParquetOptions,
     loc: Arc<Location>,
+    pages: Option<PageCache>,
+}
+
+/// Decoded pages by (table, row group, first row of the page), weighed by their memory.
+pub(crate) type PageCache = Arc<Cache<(TableId, usize, usize), RecordBatch, PageWeight>>;
+
+#[derive(Clone)]
+pub(crate) struct PageWeight;
+
+impl Weighter<(TableId, usize, usize), RecordBatch> for PageWeight {
+    fn weight(&self, _: &(TableId, usize, usize), batch: &RecordBatch) -> u64 {
+        batch.get_array_memory_size() as u64 + 64
+    }
+}
+
+fn page_cache(bytes: u64) -> Option<PageCache> {
+    // The item estimate only sizes the hash table; pages are tens of KiB.
+    (bytes > 0).then(|| {
+        Arc::new(Cache::with_weighter(
+            (bytes / 32768).max(16) as usize,
+            bytes,
+            PageWeight,
+        ))
+    })
 }
 
 impl ParquetStorage {
@@ -88,6 +117,7 @@ impl ParquetStorage {
         }
         let loc = location::open(&opts)?;
         Ok(ParquetStorage {
+            pages: page_cache(opts.page_cache_bytes),
             opts,
             loc: Arc::new(loc),
         })
@@ -96,6 +126,7 @@ impl ParquetStorage {
     /// Over an object store the caller built (any `ObjectStore`), tables under `prefix`.
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, opts: ParquetOptions) -> Self {
         ParquetStorage {
+            pages: page_cache(opts.page_cache_bytes),
             opts,
             loc: Arc::new(Location {
                 store,
@@ -148,6 +179,7 @@ impl Storage for ParquetStorage {
             self.loc.store.clone(),
             self.table_path(meta.id),
             &self.opts.url,
+            self.pages.clone(),
         )
         .await?;
         Ok(Arc::new(t))

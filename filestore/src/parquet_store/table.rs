@@ -4,7 +4,7 @@
 
 use super::reader::ObjectReader;
 use super::schema::{self, KEY, KIND, SEQ, UNIQUE_KEYS_KEY, VALUE};
-use super::store_error;
+use super::{PageCache, store_error};
 use crate::Table;
 use crate::fold::VisibleFold;
 use arrow_array::cast::AsArray;
@@ -32,6 +32,22 @@ use std::sync::Arc;
 
 const BATCH_ROWS: usize = 4096;
 
+/// The first row and row count of the one run of rows `selectors` selects, if there is one.
+fn single_page(selectors: &[RowSelector]) -> Option<(usize, usize)> {
+    let mut offset = 0;
+    let mut found = None;
+    for s in selectors {
+        if !s.skip {
+            if found.is_some() {
+                return None;
+            }
+            found = Some((offset, s.row_count));
+        }
+        offset += s.row_count;
+    }
+    found
+}
+
 /// A row group a read must visit, with its key bounds and the pages to read.
 pub(crate) struct Planned {
     pub group: usize,
@@ -48,6 +64,7 @@ pub(crate) struct ParquetTable {
     size: u64,
     /// The writer saw one version per key (`cairn.unique_keys`).
     unique_keys: bool,
+    pages: Option<PageCache>,
     reader_meta: ArrowReaderMetadata,
 }
 
@@ -118,6 +135,7 @@ impl ParquetTable {
         store: Arc<dyn ObjectStore>,
         path: Path,
         url: &str,
+        pages: Option<PageCache>,
     ) -> Result<Self> {
         let what = || format!("open table {} ({path})", meta.id);
         let size = store
@@ -150,6 +168,7 @@ impl ParquetTable {
             url: url.to_string(),
             size,
             unique_keys,
+            pages,
             reader_meta,
         })
     }
@@ -164,6 +183,25 @@ impl ParquetTable {
             format_args!("read table {} ({})", self.meta.id, self.path),
             e,
         )
+    }
+
+    /// The newest version of `key` at or below `snapshot` in one batch.
+    fn find(&self, batch: &RecordBatch, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {
+        let c = Columns::of(batch);
+        for i in c.lower_bound(key)..c.keys.len() {
+            if c.keys.value(i) != key {
+                return Ok(None);
+            }
+            if c.seqs[i] <= snapshot {
+                return Ok(Some(Entry {
+                    key: Bytes::copy_from_slice(key),
+                    seq: c.seqs[i],
+                    kind: c.kind(i, &self.what())?,
+                    value: Bytes::copy_from_slice(c.values.value(i)),
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// The row groups, and the pages within them, whose key statistics overlap the bounds.
@@ -246,6 +284,15 @@ impl ParquetTable {
         groups: &[&Planned],
         columns: Option<&[usize]>,
     ) -> Result<Option<ParquetRecordBatchStream<ObjectReader>>> {
+        self.stream_in(groups, columns, BATCH_ROWS)
+    }
+
+    fn stream_in(
+        &self,
+        groups: &[&Planned],
+        columns: Option<&[usize]>,
+        batch_rows: usize,
+    ) -> Result<Option<ParquetRecordBatchStream<ObjectReader>>> {
         let selectors: Vec<RowSelector> = groups
             .iter()
             .flat_map(|p| p.selectors.iter().copied())
@@ -263,7 +310,7 @@ impl ParquetTable {
             ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.reader_meta.clone())
                 .with_row_groups(groups.iter().map(|p| p.group).collect())
                 .with_row_selection(selection)
-                .with_batch_size(BATCH_ROWS);
+                .with_batch_size(batch_rows.max(1));
         if let Some(cols) = columns {
             let descr = self.reader_meta.metadata().file_metadata().schema_descr();
             builder = builder.with_projection(ProjectionMask::roots(descr, cols.iter().copied()));
@@ -291,29 +338,43 @@ impl Table for ParquetTable {
     }
 
     async fn get(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {
-        let k = Bytes::copy_from_slice(key);
-        let range = KeyRange {
-            start: Bound::Included(k.clone()),
-            end: Bound::Included(k),
-        };
-        let Some(mut stream) = self.batches(&range).await? else {
+        if key < self.meta.smallest.as_slice() || key > self.meta.largest.as_slice() {
+            return Ok(None);
+        }
+        let planned = self.plan(Bound::Included(key), Bound::Included(key));
+        // Usually one page of one row group can hold the key: that page is read once, decoded,
+        // and kept in the page cache for the next lookups.
+        if let ([p], Some(cache)) = (planned.as_slice(), &self.pages)
+            && let Some((first, rows)) = single_page(&p.selectors)
+        {
+            let id = (self.meta.id, p.group, first);
+            let batch = match cache.get(&id) {
+                Some(b) => b,
+                None => {
+                    let Some(mut stream) = self.stream_in(&[p], None, rows)? else {
+                        return Ok(None);
+                    };
+                    let Some(batch) = stream.next().await else {
+                        return Ok(None);
+                    };
+                    let batch = batch.map_err(|e| self.err(e))?;
+                    cache.insert(id, batch.clone());
+                    batch
+                }
+            };
+            return self.find(&batch, key, snapshot);
+        }
+        let Some(mut stream) = self.stream(&planned.iter().collect::<Vec<_>>(), None)? else {
             return Ok(None);
         };
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| self.err(e))?;
+            if let Some(e) = self.find(&batch, key, snapshot)? {
+                return Ok(Some(e));
+            }
             let c = Columns::of(&batch);
-            for i in c.lower_bound(key)..c.keys.len() {
-                if c.keys.value(i) != key {
-                    return Ok(None);
-                }
-                if c.seqs[i] <= snapshot {
-                    return Ok(Some(Entry {
-                        key: Bytes::copy_from_slice(key),
-                        seq: c.seqs[i],
-                        kind: c.kind(i, &self.what())?,
-                        value: Bytes::copy_from_slice(c.values.value(i)),
-                    }));
-                }
+            if c.keys.len() > 0 && c.keys.value(c.keys.len() - 1) > key {
+                return Ok(None);
             }
         }
         Ok(None)

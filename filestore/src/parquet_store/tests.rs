@@ -71,7 +71,7 @@ fn entries(n: u32) -> Vec<Entry> {
 async fn lookups_read_one_row_group_and_few_pages() {
     let s = ParquetStorage::open(small("memory://pruning".into())).unwrap();
     let meta = write_table(&s, 1, &entries(20_000)).await.unwrap();
-    let t = table::ParquetTable::open(meta, s.loc.store.clone(), s.table_path(1), s.url())
+    let t = table::ParquetTable::open(meta, s.loc.store.clone(), s.table_path(1), s.url(), None)
         .await
         .unwrap();
     let key = b"k00012345".as_slice();
@@ -162,7 +162,7 @@ async fn a_file_that_is_not_a_cairn_table_is_refused() {
 async fn aggregates_read_only_values_where_statistics_allow() {
     let s = ParquetStorage::open(small("memory://values-only".into())).unwrap();
     let open =
-        |meta| table::ParquetTable::open(meta, s.loc.store.clone(), s.table_path(1), s.url());
+        |meta| table::ParquetTable::open(meta, s.loc.store.clone(), s.table_path(1), s.url(), None);
     let meta = write_table(&s, 1, &entries(5000)).await.unwrap();
     let t = open(meta).await.unwrap();
     let all = KeyRange::all();
