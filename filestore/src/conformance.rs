@@ -218,22 +218,7 @@ async fn aggregates(storage: &Arc<dyn Storage>, id: u64) {
         KeyRange::new(Some(Bytes::from("agg004990")), None),
         KeyRange::new(Some(Bytes::from("b")), None),
     ];
-    for range in &ranges {
-        for snapshot in [50, 100, 3000, u64::MAX] {
-            for shadowed in [&[][..], &shadow[..]] {
-                let got = t
-                    .aggregate(range, snapshot, ValueType::I64, shadowed)
-                    .await
-                    .expect("aggregate");
-                let scan = t.scan(range).await.expect("scan");
-                let want = VisibleFold::new(snapshot, ValueType::I64, shadowed)
-                    .fold_stream(scan)
-                    .await
-                    .expect("fold");
-                assert_eq!(got, want, "{range:?} at {snapshot}");
-            }
-        }
-    }
+    agrees_with_folding_the_scan(t.as_ref(), &ranges, &[50, 100, 3000, u64::MAX], &shadow).await;
     // At 100 only the old versions exist: keys 0..5000, of which multiples of 11 are text.
     let s = t
         .aggregate(&KeyRange::all(), 100, ValueType::I64, &[])
@@ -246,6 +231,37 @@ async fn aggregates(storage: &Arc<dyn Storage>, id: u64) {
         numbers.iter().map(|&v| i128::from(v)).sum::<i128>()
     );
     storage.delete_table(id).await.expect("delete");
+}
+
+/// `Table::aggregate` equals folding `Table::scan` for every range, snapshot, and with and
+/// without the shadowed keys.
+async fn agrees_with_folding_the_scan(
+    t: &dyn crate::Table,
+    ranges: &[KeyRange],
+    snapshots: &[u64],
+    shadow: &[Bytes],
+) {
+    for range in ranges {
+        for &snapshot in snapshots {
+            for shadowed in [&[][..], shadow] {
+                let got = t
+                    .aggregate(range, snapshot, ValueType::I64, shadowed)
+                    .await
+                    .expect("aggregate");
+                let scan = t.scan(range).await.expect("scan");
+                let want = VisibleFold::new(snapshot, ValueType::I64, shadowed)
+                    .fold_stream(scan)
+                    .await
+                    .expect("fold");
+                assert_eq!(
+                    got,
+                    want,
+                    "{range:?} at {snapshot}, {} shadowed",
+                    shadowed.len()
+                );
+            }
+        }
+    }
 }
 
 /// A compaction's output: one version per key, few tombstones or none. Storages may answer
@@ -277,27 +293,7 @@ async fn aggregates_over_one_version_per_key(storage: &Arc<dyn Storage>, id: u64
         ),
         KeyRange::new(None, Some(Bytes::from("one000999"))),
     ];
-    for range in &ranges {
-        for snapshot in [9, 2000, 5000, u64::MAX] {
-            for shadowed in [&[][..], &shadow[..]] {
-                let got = t
-                    .aggregate(range, snapshot, ValueType::I64, shadowed)
-                    .await
-                    .expect("aggregate");
-                let scan = t.scan(range).await.expect("scan");
-                let want = VisibleFold::new(snapshot, ValueType::I64, shadowed)
-                    .fold_stream(scan)
-                    .await
-                    .expect("fold");
-                assert_eq!(
-                    got,
-                    want,
-                    "{range:?} at {snapshot}, {} shadowed",
-                    shadowed.len()
-                );
-            }
-        }
-    }
+    agrees_with_folding_the_scan(t.as_ref(), &ranges, &[9, 2000, 5000, u64::MAX], &shadow).await;
     let s = t
         .aggregate(&KeyRange::all(), u64::MAX, ValueType::I64, &[])
         .await
