@@ -7,6 +7,7 @@ mod entry;
 mod error;
 mod merge;
 mod meta;
+pub mod rpc;
 
 pub use aggregate::{AggregateOp, AggregateState, AggregateValue, ValueType};
 pub use batch::{BatchOp, WriteBatch};

@@ -5,6 +5,7 @@
 //! the journal assigns each one a log sequence number (LSN), strictly increasing in write order.
 
 mod file;
+pub mod grpc;
 mod memory;
 mod segment;
 
@@ -12,6 +13,7 @@ mod segment;
 pub mod conformance;
 
 pub use file::{FileJournal, FileJournalOptions, JournalStats};
+pub use grpc::{GrpcJournal, journal_service};
 pub use memory::MemoryJournal;
 
 use async_trait::async_trait;

@@ -1,0 +1,133 @@
+//! The client half: a lazily connected channel (it reconnects by itself once a server is
+//! back), the bearer token on every call, per-call deadlines, retries with backoff for
+//! idempotent calls, and errors that name the component and its URL.
+
+use super::ClientOptions;
+use crate::{Error, Result};
+use std::future::Future;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request, Status};
+
+/// Adds the bearer token to every outgoing call.
+#[derive(Clone)]
+pub struct Auth {
+    header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(h) = &self.header {
+            req.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type RpcChannel = InterceptedService<Channel, Auth>;
+
+/// A connection to one remote component, shared by its generated clients.
+#[derive(Clone)]
+pub struct RpcClient {
+    pub channel: RpcChannel,
+    pub opts: ClientOptions,
+    /// What the caller calls the remote end, for errors: "journal", "storage", ...
+    pub component: &'static str,
+}
+
+/// Prepares a channel to `opts.url`. Nothing is dialled until the first call, so a client
+/// can be built while its server is still starting; a dead server is an error per call.
+pub fn connect(component: &'static str, opts: ClientOptions) -> Result<RpcClient> {
+    let bad = |d: String| Error::InvalidArgument(format!("{component} url `{}`: {d}", opts.url));
+    let mut endpoint = Endpoint::from_shared(opts.url.clone())
+        .map_err(|e| bad(e.to_string()))?
+        .timeout(opts.timeout)
+        .connect_timeout(opts.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    if opts.url.starts_with("https://") || opts.tls_ca.is_some() {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &opts.tls_ca {
+            let pem = std::fs::read(ca).map_err(|e| Error::io(ca, e))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        if let Some(d) = &opts.tls_domain {
+            tls = tls.domain_name(d.clone());
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| bad(format!("TLS: {e}")))?;
+    }
+    let header = match &opts.token {
+        Some(t) => Some(
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| bad("the token has characters a header cannot carry".into()))?,
+        ),
+        None => None,
+    };
+    Ok(RpcClient {
+        channel: InterceptedService::new(endpoint.connect_lazy(), Auth { header }),
+        opts,
+        component,
+    })
+}
+
+impl RpcClient {
+    /// Whom an error is about: "storage at http://127.0.0.1:10002".
+    pub fn who(&self) -> String {
+        format!("{} at {}", self.component, self.opts.url)
+    }
+
+    /// A request carrying the call's deadline, which the server also sees.
+    pub fn request<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.set_timeout(self.opts.timeout);
+        r
+    }
+
+    /// Turns a failed call into the library's error, keeping what kind of failure it was.
+    pub fn error(&self, what: &str, s: Status) -> Error {
+        let who = self.who();
+        match s.code() {
+            Code::InvalidArgument => Error::InvalidArgument(format!("{who}: {}", s.message())),
+            Code::DataLoss => Error::corruption(who, s.message()),
+            Code::DeadlineExceeded | Code::Cancelled => Error::component(
+                who,
+                format!(
+                    "{what} timed out after {} ms ({})",
+                    self.opts.timeout.as_millis(),
+                    s.message()
+                ),
+            ),
+            Code::Unavailable => {
+                Error::component(who, format!("{what}: server unavailable ({})", s.message()))
+            }
+            Code::Unauthenticated => {
+                Error::component(who, format!("{what}: refused: {}", s.message()))
+            }
+            code => Error::component(who, format!("{what}: {code:?}: {}", s.message())),
+        }
+    }
+
+    /// Runs an idempotent call, retrying with backoff while the server is unavailable.
+    pub async fn retry<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(s) if s.code() == Code::Unavailable && attempt < self.opts.retries => {
+                    attempt += 1;
+                    tracing::debug!(who = %self.who(), attempt, "{what}: {}; retrying", s.message());
+                    tokio::time::sleep(self.opts.backoff(attempt)).await;
+                }
+                Err(s) => return Err(self.error(what, s)),
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Plain options for gRPC clients and servers; the `cairn` crate fills them from config.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a client reaches one remote component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientOptions {
+    /// `http://host:port`, or `https://host:port` with TLS.
+    pub url: String,
+    /// Deadline of each call (for a stream: of each message).
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Extra attempts for idempotent calls that found the server unavailable.
+    pub retries: u32,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Sent as `authorization: Bearer <token>` on every call.
+    pub token: Option<String>,
+    /// PEM file of the CA that signed the server's certificate (with an `https` URL).
+    pub tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must carry, if not the URL's host.
+    pub tls_domain: Option<String>,
+    /// Largest message accepted or sent.
+    pub max_message_bytes: usize,
+}
+
+impl ClientOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        ClientOptions {
+            url: url.into(),
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            retries: 3,
+            retry_initial: Duration::from_millis(50),
+            retry_max: Duration::from_secs(2),
+            token: None,
+            tls_ca: None,
+            tls_domain: None,
+            max_message_bytes: 64 << 20,
+        }
+    }
+
+    /// The wait before retry `attempt` (1-based): doubling from `retry_initial`, capped.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.retry_initial
+            .saturating_mul(factor)
+            .min(self.retry_max)
+    }
+}
+
+/// What every Cairn server checks and bounds.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServerOptions {
+    /// Calls without `authorization: Bearer <token>` are refused, when set.
+    pub token: Option<String>,
+    /// PEM certificate chain and private key: serve TLS when both are set.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Largest message accepted or sent (0: 64 MiB).
+    pub max_message_bytes: usize,
+}
+
+impl ServerOptions {
+    pub fn max_message_bytes(&self) -> usize {
+        if self.max_message_bytes == 0 {
+            64 << 20
+        } else {
+            self.max_message_bytes
+        }
+    }
+}

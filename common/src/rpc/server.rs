@@ -1,0 +1,151 @@
+//! The server half: the token check, TLS, the listener and graceful shutdown, and the
+//! mapping of library errors to status codes a client maps back.
+
+use super::ServerOptions;
+use crate::{Error, Result};
+use std::future::Future;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tonic::transport::server::Router;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::{Request, Status};
+
+/// The status a library error travels as.
+pub fn status(e: Error) -> Status {
+    match e {
+        Error::InvalidArgument(m) => Status::invalid_argument(m),
+        Error::Corruption { what, detail } => Status::data_loss(format!("{what}: {detail}")),
+        Error::Closed => Status::failed_precondition("closed"),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// Refuses calls that do not carry the configured bearer token.
+#[derive(Clone)]
+pub struct ServerAuth {
+    expected: Option<String>,
+}
+
+impl ServerAuth {
+    pub fn new(opts: &ServerOptions) -> Self {
+        ServerAuth {
+            expected: opts.token.as_ref().map(|t| format!("Bearer {t}")),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for ServerAuth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.expected else {
+            return Ok(req);
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        // Compare in constant time: the token is a secret.
+        let ok = given.is_some_and(|g| {
+            g.len() == expected.len()
+                && g.bytes()
+                    .zip(expected.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+        if ok {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("missing or wrong bearer token"))
+        }
+    }
+}
+
+/// A server builder with TLS configured when the options ask for it.
+pub fn builder(opts: &ServerOptions) -> Result<Server> {
+    let mut server = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)));
+    match (&opts.tls_cert, &opts.tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert = std::fs::read(cert).map_err(|e| Error::io(cert, e))?;
+            let key = std::fs::read(key).map_err(|e| Error::io(key, e))?;
+            server = server
+                .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+                .map_err(|e| Error::InvalidArgument(format!("TLS: {e}")))?;
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::InvalidArgument(
+                "TLS needs both tls_cert and tls_key".into(),
+            ));
+        }
+    }
+    Ok(server)
+}
+
+/// A running server: its address, and the means to stop it gracefully.
+pub struct ServerHandle {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    stop: Option<oneshot::Sender<()>>,
+    join: JoinHandle<Result<()>>,
+}
+
+impl ServerHandle {
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Stops accepting, lets calls in flight finish, and returns once the server is down.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the server ends by itself (its shutdown signal fired).
+    pub async fn wait(self) -> Result<()> {
+        self.join
+            .await
+            .map_err(|e| Error::component("server task", e))?
+    }
+}
+
+/// Serves `router` on `listener` until `stop` is called or `signal` fires. Then `drain` is set
+/// to true, which tells long-lived streams (the journal's appends) to finish what they took
+/// and end, and the server waits for the calls in flight.
+pub fn serve(
+    router: Router,
+    listener: TcpListener,
+    tls: bool,
+    drain: watch::Sender<bool>,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<ServerHandle> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::component("server", e))?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async move {
+        tokio::select! {
+            _ = stopped => {}
+            _ = signal => {}
+        }
+        let _ = drain.send(true);
+    };
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let join = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .map_err(|e| Error::component(format!("server on {addr}"), e))
+    });
+    Ok(ServerHandle {
+        addr,
+        tls,
+        stop: Some(stop),
+        join,
+    })
+}

@@ -1,0 +1,235 @@
+//! `GrpcJournal`: appends from every caller share one stream, tagged with ids, so many are in
+//! flight at once and the server's group commit sees them together. A broken stream fails the
+//! appends waiting on it (their outcome is unknown to the caller, as with any lost reply) and
+//! the next append opens a new one. Replay and truncate are idempotent and retried.
+
+use super::pb::journal_client::JournalClient;
+use super::pb::{AppendRequest, AppendResponse, ReplayRequest, TruncateRequest};
+use crate::{Journal, JournalRecord};
+use async_trait::async_trait;
+use bytes::Bytes;
+use cairn_common::rpc::{ClientOptions, RpcChannel, RpcClient, connect};
+use cairn_common::{BoxStream, Error, Lsn, Result};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Code, Status};
+
+type Waiters = Mutex<HashMap<u64, oneshot::Sender<Result<Lsn, Status>>>>;
+
+/// One open append stream.
+struct Pipe {
+    tx: mpsc::UnboundedSender<AppendRequest>,
+    waiting: Arc<Waiters>,
+    alive: Arc<AtomicBool>,
+}
+
+pub struct GrpcJournal {
+    rpc: RpcClient,
+    pipe: tokio::sync::Mutex<Option<Arc<Pipe>>>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl GrpcJournal {
+    /// A client of the journal server at `opts.url`; it connects on first use.
+    pub fn new(opts: ClientOptions) -> Result<Self> {
+        Ok(GrpcJournal {
+            rpc: connect("journal", opts)?,
+            pipe: tokio::sync::Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn client(&self) -> JournalClient<RpcChannel> {
+        let max = self.rpc.opts.max_message_bytes;
+        JournalClient::new(self.rpc.channel.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+
+    /// The open stream, or a new one if there is none or it broke.
+    async fn pipe(&self) -> Result<Arc<Pipe>> {
+        let mut slot = self.pipe.lock().await;
+        if let Some(p) = slot.as_ref()
+            && p.alive.load(Ordering::Acquire)
+        {
+            return Ok(p.clone());
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        // No grpc-timeout on the stream itself: it lives as long as the client. Each append
+        // has its own deadline below.
+        let responses = tokio::time::timeout(
+            self.rpc.opts.timeout,
+            self.client().append(UnboundedReceiverStream::new(rx)),
+        )
+        .await
+        .map_err(|_| {
+            self.rpc.error(
+                "opening the append stream",
+                Status::deadline_exceeded("no answer"),
+            )
+        })?
+        .map_err(|s| self.rpc.error("opening the append stream", s))?
+        .into_inner();
+        let waiting: Arc<Waiters> = Arc::default();
+        let alive = Arc::new(AtomicBool::new(true));
+        tokio::spawn(read_acks(responses, waiting.clone(), alive.clone()));
+        let p = Arc::new(Pipe { tx, waiting, alive });
+        *slot = Some(p.clone());
+        Ok(p)
+    }
+}
+
+/// Hands each acknowledgement to its waiter; when the stream ends, fails those still waiting.
+async fn read_acks(
+    mut responses: tonic::Streaming<AppendResponse>,
+    waiting: Arc<Waiters>,
+    alive: Arc<AtomicBool>,
+) {
+    let end = loop {
+        match responses.message().await {
+            Ok(Some(r)) => {
+                let result = if r.error_code == 0 {
+                    Ok(r.lsn)
+                } else {
+                    Err(Status::new(Code::from(r.error_code as i32), r.error))
+                };
+                if let Some(w) = waiting.lock().remove(&r.id) {
+                    let _ = w.send(result);
+                }
+            }
+            Ok(None) => break Status::unavailable("the server ended the append stream"),
+            Err(s) => break s,
+        }
+    };
+    alive.store(false, Ordering::Release);
+    for (_, w) in waiting.lock().drain() {
+        let _ = w.send(Err(Status::new(
+            end.code(),
+            format!(
+                "append stream broke before the record was acknowledged; it may or may not be durable: {}",
+                end.message()
+            ),
+        )));
+    }
+}
+
+#[async_trait]
+impl Journal for GrpcJournal {
+    async fn append(&self, record: Bytes) -> Result<Lsn> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let pipe = self.pipe().await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (done, ack) = oneshot::channel();
+        pipe.waiting.lock().insert(id, done);
+        if pipe
+            .tx
+            .send(AppendRequest {
+                id,
+                payload: record,
+            })
+            .is_err()
+            || !pipe.alive.load(Ordering::Acquire)
+        {
+            pipe.waiting.lock().remove(&id);
+            pipe.alive.store(false, Ordering::Release);
+            return Err(self
+                .rpc
+                .error("append", Status::unavailable("the append stream is closed")));
+        }
+        match tokio::time::timeout(self.rpc.opts.timeout, ack).await {
+            Ok(Ok(Ok(lsn))) => Ok(lsn),
+            Ok(Ok(Err(s))) => Err(self.rpc.error("append", s)),
+            Ok(Err(_)) => Err(self
+                .rpc
+                .error("append", Status::unavailable("the append stream dropped"))),
+            Err(_) => {
+                pipe.waiting.lock().remove(&id);
+                Err(self
+                    .rpc
+                    .error("append", Status::deadline_exceeded("no acknowledgement")))
+            }
+        }
+    }
+
+    async fn replay(&self, from: Lsn) -> Result<BoxStream<Result<JournalRecord>>> {
+        let chunks = self
+            .rpc
+            .retry("replay", || {
+                let mut c = self.client();
+                let req = ReplayRequest { from };
+                async move { c.replay(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        let rpc = self.rpc.clone();
+        let timeout = rpc.opts.timeout;
+        let records = futures::stream::unfold(Some(chunks), move |state| {
+            let rpc = rpc.clone();
+            async move {
+                let mut chunks = state?;
+                match tokio::time::timeout(timeout, chunks.message()).await {
+                    Ok(Ok(Some(c))) => {
+                        let recs: Vec<Result<JournalRecord>> = c
+                            .records
+                            .into_iter()
+                            .map(|r| {
+                                Ok(JournalRecord {
+                                    lsn: r.lsn,
+                                    payload: r.payload,
+                                })
+                            })
+                            .collect();
+                        Some((futures::stream::iter(recs), Some(chunks)))
+                    }
+                    Ok(Ok(None)) => None,
+                    Ok(Err(s)) => Some((
+                        futures::stream::iter(vec![Err(rpc.error("replay", s))]),
+                        None,
+                    )),
+                    Err(_) => Some((
+                        futures::stream::iter(vec![Err(
+                            rpc.error("replay", Status::deadline_exceeded("no chunk"))
+                        )]),
+                        None,
+                    )),
+                }
+            }
+        })
+        .flatten();
+        Ok(Box::pin(records))
+    }
+
+    async fn truncate(&self, upto: Lsn) -> Result<()> {
+        self.rpc
+            .retry("truncate", || {
+                let mut c = self.client();
+                let req = self.rpc.request(TruncateRequest { upto });
+                async move { c.truncate(req).await.map(|_| ()) }
+            })
+            .await
+    }
+
+    /// Waits for the appends in flight, then refuses new ones. The server's journal stays
+    /// open: it belongs to the server.
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + self.rpc.opts.timeout;
+        if let Some(p) = self.pipe.lock().await.take() {
+            while !p.waiting.lock().is_empty() && p.alive.load(Ordering::Acquire) {
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,17 @@
+//! The journal over gRPC: a server that serves any local `Journal`, and `GrpcJournal`, a
+//! client that is itself a `Journal`, so the engine cannot tell a remote log from a local one.
+
+mod client;
+mod server;
+
+/// The generated messages and service stubs of `proto/journal.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("cairn.journal");
+}
+
+pub use client::GrpcJournal;
+pub use server::{JournalService, journal_service};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! Serves a local journal. Appends from one stream run concurrently, so the journal's group
+//! commit batches them; each is acknowledged when durable. On shutdown a stream stops taking
+//! new records, acknowledges those it took, and ends.
+
+use super::pb::journal_server::{Journal as JournalRpc, JournalServer};
+use super::pb::{
+    AppendRequest, AppendResponse, Record, ReplayChunk, ReplayRequest, TruncateRequest,
+};
+use crate::Journal;
+use cairn_common::rpc::{ServerAuth, ServerOptions, pb::Empty, status};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Replay chunks are cut at about this many payload bytes.
+const CHUNK_BYTES: usize = 256 << 10;
+
+pub struct JournalService {
+    journal: Arc<dyn Journal>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// The service, behind the token check and the message size bounds. Setting `shutdown` to
+/// true ends every append stream after its accepted records are acknowledged.
+pub fn journal_service(
+    journal: Arc<dyn Journal>,
+    opts: &ServerOptions,
+    shutdown: watch::Receiver<bool>,
+) -> InterceptedService<JournalServer<JournalService>, ServerAuth> {
+    let max = opts.max_message_bytes();
+    InterceptedService::new(
+        JournalServer::new(JournalService { journal, shutdown })
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        ServerAuth::new(opts),
+    )
+}
+
+type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl JournalRpc for JournalService {
+    type AppendStream = Stream<AppendResponse>;
+    type ReplayStream = Stream<ReplayChunk>;
+
+    async fn append(
+        &self,
+        req: Request<Streaming<AppendRequest>>,
+    ) -> Result<Response<Self::AppendStream>, Status> {
+        let mut input = req.into_inner();
+        let journal = self.journal.clone();
+        let mut shutdown = self.shutdown.clone();
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(async move {
+            let mut inflight = FuturesUnordered::new();
+            let mut accepting = !*shutdown.borrow();
+            loop {
+                tokio::select! {
+                    Some(resp) = inflight.next(), if !inflight.is_empty() => {
+                        if tx.send(Ok(resp)).await.is_err() {
+                            // The client left; the appends it sent still complete.
+                        }
+                    }
+                    msg = input.message(), if accepting => match msg {
+                        Ok(Some(AppendRequest { id, payload })) => {
+                            let journal = journal.clone();
+                            inflight.push(async move {
+                                match journal.append(payload).await {
+                                    Ok(lsn) => AppendResponse { id, lsn, error_code: 0, error: String::new() },
+                                    Err(e) => {
+                                        let s = status(e);
+                                        AppendResponse { id, lsn: 0, error_code: s.code() as u32, error: s.message().to_string() }
+                                    }
+                                }
+                            });
+                        }
+                        Ok(None) => accepting = false,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "journal append stream broke");
+                            accepting = false;
+                        }
+                    },
+                    _ = shutdown.changed(), if accepting => accepting = !*shutdown.borrow(),
+                    else => break,
+                }
+                if !accepting && inflight.is_empty() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn replay(
+        &self,
+        req: Request<ReplayRequest>,
+    ) -> Result<Response<Self::ReplayStream>, Status> {
+        let mut records = self
+            .journal
+            .replay(req.into_inner().from)
+            .await
+            .map_err(status)?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut chunk = Vec::new();
+            let mut bytes = 0;
+            while let Some(r) = records.next().await {
+                match r {
+                    Ok(r) => {
+                        bytes += r.payload.len() + 16;
+                        chunk.push(Record {
+                            lsn: r.lsn,
+                            payload: r.payload,
+                        });
+                        if bytes >= CHUNK_BYTES {
+                            bytes = 0;
+                            let records = std::mem::take(&mut chunk);
+                            if tx.send(Ok(ReplayChunk { records })).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        return;
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = tx.send(Ok(ReplayChunk { records: chunk })).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn truncate(&self, req: Request<TruncateRequest>) -> Result<Response<Empty>, Status> {
+        self.journal
+            .truncate(req.into_inner().upto)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+}

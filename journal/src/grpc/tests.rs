@@ -1,0 +1,147 @@
+use super::*;
+use crate::{FileJournal, FileJournalOptions, Journal, MemoryJournal, conformance};
+use bytes::Bytes;
+use cairn_common::rpc::{ClientOptions, ServerHandle, ServerOptions, builder, serve};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+async fn start(journal: Arc<dyn Journal>, opts: ServerOptions) -> ServerHandle {
+    let (drain, draining) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let router = builder(&opts)
+        .unwrap()
+        .add_service(journal_service(journal, &opts, draining));
+    serve(router, listener, false, drain, std::future::pending()).unwrap()
+}
+
+fn client(url: String) -> ClientOptions {
+    let mut o = ClientOptions::new(url);
+    o.timeout = Duration::from_secs(5);
+    o.connect_timeout = Duration::from_millis(500);
+    o.retries = 1;
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_over_grpc_on_a_file_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = Arc::new(FileJournal::open(FileJournalOptions::new(dir.path())).unwrap());
+    let server = start(local, ServerOptions::default()).await;
+    let remote = Arc::new(GrpcJournal::new(client(server.url())).unwrap());
+    conformance::run(remote).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_the_token_is_refused() {
+    let opts = ServerOptions {
+        token: Some("s3cret".into()),
+        ..Default::default()
+    };
+    let server = start(Arc::new(MemoryJournal::new()), opts).await;
+    let anonymous = GrpcJournal::new(client(server.url())).unwrap();
+    let err = anonymous
+        .append(Bytes::from("x"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bearer token"), "{err}");
+    let mut wrong = client(server.url());
+    wrong.token = Some("guess".into());
+    let err = GrpcJournal::new(wrong)
+        .unwrap()
+        .truncate(0)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bearer token"), "{err}");
+    let mut right = client(server.url());
+    right.token = Some("s3cret".into());
+    let j = GrpcJournal::new(right).unwrap();
+    assert_eq!(j.append(Bytes::from("x")).await.unwrap(), 1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_server_is_an_error_naming_the_journal_and_its_url_and_a_restart_reconnects() {
+    let local: Arc<dyn Journal> = Arc::new(MemoryJournal::new());
+    let server = start(local.clone(), ServerOptions::default()).await;
+    let addr = server.addr;
+    let j = GrpcJournal::new(client(server.url())).unwrap();
+    assert_eq!(j.append(Bytes::from("a")).await.unwrap(), 1);
+    server.stop().await.unwrap();
+    let err = j.append(Bytes::from("b")).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("journal at http://{addr}")), "{err}");
+    // The same address again: the client reconnects on its own.
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let (drain, shutdown) = watch::channel(false);
+    let opts = ServerOptions::default();
+    let router = builder(&opts)
+        .unwrap()
+        .add_service(journal_service(local, &opts, shutdown));
+    let server = serve(router, listener, false, drain, std::future::pending()).unwrap();
+    let lsn = j.append(Bytes::from("c")).await.unwrap();
+    assert!(lsn >= 2, "{lsn}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_acknowledges_what_it_accepted_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn Journal> =
+        Arc::new(FileJournal::open(FileJournalOptions::new(dir.path())).unwrap());
+    let server = start(local.clone(), ServerOptions::default()).await;
+    let j = Arc::new(GrpcJournal::new(client(server.url())).unwrap());
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for w in 0..32 {
+        let j = j.clone();
+        let count = count.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..200 {
+                match j.append(Bytes::from(format!("{w}-{i}"))).await {
+                    Ok(lsn) => {
+                        acked.push((lsn, format!("{w}-{i}")));
+                        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(_) => break,
+                }
+            }
+            acked
+        }));
+    }
+    // Stop while appends are in flight.
+    while count.load(std::sync::atomic::Ordering::Relaxed) < 500 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    server.stop().await.unwrap();
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    local.close().await.unwrap();
+    drop(local);
+    let reopened = FileJournal::open(FileJournalOptions::new(dir.path())).unwrap();
+    let durable: std::collections::HashMap<u64, Bytes> =
+        futures::TryStreamExt::try_collect::<Vec<_>>(reopened.replay(0).await.unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.lsn, r.payload))
+            .collect();
+    assert!(!acked.is_empty());
+    for (lsn, payload) in acked {
+        assert_eq!(
+            durable.get(&lsn),
+            Some(&Bytes::from(payload)),
+            "acknowledged LSN {lsn} lost"
+        );
+    }
+}
