@@ -4,10 +4,12 @@
 //! of their keys in internal order (key ascending, seq descending); what a snapshot sees is the
 //! engine's business.
 
+mod blocks;
 mod bloom;
 mod cache;
 mod fold;
 mod format;
+pub mod grpc;
 mod parquet_store;
 mod sstable;
 mod tracker;
@@ -15,8 +17,10 @@ mod tracker;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use cache::BlockCache;
+pub use blocks::{BlockLayout, find_in_block};
+pub use cache::{Block, BlockCache};
 pub use fold::VisibleFold;
+pub use grpc::{GrpcStorage, storage_service};
 pub use parquet_store::{ParquetOptions, ParquetStorage, TABLE_META_KEY, table_schema};
 pub use sstable::{Compression, FilterKind, SstOptions, SstStorage};
 
@@ -87,6 +91,20 @@ pub trait Table: Send + Sync + 'static {
     /// store's secondary); by default, `scan`.
     async fn analytic_scan(&self, range: &KeyRange) -> Result<BoxStream<Result<Entry>>> {
         self.scan(range).await
+    }
+
+    /// The table's blocks, for readers that fetch and cache blocks away from the table (the
+    /// gRPC storage client); `None` when the table is not read by blocks.
+    fn block_layout(&self) -> Option<Arc<BlockLayout>> {
+        None
+    }
+
+    /// Every version in block `index` of `block_layout`.
+    async fn read_block(&self, index: usize) -> Result<Block> {
+        Err(cairn_common::Error::InvalidArgument(format!(
+            "table {} is not read by blocks (asked for block {index})",
+            self.meta().id
+        )))
     }
 }
 

@@ -5,15 +5,13 @@ use crate::bloom::Bloom;
 use crate::cache::{Block, BlockCache};
 use crate::format::{self, Footer, Handle, IndexEntry};
 use crate::tracker::MetaTracker;
-use crate::{Storage, Table, TableBuilder};
+use crate::{BlockLayout, Storage, Table, TableBuilder, find_in_block};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{
     BoxStream, Entry, Error, IoContext, KeyRange, Result, SeqNo, TableId, TableMeta,
-    compare_internal,
 };
 use serde::{Deserialize, Serialize};
-use std::cmp::Ordering;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::ops::Bound;
@@ -298,7 +296,7 @@ struct Inner {
     path: PathBuf,
     file: File,
     index: Vec<IndexEntry>,
-    filter: Bloom,
+    layout: Arc<BlockLayout>,
     cache: BlockCache,
 }
 
@@ -336,13 +334,18 @@ impl SstTable {
             format::decode(&read(footer.index)?).map_err(|d| corrupt(format!("index: {d}")))?;
         let filter: Bloom =
             format::decode(&read(footer.filter)?).map_err(|d| corrupt(format!("filter: {d}")))?;
+        let last_keys = index
+            .iter()
+            .map(|ie| (Bytes::copy_from_slice(&ie.last_key), ie.last_seq))
+            .collect();
+        let layout = Arc::new(BlockLayout::new(last_keys, filter));
         Ok(SstTable {
             inner: Arc::new(Inner {
                 meta,
                 path,
                 file,
                 index,
-                filter,
+                layout,
                 cache,
             }),
         })
@@ -376,28 +379,11 @@ impl Inner {
         Ok(block)
     }
 
-    /// Index of the first block whose last internal key is at or after (key, seq).
-    fn seek_block(&self, key: &[u8], seq: SeqNo) -> usize {
-        self.index.partition_point(|ie| {
-            compare_internal(&ie.last_key, ie.last_seq, key, seq) == Ordering::Less
-        })
-    }
-
     fn get(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {
-        if key < self.meta.smallest.as_slice() || key > self.meta.largest.as_slice() {
-            return Ok(None);
+        match self.layout.locate(&self.meta, key, snapshot) {
+            Some(i) => Ok(find_in_block(&self.block(i)?, key, snapshot)),
+            None => Ok(None),
         }
-        if self.filter.k > 0 && !self.filter.may_contain(Bloom::hash(key)) {
-            return Ok(None);
-        }
-        let i = self.seek_block(key, snapshot);
-        if i == self.index.len() {
-            return Ok(None);
-        }
-        let block = self.block(i)?;
-        let pos = block
-            .partition_point(|e| compare_internal(&e.key, e.seq, key, snapshot) == Ordering::Less);
-        Ok(block.get(pos).filter(|e| e.key.as_ref() == key).cloned())
     }
 }
 
@@ -414,7 +400,7 @@ impl Table for SstTable {
     async fn scan(&self, range: &KeyRange) -> Result<BoxStream<Result<Entry>>> {
         let inner = self.inner.clone();
         let start_block = match &range.start {
-            Bound::Included(k) | Bound::Excluded(k) => inner.seek_block(k, SeqNo::MAX),
+            Bound::Included(k) | Bound::Excluded(k) => inner.layout.seek(k, SeqNo::MAX),
             Bound::Unbounded => 0,
         };
         let cursor = ScanCursor {
@@ -425,6 +411,22 @@ impl Table for SstTable {
             pos: 0,
         };
         Ok(Box::pin(futures::stream::iter(cursor)))
+    }
+
+    fn block_layout(&self) -> Option<Arc<BlockLayout>> {
+        Some(self.inner.layout.clone())
+    }
+
+    async fn read_block(&self, index: usize) -> Result<Block> {
+        if index >= self.inner.index.len() {
+            return Err(Error::InvalidArgument(format!(
+                "table {} has {} blocks, not {}",
+                self.inner.meta.id,
+                self.inner.index.len(),
+                index + 1
+            )));
+        }
+        self.inner.block(index)
     }
 }
 

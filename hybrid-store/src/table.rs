@@ -10,7 +10,7 @@ use cairn_common::{
     AggregateState, BoxStream, Entry, KeyRange, Result, SeqNo, TableMeta, ValueType,
     compare_internal,
 };
-use cairn_filestore::Table;
+use cairn_filestore::{Block, BlockLayout, Table};
 use futures::StreamExt;
 use std::cmp::Ordering;
 use std::ops::Bound;
@@ -148,6 +148,14 @@ impl Table for HybridTable {
 
     async fn get(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {
         self.primary.get(key, snapshot).await
+    }
+
+    fn block_layout(&self) -> Option<Arc<BlockLayout>> {
+        self.primary.block_layout()
+    }
+
+    async fn read_block(&self, index: usize) -> Result<Block> {
+        self.primary.read_block(index).await
     }
 
     async fn scan(&self, range: &KeyRange) -> Result<BoxStream<Result<Entry>>> {

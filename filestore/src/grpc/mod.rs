@@ -1,0 +1,21 @@
+//! Table storage over gRPC: a server that serves any local `Storage` (SSTables, Parquet, a
+//! hybrid store), and `GrpcStorage`, a client that is itself a `Storage`, with a block cache
+//! so that hot reads do not cross the network.
+
+mod client;
+mod server;
+
+/// The generated messages and service stubs of `proto/storage.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("cairn.storage");
+}
+
+pub use client::GrpcStorage;
+pub use server::{StorageService, storage_service};
+
+/// Scans and table writes move entries in messages of about this many bytes.
+const BLOCK_BYTES: usize = 64 << 10;
+
+#[cfg(test)]
+mod tests;

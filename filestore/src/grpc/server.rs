@@ -1,0 +1,220 @@
+//! Serves a local storage. Requests name tables by their metadata; opened tables are kept in
+//! a small cache so that the next request for the same table skips the open.
+
+use super::BLOCK_BYTES;
+use super::pb::storage_server::{Storage as StorageRpc, StorageServer};
+use super::pb::{
+    AggregateRequest, BlockBound, DeleteRequest, GetRequest, GetResponse, OpenResponse,
+    ReadBlockRequest, ScanRequest, TableList, TableRequest, WriteRequest,
+};
+use crate::{Storage, Table};
+use cairn_common::rpc::pb::{AggregateState, Block, Empty, TableMeta as PbMeta};
+use cairn_common::rpc::{
+    ServerAuth, ServerOptions, decode_entries, decode_meta, decode_range, encode_entries, status,
+};
+use cairn_common::{Error, TableId, ValueType};
+use futures::StreamExt;
+use quick_cache::sync::Cache;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct StorageService {
+    storage: Arc<dyn Storage>,
+    tables: Cache<TableId, Arc<dyn Table>>,
+}
+
+/// The service, behind the token check and the message size bounds.
+pub fn storage_service(
+    storage: Arc<dyn Storage>,
+    opts: &ServerOptions,
+) -> InterceptedService<StorageServer<StorageService>, ServerAuth> {
+    let max = opts.max_message_bytes();
+    InterceptedService::new(
+        StorageServer::new(StorageService {
+            storage,
+            tables: Cache::new(4096),
+        })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max),
+        ServerAuth::new(opts),
+    )
+}
+
+impl StorageService {
+    async fn table(&self, meta: Option<PbMeta>) -> Result<Arc<dyn Table>, Status> {
+        let meta = decode_meta(meta).map_err(status)?;
+        if let Some(t) = self.tables.get(&meta.id)
+            && t.meta() == &meta
+        {
+            return Ok(t);
+        }
+        let t = self.storage.open_table(&meta).await.map_err(status)?;
+        self.tables.insert(meta.id, t.clone());
+        Ok(t)
+    }
+}
+
+type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl StorageRpc for StorageService {
+    type ScanStream = Stream<Block>;
+
+    async fn create_table(
+        &self,
+        req: Request<Streaming<WriteRequest>>,
+    ) -> Result<Response<PbMeta>, Status> {
+        let mut input = req.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty table stream"))?;
+        let mut builder = self.storage.create_table(first.id).await.map_err(status)?;
+        let mut next = Some(first);
+        let fed: Result<(), Status> = async {
+            while let Some(msg) = next.take() {
+                if let Some(block) = msg.block {
+                    let entries = decode_entries(block).map_err(status)?;
+                    builder.add(&entries).await.map_err(status)?;
+                }
+                if msg.finish {
+                    return Ok(());
+                }
+                next = input.message().await?;
+            }
+            Err(Status::cancelled(
+                "the table stream ended without finishing; the table is abandoned",
+            ))
+        }
+        .await;
+        match fed {
+            Ok(()) => {
+                let meta = builder.finish().await.map_err(status)?;
+                Ok(Response::new(PbMeta::from(&meta)))
+            }
+            Err(s) => {
+                if let Err(e) = builder.abandon().await {
+                    tracing::warn!(error = %e, "abandoning a table whose stream failed");
+                }
+                Err(s)
+            }
+        }
+    }
+
+    async fn open_table(
+        &self,
+        req: Request<TableRequest>,
+    ) -> Result<Response<OpenResponse>, Status> {
+        let table = self.table(req.into_inner().meta).await?;
+        Ok(Response::new(match table.block_layout() {
+            Some(layout) => OpenResponse {
+                has_blocks: true,
+                last_keys: layout
+                    .last_keys()
+                    .iter()
+                    .map(|(key, seq)| BlockBound {
+                        key: key.clone(),
+                        seq: *seq,
+                    })
+                    .collect(),
+                filter: layout.encoded_filter().into(),
+            },
+            None => OpenResponse::default(),
+        }))
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let r = req.into_inner();
+        let table = self.table(r.meta).await?;
+        let entry = table.get(&r.key, r.snapshot).await.map_err(status)?;
+        Ok(Response::new(GetResponse {
+            entry: entry.as_ref().map(Into::into),
+        }))
+    }
+
+    async fn read_block(&self, req: Request<ReadBlockRequest>) -> Result<Response<Block>, Status> {
+        let r = req.into_inner();
+        let table = self.table(r.meta).await?;
+        let index = usize::try_from(r.index)
+            .map_err(|_| Status::invalid_argument("block index out of range"))?;
+        let block = table.read_block(index).await.map_err(status)?;
+        Ok(Response::new(encode_entries(&block)))
+    }
+
+    async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<Self::ScanStream>, Status> {
+        let r = req.into_inner();
+        let table = self.table(r.meta).await?;
+        let range = decode_range(r.range).map_err(status)?;
+        let mut entries = if r.analytic {
+            table.analytic_scan(&range).await
+        } else {
+            table.scan(&range).await
+        }
+        .map_err(status)?;
+        // A small channel: a slow reader holds the scan back instead of filling memory.
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut block = Vec::new();
+            let mut bytes = 0;
+            while let Some(e) = entries.next().await {
+                match e {
+                    Ok(e) => {
+                        bytes += e.key.len() + e.value.len() + 16;
+                        block.push(e);
+                        if bytes >= BLOCK_BYTES {
+                            bytes = 0;
+                            let b = encode_entries(&std::mem::take(&mut block));
+                            if tx.send(Ok(b)).await.is_err() {
+                                return; // the client went away
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        return;
+                    }
+                }
+            }
+            if !block.is_empty() {
+                let _ = tx.send(Ok(encode_entries(&block))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn aggregate(
+        &self,
+        req: Request<AggregateRequest>,
+    ) -> Result<Response<AggregateState>, Status> {
+        let r = req.into_inner();
+        let table = self.table(r.meta).await?;
+        let range = decode_range(r.range).map_err(status)?;
+        let value_type = ValueType::try_from(r.value_type).map_err(status)?;
+        if !r.shadowed.windows(2).all(|w| w[0] < w[1]) {
+            return Err(status(Error::InvalidArgument(
+                "shadowed keys must be sorted and distinct".into(),
+            )));
+        }
+        let state = table
+            .aggregate(&range, r.snapshot, value_type, &r.shadowed)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(AggregateState::from(&state)))
+    }
+
+    async fn delete_table(&self, req: Request<DeleteRequest>) -> Result<Response<Empty>, Status> {
+        let id = req.into_inner().id;
+        self.tables.remove(&id);
+        self.storage.delete_table(id).await.map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_tables(&self, _req: Request<Empty>) -> Result<Response<TableList>, Status> {
+        let ids = self.storage.list_tables().await.map_err(status)?;
+        Ok(Response::new(TableList { ids }))
+    }
+}

@@ -1,0 +1,193 @@
+use super::pb::storage_client::StorageClient;
+use super::pb::{ScanRequest, WriteRequest};
+use super::*;
+use crate::{ParquetOptions, ParquetStorage, SstOptions, SstStorage, Storage, conformance};
+use bytes::Bytes;
+use cairn_common::rpc::pb::{self as common_pb};
+use cairn_common::rpc::{ClientOptions, ServerHandle, ServerOptions, builder, serve};
+use cairn_common::{Entry, KeyRange};
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn start(storage: Arc<dyn Storage>, opts: ServerOptions) -> ServerHandle {
+    let (drain, _) = tokio::sync::watch::channel(false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let router = builder(&opts)
+        .unwrap()
+        .add_service(storage_service(storage, &opts));
+    serve(router, listener, false, drain, std::future::pending()).unwrap()
+}
+
+fn client_opts(url: String) -> ClientOptions {
+    let mut o = ClientOptions::new(url);
+    o.timeout = Duration::from_secs(5);
+    o.connect_timeout = Duration::from_millis(500);
+    o.retries = 1;
+    o
+}
+
+fn sst(dir: &std::path::Path) -> Arc<dyn Storage> {
+    let mut o = SstOptions::new(dir);
+    o.block_bytes = 512;
+    Arc::new(SstStorage::open(o).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_over_grpc_on_sstables() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(sst(dir.path()), ServerOptions::default()).await;
+    let remote = Arc::new(GrpcStorage::new(client_opts(server.url()), 1 << 20).unwrap());
+    conformance::run(remote, 1).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_over_grpc_on_parquet_without_blocks_and_without_a_cache() {
+    let o = ParquetOptions {
+        url: "memory://grpc-conformance".into(),
+        row_group_rows: 64,
+        ..ParquetOptions::default()
+    };
+    let server = start(
+        Arc::new(ParquetStorage::open(o).unwrap()),
+        ServerOptions::default(),
+    )
+    .await;
+    let remote = Arc::new(GrpcStorage::new(client_opts(server.url()), 0).unwrap());
+    conformance::run(remote, 1).await;
+    server.stop().await.unwrap();
+}
+
+fn entries(n: usize) -> Vec<Entry> {
+    (0..n)
+        .map(|i| Entry::put(format!("key{i:06}"), 1, vec![b'v'; 100]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reads_come_from_the_client_cache_even_with_the_server_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(sst(dir.path()), ServerOptions::default()).await;
+    let remote = GrpcStorage::new(client_opts(server.url()), 8 << 20).unwrap();
+    let meta = crate::write_table(&remote, 7, &entries(2000))
+        .await
+        .unwrap();
+    let table = remote.open_table(&meta).await.unwrap();
+    assert!(table.block_layout().is_some_and(|l| l.len() > 100));
+    for i in (0..2000).step_by(50) {
+        let k = format!("key{i:06}");
+        assert!(table.get(k.as_bytes(), 5).await.unwrap().is_some(), "{k}");
+    }
+    server.stop().await.unwrap();
+    for i in (0..2000).step_by(50) {
+        let k = format!("key{i:06}");
+        assert!(
+            table.get(k.as_bytes(), 5).await.unwrap().is_some(),
+            "cached {k}"
+        );
+    }
+    // A key the filter and bounds rule out needs no server either.
+    assert_eq!(table.get(b"zzz", 5).await.unwrap(), None);
+    // A block never read does.
+    let err = table.get(b"key000025", 5).await.unwrap_err().to_string();
+    assert!(err.contains("storage at http://"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_stream_that_breaks_off_leaves_no_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = sst(dir.path());
+    let server = start(local.clone(), ServerOptions::default()).await;
+    let remote = GrpcStorage::new(client_opts(server.url()), 0).unwrap();
+    let mut b = remote.create_table(3).await.unwrap();
+    b.add(&entries(5000)).await.unwrap();
+    drop(b); // neither finish nor abandon: a client that died mid-flush
+    let mut b = remote.create_table(4).await.unwrap();
+    b.add(&entries(10)).await.unwrap();
+    b.abandon().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(local.list_tables().await.unwrap(), Vec::<u64>::new());
+    // Out of order is refused at the add, before anything crosses the wire.
+    let mut b = remote.create_table(5).await.unwrap();
+    let mut bad = entries(3);
+    bad.reverse();
+    assert!(b.add(&bad).await.is_err());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests_get_errors_and_the_server_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = sst(dir.path());
+    let opts = ServerOptions {
+        max_message_bytes: 64 << 10,
+        ..Default::default()
+    };
+    let server = start(local.clone(), opts).await;
+    let mut raw = StorageClient::connect(server.url()).await.unwrap();
+    // A scan of a table that is not there, and an entry kind that does not exist.
+    let missing = raw
+        .scan(ScanRequest {
+            meta: Some(common_pb::TableMeta {
+                id: 99,
+                ..Default::default()
+            }),
+            range: None,
+            analytic: false,
+        })
+        .await;
+    assert!(missing.is_err());
+    let bad = vec![
+        WriteRequest {
+            id: 1,
+            block: None,
+            finish: false,
+        },
+        WriteRequest {
+            id: 0,
+            block: Some(common_pb::Block {
+                entries: vec![common_pb::Entry {
+                    key: Bytes::from("k"),
+                    seq: 1,
+                    kind: 42,
+                    value: Bytes::new(),
+                }],
+            }),
+            finish: true,
+        },
+    ];
+    let err = raw
+        .create_table(futures::stream::iter(bad))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    let huge = vec![WriteRequest {
+        id: 2,
+        block: Some(cairn_common::rpc::encode_entries(&entries(2000))),
+        finish: true,
+    }];
+    let err = raw
+        .create_table(futures::stream::iter(huge))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::Internal
+        ),
+        "{err}"
+    );
+    // Still serving.
+    let remote = GrpcStorage::new(client_opts(server.url()), 0).unwrap();
+    let meta = crate::write_table(&remote, 5, &entries(10)).await.unwrap();
+    let t = remote.open_table(&meta).await.unwrap();
+    assert_eq!(
+        crate::read_range(&*t, &KeyRange::all())
+            .await
+            .unwrap()
+            .len(),
+        10
+    );
+    assert_eq!(local.list_tables().await.unwrap(), vec![5]);
+    server.stop().await.unwrap();
+}
