@@ -3,6 +3,7 @@
 //! comes next. The engine asks the picker, hands the job to whatever compactor is configured,
 //! and installs the result.
 
+pub mod grpc;
 mod job;
 mod local;
 mod picker;
@@ -10,6 +11,7 @@ mod picker;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+pub use grpc::{GrpcCompactor, RemoteCompactionStats, compaction_service};
 pub use job::{CompactionJob, GcFilter};
 pub use local::LocalCompactor;
 pub use picker::{LeveledPicker, Pick, PickerOptions};

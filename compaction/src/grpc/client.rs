@@ -1,0 +1,106 @@
+//! `GrpcCompactor`. Compaction is background work: it is never lost and never applied twice.
+//! The engine installs a job's outputs only when `compact` returns them, and a job always
+//! writes to the ids it was given, so a retried or fallen-back job overwrites whatever an
+//! earlier attempt left rather than adding to it.
+
+use super::pb::Job;
+use super::pb::compaction_client::CompactionClient;
+use crate::{CompactionJob, Compactor};
+use async_trait::async_trait;
+use cairn_common::rpc::{ClientOptions, RpcClient, connect};
+use cairn_common::{Error, Result, TableMeta};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tonic::Code;
+
+/// What the client did, for `stats` and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteCompactionStats {
+    pub remote_jobs: u64,
+    pub retries: u64,
+    pub fallbacks: u64,
+}
+
+pub struct GrpcCompactor {
+    rpc: RpcClient,
+    fallback: Option<Arc<dyn Compactor>>,
+    remote_jobs: AtomicU64,
+    retries: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+impl GrpcCompactor {
+    /// A client of the compaction server at `opts.url`. `opts.timeout` bounds one job.
+    /// With a `fallback`, a job the server cannot take after `opts.retries` retries runs there.
+    pub fn new(opts: ClientOptions, fallback: Option<Arc<dyn Compactor>>) -> Result<Self> {
+        Ok(GrpcCompactor {
+            rpc: connect("compaction", opts)?,
+            fallback,
+            remote_jobs: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+        })
+    }
+
+    pub fn stats(&self) -> RemoteCompactionStats {
+        RemoteCompactionStats {
+            remote_jobs: self.remote_jobs.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            fallbacks: self.fallbacks.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[async_trait]
+impl Compactor for GrpcCompactor {
+    async fn compact(&self, job: CompactionJob) -> Result<Vec<TableMeta>> {
+        let msg = Job::from(&job);
+        let max = self.rpc.opts.max_message_bytes;
+        let mut attempt = 0;
+        let unreachable = loop {
+            let mut c = CompactionClient::new(self.rpc.channel.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+            match c.compact(self.rpc.request(msg.clone())).await {
+                Ok(out) => {
+                    self.remote_jobs.fetch_add(1, Ordering::Relaxed);
+                    return Ok(out
+                        .into_inner()
+                        .tables
+                        .into_iter()
+                        .map(Into::into)
+                        .collect());
+                }
+                // A node that is down or too slow: try again, then elsewhere.
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+                    ) =>
+                {
+                    if attempt >= self.rpc.opts.retries {
+                        break self.rpc.error("compact", s);
+                    }
+                    attempt += 1;
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(who = %self.rpc.who(), attempt, "compaction job: {}; retrying", s.message());
+                    tokio::time::sleep(self.rpc.opts.backoff(attempt)).await;
+                }
+                Err(s) => return Err(self.rpc.error("compact", s)),
+            }
+        };
+        match &self.fallback {
+            Some(local) => {
+                self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %unreachable, "running the compaction job locally");
+                local.compact(job).await.map_err(|e| {
+                    Error::component(
+                        "compaction (local fallback)",
+                        format!("{e}; the remote attempt failed with: {unreachable}"),
+                    )
+                })
+            }
+            None => Err(unreachable),
+        }
+    }
+}

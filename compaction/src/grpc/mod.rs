@@ -1,0 +1,19 @@
+//! Compaction over gRPC: a server that runs jobs with any local `Compactor` (against the
+//! server's own storage), and `GrpcCompactor`, a client that is itself a `Compactor`. A job
+//! the server cannot take is retried with backoff and, if the node stays down, run by a local
+//! fallback compactor when one is configured.
+
+mod client;
+mod server;
+
+/// The generated messages and service stubs of `proto/compaction.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("cairn.compaction");
+}
+
+pub use client::{GrpcCompactor, RemoteCompactionStats};
+pub use server::{CompactionService, compaction_service};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,77 @@
+//! Serves a compactor. A job is cancelled when its caller gives up (deadline or disconnect):
+//! the compactor drops its partial outputs, so a retry elsewhere starts clean.
+
+use super::pb::compaction_server::{Compaction as CompactionRpc, CompactionServer};
+use super::pb::{Job, Outputs};
+use crate::{CompactionJob, Compactor};
+use cairn_common::rpc::pb::TableMeta as PbMeta;
+use cairn_common::rpc::{ServerAuth, ServerOptions, status};
+use std::sync::Arc;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status};
+
+pub struct CompactionService {
+    compactor: Arc<dyn Compactor>,
+}
+
+/// The service, behind the token check and the message size bounds.
+pub fn compaction_service(
+    compactor: Arc<dyn Compactor>,
+    opts: &ServerOptions,
+) -> InterceptedService<CompactionServer<CompactionService>, ServerAuth> {
+    let max = opts.max_message_bytes();
+    InterceptedService::new(
+        CompactionServer::new(CompactionService { compactor })
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        ServerAuth::new(opts),
+    )
+}
+
+impl From<&CompactionJob> for Job {
+    fn from(j: &CompactionJob) -> Self {
+        Job {
+            inputs: j.inputs.iter().map(PbMeta::from).collect(),
+            output_level: j.output_level,
+            output_ids: j.output_ids.clone(),
+            oldest_snapshot: j.oldest_snapshot,
+            drop_tombstones: j.drop_tombstones,
+            target_table_bytes: j.target_table_bytes,
+        }
+    }
+}
+
+impl From<Job> for CompactionJob {
+    fn from(j: Job) -> Self {
+        CompactionJob {
+            inputs: j.inputs.into_iter().map(Into::into).collect(),
+            output_level: j.output_level,
+            output_ids: j.output_ids,
+            oldest_snapshot: j.oldest_snapshot,
+            drop_tombstones: j.drop_tombstones,
+            target_table_bytes: j.target_table_bytes,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl CompactionRpc for CompactionService {
+    async fn compact(&self, req: Request<Job>) -> Result<Response<Outputs>, Status> {
+        let job = CompactionJob::from(req.into_inner());
+        if job.inputs.is_empty() || job.output_ids.is_empty() {
+            return Err(Status::invalid_argument(
+                "a compaction job needs inputs and output ids",
+            ));
+        }
+        let started = std::time::Instant::now();
+        let outputs = self.compactor.compact(job).await.map_err(status)?;
+        tracing::info!(
+            outputs = outputs.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "compaction job done"
+        );
+        Ok(Response::new(Outputs {
+            tables: outputs.iter().map(PbMeta::from).collect(),
+        }))
+    }
+}

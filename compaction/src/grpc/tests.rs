@@ -1,0 +1,173 @@
+use super::*;
+use crate::{CompactionJob, Compactor, LocalCompactor, conformance};
+use async_trait::async_trait;
+use cairn_common::rpc::{ClientOptions, ServerHandle, ServerOptions, builder, serve};
+use cairn_common::{Entry, Result, TableMeta};
+use cairn_filestore::{GrpcStorage, SstOptions, SstStorage, Storage, storage_service, write_table};
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn listener() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+async fn start_compaction(compactor: Arc<dyn Compactor>) -> ServerHandle {
+    let opts = ServerOptions::default();
+    let (drain, _) = tokio::sync::watch::channel(false);
+    let router = builder(&opts)
+        .unwrap()
+        .add_service(compaction_service(compactor, &opts));
+    serve(
+        router,
+        listener().await,
+        false,
+        drain,
+        std::future::pending(),
+    )
+    .unwrap()
+}
+
+fn opts(url: String) -> ClientOptions {
+    let mut o = ClientOptions::new(url);
+    o.timeout = Duration::from_secs(10);
+    o.connect_timeout = Duration::from_millis(300);
+    o.retries = 2;
+    o.retry_initial = Duration::from_millis(10);
+    o
+}
+
+fn sst(dir: &std::path::Path) -> Arc<dyn Storage> {
+    Arc::new(SstStorage::open(SstOptions::new(dir)).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_over_grpc_sharing_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = sst(dir.path());
+    // The server has its own storage object over the same tables, as a compaction node on
+    // the same machine (or over the same bucket) would.
+    let server = start_compaction(Arc::new(LocalCompactor::new(sst(dir.path())))).await;
+    let remote = Arc::new(GrpcCompactor::new(opts(server.url()), None).unwrap());
+    conformance::run(remote.clone(), storage).await;
+    assert!(remote.stats().remote_jobs > 0);
+    assert_eq!(remote.stats().fallbacks, 0);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_over_grpc_with_the_tables_on_a_storage_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let sopts = ServerOptions::default();
+    let (drain, _) = tokio::sync::watch::channel(false);
+    let router = builder(&sopts)
+        .unwrap()
+        .add_service(storage_service(sst(dir.path()), &sopts));
+    let storage_node = serve(
+        router,
+        listener().await,
+        false,
+        drain,
+        std::future::pending(),
+    )
+    .unwrap();
+    let tables = || -> Arc<dyn Storage> {
+        Arc::new(GrpcStorage::new(ClientOptions::new(storage_node.url()), 1 << 20).unwrap())
+    };
+    let server = start_compaction(Arc::new(LocalCompactor::new(tables()))).await;
+    let remote = Arc::new(GrpcCompactor::new(opts(server.url()), None).unwrap());
+    conformance::run(remote, tables()).await;
+    server.stop().await.unwrap();
+    storage_node.stop().await.unwrap();
+}
+
+async fn inputs(storage: &dyn Storage) -> CompactionJob {
+    let a = write_table(
+        storage,
+        1,
+        &[Entry::put("a", 2, "new"), Entry::put("b", 1, "b")],
+    )
+    .await
+    .unwrap();
+    let b = write_table(
+        storage,
+        2,
+        &[Entry::put("a", 1, "old"), Entry::put("c", 1, "c")],
+    )
+    .await
+    .unwrap();
+    CompactionJob {
+        inputs: vec![a, b],
+        output_level: 1,
+        output_ids: (10..20).collect(),
+        oldest_snapshot: 10,
+        drop_tombstones: true,
+        target_table_bytes: 1 << 20,
+    }
+}
+
+/// A URL where nothing listens.
+async fn dead_url() -> String {
+    let l = listener().await;
+    let url = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_retried_then_the_job_runs_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = sst(dir.path());
+    let job = inputs(&*storage).await;
+    let local: Arc<dyn Compactor> = Arc::new(LocalCompactor::new(storage.clone()));
+    let url = dead_url().await;
+    let without = GrpcCompactor::new(opts(url.clone()), None).unwrap();
+    let err = without.compact(job.clone()).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("compaction at {url}")), "{err}");
+    assert_eq!(without.stats().retries, 2);
+    assert!(
+        storage.list_tables().await.unwrap().len() == 2,
+        "nothing written"
+    );
+
+    let with = GrpcCompactor::new(opts(url), Some(local)).unwrap();
+    let out = with.compact(job).await.unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].entries, 3);
+    assert_eq!(
+        with.stats(),
+        RemoteCompactionStats {
+            remote_jobs: 0,
+            retries: 2,
+            fallbacks: 1
+        }
+    );
+}
+
+/// A compactor that takes longer than any caller waits.
+struct Stuck;
+
+#[async_trait]
+impl Compactor for Stuck {
+    async fn compact(&self, _job: CompactionJob) -> Result<Vec<TableMeta>> {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        unreachable!()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_node_times_out_and_the_job_runs_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = sst(dir.path());
+    let job = inputs(&*storage).await;
+    let server = start_compaction(Arc::new(Stuck)).await;
+    let mut o = opts(server.url());
+    o.timeout = Duration::from_millis(200);
+    o.retries = 1;
+    let c = GrpcCompactor::new(o.clone(), None).unwrap();
+    let err = c.compact(job.clone()).await.unwrap_err().to_string();
+    assert!(err.contains("timed out after 200 ms"), "{err}");
+    let c = GrpcCompactor::new(o, Some(Arc::new(LocalCompactor::new(storage)))).unwrap();
+    assert_eq!(c.compact(job).await.unwrap().len(), 1);
+    assert_eq!(c.stats().fallbacks, 1);
+    server.stop().await.unwrap();
+}
