@@ -6,11 +6,12 @@
 //! [`Db::open`] with a [`Components`] of their making (see `examples/custom_components.rs`).
 
 mod config;
+pub mod serve;
 mod wiring;
 
 pub use config::{
-    CompactionKind, CompactionSection, Config, ConfigError, JournalKind, JournalSection,
-    MemtableKind, MemtableSection, StorageKind, StorageSection,
+    CompactionFallback, CompactionKind, CompactionSection, Config, ConfigError, JournalKind,
+    JournalSection, MemtableKind, MemtableSection, RpcSection, StorageKind, StorageSection,
 };
 pub use wiring::{components, open};
 

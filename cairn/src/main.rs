@@ -86,6 +86,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve this profile's journal, storage or a compactor over its storage, over gRPC,
+    /// until SIGTERM or Ctrl-C. Prints `serving COMPONENT on URL` once listening.
+    Serve {
+        /// journal, storage or compaction.
+        component: cairn::serve::Component,
+        /// Address to listen on (default 127.0.0.1 and the component's port in the `remote`
+        /// profile: 10001 journal, 10002 storage, 10003 compaction). Port 0 picks a free one.
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -136,6 +146,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         print!("{}", config.resolved().to_toml()?);
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Serve { component, listen } = &cli.command {
+        return serve(&config, *component, listen.as_deref()).await;
+    }
     let db = cairn::open(&config)
         .await
         .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
@@ -144,6 +157,41 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let code = result?;
     closed?;
     Ok(code)
+}
+
+async fn serve(
+    config: &Config,
+    component: cairn::serve::Component,
+    listen: Option<&str>,
+) -> Result<ExitCode> {
+    let addr = listen.unwrap_or(component.default_listen());
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let server = cairn::serve::start(config, component, listener, shutdown_signal())
+        .await
+        .with_context(|| format!("serving {}", component.name()))?;
+    println!("serving {} on {}", component.name(), server.url());
+    std::io::stdout().flush()?;
+    server.wait().await?;
+    eprintln!("{} server stopped", component.name());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
 
 async fn execute(db: &cairn::Db, command: Command) -> Result<ExitCode> {
@@ -247,7 +295,7 @@ async fn execute(db: &cairn::Db, command: Command) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Config { .. } => {}
+        Command::Config { .. } | Command::Serve { .. } => {}
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

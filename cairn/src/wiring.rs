@@ -1,30 +1,37 @@
 //! The one place where configuration becomes trait objects: each section's `kind` picks an
-//! implementation, and the engine receives only `Arc<dyn Trait>`s.
+//! implementation, local or gRPC-remote, and the engine receives only `Arc<dyn Trait>`s.
 
 use crate::config::{
-    CompactionKind, Config, JournalKind, MemtableKind, StorageKind, StorageSection,
+    COMPACTION_TIMEOUT_MS, CompactionFallback, CompactionKind, Config, GRPC_CACHE_BYTES,
+    JournalKind, MemtableKind, RpcSection, StorageKind, StorageSection,
 };
-use cairn_common::Result;
-use cairn_compaction::{Compactor, LocalCompactor};
+use cairn_common::{Error, Result};
+use cairn_compaction::{Compactor, GrpcCompactor, LocalCompactor};
 use cairn_engine::{Components, Db};
-use cairn_filestore::{ParquetStorage, SstStorage, Storage};
+use cairn_filestore::{GrpcStorage, ParquetStorage, SstStorage, Storage};
 use cairn_hybrid_store::HybridStore;
-use cairn_journal::{FileJournal, FileJournalOptions, Journal, MemoryJournal};
+use cairn_journal::{FileJournal, FileJournalOptions, GrpcJournal, Journal, MemoryJournal};
 use cairn_memtable::MemtableOptions;
+use std::path::Path;
 use std::sync::Arc;
 
 /// The table storage a section describes, and the view its compactor reads through (the
 /// same storage, except a hybrid store's compaction view, which reads the secondary).
 pub async fn storage(
     section: &StorageSection,
-    data_dir: &std::path::Path,
+    data_dir: &Path,
+    rpc: &RpcSection,
 ) -> Result<(Arc<dyn Storage>, Arc<dyn Storage>)> {
     let leaf = |s: &StorageSection, sub: &str| -> Result<Arc<dyn Storage>> {
         Ok(match s.kind {
             StorageKind::Sstable => Arc::new(SstStorage::open(s.sst_options_in(data_dir, sub))?),
             StorageKind::Parquet => Arc::new(ParquetStorage::open(s.parquet_options(data_dir))?),
+            StorageKind::Grpc => Arc::new(GrpcStorage::new(
+                rpc.client(s.url.as_deref().unwrap_or_default(), s.timeout_ms),
+                s.block_cache_bytes.unwrap_or(GRPC_CACHE_BYTES),
+            )?),
             StorageKind::Hybrid => {
-                return Err(cairn_common::Error::InvalidArgument(
+                return Err(Error::InvalidArgument(
                     "a hybrid storage cannot nest another hybrid storage".into(),
                 ));
             }
@@ -37,7 +44,7 @@ pub async fn storage(
                 name: &str,
             ) -> Result<&'a StorageSection> {
                 h.as_deref().ok_or_else(|| {
-                    cairn_common::Error::InvalidArgument(format!(
+                    Error::InvalidArgument(format!(
                         "a hybrid storage needs a [storage.{name}] section"
                     ))
                 })
@@ -54,21 +61,63 @@ pub async fn storage(
     }
 }
 
-/// Builds the components `config` describes.
-pub async fn components(config: &Config) -> Result<Components> {
-    let journal: Arc<dyn Journal> = match config.journal.kind {
+/// The journal the profile describes. A local one, unless `journal.kind = "grpc"`.
+pub fn journal(config: &Config) -> Result<Arc<dyn Journal>> {
+    let j = &config.journal;
+    Ok(match j.kind {
         JournalKind::File => {
             let mut o = FileJournalOptions::new(config.journal_dir());
-            if let Some(sync) = config.journal.sync {
+            if let Some(sync) = j.sync {
                 o.sync = sync;
             }
-            if let Some(bytes) = config.journal.segment_bytes {
+            if let Some(bytes) = j.segment_bytes {
                 o.segment_bytes = bytes;
             }
             Arc::new(FileJournal::open(o)?)
         }
         JournalKind::Memory => Arc::new(MemoryJournal::new()),
-    };
+        JournalKind::Grpc => Arc::new(GrpcJournal::new(
+            config
+                .rpc
+                .client(j.url.as_deref().unwrap_or_default(), j.timeout_ms),
+        )?),
+    })
+}
+
+/// The storage `cairn serve compaction` runs jobs against: `[compaction.storage]` if the
+/// profile has one, else its `[storage]`; through the compaction view of a hybrid store.
+pub async fn compaction_node_storage(config: &Config) -> Result<Arc<dyn Storage>> {
+    let section = config
+        .compaction
+        .storage
+        .as_ref()
+        .unwrap_or(&config.storage);
+    Ok(storage(section, &config.data_dir, &config.rpc).await?.1)
+}
+
+fn compactor(config: &Config, local_storage: Arc<dyn Storage>) -> Result<Arc<dyn Compactor>> {
+    let c = &config.compaction;
+    Ok(match c.kind {
+        CompactionKind::Local => Arc::new(LocalCompactor::new(local_storage)),
+        CompactionKind::Grpc => {
+            let fallback: Option<Arc<dyn Compactor>> = match c.fallback.unwrap_or_default() {
+                CompactionFallback::Local => Some(Arc::new(LocalCompactor::new(local_storage))),
+                CompactionFallback::None => None,
+            };
+            Arc::new(GrpcCompactor::new(
+                config.rpc.client(
+                    c.url.as_deref().unwrap_or_default(),
+                    Some(c.timeout_ms.unwrap_or(COMPACTION_TIMEOUT_MS)),
+                ),
+                fallback,
+            )?)
+        }
+    })
+}
+
+/// Builds the components `config` describes.
+pub async fn components(config: &Config) -> Result<Components> {
+    let journal = journal(config)?;
     let memtables = match config.memtable.kind {
         MemtableKind::Sharded => MemtableOptions::Sharded {
             shards: config.memtable.shards.unwrap_or(32),
@@ -76,10 +125,9 @@ pub async fn components(config: &Config) -> Result<Components> {
         MemtableKind::SingleLock => MemtableOptions::SingleLock,
     }
     .factory();
-    let (storage, compaction_storage) = storage(&config.storage, &config.data_dir).await?;
-    let compactor: Arc<dyn Compactor> = match config.compaction.kind {
-        CompactionKind::Local => Arc::new(LocalCompactor::new(compaction_storage)),
-    };
+    let (storage, compaction_storage) =
+        storage(&config.storage, &config.data_dir, &config.rpc).await?;
+    let compactor = compactor(config, compaction_storage)?;
     Ok(Components {
         journal,
         memtables,

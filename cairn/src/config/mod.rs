@@ -11,9 +11,11 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+mod rpc;
 mod storage;
 
-pub use storage::{StorageKind, StorageSection};
+pub use rpc::RpcSection;
+pub use storage::{GRPC_CACHE_BYTES, StorageKind, StorageSection};
 
 /// Environment variables with the `CAIRN_` prefix that are not config keys.
 const NOT_KEYS: &[&str] = &[
@@ -40,6 +42,8 @@ pub struct Config {
     pub compaction: CompactionSection,
     #[serde(default)]
     pub engine: EngineOptions,
+    #[serde(default)]
+    pub rpc: RpcSection,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -48,6 +52,8 @@ pub enum JournalKind {
     #[default]
     File,
     Memory,
+    /// A journal server (`cairn serve journal`), over gRPC.
+    Grpc,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -64,6 +70,12 @@ pub struct JournalSection {
     /// file: segment size that triggers rollover (default 64 MiB).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub segment_bytes: Option<u64>,
+    /// grpc: the journal server, `http://host:port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// grpc: deadline of one append in ms (default `rpc.timeout_ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -89,6 +101,19 @@ pub struct MemtableSection {
 pub enum CompactionKind {
     #[default]
     Local,
+    /// A compaction server (`cairn serve compaction`), over gRPC.
+    Grpc,
+}
+
+/// What a grpc compactor does with a job its server cannot take after the retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CompactionFallback {
+    /// Run it in this process, against this profile's storage.
+    #[default]
+    Local,
+    /// Fail it; the engine retries it later with backoff.
+    None,
 }
 
 /// Where compaction runs (`kind`) and the leveled policy the engine follows.
@@ -101,7 +126,23 @@ pub struct CompactionSection {
     pub base_level_bytes: u64,
     pub level_size_ratio: u64,
     pub target_table_bytes: u64,
+    /// grpc: the compaction server, `http://host:port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// grpc: deadline of one job in ms (default 300000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// grpc: "local" (default) or "none".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<CompactionFallback>,
+    /// `cairn serve compaction`: the storage jobs read and write, when not the profile's
+    /// `[storage]` (for example the storage node: `kind = "grpc"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSection>,
 }
+
+/// Default deadline of one remote compaction job.
+pub const COMPACTION_TIMEOUT_MS: u64 = 300_000;
 
 impl Default for CompactionSection {
     fn default() -> Self {
@@ -113,6 +154,10 @@ impl Default for CompactionSection {
             base_level_bytes: p.base_level_bytes,
             level_size_ratio: p.level_size_ratio,
             target_table_bytes: p.target_table_bytes,
+            url: None,
+            timeout_ms: None,
+            fallback: None,
+            storage: None,
         }
     }
 }
@@ -227,13 +272,34 @@ impl Config {
             })
         };
         let inherited = |key: &str, kind_key: &str| matches!((rank(key), rank(kind_key)), (Some(k), Some(c)) if k < c);
-        if self.journal.kind == JournalKind::Memory {
+        if self.journal.kind != JournalKind::File {
             for (key, slot) in [
                 ("journal.sync", &mut self.journal.sync as &mut dyn Clear),
                 ("journal.segment_bytes", &mut self.journal.segment_bytes),
                 ("journal.dir", &mut self.journal.dir),
             ] {
                 if inherited(key, "journal.kind") {
+                    slot.clear();
+                }
+            }
+        }
+        if self.journal.kind != JournalKind::Grpc {
+            for (key, slot) in [
+                ("journal.url", &mut self.journal.url as &mut dyn Clear),
+                ("journal.timeout_ms", &mut self.journal.timeout_ms),
+            ] {
+                if inherited(key, "journal.kind") {
+                    slot.clear();
+                }
+            }
+        }
+        if self.compaction.kind == CompactionKind::Local {
+            for (key, slot) in [
+                ("compaction.url", &mut self.compaction.url as &mut dyn Clear),
+                ("compaction.timeout_ms", &mut self.compaction.timeout_ms),
+                ("compaction.fallback", &mut self.compaction.fallback),
+            ] {
+                if inherited(key, "compaction.kind") {
                     slot.clear();
                 }
             }
@@ -262,16 +328,34 @@ impl Config {
             )
         };
         let j = &self.journal;
-        if j.kind == JournalKind::Memory {
-            for (set, key) in [
-                (j.dir.is_some(), "journal.dir"),
-                (j.sync.is_some(), "journal.sync"),
-                (j.segment_bytes.is_some(), "journal.segment_bytes"),
-            ] {
-                if set {
-                    return not_for(key, "journal.kind = \"memory\"");
-                }
+        let journal_kind = match j.kind {
+            JournalKind::File => "journal.kind = \"file\"",
+            JournalKind::Memory => "journal.kind = \"memory\"",
+            JournalKind::Grpc => "journal.kind = \"grpc\"",
+        };
+        for (set, key, kinds) in [
+            (j.dir.is_some(), "journal.dir", &[JournalKind::File][..]),
+            (j.sync.is_some(), "journal.sync", &[JournalKind::File]),
+            (
+                j.segment_bytes.is_some(),
+                "journal.segment_bytes",
+                &[JournalKind::File],
+            ),
+            (j.url.is_some(), "journal.url", &[JournalKind::Grpc]),
+            (
+                j.timeout_ms.is_some(),
+                "journal.timeout_ms",
+                &[JournalKind::Grpc],
+            ),
+        ] {
+            if set && !kinds.contains(&j.kind) {
+                return not_for(key, journal_kind);
             }
+        }
+        if j.kind == JournalKind::Grpc
+            && let Err(why) = check_server_url(j.url.as_deref())
+        {
+            return bad("journal.url", why);
         }
         if j.segment_bytes == Some(0) {
             return bad("journal.segment_bytes", "must be greater than 0".into());
@@ -286,6 +370,30 @@ impl Config {
             return bad(&key, why);
         }
         let c = &self.compaction;
+        if c.kind == CompactionKind::Local {
+            for (set, key) in [
+                (c.url.is_some(), "compaction.url"),
+                (c.timeout_ms.is_some(), "compaction.timeout_ms"),
+                (c.fallback.is_some(), "compaction.fallback"),
+            ] {
+                if set {
+                    return not_for(key, "compaction.kind = \"local\"");
+                }
+            }
+        } else if let Err(why) = check_server_url(c.url.as_deref()) {
+            return bad("compaction.url", why);
+        }
+        if let Some(s) = &c.storage
+            && let Err((key, why)) = s.validate("compaction.storage", false)
+        {
+            return bad(&key, why);
+        }
+        if self.rpc.tls_cert.is_some() != self.rpc.tls_key.is_some() {
+            return bad(
+                "rpc.tls_cert",
+                "a server needs both rpc.tls_cert and rpc.tls_key, or neither".into(),
+            );
+        }
         if c.levels < 2 {
             return bad(
                 "compaction.levels",
@@ -339,6 +447,14 @@ impl Config {
             c.memtable.shards.get_or_insert(32);
         }
         c.storage = self.storage.resolved(&self.data_dir);
+        if c.compaction.kind == CompactionKind::Grpc {
+            c.compaction.timeout_ms.get_or_insert(COMPACTION_TIMEOUT_MS);
+            c.compaction.fallback.get_or_insert_default();
+        }
+        if let Some(s) = &self.compaction.storage {
+            c.compaction.storage = Some(s.resolved(&self.data_dir));
+        }
+        c.rpc = self.rpc.resolved();
         c
     }
 
@@ -363,6 +479,17 @@ impl Config {
     pub fn to_toml(&self) -> Result<String, ConfigError> {
         toml::to_string_pretty(self)
             .map_err(|e| ConfigError::new(format!("cannot print config: {e}"), None))
+    }
+}
+
+/// A gRPC server URL: `http://host:port` or `https://host:port`.
+fn check_server_url(url: Option<&str>) -> Result<(), String> {
+    match url {
+        None => Err("a grpc component needs its server's url".into()),
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(()),
+        Some(u) => Err(format!(
+            "`{u}` is not http://host:port or https://host:port"
+        )),
     }
 }
 

@@ -14,6 +14,8 @@ pub enum StorageKind {
     Sstable,
     Parquet,
     Hybrid,
+    /// A storage server (`cairn serve storage`), over gRPC.
+    Grpc,
 }
 
 impl StorageKind {
@@ -22,6 +24,7 @@ impl StorageKind {
             StorageKind::Sstable => "sstable",
             StorageKind::Parquet => "parquet",
             StorageKind::Hybrid => "hybrid",
+            StorageKind::Grpc => "grpc",
         }
     }
 }
@@ -46,12 +49,12 @@ pub struct StorageSection {
     /// sstable: bloom filter bits per key (default 10).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bloom_bits_per_key: Option<u32>,
-    /// sstable: bytes of decoded blocks cached in memory, 0 for none (default 64 MiB).
+    /// sstable, grpc: bytes of decoded blocks cached in memory, 0 for none (default 64 MiB).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_cache_bytes: Option<u64>,
 
     /// parquet: `s3://bucket/prefix`, `file:///abs/path` or `memory://name`
-    /// (default `file://<data_dir>/parquet`).
+    /// (default `file://<data_dir>/parquet`). grpc: the storage server, `http://host:port`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// parquet: S3 endpoint, e.g. `http://127.0.0.1:9000` (default: AWS, or `AWS_ENDPOINT`).
@@ -84,6 +87,7 @@ pub struct StorageSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page_cache_bytes: Option<u64>,
     /// parquet: deadline of one object-store request in ms (default 30000).
+    /// grpc: deadline of one call in ms (default `rpc.timeout_ms`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// parquet: retries of a failed request (default 3).
@@ -106,17 +110,23 @@ pub struct StorageSection {
     pub retry_max_ms: Option<u64>,
 }
 
-/// Which kind a key belongs to.
-fn key_kind(key: &str) -> StorageKind {
-    match key {
-        "dir" | "block_bytes" | "compression" | "filter" | "bloom_bits_per_key"
-        | "block_cache_bytes" => StorageKind::Sstable,
-        "url" | "endpoint" | "region" | "access_key_id" | "secret_access_key" | "allow_http"
+/// Whether a kind-specific key applies to `kind`.
+fn applies(key: &str, kind: StorageKind) -> bool {
+    use StorageKind::*;
+    let kinds: &[StorageKind] = match key {
+        "block_cache_bytes" => &[Sstable, Grpc],
+        "dir" | "block_bytes" | "compression" | "filter" | "bloom_bits_per_key" => &[Sstable],
+        "url" | "timeout_ms" => &[Parquet, Grpc],
+        "endpoint" | "region" | "access_key_id" | "secret_access_key" | "allow_http"
         | "row_group_rows" | "page_bytes" | "zstd_level" | "upload_part_bytes"
-        | "page_cache_bytes" | "timeout_ms" | "max_retries" => StorageKind::Parquet,
-        _ => StorageKind::Hybrid,
-    }
+        | "page_cache_bytes" | "max_retries" => &[Parquet],
+        _ => &[Hybrid],
+    };
+    kinds.contains(&kind)
 }
+
+/// The default client block cache of a grpc storage.
+pub const GRPC_CACHE_BYTES: u64 = 64 << 20;
 
 /// A kind-specific key: its name, whether it is set, and how to unset it.
 type KeySlot = (&'static str, bool, Box<dyn FnOnce(&mut StorageSection)>);
@@ -166,7 +176,7 @@ impl StorageSection {
     pub(super) fn drop_foreign(&mut self, inherited: impl Fn(&str) -> bool) {
         let kind = self.kind;
         for (key, set, clear) in self.keys() {
-            if set && key_kind(key) != kind && inherited(key) {
+            if set && !applies(key, kind) && inherited(key) {
                 clear(self);
             }
         }
@@ -178,7 +188,7 @@ impl StorageSection {
         let key = |k: &str| format!("{at}.{k}");
         let mut probe = self.clone();
         for (k, set, _) in probe.keys() {
-            if set && key_kind(k) != self.kind {
+            if set && !applies(k, self.kind) {
                 return Err((
                     key(k),
                     format!(
@@ -201,7 +211,18 @@ impl StorageSection {
                 "must be at least 5 MiB (5242880), S3's smallest part".into(),
             ));
         }
-        if let Some(url) = &self.url {
+        if self.kind == StorageKind::Grpc {
+            match &self.url {
+                None => return Err((key("url"), "a grpc storage needs the server's url".into())),
+                Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                    return Err((
+                        key("url"),
+                        format!("`{url}` is not http://host:port or https://host:port"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        } else if let Some(url) = &self.url {
             let scheme = url.split("://").next().unwrap_or_default();
             if !url.contains("://") || !["s3", "file", "memory"].contains(&scheme) {
                 return Err((
@@ -326,6 +347,11 @@ impl StorageSection {
                 s.page_cache_bytes = Some(o.page_cache_bytes);
                 s.timeout_ms = Some(o.timeout_ms);
                 s.max_retries = Some(o.max_retries);
+            }
+            StorageKind::Grpc => {
+                s.url = self.url.clone();
+                s.timeout_ms = self.timeout_ms;
+                s.block_cache_bytes = Some(self.block_cache_bytes.unwrap_or(GRPC_CACHE_BYTES));
             }
             StorageKind::Hybrid => {
                 let o = self.hybrid_options();

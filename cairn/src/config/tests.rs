@@ -308,3 +308,99 @@ fn nested_storage_keys_come_from_the_environment_too() {
         );
     });
 }
+
+#[test]
+fn the_shipped_remote_profiles_load_with_grpc_kinds_and_drop_inherited_local_keys() {
+    jailed(|_| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml");
+        let c = Config::load(&path, Some("remote")).unwrap();
+        assert_eq!(c.journal.kind, JournalKind::Grpc);
+        assert_eq!(c.journal.url.as_deref(), Some("http://127.0.0.1:10001"));
+        assert_eq!(c.journal.sync, None, "inherited from [default], a file key");
+        assert_eq!(c.storage.kind, StorageKind::Grpc);
+        assert_eq!(c.storage.url.as_deref(), Some("http://127.0.0.1:10002"));
+        assert_eq!(c.storage.block_cache_bytes, Some(256 << 20));
+        assert_eq!(c.storage.block_bytes, None);
+        assert_eq!(c.compaction.kind, CompactionKind::Grpc);
+        assert_eq!(c.compaction.fallback, Some(CompactionFallback::Local));
+        let r = c.resolved();
+        assert_eq!(r.compaction.timeout_ms, Some(COMPACTION_TIMEOUT_MS));
+        assert_eq!(r.rpc.timeout_ms, Some(10_000));
+
+        let node = Config::load(&path, Some("node")).unwrap();
+        assert_eq!(node.journal.kind, JournalKind::File);
+        assert_eq!(node.storage.kind, StorageKind::Sstable);
+        let cs = node.compaction.storage.as_ref().unwrap();
+        assert_eq!(
+            (cs.kind, cs.url.as_deref()),
+            (StorageKind::Grpc, Some("http://127.0.0.1:10002"))
+        );
+        for mixed in ["remote-journal", "remote-compaction"] {
+            Config::load(&path, Some(mixed)).unwrap();
+        }
+    });
+}
+
+#[test]
+fn grpc_keys_are_checked_against_their_kind() {
+    jailed(|_| {
+        let base = "[default]\ndata_dir = \"d\"\n";
+        let (err, file) = load_err(
+            &format!("{base}[default.journal]\nkind = \"grpc\"\n"),
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("journal.url"), "{err}");
+        assert!(err.to_string().contains(&file), "{err}");
+        let (err, _) = load_err(
+            &format!("{base}[default.journal]\nkind = \"grpc\"\nurl = \"127.0.0.1:1\"\n"),
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("journal.url"), "{err}");
+        let (err, _) = load_err(
+            &format!("{base}[default.journal]\nkind = \"file\"\nurl = \"http://h:1\"\n"),
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("journal.url"), "{err}");
+        let (err, _) = load_err(
+            &format!(
+                "{base}[default.storage]\nkind = \"grpc\"\nurl = \"http://h:1\"\nblock_bytes = 1\n"
+            ),
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("storage.block_bytes"), "{err}");
+        let (err, _) = load_err(
+            &format!("{base}[default.storage]\nkind = \"grpc\"\nurl = \"s3://b/p\"\n"),
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("storage.url"), "{err}");
+        let (err, _) = load_err(
+            &format!("{base}[default.compaction]\nfallback = \"local\"\n"),
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("compaction.fallback"), "{err}");
+        let (err, _) = load_err(
+            &format!(
+                "{base}[default.compaction]\nkind = \"grpc\"\nurl = \"http://h:1\"\nfallback = \"maybe\"\n"
+            ),
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("compaction.fallback"), "{err}");
+        let (err, _) = load_err(
+            &format!("{base}[default.rpc]\ntls_cert = \"c.pem\"\n"),
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("rpc.tls_cert"), "{err}");
+        let (err, _) = load_err(&format!("{base}[default.rpc]\ntokn = \"x\"\n"), "default");
+        assert_eq!(err.key.as_deref(), Some("rpc.tokn"), "{err}");
+        let c = Config::from_toml_str(
+            &format!("{base}[default.rpc]\ntoken = \"s3cret\"\ntimeout_ms = 250\n[default.storage]\nkind = \"grpc\"\nurl = \"https://h:1\"\ntimeout_ms = 99\n"),
+            None,
+        )
+        .unwrap();
+        let o = c.rpc.client("http://x:1", c.storage.timeout_ms);
+        assert_eq!(o.timeout, std::time::Duration::from_millis(99));
+        assert_eq!(o.token.as_deref(), Some("s3cret"));
+        assert_eq!(c.rpc.client("http://x:1", None).timeout.as_millis(), 250);
+        assert_eq!(c.resolved().rpc.token.as_deref(), Some("(set)"));
+    });
+}
