@@ -97,8 +97,11 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
                 Err(e) => {
                     attempt += 1;
                     record_error(&inner, "flush", &e, attempt);
+                    // A caller waiting in `flush` cuts the wait short: a server that came
+                    // back is tried at once, not after the backoff.
                     tokio::select! {
                         _ = tokio::time::sleep(backoff(attempt)) => continue,
+                        _ = inner.flush_wanted.notified() => continue,
                         _ = shutdown.changed() => return,
                     }
                 }

@@ -560,18 +560,23 @@ impl Inner {
     pub async fn flush_all(&self) -> Result<()> {
         self.freeze(true).await;
         let mut changed = self.changed.subscribe();
+        // An error recorded before this call may be cured by now (a server back up): cut the
+        // flush loop's backoff short once, and report the error only if it is still there
+        // after the loop has done something since.
+        self.flush_wanted.notify_one();
+        let mut woken = false;
         loop {
             changed.borrow_and_update();
             if self.mem.load().immutables.is_empty() {
                 return Ok(());
             }
-            if let Some(e) = self.persistent_bg_error() {
+            if woken && let Some(e) = self.persistent_bg_error() {
                 return Err(Error::component("flush", e));
             }
-            self.flush_wanted.notify_one();
             if changed.changed().await.is_err() {
                 return Err(Error::Closed);
             }
+            woken = true;
         }
     }
 

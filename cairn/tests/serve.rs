@@ -1,0 +1,227 @@
+//! Real `cairn serve` processes, killed and restarted under a running engine: a dead journal
+//! is an error for the writer naming the journal and its URL, and nothing it acknowledged is
+//! lost; a dead compaction node is retried and the job runs locally; a dead storage node fails
+//! reads and flushes with an error naming it, and flushes resume once it is back.
+
+use bytes::Bytes;
+use cairn::{Config, KeyRange};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Served {
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL: no graceful anything
+        let _ = self.child.wait();
+    }
+
+    fn port(&self) -> &str {
+        self.url.rsplit(':').next().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `cairn serve COMPONENT` and waits for its `serving ... on URL` line.
+fn serve(config: &Path, component: &str, listen: &str, env: &[(&str, &str)]) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--config")
+        .arg(config)
+        .args(["serve", component, "--listen", listen])
+        .envs(env.iter().copied())
+        .env_remove("CAIRN_PROFILE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn cairn serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+        .unwrap_or_else(|| panic!("cairn serve {component} printed {line:?}"))
+        .to_string();
+    Served { child, url }
+}
+
+/// `serve` again on the same port, once the old socket lets go.
+fn restart(config: &Path, component: &str, old: &Served, env: &[(&str, &str)]) -> Served {
+    let listen = format!("127.0.0.1:{}", old.port());
+    serve(config, component, &listen, env)
+}
+
+fn engine_config(data: &Path, journal: &str, storage: &str, compaction: &str) -> Config {
+    Config::from_toml_str(
+        &format!(
+            "[default]\ndata_dir = \"{}\"\n\
+             [default.rpc]\ntimeout_ms = 3000\nconnect_timeout_ms = 500\nretries = 2\nretry_initial_ms = 20\n\
+             [default.engine]\nmemtable_bytes = 16384\nbackground_threads = 1\n\
+             [default.journal]\nkind = \"grpc\"\nurl = \"{journal}\"\n\
+             [default.storage]\nkind = \"grpc\"\nurl = \"{storage}\"\nblock_cache_bytes = 0\n\
+             [default.compaction]\nkind = \"grpc\"\nurl = \"{compaction}\"\nfallback = \"local\"\nl0_trigger = 2\n",
+            data.display()
+        ),
+        None,
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_servers_give_errors_retries_and_fallbacks_and_lose_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_config = dir.path().join("node.toml");
+    std::fs::write(
+        &node_config,
+        format!(
+            "[default]\ndata_dir = \"{}\"\n",
+            dir.path().join("node").display()
+        ),
+    )
+    .unwrap();
+    let mut journal = serve(&node_config, "journal", "127.0.0.1:0", &[]);
+    let mut storage = serve(&node_config, "storage", "127.0.0.1:0", &[]);
+    let compaction_env = [
+        ("CAIRN_COMPACTION__STORAGE__KIND", "grpc"),
+        ("CAIRN_COMPACTION__STORAGE__URL", storage.url.as_str()),
+    ];
+    let compaction_env: Vec<(&str, String)> = compaction_env
+        .iter()
+        .map(|(k, v)| (*k, v.to_string()))
+        .collect();
+    let cenv: Vec<(&str, &str)> = compaction_env
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    let mut compaction = serve(&node_config, "compaction", "127.0.0.1:0", &cenv);
+
+    let config = engine_config(
+        &dir.path().join("engine"),
+        &journal.url,
+        &storage.url,
+        &compaction.url,
+    );
+    let db = Arc::new(cairn::open(&config).await.unwrap());
+    let mut model: BTreeMap<Bytes, Bytes> = BTreeMap::new();
+    for i in 0..300 {
+        let (k, v) = (format!("a{i:04}"), format!("{i}").repeat(20));
+        db.put(k.clone(), v.clone()).await.unwrap();
+        model.insert(k.into(), v.into());
+    }
+    db.flush().await.unwrap();
+    db.compact().await.unwrap();
+
+    // The compaction node dies: the job is retried, then runs here, against the storage node.
+    compaction.kill();
+    for i in 0..100 {
+        let k = format!("a{i:04}");
+        db.put(k.clone(), "second").await.unwrap();
+        model.insert(k.into(), Bytes::from("second"));
+    }
+    db.compact().await.expect("compaction falls back to local");
+    assert_eq!(db.stats().background_error, None);
+
+    // The journal dies under 8 concurrent writers.
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let db = db.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut first_error = None;
+            for i in 0..100_000 {
+                let (k, v) = (format!("w{w}-{i:06}"), format!("value {w} {i}"));
+                match db.put(k.clone(), v.clone()).await {
+                    Ok(_) => acked.push((Bytes::from(k), Bytes::from(v))),
+                    Err(e) => {
+                        first_error = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            (acked, first_error)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    journal.kill();
+    let mut acked = 0;
+    for w in writers {
+        let (ok, err) = w.await.unwrap();
+        let err = err.expect("a writer sees the dead journal");
+        assert!(
+            err.contains(&format!("journal at {}", journal.url)),
+            "the error names the journal and its URL: {err}"
+        );
+        acked += ok.len();
+        model.extend(ok);
+    }
+    assert!(acked > 0);
+    let err = db.put("after", "x").await.unwrap_err().to_string();
+    assert!(err.contains("journal at"), "{err}");
+    // Back on the same address: the client reconnects by itself.
+    let journal = restart(&node_config, "journal", &journal, &[]);
+    db.put("after", "x").await.unwrap();
+    model.insert(Bytes::from("after"), Bytes::from("x"));
+
+    // The storage node dies: a read that needs a table and a flush fail, naming it.
+    storage.kill();
+    let err = db.get(b"a0150").await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("storage at {}", storage.url)),
+        "{err}"
+    );
+    let err = db.flush().await.unwrap_err().to_string();
+    assert!(err.contains("storage at"), "{err}");
+    let storage = restart(&node_config, "storage", &storage, &[]);
+    db.flush().await.expect("flushes resume");
+
+    let all = db
+        .scan(KeyRange::all())
+        .await
+        .unwrap()
+        .collect(None)
+        .await
+        .unwrap();
+    let want: Vec<(Bytes, Bytes)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    // Writes that failed may or may not have reached the journal; every acknowledged one did.
+    let got: BTreeMap<Bytes, Bytes> = all.into_iter().collect();
+    for (k, v) in &want {
+        assert_eq!(got.get(k), Some(v), "acknowledged write of {k:?} lost");
+    }
+    // And after a crash-like reopen, from the journal server's replay.
+    db.put("last", "y").await.unwrap();
+    db.close_without_flush().await.unwrap();
+    drop(db);
+    let db = cairn::open(&config).await.unwrap();
+    let got: BTreeMap<Bytes, Bytes> = db
+        .scan(KeyRange::all())
+        .await
+        .unwrap()
+        .collect(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    for (k, v) in want
+        .iter()
+        .chain([(Bytes::from("last"), Bytes::from("y"))].iter())
+    {
+        assert_eq!(got.get(k), Some(v), "after reopen: {k:?}");
+    }
+    db.close().await.unwrap();
+    drop((journal, storage));
+}
