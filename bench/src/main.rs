@@ -76,6 +76,10 @@ struct Args {
     /// The directories are removed afterwards.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// A server process (`cairn serve`) whose CPU time to report beside the bench's own;
+    /// repeat for several. For remote profiles, so both sides' CPU is in one table.
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -179,6 +183,7 @@ fn spec(args: &Args, label: String) -> RunSpec {
         value_size: args.value_size,
         progress: !args.quiet,
         label,
+        server_pids: args.server_pids.clone(),
     }
 }
 

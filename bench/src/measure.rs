@@ -13,6 +13,30 @@ pub fn cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// User + system CPU seconds of another process (a `cairn serve` on this machine), from
+/// /proc/PID/stat; `None` if it cannot be read.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces: the state
+    // is field 3, utime 14 and stime 15.
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| rest.get(i)?.parse::<u64>().ok();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        return None;
+    }
+    Some((ticks(11)? + ticks(12)?) as f64 / hz as f64)
+}
+
+/// Summed CPU seconds of `pids`; `None` when there are none or one cannot be read.
+pub fn servers_cpu_seconds(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| process_cpu_seconds(p)).sum()
+}
+
 /// Bytes this process has passed to write-like system calls (`wchar`).
 pub fn bytes_written() -> Option<u64> {
     let io = std::fs::read_to_string("/proc/self/io").ok()?;

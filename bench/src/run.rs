@@ -22,6 +22,8 @@ pub struct RunSpec {
     /// Show a progress bar (on a terminal).
     pub progress: bool,
     pub label: String,
+    /// Server processes whose CPU is reported beside the bench's own (`--server-pid`).
+    pub server_pids: Vec<u32>,
 }
 
 /// One row of the results: what the README, the table and `--json` show.
@@ -44,6 +46,8 @@ pub struct RunResult {
     pub max_us: f64,
     /// User + system CPU of the bench process (engine background threads included).
     pub cpu_seconds: f64,
+    /// User + system CPU of the `--server-pid` processes over the same window.
+    pub server_cpu_seconds: Option<f64>,
     /// Bytes passed to write(2) by the process during the run.
     pub bytes_written: Option<u64>,
     pub journal_bytes: Option<u64>,
@@ -187,6 +191,7 @@ pub async fn run(
     let written_before = target.written();
     let io_before = measure::bytes_written();
     let cpu_before = measure::cpu_seconds();
+    let servers_before = measure::servers_cpu_seconds(&spec.server_pids);
     let start = Instant::now();
 
     let deadline = start + spec.duration;
@@ -253,6 +258,13 @@ pub async fn run(
     let _ = ticker.await;
     bar.finish_and_clear();
     let cpu_seconds = measure::cpu_seconds() - cpu_before;
+    let server_cpu_seconds = match (
+        servers_before,
+        measure::servers_cpu_seconds(&spec.server_pids),
+    ) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     let io = match (io_before, measure::bytes_written()) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
@@ -281,6 +293,7 @@ pub async fn run(
         p999_us: us(0.999),
         max_us: hist.max() as f64 / 1000.0,
         cpu_seconds,
+        server_cpu_seconds,
         bytes_written: io,
         journal_bytes: delta(written_before.journal, written.journal),
         table_bytes: delta(written_before.tables, written.tables),

@@ -9,6 +9,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
+/// HTTP/2 flow-control window per stream (the connection's is twice this).
+pub const WINDOW: u32 = 8 << 20;
+
 /// Adds the bearer token to every outgoing call.
 #[derive(Clone)]
 pub struct Auth {
@@ -44,6 +47,10 @@ pub fn connect(component: &'static str, opts: ClientOptions) -> Result<RpcClient
         .timeout(opts.timeout)
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
+        // One stream carries every append in flight: HTTP/2's default 64 KiB window would
+        // stall it behind window updates.
+        .initial_stream_window_size(Some(WINDOW))
+        .initial_connection_window_size(Some(2 * WINDOW))
         .http2_keep_alive_interval(std::time::Duration::from_secs(30))
         .keep_alive_while_idle(true);
     if opts.url.starts_with("https://") || opts.tls_ca.is_some() {

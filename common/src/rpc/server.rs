@@ -65,6 +65,8 @@ impl tonic::service::Interceptor for ServerAuth {
 pub fn builder(opts: &ServerOptions) -> Result<Server> {
     let mut server = Server::builder()
         .tcp_nodelay(true)
+        .initial_stream_window_size(Some(super::client::WINDOW))
+        .initial_connection_window_size(Some(2 * super::client::WINDOW))
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)));
     match (&opts.tls_cert, &opts.tls_key) {
         (Some(cert), Some(key)) => {
@@ -135,7 +137,10 @@ pub fn serve(
         }
         let _ = drain.send(true);
     };
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Our own listener (port 0 for tests, the address `--listen` names): the builder's
+    // tcp_nodelay applies only to sockets it accepts itself, so set it here. Without it,
+    // small acknowledgements wait on delayed ACKs (40 ms).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let join = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(incoming, shutdown)

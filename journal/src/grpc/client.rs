@@ -4,7 +4,7 @@
 //! the next append opens a new one. Replay and truncate are idempotent and retried.
 
 use super::pb::journal_client::JournalClient;
-use super::pb::{AppendRequest, AppendResponse, ReplayRequest, TruncateRequest};
+use super::pb::{AppendAcks, AppendBatch, AppendRequest, ReplayRequest, TruncateRequest};
 use crate::{Journal, JournalRecord};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Code, Status};
 
 type Waiters = Mutex<HashMap<u64, oneshot::Sender<Result<Lsn, Status>>>>;
@@ -30,7 +29,10 @@ struct Pipe {
 
 pub struct GrpcJournal {
     rpc: RpcClient,
-    pipe: tokio::sync::Mutex<Option<Arc<Pipe>>>,
+    /// The open stream; appends read it without waiting on each other.
+    pipe: parking_lot::RwLock<Option<Arc<Pipe>>>,
+    /// Held while a stream is being opened, so only one is.
+    opening: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
     closed: AtomicBool,
 }
@@ -40,7 +42,8 @@ impl GrpcJournal {
     pub fn new(opts: ClientOptions) -> Result<Self> {
         Ok(GrpcJournal {
             rpc: connect("journal", opts)?,
-            pipe: tokio::sync::Mutex::new(None),
+            pipe: parking_lot::RwLock::new(None),
+            opening: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
         })
@@ -55,53 +58,82 @@ impl GrpcJournal {
 
     /// The open stream, or a new one if there is none or it broke.
     async fn pipe(&self) -> Result<Arc<Pipe>> {
-        let mut slot = self.pipe.lock().await;
-        if let Some(p) = slot.as_ref()
-            && p.alive.load(Ordering::Acquire)
-        {
-            return Ok(p.clone());
+        let live = |slot: &Option<Arc<Pipe>>| {
+            slot.as_ref()
+                .filter(|p| p.alive.load(Ordering::Acquire))
+                .cloned()
+        };
+        if let Some(p) = live(&self.pipe.read()) {
+            return Ok(p);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(p) = live(&self.pipe.read()) {
+            return Ok(p);
         }
         let (tx, rx) = mpsc::unbounded_channel();
         // No grpc-timeout on the stream itself: it lives as long as the client. Each append
         // has its own deadline below.
-        let responses = tokio::time::timeout(
-            self.rpc.opts.timeout,
-            self.client().append(UnboundedReceiverStream::new(rx)),
-        )
-        .await
-        .map_err(|_| {
-            self.rpc.error(
-                "opening the append stream",
-                Status::deadline_exceeded("no answer"),
-            )
-        })?
-        .map_err(|s| self.rpc.error("opening the append stream", s))?
-        .into_inner();
+        let responses =
+            tokio::time::timeout(self.rpc.opts.timeout, self.client().append(batches(rx)))
+                .await
+                .map_err(|_| {
+                    self.rpc.error(
+                        "opening the append stream",
+                        Status::deadline_exceeded("no answer"),
+                    )
+                })?
+                .map_err(|s| self.rpc.error("opening the append stream", s))?
+                .into_inner();
         let waiting: Arc<Waiters> = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
         tokio::spawn(read_acks(responses, waiting.clone(), alive.clone()));
         let p = Arc::new(Pipe { tx, waiting, alive });
-        *slot = Some(p.clone());
+        *self.pipe.write() = Some(p.clone());
         Ok(p)
     }
 }
 
+/// Records as they are queued, every one ready at the time in one message (up to a bound).
+fn batches(
+    rx: mpsc::UnboundedReceiver<AppendRequest>,
+) -> impl futures::Stream<Item = AppendBatch> + Send + 'static {
+    const MAX_BATCH_BYTES: usize = 1 << 20;
+    futures::stream::unfold(rx, |mut rx| async move {
+        let first = rx.recv().await?;
+        let mut bytes = first.payload.len();
+        let mut records = vec![first];
+        while bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(r) => {
+                    bytes += r.payload.len();
+                    records.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        Some((AppendBatch { records }, rx))
+    })
+}
+
 /// Hands each acknowledgement to its waiter; when the stream ends, fails those still waiting.
 async fn read_acks(
-    mut responses: tonic::Streaming<AppendResponse>,
+    mut responses: tonic::Streaming<AppendAcks>,
     waiting: Arc<Waiters>,
     alive: Arc<AtomicBool>,
 ) {
     let end = loop {
         match responses.message().await {
-            Ok(Some(r)) => {
-                let result = if r.error_code == 0 {
-                    Ok(r.lsn)
-                } else {
-                    Err(Status::new(Code::from(r.error_code as i32), r.error))
-                };
-                if let Some(w) = waiting.lock().remove(&r.id) {
-                    let _ = w.send(result);
+            Ok(Some(batch)) => {
+                let mut waiting = waiting.lock();
+                for r in batch.acks {
+                    let result = if r.error_code == 0 {
+                        Ok(r.lsn)
+                    } else {
+                        Err(Status::new(Code::from(r.error_code as i32), r.error))
+                    };
+                    if let Some(w) = waiting.remove(&r.id) {
+                        let _ = w.send(result);
+                    }
                 }
             }
             Ok(None) => break Status::unavailable("the server ended the append stream"),
@@ -222,7 +254,8 @@ impl Journal for GrpcJournal {
     async fn close(&self) -> Result<()> {
         self.closed.store(true, Ordering::Release);
         let deadline = tokio::time::Instant::now() + self.rpc.opts.timeout;
-        if let Some(p) = self.pipe.lock().await.take() {
+        let current = self.pipe.write().take();
+        if let Some(p) = current {
             while !p.waiting.lock().is_empty() && p.alive.load(Ordering::Acquire) {
                 if tokio::time::Instant::now() >= deadline {
                     break;

@@ -4,12 +4,13 @@
 
 use super::pb::journal_server::{Journal as JournalRpc, JournalServer};
 use super::pb::{
-    AppendRequest, AppendResponse, Record, ReplayChunk, ReplayRequest, TruncateRequest,
+    AppendAcks, AppendBatch, AppendRequest, AppendResponse, Record, ReplayChunk, ReplayRequest,
+    TruncateRequest,
 };
 use crate::Journal;
 use cairn_common::rpc::{ServerAuth, ServerOptions, pb::Empty, status};
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -45,12 +46,12 @@ type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl JournalRpc for JournalService {
-    type AppendStream = Stream<AppendResponse>;
+    type AppendStream = Stream<AppendAcks>;
     type ReplayStream = Stream<ReplayChunk>;
 
     async fn append(
         &self,
-        req: Request<Streaming<AppendRequest>>,
+        req: Request<Streaming<AppendBatch>>,
     ) -> Result<Response<Self::AppendStream>, Status> {
         let mut input = req.into_inner();
         let journal = self.journal.clone();
@@ -61,23 +62,29 @@ impl JournalRpc for JournalService {
             let mut accepting = !*shutdown.borrow();
             loop {
                 tokio::select! {
-                    Some(resp) = inflight.next(), if !inflight.is_empty() => {
-                        if tx.send(Ok(resp)).await.is_err() {
-                            // The client left; the appends it sent still complete.
+                    Some(first) = inflight.next(), if !inflight.is_empty() => {
+                        // Every acknowledgement ready now goes in one message.
+                        let mut acks = vec![first];
+                        while let Some(Some(more)) = inflight.next().now_or_never() {
+                            acks.push(more);
                         }
+                        // If the client left, the appends it sent still complete.
+                        let _ = tx.send(Ok(AppendAcks { acks })).await;
                     }
                     msg = input.message(), if accepting => match msg {
-                        Ok(Some(AppendRequest { id, payload })) => {
-                            let journal = journal.clone();
-                            inflight.push(async move {
-                                match journal.append(payload).await {
-                                    Ok(lsn) => AppendResponse { id, lsn, error_code: 0, error: String::new() },
-                                    Err(e) => {
-                                        let s = status(e);
-                                        AppendResponse { id, lsn: 0, error_code: s.code() as u32, error: s.message().to_string() }
+                        Ok(Some(AppendBatch { records })) => {
+                            for AppendRequest { id, payload } in records {
+                                let journal = journal.clone();
+                                inflight.push(async move {
+                                    match journal.append(payload).await {
+                                        Ok(lsn) => AppendResponse { id, lsn, error_code: 0, error: String::new() },
+                                        Err(e) => {
+                                            let s = status(e);
+                                            AppendResponse { id, lsn: 0, error_code: s.code() as u32, error: s.message().to_string() }
+                                        }
                                     }
-                                }
-                            });
+                                });
+                            }
                         }
                         Ok(None) => accepting = false,
                         Err(e) => {
