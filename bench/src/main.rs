@@ -131,6 +131,10 @@ async fn main() -> Result<()> {
                     shared,
                     &RunSpec {
                         duration: Duration::from_secs(3600),
+                        concurrency: args
+                            .load_concurrency
+                            .unwrap_or(args.concurrency.max(64))
+                            .max(1),
                         ..spec
                     },
                 )

@@ -9,8 +9,16 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
-/// HTTP/2 flow-control window per stream (the connection's is twice this).
-pub const WINDOW: u32 = 8 << 20;
+/// HTTP/2 flow-control window of one stream: one stream carries every journal append in
+/// flight, and HTTP/2's default 64 KiB would stall it behind window updates.
+pub const STREAM_WINDOW: u32 = 2 << 20;
+
+/// The connection's window is the largest HTTP/2 allows, so it never binds before the
+/// streams' windows do. A compaction merges many scans over one connection and reads each
+/// only when the merge needs its next entry; with a smaller connection window, the blocks
+/// buffered on the streams not being read could use it all up and starve the one the merge
+/// waits on, which would never come. Memory stays bounded by the stream windows.
+pub const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 
 /// Adds the bearer token to every outgoing call.
 #[derive(Clone)]
@@ -47,10 +55,8 @@ pub fn connect(component: &'static str, opts: ClientOptions) -> Result<RpcClient
         .timeout(opts.timeout)
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
-        // One stream carries every append in flight: HTTP/2's default 64 KiB window would
-        // stall it behind window updates.
-        .initial_stream_window_size(Some(WINDOW))
-        .initial_connection_window_size(Some(2 * WINDOW))
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .http2_keep_alive_interval(std::time::Duration::from_secs(30))
         .keep_alive_while_idle(true);
     if opts.url.starts_with("https://") || opts.tls_ca.is_some() {

@@ -65,8 +65,8 @@ impl tonic::service::Interceptor for ServerAuth {
 pub fn builder(opts: &ServerOptions) -> Result<Server> {
     let mut server = Server::builder()
         .tcp_nodelay(true)
-        .initial_stream_window_size(Some(super::client::WINDOW))
-        .initial_connection_window_size(Some(2 * super::client::WINDOW))
+        .initial_stream_window_size(Some(super::client::STREAM_WINDOW))
+        .initial_connection_window_size(Some(super::client::CONNECTION_WINDOW))
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)));
     match (&opts.tls_cert, &opts.tls_key) {
         (Some(cert), Some(key)) => {
