@@ -145,3 +145,41 @@ async fn shutdown_acknowledges_what_it_accepted_and_loses_nothing_acknowledged()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_token_works_and_plain_http_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let opts = ServerOptions {
+        token: Some("t0ken".into()),
+        tls_cert: Some(cert.clone()),
+        tls_key: Some(key),
+        ..Default::default()
+    };
+    let (drain, draining) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let router = builder(&opts).unwrap().add_service(journal_service(
+        Arc::new(MemoryJournal::new()),
+        &opts,
+        draining,
+    ));
+    let server = serve(router, listener, true, drain, std::future::pending()).unwrap();
+    assert!(server.url().starts_with("https://"));
+
+    let mut o = client(server.url());
+    o.tls_ca = Some(cert);
+    o.tls_domain = Some("localhost".into());
+    o.token = Some("t0ken".into());
+    let j = GrpcJournal::new(o).unwrap();
+    assert_eq!(j.append(Bytes::from("secret")).await.unwrap(), 1);
+
+    let plain = GrpcJournal::new(client(format!("http://{}", server.addr))).unwrap();
+    assert!(plain.append(Bytes::from("x")).await.is_err());
+    // TLS without trusting the server's certificate fails too.
+    let untrusted = GrpcJournal::new(client(server.url())).unwrap();
+    assert!(untrusted.append(Bytes::from("x")).await.is_err());
+    server.stop().await.unwrap();
+}
