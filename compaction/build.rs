@@ -1,14 +1,7 @@
-//! Compiles the compaction service with a vendored `protoc`, so builds need none installed.
+//! Compiles the compaction service (`proto/compaction.proto`).
+
+include!("../common/proto/build_protos.rs");
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    if std::env::var_os("PROTOC").is_none() {
-        // SAFETY: build scripts are single-threaded; nothing else reads the environment here.
-        unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
-    }
-    tonic_prost_build::configure()
-        .bytes(".")
-        .extern_path(".cairn.common", "::cairn_common::rpc::pb")
-        .compile_protos(&["proto/compaction.proto"], &["proto", "../common/proto"])?;
-    println!("cargo:rerun-if-changed=proto/compaction.proto");
-    Ok(())
+    compile_service("proto/compaction.proto")
 }

@@ -70,21 +70,20 @@ impl ComponentServer {
     /// so every append the server acknowledged is durable and no new one was taken.
     pub async fn wait(self) -> Result<()> {
         let served = self.handle.wait().await;
-        let closed = match &self.journal {
-            Some(j) => j.close().await,
-            None => Ok(()),
-        };
-        served.and(closed)
+        served.and(close(self.journal).await)
     }
 
     /// Stops now, as the signal would.
     pub async fn stop(self) -> Result<()> {
         let served = self.handle.stop().await;
-        let closed = match &self.journal {
-            Some(j) => j.close().await,
-            None => Ok(()),
-        };
-        served.and(closed)
+        served.and(close(self.journal).await)
+    }
+}
+
+async fn close(journal: Option<Arc<dyn Journal>>) -> Result<()> {
+    match journal {
+        Some(j) => j.close().await,
+        None => Ok(()),
     }
 }
 

@@ -60,6 +60,7 @@ pub fn connect(component: &'static str, opts: ClientOptions) -> Result<RpcClient
         .http2_keep_alive_interval(std::time::Duration::from_secs(30))
         .keep_alive_while_idle(true);
     if opts.url.starts_with("https://") || opts.tls_ca.is_some() {
+        super::tls_provider();
         let mut tls = ClientTlsConfig::new();
         if let Some(ca) = &opts.tls_ca {
             let pem = std::fs::read(ca).map_err(|e| Error::io(ca, e))?;

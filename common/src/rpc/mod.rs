@@ -9,6 +9,12 @@ mod convert;
 mod options;
 mod server;
 
+/// Makes ring the process's TLS crypto provider unless one is set already. With more than
+/// one provider compiled in (object_store brings aws-lc-rs), rustls would refuse to pick.
+pub(crate) fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The generated protobuf messages of `proto/common.proto`.
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
@@ -18,4 +24,4 @@ pub mod pb {
 pub use client::{Auth, RpcChannel, RpcClient, connect};
 pub use convert::{decode_entries, decode_meta, decode_range, encode_entries};
 pub use options::{ClientOptions, ServerOptions};
-pub use server::{ServerAuth, ServerHandle, builder, serve, status};
+pub use server::{ServerAuth, ServerHandle, StatusStream, builder, chunked, serve, status};

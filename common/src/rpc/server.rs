@@ -61,6 +61,53 @@ impl tonic::service::Interceptor for ServerAuth {
     }
 }
 
+/// What a server-streaming call returns.
+pub type StatusStream<M> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<M, Status>> + Send + 'static>>;
+
+/// Sends `items` to a client in messages of about `chunk_bytes` (`size` weighs an item, `wrap`
+/// makes a message), through a buffer of two messages: a slow reader holds the producer back,
+/// and a client that goes away stops it. An item that fails ends the stream with its error.
+pub fn chunked<T, M>(
+    mut items: crate::BoxStream<Result<T>>,
+    chunk_bytes: usize,
+    size: fn(&T) -> usize,
+    wrap: fn(Vec<T>) -> M,
+) -> StatusStream<M>
+where
+    T: Send + 'static,
+    M: Send + 'static,
+{
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        while let Some(item) = items.next().await {
+            match item {
+                Ok(item) => {
+                    bytes += size(&item);
+                    chunk.push(item);
+                    if bytes >= chunk_bytes {
+                        bytes = 0;
+                        if tx.send(Ok(wrap(std::mem::take(&mut chunk)))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(status(e))).await;
+                    return;
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = tx.send(Ok(wrap(chunk))).await;
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 /// A server builder with TLS configured when the options ask for it.
 pub fn builder(opts: &ServerOptions) -> Result<Server> {
     let mut server = Server::builder()
@@ -70,6 +117,7 @@ pub fn builder(opts: &ServerOptions) -> Result<Server> {
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)));
     match (&opts.tls_cert, &opts.tls_key) {
         (Some(cert), Some(key)) => {
+            super::tls_provider();
             let cert = std::fs::read(cert).map_err(|e| Error::io(cert, e))?;
             let key = std::fs::read(key).map_err(|e| Error::io(key, e))?;
             server = server

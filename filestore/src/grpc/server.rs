@@ -10,15 +10,12 @@ use super::pb::{
 use crate::{Storage, Table};
 use cairn_common::rpc::pb::{AggregateState, Block, Empty, TableMeta as PbMeta};
 use cairn_common::rpc::{
-    ServerAuth, ServerOptions, decode_entries, decode_meta, decode_range, encode_entries, status,
+    ServerAuth, ServerOptions, StatusStream, chunked, decode_entries, decode_meta, decode_range,
+    encode_entries, status,
 };
 use cairn_common::{Error, TableId, ValueType};
-use futures::StreamExt;
 use quick_cache::sync::Cache;
-use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -58,11 +55,9 @@ impl StorageService {
     }
 }
 
-type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl StorageRpc for StorageService {
-    type ScanStream = Stream<Block>;
+    type ScanStream = StatusStream<Block>;
 
     async fn create_table(
         &self,
@@ -149,41 +144,18 @@ impl StorageRpc for StorageService {
         let r = req.into_inner();
         let table = self.table(r.meta).await?;
         let range = decode_range(r.range).map_err(status)?;
-        let mut entries = if r.analytic {
+        let entries = if r.analytic {
             table.analytic_scan(&range).await
         } else {
             table.scan(&range).await
         }
         .map_err(status)?;
-        // A small channel: a slow reader holds the scan back instead of filling memory.
-        let (tx, rx) = mpsc::channel(2);
-        tokio::spawn(async move {
-            let mut block = Vec::new();
-            let mut bytes = 0;
-            while let Some(e) = entries.next().await {
-                match e {
-                    Ok(e) => {
-                        bytes += e.key.len() + e.value.len() + 16;
-                        block.push(e);
-                        if bytes >= BLOCK_BYTES {
-                            bytes = 0;
-                            let b = encode_entries(&std::mem::take(&mut block));
-                            if tx.send(Ok(b)).await.is_err() {
-                                return; // the client went away
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(status(e))).await;
-                        return;
-                    }
-                }
-            }
-            if !block.is_empty() {
-                let _ = tx.send(Ok(encode_entries(&block))).await;
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(chunked(
+            entries,
+            BLOCK_BYTES,
+            |e| e.key.len() + e.value.len() + 16,
+            |block| encode_entries(&block),
+        )))
     }
 
     async fn aggregate(

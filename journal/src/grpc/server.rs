@@ -8,10 +8,9 @@ use super::pb::{
     TruncateRequest,
 };
 use crate::Journal;
-use cairn_common::rpc::{ServerAuth, ServerOptions, pb::Empty, status};
+use cairn_common::rpc::{ServerAuth, ServerOptions, StatusStream, chunked, pb::Empty, status};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -42,12 +41,10 @@ pub fn journal_service(
     )
 }
 
-type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl JournalRpc for JournalService {
-    type AppendStream = Stream<AppendAcks>;
-    type ReplayStream = Stream<ReplayChunk>;
+    type AppendStream = StatusStream<AppendAcks>;
+    type ReplayStream = StatusStream<ReplayChunk>;
 
     async fn append(
         &self,
@@ -107,42 +104,25 @@ impl JournalRpc for JournalService {
         &self,
         req: Request<ReplayRequest>,
     ) -> Result<Response<Self::ReplayStream>, Status> {
-        let mut records = self
+        let records = self
             .journal
             .replay(req.into_inner().from)
             .await
             .map_err(status)?;
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            let mut chunk = Vec::new();
-            let mut bytes = 0;
-            while let Some(r) = records.next().await {
-                match r {
-                    Ok(r) => {
-                        bytes += r.payload.len() + 16;
-                        chunk.push(Record {
-                            lsn: r.lsn,
-                            payload: r.payload,
-                        });
-                        if bytes >= CHUNK_BYTES {
-                            bytes = 0;
-                            let records = std::mem::take(&mut chunk);
-                            if tx.send(Ok(ReplayChunk { records })).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(status(e))).await;
-                        return;
-                    }
-                }
-            }
-            if !chunk.is_empty() {
-                let _ = tx.send(Ok(ReplayChunk { records: chunk })).await;
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(chunked(
+            records,
+            CHUNK_BYTES,
+            |r| r.payload.len() + 16,
+            |records| ReplayChunk {
+                records: records
+                    .into_iter()
+                    .map(|r| Record {
+                        lsn: r.lsn,
+                        payload: r.payload,
+                    })
+                    .collect(),
+            },
+        )))
     }
 
     async fn truncate(&self, req: Request<TruncateRequest>) -> Result<Response<Empty>, Status> {
