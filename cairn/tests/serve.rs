@@ -223,5 +223,12 @@ async fn killed_servers_give_errors_retries_and_fallbacks_and_lose_no_acknowledg
         assert_eq!(got.get(k), Some(v), "after reopen: {k:?}");
     }
     db.close().await.unwrap();
-    drop((journal, storage));
+    // SIGTERM: each server stops gracefully and exits 0.
+    for mut server in [journal, storage] {
+        let pid = server.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let status = server.child.wait().unwrap();
+        assert!(status.success(), "{} exited with {status}", server.url);
+    }
 }
