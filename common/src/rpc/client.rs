@@ -125,6 +125,44 @@ impl RpcClient {
         }
     }
 
+    /// The items of a server stream of chunks (the other end of the server's `chunked`):
+    /// `unpack` opens a chunk, each chunk must come within the call deadline, and the first
+    /// failure ends the stream with an error naming this component.
+    pub fn unchunk<M, T>(
+        &self,
+        what: &'static str,
+        chunks: tonic::Streaming<M>,
+        unpack: fn(M) -> Result<Vec<T>>,
+    ) -> crate::BoxStream<Result<T>>
+    where
+        M: Send + 'static,
+        T: Send + 'static,
+    {
+        use futures::StreamExt;
+        let rpc = self.clone();
+        let items = futures::stream::unfold(Some(chunks), move |state| {
+            let rpc = rpc.clone();
+            async move {
+                let mut chunks = state?;
+                let next = match tokio::time::timeout(rpc.opts.timeout, chunks.message()).await {
+                    Ok(Ok(Some(chunk))) => unpack(chunk),
+                    Ok(Ok(None)) => return None,
+                    Ok(Err(s)) => Err(rpc.error(what, s)),
+                    Err(_) => Err(rpc.error(what, Status::deadline_exceeded("no next chunk"))),
+                };
+                Some(match next {
+                    Ok(items) => (
+                        futures::stream::iter(items.into_iter().map(Ok).collect::<Vec<_>>()),
+                        Some(chunks),
+                    ),
+                    Err(e) => (futures::stream::iter(vec![Err(e)]), None),
+                })
+            }
+        })
+        .flatten();
+        Box::pin(items)
+    }
+
     /// Runs an idempotent call, retrying with backoff while the server is unavailable.
     pub async fn retry<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T>
     where

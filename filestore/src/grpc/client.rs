@@ -23,7 +23,6 @@ use cairn_common::rpc::{ClientOptions, RpcChannel, RpcClient, connect, decode_en
 use cairn_common::{
     AggregateState, BoxStream, Entry, Error, KeyRange, Result, SeqNo, TableId, TableMeta, ValueType,
 };
-use futures::StreamExt;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -283,29 +282,7 @@ impl GrpcTable {
                 async move { c.scan(req).await.map(|r| r.into_inner()) }
             })
             .await?;
-        let rpc = self.rpc.clone();
-        let entries = futures::stream::unfold(Some(blocks), move |state| {
-            let rpc = rpc.clone();
-            async move {
-                let mut blocks = state?;
-                let next: Result<Vec<Entry>> =
-                    match tokio::time::timeout(rpc.opts.timeout, blocks.message()).await {
-                        Ok(Ok(Some(b))) => decode_entries(b),
-                        Ok(Ok(None)) => return None,
-                        Ok(Err(s)) => Err(rpc.error("scan", s)),
-                        Err(_) => Err(rpc.error("scan", Status::deadline_exceeded("no block"))),
-                    };
-                Some(match next {
-                    Ok(entries) => (
-                        futures::stream::iter(entries.into_iter().map(Ok).collect::<Vec<_>>()),
-                        Some(blocks),
-                    ),
-                    Err(e) => (futures::stream::iter(vec![Err(e)]), None),
-                })
-            }
-        })
-        .flatten();
-        Ok(Box::pin(entries))
+        Ok(self.rpc.unchunk("scan", blocks, decode_entries))
     }
 }
 

@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::rpc::{ClientOptions, RpcChannel, RpcClient, connect};
 use cairn_common::{BoxStream, Error, Lsn, Result};
-use futures::StreamExt;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -201,42 +200,15 @@ impl Journal for GrpcJournal {
                 async move { c.replay(req).await.map(|r| r.into_inner()) }
             })
             .await?;
-        let rpc = self.rpc.clone();
-        let timeout = rpc.opts.timeout;
-        let records = futures::stream::unfold(Some(chunks), move |state| {
-            let rpc = rpc.clone();
-            async move {
-                let mut chunks = state?;
-                match tokio::time::timeout(timeout, chunks.message()).await {
-                    Ok(Ok(Some(c))) => {
-                        let recs: Vec<Result<JournalRecord>> = c
-                            .records
-                            .into_iter()
-                            .map(|r| {
-                                Ok(JournalRecord {
-                                    lsn: r.lsn,
-                                    payload: r.payload,
-                                })
-                            })
-                            .collect();
-                        Some((futures::stream::iter(recs), Some(chunks)))
-                    }
-                    Ok(Ok(None)) => None,
-                    Ok(Err(s)) => Some((
-                        futures::stream::iter(vec![Err(rpc.error("replay", s))]),
-                        None,
-                    )),
-                    Err(_) => Some((
-                        futures::stream::iter(vec![Err(
-                            rpc.error("replay", Status::deadline_exceeded("no chunk"))
-                        )]),
-                        None,
-                    )),
-                }
-            }
-        })
-        .flatten();
-        Ok(Box::pin(records))
+        Ok(self.rpc.unchunk("replay", chunks, |c| {
+            Ok(c.records
+                .into_iter()
+                .map(|r| JournalRecord {
+                    lsn: r.lsn,
+                    payload: r.payload,
+                })
+                .collect())
+        }))
     }
 
     async fn truncate(&self, upto: Lsn) -> Result<()> {
