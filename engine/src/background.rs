@@ -20,6 +20,8 @@ pub struct Counters {
     pub bytes_flushed: AtomicU64,
     pub bytes_compacted: AtomicU64,
     pub stalls: AtomicU64,
+    pub imports: AtomicU64,
+    pub bytes_imported: AtomicU64,
 }
 
 pub struct Background {

@@ -6,6 +6,7 @@
 mod aggregate;
 mod background;
 mod db;
+mod import;
 mod manifest;
 mod options;
 mod scan;

@@ -1,9 +1,9 @@
 //! What `Db::stats` reports: per-level table counts and sizes, memtables, sequence numbers and
 //! background-work counters. Serializable for `cairn stats --json`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LevelStats {
     pub level: usize,
     pub tables: usize,
@@ -11,7 +11,7 @@ pub struct LevelStats {
     pub entries: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DbStats {
     pub levels: Vec<LevelStats>,
     pub memtable_bytes: u64,
@@ -29,6 +29,11 @@ pub struct DbStats {
     pub bytes_flushed: u64,
     pub bytes_compacted: u64,
     pub write_stalls: u64,
+    /// Bulk imports (`Db::import`) since open, and the bytes of the tables they wrote.
+    #[serde(default)]
+    pub imports: u64,
+    #[serde(default)]
+    pub bytes_imported: u64,
     /// The last background failure, cleared by the next success.
     pub background_error: Option<String>,
 }

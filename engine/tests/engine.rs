@@ -310,3 +310,91 @@ async fn aggregate_sees_memtables_and_tables_at_one_snapshot() {
     assert_eq!(s.skipped, 1, "the text value is not a number");
     db.close().await.unwrap();
 }
+
+/// A bulk import is newer than every write acknowledged before it and older than every write
+/// after it, whether those writes sit in memtables, level 0 or deeper, and under writers
+/// running through it; and it survives compaction and a crash-like reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_orders_against_writes_before_during_and_after() {
+    let h = file_harness();
+    let db = Arc::new(h.open().await);
+    let key = |i: u32| Bytes::from(format!("k{i:05}"));
+    // Older versions everywhere: deep levels, level 0, and the memtable.
+    for i in 0..3000 {
+        db.put(key(i), "old").await.unwrap();
+    }
+    db.compact().await.unwrap();
+    for i in 0..3000 {
+        db.put(key(i), "newer").await.unwrap();
+        if i % 1000 == 999 {
+            db.flush().await.unwrap();
+        }
+    }
+    for i in (0..3000).step_by(7) {
+        db.put(key(i), "in memtable").await.unwrap();
+    }
+    let before = db.snapshot();
+
+    // Writers on keys of their own run through the import.
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for i in 0..2000u32 {
+                db.put(format!("w{i:05}"), "w").await.unwrap();
+            }
+        })
+    };
+    let mut entries: Vec<(Bytes, Bytes)> = (0..3000)
+        .rev()
+        .map(|i| (key(i), Bytes::from("imported")))
+        .collect();
+    entries.push((key(5), Bytes::from("imported last")));
+    db.import(entries).await.unwrap();
+    writer.await.unwrap();
+    for i in (0..3000).step_by(11) {
+        db.put(key(i), "after").await.unwrap();
+    }
+
+    let expect = |i: u32| -> &'static str {
+        if i % 11 == 0 {
+            "after"
+        } else if i == 5 {
+            "imported last"
+        } else {
+            "imported"
+        }
+    };
+    let check = |all: Vec<(Bytes, Bytes)>| {
+        let ks: Vec<_> = all.iter().filter(|(k, _)| k.starts_with(b"k")).collect();
+        assert_eq!(ks.len(), 3000);
+        for (i, (k, v)) in ks.into_iter().enumerate() {
+            assert_eq!(k, &key(i as u32));
+            assert_eq!(v, expect(i as u32), "key {k:?}");
+        }
+        assert_eq!(
+            all.iter().filter(|(k, _)| k.starts_with(b"w")).count(),
+            2000
+        );
+    };
+    for i in [0u32, 5, 7, 11, 14, 2999] {
+        assert_eq!(db.get(&key(i)).await.unwrap().unwrap(), expect(i));
+    }
+    check(scan_all(&db).await);
+    assert_eq!(
+        db.get_at(&key(7), &before).await.unwrap().unwrap(),
+        "in memtable",
+        "a snapshot taken before the import does not see it"
+    );
+    drop(before);
+    assert_eq!(db.stats().imports, 1);
+
+    db.compact().await.unwrap();
+    check(scan_all(&db).await);
+    db.close_without_flush().await.unwrap();
+    drop(db);
+    let db = h.open().await;
+    check(scan_all(&db).await);
+    db.put(key(1), "after reopen").await.unwrap();
+    assert_eq!(db.get(&key(1)).await.unwrap().unwrap(), "after reopen");
+    db.close().await.unwrap();
+}

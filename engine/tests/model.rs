@@ -1,4 +1,4 @@
-//! The engine's backbone test: thousands of random puts, deletes, batches, gets, scans,
+//! The engine's backbone test: thousands of random puts, deletes, batches, bulk imports, gets, scans,
 //! snapshots, flushes, compactions and reopens (clean and crash-like), every read checked
 //! against a `BTreeMap`, over every pairing of journal and memtable kind.
 //! `CAIRN_MODEL_SEEDS=N` runs more seeds.
@@ -110,10 +110,19 @@ async fn run_model_on(
             down_steps += 1;
         }
         match rng.random_range(0..1000u32) {
-            0..=399 => {
+            0..=389 => {
                 let (k, v) = (key(&mut rng), value(&mut rng, step));
                 db.put(k.clone(), v.clone()).await.unwrap();
                 model.insert(k, v);
+            }
+            390..=399 => {
+                // A bulk import, unsorted and with repeated keys (the last one wins).
+                let mut entries = Vec::new();
+                for _ in 0..rng.random_range(1..60) {
+                    entries.push((key(&mut rng), value(&mut rng, step)));
+                }
+                db.import(entries.clone()).await.unwrap();
+                model.extend(entries);
             }
             400..=549 => {
                 let k = key(&mut rng);
