@@ -326,7 +326,7 @@ async fn import_orders_against_writes_before_during_and_after() {
     db.compact().await.unwrap();
     for i in 0..3000 {
         db.put(key(i), "newer").await.unwrap();
-        if i % 1000 == 999 {
+        if (i + 1).is_multiple_of(1000) {
             db.flush().await.unwrap();
         }
     }
@@ -356,7 +356,7 @@ async fn import_orders_against_writes_before_during_and_after() {
     }
 
     let expect = |i: u32| -> &'static str {
-        if i % 11 == 0 {
+        if i.is_multiple_of(11) {
             "after"
         } else if i == 5 {
             "imported last"
