@@ -42,13 +42,17 @@ pub type RpcChannel = InterceptedService<Channel, Auth>;
 pub struct RpcClient {
     pub channel: RpcChannel,
     pub opts: ClientOptions,
-    /// What the caller calls the remote end, for errors: "journal", "storage", ...
-    pub component: &'static str,
+    /// What the caller calls the remote end, for errors: "journal", "storage", "shard 2"...
+    pub component: std::sync::Arc<str>,
 }
 
 /// Prepares a channel to `opts.url`. Nothing is dialled until the first call, so a client
 /// can be built while its server is still starting; a dead server is an error per call.
-pub fn connect(component: &'static str, opts: ClientOptions) -> Result<RpcClient> {
+pub fn connect(
+    component: impl Into<std::sync::Arc<str>>,
+    opts: ClientOptions,
+) -> Result<RpcClient> {
+    let component = component.into();
     let bad = |d: String| Error::InvalidArgument(format!("{component} url `{}`: {d}", opts.url));
     let mut endpoint = Endpoint::from_shared(opts.url.clone())
         .map_err(|e| bad(e.to_string()))?

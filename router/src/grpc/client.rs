@@ -1,0 +1,291 @@
+//! `GrpcShard`: a shard served by another process (`cairn serve shard`). Reads are retried
+//! while the server is unavailable; writes are not (their outcome would be unknown), so a
+//! dead shard is an error naming it once the deadline or the retries run out.
+
+use super::pb::shard_client::ShardClient;
+use super::pb::{
+    AggregateRequest, GetRequest, ImportRequest, MultiGetRequest, ScanRequest, ShardTag, Tagged,
+    WriteRequest,
+};
+use super::{CHUNK_BYTES, LONG_CALL, pair_bytes, pairs_message, pairs_of};
+use crate::cluster::ShardIdentity;
+use crate::shard::{ImportStream, PairStream, Shard};
+use async_trait::async_trait;
+use bytes::Bytes;
+use cairn_common::rpc::{ClientOptions, RpcChannel, RpcClient, connect};
+use cairn_common::{
+    AggregateState, EntryKind, Error, KeyRange, Result, SeqNo, ValueType, WriteBatch,
+};
+use cairn_engine::DbStats;
+use futures::StreamExt;
+use tonic::Request;
+
+pub struct GrpcShard {
+    rpc: RpcClient,
+    tag: ShardTag,
+    name: String,
+}
+
+impl GrpcShard {
+    /// Shard `id` served at `opts.url`. Nothing is dialled until the first call.
+    pub fn new(opts: ClientOptions, id: ShardIdentity) -> Result<GrpcShard> {
+        let name = format!("shard {} at {}", id.index, opts.url);
+        Ok(GrpcShard {
+            rpc: connect(format!("shard {}", id.index), opts)?,
+            tag: id.into(),
+            name,
+        })
+    }
+
+    fn client(&self) -> ShardClient<RpcChannel> {
+        let max = self.rpc.opts.max_message_bytes;
+        ShardClient::new(self.rpc.channel.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+
+    fn tagged(&self) -> Tagged {
+        Tagged {
+            tag: Some(self.tag),
+        }
+    }
+
+    fn long<T>(msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.set_timeout(LONG_CALL);
+        r
+    }
+}
+
+#[async_trait]
+impl Shard for GrpcShard {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.rpc
+            .retry("claim", || {
+                let mut c = self.client();
+                let req = self.rpc.request(self.tagged());
+                async move { c.claim(req).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        let r = self
+            .rpc
+            .retry("get", || {
+                let mut c = self.client();
+                let req = self.rpc.request(GetRequest {
+                    tag: Some(self.tag),
+                    key: Bytes::copy_from_slice(key),
+                });
+                async move { c.get(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok(r.found.then_some(r.value))
+    }
+
+    async fn multi_get(&self, keys: Vec<Bytes>) -> Result<Vec<Option<Bytes>>> {
+        let n = keys.len();
+        let r = self
+            .rpc
+            .retry("multi_get", || {
+                let mut c = self.client();
+                let req = self.rpc.request(MultiGetRequest {
+                    tag: Some(self.tag),
+                    keys: keys.clone(),
+                });
+                async move { c.multi_get(req).await }
+            })
+            .await?
+            .into_inner();
+        let found_count = r.found.iter().filter(|f| **f).count();
+        if r.found.len() != n || r.values.len() != found_count {
+            return Err(Error::component(
+                self.rpc.who(),
+                format!(
+                    "multi_get: {n} keys asked, {} answered with {} values",
+                    r.found.len(),
+                    r.values.len()
+                ),
+            ));
+        }
+        let mut values = r.values.into_iter();
+        Ok(r.found
+            .into_iter()
+            .map(|f| if f { values.next() } else { None })
+            .collect())
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<SeqNo> {
+        let n = batch.len();
+        let mut req = WriteRequest {
+            tag: Some(self.tag),
+            keys: Vec::with_capacity(n),
+            kinds: Vec::with_capacity(n),
+            values: Vec::with_capacity(n),
+        };
+        for op in batch.into_ops() {
+            req.keys.push(op.key);
+            match op.kind {
+                EntryKind::Put => {
+                    req.kinds.push(0);
+                    req.values.push(op.value);
+                }
+                EntryKind::Delete => req.kinds.push(1),
+            }
+        }
+        let r = self
+            .client()
+            .write(self.rpc.request(req))
+            .await
+            .map_err(|s| self.rpc.error("write", s))?;
+        Ok(r.into_inner().seq)
+    }
+
+    async fn scan(&self, range: KeyRange, limit: Option<usize>) -> Result<PairStream> {
+        let range = cairn_common::rpc::pb::KeyRange::from(&range);
+        let chunks = self
+            .rpc
+            .retry("scan", || {
+                let mut c = self.client();
+                let req = self.rpc.request(ScanRequest {
+                    tag: Some(self.tag),
+                    range: Some(range.clone()),
+                    limit: limit.map_or(0, |l| l as u64),
+                });
+                async move { c.scan(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok(self.rpc.unchunk("scan", chunks, pairs_of))
+    }
+
+    async fn aggregate(&self, range: KeyRange, value_type: ValueType) -> Result<AggregateState> {
+        let range = cairn_common::rpc::pb::KeyRange::from(&range);
+        let r = self
+            .rpc
+            .retry("aggregate", || {
+                let mut c = self.client();
+                let req = self.rpc.request(AggregateRequest {
+                    tag: Some(self.tag),
+                    range: Some(range.clone()),
+                    value_type: value_type.into(),
+                });
+                async move { c.aggregate(req).await }
+            })
+            .await?
+            .into_inner();
+        AggregateState::try_from(r)
+    }
+
+    async fn import(&self, mut batches: ImportStream) -> Result<u64> {
+        // A failure of the input is kept aside and the request stream ended without its
+        // finish, so the server drops the tail; the caller gets the input's error.
+        let (tx, rx) = tokio::sync::mpsc::channel::<ImportRequest>(2);
+        let tag = self.tag;
+        let feed = tokio::spawn(async move {
+            let first = ImportRequest {
+                tag: Some(tag),
+                pairs: None,
+                finish: false,
+            };
+            if tx.send(first).await.is_err() {
+                return Ok(());
+            }
+            while let Some(batch) = batches.next().await {
+                for chunk in rechunk(batch?) {
+                    let msg = ImportRequest {
+                        tag: None,
+                        pairs: Some(pairs_message(chunk)),
+                        finish: false,
+                    };
+                    if tx.send(msg).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            let last = ImportRequest {
+                tag: None,
+                pairs: None,
+                finish: true,
+            };
+            let _ = tx.send(last).await;
+            Ok::<(), Error>(())
+        });
+        let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let r = self
+            .client()
+            .import(Self::long(requests))
+            .await
+            .map_err(|s| self.rpc.error("import", s));
+        match feed.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(Error::component("import input", e)),
+        }
+        Ok(r?.into_inner().entries)
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.client()
+            .flush(Self::long(self.tagged()))
+            .await
+            .map_err(|s| self.rpc.error("flush", s))?;
+        Ok(())
+    }
+
+    async fn compact(&self) -> Result<()> {
+        self.client()
+            .compact(Self::long(self.tagged()))
+            .await
+            .map_err(|s| self.rpc.error("compact", s))?;
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<DbStats> {
+        let r = self
+            .rpc
+            .retry("stats", || {
+                let mut c = self.client();
+                let req = self.rpc.request(self.tagged());
+                async move { c.stats(req).await }
+            })
+            .await?
+            .into_inner();
+        serde_json::from_str(&r.json)
+            .map_err(|e| Error::component(self.rpc.who(), format!("stats: {e}")))
+    }
+
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Splits a batch into messages of about `CHUNK_BYTES`, so no message outgrows the limit.
+fn rechunk(batch: Vec<(Bytes, Bytes)>) -> Vec<Vec<(Bytes, Bytes)>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut bytes = 0;
+    for p in batch {
+        bytes += pair_bytes(&p);
+        cur.push(p);
+        if bytes >= CHUNK_BYTES {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}

@@ -1,0 +1,203 @@
+//! Serves one local shard. Each call must carry the identity its router expects; the first
+//! call to a data directory that is no shard yet gives it that identity.
+
+use super::pb::shard_server::{Shard as ShardRpc, ShardServer};
+use super::pb::{
+    AggregateRequest, GetRequest, GetResponse, ImportRequest, ImportResponse, MultiGetRequest,
+    MultiGetResponse, Pairs, ScanRequest, ShardTag, StatsResponse, Tagged, WriteRequest,
+    WriteResponse,
+};
+use super::{CHUNK_BYTES, pair_bytes, pairs_message, pairs_of};
+use crate::local::LocalShard;
+use crate::shard::{ImportStream, Shard};
+use cairn_common::rpc::pb::{AggregateState, Empty};
+use cairn_common::rpc::{ServerAuth, ServerOptions, StatusStream, chunked, decode_range, status};
+use cairn_common::{Error, ValueType, WriteBatch};
+use futures::StreamExt;
+use std::sync::Arc;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct ShardService {
+    shard: Arc<LocalShard>,
+}
+
+/// The service, behind the token check and the message size bounds.
+pub fn shard_service(
+    shard: Arc<LocalShard>,
+    opts: &ServerOptions,
+) -> InterceptedService<ShardServer<ShardService>, ServerAuth> {
+    let max = opts.max_message_bytes();
+    InterceptedService::new(
+        ShardServer::new(ShardService { shard })
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        ServerAuth::new(opts),
+    )
+}
+
+impl ShardService {
+    fn admit(&self, tag: Option<ShardTag>) -> Result<(), Status> {
+        let tag = tag.ok_or_else(|| {
+            Status::invalid_argument("a shard call must say which shard it means (tag)")
+        })?;
+        self.shard.claim(tag.into()).map_err(status)
+    }
+}
+
+fn value_type(v: u32) -> Result<ValueType, Status> {
+    ValueType::try_from(v).map_err(status)
+}
+
+#[tonic::async_trait]
+impl ShardRpc for ShardService {
+    type ScanStream = StatusStream<Pairs>;
+
+    async fn claim(&self, req: Request<Tagged>) -> Result<Response<Empty>, Status> {
+        self.admit(req.into_inner().tag)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = req.into_inner();
+        self.admit(req.tag)?;
+        let v = self.shard.get(&req.key).await.map_err(status)?;
+        Ok(Response::new(GetResponse {
+            found: v.is_some(),
+            value: v.unwrap_or_default(),
+        }))
+    }
+
+    async fn multi_get(
+        &self,
+        req: Request<MultiGetRequest>,
+    ) -> Result<Response<MultiGetResponse>, Status> {
+        let req = req.into_inner();
+        self.admit(req.tag)?;
+        let got = self.shard.multi_get(req.keys).await.map_err(status)?;
+        let found = got.iter().map(Option::is_some).collect();
+        let values = got.into_iter().flatten().collect();
+        Ok(Response::new(MultiGetResponse { found, values }))
+    }
+
+    async fn write(&self, req: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+        let req = req.into_inner();
+        self.admit(req.tag)?;
+        if req.kinds.len() != req.keys.len() {
+            return Err(Status::invalid_argument("a kind for every key"));
+        }
+        let mut batch = WriteBatch::new();
+        let mut values = req.values.into_iter();
+        for (key, kind) in req.keys.into_iter().zip(req.kinds) {
+            match kind {
+                0 => {
+                    let v = values
+                        .next()
+                        .ok_or_else(|| Status::invalid_argument("a value for every put"))?;
+                    batch.put(key, v);
+                }
+                1 => {
+                    batch.delete(key);
+                }
+                k => return Err(Status::invalid_argument(format!("unknown write kind {k}"))),
+            }
+        }
+        let seq = self.shard.write(batch).await.map_err(status)?;
+        Ok(Response::new(WriteResponse { seq }))
+    }
+
+    async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<Self::ScanStream>, Status> {
+        let req = req.into_inner();
+        self.admit(req.tag)?;
+        let range = decode_range(req.range).map_err(status)?;
+        let limit = (req.limit > 0).then_some(req.limit as usize);
+        let pairs = self.shard.scan(range, limit).await.map_err(status)?;
+        Ok(Response::new(chunked(
+            pairs,
+            CHUNK_BYTES,
+            pair_bytes,
+            pairs_message,
+        )))
+    }
+
+    async fn aggregate(
+        &self,
+        req: Request<AggregateRequest>,
+    ) -> Result<Response<AggregateState>, Status> {
+        let req = req.into_inner();
+        self.admit(req.tag)?;
+        let range = decode_range(req.range).map_err(status)?;
+        let state = self
+            .shard
+            .aggregate(range, value_type(req.value_type)?)
+            .await
+            .map_err(status)?;
+        Ok(Response::new((&state).into()))
+    }
+
+    async fn import(
+        &self,
+        req: Request<Streaming<ImportRequest>>,
+    ) -> Result<Response<ImportResponse>, Status> {
+        let mut input = req.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty import stream"))?;
+        self.admit(first.tag)?;
+        // The stream's batches, until the one marked finish; ending without it is an error,
+        // so the shard does not load the tail of an import broken off.
+        let batches =
+            futures::stream::unfold((Some(first), Some(input)), |(pending, input)| async move {
+                let mut input = input?;
+                let msg = match pending {
+                    Some(m) => m,
+                    None => match input.message().await {
+                        Ok(Some(m)) => m,
+                        Ok(None) => {
+                            return Some((
+                                Err(Error::component(
+                                    "import",
+                                    "the stream ended before its finish: the client went away",
+                                )),
+                                (None, None),
+                            ));
+                        }
+                        Err(s) => {
+                            return Some((
+                                Err(Error::component("import", s.message())),
+                                (None, None),
+                            ));
+                        }
+                    },
+                };
+                let batch = pairs_of(msg.pairs.unwrap_or_default());
+                let next = if msg.finish { None } else { Some(input) };
+                Some((batch, (None, next)))
+            });
+        let batches: ImportStream = Box::pin(
+            batches.filter(|b| futures::future::ready(!matches!(b, Ok(v) if v.is_empty()))),
+        );
+        let entries = self.shard.import(batches).await.map_err(status)?;
+        Ok(Response::new(ImportResponse { entries }))
+    }
+
+    async fn flush(&self, req: Request<Tagged>) -> Result<Response<Empty>, Status> {
+        self.admit(req.into_inner().tag)?;
+        self.shard.flush().await.map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn compact(&self, req: Request<Tagged>) -> Result<Response<Empty>, Status> {
+        self.admit(req.into_inner().tag)?;
+        self.shard.compact().await.map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn stats(&self, req: Request<Tagged>) -> Result<Response<StatsResponse>, Status> {
+        self.admit(req.into_inner().tag)?;
+        let stats = self.shard.stats().await.map_err(status)?;
+        let json = serde_json::to_string(&stats).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(StatsResponse { json }))
+    }
+}

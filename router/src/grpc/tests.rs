@@ -1,0 +1,257 @@
+use super::*;
+use crate::{Cluster, LocalShard, Router, Shard, conformance};
+use cairn_common::rpc::{ClientOptions, ServerHandle, ServerOptions, builder, serve};
+use cairn_common::{Error, KeyRange, ValueType};
+use cairn_compaction::LocalCompactor;
+use cairn_engine::{Components, Db, EngineOptions};
+use cairn_filestore::{SstOptions, SstStorage, Storage};
+use cairn_journal::{FileJournal, FileJournalOptions};
+use cairn_memtable::MemtableOptions;
+use futures::TryStreamExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn open_db(dir: &Path) -> Db {
+    let storage: Arc<dyn Storage> =
+        Arc::new(SstStorage::open(SstOptions::new(dir.join("tables"))).unwrap());
+    let mut j = FileJournalOptions::new(dir.join("journal"));
+    j.sync = false;
+    let comps = Components {
+        journal: Arc::new(FileJournal::open(j).unwrap()),
+        memtables: MemtableOptions::default().factory(),
+        compactor: Arc::new(LocalCompactor::new(storage.clone())),
+        storage,
+    };
+    let opts = EngineOptions {
+        memtable_bytes: 256 << 10,
+        ..EngineOptions::default()
+    };
+    Db::open(dir, opts, comps).await.unwrap()
+}
+
+async fn start_on(
+    dir: &Path,
+    listener: tokio::net::TcpListener,
+    opts: ServerOptions,
+) -> (ServerHandle, Arc<LocalShard>) {
+    let shard = Arc::new(LocalShard::served(open_db(dir).await).unwrap());
+    let (drain, _) = tokio::sync::watch::channel(false);
+    let router = builder(&opts)
+        .unwrap()
+        .add_service(shard_service(shard.clone(), &opts));
+    (
+        serve(router, listener, false, drain, std::future::pending()).unwrap(),
+        shard,
+    )
+}
+
+async fn start(dir: &Path) -> (ServerHandle, Arc<LocalShard>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_on(dir, listener, ServerOptions::default()).await
+}
+
+fn client_opts(url: String) -> ClientOptions {
+    let mut o = ClientOptions::new(url);
+    o.timeout = Duration::from_secs(5);
+    o.connect_timeout = Duration::from_millis(500);
+    o.retries = 1;
+    o
+}
+
+fn identity(index: u32) -> ShardIdentity {
+    ShardIdentity {
+        cluster: 0xc0ffee,
+        index,
+        count: 3,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_a_local_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = LocalShard::new(open_db(dir.path()).await, identity(0)).unwrap();
+    // Small tables, so the import above builds several.
+    let shard = Arc::new(shard.with_import_table_bytes(64 << 10));
+    conformance::run(shard.clone()).await;
+    shard.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, served) = start(dir.path()).await;
+    let remote = Arc::new(GrpcShard::new(client_opts(server.url()), identity(1)).unwrap());
+    conformance::run(remote).await;
+    assert_eq!(
+        served.identity(),
+        Some(identity(1)),
+        "the first call claimed it"
+    );
+    server.stop().await.unwrap();
+    served.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_another_shard_refuses_every_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, served) = start(dir.path()).await;
+    let right = GrpcShard::new(client_opts(server.url()), identity(1)).unwrap();
+    right.check().await.unwrap();
+    let wrong = GrpcShard::new(client_opts(server.url()), identity(2)).unwrap();
+    let e = wrong.get(b"k").await.unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+    let e = e.to_string();
+    assert!(
+        e.contains("shard 2 at http://127.0.0.1") && e.contains("order changed"),
+        "{e}"
+    );
+    let e = wrong.check().await.unwrap_err().to_string();
+    assert!(e.contains("refused"), "{e}");
+    // The identity survives a restart of the server.
+    server.stop().await.unwrap();
+    served.close().await.unwrap();
+    drop(served);
+    let (server, served) = start(dir.path()).await;
+    let wrong = GrpcShard::new(client_opts(server.url()), identity(0)).unwrap();
+    assert!(wrong.check().await.is_err());
+    server.stop().await.unwrap();
+    served.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_shard_is_an_error_naming_it_until_it_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (server, served) = start_on(dir.path(), listener, ServerOptions::default()).await;
+    let remote = GrpcShard::new(client_opts(server.url()), identity(1)).unwrap();
+    let mut b = cairn_common::WriteBatch::new();
+    b.put("k", "v");
+    remote.write(b).await.unwrap();
+    server.stop().await.unwrap();
+    served.close().await.unwrap();
+    drop(served);
+
+    let url = format!("http://{addr}");
+    for e in [
+        remote.get(b"k").await.unwrap_err(),
+        remote
+            .write(cairn_common::WriteBatch::new().put("k", "w").clone())
+            .await
+            .unwrap_err(),
+        remote
+            .aggregate(KeyRange::all(), ValueType::I64)
+            .await
+            .unwrap_err(),
+    ] {
+        let e = e.to_string();
+        assert!(
+            e.contains(&format!("shard 1 at {url}")) && e.contains("unavailable"),
+            "{e}"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let (server, served) = start_on(dir.path(), listener, ServerOptions::default()).await;
+    assert_eq!(
+        remote.get(b"k").await.unwrap(),
+        Some(bytes::Bytes::from("v"))
+    );
+    server.stop().await.unwrap();
+    served.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_without_the_token_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let opts = ServerOptions {
+        token: Some("s3cret".into()),
+        ..ServerOptions::default()
+    };
+    let (server, served) = start_on(dir.path(), listener, opts).await;
+    let anon = GrpcShard::new(client_opts(server.url()), identity(1)).unwrap();
+    let e = anon.get(b"k").await.unwrap_err().to_string();
+    assert!(e.contains("refused"), "{e}");
+    let mut o = client_opts(server.url());
+    o.token = Some("s3cret".into());
+    let ok = GrpcShard::new(o, identity(1)).unwrap();
+    assert_eq!(ok.get(b"k").await.unwrap(), None);
+    server.stop().await.unwrap();
+    served.close().await.unwrap();
+}
+
+/// A router over one local and two remote shards: keys land where the partitioning says, and
+/// a router whose shard list changed order is refused at open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_spreads_keys_and_refuses_a_reordered_shard_list() {
+    let root = tempfile::tempdir().unwrap();
+    let (s1, d1) = start(&root.path().join("s1")).await;
+    let (s2, d2) = start(&root.path().join("s2")).await;
+    let cluster = Cluster::open_or_create(root.path(), 3).unwrap();
+    let local_dir = root.path().join("s0");
+    let shards = |order: [u32; 2], db: Db| -> Vec<Arc<dyn Shard>> {
+        let urls = [s1.url(), s2.url()];
+        vec![
+            Arc::new(LocalShard::new(db, cluster.identity(0)).unwrap()),
+            Arc::new(
+                GrpcShard::new(
+                    client_opts(urls[order[0] as usize].clone()),
+                    cluster.identity(1),
+                )
+                .unwrap(),
+            ),
+            Arc::new(
+                GrpcShard::new(
+                    client_opts(urls[order[1] as usize].clone()),
+                    cluster.identity(2),
+                )
+                .unwrap(),
+            ),
+        ]
+    };
+    let router = Router::open(cluster.clone(), shards([0, 1], open_db(&local_dir).await))
+        .await
+        .unwrap();
+    let entries = (0..3000).map(|i| {
+        Ok((
+            bytes::Bytes::from(format!("k{i:05}")),
+            bytes::Bytes::from(vec![1u8; 8]),
+        ))
+    });
+    assert_eq!(
+        router.import(futures::stream::iter(entries)).await.unwrap(),
+        3000
+    );
+    let counts: Vec<u64> = futures::future::join_all(router.shards().iter().map(|s| async {
+        s.aggregate(KeyRange::all(), ValueType::I64)
+            .await
+            .unwrap()
+            .rows
+    }))
+    .await;
+    assert_eq!(counts.iter().sum::<u64>(), 3000);
+    assert!(counts.iter().all(|c| (800..1200).contains(c)), "{counts:?}");
+    let all: Vec<_> = router
+        .scan(KeyRange::all(), None)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3000);
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+    router.close().await.unwrap();
+    drop(router);
+
+    let e = Router::open(cluster.clone(), shards([1, 0], open_db(&local_dir).await))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("order changed"), "{e}");
+    for (s, d) in [(s1, d1), (s2, d2)] {
+        s.stop().await.unwrap();
+        d.close().await.unwrap();
+    }
+}

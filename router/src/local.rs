@@ -1,0 +1,168 @@
+//! A shard in this process: calls go straight to its `Db`, with nothing serialised. The shard
+//! server wraps one of these too.
+
+use crate::cluster::{IdentitySlot, ShardIdentity};
+use crate::shard::{ImportStream, PairStream, Shard};
+use async_trait::async_trait;
+use bytes::Bytes;
+use cairn_common::{AggregateState, KeyRange, Result, SeqNo, ValueType, WriteBatch};
+use cairn_engine::{Db, DbStats};
+use futures::StreamExt;
+
+/// Bytes of entries an import gathers into one table: one `Db::import` call.
+pub const IMPORT_TABLE_BYTES: usize = 64 << 20;
+
+pub struct LocalShard {
+    db: Db,
+    name: String,
+    slot: IdentitySlot,
+    /// The identity the router expects, checked by `check`; none for a served shard, which
+    /// checks the identity every call carries instead.
+    want: Option<ShardIdentity>,
+    import_table_bytes: usize,
+}
+
+impl LocalShard {
+    /// Shard `want` of a router, over an open `db`.
+    pub fn new(db: Db, want: ShardIdentity) -> Result<LocalShard> {
+        let slot = IdentitySlot::open(db.dir())?;
+        Ok(LocalShard {
+            db,
+            name: format!("shard {} (local)", want.index),
+            slot,
+            want: Some(want),
+            import_table_bytes: IMPORT_TABLE_BYTES,
+        })
+    }
+
+    /// The database a shard server serves; its identity comes with the calls.
+    pub fn served(db: Db) -> Result<LocalShard> {
+        let slot = IdentitySlot::open(db.dir())?;
+        let name = match slot.get() {
+            Some(id) => format!("shard {}", id.index),
+            None => "shard".to_string(),
+        };
+        Ok(LocalShard {
+            db,
+            name,
+            slot,
+            want: None,
+            import_table_bytes: IMPORT_TABLE_BYTES,
+        })
+    }
+
+    /// The whole database, when not sharded: a router of one shard that needs no identity.
+    pub fn unsharded(db: Db) -> Result<LocalShard> {
+        let slot = IdentitySlot::open(db.dir())?;
+        Ok(LocalShard {
+            db,
+            name: "database".to_string(),
+            slot,
+            want: None,
+            import_table_bytes: IMPORT_TABLE_BYTES,
+        })
+    }
+
+    pub fn with_import_table_bytes(mut self, bytes: usize) -> Self {
+        self.import_table_bytes = bytes.max(1);
+        self
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Refuses unless this shard is `want` (taking it if it is no shard yet).
+    pub fn claim(&self, want: ShardIdentity) -> Result<()> {
+        self.slot.claim(want)
+    }
+
+    pub fn identity(&self) -> Option<ShardIdentity> {
+        self.slot.get()
+    }
+}
+
+#[async_trait]
+impl Shard for LocalShard {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    async fn check(&self) -> Result<()> {
+        match self.want {
+            Some(want) => self.slot.claim(want),
+            None => Ok(()),
+        }
+    }
+
+    async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        self.db.get(key).await
+    }
+
+    async fn multi_get(&self, keys: Vec<Bytes>) -> Result<Vec<Option<Bytes>>> {
+        self.db.multi_get(&keys).await
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<SeqNo> {
+        self.db.write(batch).await
+    }
+
+    async fn scan(&self, range: KeyRange, limit: Option<usize>) -> Result<PairStream> {
+        let it = self.db.scan(range).await?;
+        let pairs = futures::stream::unfold(it, |mut it| async move {
+            match it.next().await {
+                Ok(Some(kv)) => Some((Ok(kv), it)),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), it)),
+            }
+        });
+        Ok(match limit {
+            Some(l) => Box::pin(pairs.take(l)),
+            None => Box::pin(pairs),
+        })
+    }
+
+    async fn aggregate(&self, range: KeyRange, value_type: ValueType) -> Result<AggregateState> {
+        self.db.aggregate(range, value_type).await
+    }
+
+    async fn import(&self, mut batches: ImportStream) -> Result<u64> {
+        let mut table = Vec::new();
+        let mut bytes = 0;
+        let mut loaded = 0u64;
+        while let Some(batch) = batches.next().await {
+            for (k, v) in batch? {
+                bytes += k.len() + v.len() + 16;
+                table.push((k, v));
+            }
+            if bytes >= self.import_table_bytes {
+                loaded += table.len() as u64;
+                self.db.import(std::mem::take(&mut table)).await?;
+                bytes = 0;
+            }
+        }
+        loaded += table.len() as u64;
+        self.db.import(table).await?;
+        Ok(loaded)
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.db.flush().await
+    }
+
+    async fn compact(&self) -> Result<()> {
+        self.db.compact().await
+    }
+
+    async fn stats(&self) -> Result<DbStats> {
+        Ok(self.db.stats())
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.db.close().await
+    }
+}

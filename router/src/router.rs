@@ -1,0 +1,343 @@
+//! `Router`: one keyspace over many shards. Each operation goes where it is cheapest: a key
+//! to its one shard (a direct call for a local shard, one RPC for a remote one), a batch split
+//! per shard, a multi-get as one batched call per shard, scans and aggregates to every shard
+//! at once, merged (scans, in key order) or combined (aggregates, from one partial per shard).
+
+use crate::cluster::Cluster;
+use crate::partition::Partitioner;
+use crate::shard::{ImportStream, PairStream, Shard};
+use bytes::Bytes;
+use cairn_common::{
+    AggregateState, Entry, EntryKind, Error, KeyRange, Result, ValueType, WriteBatch, merge_sorted,
+};
+use cairn_engine::DbStats;
+use futures::{Stream, StreamExt, TryStreamExt};
+use std::sync::Arc;
+
+/// Entries an import hands a shard at a time.
+const IMPORT_BATCH: usize = 4096;
+/// Batches an import queues for each shard before the input waits for the slowest shard.
+const IMPORT_QUEUE: usize = 4;
+
+pub struct Router {
+    shards: Vec<Arc<dyn Shard>>,
+    partitioner: Partitioner,
+    cluster: Option<Cluster>,
+}
+
+/// One shard's stats, or why they could not be had.
+pub struct ShardStats {
+    pub shard: String,
+    pub stats: Result<DbStats>,
+}
+
+impl Router {
+    /// A router over `shards`, listed in the cluster's order. Each shard is checked to be the
+    /// one its position says (see `cluster.rs`); a shard that is another is refused, and one
+    /// that cannot be reached now is checked by every call that reaches it later.
+    pub async fn open(cluster: Cluster, shards: Vec<Arc<dyn Shard>>) -> Result<Router> {
+        if shards.len() != cluster.shards as usize {
+            return Err(Error::InvalidArgument(format!(
+                "the cluster has {} shards, and {} were given",
+                cluster.shards,
+                shards.len()
+            )));
+        }
+        let checks = futures::future::join_all(shards.iter().map(|s| s.check())).await;
+        for (shard, check) in shards.iter().zip(checks) {
+            match check {
+                Ok(()) => {}
+                Err(e @ (Error::InvalidArgument(_) | Error::Corruption { .. })) => return Err(e),
+                Err(e) => tracing::warn!(
+                    shard = shard.name(),
+                    error = %e,
+                    "shard unreachable at open; every call to it checks its identity"
+                ),
+            }
+        }
+        Ok(Router {
+            partitioner: Partitioner::new(cluster.shards),
+            shards,
+            cluster: Some(cluster),
+        })
+    }
+
+    /// A router over one shard that is the whole database: an unsharded profile.
+    pub fn single(shard: Arc<dyn Shard>) -> Router {
+        Router {
+            shards: vec![shard],
+            partitioner: Partitioner::new(1),
+            cluster: None,
+        }
+    }
+
+    pub fn shards(&self) -> &[Arc<dyn Shard>] {
+        &self.shards
+    }
+
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
+    /// The shard that holds `key`.
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        self.partitioner.shard_of(key)
+    }
+
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        self.shards[self.shard_of(key)].get(key).await
+    }
+
+    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.put(key, value);
+        self.write(b).await
+    }
+
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.delete(key);
+        self.write(b).await
+    }
+
+    /// Applies `batch`: atomically when its keys are on one shard. A batch that spans shards
+    /// is split, and each shard applies its part atomically, all at once; if one shard fails,
+    /// the parts of the others may be applied (the error names the shard that failed).
+    pub async fn write(&self, batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n = self.shards.len();
+        let first = self.shard_of(&batch.ops()[0].key);
+        if n == 1 || batch.ops().iter().all(|op| self.shard_of(&op.key) == first) {
+            self.shards[first].write(batch).await?;
+            return Ok(());
+        }
+        let mut parts: Vec<WriteBatch> = (0..n).map(|_| WriteBatch::new()).collect();
+        for op in batch.into_ops() {
+            let part = &mut parts[self.shard_of(&op.key)];
+            match op.kind {
+                EntryKind::Put => part.put(op.key, op.value),
+                EntryKind::Delete => part.delete(op.key),
+            };
+        }
+        let writes = parts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(i, b)| self.shards[i].write(b));
+        futures::future::try_join_all(writes).await?;
+        Ok(())
+    }
+
+    /// The values of `keys`, in their order: one batched call per shard, all shards at once.
+    /// Each shard reads its keys at one snapshot of its own.
+    pub async fn multi_get(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>> {
+        let n = self.shards.len();
+        if n == 1 {
+            return self.shards[0].multi_get(keys.to_vec()).await;
+        }
+        let mut groups: Vec<(Vec<usize>, Vec<Bytes>)> = vec![(Vec::new(), Vec::new()); n];
+        for (i, k) in keys.iter().enumerate() {
+            let g = &mut groups[self.shard_of(k)];
+            g.0.push(i);
+            g.1.push(k.clone());
+        }
+        let calls = groups
+            .into_iter()
+            .enumerate()
+            .filter(|(_, g)| !g.0.is_empty())
+            .map(|(s, (at, ks))| {
+                let shard = &self.shards[s];
+                async move { Ok::<_, Error>((at, shard.multi_get(ks).await?)) }
+            });
+        let mut out = vec![None; keys.len()];
+        for (at, values) in futures::future::try_join_all(calls).await? {
+            for (i, v) in at.into_iter().zip(values) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live pairs of `range` in key order, up to `limit`: every shard streams its part at
+    /// once, and the streams are merged as they are read, so memory stays bounded by each
+    /// stream's buffer whatever the range holds. Each shard reads at a snapshot of its own.
+    pub async fn scan(&self, range: KeyRange, limit: Option<usize>) -> Result<PairStream> {
+        let streams = self.open_scans(range, limit).await?;
+        if streams.len() == 1 {
+            return Ok(streams.into_iter().next().unwrap_or_else(empty));
+        }
+        // Shards hold disjoint keys, so the merge by key never meets a tie.
+        let as_entries = streams
+            .into_iter()
+            .map(|s| {
+                Box::pin(s.map_ok(|(key, value)| Entry {
+                    key,
+                    seq: 0,
+                    kind: EntryKind::Put,
+                    value,
+                })) as cairn_common::BoxStream<Result<Entry>>
+            })
+            .collect();
+        let merged = merge_sorted(as_entries).map_ok(|e| (e.key, e.value));
+        Ok(match limit {
+            Some(l) => Box::pin(merged.take(l)),
+            None => Box::pin(merged),
+        })
+    }
+
+    /// Every live pair of `range`, from all shards at once, in no particular order: a full
+    /// scan's scatter-gather, as fast as the shards deliver.
+    pub async fn scan_unordered(&self, range: KeyRange) -> Result<PairStream> {
+        let streams = self.open_scans(range, None).await?;
+        Ok(Box::pin(futures::stream::select_all(streams)))
+    }
+
+    async fn open_scans(&self, range: KeyRange, limit: Option<usize>) -> Result<Vec<PairStream>> {
+        let opens = self.shards.iter().map(|s| s.scan(range.clone(), limit));
+        futures::future::try_join_all(opens).await
+    }
+
+    /// count, sum, min, max and avg of `range`, pushed down: each shard folds its own part
+    /// (inside its tables, see `Db::aggregate`) and only one partial result per shard comes
+    /// back to be combined.
+    pub async fn aggregate(
+        &self,
+        range: KeyRange,
+        value_type: ValueType,
+    ) -> Result<AggregateState> {
+        let parts = self
+            .shards
+            .iter()
+            .map(|s| s.aggregate(range.clone(), value_type));
+        let mut total = AggregateState::new(value_type);
+        for part in futures::future::try_join_all(parts).await? {
+            total.merge(&part);
+        }
+        Ok(total)
+    }
+
+    /// The same aggregate the slow way, every row pulled to the router and folded here; kept
+    /// to check and measure the pushdown against.
+    pub async fn aggregate_by_scan(
+        &self,
+        range: KeyRange,
+        value_type: ValueType,
+    ) -> Result<AggregateState> {
+        let mut rows = self.scan_unordered(range).await?;
+        let mut total = AggregateState::new(value_type);
+        while let Some((_, v)) = rows.try_next().await? {
+            total.add(&v);
+        }
+        Ok(total)
+    }
+
+    /// Bulk-loads `entries` (any order; of repeated keys the last wins): split by shard and
+    /// loaded into every shard at once, each building tables past its journal and memtable
+    /// (`Db::import`). The input waits when a shard falls behind. Returns the entries loaded.
+    /// Each table a shard builds is atomic; the import as a whole is not, and an import that
+    /// fails leaves what the shards completed.
+    pub async fn import<S>(&self, entries: S) -> Result<u64>
+    where
+        S: Stream<Item = Result<(Bytes, Bytes)>> + Send,
+    {
+        let n = self.shards.len();
+        let mut senders = Vec::with_capacity(n);
+        let mut loads = Vec::with_capacity(n);
+        for shard in &self.shards {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<(Bytes, Bytes)>>>(IMPORT_QUEUE);
+            senders.push(tx);
+            let batches: ImportStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+            let shard = shard.clone();
+            // Each shard loads on a task of its own, so local shards build tables in parallel.
+            loads.push(tokio::spawn(async move { shard.import(batches).await }));
+        }
+        let split = async {
+            let mut buffers: Vec<Vec<(Bytes, Bytes)>> = vec![Vec::new(); n];
+            let mut entries = std::pin::pin!(entries);
+            while let Some(e) = entries.next().await {
+                let (k, v) = match e {
+                    Ok(kv) => kv,
+                    Err(e) => {
+                        // Ends every shard's stream with the error, so none loads the rest.
+                        for tx in &senders {
+                            let _ = tx.send(Err(Error::component("import input", &e))).await;
+                        }
+                        return Err(e);
+                    }
+                };
+                let s = self.shard_of(&k);
+                buffers[s].push((k, v));
+                if buffers[s].len() >= IMPORT_BATCH {
+                    let batch = std::mem::take(&mut buffers[s]);
+                    if senders[s].send(Ok(batch)).await.is_err() {
+                        // The shard's load ended early; its error is reported below.
+                        return Ok(());
+                    }
+                }
+            }
+            for (s, batch) in buffers.into_iter().enumerate() {
+                if !batch.is_empty() && senders[s].send(Ok(batch)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        };
+        let split: Result<()> = split.await;
+        drop(senders);
+        let mut loaded = 0;
+        let mut first_error = split.err();
+        for (shard, load) in self.shards.iter().zip(loads) {
+            match load.await {
+                Ok(Ok(n)) => loaded += n,
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(join) => {
+                    first_error.get_or_insert(Error::component(shard.name(), join));
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(loaded),
+        }
+    }
+
+    /// Flushes every shard's memtable, all at once.
+    pub async fn flush(&self) -> Result<()> {
+        futures::future::try_join_all(self.shards.iter().map(|s| s.flush())).await?;
+        Ok(())
+    }
+
+    /// Compacts every shard, all at once.
+    pub async fn compact(&self) -> Result<()> {
+        futures::future::try_join_all(self.shards.iter().map(|s| s.compact())).await?;
+        Ok(())
+    }
+
+    /// Every shard's stats, in shard order; a shard that cannot answer has its error.
+    pub async fn stats(&self) -> Vec<ShardStats> {
+        let all = futures::future::join_all(self.shards.iter().map(|s| s.stats())).await;
+        self.shards
+            .iter()
+            .zip(all)
+            .map(|(s, stats)| ShardStats {
+                shard: s.name().to_string(),
+                stats,
+            })
+            .collect()
+    }
+
+    /// Closes the local shards (flushing them); remote shards stay up.
+    pub async fn close(&self) -> Result<()> {
+        let all = futures::future::join_all(self.shards.iter().map(|s| s.close())).await;
+        all.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(())
+    }
+}
+
+fn empty() -> PairStream {
+    Box::pin(futures::stream::empty())
+}
