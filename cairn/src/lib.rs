@@ -11,9 +11,10 @@ mod wiring;
 
 pub use config::{
     CompactionFallback, CompactionKind, CompactionSection, Config, ConfigError, JournalKind,
-    JournalSection, MemtableKind, MemtableSection, RpcSection, StorageKind, StorageSection,
+    JournalSection, MemtableKind, MemtableSection, RouterSection, RpcSection, ShardKind,
+    ShardSection, StorageKind, StorageSection, shard_dir_name,
 };
-pub use wiring::{components, open};
+pub use wiring::{components, open, open_router};
 
 pub use cairn_common::{
     AggregateOp, AggregateState, AggregateValue, Entry, EntryKind, Error, KeyRange, Result, SeqNo,
@@ -27,4 +28,8 @@ pub use cairn_filestore::{
 pub use cairn_journal::{FileJournal, FileJournalOptions, Journal, MemoryJournal};
 pub use cairn_memtable::{
     Memtable, MemtableFactory, MemtableOptions, ShardedMemtable, SingleLockMemtable,
+};
+pub use cairn_router::{
+    Cluster, GrpcShard, LocalShard, PairStream, Partitioner, Router, Shard, ShardIdentity,
+    ShardStats,
 };

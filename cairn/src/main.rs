@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use cairn::{AggregateOp, Config, KeyRange, ValueType};
 use clap::{Parser, Subcommand};
+use futures::TryStreamExt;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,15 +87,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve this profile's journal, storage or a compactor over its storage, over gRPC,
-    /// until SIGTERM or Ctrl-C. Prints `serving COMPONENT on URL` once listening.
+    /// Bulk-load `KEY<TAB>VALUE` lines (the format `scan` prints) from a file or stdin, past
+    /// the journal and memtable, into every shard at once. Of repeated keys the last wins.
+    Import {
+        /// Read from this file instead of stdin.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Serve this profile's journal, storage, a compactor over its storage, or a shard (a
+    /// whole engine, for routers), over gRPC, until SIGTERM or Ctrl-C. Prints `serving
+    /// COMPONENT on URL` once listening.
     Serve {
-        /// journal, storage or compaction.
+        /// journal, storage, compaction or shard.
         component: cairn::serve::Component,
         /// Address to listen on (default 127.0.0.1 and the component's port in the `remote`
-        /// profile: 10001 journal, 10002 storage, 10003 compaction). Port 0 picks a free one.
+        /// profile: 10001 journal, 10002 storage, 10003 compaction; a shard: its URL in the
+        /// profile's [router], else 10011). Port 0 picks a free one.
         #[arg(long)]
         listen: Option<String>,
+        /// shard: which of the profile's router shards this server is (its data goes under
+        /// `<data_dir>/shard-<INDEX>`).
+        #[arg(long, value_name = "INDEX")]
+        shard: Option<u32>,
     },
     /// Configuration commands.
     Config {
@@ -146,10 +160,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         print!("{}", config.resolved().to_toml()?);
         return Ok(ExitCode::SUCCESS);
     }
-    if let Command::Serve { component, listen } = &cli.command {
-        return serve(&config, *component, listen.as_deref()).await;
+    if let Command::Serve {
+        component,
+        listen,
+        shard,
+    } = &cli.command
+    {
+        let component = match (component, shard) {
+            (cairn::serve::Component::Shard(_), i) => cairn::serve::Component::Shard(*i),
+            (_, Some(_)) => anyhow::bail!("--shard applies to `serve shard` only"),
+            (c, None) => *c,
+        };
+        return serve(&config, component, listen.as_deref()).await;
     }
-    let db = cairn::open(&config)
+    let db = cairn::open_router(&config)
         .await
         .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
     let result = execute(&db, cli.command).await;
@@ -164,7 +188,9 @@ async fn serve(
     component: cairn::serve::Component,
     listen: Option<&str>,
 ) -> Result<ExitCode> {
-    let addr = listen.unwrap_or(component.default_listen());
+    cairn::serve::check(config, component)?;
+    let addr = listen.map_or_else(|| component.listen_in(config), str::to_string);
+    let addr = addr.as_str();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
@@ -194,7 +220,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn execute(db: &cairn::Db, command: Command) -> Result<ExitCode> {
+async fn execute(db: &cairn::Router, command: Command) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
         Command::Put { key, value, number } => {
@@ -238,17 +264,12 @@ async fn execute(db: &cairn::Db, command: Command) -> Result<ExitCode> {
         }
         Command::Scan { from, to, limit } => {
             let range = KeyRange::new(from.map(Bytes::from), to.map(Bytes::from));
-            let mut it = db.scan(range).await?;
-            let mut n = 0;
-            while limit.is_none_or(|l| n < l) {
-                let Some((k, v)) = it.next().await? else {
-                    break;
-                };
+            let mut it = db.scan(range, limit).await?;
+            while let Some((k, v)) = it.try_next().await? {
                 out.write_all(&k)?;
                 out.write_all(b"\t")?;
                 out.write_all(&v)?;
                 out.write_all(b"\n")?;
-                n += 1;
             }
         }
         Command::Aggregate {
@@ -270,33 +291,111 @@ async fn execute(db: &cairn::Db, command: Command) -> Result<ExitCode> {
         Command::Flush => db.flush().await?,
         Command::Compact => db.compact().await?,
         Command::Stats { json } => {
-            let s = db.stats();
+            let all = db.stats().await;
             if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
+                // One database: its stats as they are; shards: one entry each.
+                let value = match (db.cluster(), all.as_slice()) {
+                    (None, [one]) => serde_json::to_value(
+                        one.stats.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?,
+                    )?,
+                    _ => serde_json::Value::Array(
+                        all.iter()
+                            .map(|s| match &s.stats {
+                                Ok(st) => serde_json::json!({"shard": s.shard, "stats": st}),
+                                Err(e) => {
+                                    serde_json::json!({"shard": s.shard, "error": e.to_string()})
+                                }
+                            })
+                            .collect(),
+                    ),
+                };
+                writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
             } else {
-                writeln!(out, "level  tables        bytes      entries")?;
-                for l in &s.levels {
+                let sharded = db.cluster().is_some();
+                if let Some(c) = db.cluster() {
                     writeln!(
                         out,
-                        "L{:<5} {:>6} {:>12} {:>12}",
-                        l.level, l.tables, l.bytes, l.entries
+                        "cluster {:016x}: {} shards, partitioning {}",
+                        c.cluster, c.shards, c.partitioning
                     )?;
                 }
-                writeln!(out, "total  {:>6} {:>12}", s.table_count(), s.table_bytes())?;
-                writeln!(
-                    out,
-                    "memtable: {} entries, {} bytes; {} frozen",
-                    s.memtable_entries, s.memtable_bytes, s.immutable_memtables
-                )?;
-                writeln!(out, "last sequence number: {}", s.last_seq)?;
-                writeln!(out, "next table id: {}", s.next_table_id)?;
-                if let Some(e) = &s.background_error {
-                    writeln!(out, "background error: {e}")?;
+                for s in &all {
+                    if sharded {
+                        writeln!(out, "\n{}", s.shard)?;
+                    }
+                    match &s.stats {
+                        Ok(st) => print_stats(&mut out, st)?,
+                        Err(e) => writeln!(out, "unavailable: {e}")?,
+                    }
                 }
             }
+        }
+        Command::Import { file } => {
+            let reader: Box<dyn std::io::BufRead + Send> = match &file {
+                Some(f) => Box::new(std::io::BufReader::new(
+                    std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?,
+                )),
+                None => Box::new(std::io::BufReader::new(std::io::stdin())),
+            };
+            let n = db.import(import_lines(reader)).await?;
+            writeln!(out, "imported {n} entries")?;
         }
         Command::Config { .. } | Command::Serve { .. } => {}
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_stats(out: &mut impl Write, s: &cairn::DbStats) -> Result<()> {
+    writeln!(out, "level  tables        bytes      entries")?;
+    for l in &s.levels {
+        writeln!(
+            out,
+            "L{:<5} {:>6} {:>12} {:>12}",
+            l.level, l.tables, l.bytes, l.entries
+        )?;
+    }
+    writeln!(out, "total  {:>6} {:>12}", s.table_count(), s.table_bytes())?;
+    writeln!(
+        out,
+        "memtable: {} entries, {} bytes; {} frozen",
+        s.memtable_entries, s.memtable_bytes, s.immutable_memtables
+    )?;
+    writeln!(out, "last sequence number: {}", s.last_seq)?;
+    writeln!(out, "next table id: {}", s.next_table_id)?;
+    if let Some(e) = &s.background_error {
+        writeln!(out, "background error: {e}")?;
+    }
+    Ok(())
+}
+
+/// `KEY<TAB>VALUE` lines as entries (blank lines skipped); a line without a tab is an error
+/// naming its number.
+fn import_lines(
+    reader: Box<dyn std::io::BufRead + Send>,
+) -> impl futures::Stream<Item = cairn::Result<(Bytes, Bytes)>> + Send {
+    use std::io::BufRead;
+    let mut lines = reader.split(b'\n').enumerate();
+    futures::stream::iter(std::iter::from_fn(move || {
+        let (i, line) = lines.find(|(_, l)| !matches!(l, Ok(l) if l.is_empty() || l == b"\r"))?;
+        Some(match line {
+            Err(e) => Err(cairn::Error::io("import input", e)),
+            Ok(mut line) => {
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                match line.iter().position(|b| *b == b'\t') {
+                    Some(tab) => {
+                        let value = Bytes::copy_from_slice(&line[tab + 1..]);
+                        line.truncate(tab);
+                        Ok((Bytes::from(line), value))
+                    }
+                    None => Err(cairn::Error::InvalidArgument(format!(
+                        "import line {}: no tab between key and value",
+                        i + 1
+                    ))),
+                }
+            }
+        })
+    }))
 }

@@ -1,13 +1,15 @@
-//! `cairn serve`: one component of a profile (its journal, its storage, or a compactor over
-//! its storage) served over gRPC, for engines whose profile names it `kind = "grpc"`.
+//! `cairn serve`: one component of a profile (its journal, its storage, a compactor over its
+//! storage, or a whole engine as a shard) served over gRPC, for engines whose profile names
+//! it `kind = "grpc"` and for routers whose `[router]` lists it as a grpc shard.
 
-use crate::config::{Config, JournalKind, StorageKind};
+use crate::config::{Config, JournalKind, ShardKind, StorageKind};
 use crate::wiring;
 use cairn_common::rpc::{ServerHandle, builder, serve};
 use cairn_common::{Error, Result};
 use cairn_compaction::{LocalCompactor, compaction_service};
 use cairn_filestore::storage_service;
 use cairn_journal::{Journal, journal_service};
+use cairn_router::{LocalShard, Shard, shard_service};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -18,7 +20,14 @@ pub enum Component {
     Journal,
     Storage,
     Compaction,
+    /// A whole engine, as a router's shard: shard `i` of the profile's `[router]`, or the
+    /// profile's one database when it has no router.
+    Shard(Option<u32>),
 }
+
+/// Where `cairn serve shard` listens unless told otherwise: the `cluster` profile's first
+/// remote shard.
+const SHARD_LISTEN: &str = "127.0.0.1:10011";
 
 impl Component {
     pub fn name(self) -> &'static str {
@@ -26,6 +35,7 @@ impl Component {
             Component::Journal => "journal",
             Component::Storage => "storage",
             Component::Compaction => "compaction",
+            Component::Shard(_) => "shard",
         }
     }
 
@@ -35,7 +45,20 @@ impl Component {
             Component::Journal => "127.0.0.1:10001",
             Component::Storage => "127.0.0.1:10002",
             Component::Compaction => "127.0.0.1:10003",
+            Component::Shard(_) => SHARD_LISTEN,
         }
+    }
+
+    /// Where it listens in `config` unless told otherwise: for shard `i` of a router, the
+    /// host and port of its URL; else [`Component::default_listen`].
+    pub fn listen_in(self, config: &Config) -> String {
+        if let (Component::Shard(Some(i)), Some(r)) = (self, &config.router)
+            && let Some(url) = r.shards.get(i as usize).and_then(|s| s.url.as_deref())
+            && let Some(hostport) = url.split("://").nth(1)
+        {
+            return hostport.trim_end_matches('/').to_string();
+        }
+        self.default_listen().to_string()
     }
 }
 
@@ -47,8 +70,9 @@ impl std::str::FromStr for Component {
             "journal" => Ok(Component::Journal),
             "storage" => Ok(Component::Storage),
             "compaction" => Ok(Component::Compaction),
+            "shard" => Ok(Component::Shard(None)),
             other => Err(format!(
-                "cannot serve `{other}` (journal, storage, compaction)"
+                "cannot serve `{other}` (journal, storage, compaction, shard)"
             )),
         }
     }
@@ -58,6 +82,7 @@ impl std::str::FromStr for Component {
 pub struct ComponentServer {
     handle: ServerHandle,
     journal: Option<Arc<dyn Journal>>,
+    shard: Option<Arc<LocalShard>>,
     pub component: Component,
 }
 
@@ -70,20 +95,30 @@ impl ComponentServer {
     /// so every append the server acknowledged is durable and no new one was taken.
     pub async fn wait(self) -> Result<()> {
         let served = self.handle.wait().await;
-        served.and(close(self.journal).await)
+        served.and(close(self.journal, self.shard).await)
     }
 
     /// Stops now, as the signal would.
     pub async fn stop(self) -> Result<()> {
         let served = self.handle.stop().await;
-        served.and(close(self.journal).await)
+        served.and(close(self.journal, self.shard).await)
     }
 }
 
-async fn close(journal: Option<Arc<dyn Journal>>) -> Result<()> {
-    match journal {
-        Some(j) => j.close().await,
-        None => Ok(()),
+/// Closes what the server owned: the journal it served, or the shard's database (flushed).
+async fn close(journal: Option<Arc<dyn Journal>>, shard: Option<Arc<LocalShard>>) -> Result<()> {
+    match (journal, shard) {
+        (Some(j), _) => j.close().await,
+        (None, Some(s)) => s.close().await,
+        (None, None) => Ok(()),
+    }
+}
+
+/// Checks that `config` can serve `component`, before anything listens.
+pub fn check(config: &Config, component: Component) -> Result<()> {
+    match component {
+        Component::Shard(index) => shard_engine_config(config, index).map(|_| ()),
+        _ => Ok(()),
     }
 }
 
@@ -102,6 +137,7 @@ pub async fn start(
     };
     let (drain, draining) = tokio::sync::watch::channel(false);
     let mut journal = None;
+    let mut shard = None;
     let router = match component {
         Component::Journal => {
             if config.journal.kind == JournalKind::Grpc {
@@ -124,12 +160,47 @@ pub async fn start(
             let compactor = Arc::new(LocalCompactor::new(storage));
             builder(&opts)?.add_service(compaction_service(compactor, &opts))
         }
+        Component::Shard(index) => {
+            let engine = shard_engine_config(config, index)?;
+            let db = wiring::open(&engine).await?;
+            let served = Arc::new(LocalShard::served(db)?);
+            shard = Some(served.clone());
+            builder(&opts)?.add_service(shard_service(served, &opts))
+        }
     };
     let tls = opts.tls_cert.is_some();
     let handle = serve(router, listener, tls, drain, signal)?;
     Ok(ComponentServer {
         handle,
         journal,
+        shard,
         component,
     })
+}
+
+/// The engine a shard server runs: shard `index` of the profile's router, under
+/// `<data_dir>/shard-<index>`, or the profile's one database when it has no router.
+fn shard_engine_config(config: &Config, index: Option<u32>) -> Result<Config> {
+    let bad = |m: String| Err(Error::InvalidArgument(m));
+    match (&config.router, index) {
+        (None, None) => Ok(config.clone()),
+        (None, Some(i)) => bad(format!(
+            "--shard {i}: this profile has no [router] section; without --shard the server serves the profile's database"
+        )),
+        (Some(r), None) => bad(format!(
+            "this profile's router lists {} shards: say which one this server is with --shard INDEX",
+            r.shards.len()
+        )),
+        (Some(r), Some(i)) => match r.shards.get(i as usize) {
+            None => bad(format!(
+                "--shard {i}: the profile's router lists {} shards (0 to {})",
+                r.shards.len(),
+                r.shards.len().saturating_sub(1)
+            )),
+            Some(s) if s.kind == ShardKind::Local => bad(format!(
+                "shard {i} is a local shard in this profile (its router opens it in-process); a server serves a grpc shard"
+            )),
+            Some(_) => Ok(config.shard_config(i)),
+        },
+    }
 }

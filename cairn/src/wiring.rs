@@ -3,7 +3,7 @@
 
 use crate::config::{
     COMPACTION_TIMEOUT_MS, CompactionFallback, CompactionKind, Config, GRPC_CACHE_BYTES,
-    JournalKind, MemtableKind, RpcSection, StorageKind, StorageSection,
+    JournalKind, MemtableKind, RpcSection, ShardKind, StorageKind, StorageSection,
 };
 use cairn_common::{Error, Result};
 use cairn_compaction::{Compactor, GrpcCompactor, LocalCompactor};
@@ -12,6 +12,7 @@ use cairn_filestore::{GrpcStorage, ParquetStorage, SstStorage, Storage};
 use cairn_hybrid_store::HybridStore;
 use cairn_journal::{FileJournal, FileJournalOptions, GrpcJournal, Journal, MemoryJournal};
 use cairn_memtable::MemtableOptions;
+use cairn_router::{Cluster, GrpcShard, LocalShard, Router, Shard};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -140,4 +141,35 @@ pub async fn components(config: &Config) -> Result<Components> {
 pub async fn open(config: &Config) -> Result<Db> {
     let comps = components(config).await?;
     Db::open(&config.data_dir, config.engine_options(), comps).await
+}
+
+/// Opens what the profile describes as a [`Router`]: over its shards if it has a `[router]`
+/// section (creating the cluster on first use), else over the one database it describes.
+pub async fn open_router(config: &Config) -> Result<Router> {
+    let Some(section) = &config.router else {
+        let db = open(config).await?;
+        return Ok(Router::single(Arc::new(LocalShard::unsharded(db)?)));
+    };
+    let cluster = Cluster::open_or_create(&config.data_dir, section.shards.len() as u32)?;
+    let mut shards: Vec<Arc<dyn Shard>> = Vec::with_capacity(section.shards.len());
+    for (i, s) in section.shards.iter().enumerate() {
+        let id = cluster.identity(i as u32);
+        shards.push(match s.kind {
+            ShardKind::Local => {
+                let db = open(&config.shard_config(i as u32)).await?;
+                let mut shard = LocalShard::new(db, id)?;
+                if let Some(b) = section.import_table_bytes {
+                    shard = shard.with_import_table_bytes(b);
+                }
+                Arc::new(shard)
+            }
+            ShardKind::Grpc => Arc::new(GrpcShard::new(
+                config
+                    .rpc
+                    .client(s.url.as_deref().unwrap_or_default(), s.timeout_ms),
+                id,
+            )?),
+        });
+    }
+    Router::open(cluster, shards).await
 }

@@ -11,9 +11,11 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+mod router;
 mod rpc;
 mod storage;
 
+pub use router::{RouterSection, ShardKind, ShardSection, shard_dir_name};
 pub use rpc::RpcSection;
 pub use storage::{GRPC_CACHE_BYTES, StorageKind, StorageSection};
 
@@ -44,6 +46,9 @@ pub struct Config {
     pub engine: EngineOptions,
     #[serde(default)]
     pub rpc: RpcSection,
+    /// Present in a sharded profile: the shards its keys are spread over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterSection>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -394,6 +399,11 @@ impl Config {
                 "a server needs both rpc.tls_cert and rpc.tls_key, or neither".into(),
             );
         }
+        if let Some(r) = &self.router
+            && let Err((key, why)) = r.validate(self)
+        {
+            return bad(&key, why);
+        }
         if c.levels < 2 {
             return bad(
                 "compaction.levels",
@@ -455,6 +465,10 @@ impl Config {
             c.compaction.storage = Some(s.resolved(&self.data_dir));
         }
         c.rpc = self.rpc.resolved();
+        if let Some(r) = &mut c.router {
+            r.import_table_bytes
+                .get_or_insert(cairn_router::IMPORT_TABLE_BYTES);
+        }
         c
     }
 
@@ -483,7 +497,7 @@ impl Config {
 }
 
 /// A gRPC server URL: `http://host:port` or `https://host:port`.
-fn check_server_url(url: Option<&str>) -> Result<(), String> {
+pub(crate) fn check_server_url(url: Option<&str>) -> Result<(), String> {
     match url {
         None => Err("a grpc component needs its server's url".into()),
         Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(()),
