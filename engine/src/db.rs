@@ -78,12 +78,16 @@ pub(crate) struct Inner {
     pub counters: background::Counters,
     /// Held so that only one job compacts at a time, background or manual.
     pub compaction_lock: tokio::sync::Mutex<()>,
+    /// The directory lock. Released by `close` once background work has stopped; a `Db`
+    /// dropped without `close` aborts its background work, which may still be finishing a
+    /// step on another thread, so the lock goes only with the last reference to this state:
+    /// until then, another open of the directory is refused rather than raced.
+    pub lock_file: Mutex<Option<File>>,
 }
 
 pub struct Db {
     inner: Arc<Inner>,
     bg: Mutex<Option<Background>>,
-    lock_file: Mutex<Option<File>>,
 }
 
 const LOCK_FILE: &str = "LOCK";
@@ -191,13 +195,13 @@ impl Db {
             deleter,
             counters: background::Counters::default(),
             compaction_lock: tokio::sync::Mutex::new(()),
+            lock_file: Mutex::new(Some(lock_file)),
         });
         let bg = Background::start(inner.clone(), deletions)?;
         inner.compact_wanted.notify_one();
         Ok(Db {
             inner,
             bg: Mutex::new(Some(bg)),
-            lock_file: Mutex::new(Some(lock_file)),
         })
     }
 
@@ -427,7 +431,7 @@ impl Db {
             bg.stop(inner).await;
         }
         let journal = inner.comps.journal.close().await;
-        self.lock_file.lock().take();
+        inner.lock_file.lock().take();
         flushed.and(journal)
     }
 

@@ -47,7 +47,15 @@ impl Router {
         for (shard, check) in shards.iter().zip(checks) {
             match check {
                 Ok(()) => {}
-                Err(e @ (Error::InvalidArgument(_) | Error::Corruption { .. })) => return Err(e),
+                Err(e @ (Error::InvalidArgument(_) | Error::Corruption { .. })) => {
+                    // Local shards were opened for this router: close them, not abandon them.
+                    for s in &shards {
+                        if let Err(c) = s.close().await {
+                            tracing::warn!(shard = s.name(), error = %c, "closing after a refused open");
+                        }
+                    }
+                    return Err(e);
+                }
                 Err(e) => tracing::warn!(
                     shard = shard.name(),
                     error = %e,
