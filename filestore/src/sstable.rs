@@ -334,9 +334,21 @@ impl SstTable {
             format::decode(&read(footer.index)?).map_err(|d| corrupt(format!("index: {d}")))?;
         let filter: Bloom =
             format::decode(&read(footer.filter)?).map_err(|d| corrupt(format!("filter: {d}")))?;
+        // One buffer for all the index's keys, so a lookup's search reads neighbouring memory.
+        let mut all =
+            bytes::BytesMut::with_capacity(index.iter().map(|ie| ie.last_key.len()).sum());
+        for ie in &index {
+            all.extend_from_slice(&ie.last_key);
+        }
+        let all = all.freeze();
+        let mut at = 0;
         let last_keys = index
             .iter()
-            .map(|ie| (Bytes::copy_from_slice(&ie.last_key), ie.last_seq))
+            .map(|ie| {
+                let k = all.slice(at..at + ie.last_key.len());
+                at += ie.last_key.len();
+                (k, ie.last_seq)
+            })
             .collect();
         let layout = Arc::new(BlockLayout::new(last_keys, filter));
         Ok(SstTable {
