@@ -9,6 +9,7 @@ mod measure;
 mod report;
 #[cfg(feature = "rocksdb")]
 mod rocks;
+mod router_suite;
 mod run;
 mod target;
 mod workload;
@@ -83,6 +84,16 @@ struct Args {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Instead of workloads, run a suite: `router` measures a (sharded) profile's bulk import,
+    /// per-shard get latency, multi-get against single gets, and pushed-down aggregates
+    /// against pulled rows, over --keys entries (see the README).
+    #[arg(long, value_enum)]
+    suite: Option<Suite>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Suite {
+    Router,
 }
 
 impl Args {
@@ -104,6 +115,9 @@ async fn main() -> Result<()> {
     }
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
+    }
+    if args.suite == Some(Suite::Router) {
+        return run_router_suite(&args);
     }
     let mut results: Vec<RunResult> = Vec::new();
     for profile in args.profiles.clone() {
@@ -180,6 +194,51 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// The router suite measures one caller at a time, so it runs on a single-threaded runtime of
+/// its own, as a latency-sensitive client would: on a multi-threaded one, every RPC also pays
+/// for waking the runtime's other threads (on this project's 2-core machine, about half of a
+/// remote get's time). The shards' background work has runtimes of its own either way.
+fn run_router_suite(args: &Args) -> Result<()> {
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?
+                        .block_on(router_suite_on_this_thread(args))
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("the router suite panicked"))?
+        })
+    })
+}
+
+async fn router_suite_on_this_thread(args: &Args) -> Result<()> {
+    let mut results = Vec::new();
+    for profile in &args.profiles {
+        let base = tempfile::Builder::new().prefix("cairn-bench-").tempdir()?;
+        let router = open_router(args, profile, base.path()).await?;
+        let suite = router_suite::SuiteArgs {
+            keys: args.keys.max(1),
+            value_size: args.value_size,
+            seconds: args.duration.max(0.1),
+            batch: args.batch.max(1),
+            server_pids: args.server_pids.clone(),
+        };
+        let r = router_suite::run(&router, profile, &suite).await;
+        router.close().await?;
+        let r = r?;
+        print!("{}", router_suite::report(&r, args.value_size));
+        results.push(r);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn spec(args: &Args, label: String) -> RunSpec {
     RunSpec {
         concurrency: args.concurrency,
@@ -196,14 +255,20 @@ async fn open(args: &Args, profile: &str, dir: &std::path::Path) -> Result<Arc<d
     if profile == "rocksdb" {
         return open_rocksdb(args, dir);
     }
+    let db = open_router(args, profile, dir).await?;
+    Ok(Arc::new(CairnTarget { db }))
+}
+
+/// A Cairn profile, with its data (and its local shards') moved under `dir`. Remote shards
+/// keep theirs on their servers.
+async fn open_router(args: &Args, profile: &str, dir: &std::path::Path) -> Result<cairn::Router> {
     let mut config = cairn::Config::load(&args.config, Some(profile))?;
     config.data_dir = dir.to_path_buf();
     config.journal.dir = None;
     config.storage.dir = None;
-    let db = cairn::open(&config)
+    cairn::open_router(&config)
         .await
-        .with_context(|| format!("opening profile `{profile}` in {}", dir.display()))?;
-    Ok(Arc::new(CairnTarget { db }))
+        .with_context(|| format!("opening profile `{profile}` in {}", dir.display()))
 }
 
 #[cfg(feature = "rocksdb")]

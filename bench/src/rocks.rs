@@ -107,7 +107,7 @@ impl Target for RocksTarget {
         Ok(state.rows)
     }
 
-    fn written(&self) -> Written {
+    async fn written(&self) -> Written {
         Written::default()
     }
 

@@ -188,7 +188,7 @@ pub async fn run(
     let bar = progress_bar(spec, &shared);
 
     measure::reset_peak_rss();
-    let written_before = target.written();
+    let written_before = target.written().await;
     let io_before = measure::bytes_written();
     let cpu_before = measure::cpu_seconds();
     let servers_before = measure::servers_cpu_seconds(&spec.server_pids);
@@ -269,7 +269,7 @@ pub async fn run(
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    let written = target.written();
+    let written = target.written().await;
     let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
     if let Some(e) = first_error {
         eprintln!("{}: {errors} operations failed; the first: {e}", spec.label);

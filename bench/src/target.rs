@@ -1,9 +1,10 @@
-//! What a benchmark runs against: a Cairn database opened from a config profile, or the
-//! RocksDB peer. Both answer the same five calls.
+//! What a benchmark runs against: a Cairn profile opened as a router (one database, or its
+//! shards), or the RocksDB peer. Both answer the same calls.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn::KeyRange;
+use futures::TryStreamExt;
 use std::ops::Bound;
 
 #[async_trait]
@@ -18,7 +19,7 @@ pub trait Target: Send + Sync {
     /// Sums the values of `[from, to)` read as 8-byte integers; returns the rows seen.
     async fn aggregate(&self, from: Bytes, to: Bytes) -> anyhow::Result<u64>;
     /// Bytes the engine says it wrote to its journal and to table files, since it opened.
-    fn written(&self) -> Written;
+    async fn written(&self) -> Written;
     /// A target whose calls block their thread gets one OS thread per worker instead of a
     /// task on the async runtime, so its own group commit sees every writer.
     fn blocking(&self) -> bool {
@@ -39,7 +40,7 @@ pub struct Written {
 }
 
 pub struct CairnTarget {
-    pub db: cairn::Db,
+    pub db: cairn::Router,
 }
 
 #[async_trait]
@@ -68,9 +69,9 @@ impl Target for CairnTarget {
             start: Bound::Included(from),
             end: Bound::Unbounded,
         };
-        let mut it = self.db.scan(range).await?;
+        let mut it = self.db.scan(range, Some(limit)).await?;
         let mut n = 0;
-        while n < limit && it.next().await?.is_some() {
+        while it.try_next().await?.is_some() {
             n += 1;
         }
         Ok(n)
@@ -84,12 +85,21 @@ impl Target for CairnTarget {
         Ok(state.rows)
     }
 
-    fn written(&self) -> Written {
-        let s = self.db.stats();
-        Written {
-            journal: Some(s.journal_bytes),
-            tables: Some(s.bytes_flushed + s.bytes_compacted),
+    async fn written(&self) -> Written {
+        // Summed over the shards that answer.
+        let mut w = Written {
+            journal: Some(0),
+            tables: Some(0),
+        };
+        for s in self.db.stats().await {
+            if let Ok(s) = s.stats {
+                w.journal = w.journal.map(|j| j + s.journal_bytes);
+                w.tables = w
+                    .tables
+                    .map(|t| t + s.bytes_flushed + s.bytes_compacted + s.bytes_imported);
+            }
         }
+        w
     }
 
     async fn compact(&self) -> anyhow::Result<()> {

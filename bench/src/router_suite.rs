@@ -1,0 +1,404 @@
+//! `cairn-bench --suite router`: what a sharded profile costs, in one run against one open
+//! router. A bulk import of `--keys` entries of `--value-size` bytes in shuffled order; point
+//! gets on each shard, one caller at a time (latency, local vs remote); a 100-key multi-get
+//! against 100 other keys read one by one; count and sum over `--keys` numeric entries,
+//! pushed down against pulling every row to the router, with the bytes that crossed the
+//! loopback interface (`/proc/net/dev`), which is where remote shards send their answers.
+
+use crate::measure;
+use anyhow::{Context, Result, ensure};
+use bytes::Bytes;
+use cairn::{AggregateOp, AggregateValue, KeyRange, Router, ValueType};
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+pub struct SuiteArgs {
+    pub keys: u64,
+    pub value_size: usize,
+    /// Seconds of gets per shard, and of multi-get rounds.
+    pub seconds: f64,
+    pub batch: usize,
+    pub server_pids: Vec<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SuiteResult {
+    pub profile: String,
+    pub shards: Vec<String>,
+    pub import: Phase,
+    pub import_numbers: Phase,
+    pub gets: Vec<GetResult>,
+    pub multi_get: MultiGetResult,
+    pub aggregate_pushdown: AggregateResult,
+    pub aggregate_pulled: AggregateResult,
+}
+
+/// A timed step, with the CPU both sides spent on it.
+#[derive(Debug, Serialize)]
+pub struct Phase {
+    pub entries: u64,
+    pub seconds: f64,
+    pub entries_per_sec: f64,
+    pub cpu_seconds: f64,
+    pub server_cpu_seconds: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GetResult {
+    pub shard: String,
+    pub remote: bool,
+    pub gets: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub mean_us: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MultiGetResult {
+    pub keys_per_call: usize,
+    /// Where the keys live: "remote shards" or "all shards".
+    pub keys_from: String,
+    pub rounds: u64,
+    pub multi_get_p50_us: f64,
+    pub single_gets_p50_us: f64,
+    /// single_gets_p50_us / multi_get_p50_us.
+    pub speedup: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AggregateResult {
+    pub rows: u64,
+    pub sum: String,
+    /// Median of the repeats.
+    pub seconds: f64,
+    pub repeats: usize,
+    /// Bytes received on the loopback interface during one call.
+    pub loopback_bytes: Option<u64>,
+}
+
+/// Bytes received on `lo` so far.
+fn loopback_bytes() -> Option<u64> {
+    let dev = std::fs::read_to_string("/proc/net/dev").ok()?;
+    let line = dev.lines().find(|l| l.trim_start().starts_with("lo:"))?;
+    line.split_once(':')?
+        .1
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn cpu(pids: &[u32]) -> (f64, Option<f64>) {
+    (measure::cpu_seconds(), measure::servers_cpu_seconds(pids))
+}
+
+fn phase(entries: u64, start: Instant, before: (f64, Option<f64>), pids: &[u32]) -> Phase {
+    let seconds = start.elapsed().as_secs_f64();
+    let after = cpu(pids);
+    Phase {
+        entries,
+        seconds,
+        entries_per_sec: entries as f64 / seconds.max(1e-9),
+        cpu_seconds: after.0 - before.0,
+        server_cpu_seconds: match (before.1, after.1) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        },
+    }
+}
+
+fn key(i: u64) -> Bytes {
+    Bytes::from(format!("key{i:012}"))
+}
+
+fn number_key(i: u64) -> Bytes {
+    Bytes::from(format!("num{i:012}"))
+}
+
+/// Every index below `n` once, in a scrambled order (a multiplicative permutation).
+fn shuffled(n: u64) -> impl Iterator<Item = u64> {
+    // A prime far above any key count, so i -> i * P mod n is a bijection when gcd(P, n) = 1.
+    const P: u64 = 2_654_435_761;
+    let step = if n > 1 && n.is_multiple_of(P) {
+        1
+    } else {
+        P % n.max(1)
+    };
+    let step = if step == 0 { 1 } else { step };
+    let coprime = gcd(step, n.max(1)) == 1;
+    (0..n).map(move |i| if coprime { (i * step) % n } else { i })
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+pub async fn run(router: &Router, profile: &str, a: &SuiteArgs) -> Result<SuiteResult> {
+    let shards: Vec<String> = router
+        .shards()
+        .iter()
+        .map(|s| s.name().to_string())
+        .collect();
+    let value = Bytes::from(vec![b'v'; a.value_size]);
+
+    // Keys are made before the clock starts: the import is what is measured.
+    let entries: Vec<(Bytes, Bytes)> = shuffled(a.keys).map(|i| (key(i), value.clone())).collect();
+    let before = cpu(&a.server_pids);
+    let start = Instant::now();
+    let n = router
+        .import(futures::stream::iter(entries.into_iter().map(Ok)))
+        .await
+        .context("import")?;
+    let import = phase(n, start, before, &a.server_pids);
+    eprintln!(
+        "{profile}: imported {n} entries in {:.2}s ({:.0}/s)",
+        import.seconds, import.entries_per_sec
+    );
+
+    let numbers: Vec<(Bytes, Bytes)> = shuffled(a.keys)
+        .map(|i| {
+            (
+                number_key(i),
+                Bytes::copy_from_slice(&(i as i64).to_le_bytes()),
+            )
+        })
+        .collect();
+    let before = cpu(&a.server_pids);
+    let start = Instant::now();
+    let n = router
+        .import(futures::stream::iter(numbers.into_iter().map(Ok)))
+        .await
+        .context("import numbers")?;
+    let import_numbers = phase(n, start, before, &a.server_pids);
+
+    // Keys of each shard, for gets that land where they are meant to.
+    let mut per_shard: Vec<Vec<Bytes>> = vec![Vec::new(); shards.len()];
+    let mut rng = SmallRng::seed_from_u64(7);
+    while per_shard.iter().any(|k| k.len() < 10_000) && a.keys > 0 {
+        let k = key(rng.random_range(0..a.keys));
+        let s = router.shard_of(&k);
+        if per_shard[s].len() < 10_000 {
+            per_shard[s].push(k);
+        }
+        if per_shard.iter().map(Vec::len).sum::<usize>() >= 10_000 * shards.len() {
+            break;
+        }
+    }
+
+    let mut gets = Vec::new();
+    for (s, keys) in per_shard.iter().enumerate() {
+        ensure!(!keys.is_empty(), "no keys for {}", shards[s]);
+        for k in keys.iter().take(2000) {
+            router.get(k).await?;
+        }
+        let mut hist = Histogram::<u64>::new(3)?;
+        let end = Instant::now() + Duration::from_secs_f64(a.seconds);
+        let mut i = 0;
+        while Instant::now() < end {
+            let k = &keys[i % keys.len()];
+            let t = Instant::now();
+            let v = router.get(k).await?;
+            hist.record(t.elapsed().as_nanos() as u64)?;
+            ensure!(v.is_some(), "{k:?} was imported but is not found");
+            i += 1;
+        }
+        gets.push(GetResult {
+            shard: shards[s].clone(),
+            remote: router.shards()[s].is_remote(),
+            gets: hist.len(),
+            p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
+            mean_us: hist.mean() / 1000.0,
+        });
+    }
+
+    // Multi-get against single gets, on keys of the remote shards when there are any.
+    let remote: Vec<usize> = (0..shards.len())
+        .filter(|s| router.shards()[*s].is_remote())
+        .collect();
+    let (pool, keys_from): (Vec<Bytes>, &str) = if remote.is_empty() {
+        (per_shard.concat(), "all shards")
+    } else {
+        (
+            remote.iter().flat_map(|s| per_shard[*s].clone()).collect(),
+            "remote shards",
+        )
+    };
+    let (mut batched, mut single) = (Vec::new(), Vec::new());
+    let end = Instant::now() + Duration::from_secs_f64(a.seconds);
+    while Instant::now() < end || batched.len() < 5 {
+        // Each side reads keys of its own, so neither warms the caches for the other.
+        let mut draw = || -> Vec<Bytes> {
+            (0..a.batch)
+                .map(|_| pool[rng.random_range(0..pool.len())].clone())
+                .collect()
+        };
+        let (for_multi, for_single) = (draw(), draw());
+        let t = Instant::now();
+        let got = router.multi_get(&for_multi).await?;
+        batched.push(t.elapsed().as_secs_f64() * 1e6);
+        ensure!(got.iter().all(Option::is_some), "multi_get missed keys");
+        let t = Instant::now();
+        for k in &for_single {
+            router.get(k).await?;
+        }
+        single.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let rounds = batched.len() as u64;
+    let (mb, sg) = (median(batched), median(single));
+    let multi_get = MultiGetResult {
+        keys_per_call: a.batch,
+        keys_from: keys_from.to_string(),
+        rounds,
+        multi_get_p50_us: mb,
+        single_gets_p50_us: sg,
+        speedup: sg / mb.max(1e-9),
+    };
+
+    // count and sum over the numeric entries, pushed down and pulled.
+    let range = KeyRange::new(Some(Bytes::from("num")), Some(Bytes::from("nun")));
+    let want_sum = (a.keys as i128) * (a.keys as i128 - 1) / 2;
+    let aggregate = |pushdown: bool, repeats: usize| {
+        let range = range.clone();
+        async move {
+            let mut times = Vec::new();
+            let mut bytes = None;
+            let mut last = None;
+            for _ in 0..repeats {
+                let lo = loopback_bytes();
+                let t = Instant::now();
+                let s = if pushdown {
+                    router.aggregate(range.clone(), ValueType::I64).await?
+                } else {
+                    router
+                        .aggregate_by_scan(range.clone(), ValueType::I64)
+                        .await?
+                };
+                times.push(t.elapsed().as_secs_f64());
+                bytes = match (lo, loopback_bytes()) {
+                    (Some(a), Some(b)) => Some(b - a),
+                    _ => None,
+                };
+                last = Some(s);
+            }
+            let s = last.context("no repeats")?;
+            ensure!(
+                s.rows == a.keys && s.result(AggregateOp::Sum) == AggregateValue::Int(want_sum),
+                "aggregate gave {} rows, sum {}; expected {} and {want_sum}",
+                s.rows,
+                s.result(AggregateOp::Sum),
+                a.keys
+            );
+            Ok::<_, anyhow::Error>(AggregateResult {
+                rows: s.rows,
+                sum: s.result(AggregateOp::Sum).to_string(),
+                seconds: median(times),
+                repeats,
+                loopback_bytes: bytes,
+            })
+        }
+    };
+    let aggregate_pushdown = aggregate(true, 5).await?;
+    let aggregate_pulled = aggregate(false, 3).await?;
+
+    Ok(SuiteResult {
+        profile: profile.to_string(),
+        shards,
+        import,
+        import_numbers,
+        gets,
+        multi_get,
+        aggregate_pushdown,
+        aggregate_pulled,
+    })
+}
+
+fn bytes(b: Option<u64>) -> String {
+    match b {
+        None => "-".into(),
+        Some(b) if b >= 10 << 20 => format!("{:.1} MB", b as f64 / 1_048_576.0),
+        Some(b) if b >= 10 << 10 => format!("{:.1} KB", b as f64 / 1024.0),
+        Some(b) => format!("{b} B"),
+    }
+}
+
+pub fn report(r: &SuiteResult, value_size: usize) -> String {
+    let mut out = String::new();
+    let srv = |p: &Phase| {
+        p.server_cpu_seconds
+            .map_or(String::new(), |s| format!(", servers {s:.2} s"))
+    };
+    let _ = writeln!(
+        out,
+        "\nrouter suite: profile {} ({})",
+        r.profile,
+        r.shards.join(", ")
+    );
+    for (name, p, size) in [
+        ("import", &r.import, value_size),
+        ("import (8-byte numbers)", &r.import_numbers, 8),
+    ] {
+        let _ = writeln!(
+            out,
+            "  {name:<24} {} entries of {size} B in {:.2} s: {:.0} entries/s (cpu {:.2} s{})",
+            p.entries,
+            p.seconds,
+            p.entries_per_sec,
+            p.cpu_seconds,
+            srv(p)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {:<36} {:>8} {:>9} {:>9} {:>9}",
+        "get, one caller", "gets", "p50 us", "p99 us", "mean us"
+    );
+    for g in &r.gets {
+        let _ = writeln!(
+            out,
+            "    {:<34} {:>8} {:>9.1} {:>9.1} {:>9.1}",
+            g.shard, g.gets, g.p50_us, g.p99_us, g.mean_us
+        );
+    }
+    let m = &r.multi_get;
+    let _ = writeln!(
+        out,
+        "  multi-get of {} keys ({}), median of {} rounds: one call {:.0} us, {} single gets {:.0} us: {:.1}x",
+        m.keys_per_call,
+        m.keys_from,
+        m.rounds,
+        m.multi_get_p50_us,
+        m.keys_per_call,
+        m.single_gets_p50_us,
+        m.speedup
+    );
+    for (name, x) in [
+        ("pushed down", &r.aggregate_pushdown),
+        ("rows pulled", &r.aggregate_pulled),
+    ] {
+        let _ = writeln!(
+            out,
+            "  count+sum over {} entries, {name}: {:.1} ms (median of {}), {} over loopback; sum {}",
+            x.rows,
+            x.seconds * 1000.0,
+            x.repeats,
+            bytes(x.loopback_bytes),
+            x.sum
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  pushdown vs pulled: {:.1}x faster",
+        r.aggregate_pulled.seconds / r.aggregate_pushdown.seconds.max(1e-9)
+    );
+    out
+}
