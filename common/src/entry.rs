@@ -78,6 +78,25 @@ pub fn compare_internal(ka: &[u8], sa: SeqNo, kb: &[u8], sb: SeqNo) -> Ordering 
     ka.cmp(kb).then_with(|| sb.cmp(&sa))
 }
 
+/// The 8 bytes of `key` after its first `skip`, big-endian and zero-padded: a number that
+/// orders like the bytes. Among keys sharing their first `skip` bytes, where these numbers
+/// differ they decide the order, so a search or sort can compare them in small, dense arrays
+/// and read the keys themselves only on a tie.
+#[inline]
+pub fn key_prefix_after(key: &[u8], skip: usize) -> u64 {
+    let rest = key.get(skip..).unwrap_or_default();
+    let mut b = [0u8; 8];
+    let n = rest.len().min(8);
+    b[..n].copy_from_slice(&rest[..n]);
+    u64::from_be_bytes(b)
+}
+
+/// The length of the prefix `a` and `b` share.
+#[inline]
+pub fn shared_prefix_len(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 /// An owned (key, seq) pair ordered like [`compare_internal`]; the memtables' map key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct InternalKey {

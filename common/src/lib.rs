@@ -11,7 +11,10 @@ pub mod rpc;
 
 pub use aggregate::{AggregateOp, AggregateState, AggregateValue, ValueType};
 pub use batch::{BatchOp, WriteBatch};
-pub use entry::{Entry, EntryKind, InternalKey, KeyRange, SeqNo, compare_internal};
+pub use entry::{
+    Entry, EntryKind, InternalKey, KeyRange, SeqNo, compare_internal, key_prefix_after,
+    shared_prefix_len,
+};
 pub use error::{Error, IoContext, Result};
 pub use merge::{MergeHead, merge_sorted};
 pub use meta::TableMeta;

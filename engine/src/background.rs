@@ -51,6 +51,11 @@ impl Background {
         Ok(Background { runtime, tasks })
     }
 
+    /// Where other heavy work (bulk imports) runs, off the caller's runtime.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.runtime.handle().clone()
+    }
+
     /// Stops the loops after the job each is running, and deletes what is pending deletion.
     pub async fn stop(self, inner: &Inner) {
         inner.shutdown.send_replace(true);

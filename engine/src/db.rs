@@ -398,7 +398,17 @@ impl Db {
     /// import's sequence number.
     pub async fn import(&self, entries: Vec<(Bytes, Bytes)>) -> Result<SeqNo> {
         self.inner.check_open()?;
-        crate::import::run(&self.inner, entries).await
+        // Sorting and writing the table is background work: it runs on the engine's own
+        // runtime, so the caller's threads stay free (and shards import in parallel).
+        let handle = self.bg.lock().as_ref().map(Background::handle);
+        let Some(handle) = handle else {
+            return Err(Error::Closed);
+        };
+        let inner = self.inner.clone();
+        handle
+            .spawn(async move { crate::import::run(&inner, entries).await })
+            .await
+            .map_err(|e| Error::component("import", e))?
     }
 
     /// Flushes everything, stops background work and closes the journal. After a clean

@@ -6,6 +6,7 @@
 use crate::bloom::Bloom;
 use crate::cache::Block;
 use crate::format;
+use crate::prefix_index::PrefixIndex;
 use bytes::Bytes;
 use cairn_common::{Entry, Error, Result, SeqNo, TableMeta, compare_internal};
 use std::cmp::Ordering;
@@ -14,41 +15,16 @@ use std::cmp::Ordering;
 pub struct BlockLayout {
     last_keys: Vec<(Bytes, SeqNo)>,
     filter: Bloom,
-    /// Length of the prefix every last key shares (that of the first and the last).
-    shared: usize,
-    /// The 8 bytes after `shared` of each last key, big-endian and zero-padded: a lookup's
-    /// binary search compares these first, in one small array that stays in the CPU's cache,
-    /// and reads a key itself only on a tie. On a large table this halves a lookup's cache
-    /// misses.
-    prefixes: Vec<u64>,
-}
-
-/// The 8 bytes of `key` after its first `skip`, as a number that orders like the bytes.
-fn prefix_after(key: &[u8], skip: usize) -> u64 {
-    let rest = key.get(skip..).unwrap_or_default();
-    let mut b = [0u8; 8];
-    let n = rest.len().min(8);
-    b[..n].copy_from_slice(&rest[..n]);
-    u64::from_be_bytes(b)
+    search: PrefixIndex,
 }
 
 impl BlockLayout {
     pub(crate) fn new(last_keys: Vec<(Bytes, SeqNo)>, filter: Bloom) -> Self {
-        let shared = match (last_keys.first(), last_keys.last()) {
-            (Some((a, _)), Some((b, _))) => {
-                a.iter().zip(b.iter()).take_while(|(x, y)| x == y).count()
-            }
-            _ => 0,
-        };
-        let prefixes = last_keys
-            .iter()
-            .map(|(k, _)| prefix_after(k, shared))
-            .collect();
+        let search = PrefixIndex::new(last_keys.iter().map(|(k, _)| k.as_ref()));
         BlockLayout {
             last_keys,
             filter,
-            shared,
-            prefixes,
+            search,
         }
     }
 
@@ -87,37 +63,10 @@ impl BlockLayout {
 
     /// Index of the first block whose last internal key is at or after (key, seq).
     pub fn seek(&self, key: &[u8], seq: SeqNo) -> usize {
-        let full = |i: usize| {
+        self.search.partition_point(key, |i| {
             let (k, s) = &self.last_keys[i];
             compare_internal(k, *s, key, seq) == Ordering::Less
-        };
-        let Some((first, _)) = self.last_keys.first() else {
-            return 0;
-        };
-        if !key.starts_with(&first[..self.shared]) {
-            // Outside the keys' shared prefix: the prefixes say nothing, compare whole keys.
-            return self
-                .last_keys
-                .partition_point(|(k, s)| compare_internal(k, *s, key, seq) == Ordering::Less);
-        }
-        // Every last key and `key` share the prefix, so where their next 8 bytes differ,
-        // those decide the order.
-        let p = prefix_after(key, self.shared);
-        let (mut lo, mut hi) = (0, self.prefixes.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let less = match self.prefixes[mid].cmp(&p) {
-                Ordering::Less => true,
-                Ordering::Greater => false,
-                Ordering::Equal => full(mid),
-            };
-            if less {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
+        })
     }
 
     /// The block that holds the newest version of `key` at or below `snapshot`, if the table
@@ -136,8 +85,7 @@ impl BlockLayout {
 
 /// The answer to a lookup within the block `locate` named.
 pub fn find_in_block(block: &Block, key: &[u8], snapshot: SeqNo) -> Option<Entry> {
-    let pos =
-        block.partition_point(|e| compare_internal(&e.key, e.seq, key, snapshot) == Ordering::Less);
+    let pos = block.seek(key, snapshot);
     block.get(pos).filter(|e| e.key.as_ref() == key).cloned()
 }
 

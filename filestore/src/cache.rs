@@ -1,12 +1,45 @@
 //! The block cache: decoded data blocks keyed by (table, offset), weighed by their bytes, so
 //! hot reads skip the disk, the checksum and the decoding.
 
-use cairn_common::{Entry, TableId};
+use crate::prefix_index::PrefixIndex;
+use cairn_common::{Entry, SeqNo, TableId, compare_internal};
 use quick_cache::{Weighter, sync::Cache};
+use std::cmp::Ordering;
 use std::sync::Arc;
 
-/// A decoded data block: its entries, whose keys and values share one buffer.
-pub type Block = Arc<Vec<Entry>>;
+/// A decoded data block, shared by the cache and its readers.
+pub type Block = Arc<BlockEntries>;
+
+/// A data block's entries (keys and values sharing one buffer), in internal order, with a
+/// prefix index for lookups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockEntries {
+    entries: Vec<Entry>,
+    search: PrefixIndex,
+}
+
+impl BlockEntries {
+    pub fn new(entries: Vec<Entry>) -> Self {
+        let search = PrefixIndex::new(entries.iter().map(|e| e.key.as_ref()));
+        BlockEntries { entries, search }
+    }
+
+    /// Position of the first entry at or after (key, seq) in internal order.
+    pub fn seek(&self, key: &[u8], seq: SeqNo) -> usize {
+        self.search.partition_point(key, |i| {
+            let e = &self.entries[i];
+            compare_internal(&e.key, e.seq, key, seq) == Ordering::Less
+        })
+    }
+}
+
+impl std::ops::Deref for BlockEntries {
+    type Target = [Entry];
+
+    fn deref(&self) -> &[Entry] {
+        &self.entries
+    }
+}
 
 #[derive(Clone)]
 struct BlockWeight;

@@ -11,6 +11,7 @@ mod fold;
 mod format;
 pub mod grpc;
 mod parquet_store;
+mod prefix_index;
 mod sstable;
 mod tracker;
 

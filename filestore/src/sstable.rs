@@ -386,7 +386,7 @@ impl Inner {
             .map_err(|d| self.corrupt(format!("data block at offset {}: {d}", h.offset)))?;
         let entries = format::decode_data_block(&payload)
             .map_err(|d| self.corrupt(format!("data block at offset {}: {d}", h.offset)))?;
-        let block = Arc::new(entries);
+        let block = Arc::new(crate::cache::BlockEntries::new(entries));
         self.cache.insert(self.meta.id, h.offset, block.clone());
         Ok(block)
     }
