@@ -289,3 +289,92 @@ fn cloud_profile_against_an_s3_endpoint_on_loopback() {
         );
     }
 }
+
+/// The same commands, unchanged, on the shipped `sharded` profile (three local shards), plus
+/// `import` from stdin; every process reopens the cluster.
+#[test]
+fn the_commands_work_unchanged_on_the_sharded_profile() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let sharded = |args: &[&str]| {
+        let mut a = vec!["--profile", "sharded"];
+        a.extend_from_slice(args);
+        ok(data, &a)
+    };
+    for i in 0..30 {
+        sharded(&["put", &format!("k{i:02}"), &format!("v{i}")]);
+    }
+    sharded(&["put", "--number", "i64", "n1", "10"]);
+    sharded(&["put", "--number", "i64", "n2", "32"]);
+    sharded(&["delete", "k05"]);
+    assert_eq!(sharded(&["get", "k07"]), "v7\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["--config"])
+        .arg(repo_config())
+        .args(["--profile", "sharded", "import"])
+        .env("CAIRN_DATA_DIR", data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"k07\timported\nz1\tlast\n\nk99\tnew\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "imported 3 entries\n");
+
+    let scan = sharded(&["scan", "--from", "k", "--to", "l"]);
+    let keys: Vec<&str> = scan
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "one ordered stream over the three shards");
+    assert_eq!(keys.len(), 30, "29 left of k00-k29, and k99");
+    assert!(
+        scan.contains("k07\timported\n"),
+        "the import is newer: {scan}"
+    );
+    assert_eq!(sharded(&["scan", "--limit", "2"]), "k00\tv0\nk01\tv1\n");
+    assert_eq!(
+        sharded(&["aggregate", "--op", "sum", "--from", "n", "--to", "o"]),
+        "42\n"
+    );
+    assert_eq!(sharded(&["aggregate", "--op", "count"]), "33\n");
+    sharded(&["compact"]);
+    let stats: serde_json::Value = serde_json::from_str(&sharded(&["stats", "--json"])).unwrap();
+    let shards = stats.as_array().expect("one entry per shard");
+    assert_eq!(shards.len(), 3);
+    let entries: u64 = shards
+        .iter()
+        .flat_map(|s| s["stats"]["levels"].as_array().unwrap().iter())
+        .map(|l| l["entries"].as_u64().unwrap())
+        .sum();
+    assert_eq!(entries, 33, "{stats}");
+    for i in 0..3 {
+        assert!(data.join(format!("shard-{i}/SHARD")).exists());
+    }
+    assert!(data.join("CLUSTER").exists());
+    let bad = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--config")
+        .arg(repo_config())
+        .args(["--profile", "sharded", "import"])
+        .env("CAIRN_DATA_DIR", data)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b"no tab here\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("import line 1: no tab"), "{err}");
+}

@@ -1,7 +1,8 @@
 //! Real `cairn serve` processes, killed and restarted under a running engine: a dead journal
 //! is an error for the writer naming the journal and its URL, and nothing it acknowledged is
 //! lost; a dead compaction node is retried and the job runs locally; a dead storage node fails
-//! reads and flushes with an error naming it, and flushes resume once it is back.
+//! reads and flushes with an error naming it, and flushes resume once it is back; a dead shard
+//! server fails the router's calls that need it, by name, and comes back with its data.
 
 use bytes::Bytes;
 use cairn::{Config, KeyRange};
@@ -228,6 +229,102 @@ async fn killed_servers_give_errors_retries_and_fallbacks_and_lose_no_acknowledg
         let pid = server.child.id().to_string();
         let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(killed.success());
+        let status = server.child.wait().unwrap();
+        assert!(status.success(), "{} exited with {status}", server.url);
+    }
+}
+
+/// `cairn serve shard` as real processes under a router: a shard server killed with SIGKILL
+/// fails the calls that need it, naming it, while the other shards answer; restarted on its
+/// port, it has every acknowledged write (its journal syncs); SIGTERM stops it with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_shard_servers_fail_their_calls_by_name_and_come_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let profile = |urls: [&str; 2]| {
+        format!(
+            "[default]\ndata_dir = \"{}\"\n\
+             [default.rpc]\ntimeout_ms = 3000\nconnect_timeout_ms = 500\nretries = 1\nretry_initial_ms = 20\n\
+             [default.router]\nshards = [{{ kind = \"local\" }}, {{ kind = \"grpc\", url = \"{}\" }}, {{ kind = \"grpc\", url = \"{}\" }}]\n",
+            data.display(),
+            urls[0],
+            urls[1]
+        )
+    };
+    // The servers need only their shard index from the file; their URLs come from --listen.
+    let server_toml = dir.path().join("servers.toml");
+    std::fs::write(
+        &server_toml,
+        profile(["http://127.0.0.1:1", "http://127.0.0.1:2"]),
+    )
+    .unwrap();
+    let shard_server = |i: &str, listen: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("--config")
+            .arg(&server_toml)
+            .args(["serve", "shard", "--shard", i, "--listen", listen])
+            .env_remove("CAIRN_PROFILE")
+            .env_remove("CAIRN_DATA_DIR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn cairn serve shard");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.trim().rsplit(' ').next().unwrap().to_string();
+        assert!(url.starts_with("http://"), "{line:?}");
+        Served { child, url }
+    };
+    let one = shard_server("1", "127.0.0.1:0");
+    let mut two = shard_server("2", "127.0.0.1:0");
+    let config = Config::from_toml_str(&profile([&one.url, &two.url]), None).unwrap();
+    let router = cairn::open_router(&config).await.unwrap();
+    let mut want = BTreeMap::new();
+    for i in 0..300 {
+        let (k, v) = (
+            Bytes::from(format!("k{i:03}")),
+            Bytes::from(format!("v{i}")),
+        );
+        router.put(k.clone(), v.clone()).await.unwrap();
+        want.insert(k, v);
+    }
+
+    two.kill();
+    let on = |s: usize| {
+        want.keys()
+            .find(|k| router.shard_of(k) == s)
+            .unwrap()
+            .clone()
+    };
+    let e = router.get(&on(2)).await.unwrap_err().to_string();
+    assert!(e.contains(&format!("shard 2 at {}", two.url)), "{e}");
+    let e = router.put(on(2), "x").await.unwrap_err().to_string();
+    assert!(e.contains("shard 2 at"), "{e}");
+    assert!(router.get(&on(0)).await.unwrap().is_some());
+    assert!(router.get(&on(1)).await.unwrap().is_some());
+
+    let two = shard_server("2", &format!("127.0.0.1:{}", two.port()));
+    let got: BTreeMap<Bytes, Bytes> =
+        futures::TryStreamExt::try_collect(router.scan(KeyRange::all(), None).await.unwrap())
+            .await
+            .unwrap();
+    assert_eq!(
+        got, want,
+        "every acknowledged write, the refused one absent"
+    );
+    router.close().await.unwrap();
+
+    for mut server in [one, two] {
+        let pid = server.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let status = server.child.wait().unwrap();
         assert!(status.success(), "{} exited with {status}", server.url);
     }

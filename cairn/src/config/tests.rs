@@ -404,3 +404,135 @@ fn grpc_keys_are_checked_against_their_kind() {
         assert_eq!(c.resolved().rpc.token.as_deref(), Some("(set)"));
     });
 }
+
+fn router_config(router: &str, extra: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(
+        &format!("[default]\ndata_dir = \"/d\"\n{extra}\n[default.router]\n{router}\n"),
+        None,
+    )
+}
+
+#[test]
+fn router_sections_are_checked_key_by_key() {
+    jailed(|_| {
+        let c = router_config(
+            "shards = [{ kind = \"local\" }, { kind = \"grpc\", url = \"http://h:1\", timeout_ms = 50 }]",
+            "",
+        )
+        .unwrap();
+        let r = c.router.as_ref().unwrap();
+        assert_eq!(r.shards[1].kind, ShardKind::Grpc);
+        assert_eq!(r.shards[1].timeout_ms, Some(50));
+        assert_eq!(
+            c.resolved().router.unwrap().import_table_bytes,
+            Some(cairn_router::IMPORT_TABLE_BYTES)
+        );
+
+        for (router, extra, key, why) in [
+            ("shards = []", "", "router.shards", "at least one shard"),
+            (
+                "shards = [{ kind = \"local\", url = \"http://h:1\" }]",
+                "",
+                "router.shards[0].url",
+                "does not apply to a local shard",
+            ),
+            (
+                "shards = [{ kind = \"local\" }, { kind = \"grpc\" }]",
+                "",
+                "router.shards[1].url",
+                "needs its server's url",
+            ),
+            (
+                "shards = [{ kind = \"grpc\", url = \"h:1\" }]",
+                "",
+                "router.shards[0].url",
+                "is not http://host:port",
+            ),
+            (
+                "shards = [{ kind = \"local\" }, { kind = \"local\" }]",
+                "[default.journal]\nkind = \"grpc\"\nurl = \"http://j:1\"",
+                "journal.kind",
+                "cannot share one grpc server",
+            ),
+            (
+                "shards = [{ kind = \"local\" }]\nimport_table_bytes = 0",
+                "",
+                "router.import_table_bytes",
+                "greater than 0",
+            ),
+        ] {
+            let e = router_config(router, extra).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{router}: {e}");
+            assert!(e.message.contains(why), "{router}: {e}");
+        }
+        let e = router_config("shards = [{ kind = \"remote\" }]", "").unwrap_err();
+        assert!(e.message.contains("router.shards"), "{e}");
+        let e = router_config("shard = []", "").unwrap_err();
+        assert!(e.message.contains("router.shard"), "{e}");
+        // One local shard may use remote components: it is the only engine using them.
+        router_config(
+            "shards = [{ kind = \"local\" }, { kind = \"grpc\", url = \"http://h:1\" }]",
+            "[default.journal]\nkind = \"grpc\"\nurl = \"http://j:1\"",
+        )
+        .unwrap();
+    });
+}
+
+#[test]
+fn each_local_shard_gets_its_own_directories_and_prefixes() {
+    jailed(|_| {
+        let c = router_config(
+            "shards = [{ kind = \"local\" }, { kind = \"local\" }]",
+            "[default.journal]\ndir = \"/j\"\n[default.storage]\nkind = \"hybrid\"\n\
+             [default.storage.primary]\nkind = \"sstable\"\ndir = \"/t\"\n\
+             [default.storage.secondary]\nkind = \"parquet\"\nurl = \"s3://b/p/\"",
+        )
+        .unwrap();
+        let s = c.shard_config(1);
+        assert_eq!(s.router, None);
+        assert_eq!(s.data_dir, PathBuf::from("/d/shard-1"));
+        assert_eq!(s.journal.dir, Some(PathBuf::from("/j/shard-1")));
+        let storage = &s.storage;
+        assert_eq!(
+            storage.primary.as_ref().unwrap().dir,
+            Some(PathBuf::from("/t/shard-1"))
+        );
+        assert_eq!(
+            storage.secondary.as_ref().unwrap().url.as_deref(),
+            Some("s3://b/p/shard-1")
+        );
+    });
+}
+
+#[test]
+fn the_shipped_sharded_and_cluster_profiles_load() {
+    jailed(|_| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml");
+        let c = Config::load(&path, Some("sharded")).unwrap();
+        let r = c.router.unwrap();
+        assert_eq!(r.shards.len(), 3);
+        assert_eq!(r.local_count(), 3);
+        let c = Config::load(&path, Some("cluster")).unwrap();
+        let urls: Vec<_> = c
+            .router
+            .unwrap()
+            .shards
+            .iter()
+            .map(|s| s.url.clone())
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                None,
+                Some("http://127.0.0.1:10011".to_string()),
+                Some("http://127.0.0.1:10012".to_string())
+            ]
+        );
+        assert!(
+            Config::load(&path, Some("default"))
+                .unwrap()
+                .router
+                .is_none()
+        );
+    });
+}
