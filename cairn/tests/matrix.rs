@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use cairn::serve::{Component, ComponentServer};
 use cairn::{Config, KeyRange, WriteBatch};
+use cairn_testkit::model::model_range;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -174,14 +175,6 @@ fn merge_sections(text: &str) -> String {
 
 fn key(rng: &mut StdRng) -> Bytes {
     Bytes::from(format!("k{:04}", rng.random_range(0..300u32)))
-}
-
-fn model_range(model: &BTreeMap<Bytes, Bytes>, r: &KeyRange) -> Vec<(Bytes, Bytes)> {
-    model
-        .iter()
-        .filter(|(k, _)| r.contains(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 async fn scenario(j: J, s: S, c: C) {

@@ -9,14 +9,11 @@
 use bytes::Bytes;
 use cairn::serve::{Component, ComponentServer};
 use cairn::{AggregateState, Config, KeyRange, Router, ValueType, WriteBatch};
+use cairn_testkit::model::{Model, model_range, random_range};
 use futures::TryStreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::ops::Bound;
-
-type Model = BTreeMap<Bytes, Bytes>;
 
 /// Small sizes, so a run flushes and compacts every shard several times.
 const ENGINE: &str = "[default.engine]\nmemtable_bytes = 8192\nmax_immutable_memtables = 2\n\
@@ -74,31 +71,6 @@ fn value(rng: &mut StdRng, step: usize) -> Bytes {
     let mut v = format!("v{step}-").into_bytes();
     v.resize(v.len() + len, b'a' + (step % 26) as u8);
     Bytes::from(v)
-}
-
-fn random_range(rng: &mut StdRng) -> KeyRange {
-    let a = key(rng);
-    let b = key(rng);
-    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    let start = match rng.random_range(0..3) {
-        0 => Bound::Unbounded,
-        1 => Bound::Included(lo),
-        _ => Bound::Excluded(lo),
-    };
-    let end = match rng.random_range(0..3) {
-        0 => Bound::Unbounded,
-        1 => Bound::Included(hi),
-        _ => Bound::Excluded(hi),
-    };
-    KeyRange { start, end }
-}
-
-fn model_range(model: &Model, r: &KeyRange) -> Vec<(Bytes, Bytes)> {
-    model
-        .iter()
-        .filter(|(k, _)| r.contains(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 async fn scan(router: &Router, r: KeyRange, limit: Option<usize>) -> Vec<(Bytes, Bytes)> {
@@ -204,7 +176,7 @@ async fn run_model(seed: u64, steps: usize) {
                 assert_eq!(got, want, "step {step}: multi_get {keys:?}");
             }
             680..=759 => {
-                let r = random_range(&mut rng);
+                let r = random_range(&mut rng, key);
                 let limit = rng.random_bool(0.3).then(|| rng.random_range(0..50usize));
                 let mut want = model_range(&model, &r);
                 if let Some(l) = limit {
@@ -217,7 +189,7 @@ async fn run_model(seed: u64, steps: usize) {
                 );
             }
             760..=789 => {
-                let r = random_range(&mut rng);
+                let r = random_range(&mut rng, key);
                 let mut got: Vec<_> = router
                     .scan_unordered(r.clone())
                     .await
@@ -229,7 +201,7 @@ async fn run_model(seed: u64, steps: usize) {
                 assert_eq!(got, model_range(&model, &r), "step {step}: scatter {r:?}");
             }
             790..=839 => {
-                let r = random_range(&mut rng);
+                let r = random_range(&mut rng, key);
                 let mut want = AggregateState::new(ValueType::I64);
                 for (_, v) in model_range(&model, &r) {
                     want.add(&v);

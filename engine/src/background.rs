@@ -7,6 +7,7 @@ use crate::db::{Inner, MemSlot, MemState};
 use crate::version::{TableHandle, Version};
 use cairn_common::{Error, KeyRange, Result, TableId, TableMeta};
 use cairn_compaction::{CompactionJob, Pick};
+use cairn_filestore::write_table_from;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -134,19 +135,8 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
         None
     } else {
         let id = inner.alloc_table_ids(1).start;
-        let mut builder = inner.comps.storage.create_table(id).await?;
-        let mut chunk = Vec::with_capacity(256);
-        for e in slot.table.scan(&KeyRange::all(), u64::MAX) {
-            chunk.push(e);
-            if chunk.len() == 256 {
-                builder.add(&chunk).await?;
-                chunk.clear();
-            }
-        }
-        if !chunk.is_empty() {
-            builder.add(&chunk).await?;
-        }
-        let meta = builder.finish().await?;
+        let entries = slot.table.scan(&KeyRange::all(), u64::MAX);
+        let meta = write_table_from(inner.comps.storage.as_ref(), id, entries).await?;
         let table = inner.comps.storage.open_table(&meta).await?;
         Some(TableHandle::new(table, inner.deleter.clone()))
     };

@@ -14,11 +14,9 @@ use crate::db::Inner;
 use crate::version::{TableHandle, Version};
 use bytes::Bytes;
 use cairn_common::{Entry, EntryKind, Result, SeqNo, key_prefix_after, shared_prefix_len};
+use cairn_filestore::write_table_from;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-
-/// Entries per `TableBuilder::add` call.
-const CHUNK: usize = 1024;
 
 pub(crate) async fn run(inner: &Arc<Inner>, mut entries: Vec<(Bytes, Bytes)>) -> Result<SeqNo> {
     if entries.is_empty() {
@@ -38,24 +36,13 @@ pub(crate) async fn run(inner: &Arc<Inner>, mut entries: Vec<(Bytes, Bytes)>) ->
     inner.flush_all().await?;
 
     let id = inner.alloc_table_ids(1).start;
-    let mut builder = inner.comps.storage.create_table(id).await?;
-    let mut chunk = Vec::with_capacity(CHUNK);
-    for (key, value) in entries {
-        chunk.push(Entry {
-            key,
-            seq,
-            kind: EntryKind::Put,
-            value,
-        });
-        if chunk.len() == CHUNK {
-            builder.add(&chunk).await?;
-            chunk.clear();
-        }
-    }
-    if !chunk.is_empty() {
-        builder.add(&chunk).await?;
-    }
-    let meta = builder.finish().await?;
+    let entries = entries.into_iter().map(|(key, value)| Entry {
+        key,
+        seq,
+        kind: EntryKind::Put,
+        value,
+    });
+    let meta = write_table_from(inner.comps.storage.as_ref(), id, entries).await?;
     let table = inner.comps.storage.open_table(&meta).await?;
     let handle = TableHandle::new(table, inner.deleter.clone());
 

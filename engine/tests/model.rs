@@ -9,13 +9,10 @@ use bytes::Bytes;
 use cairn_common::{AggregateState, KeyRange, ValueType, WriteBatch};
 use cairn_engine::{Db, Snapshot};
 use cairn_memtable::MemtableOptions;
+use cairn_testkit::model::{Model, model_range, random_range};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
-use std::ops::Bound;
 use support::{Harness, JournalKind, StorageKind};
-
-type Model = BTreeMap<Bytes, Bytes>;
 
 fn key(rng: &mut StdRng) -> Bytes {
     Bytes::from(format!("key{:04}", rng.random_range(0..400u32)))
@@ -28,31 +25,6 @@ fn value(rng: &mut StdRng, step: usize) -> Bytes {
     Bytes::from(v)
 }
 
-fn random_range(rng: &mut StdRng) -> KeyRange {
-    let a = key(rng);
-    let b = key(rng);
-    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    let start = match rng.random_range(0..3) {
-        0 => Bound::Unbounded,
-        1 => Bound::Included(lo),
-        _ => Bound::Excluded(lo),
-    };
-    let end = match rng.random_range(0..3) {
-        0 => Bound::Unbounded,
-        1 => Bound::Included(hi),
-        _ => Bound::Excluded(hi),
-    };
-    KeyRange { start, end }
-}
-
-fn model_range(model: &Model, r: &KeyRange) -> Vec<(Bytes, Bytes)> {
-    model
-        .iter()
-        .filter(|(k, _)| r.contains(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
 async fn check_snapshots(db: &Db, snaps: &[(Snapshot, Model)], rng: &mut StdRng, step: usize) {
     for (snap, frozen) in snaps {
         let k = key(rng);
@@ -62,7 +34,7 @@ async fn check_snapshots(db: &Db, snaps: &[(Snapshot, Model)], rng: &mut StdRng,
             "step {step}: get {k:?} at snapshot {}",
             snap.seq()
         );
-        let r = random_range(rng);
+        let r = random_range(rng, key);
         let got = db
             .scan_at(r.clone(), snap)
             .await
@@ -153,7 +125,7 @@ async fn run_model_on(
                 );
             }
             800..=879 => {
-                let r = random_range(&mut rng);
+                let r = random_range(&mut rng, key);
                 let limit = rng.random_bool(0.3).then(|| rng.random_range(0..50usize));
                 let got = db
                     .scan(r.clone())

@@ -121,9 +121,30 @@ pub async fn write_table(
     id: TableId,
     entries: &[Entry],
 ) -> Result<TableMeta> {
+    write_table_from(storage, id, entries.iter().cloned()).await
+}
+
+/// Writes the entries an iterator yields (in internal order) as table `id`, handing them to
+/// the builder 1024 at a time; a failure abandons the table, so none is left half-written.
+pub async fn write_table_from<I>(
+    storage: &dyn Storage,
+    id: TableId,
+    entries: I,
+) -> Result<TableMeta>
+where
+    I: IntoIterator<Item = Entry>,
+    I::IntoIter: Send,
+{
     let mut b = storage.create_table(id).await?;
-    for chunk in entries.chunks(1024) {
-        if let Err(e) = b.add(chunk).await {
+    let mut entries = entries.into_iter();
+    let mut chunk = Vec::with_capacity(1024);
+    loop {
+        chunk.clear();
+        chunk.extend(entries.by_ref().take(1024));
+        if chunk.is_empty() {
+            break;
+        }
+        if let Err(e) = b.add(&chunk).await {
             let _ = b.abandon().await;
             return Err(e);
         }
