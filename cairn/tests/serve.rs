@@ -37,10 +37,16 @@ impl Drop for Served {
 
 /// Starts `cairn serve COMPONENT` and waits for its `serving ... on URL` line.
 fn serve(config: &Path, component: &str, listen: &str, env: &[(&str, &str)]) -> Served {
+    serve_args(config, &["serve", component, "--listen", listen], env)
+}
+
+/// Starts `cairn ARGS` (a `serve` command) and waits for its `serving ... on URL` line.
+fn serve_args(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Served {
+    let component = args.get(1).copied().unwrap_or_default();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .arg("--config")
         .arg(config)
-        .args(["serve", component, "--listen", listen])
+        .args(args)
         .envs(env.iter().copied())
         .env_remove("CAIRN_PROFILE")
         .stdout(Stdio::piped())
@@ -259,23 +265,11 @@ async fn killed_shard_servers_fail_their_calls_by_name_and_come_back_whole() {
     )
     .unwrap();
     let shard_server = |i: &str, listen: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .arg("--config")
-            .arg(&server_toml)
-            .args(["serve", "shard", "--shard", i, "--listen", listen])
-            .env_remove("CAIRN_PROFILE")
-            .env_remove("CAIRN_DATA_DIR")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn cairn serve shard");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line.trim().rsplit(' ').next().unwrap().to_string();
-        assert!(url.starts_with("http://"), "{line:?}");
-        Served { child, url }
+        serve_args(
+            &server_toml,
+            &["serve", "shard", "--shard", i, "--listen", listen],
+            &[],
+        )
     };
     let one = shard_server("1", "127.0.0.1:0");
     let mut two = shard_server("2", "127.0.0.1:0");
