@@ -231,26 +231,20 @@ impl Db {
             let _shared = inner.gate.read().await;
             inner.check_open()?;
             let first = inner.seq.begin(n);
+            // Finishes the sequence numbers however this ends, the caller dropping the write
+            // mid-append included: numbers left in flight would stop visibility for good.
+            let _taken = FinishOnDrop(&inner.seq, first);
             let record = batch.encode(first);
             let record_bytes = record.len() as u64;
-            let lsn = match inner.comps.journal.append(record).await {
-                Ok(lsn) => {
-                    inner
-                        .counters
-                        .journal_bytes
-                        .fetch_add(record_bytes, Ordering::Relaxed);
-                    lsn
-                }
-                Err(e) => {
-                    inner.seq.finish(first);
-                    return Err(e);
-                }
-            };
+            let lsn = inner.comps.journal.append(record).await?;
+            inner
+                .counters
+                .journal_bytes
+                .fetch_add(record_bytes, Ordering::Relaxed);
             // The gate keeps the memtable from being frozen between the append and here.
             let mem = inner.mem.load();
             apply(&mem.active.table, first, batch);
             mem.active.max_lsn.fetch_max(lsn, Ordering::Relaxed);
-            inner.seq.finish(first);
             (
                 first + n - 1,
                 mem.active.table.approximate_bytes() >= inner.opts.memtable_bytes,
@@ -456,6 +450,15 @@ impl Drop for Db {
         if let Some(bg) = self.bg.lock().take() {
             bg.abort(&self.inner);
         }
+    }
+}
+
+/// Marks a write's sequence numbers finished when dropped.
+struct FinishOnDrop<'a>(&'a SeqTracker, SeqNo);
+
+impl Drop for FinishOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.finish(self.1);
     }
 }
 

@@ -398,3 +398,61 @@ async fn import_orders_against_writes_before_during_and_after() {
     assert_eq!(db.get(&key(1)).await.unwrap().unwrap(), "after reopen");
     db.close().await.unwrap();
 }
+
+/// A journal whose appends hang while `hang` is set: a write the caller abandons midway.
+struct HangingJournal {
+    inner: Arc<dyn cairn_journal::Journal>,
+    hang: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl cairn_journal::Journal for HangingJournal {
+    async fn append(&self, record: Bytes) -> cairn_common::Result<u64> {
+        if self.hang.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.append(record).await
+    }
+    async fn replay(
+        &self,
+        from: u64,
+    ) -> cairn_common::Result<
+        cairn_common::BoxStream<cairn_common::Result<cairn_journal::JournalRecord>>,
+    > {
+        self.inner.replay(from).await
+    }
+    async fn truncate(&self, upto: u64) -> cairn_common::Result<()> {
+        self.inner.truncate(upto).await
+    }
+    async fn close(&self) -> cairn_common::Result<()> {
+        self.inner.close().await
+    }
+}
+
+/// A write dropped while its append waits (a caller's timeout, a router cancelling) must not
+/// hold visibility back: later writes are seen at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_abandoned_midway_does_not_stop_later_writes_from_being_seen() {
+    let h = Harness::new(JournalKind::Memory, MemtableOptions::default());
+    let journal = Arc::new(HangingJournal {
+        inner: h.memory_journal.clone(),
+        hang: std::sync::atomic::AtomicBool::new(false),
+    });
+    let mut comps = h.components(h.storage());
+    comps.journal = journal.clone();
+    let db = Db::open(h.path(), h.opts.clone(), comps).await.unwrap();
+    db.put("before", "1").await.unwrap();
+    journal.hang.store(true, Ordering::Release);
+    let abandoned =
+        tokio::time::timeout(std::time::Duration::from_millis(50), db.put("lost", "x")).await;
+    assert!(
+        abandoned.is_err(),
+        "the append hangs, so the write times out"
+    );
+    journal.hang.store(false, Ordering::Release);
+    db.put("after", "2").await.unwrap();
+    assert_eq!(db.get(b"after").await.unwrap().unwrap(), "2");
+    assert_eq!(db.get(b"before").await.unwrap().unwrap(), "1");
+    assert_eq!(db.get(b"lost").await.unwrap(), None);
+    db.close().await.unwrap();
+}

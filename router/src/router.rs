@@ -134,7 +134,11 @@ impl Router {
             .enumerate()
             .filter(|(_, b)| !b.is_empty())
             .map(|(i, b)| self.shards[i].write(b));
-        futures::future::try_join_all(writes).await?;
+        // Every part runs to its end even when another fails: a write abandoned midway would
+        // leave its outcome unknown.
+        for done in futures::future::join_all(writes).await {
+            done?;
+        }
         Ok(())
     }
 
