@@ -136,10 +136,8 @@ impl Router {
             .map(|(i, b)| self.shards[i].write(b));
         // Every part runs to its end even when another fails: a write abandoned midway would
         // leave its outcome unknown.
-        for done in futures::future::join_all(writes).await {
-            done?;
-        }
-        Ok(())
+        let done = futures::future::join_all(writes).await;
+        done.into_iter().map(|r| r.map(|_| ())).collect()
     }
 
     /// The values of `keys`, in their order: one batched call per shard, all shards at once.
@@ -317,16 +315,15 @@ impl Router {
         }
     }
 
-    /// Flushes every shard's memtable, all at once.
+    /// Flushes every shard's memtable, all at once; each runs to its end, and the first
+    /// failure is returned.
     pub async fn flush(&self) -> Result<()> {
-        futures::future::try_join_all(self.shards.iter().map(|s| s.flush())).await?;
-        Ok(())
+        first_error(futures::future::join_all(self.shards.iter().map(|s| s.flush())).await)
     }
 
-    /// Compacts every shard, all at once.
+    /// Compacts every shard, all at once, like `flush`.
     pub async fn compact(&self) -> Result<()> {
-        futures::future::try_join_all(self.shards.iter().map(|s| s.compact())).await?;
-        Ok(())
+        first_error(futures::future::join_all(self.shards.iter().map(|s| s.compact())).await)
     }
 
     /// Every shard's stats, in shard order; a shard that cannot answer has its error.
@@ -344,10 +341,12 @@ impl Router {
 
     /// Closes the local shards (flushing them); remote shards stay up.
     pub async fn close(&self) -> Result<()> {
-        let all = futures::future::join_all(self.shards.iter().map(|s| s.close())).await;
-        all.into_iter().collect::<Result<Vec<()>>>()?;
-        Ok(())
+        first_error(futures::future::join_all(self.shards.iter().map(|s| s.close())).await)
     }
+}
+
+fn first_error(all: Vec<Result<()>>) -> Result<()> {
+    all.into_iter().collect()
 }
 
 fn empty() -> PairStream {
