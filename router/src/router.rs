@@ -137,7 +137,7 @@ impl Router {
         // Every part runs to its end even when another fails: a write abandoned midway would
         // leave its outcome unknown.
         let done = futures::future::join_all(writes).await;
-        done.into_iter().map(|r| r.map(|_| ())).collect()
+        done.into_iter().try_for_each(|r| r.map(|_| ()))
     }
 
     /// The values of `keys`, in their order: one batched call per shard, all shards at once.
