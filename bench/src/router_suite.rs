@@ -1,6 +1,7 @@
 //! `cairn-bench --suite router`: what a sharded profile costs, in one run against one open
 //! router. A bulk import of `--keys` entries of `--value-size` bytes in shuffled order; point
-//! gets on each shard, one caller at a time (latency, local vs remote); a 100-key multi-get
+//! gets on each shard, one caller at a time (latency, local vs remote, and a bare TCP round
+//! trip on loopback for the floor under any remote call); a 100-key multi-get
 //! against 100 other keys read one by one (after compacting every shard); count and sum over `--keys` numeric entries,
 //! pushed down against pulling every row to the router, with the bytes that crossed the
 //! loopback interface (`/proc/net/dev`), which is where remote shards send their answers.
@@ -33,6 +34,7 @@ pub struct SuiteResult {
     pub import_numbers: Phase,
     pub compact_seconds: f64,
     pub gets: Vec<GetResult>,
+    pub tcp_ping: PingResult,
     pub multi_get: MultiGetResult,
     pub aggregate_pushdown: AggregateResult,
     pub aggregate_pulled: AggregateResult,
@@ -56,6 +58,51 @@ pub struct GetResult {
     pub p50_us: f64,
     pub p99_us: f64,
     pub mean_us: f64,
+}
+
+/// The machine's floor for any remote call: a bare TCP round trip on loopback.
+#[derive(Debug, Serialize)]
+pub struct PingResult {
+    pub round_trips: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// 64 bytes to an echo thread and back over 127.0.0.1 with `TCP_NODELAY`, blocking sockets,
+/// for `seconds`: what a remote get costs before any gRPC, HTTP/2 or engine work.
+fn tcp_ping(seconds: f64) -> Result<PingResult> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let mut buf = [0u8; 64];
+        loop {
+            if s.read_exact(&mut buf).is_err() {
+                return Ok(());
+            }
+            s.write_all(&buf)?;
+        }
+    });
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut buf = [7u8; 64];
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    while Instant::now() < end {
+        let t = Instant::now();
+        s.write_all(&buf)?;
+        s.read_exact(&mut buf)?;
+        hist.record(t.elapsed().as_nanos() as u64)?;
+    }
+    drop(s);
+    let _ = echo.join();
+    Ok(PingResult {
+        round_trips: hist.len(),
+        p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -228,6 +275,8 @@ pub async fn run(router: &Router, profile: &str, a: &SuiteArgs) -> Result<SuiteR
         });
     }
 
+    let tcp_ping = tcp_ping(a.seconds.min(2.0))?;
+
     // Multi-get against single gets, on keys of the remote shards when there are any.
     let remote: Vec<usize> = (0..shards.len())
         .filter(|s| router.shards()[*s].is_remote())
@@ -324,6 +373,7 @@ pub async fn run(router: &Router, profile: &str, a: &SuiteArgs) -> Result<SuiteR
         import_numbers,
         compact_seconds,
         gets,
+        tcp_ping,
         multi_get,
         aggregate_pushdown,
         aggregate_pulled,
@@ -378,6 +428,14 @@ pub fn report(r: &SuiteResult, value_size: usize) -> String {
             g.shard, g.gets, g.p50_us, g.p99_us, g.mean_us
         );
     }
+    let _ = writeln!(
+        out,
+        "    {:<34} {:>8} {:>9.1} {:>9.1}",
+        "(bare TCP round trip on loopback)",
+        r.tcp_ping.round_trips,
+        r.tcp_ping.p50_us,
+        r.tcp_ping.p99_us
+    );
     let m = &r.multi_get;
     let _ = writeln!(
         out,
