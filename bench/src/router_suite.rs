@@ -167,18 +167,16 @@ fn number_key(i: u64) -> Bytes {
     Bytes::from(format!("num{i:012}"))
 }
 
-/// Every index below `n` once, in a scrambled order (a multiplicative permutation).
+/// Every index below `n` once, in a scrambled order: `i * STEP mod n`, a bijection when STEP
+/// and `n` share no factor (else plain order).
 fn shuffled(n: u64) -> impl Iterator<Item = u64> {
-    // A prime far above any key count, so i -> i * P mod n is a bijection when gcd(P, n) = 1.
-    const P: u64 = 2_654_435_761;
-    let step = if n > 1 && n.is_multiple_of(P) {
-        1
+    const STEP: u64 = 2_654_435_761; // a prime
+    let step = if n > 1 && gcd(STEP % n, n) == 1 {
+        STEP % n
     } else {
-        P % n.max(1)
+        1
     };
-    let step = if step == 0 { 1 } else { step };
-    let coprime = gcd(step, n.max(1)) == 1;
-    (0..n).map(move |i| if coprime { (i * step) % n } else { i })
+    (0..n).map(move |i| (i * step) % n.max(1))
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -235,18 +233,18 @@ pub async fn run(router: &Router, profile: &str, a: &SuiteArgs) -> Result<SuiteR
     let compact_seconds = start.elapsed().as_secs_f64();
 
     // Keys of each shard, for gets that land where they are meant to.
+    const PER_SHARD: usize = 10_000;
     let mut per_shard: Vec<Vec<Bytes>> = vec![Vec::new(); shards.len()];
-    let mut rng = SmallRng::seed_from_u64(7);
-    while per_shard.iter().any(|k| k.len() < 10_000) && a.keys > 0 {
-        let k = key(rng.random_range(0..a.keys));
+    for k in shuffled(a.keys).map(key) {
         let s = router.shard_of(&k);
-        if per_shard[s].len() < 10_000 {
+        if per_shard[s].len() < PER_SHARD {
             per_shard[s].push(k);
         }
-        if per_shard.iter().map(Vec::len).sum::<usize>() >= 10_000 * shards.len() {
+        if per_shard.iter().all(|k| k.len() == PER_SHARD) {
             break;
         }
     }
+    let mut rng = SmallRng::seed_from_u64(7);
 
     let mut gets = Vec::new();
     for (s, keys) in per_shard.iter().enumerate() {

@@ -25,40 +25,33 @@ pub struct LocalShard {
 impl LocalShard {
     /// Shard `want` of a router, over an open `db`.
     pub fn new(db: Db, want: ShardIdentity) -> Result<LocalShard> {
-        let slot = IdentitySlot::open(db.dir())?;
-        Ok(LocalShard {
-            db,
-            name: format!("shard {} (local)", want.index),
-            slot,
-            want: Some(want),
-            import_table_bytes: IMPORT_TABLE_BYTES,
-        })
+        Self::build(db, Some(want), |_| format!("shard {} (local)", want.index))
     }
 
     /// The database a shard server serves; its identity comes with the calls.
     pub fn served(db: Db) -> Result<LocalShard> {
-        let slot = IdentitySlot::open(db.dir())?;
-        let name = match slot.get() {
+        Self::build(db, None, |slot| match slot.get() {
             Some(id) => format!("shard {}", id.index),
             None => "shard".to_string(),
-        };
-        Ok(LocalShard {
-            db,
-            name,
-            slot,
-            want: None,
-            import_table_bytes: IMPORT_TABLE_BYTES,
         })
     }
 
     /// The whole database, when not sharded: a router of one shard that needs no identity.
     pub fn unsharded(db: Db) -> Result<LocalShard> {
+        Self::build(db, None, |_| "database".to_string())
+    }
+
+    fn build(
+        db: Db,
+        want: Option<ShardIdentity>,
+        name: impl FnOnce(&IdentitySlot) -> String,
+    ) -> Result<LocalShard> {
         let slot = IdentitySlot::open(db.dir())?;
         Ok(LocalShard {
+            name: name(&slot),
             db,
-            name: "database".to_string(),
             slot,
-            want: None,
+            want,
             import_table_bytes: IMPORT_TABLE_BYTES,
         })
     }
