@@ -13,6 +13,17 @@ pub fn cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// User + system CPU seconds of the calling thread so far.
+pub fn thread_cpu_seconds() -> f64 {
+    // SAFETY: as in `cpu_seconds`.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// User + system CPU seconds of another process (a `cairn serve` on this machine), from
 /// /proc/PID/stat; `None` if it cannot be read.
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {

@@ -1,8 +1,9 @@
 //! `cairn-bench --suite router`: what a sharded profile costs, in one run against one open
 //! router. A bulk import of `--keys` entries of `--value-size` bytes in shuffled order; point
-//! gets on each shard, one caller at a time (latency, local vs remote, and a bare TCP round
-//! trip on loopback for the floor under any remote call); a 100-key multi-get
-//! against 100 other keys read one by one (after compacting every shard); count and sum over `--keys` numeric entries,
+//! gets on each shard, one caller at a time (latency, and the CPU each get took in this process
+//! and in the `--server-pid` processes, local vs remote), beside a bare TCP round trip on
+//! loopback, the floor under any remote call; a 100-key multi-get against 100 other keys read
+//! one by one (after compacting every shard); count and sum over `--keys` numeric entries,
 //! pushed down against pulling every row to the router, with the bytes that crossed the
 //! loopback interface (`/proc/net/dev`), which is where remote shards send their answers.
 
@@ -58,6 +59,10 @@ pub struct GetResult {
     pub p50_us: f64,
     pub p99_us: f64,
     pub mean_us: f64,
+    /// CPU this process spent per get (router, client, and for a local shard the engine).
+    pub cpu_us_per_get: f64,
+    /// CPU the `--server-pid` processes spent per get, when given: a remote get's server side.
+    pub server_cpu_us_per_get: Option<f64>,
 }
 
 /// The machine's floor for any remote call: a bare TCP round trip on loopback.
@@ -66,6 +71,9 @@ pub struct PingResult {
     pub round_trips: u64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// CPU per round trip of the calling end and of the echoing end.
+    pub cpu_us_per_round_trip: f64,
+    pub echo_cpu_us_per_round_trip: f64,
 }
 
 /// 64 bytes to an echo thread and back over 127.0.0.1 with `TCP_NODELAY`, blocking sockets,
@@ -74,13 +82,15 @@ fn tcp_ping(seconds: f64) -> Result<PingResult> {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+    // Returns the CPU seconds its echoing took.
+    let echo = std::thread::spawn(move || -> std::io::Result<f64> {
         let (mut s, _) = listener.accept()?;
         s.set_nodelay(true)?;
+        let before = measure::thread_cpu_seconds();
         let mut buf = [0u8; 64];
         loop {
             if s.read_exact(&mut buf).is_err() {
-                return Ok(());
+                return Ok(measure::thread_cpu_seconds() - before);
             }
             s.write_all(&buf)?;
         }
@@ -89,6 +99,7 @@ fn tcp_ping(seconds: f64) -> Result<PingResult> {
     s.set_nodelay(true)?;
     let mut hist = Histogram::<u64>::new(3)?;
     let mut buf = [7u8; 64];
+    let cpu_before = measure::thread_cpu_seconds();
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     while Instant::now() < end {
         let t = Instant::now();
@@ -96,9 +107,15 @@ fn tcp_ping(seconds: f64) -> Result<PingResult> {
         s.read_exact(&mut buf)?;
         hist.record(t.elapsed().as_nanos() as u64)?;
     }
+    let cpu = measure::thread_cpu_seconds() - cpu_before;
     drop(s);
-    let _ = echo.join();
+    let echo_cpu = echo
+        .join()
+        .map_err(|_| anyhow::anyhow!("the echo thread panicked"))??;
+    let per_trip = |cpu: f64| cpu * 1e6 / hist.len().max(1) as f64;
     Ok(PingResult {
+        cpu_us_per_round_trip: per_trip(cpu),
+        echo_cpu_us_per_round_trip: per_trip(echo_cpu),
         round_trips: hist.len(),
         p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
         p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
@@ -253,7 +270,9 @@ pub async fn run(router: &Router, profile: &str, a: &SuiteArgs) -> Result<SuiteR
             router.get(k).await?;
         }
         let mut hist = Histogram::<u64>::new(3)?;
-        let end = Instant::now() + Duration::from_secs_f64(a.seconds);
+        let before = cpu(&a.server_pids);
+        let start = Instant::now();
+        let end = start + Duration::from_secs_f64(a.seconds);
         let mut i = 0;
         while Instant::now() < end {
             let k = &keys[i % keys.len()];
@@ -263,6 +282,8 @@ pub async fn run(router: &Router, profile: &str, a: &SuiteArgs) -> Result<SuiteR
             ensure!(v.is_some(), "{k:?} was imported but is not found");
             i += 1;
         }
+        let spent = phase(hist.len(), start, before, &a.server_pids);
+        let per_get = |cpu: f64| cpu * 1e6 / (hist.len().max(1) as f64);
         gets.push(GetResult {
             shard: shards[s].clone(),
             remote: router.shards()[s].is_remote(),
@@ -270,6 +291,8 @@ pub async fn run(router: &Router, profile: &str, a: &SuiteArgs) -> Result<SuiteR
             p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
             p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
             mean_us: hist.mean() / 1000.0,
+            cpu_us_per_get: per_get(spent.cpu_seconds),
+            server_cpu_us_per_get: spent.server_cpu_seconds.map(per_get),
         });
     }
 
@@ -416,23 +439,31 @@ pub fn report(r: &SuiteResult, value_size: usize) -> String {
     let _ = writeln!(out, "  compacted every shard in {:.2} s", r.compact_seconds);
     let _ = writeln!(
         out,
-        "  {:<36} {:>8} {:>9} {:>9} {:>9}",
-        "get, one caller", "gets", "p50 us", "p99 us", "mean us"
+        "  {:<36} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "get, one caller", "gets", "p50 us", "p99 us", "mean us", "cpu/get", "srv/get"
     );
     for g in &r.gets {
+        let server = match (g.remote, g.server_cpu_us_per_get) {
+            (true, Some(c)) => format!("{c:.1}"),
+            _ => "-".into(),
+        };
         let _ = writeln!(
             out,
-            "    {:<34} {:>8} {:>9.1} {:>9.1} {:>9.1}",
-            g.shard, g.gets, g.p50_us, g.p99_us, g.mean_us
+            "    {:<34} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9}",
+            g.shard, g.gets, g.p50_us, g.p99_us, g.mean_us, g.cpu_us_per_get, server
         );
     }
+    let p = &r.tcp_ping;
     let _ = writeln!(
         out,
-        "    {:<34} {:>8} {:>9.1} {:>9.1}",
+        "    {:<34} {:>8} {:>9.1} {:>9.1} {:>9} {:>9.1} {:>9.1}",
         "(bare TCP round trip on loopback)",
-        r.tcp_ping.round_trips,
-        r.tcp_ping.p50_us,
-        r.tcp_ping.p99_us
+        p.round_trips,
+        p.p50_us,
+        p.p99_us,
+        "",
+        p.cpu_us_per_round_trip,
+        p.echo_cpu_us_per_round_trip
     );
     let m = &r.multi_get;
     let _ = writeln!(
