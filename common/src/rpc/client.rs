@@ -58,7 +58,6 @@ pub fn connect(
         .map_err(|e| bad(e.to_string()))?
         .timeout(opts.timeout)
         .connect_timeout(opts.connect_timeout)
-        .tcp_nodelay(true)
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .http2_keep_alive_interval(std::time::Duration::from_secs(30))
@@ -85,8 +84,15 @@ pub fn connect(
         ),
         None => None,
     };
+    // The sockets come from our connector (TCP_NODELAY, coalesced writes): the endpoint's own
+    // TCP settings apply only to tonic's connector. Its connect timeout and TLS still wrap ours.
     Ok(RpcClient {
-        channel: InterceptedService::new(endpoint.connect_lazy(), Auth { header }),
+        channel: InterceptedService::new(
+            endpoint.connect_with_connector_lazy(super::coalesce::CoalescingConnector::new(
+                opts.connect_timeout,
+            )),
+            Auth { header },
+        ),
         opts,
         component,
     })

@@ -5,6 +5,7 @@
 //! URL and a corrupt table stays a corruption on the far side of the wire.
 
 mod client;
+mod coalesce;
 mod convert;
 mod options;
 mod server;
