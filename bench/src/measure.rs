@@ -4,20 +4,18 @@
 
 /// User + system CPU seconds of this process, every thread included.
 pub fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes into the struct we own and reads nothing else.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return 0.0;
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    rusage_seconds(libc::RUSAGE_SELF)
 }
 
 /// User + system CPU seconds of the calling thread so far.
 pub fn thread_cpu_seconds() -> f64 {
-    // SAFETY: as in `cpu_seconds`.
+    rusage_seconds(libc::RUSAGE_THREAD)
+}
+
+fn rusage_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage writes into the struct we own and reads nothing else.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
         return 0.0;
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
