@@ -205,6 +205,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// Imports `entries` (made before the clock starts) and times it, with both sides' CPU.
+async fn timed_import(
+    router: &Router,
+    entries: Vec<(Bytes, Bytes)>,
+    what: &'static str,
+    pids: &[u32],
+) -> Result<Phase> {
+    let before = cpu(pids);
+    let start = Instant::now();
+    let n = router
+        .import(futures::stream::iter(entries.into_iter().map(Ok)))
+        .await
+        .context(what)?;
+    Ok(phase(n, start, before, pids))
+}
+
 pub async fn run(router: &Router, profile: &str, a: &SuiteArgs) -> Result<SuiteResult> {
     let shards: Vec<String> = router
         .shards()
@@ -215,16 +231,10 @@ pub async fn run(router: &Router, profile: &str, a: &SuiteArgs) -> Result<SuiteR
 
     // Keys are made before the clock starts: the import is what is measured.
     let entries: Vec<(Bytes, Bytes)> = shuffled(a.keys).map(|i| (key(i), value.clone())).collect();
-    let before = cpu(&a.server_pids);
-    let start = Instant::now();
-    let n = router
-        .import(futures::stream::iter(entries.into_iter().map(Ok)))
-        .await
-        .context("import")?;
-    let import = phase(n, start, before, &a.server_pids);
+    let import = timed_import(router, entries, "import", &a.server_pids).await?;
     eprintln!(
-        "{profile}: imported {n} entries in {:.2}s ({:.0}/s)",
-        import.seconds, import.entries_per_sec
+        "{profile}: imported {} entries in {:.2}s ({:.0}/s)",
+        import.entries, import.seconds, import.entries_per_sec
     );
 
     let numbers: Vec<(Bytes, Bytes)> = shuffled(a.keys)
@@ -235,13 +245,7 @@ pub async fn run(router: &Router, profile: &str, a: &SuiteArgs) -> Result<SuiteR
             )
         })
         .collect();
-    let before = cpu(&a.server_pids);
-    let start = Instant::now();
-    let n = router
-        .import(futures::stream::iter(numbers.into_iter().map(Ok)))
-        .await
-        .context("import numbers")?;
-    let import_numbers = phase(n, start, before, &a.server_pids);
+    let import_numbers = timed_import(router, numbers, "import numbers", &a.server_pids).await?;
 
     // As after any bulk load: compacted, so reads and aggregates see settled tables (and the
     // aggregates fold inside the deepest level's tables).
