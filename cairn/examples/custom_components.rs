@@ -11,7 +11,7 @@ use cairn::{
     LocalCompactor, MemtableOptions, SstOptions, SstStorage, Storage,
 };
 use cairn_common::{BoxStream, Lsn, Result};
-use cairn_journal::JournalRecord;
+use cairn_journal::{JournalClaim, JournalRecord};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,9 +23,12 @@ struct CountingJournal {
 
 #[async_trait]
 impl Journal for CountingJournal {
-    async fn append(&self, record: Bytes) -> Result<Lsn> {
+    async fn claim(&self, claim: &JournalClaim) -> Result<cairn_journal::Claimed> {
+        self.inner.claim(claim).await
+    }
+    async fn append(&self, epoch: u64, record: Bytes) -> Result<Lsn> {
         self.appends.fetch_add(1, Ordering::Relaxed);
-        self.inner.append(record).await
+        self.inner.append(epoch, record).await
     }
     async fn replay(&self, from: Lsn) -> Result<BoxStream<Result<JournalRecord>>> {
         self.inner.replay(from).await

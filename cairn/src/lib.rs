@@ -25,7 +25,7 @@ pub use cairn_engine::{Components, Db, DbIter, DbStats, EngineOptions, LevelStat
 pub use cairn_filestore::{
     Compression, FilterKind, SstOptions, SstStorage, Storage, Table, TableBuilder,
 };
-pub use cairn_journal::{FileJournal, FileJournalOptions, Journal, MemoryJournal};
+pub use cairn_journal::{FileJournal, FileJournalOptions, Journal, JournalClaim, MemoryJournal};
 pub use cairn_memtable::{
     Memtable, MemtableFactory, MemtableOptions, ShardedMemtable, SingleLockMemtable,
 };

@@ -4,11 +4,11 @@
 
 use crate::config::{Config, JournalKind, ShardKind, StorageKind};
 use crate::wiring;
-use cairn_common::rpc::{ServerHandle, builder, serve};
+use cairn_common::rpc::{DEFAULT_DATABASE, Databases, MAX_DATABASES, ServerHandle, builder, serve};
 use cairn_common::{Error, Result};
 use cairn_compaction::{LocalCompactor, compaction_service};
-use cairn_filestore::storage_service;
-use cairn_journal::{Journal, journal_service};
+use cairn_filestore::storage_service_for;
+use cairn_journal::{Journal, journal_service_for};
 use cairn_router::{LocalShard, Shard, shard_service};
 use std::future::Future;
 use std::sync::Arc;
@@ -81,7 +81,7 @@ impl std::str::FromStr for Component {
 /// A component being served.
 pub struct ComponentServer {
     handle: ServerHandle,
-    journal: Option<Arc<dyn Journal>>,
+    journals: Option<Arc<Databases<dyn Journal>>>,
     shard: Option<Arc<LocalShard>>,
     pub component: Component,
 }
@@ -95,23 +95,42 @@ impl ComponentServer {
     /// so every append the server acknowledged is durable and no new one was taken.
     pub async fn wait(self) -> Result<()> {
         let served = self.handle.wait().await;
-        served.and(close(self.journal, self.shard).await)
+        served.and(close(self.journals, self.shard).await)
     }
 
     /// Stops now, as the signal would.
     pub async fn stop(self) -> Result<()> {
         let served = self.handle.stop().await;
-        served.and(close(self.journal, self.shard).await)
+        served.and(close(self.journals, self.shard).await)
     }
 }
 
-/// Closes what the server owned: the journal it served, or the shard's database (flushed).
-async fn close(journal: Option<Arc<dyn Journal>>, shard: Option<Arc<LocalShard>>) -> Result<()> {
-    match (journal, shard) {
-        (Some(j), _) => j.close().await,
-        (None, Some(s)) => s.close().await,
-        (None, None) => Ok(()),
+/// Closes what the server owned: the journals it served, or the shard's database (flushed).
+async fn close(
+    journals: Option<Arc<Databases<dyn Journal>>>,
+    shard: Option<Arc<LocalShard>>,
+) -> Result<()> {
+    let mut result = Ok(());
+    for (_, j) in journals.map(|j| j.all()).unwrap_or_default() {
+        result = result.and(j.close().await);
     }
+    if let Some(s) = shard {
+        result = result.and(s.close().await);
+    }
+    result
+}
+
+/// The part of a server's profile that holds database `name`: the profile itself for the
+/// `default` database (where a single-database server always kept it), else the same
+/// components under `<data_dir>/db/<name>`.
+pub fn database_config(config: &Config, name: &str) -> Config {
+    if name == DEFAULT_DATABASE {
+        return config.clone();
+    }
+    let sub = format!("db/{name}");
+    let mut c = config.shard_config_in(&sub);
+    c.data_dir = config.data_dir.join(&sub);
+    c
 }
 
 /// Checks that `config` can serve `component`, before anything listens.
@@ -136,24 +155,38 @@ pub async fn start(
         )))
     };
     let (drain, draining) = tokio::sync::watch::channel(false);
-    let mut journal = None;
+    let mut journals = None;
     let mut shard = None;
     let router = match component {
         Component::Journal => {
             if config.journal.kind == JournalKind::Grpc {
                 return refuse("journal.kind");
             }
-            let j = wiring::journal(config)?;
-            journal = Some(j.clone());
-            builder(&opts)?.add_service(journal_service(j, &opts, draining))
+            // The default database's journal opens now, so a bad profile fails at start.
+            let dbs = Arc::new(Databases::new(MAX_DATABASES, {
+                let config = config.clone();
+                move |name: String| {
+                    let c = database_config(&config, &name);
+                    async move { wiring::journal(&c) }
+                }
+            }));
+            dbs.get(DEFAULT_DATABASE).await?;
+            journals = Some(dbs.clone());
+            builder(&opts)?.add_service(journal_service_for(dbs, &opts, draining))
         }
         Component::Storage => {
             if config.storage.kind == StorageKind::Grpc {
                 return refuse("storage.kind");
             }
-            let (storage, _) =
-                wiring::storage(&config.storage, &config.data_dir, &config.rpc).await?;
-            builder(&opts)?.add_service(storage_service(storage, &opts))
+            let dbs = Arc::new(Databases::new(MAX_DATABASES, {
+                let config = config.clone();
+                move |name: String| {
+                    let c = database_config(&config, &name);
+                    async move { Ok(wiring::storage(&c.storage, &c.data_dir, &c.rpc).await?.0) }
+                }
+            }));
+            dbs.get(DEFAULT_DATABASE).await?;
+            builder(&opts)?.add_service(storage_service_for(dbs, &opts))
         }
         Component::Compaction => {
             let storage = wiring::compaction_node_storage(config).await?;
@@ -172,7 +205,7 @@ pub async fn start(
     let handle = serve(router, listener, tls, drain, signal)?;
     Ok(ComponentServer {
         handle,
-        journal,
+        journals,
         shard,
         component,
     })

@@ -28,7 +28,11 @@ pub async fn storage(
             StorageKind::Sstable => Arc::new(SstStorage::open(s.sst_options_in(data_dir, sub))?),
             StorageKind::Parquet => Arc::new(ParquetStorage::open(s.parquet_options(data_dir))?),
             StorageKind::Grpc => Arc::new(GrpcStorage::new(
-                rpc.client(s.url.as_deref().unwrap_or_default(), s.timeout_ms),
+                rpc.client_of(
+                    s.url.as_deref().unwrap_or_default(),
+                    s.timeout_ms,
+                    &s.database,
+                ),
                 s.block_cache_bytes.unwrap_or(GRPC_CACHE_BYTES),
             )?),
             StorageKind::Hybrid => {
@@ -77,11 +81,11 @@ pub fn journal(config: &Config) -> Result<Arc<dyn Journal>> {
             Arc::new(FileJournal::open(o)?)
         }
         JournalKind::Memory => Arc::new(MemoryJournal::new()),
-        JournalKind::Grpc => Arc::new(GrpcJournal::new(
-            config
-                .rpc
-                .client(j.url.as_deref().unwrap_or_default(), j.timeout_ms),
-        )?),
+        JournalKind::Grpc => Arc::new(GrpcJournal::new(config.rpc.client_of(
+            j.url.as_deref().unwrap_or_default(),
+            j.timeout_ms,
+            &j.database,
+        ))?),
     })
 }
 

@@ -25,6 +25,10 @@ pub enum Error {
     Locked(PathBuf),
     #[error("{component} failed: {detail}")]
     Component { component: String, detail: String },
+    /// Another writer took the database over (a newer epoch): this one may no longer change
+    /// it. Nothing it wrote before is lost; nothing more of it is accepted.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 impl Error {
@@ -51,6 +55,10 @@ impl Error {
 
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corruption { .. })
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Error::Fenced(_))
     }
 }
 

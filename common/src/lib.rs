@@ -3,6 +3,7 @@
 
 mod aggregate;
 mod batch;
+pub mod durable;
 mod entry;
 mod error;
 mod merge;

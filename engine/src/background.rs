@@ -4,7 +4,8 @@
 //! logged, recorded for `stats` and retried with backoff; nothing is dropped.
 
 use crate::db::{Inner, MemSlot, MemState};
-use crate::version::{TableHandle, Version};
+use crate::manifest::VersionEdit;
+use crate::version::TableHandle;
 use cairn_common::{Error, KeyRange, Result, TableId, TableMeta};
 use cairn_compaction::{CompactionJob, Pick};
 use cairn_filestore::write_table_from;
@@ -79,7 +80,7 @@ fn backoff(attempt: u32) -> Duration {
 
 fn record_error(inner: &Inner, what: &str, e: &Error, attempt: u32) {
     tracing::error!(error = %e, attempt, "{what} failed; will retry");
-    *inner.bg_error.lock() = Some((format!("{what}: {e}"), attempt));
+    *inner.bg_error.lock() = Some((format!("{what}: {e}"), attempt, e.is_fenced()));
     inner.changed.send_modify(|v| *v += 1);
 }
 
@@ -134,34 +135,29 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
     let handle = if slot.table.is_empty() {
         None
     } else {
-        let id = inner.alloc_table_ids(1).start;
+        let id = inner.reserve_table_ids(1).await?.start;
         let entries = slot.table.scan(&KeyRange::all(), u64::MAX);
         let meta = write_table_from(inner.comps.storage.as_ref(), id, entries).await?;
         let table = inner.comps.storage.open_table(&meta).await?;
         Some(TableHandle::new(table, inner.deleter.clone()))
     };
-
-    {
-        let mut manifest = inner.manifest.lock().await;
-        let mut next = manifest.clone();
-        if let Some(h) = &handle {
-            next.levels[0].insert(0, h.meta.clone());
-            next.last_seq = next.last_seq.max(h.meta.max_seq);
-        }
-        next.flushed_lsn = next.flushed_lsn.max(flushed_lsn);
-        next.next_table_id = inner.next_table_id.load(Ordering::Relaxed);
-        next.store(&inner.dir)?;
-        *manifest = next;
-        if let Some(h) = &handle {
-            let mut v = Version::clone(&inner.version.load());
-            v.levels[0].insert(0, h.clone());
-            inner.version.store(Arc::new(v));
-            inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
-            inner
-                .counters
-                .bytes_flushed
-                .fetch_add(h.meta.size, Ordering::Relaxed);
-        }
+    let mut edit = VersionEdit {
+        flushed_lsn: Some(flushed_lsn),
+        ..VersionEdit::default()
+    };
+    if let Some(h) = &handle {
+        edit.added.push((0, h.meta.clone()));
+        edit.last_seq = Some(h.meta.max_seq);
+    }
+    inner
+        .install(edit, handle.iter().cloned().collect())
+        .await?;
+    if let Some(h) = &handle {
+        inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        inner
+            .counters
+            .bytes_flushed
+            .fetch_add(h.meta.size, Ordering::Relaxed);
     }
     // Only now, with the table visible, may readers stop finding the memtable.
     {
@@ -263,7 +259,9 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
     } else {
         let input_bytes: u64 = pick.inputs.iter().map(|t| t.size).sum();
         let target = inner.opts.compaction.target_table_bytes.max(1);
-        let ids = inner.alloc_table_ids((input_bytes / target + 2) * 2 + 8);
+        let ids = inner
+            .reserve_table_ids((input_bytes / target + 2) * 2 + 8)
+            .await?;
         let job = CompactionJob {
             inputs: pick.inputs.clone(),
             output_level: pick.output_level as u32,
@@ -282,47 +280,20 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
             opened.push(TableHandle::new(table, inner.deleter.clone()));
         }
     }
-
-    let mut manifest = inner.manifest.lock().await;
-    let mut next = manifest.clone();
-    for level in next.levels.iter_mut() {
-        level.retain(|t| !input_ids.contains(&t.id));
-    }
-    let out_level = &mut next.levels[pick.output_level];
-    out_level.extend(outputs.iter().cloned());
-    out_level.sort_by(|a, b| a.smallest.cmp(&b.smallest));
-    next.next_table_id = next
-        .next_table_id
-        .max(inner.next_table_id.load(Ordering::Relaxed));
-    next.store(&inner.dir)?;
-    *manifest = next;
-
-    let cur = inner.version.load_full();
-    let mut v = Version::clone(&cur);
-    let mut removed = Vec::new();
-    for level in v.levels.iter_mut() {
-        level.retain(|t| {
-            let gone = input_ids.contains(&t.meta.id);
-            if gone {
-                removed.push(t.clone());
-            }
-            !gone
-        });
-    }
-    let added = if pick.trivial_move {
-        removed.clone()
-    } else {
-        opened
+    let edit = VersionEdit {
+        added: outputs
+            .iter()
+            .map(|t| (pick.output_level as u32, t.clone()))
+            .collect(),
+        removed: input_ids,
+        ..VersionEdit::default()
     };
-    let lvl = &mut v.levels[pick.output_level];
-    lvl.extend(added);
-    lvl.sort_by(|a, b| a.meta.smallest.cmp(&b.meta.smallest));
-    inner.version.store(Arc::new(v));
-    drop(manifest);
+    // Inputs leave storage only once the manifest no longer names them, and once their last
+    // reader lets go; a refused install (a fenced writer) deletes nothing.
+    for t in inner.install(edit, opened).await? {
+        t.mark_obsolete();
+    }
     if !pick.trivial_move {
-        for t in &removed {
-            t.mark_obsolete();
-        }
         inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
         inner
             .counters

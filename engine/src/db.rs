@@ -1,7 +1,8 @@
 //! `Db`: opening and recovery, the write path, point reads, snapshots, flush and close.
 
 use crate::background::{self, Background};
-use crate::manifest::Manifest;
+use crate::legacy_manifest::LegacyManifest;
+use crate::manifest::{Manifest, ManifestLog, VersionEdit};
 use crate::options::EngineOptions;
 use crate::scan::DbIter;
 use crate::seq::SeqTracker;
@@ -16,7 +17,7 @@ use cairn_common::{
 };
 use cairn_compaction::{Compactor, LeveledPicker};
 use cairn_filestore::Storage;
-use cairn_journal::Journal;
+use cairn_journal::{Journal, JournalClaim};
 use cairn_memtable::{Memtable, MemtableFactory};
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -62,9 +63,14 @@ pub(crate) struct Inner {
     pub gate: RwLock<()>,
     pub seq: SeqTracker,
     pub snapshots: Arc<SnapshotList>,
-    /// The durable state, changed by one flush or compaction at a time.
-    pub manifest: tokio::sync::Mutex<Manifest>,
-    pub next_table_id: AtomicU64,
+    /// The durable state, changed by one flush, compaction or import at a time.
+    pub manifest: tokio::sync::Mutex<ManifestLog>,
+    /// Read without the lock, for `stats`.
+    pub manifest_version: AtomicU64,
+    pub manifest_location: String,
+    pub database: String,
+    /// This writer's epoch, on every journal append.
+    pub epoch: u64,
     /// Bumped after every flush, compaction and failure, to wake stalled writers and waiters.
     pub changed: watch::Sender<u64>,
     pub flush_wanted: Notify,
@@ -73,7 +79,8 @@ pub(crate) struct Inner {
     pub closed: AtomicBool,
     pub freezing: AtomicBool,
     /// The last background failure and how many attempts in a row have failed.
-    pub bg_error: Mutex<Option<(String, u32)>>,
+    /// And whether it was a fence, which no retry cures.
+    pub bg_error: Mutex<Option<(String, u32, bool)>>,
     pub deleter: mpsc::UnboundedSender<TableId>,
     pub counters: background::Counters,
     /// Held so that only one job compacts at a time, background or manual.
@@ -115,7 +122,17 @@ impl Db {
         }
 
         let levels = opts.compaction.levels.max(2);
-        let mut manifest = Manifest::load(&dir)?.unwrap_or_else(|| Manifest::empty(levels));
+        let mut log = open_manifest(&dir, levels, comps.storage.as_ref()).await?;
+        let claimed = comps
+            .journal
+            .claim(&JournalClaim {
+                database: log.state().database.clone(),
+                epoch: log.state().epoch,
+                flushed_lsn: log.state().flushed_lsn,
+            })
+            .await?;
+        adopt_journal(&mut log, &claimed).await?;
+        let mut manifest = log.state().clone();
         if manifest.levels.len() < levels {
             manifest.levels.resize(levels, Vec::new());
         }
@@ -156,16 +173,7 @@ impl Db {
             tracing::info!(records = replayed, "replayed journal");
         }
 
-        // Tables no manifest names were left by a flush or compaction that did not finish.
-        let live: HashSet<TableId> = manifest.live_ids().collect();
-        let mut max_id = manifest.next_table_id.saturating_sub(1);
-        for id in comps.storage.list_tables().await? {
-            max_id = max_id.max(id);
-            if !live.contains(&id) {
-                tracing::info!(table = id, "deleting orphaned table");
-                comps.storage.delete_table(id).await?;
-            }
-        }
+        sweep_leftovers(&manifest, comps.storage.as_ref()).await?;
 
         let (changed, _) = watch::channel(0);
         let (shutdown, _) = watch::channel(false);
@@ -183,8 +191,11 @@ impl Db {
             gate: RwLock::new(()),
             seq: SeqTracker::new(last_seq),
             snapshots: Arc::default(),
-            next_table_id: AtomicU64::new(max_id + 1),
-            manifest: tokio::sync::Mutex::new(manifest),
+            manifest_version: AtomicU64::new(log.version()),
+            manifest_location: log.location(),
+            database: manifest.database.clone(),
+            epoch: manifest.epoch,
+            manifest: tokio::sync::Mutex::new(log),
             changed,
             flush_wanted: Notify::new(),
             compact_wanted: Notify::new(),
@@ -236,7 +247,7 @@ impl Db {
             let _taken = FinishOnDrop(&inner.seq, first);
             let record = batch.encode(first);
             let record_bytes = record.len() as u64;
-            let lsn = inner.comps.journal.append(record).await?;
+            let lsn = inner.comps.journal.append(inner.epoch, record).await?;
             inner
                 .counters
                 .journal_bytes
@@ -354,6 +365,10 @@ impl Db {
         let mem = inner.mem.load();
         let c = &inner.counters;
         DbStats {
+            database: inner.database.clone(),
+            epoch: inner.epoch,
+            manifest_version: inner.manifest_version.load(Ordering::Relaxed),
+            manifest_location: inner.manifest_location.clone(),
             levels: version
                 .levels
                 .iter()
@@ -369,7 +384,11 @@ impl Db {
             memtable_entries: mem.active.table.len() as u64,
             immutable_memtables: mem.immutables.len(),
             last_seq: inner.seq.visible(),
-            next_table_id: inner.next_table_id.load(Ordering::Relaxed),
+            next_table_id: inner
+                .manifest
+                .try_lock()
+                .map(|m| m.state().next_table_id)
+                .unwrap_or_default(),
             live_snapshots: inner.snapshots.count(),
             flushes: c.flushes.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
@@ -379,7 +398,7 @@ impl Db {
             write_stalls: c.stalls.load(Ordering::Relaxed),
             imports: c.imports.load(Ordering::Relaxed),
             bytes_imported: c.bytes_imported.load(Ordering::Relaxed),
-            background_error: inner.bg_error.lock().as_ref().map(|(e, _)| e.clone()),
+            background_error: inner.bg_error.lock().as_ref().map(|(e, _, _)| e.clone()),
         }
     }
 
@@ -547,8 +566,8 @@ impl Inner {
                     self.compact_wanted.notify_one();
                 }
             }
-            if let Some(e) = self.persistent_bg_error() {
-                return Err(Error::component("background work (writes are stalled)", e));
+            if let Some(e) = self.persistent_bg_error("background work (writes are stalled)") {
+                return Err(e);
             }
             self.check_open()?;
             if changed.changed().await.is_err() {
@@ -606,8 +625,8 @@ impl Inner {
             if self.mem.load().immutables.is_empty() {
                 return Ok(());
             }
-            if woken && let Some(e) = self.persistent_bg_error() {
-                return Err(Error::component("flush", e));
+            if woken && let Some(e) = self.persistent_bg_error("flush") {
+                return Err(e);
             }
             if changed.changed().await.is_err() {
                 return Err(Error::Closed);
@@ -617,19 +636,168 @@ impl Inner {
     }
 
     /// A background failure that retries have not cured: callers waiting on background work
-    /// get it as an error instead of waiting forever. Transient failures stay invisible.
-    fn persistent_bg_error(&self) -> Option<String> {
-        self.bg_error
-            .lock()
-            .as_ref()
-            .filter(|(_, attempts)| *attempts >= PERSISTENT_FAILURES)
-            .map(|(e, attempts)| format!("{e} ({attempts} attempts)"))
+    /// get it as an error instead of waiting forever. Transient failures stay invisible; a
+    /// fence is reported at once, as itself.
+    fn persistent_bg_error(&self, context: &str) -> Option<Error> {
+        let guard = self.bg_error.lock();
+        let (e, attempts, fenced) = guard.as_ref()?;
+        if *fenced {
+            Some(Error::Fenced(e.clone()))
+        } else if *attempts >= PERSISTENT_FAILURES {
+            Some(Error::component(
+                context,
+                format!("{e} ({attempts} attempts)"),
+            ))
+        } else {
+            None
+        }
     }
 
-    pub fn alloc_table_ids(&self, n: u64) -> std::ops::Range<TableId> {
-        let first = self.next_table_id.fetch_add(n, Ordering::Relaxed);
-        first..first + n
+    /// `n` table ids no writer of this database ever had, reserved in the manifest.
+    pub async fn reserve_table_ids(&self, n: u64) -> Result<std::ops::Range<TableId>> {
+        let mut log = self.manifest.lock().await;
+        let ids = log.reserve_ids(n).await;
+        self.manifest_version
+            .store(log.version(), Ordering::Relaxed);
+        ids
     }
+
+    /// Applies `edit` to the stored manifest, then to the version readers see, in one place
+    /// and in that order (a reader never sees a table the manifest does not hold). `opened`
+    /// are the handles of the tables it adds, other than moved ones. Returns the handles it
+    /// removed, for the caller to retire.
+    pub async fn install(
+        &self,
+        edit: VersionEdit,
+        opened: Vec<Arc<TableHandle>>,
+    ) -> Result<Vec<Arc<TableHandle>>> {
+        let mut opened: std::collections::HashMap<TableId, Arc<TableHandle>> =
+            opened.into_iter().map(|h| (h.meta.id, h)).collect();
+        if let Some((_, t)) = edit
+            .added
+            .iter()
+            .find(|(_, t)| !opened.contains_key(&t.id) && !edit.removed.contains(&t.id))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "installing table {} with no open handle",
+                t.id
+            )));
+        }
+        let mut log = self.manifest.lock().await;
+        let committed = log.commit(edit.clone()).await;
+        self.manifest_version
+            .store(log.version(), Ordering::Relaxed);
+        committed?;
+        let mut v = Version::clone(&self.version.load());
+        let removed = edit.apply_to(&mut v.levels, |h| &h.meta, |m| opened.remove(&m.id));
+        self.version.store(Arc::new(v));
+        Ok(removed)
+    }
+}
+
+/// Opens the manifest beside the tables as this database's writer. A store with no manifest
+/// gets a new database, unless it holds tables: those belong to a database whose manifest
+/// is elsewhere or lost, and are not ours to build over (or to delete). A manifest left in
+/// `dir` by an older Cairn moves into the store.
+async fn open_manifest(dir: &Path, levels: usize, storage: &dyn Storage) -> Result<ManifestLog> {
+    let store = storage.manifests();
+    let location = store.location();
+    let legacy = LegacyManifest::load(dir)?;
+    let tables = storage.list_tables().await?;
+    let new_id = new_database_id();
+    let log = ManifestLog::open_writer(store, || match &legacy {
+        Some(m) => Ok(Manifest {
+            database: new_id.clone(),
+            epoch: 1,
+            next_table_id: m.next_table_id,
+            last_seq: m.last_seq,
+            flushed_lsn: m.flushed_lsn,
+            journal: String::new(),
+            levels: m.levels.clone(),
+        }),
+        None if !tables.is_empty() => Err(Error::InvalidArgument(format!(
+            "{location} has no manifest but its storage holds {} tables: they belong to a database whose manifest is elsewhere or lost; refusing to create a new database over them (nothing was deleted)",
+            tables.len()
+        ))),
+        None => Ok(Manifest::new(new_id.clone(), levels)),
+    })
+    .await?;
+    if legacy.is_some() {
+        let old = LegacyManifest::path(dir);
+        if log.state().database == new_id {
+            let moved = dir.join("MANIFEST.migrated");
+            std::fs::rename(&old, &moved).at(&old)?;
+            tracing::info!(from = %old.display(), to = %location, "moved the manifest beside the tables");
+        } else {
+            tracing::warn!(file = %old.display(), database = %log.state().database, "ignoring an old manifest file: the storage holds a manifest already");
+        }
+    }
+    Ok(log)
+}
+
+/// Makes the claimed journal the one the manifest counts in. The same journal as before
+/// must reach the manifest's flushed position (else records were lost). A journal the
+/// database did not use last (another node's local journal, a new server) may hold records
+/// of an older writer that a take-over already went past: those are superseded, never
+/// replayed, so the manifest moves past its end.
+async fn adopt_journal(log: &mut ManifestLog, claimed: &cairn_journal::Claimed) -> Result<()> {
+    let m = log.state();
+    if m.journal == claimed.journal {
+        if claimed.last_lsn < m.flushed_lsn {
+            return Err(Error::corruption(
+                format!("journal {}", claimed.journal),
+                format!(
+                    "it ends at LSN {} but database {}'s tables hold its records up to LSN {}: records were lost (was the journal emptied or replaced?)",
+                    claimed.last_lsn, m.database, m.flushed_lsn
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    // A manifest that never named a journal (a new or migrated database) replays what the
+    // journal holds after its flushed position, as before.
+    let flushed = if m.journal.is_empty() {
+        m.flushed_lsn
+    } else {
+        if claimed.last_lsn > m.flushed_lsn {
+            tracing::warn!(journal = %claimed.journal, last_lsn = claimed.last_lsn, "the journal holds records of an older writer of this database; a newer one took over since, so they are not replayed");
+        }
+        m.flushed_lsn.max(claimed.last_lsn)
+    };
+    log.commit(VersionEdit {
+        journal: Some(claimed.journal.clone()),
+        flushed_lsn: Some(flushed),
+        ..VersionEdit::default()
+    })
+    .await
+}
+
+/// Deletes tables left by flushes and compactions that never installed them: ids reserved
+/// by this database (below `next_table_id`) that the manifest does not name. A table with
+/// an id never reserved is not provably this database's, and stays.
+async fn sweep_leftovers(manifest: &Manifest, storage: &dyn Storage) -> Result<()> {
+    let live: HashSet<TableId> = manifest.live_ids().collect();
+    for id in storage.list_tables().await? {
+        if live.contains(&id) {
+            continue;
+        }
+        if id < manifest.next_table_id {
+            tracing::info!(table = id, "deleting a table no manifest version installed");
+            storage.delete_table(id).await?;
+        } else {
+            tracing::warn!(
+                table = id,
+                reserved_below = manifest.next_table_id,
+                "leaving a table this database never reserved an id for"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// 128 random bits, in hex.
+fn new_database_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 fn live_value(e: Entry) -> Option<Bytes> {

@@ -11,7 +11,8 @@
 //!   hold a write newer than S; in level 0 the import goes behind the tables newer than it.
 
 use crate::db::Inner;
-use crate::version::{TableHandle, Version};
+use crate::manifest::VersionEdit;
+use crate::version::TableHandle;
 use bytes::Bytes;
 use cairn_common::{Entry, EntryKind, Result, SeqNo, key_prefix_after, shared_prefix_len};
 use cairn_filestore::write_table_from;
@@ -35,7 +36,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, mut entries: Vec<(Bytes, Bytes)>) ->
     };
     inner.flush_all().await?;
 
-    let id = inner.alloc_table_ids(1).start;
+    let id = inner.reserve_table_ids(1).await?.start;
     let entries = entries.into_iter().map(|(key, value)| Entry {
         key,
         seq,
@@ -45,28 +46,14 @@ pub(crate) async fn run(inner: &Arc<Inner>, mut entries: Vec<(Bytes, Bytes)>) ->
     let meta = write_table_from(inner.comps.storage.as_ref(), id, entries).await?;
     let table = inner.comps.storage.open_table(&meta).await?;
     let handle = TableHandle::new(table, inner.deleter.clone());
-
-    {
-        let mut manifest = inner.manifest.lock().await;
-        let mut next = manifest.clone();
-        // Level 0 is newest first; tables flushed since S was taken hold only newer writes.
-        let at = next.levels[0]
-            .iter()
-            .position(|t| t.max_seq < seq)
-            .unwrap_or(next.levels[0].len());
-        next.levels[0].insert(at, meta.clone());
-        next.last_seq = next.last_seq.max(seq);
-        next.next_table_id = inner.next_table_id.load(Ordering::Relaxed);
-        next.store(&inner.dir)?;
-        *manifest = next;
-        let mut v = Version::clone(&inner.version.load());
-        let at = v.levels[0]
-            .iter()
-            .position(|t| t.meta.max_seq < seq)
-            .unwrap_or(v.levels[0].len());
-        v.levels[0].insert(at, handle);
-        inner.version.store(Arc::new(v));
-    }
+    // Level 0 is newest first; tables flushed since S was taken hold only newer writes, and
+    // the edit places the import behind them.
+    let edit = VersionEdit {
+        added: vec![(0, meta.clone())],
+        last_seq: Some(seq),
+        ..VersionEdit::default()
+    };
+    inner.install(edit, vec![handle]).await?;
     inner.counters.imports.fetch_add(1, Ordering::Relaxed);
     inner
         .counters

@@ -13,6 +13,17 @@ pub struct LevelStats {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DbStats {
+    /// The database's id, made when it was created and kept in its manifest.
+    #[serde(default)]
+    pub database: String,
+    /// This writer's epoch: bumped by every open, so a newer open fences this one.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The newest manifest version, and where the manifest lives.
+    #[serde(default)]
+    pub manifest_version: u64,
+    #[serde(default)]
+    pub manifest_location: String,
     pub levels: Vec<LevelStats>,
     pub memtable_bytes: u64,
     pub memtable_entries: u64,

@@ -200,7 +200,16 @@ async fn replaced_tables_and_flushed_journal_segments_are_removed() {
     db.close().await.unwrap();
     let db = h.open().await;
     let stats = db.stats();
-    let files = std::fs::read_dir(h.path().join("tables")).unwrap().count();
+    let files = std::fs::read_dir(h.path().join("tables"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sst")
+        })
+        .count();
     assert_eq!(
         files,
         stats.table_count(),
@@ -407,11 +416,17 @@ struct HangingJournal {
 
 #[async_trait::async_trait]
 impl cairn_journal::Journal for HangingJournal {
-    async fn append(&self, record: Bytes) -> cairn_common::Result<u64> {
+    async fn claim(
+        &self,
+        claim: &cairn_journal::JournalClaim,
+    ) -> cairn_common::Result<cairn_journal::Claimed> {
+        self.inner.claim(claim).await
+    }
+    async fn append(&self, epoch: u64, record: Bytes) -> cairn_common::Result<u64> {
         if self.hang.load(Ordering::Acquire) {
             std::future::pending::<()>().await;
         }
-        self.inner.append(record).await
+        self.inner.append(epoch, record).await
     }
     async fn replay(
         &self,

@@ -10,6 +10,7 @@ mod cache;
 mod fold;
 mod format;
 pub mod grpc;
+pub mod manifest_store;
 mod parquet_store;
 mod prefix_index;
 mod sstable;
@@ -21,7 +22,8 @@ pub mod conformance;
 pub use blocks::{BlockLayout, find_in_block};
 pub use cache::{Block, BlockCache};
 pub use fold::VisibleFold;
-pub use grpc::{GrpcStorage, storage_service};
+pub use grpc::{GrpcManifestStore, GrpcStorage, storage_service, storage_service_for};
+pub use manifest_store::{DirManifestStore, ManifestStore, ManifestVersion, ObjectManifestStore};
 pub use parquet_store::{ParquetOptions, ParquetStorage, TABLE_META_KEY, table_schema};
 pub use sstable::{Compression, FilterKind, SstOptions, SstStorage};
 
@@ -44,6 +46,10 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Ids of every finished table, in no particular order.
     async fn list_tables(&self) -> Result<Vec<TableId>>;
+
+    /// Where this store keeps the manifest of the database its tables belong to: beside the
+    /// tables, so whoever reaches the tables finds the database.
+    fn manifests(&self) -> Arc<dyn ManifestStore>;
 }
 
 /// Receives a table's entries in internal order, then seals it.

@@ -4,6 +4,7 @@
 use crate::bloom::Bloom;
 use crate::cache::{Block, BlockCache};
 use crate::format::{self, Footer, Handle, IndexEntry};
+use crate::manifest_store::{DirManifestStore, MANIFEST_DIR, ManifestStore};
 use crate::tracker::MetaTracker;
 use crate::{BlockLayout, Storage, Table, TableBuilder, find_in_block};
 use async_trait::async_trait;
@@ -63,6 +64,7 @@ impl SstOptions {
 pub struct SstStorage {
     opts: SstOptions,
     cache: BlockCache,
+    manifests: Arc<DirManifestStore>,
 }
 
 const SUFFIX: &str = "sst";
@@ -72,7 +74,8 @@ impl SstStorage {
     /// Opens the directory, creating it, and removes temporary files of builds that never
     /// finished (a crash mid-flush leaves one).
     pub fn open(opts: SstOptions) -> Result<Self> {
-        std::fs::create_dir_all(&opts.dir).at(&opts.dir)?;
+        cairn_common::durable::create_dir_durably(&opts.dir)?;
+        let manifests = Arc::new(DirManifestStore::open(opts.dir.join(MANIFEST_DIR))?);
         for ent in std::fs::read_dir(&opts.dir).at(&opts.dir)? {
             let path = ent.at(&opts.dir)?.path();
             if path.to_str().is_some_and(|p| p.ends_with(TMP_SUFFIX)) {
@@ -80,7 +83,11 @@ impl SstStorage {
             }
         }
         let cache = BlockCache::new(opts.block_cache_bytes);
-        Ok(SstStorage { opts, cache })
+        Ok(SstStorage {
+            opts,
+            cache,
+            manifests,
+        })
     }
 
     pub fn path_of(&self, id: TableId) -> PathBuf {
@@ -148,6 +155,10 @@ impl Storage for SstStorage {
             }
         }
         Ok(ids)
+    }
+
+    fn manifests(&self) -> Arc<dyn ManifestStore> {
+        self.manifests.clone()
     }
 }
 

@@ -14,7 +14,7 @@ mod uploader;
 
 use async_trait::async_trait;
 use cairn_common::{Result, TableId, TableMeta};
-use cairn_filestore::{Storage, Table, TableBuilder};
+use cairn_filestore::{ManifestStore, Storage, Table, TableBuilder};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -203,6 +203,12 @@ impl Storage for HybridStore {
             }
             s => p.and(s),
         }
+    }
+
+    /// The secondary's: it is the durable copy (the primary is a cache that a lost disk
+    /// takes with it).
+    fn manifests(&self) -> Arc<dyn ManifestStore> {
+        self.shared.secondary.manifests()
     }
 
     async fn list_tables(&self) -> Result<Vec<TableId>> {

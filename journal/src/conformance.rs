@@ -1,19 +1,99 @@
 //! The conformance suite every `Journal` implementation runs (local, remote, decorated).
 //! Call [`run`] with a fresh journal; it panics with a description on the first violation.
 
-use crate::Journal;
+use crate::{Journal, JournalClaim};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// Runs every check on `journal`, which must be empty.
+/// Runs every check on `journal`, which must be new.
 pub async fn run(journal: Arc<dyn Journal>) {
+    a_new_journal_numbers_after_the_tables(&journal).await;
     lsns_increase_and_replay_in_order(&journal).await;
     replay_from_the_middle(&journal).await;
     concurrent_appends_get_distinct_lsns(&journal).await;
     truncate_keeps_later_records(&journal).await;
     odd_payloads_roundtrip(&journal).await;
+    newer_epochs_fence_older_ones(&journal).await;
+}
+
+fn claim(database: &str, epoch: u64, flushed_lsn: u64) -> JournalClaim {
+    JournalClaim {
+        database: database.into(),
+        epoch,
+        flushed_lsn,
+    }
+}
+
+/// A journal new to a database numbers its records after those already in its tables.
+async fn a_new_journal_numbers_after_the_tables(journal: &Arc<dyn Journal>) {
+    let first = journal
+        .claim(&claim("conformance", 1, 1000))
+        .await
+        .expect("claim a new journal");
+    assert_eq!(first.last_lsn, 0, "a new journal has given no LSN");
+    let again = journal
+        .claim(&claim("conformance", 1, 1000))
+        .await
+        .expect("claim again at the same epoch");
+    assert_eq!(again.journal, first.journal, "a journal keeps its id");
+}
+
+async fn newer_epochs_fence_older_ones(journal: &Arc<dyn Journal>) {
+    let last = all(journal, 0).await.last().map(|r| r.0).unwrap_or(0);
+    journal
+        .claim(&claim("conformance", 2, last))
+        .await
+        .expect("claim at epoch 2");
+    let e = journal
+        .append(1, Bytes::from_static(b"stale"))
+        .await
+        .expect_err("an epoch-1 append after epoch 2 claimed");
+    assert!(e.is_fenced(), "fenced, not: {e}");
+    assert!(
+        e.to_string().contains("epoch 2"),
+        "names the newer epoch: {e}"
+    );
+    let lsn = journal
+        .append(2, Bytes::from_static(b"fresh"))
+        .await
+        .expect("an epoch-2 append");
+    assert!(lsn > last);
+    let e = journal
+        .claim(&claim("conformance", 1, last))
+        .await
+        .expect_err("claim at an older epoch");
+    assert!(e.is_fenced(), "{e}");
+    let e = journal
+        .claim(&claim("another", 3, 0))
+        .await
+        .expect_err("claim by another database");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("conformance") && msg.contains("another"),
+        "names both: {msg}"
+    );
+    let c = journal
+        .claim(&claim("conformance", 3, lsn + 100))
+        .await
+        .expect("claim behind the tables");
+    assert_eq!(c.last_lsn, lsn, "the claim reports where the journal ended");
+    let next = journal
+        .append(3, Bytes::from_static(b"after"))
+        .await
+        .expect("append");
+    assert!(
+        next > lsn + 100,
+        "numbering continues after the tables: {next}"
+    );
+    assert!(
+        !all(journal, 0)
+            .await
+            .iter()
+            .any(|r| r.1 == Bytes::from_static(b"stale")),
+        "the fenced record is nowhere"
+    );
 }
 
 async fn all(journal: &Arc<dyn Journal>, from: u64) -> Vec<(u64, Bytes)> {
@@ -32,7 +112,7 @@ async fn lsns_increase_and_replay_in_order(journal: &Arc<dyn Journal>) {
     for i in 0..100u32 {
         lsns.push(
             journal
-                .append(Bytes::from(format!("rec-{i}")))
+                .append(1, Bytes::from(format!("rec-{i}")))
                 .await
                 .expect("append"),
         );
@@ -41,6 +121,7 @@ async fn lsns_increase_and_replay_in_order(journal: &Arc<dyn Journal>) {
         lsns.windows(2).all(|w| w[0] < w[1]),
         "LSNs must increase: {lsns:?}"
     );
+    assert!(lsns[0] > 1000, "after the claimed flushed LSN: {}", lsns[0]);
     let got = all(journal, 0).await;
     assert_eq!(got.len(), 100, "replay returns every record");
     for (i, (lsn, payload)) in got.iter().enumerate() {
@@ -70,7 +151,7 @@ async fn concurrent_appends_get_distinct_lsns(journal: &Arc<dyn Journal>) {
             let mut out = Vec::new();
             for i in 0..20u32 {
                 let lsn = j
-                    .append(Bytes::from(format!("c-{t}-{i}")))
+                    .append(1, Bytes::from(format!("c-{t}-{i}")))
                     .await
                     .expect("append");
                 out.push((lsn, format!("c-{t}-{i}")));
@@ -107,7 +188,7 @@ async fn truncate_keeps_later_records(journal: &Arc<dyn Journal>) {
         "records after the truncation point survive"
     );
     let next = journal
-        .append(Bytes::from_static(b"after-truncate"))
+        .append(1, Bytes::from_static(b"after-truncate"))
         .await
         .expect("append");
     assert!(
@@ -118,8 +199,8 @@ async fn truncate_keeps_later_records(journal: &Arc<dyn Journal>) {
 
 async fn odd_payloads_roundtrip(journal: &Arc<dyn Journal>) {
     let big = Bytes::from(vec![0xAB; 1 << 20]);
-    let empty_lsn = journal.append(Bytes::new()).await.expect("empty append");
-    let big_lsn = journal.append(big.clone()).await.expect("big append");
+    let empty_lsn = journal.append(1, Bytes::new()).await.expect("empty append");
+    let big_lsn = journal.append(1, big.clone()).await.expect("big append");
     let got = all(journal, empty_lsn).await;
     assert_eq!(got[0], (empty_lsn, Bytes::new()));
     assert_eq!(got[1], (big_lsn, big));

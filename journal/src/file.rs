@@ -3,7 +3,7 @@
 //! previous sync ran), rolled over at a configured size and cut at a torn tail on open.
 
 use crate::segment::{self, Decoded, SegmentInfo};
-use crate::{Journal, JournalRecord};
+use crate::{Claimed, Journal, JournalClaim, JournalRecord, check_claim, fenced_error};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{BoxStream, Error, IoContext, Lsn, Result};
@@ -54,13 +54,25 @@ struct Counters {
 }
 
 struct Append {
+    epoch: u64,
     payload: Bytes,
     done: oneshot::Sender<Result<Lsn>>,
 }
 
 enum Msg {
     Append(Append),
+    /// Goes through the writer thread, so it is ordered with the appends around it.
+    Claim(JournalClaim, oneshot::Sender<Result<Claimed>>),
     Close(oneshot::Sender<()>),
+}
+
+/// The file recording which journal this is and who writes it (JSON `Held`).
+const CLAIM_FILE: &str = "CLAIM";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Held {
+    journal: String,
+    claim: Option<JournalClaim>,
 }
 
 pub struct FileJournal {
@@ -101,6 +113,20 @@ impl FileJournal {
                 (file, segment::HEADER_LEN as u64)
             }
         };
+        let claim_path = dir.join(CLAIM_FILE);
+        let held: Held = match std::fs::read(&claim_path) {
+            Ok(d) => serde_json::from_slice(&d).map_err(|e| {
+                Error::corruption(
+                    format!("journal claim {}", claim_path.display()),
+                    e.to_string(),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Held {
+                journal: crate::new_journal_id(),
+                claim: None,
+            },
+            Err(e) => return Err(Error::io(claim_path, e)),
+        };
         let segments = Arc::new(Mutex::new(segments));
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel();
@@ -114,6 +140,7 @@ impl FileJournal {
             counters: counters.clone(),
             failed: None,
             buf: Vec::with_capacity(1 << 20),
+            held,
         };
         let handle = std::thread::Builder::new()
             .name("cairn-journal".into())
@@ -144,11 +171,23 @@ impl FileJournal {
     fn closed_error(&self) -> Error {
         Error::component(format!("journal {}", self.dir.display()), "closed")
     }
+
+    fn send(&self, m: Msg) -> Result<()> {
+        let tx = self.tx.lock();
+        let tx = tx.as_ref().ok_or_else(|| self.closed_error())?;
+        tx.send(m).map_err(|_| self.closed_error())
+    }
 }
 
 #[async_trait]
 impl Journal for FileJournal {
-    async fn append(&self, record: Bytes) -> Result<Lsn> {
+    async fn claim(&self, claim: &JournalClaim) -> Result<Claimed> {
+        let (done, wait) = oneshot::channel();
+        self.send(Msg::Claim(claim.clone(), done))?;
+        wait.await.map_err(|_| self.closed_error())?
+    }
+
+    async fn append(&self, epoch: u64, record: Bytes) -> Result<Lsn> {
         if record.len() > segment::MAX_RECORD {
             return Err(Error::InvalidArgument(format!(
                 "journal record of {} bytes exceeds the limit of {}",
@@ -157,15 +196,11 @@ impl Journal for FileJournal {
             )));
         }
         let (done, wait) = oneshot::channel();
-        {
-            let tx = self.tx.lock();
-            let tx = tx.as_ref().ok_or_else(|| self.closed_error())?;
-            tx.send(Msg::Append(Append {
-                payload: record,
-                done,
-            }))
-            .map_err(|_| self.closed_error())?;
-        }
+        self.send(Msg::Append(Append {
+            epoch,
+            payload: record,
+            done,
+        }))?;
         wait.await.map_err(|_| self.closed_error())?
     }
 
@@ -241,6 +276,8 @@ struct Writer {
     /// After a failed write the file's end is unknown: every later append fails too.
     failed: Option<String>,
     buf: Vec<u8>,
+    /// Which journal this is and whose; appends of older epochs are refused.
+    held: Held,
 }
 
 /// A group stops growing at this size so one slow caller does not hold many megabytes hostage.
@@ -249,35 +286,84 @@ const MAX_GROUP_BYTES: usize = 8 << 20;
 impl Writer {
     fn run(&mut self, rx: mpsc::Receiver<Msg>) {
         let mut group: Vec<Append> = Vec::new();
-        let mut closing: Option<oneshot::Sender<()>> = None;
-        while closing.is_none() {
-            let Ok(first) = rx.recv() else { break };
+        while let Ok(first) = rx.recv() {
             let mut bytes = 0usize;
-            let push = |m: Msg, group: &mut Vec<Append>, bytes: &mut usize| match m {
-                Msg::Append(a) => {
-                    *bytes += a.payload.len() + segment::RECORD_HEADER_LEN;
-                    group.push(a);
-                    None
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                match m {
+                    Msg::Append(a) => {
+                        bytes += a.payload.len() + segment::RECORD_HEADER_LEN;
+                        group.push(a);
+                    }
+                    Msg::Claim(claim, done) => {
+                        // The appends before the claim are written under the old claim.
+                        self.commit(&mut group);
+                        let _ = done.send(self.take_claim(claim));
+                    }
+                    Msg::Close(c) => {
+                        self.commit(&mut group);
+                        let _ = c.send(());
+                        return;
+                    }
                 }
-                Msg::Close(c) => Some(c),
-            };
-            closing = push(first, &mut group, &mut bytes);
-            while closing.is_none() && bytes < MAX_GROUP_BYTES {
-                match rx.try_recv() {
-                    Ok(m) => closing = push(m, &mut group, &mut bytes),
-                    Err(_) => break,
+                if bytes < MAX_GROUP_BYTES {
+                    next = rx.try_recv().ok();
                 }
             }
-            if !group.is_empty() {
-                self.commit(&mut group);
-            }
-        }
-        if let Some(c) = closing {
-            let _ = c.send(());
+            self.commit(&mut group);
         }
     }
 
+    fn take_claim(&mut self, claim: JournalClaim) -> Result<Claimed> {
+        let journal = self.dir.display().to_string();
+        if let Some(why) = &self.failed {
+            return Err(Error::component(format!("journal {journal}"), why));
+        }
+        check_claim(&journal, self.held.claim.as_ref(), &claim)?;
+        let last_lsn = self.next_lsn - 1;
+        if self.next_lsn <= claim.flushed_lsn {
+            // New to the database: its records must come after the ones in tables, or replay
+            // (which starts after them) would skip them.
+            tracing::info!(
+                journal,
+                from = claim.flushed_lsn + 1,
+                "journal new to the database; numbering continues after its tables"
+            );
+            self.next_lsn = claim.flushed_lsn + 1;
+            self.roll()?;
+        }
+        if self.held.claim.as_ref() != Some(&claim) {
+            let held = Held {
+                journal: self.held.journal.clone(),
+                claim: Some(claim),
+            };
+            let data = serde_json::to_vec(&held)
+                .map_err(|e| Error::component(format!("journal {journal}"), e))?;
+            cairn_common::durable::replace_file(&self.dir.join(CLAIM_FILE), &data)?;
+            self.held = held;
+        }
+        Ok(Claimed {
+            journal: self.held.journal.clone(),
+            last_lsn,
+        })
+    }
+
     fn commit(&mut self, group: &mut Vec<Append>) {
+        if let Some(c) = &self.held.claim {
+            let journal = self.dir.display().to_string();
+            group.retain_mut(|a| {
+                if a.epoch >= c.epoch {
+                    return true;
+                }
+                let (done, _) = oneshot::channel();
+                let done = std::mem::replace(&mut a.done, done);
+                let _ = done.send(Err(fenced_error(&journal, &c.database, a.epoch, c.epoch)));
+                false
+            });
+        }
+        if group.is_empty() {
+            return;
+        }
         let result = match &self.failed {
             Some(why) => Err(why.clone()),
             None => self.write_group(group),

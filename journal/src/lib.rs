@@ -13,7 +13,7 @@ mod segment;
 pub mod conformance;
 
 pub use file::{FileJournal, FileJournalOptions, JournalStats};
-pub use grpc::{GrpcJournal, journal_service};
+pub use grpc::{GrpcJournal, journal_service, journal_service_for};
 pub use memory::MemoryJournal;
 
 use async_trait::async_trait;
@@ -27,11 +27,57 @@ pub struct JournalRecord {
     pub payload: Bytes,
 }
 
+/// Who writes a journal: a database's writer at an epoch (see [`Journal::claim`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JournalClaim {
+    /// The database's id (from its manifest).
+    pub database: String,
+    /// The writer's epoch; a newer one fences the older.
+    pub epoch: u64,
+    /// Records up to here are in the database's tables: a journal new to the database
+    /// numbers its records after it, so replay finds them.
+    pub flushed_lsn: Lsn,
+}
+
+/// What a claim finds: which journal this is, and where it ended before the claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// Made when the journal was first claimed, kept for its life: a database records it
+    /// to know whether a journal is the one its tables' LSNs refer to.
+    pub journal: String,
+    /// The last LSN it gave before this claim (0 for none).
+    pub last_lsn: Lsn,
+}
+
+/// A new journal's id: unique enough across processes and machines (time, process, count).
+pub fn new_journal_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{nanos:x}-{:x}-{:x}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 #[async_trait]
 pub trait Journal: Send + Sync + 'static {
-    /// Appends one record and returns its LSN once it is durable under the journal's sync
-    /// policy. Concurrent appends may share one write and one sync (group commit).
-    async fn append(&self, record: Bytes) -> Result<Lsn>;
+    /// Makes `claim.epoch` the journal's writer, durably and in order with appends: from
+    /// then on an append of an older epoch is refused with `Error::Fenced`. Refused itself
+    /// (`Fenced`) when a newer epoch holds the journal, and (`InvalidArgument`, naming both)
+    /// when the journal holds another database's records. Claiming again at the same epoch
+    /// is allowed, so a lost answer can be retried. A journal that ends before
+    /// `claim.flushed_lsn` numbers its next records after it.
+    async fn claim(&self, claim: &JournalClaim) -> Result<Claimed>;
+
+    /// Appends one record for the writer at `epoch` and returns its LSN once it is durable
+    /// under the journal's sync policy. Concurrent appends may share one write and one sync
+    /// (group commit). Refused (`Fenced`) if a newer epoch has claimed the journal.
+    async fn append(&self, epoch: u64, record: Bytes) -> Result<Lsn>;
 
     /// Streams the records with `lsn >= from`, in LSN order. A record whose checksum fails
     /// anywhere but the torn tail is an error, never skipped.
@@ -43,6 +89,43 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Waits for appends in flight, then refuses new ones.
     async fn close(&self) -> Result<()>;
+}
+
+/// What a journal says when `claim` or an append comes from an epoch older than its writer's.
+pub fn fenced_error(
+    journal: &str,
+    database: &str,
+    epoch: u64,
+    current: u64,
+) -> cairn_common::Error {
+    cairn_common::Error::Fenced(format!(
+        "journal {journal}: database {database}'s writer at epoch {epoch} was replaced by epoch {current}"
+    ))
+}
+
+/// What a journal says when a claim names another database than the one it holds.
+pub fn foreign_error(journal: &str, holds: &str, claimed: &str) -> cairn_common::Error {
+    cairn_common::Error::InvalidArgument(format!(
+        "journal {journal} holds database {holds}, not database {claimed}: point each database at its own journal (or its own database name on a journal server)"
+    ))
+}
+
+/// Checks a claim against the claim a journal holds.
+pub fn check_claim(
+    journal: &str,
+    held: Option<&JournalClaim>,
+    claim: &JournalClaim,
+) -> cairn_common::Result<()> {
+    match held {
+        None => Ok(()),
+        Some(h) if h.database != claim.database => {
+            Err(foreign_error(journal, &h.database, &claim.database))
+        }
+        Some(h) if h.epoch > claim.epoch => {
+            Err(fenced_error(journal, &claim.database, claim.epoch, h.epoch))
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -1,22 +1,32 @@
 //! A journal that keeps records in memory: for tests, and for users who accept losing the
 //! writes not yet flushed when the process ends.
 
-use crate::{Journal, JournalRecord};
+use crate::{Claimed, Journal, JournalClaim, JournalRecord, check_claim, fenced_error};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{BoxStream, Lsn, Result};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 
-#[derive(Default)]
 pub struct MemoryJournal {
     inner: Mutex<State>,
+    id: String,
+}
+
+impl Default for MemoryJournal {
+    fn default() -> Self {
+        MemoryJournal {
+            inner: Mutex::default(),
+            id: crate::new_journal_id(),
+        }
+    }
 }
 
 #[derive(Default)]
 struct State {
     records: VecDeque<(Lsn, Bytes)>,
     last: Lsn,
+    claim: Option<JournalClaim>,
 }
 
 impl MemoryJournal {
@@ -27,8 +37,25 @@ impl MemoryJournal {
 
 #[async_trait]
 impl Journal for MemoryJournal {
-    async fn append(&self, record: Bytes) -> Result<Lsn> {
+    async fn claim(&self, claim: &JournalClaim) -> Result<Claimed> {
         let mut s = self.inner.lock();
+        check_claim("in memory", s.claim.as_ref(), claim)?;
+        let last_lsn = s.last;
+        s.last = s.last.max(claim.flushed_lsn);
+        s.claim = Some(claim.clone());
+        Ok(Claimed {
+            journal: self.id.clone(),
+            last_lsn,
+        })
+    }
+
+    async fn append(&self, epoch: u64, record: Bytes) -> Result<Lsn> {
+        let mut s = self.inner.lock();
+        if let Some(c) = &s.claim
+            && epoch < c.epoch
+        {
+            return Err(fenced_error("in memory", &c.database, epoch, c.epoch));
+        }
         s.last += 1;
         let lsn = s.last;
         s.records.push_back((lsn, record));

@@ -42,7 +42,7 @@ async fn reopen_keeps_records_and_continues_lsns() {
     let dir = tempfile::tempdir().unwrap();
     let j = FileJournal::open(opts(dir.path())).unwrap();
     for i in 0..500u32 {
-        j.append(Bytes::from(format!("r{i}"))).await.unwrap();
+        j.append(0, Bytes::from(format!("r{i}"))).await.unwrap();
     }
     j.close().await.unwrap();
     let segs = std::fs::read_dir(dir.path()).unwrap().count();
@@ -51,7 +51,7 @@ async fn reopen_keeps_records_and_continues_lsns() {
     let recs = replay_all(&j).await;
     assert_eq!(recs.len(), 500);
     assert_eq!(recs[499].payload, Bytes::from("r499"));
-    assert_eq!(j.append(Bytes::from("next")).await.unwrap(), 501);
+    assert_eq!(j.append(0, Bytes::from("next")).await.unwrap(), 501);
 }
 
 #[tokio::test]
@@ -59,7 +59,7 @@ async fn truncate_removes_whole_segments_only() {
     let dir = tempfile::tempdir().unwrap();
     let j = FileJournal::open(opts(dir.path())).unwrap();
     for i in 0..500u32 {
-        j.append(Bytes::from(format!("r{i}"))).await.unwrap();
+        j.append(0, Bytes::from(format!("r{i}"))).await.unwrap();
     }
     let before = std::fs::read_dir(dir.path()).unwrap().count();
     j.truncate(400).await.unwrap();
@@ -86,7 +86,7 @@ async fn concurrent_appends_are_group_committed() {
         tasks.push(tokio::spawn(async move {
             b.wait().await;
             for i in 0..4u32 {
-                j.append(Bytes::from(format!("{t}-{i}"))).await.unwrap();
+                j.append(0, Bytes::from(format!("{t}-{i}"))).await.unwrap();
             }
         }));
     }
@@ -110,7 +110,7 @@ async fn one_segment(dir: &std::path::Path, n: u32) -> std::path::PathBuf {
     o.segment_bytes = 1 << 20;
     let j = FileJournal::open(o).unwrap();
     for i in 0..n {
-        j.append(Bytes::from(format!("record-{i:04}")))
+        j.append(0, Bytes::from(format!("record-{i:04}")))
             .await
             .unwrap();
     }
@@ -145,7 +145,7 @@ async fn torn_tail_reopens_to_last_good_record() {
         assert_eq!(recs.len(), 9, "cut at {cut} of {len}");
         assert_eq!(recs[8].payload, Bytes::from("record-0008"));
         // Appends continue right after the last good record, and survive another reopen.
-        assert_eq!(j.append(Bytes::from("again")).await.unwrap(), 10);
+        assert_eq!(j.append(0, Bytes::from("again")).await.unwrap(), 10);
         j.close().await.unwrap();
         let j = FileJournal::open(opts(copy.path())).unwrap();
         assert_eq!(replay_all(&j).await.len(), 10);
@@ -171,7 +171,7 @@ async fn corruption_in_an_older_segment_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let j = FileJournal::open(opts(dir.path())).unwrap();
     for i in 0..500u32 {
-        j.append(Bytes::from(format!("r{i}"))).await.unwrap();
+        j.append(0, Bytes::from(format!("r{i}"))).await.unwrap();
     }
     j.close().await.unwrap();
     let mut segs: Vec<_> = std::fs::read_dir(dir.path())

@@ -81,6 +81,9 @@ pub struct JournalSection {
     /// grpc: deadline of one append in ms (default `rpc.timeout_ms`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// grpc: which of the server's journals is this database's (default `default`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -3,7 +3,7 @@
 //! component sections under `<data_dir>/shard-<i>`; a `grpc` shard is a shard server
 //! (`cairn serve shard`). The list's length and order are fixed when the cluster is created.
 
-use super::{Config, JournalKind, StorageKind, StorageSection};
+use super::{Config, StorageKind, StorageSection};
 use crate::config::CompactionKind;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -73,25 +73,15 @@ impl RouterSection {
             return bad("router.import_table_bytes".into(), "must be greater than 0");
         }
         let locals = self.local_count();
-        if locals > 1 {
-            // Each local shard is an engine of its own; one server cannot be the journal,
-            // storage or compactor of several (their records and table ids would collide).
-            for (remote, key) in [
-                (config.journal.kind == JournalKind::Grpc, "journal.kind"),
-                (config.storage.kind == StorageKind::Grpc, "storage.kind"),
-                (
-                    config.compaction.kind == CompactionKind::Grpc,
-                    "compaction.kind",
-                ),
-            ] {
-                if remote {
-                    return bad(
-                        key.into(),
-                        "a profile with several local shards cannot share one grpc server between them; \
-                         serve each shard whole (`cairn serve shard`) and list it as a grpc shard",
-                    );
-                }
-            }
+        // Local shards share journal and storage servers, each shard its own database on
+        // them; a compaction server reads and writes one storage's tables, so it cannot yet
+        // serve several shards.
+        if locals > 1 && config.compaction.kind == CompactionKind::Grpc {
+            return bad(
+                "compaction.kind".into(),
+                "a profile with several local shards cannot share one compaction server between them; \
+                 compact locally, or serve each shard whole (`cairn serve shard`) and list it as a grpc shard",
+            );
         }
         Ok(())
     }
@@ -104,6 +94,14 @@ impl RouterSection {
     }
 }
 
+/// A shard's database on a shared server: `shard-<i>`, after the profile's own name if any.
+fn sub_database(base: &Option<String>, sub: &str) -> String {
+    match base {
+        Some(b) => format!("{b}-{sub}"),
+        None => sub.to_string(),
+    }
+}
+
 /// The directory under `data_dir` that holds shard `index`.
 pub fn shard_dir_name(index: u32) -> String {
     format!("shard-{index}")
@@ -113,11 +111,18 @@ impl Config {
     /// The config of shard `index`'s engine: this profile's components, with every path and
     /// object prefix moved into the shard's own `shard-<index>` subdirectory.
     pub fn shard_config(&self, index: u32) -> Config {
-        let sub = shard_dir_name(index);
+        self.shard_config_in(&shard_dir_name(index))
+    }
+
+    /// The same components one level down, under `sub`: their own directories, Parquet
+    /// prefixes, and databases on shared servers.
+    pub fn shard_config_in(&self, sub: &str) -> Config {
+        let sub = sub.to_string();
         let mut c = self.clone();
         c.router = None;
         c.data_dir = self.data_dir.join(&sub);
         c.journal.dir = self.journal.dir.as_ref().map(|d| d.join(&sub));
+        c.journal.database = Some(sub_database(&self.journal.database, &sub));
         c.storage = self.storage.in_subdir(&sub);
         c.compaction.storage = self.compaction.storage.as_ref().map(|s| s.in_subdir(&sub));
         c
@@ -135,6 +140,9 @@ impl StorageSection {
                 .url
                 .as_ref()
                 .map(|u| format!("{}/{sub}", u.trim_end_matches('/')));
+        }
+        if self.kind == StorageKind::Grpc {
+            s.database = Some(sub_database(&self.database, sub));
         }
         s.primary = self.primary.as_ref().map(|p| Box::new(p.in_subdir(sub)));
         s.secondary = self.secondary.as_ref().map(|p| Box::new(p.in_subdir(sub)));

@@ -46,6 +46,19 @@ pub struct RpcSection {
 }
 
 impl RpcSection {
+    /// Client options for database `database` (the server's default one if `None`) on the
+    /// server at `url`.
+    pub fn client_of(
+        &self,
+        url: &str,
+        timeout_ms: Option<u64>,
+        database: &Option<String>,
+    ) -> ClientOptions {
+        let mut o = self.client(url, timeout_ms);
+        o.database = database.clone();
+        o
+    }
+
     /// Client options for the server at `url`, with the component's own deadline if it has one.
     pub fn client(&self, url: &str, timeout_ms: Option<u64>) -> ClientOptions {
         let mut o = ClientOptions::new(url);

@@ -57,6 +57,9 @@ pub struct StorageSection {
     /// (default `file://<data_dir>/parquet`). grpc: the storage server, `http://host:port`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// grpc: which of the storage server's databases is this one (default `default`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
     /// parquet: S3 endpoint, e.g. `http://127.0.0.1:9000` (default: AWS, or `AWS_ENDPOINT`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -350,6 +353,7 @@ impl StorageSection {
             }
             StorageKind::Grpc => {
                 s.url = self.url.clone();
+                s.database = self.database.clone();
                 s.timeout_ms = self.timeout_ms;
                 s.block_cache_bytes = Some(self.block_cache_bytes.unwrap_or(GRPC_CACHE_BYTES));
             }

@@ -450,9 +450,9 @@ fn router_sections_are_checked_key_by_key() {
             ),
             (
                 "shards = [{ kind = \"local\" }, { kind = \"local\" }]",
-                "[default.journal]\nkind = \"grpc\"\nurl = \"http://j:1\"",
-                "journal.kind",
-                "cannot share one grpc server",
+                "[default.compaction]\nkind = \"grpc\"\nurl = \"http://c:1\"",
+                "compaction.kind",
+                "cannot share one compaction server",
             ),
             (
                 "shards = [{ kind = \"local\" }]\nimport_table_bytes = 0",

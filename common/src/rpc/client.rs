@@ -20,16 +20,22 @@ pub const STREAM_WINDOW: u32 = 2 << 20;
 /// waits on, which would never come. Memory stays bounded by the stream windows.
 pub const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 
-/// Adds the bearer token to every outgoing call.
+type Header = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+
+/// Adds the bearer token and the database's name to every outgoing call.
 #[derive(Clone)]
 pub struct Auth {
-    header: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    header: Option<Header>,
+    database: Option<Header>,
 }
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         if let Some(h) = &self.header {
             req.metadata_mut().insert("authorization", h.clone());
+        }
+        if let Some(d) = &self.database {
+            req.metadata_mut().insert(super::DATABASE_HEADER, d.clone());
         }
         Ok(req)
     }
@@ -84,6 +90,13 @@ pub fn connect(
         ),
         None => None,
     };
+    let database = match &opts.database {
+        Some(d) => {
+            super::check_database_name(d)?;
+            Some(d.parse().map_err(|_| bad(format!("database name `{d}`")))?)
+        }
+        None => None,
+    };
     // The sockets come from our connector (TCP_NODELAY, coalesced writes): the endpoint's own
     // TCP settings apply only to tonic's connector. Its connect timeout and TLS still wrap ours.
     Ok(RpcClient {
@@ -91,7 +104,7 @@ pub fn connect(
             endpoint.connect_with_connector_lazy(super::coalesce::CoalescingConnector::new(
                 opts.connect_timeout,
             )),
-            Auth { header },
+            Auth { header, database },
         ),
         opts,
         component,
@@ -99,9 +112,13 @@ pub fn connect(
 }
 
 impl RpcClient {
-    /// Whom an error is about: "storage at http://127.0.0.1:10002".
+    /// Whom an error is about: "storage at http://127.0.0.1:10002", with the database
+    /// when it is not the server's default one.
     pub fn who(&self) -> String {
-        format!("{} at {}", self.component, self.opts.url)
+        match &self.opts.database {
+            Some(d) => format!("{} at {} (database {d})", self.component, self.opts.url),
+            None => format!("{} at {}", self.component, self.opts.url),
+        }
     }
 
     /// A request carrying the call's deadline, which the server also sees.
@@ -117,6 +134,7 @@ impl RpcClient {
         match s.code() {
             Code::InvalidArgument => Error::InvalidArgument(format!("{who}: {}", s.message())),
             Code::DataLoss => Error::corruption(who, s.message()),
+            Code::Aborted => Error::Fenced(format!("{who}: {what}: {}", s.message())),
             Code::DeadlineExceeded | Code::Cancelled => Error::component(
                 who,
                 format!(

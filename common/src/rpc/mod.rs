@@ -7,6 +7,7 @@
 mod client;
 mod coalesce;
 mod convert;
+mod databases;
 mod options;
 mod server;
 
@@ -22,7 +23,44 @@ pub mod pb {
     tonic::include_proto!("cairn.common");
 }
 
+/// The metadata key naming which of a server's databases a call is about.
+pub const DATABASE_HEADER: &str = "cairn-database";
+
+/// The database a call names, `default` when it names none.
+pub fn database_of<T>(req: &tonic::Request<T>) -> Result<String, tonic::Status> {
+    let Some(v) = req.metadata().get(DATABASE_HEADER) else {
+        return Ok(DEFAULT_DATABASE.to_string());
+    };
+    let name = v
+        .to_str()
+        .map_err(|_| tonic::Status::invalid_argument("the database name is not ASCII"))?;
+    check_database_name(name).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+    Ok(name.to_string())
+}
+
+/// The database of a server's clients that name none.
+pub const DEFAULT_DATABASE: &str = "default";
+
+/// A database name becomes a directory or an object prefix on the server: 1 to 64 of
+/// `A-Z a-z 0-9 _ - .`, not starting with a dot.
+pub fn check_database_name(name: &str) -> crate::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidArgument(format!(
+            "database name `{name}`: use 1 to 64 of A-Z a-z 0-9 _ - . (not starting with a dot)"
+        )))
+    }
+}
+
 pub use client::{Auth, RpcChannel, RpcClient, connect};
 pub use convert::{decode_entries, decode_meta, decode_range, encode_entries};
+pub use databases::{Databases, MAX_DATABASES};
 pub use options::{ClientOptions, ServerOptions};
 pub use server::{ServerAuth, ServerHandle, StatusStream, builder, chunked, serve, status};

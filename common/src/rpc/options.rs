@@ -23,6 +23,9 @@ pub struct ClientOptions {
     pub tls_domain: Option<String>,
     /// Largest message accepted or sent.
     pub max_message_bytes: usize,
+    /// Which of the server's databases the calls are about (journal and storage servers hold
+    /// many), sent as `cairn-database`; the server's `default` one when unset.
+    pub database: Option<String>,
 }
 
 impl ClientOptions {
@@ -38,6 +41,7 @@ impl ClientOptions {
             tls_ca: None,
             tls_domain: None,
             max_message_bytes: 64 << 20,
+            database: None,
         }
     }
 

@@ -18,6 +18,8 @@ pub fn status(e: Error) -> Status {
         Error::InvalidArgument(m) => Status::invalid_argument(m),
         Error::Corruption { what, detail } => Status::data_loss(format!("{what}: {detail}")),
         Error::Closed => Status::failed_precondition("closed"),
+        // Aborted is kept for fencing alone, so a client can map it back.
+        Error::Fenced(m) => Status::aborted(m),
         other => Status::internal(other.to_string()),
     }
 }

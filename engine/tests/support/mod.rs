@@ -234,4 +234,7 @@ impl Storage for FaultyStorage {
     async fn list_tables(&self) -> cairn_common::Result<Vec<u64>> {
         self.inner.list_tables().await
     }
+    fn manifests(&self) -> Arc<dyn cairn_filestore::ManifestStore> {
+        self.inner.manifests()
+    }
 }

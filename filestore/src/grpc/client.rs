@@ -9,13 +9,16 @@
 //! - Calls other than writes are idempotent and retried while the server is unavailable.
 
 use super::BLOCK_BYTES;
+use super::GrpcManifestStore;
 use super::pb::storage_client::StorageClient;
 use super::pb::{
     AggregateRequest, DeleteRequest, GetRequest, ReadBlockRequest, ScanRequest, TableRequest,
     WriteRequest,
 };
 use crate::tracker::MetaTracker;
-use crate::{Block, BlockCache, BlockLayout, Storage, Table, TableBuilder, find_in_block};
+use crate::{
+    Block, BlockCache, BlockLayout, ManifestStore, Storage, Table, TableBuilder, find_in_block,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::rpc::pb::{self as common_pb, Empty};
@@ -50,7 +53,7 @@ impl GrpcStorage {
     }
 }
 
-fn client(rpc: &RpcClient) -> StorageClient<RpcChannel> {
+pub(super) fn client(rpc: &RpcClient) -> StorageClient<RpcChannel> {
     let max = rpc.opts.max_message_bytes;
     StorageClient::new(rpc.channel.clone())
         .max_decoding_message_size(max)
@@ -139,6 +142,10 @@ impl Storage for GrpcStorage {
                 async move { c.list_tables(req).await.map(|r| r.into_inner().ids) }
             })
             .await
+    }
+
+    fn manifests(&self) -> Arc<dyn ManifestStore> {
+        Arc::new(GrpcManifestStore::new(self.rpc.clone()))
     }
 }
 

@@ -3,6 +3,7 @@
 //! so that hot reads do not cross the network.
 
 mod client;
+mod manifest;
 mod server;
 
 /// The generated messages and service stubs of `proto/storage.proto`.
@@ -12,7 +13,8 @@ pub mod pb {
 }
 
 pub use client::GrpcStorage;
-pub use server::{StorageService, storage_service};
+pub use manifest::GrpcManifestStore;
+pub use server::{StorageService, storage_service, storage_service_for};
 
 /// Scans and table writes move entries in messages of about this many bytes.
 const BLOCK_BYTES: usize = 64 << 10;

@@ -1,17 +1,19 @@
-//! Serves a local storage. Requests name tables by their metadata; opened tables are kept in
-//! a small cache so that the next request for the same table skips the open.
+//! Serves local storages, one per database the calls name. Requests name tables by their
+//! metadata; opened tables are kept in a small cache so that the next request for the same
+//! table skips the open.
 
 use super::BLOCK_BYTES;
 use super::pb::storage_server::{Storage as StorageRpc, StorageServer};
 use super::pb::{
-    AggregateRequest, BlockBound, DeleteRequest, GetRequest, GetResponse, OpenResponse,
-    ReadBlockRequest, ScanRequest, TableList, TableRequest, WriteRequest,
+    AggregateRequest, BlockBound, DeleteRequest, GetRequest, GetResponse, ManifestCreated,
+    ManifestData, ManifestList, ManifestRequest, OpenResponse, ReadBlockRequest, ScanRequest,
+    TableList, TableRequest, WriteRequest,
 };
-use crate::{Storage, Table};
+use crate::{ManifestStore, Storage, Table};
 use cairn_common::rpc::pb::{AggregateState, Block, Empty, TableMeta as PbMeta};
 use cairn_common::rpc::{
-    ServerAuth, ServerOptions, StatusStream, chunked, decode_entries, decode_meta, decode_range,
-    encode_entries, status,
+    Databases, ServerAuth, ServerOptions, StatusStream, chunked, decode_entries, decode_meta,
+    decode_range, encode_entries, status,
 };
 use cairn_common::{Error, TableId, ValueType};
 use quick_cache::sync::Cache;
@@ -20,19 +22,28 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
 pub struct StorageService {
-    storage: Arc<dyn Storage>,
-    tables: Cache<TableId, Arc<dyn Table>>,
+    dbs: Arc<Databases<dyn Storage>>,
+    tables: Cache<(String, TableId), Arc<dyn Table>>,
 }
 
-/// The service, behind the token check and the message size bounds.
+/// The service for one database (`default`), behind the token check and the message size
+/// bounds.
 pub fn storage_service(
     storage: Arc<dyn Storage>,
+    opts: &ServerOptions,
+) -> InterceptedService<StorageServer<StorageService>, ServerAuth> {
+    storage_service_for(Arc::new(Databases::single(storage)), opts)
+}
+
+/// The service for every database `dbs` opens.
+pub fn storage_service_for(
+    dbs: Arc<Databases<dyn Storage>>,
     opts: &ServerOptions,
 ) -> InterceptedService<StorageServer<StorageService>, ServerAuth> {
     let max = opts.max_message_bytes();
     InterceptedService::new(
         StorageServer::new(StorageService {
-            storage,
+            dbs,
             tables: Cache::new(4096),
         })
         .max_decoding_message_size(max)
@@ -42,16 +53,26 @@ pub fn storage_service(
 }
 
 impl StorageService {
-    async fn table(&self, meta: Option<PbMeta>) -> Result<Arc<dyn Table>, Status> {
+    async fn table<M>(
+        &self,
+        req: &Request<M>,
+        meta: Option<PbMeta>,
+    ) -> Result<Arc<dyn Table>, Status> {
+        let (db, storage) = self.dbs.of(req).await?;
         let meta = decode_meta(meta).map_err(status)?;
-        if let Some(t) = self.tables.get(&meta.id)
+        let key = (db, meta.id);
+        if let Some(t) = self.tables.get(&key)
             && t.meta() == &meta
         {
             return Ok(t);
         }
-        let t = self.storage.open_table(&meta).await.map_err(status)?;
-        self.tables.insert(meta.id, t.clone());
+        let t = storage.open_table(&meta).await.map_err(status)?;
+        self.tables.insert(key, t.clone());
         Ok(t)
+    }
+
+    async fn manifests<M>(&self, req: &Request<M>) -> Result<Arc<dyn ManifestStore>, Status> {
+        Ok(self.dbs.of(req).await?.1.manifests())
     }
 }
 
@@ -63,12 +84,13 @@ impl StorageRpc for StorageService {
         &self,
         req: Request<Streaming<WriteRequest>>,
     ) -> Result<Response<PbMeta>, Status> {
+        let (_, storage) = self.dbs.of(&req).await?;
         let mut input = req.into_inner();
         let first = input
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty table stream"))?;
-        let mut builder = self.storage.create_table(first.id).await.map_err(status)?;
+        let mut builder = storage.create_table(first.id).await.map_err(status)?;
         let mut next = Some(first);
         let fed: Result<(), Status> = async {
             while let Some(msg) = next.take() {
@@ -104,7 +126,8 @@ impl StorageRpc for StorageService {
         &self,
         req: Request<TableRequest>,
     ) -> Result<Response<OpenResponse>, Status> {
-        let table = self.table(req.into_inner().meta).await?;
+        let meta = req.get_ref().meta.clone();
+        let table = self.table(&req, meta).await?;
         Ok(Response::new(match table.block_layout() {
             Some(layout) => OpenResponse {
                 has_blocks: true,
@@ -123,8 +146,8 @@ impl StorageRpc for StorageService {
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let table = self.table(&req, req.get_ref().meta.clone()).await?;
         let r = req.into_inner();
-        let table = self.table(r.meta).await?;
         let entry = table.get(&r.key, r.snapshot).await.map_err(status)?;
         Ok(Response::new(GetResponse {
             entry: entry.as_ref().map(Into::into),
@@ -132,8 +155,8 @@ impl StorageRpc for StorageService {
     }
 
     async fn read_block(&self, req: Request<ReadBlockRequest>) -> Result<Response<Block>, Status> {
+        let table = self.table(&req, req.get_ref().meta.clone()).await?;
         let r = req.into_inner();
-        let table = self.table(r.meta).await?;
         let index = usize::try_from(r.index)
             .map_err(|_| Status::invalid_argument("block index out of range"))?;
         let block = table.read_block(index).await.map_err(status)?;
@@ -141,8 +164,8 @@ impl StorageRpc for StorageService {
     }
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<Self::ScanStream>, Status> {
+        let table = self.table(&req, req.get_ref().meta.clone()).await?;
         let r = req.into_inner();
-        let table = self.table(r.meta).await?;
         let range = decode_range(r.range).map_err(status)?;
         let entries = if r.analytic {
             table.analytic_scan(&range).await
@@ -162,8 +185,8 @@ impl StorageRpc for StorageService {
         &self,
         req: Request<AggregateRequest>,
     ) -> Result<Response<AggregateState>, Status> {
+        let table = self.table(&req, req.get_ref().meta.clone()).await?;
         let r = req.into_inner();
-        let table = self.table(r.meta).await?;
         let range = decode_range(r.range).map_err(status)?;
         let value_type = ValueType::try_from(r.value_type).map_err(status)?;
         if !r.shadowed.windows(2).all(|w| w[0] < w[1]) {
@@ -179,14 +202,57 @@ impl StorageRpc for StorageService {
     }
 
     async fn delete_table(&self, req: Request<DeleteRequest>) -> Result<Response<Empty>, Status> {
+        let (db, storage) = self.dbs.of(&req).await?;
         let id = req.into_inner().id;
-        self.tables.remove(&id);
-        self.storage.delete_table(id).await.map_err(status)?;
+        self.tables.remove(&(db, id));
+        storage.delete_table(id).await.map_err(status)?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn list_tables(&self, _req: Request<Empty>) -> Result<Response<TableList>, Status> {
-        let ids = self.storage.list_tables().await.map_err(status)?;
+    async fn list_tables(&self, req: Request<Empty>) -> Result<Response<TableList>, Status> {
+        let (_, storage) = self.dbs.of(&req).await?;
+        let ids = storage.list_tables().await.map_err(status)?;
         Ok(Response::new(TableList { ids }))
+    }
+
+    async fn list_manifests(&self, req: Request<Empty>) -> Result<Response<ManifestList>, Status> {
+        let versions = self.manifests(&req).await?.list().await.map_err(status)?;
+        Ok(Response::new(ManifestList { versions }))
+    }
+
+    async fn read_manifest(
+        &self,
+        req: Request<ManifestRequest>,
+    ) -> Result<Response<ManifestData>, Status> {
+        let store = self.manifests(&req).await?;
+        let version = req.into_inner().version;
+        let data = store.read(version).await.map_err(status)?;
+        Ok(Response::new(ManifestData {
+            version,
+            found: data.is_some(),
+            data: data.unwrap_or_default(),
+        }))
+    }
+
+    async fn create_manifest(
+        &self,
+        req: Request<ManifestData>,
+    ) -> Result<Response<ManifestCreated>, Status> {
+        let store = self.manifests(&req).await?;
+        let r = req.into_inner();
+        let created = store.create(r.version, r.data).await.map_err(status)?;
+        Ok(Response::new(ManifestCreated { created }))
+    }
+
+    async fn delete_manifest(
+        &self,
+        req: Request<ManifestRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let store = self.manifests(&req).await?;
+        store
+            .delete(req.into_inner().version)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Empty {}))
     }
 }

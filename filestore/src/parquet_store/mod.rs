@@ -11,6 +11,7 @@ mod writer;
 
 pub use schema::{TABLE_META_KEY, table_schema};
 
+use crate::manifest_store::{MANIFEST_DIR, ManifestStore, ObjectManifestStore};
 use crate::{Storage, Table, TableBuilder};
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
@@ -209,6 +210,15 @@ impl Storage for ParquetStorage {
                 (digits.len() == 20).then(|| digits.parse().ok())?
             })
             .collect())
+    }
+
+    fn manifests(&self) -> Arc<dyn ManifestStore> {
+        Arc::new(ObjectManifestStore::new(
+            self.loc.store.clone(),
+            self.loc.prefix.clone().join(MANIFEST_DIR),
+            format!("{}/{MANIFEST_DIR}", self.opts.url.trim_end_matches('/')),
+            self.loc.local_dir.clone(),
+        ))
     }
 }
 

@@ -4,8 +4,10 @@
 //! the next append opens a new one. Replay and truncate are idempotent and retried.
 
 use super::pb::journal_client::JournalClient;
-use super::pb::{AppendAcks, AppendBatch, AppendRequest, ReplayRequest, TruncateRequest};
-use crate::{Journal, JournalRecord};
+use super::pb::{
+    AppendAcks, AppendBatch, AppendRequest, ClaimRequest, ReplayRequest, TruncateRequest,
+};
+use crate::{Claimed, Journal, JournalClaim, JournalRecord};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::rpc::{ClientOptions, RpcChannel, RpcClient, connect};
@@ -153,7 +155,25 @@ async fn read_acks(
 
 #[async_trait]
 impl Journal for GrpcJournal {
-    async fn append(&self, record: Bytes) -> Result<Lsn> {
+    async fn claim(&self, claim: &JournalClaim) -> Result<Claimed> {
+        self.rpc
+            .retry("claim", || {
+                let mut c = self.client();
+                let req = self.rpc.request(ClaimRequest {
+                    database: claim.database.clone(),
+                    epoch: claim.epoch,
+                    flushed_lsn: claim.flushed_lsn,
+                });
+                async move { c.claim(req).await.map(|r| r.into_inner()) }
+            })
+            .await
+            .map(|r| Claimed {
+                journal: r.journal,
+                last_lsn: r.last_lsn,
+            })
+    }
+
+    async fn append(&self, epoch: u64, record: Bytes) -> Result<Lsn> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -166,6 +186,7 @@ impl Journal for GrpcJournal {
             .send(AppendRequest {
                 id,
                 payload: record,
+                epoch,
             })
             .is_err()
             || !pipe.alive.load(Ordering::Acquire)

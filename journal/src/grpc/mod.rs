@@ -11,7 +11,7 @@ pub mod pb {
 }
 
 pub use client::GrpcJournal;
-pub use server::{JournalService, journal_service};
+pub use server::{JournalService, journal_service, journal_service_for};
 
 #[cfg(test)]
 mod tests;

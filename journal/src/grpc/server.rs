@@ -1,14 +1,17 @@
-//! Serves a local journal. Appends from one stream run concurrently, so the journal's group
-//! commit batches them; each is acknowledged when durable. On shutdown a stream stops taking
-//! new records, acknowledges those it took, and ends.
+//! Serves local journals, one per database the calls name. Appends from one stream run
+//! concurrently, so the journal's group commit batches them; each is acknowledged when
+//! durable. On shutdown a stream stops taking new records, acknowledges those it took, and
+//! ends.
 
 use super::pb::journal_server::{Journal as JournalRpc, JournalServer};
 use super::pb::{
-    AppendAcks, AppendBatch, AppendRequest, AppendResponse, Record, ReplayChunk, ReplayRequest,
-    TruncateRequest,
+    AppendAcks, AppendBatch, AppendRequest, AppendResponse, ClaimRequest, ClaimResponse, Record,
+    ReplayChunk, ReplayRequest, TruncateRequest,
 };
-use crate::Journal;
-use cairn_common::rpc::{ServerAuth, ServerOptions, StatusStream, chunked, pb::Empty, status};
+use crate::{Journal, JournalClaim};
+use cairn_common::rpc::{
+    Databases, ServerAuth, ServerOptions, StatusStream, chunked, pb::Empty, status,
+};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
@@ -21,20 +24,30 @@ use tonic::{Request, Response, Status, Streaming};
 const CHUNK_BYTES: usize = 256 << 10;
 
 pub struct JournalService {
-    journal: Arc<dyn Journal>,
+    dbs: Arc<Databases<dyn Journal>>,
     shutdown: watch::Receiver<bool>,
 }
 
-/// The service, behind the token check and the message size bounds. Setting `shutdown` to
-/// true ends every append stream after its accepted records are acknowledged.
+/// The service for one journal (the `default` database), behind the token check and the
+/// message size bounds. Setting `shutdown` to true ends every append stream after its
+/// accepted records are acknowledged.
 pub fn journal_service(
     journal: Arc<dyn Journal>,
     opts: &ServerOptions,
     shutdown: watch::Receiver<bool>,
 ) -> InterceptedService<JournalServer<JournalService>, ServerAuth> {
+    journal_service_for(Arc::new(Databases::single(journal)), opts, shutdown)
+}
+
+/// The service for every database `dbs` opens.
+pub fn journal_service_for(
+    dbs: Arc<Databases<dyn Journal>>,
+    opts: &ServerOptions,
+    shutdown: watch::Receiver<bool>,
+) -> InterceptedService<JournalServer<JournalService>, ServerAuth> {
     let max = opts.max_message_bytes();
     InterceptedService::new(
-        JournalServer::new(JournalService { journal, shutdown })
+        JournalServer::new(JournalService { dbs, shutdown })
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
         ServerAuth::new(opts),
@@ -50,8 +63,8 @@ impl JournalRpc for JournalService {
         &self,
         req: Request<Streaming<AppendBatch>>,
     ) -> Result<Response<Self::AppendStream>, Status> {
+        let (_, journal) = self.dbs.of(&req).await?;
         let mut input = req.into_inner();
-        let journal = self.journal.clone();
         let mut shutdown = self.shutdown.clone();
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(async move {
@@ -70,10 +83,10 @@ impl JournalRpc for JournalService {
                     }
                     msg = input.message(), if accepting => match msg {
                         Ok(Some(AppendBatch { records })) => {
-                            for AppendRequest { id, payload } in records {
+                            for AppendRequest { id, payload, epoch } in records {
                                 let journal = journal.clone();
                                 inflight.push(async move {
-                                    match journal.append(payload).await {
+                                    match journal.append(epoch, payload).await {
                                         Ok(lsn) => AppendResponse { id, lsn, error_code: 0, error: String::new() },
                                         Err(e) => {
                                             let s = status(e);
@@ -104,8 +117,8 @@ impl JournalRpc for JournalService {
         &self,
         req: Request<ReplayRequest>,
     ) -> Result<Response<Self::ReplayStream>, Status> {
-        let records = self
-            .journal
+        let (_, journal) = self.dbs.of(&req).await?;
+        let records = journal
             .replay(req.into_inner().from)
             .await
             .map_err(status)?;
@@ -126,10 +139,26 @@ impl JournalRpc for JournalService {
     }
 
     async fn truncate(&self, req: Request<TruncateRequest>) -> Result<Response<Empty>, Status> {
-        self.journal
+        let (_, journal) = self.dbs.of(&req).await?;
+        journal
             .truncate(req.into_inner().upto)
             .await
             .map_err(status)?;
         Ok(Response::new(Empty {}))
+    }
+
+    async fn claim(&self, req: Request<ClaimRequest>) -> Result<Response<ClaimResponse>, Status> {
+        let (_, journal) = self.dbs.of(&req).await?;
+        let r = req.into_inner();
+        let claim = JournalClaim {
+            database: r.database,
+            epoch: r.epoch,
+            flushed_lsn: r.flushed_lsn,
+        };
+        let c = journal.claim(&claim).await.map_err(status)?;
+        Ok(Response::new(ClaimResponse {
+            journal: c.journal,
+            last_lsn: c.last_lsn,
+        }))
     }
 }

@@ -42,7 +42,7 @@ async fn a_call_without_the_token_is_refused() {
     let server = start(Arc::new(MemoryJournal::new()), opts).await;
     let anonymous = GrpcJournal::new(client(server.url())).unwrap();
     let err = anonymous
-        .append(Bytes::from("x"))
+        .append(0, Bytes::from("x"))
         .await
         .unwrap_err()
         .to_string();
@@ -59,7 +59,7 @@ async fn a_call_without_the_token_is_refused() {
     let mut right = client(server.url());
     right.token = Some("s3cret".into());
     let j = GrpcJournal::new(right).unwrap();
-    assert_eq!(j.append(Bytes::from("x")).await.unwrap(), 1);
+    assert_eq!(j.append(0, Bytes::from("x")).await.unwrap(), 1);
     server.stop().await.unwrap();
 }
 
@@ -69,9 +69,9 @@ async fn a_dead_server_is_an_error_naming_the_journal_and_its_url_and_a_restart_
     let server = start(local.clone(), ServerOptions::default()).await;
     let addr = server.addr;
     let j = GrpcJournal::new(client(server.url())).unwrap();
-    assert_eq!(j.append(Bytes::from("a")).await.unwrap(), 1);
+    assert_eq!(j.append(0, Bytes::from("a")).await.unwrap(), 1);
     server.stop().await.unwrap();
-    let err = j.append(Bytes::from("b")).await.unwrap_err().to_string();
+    let err = j.append(0, Bytes::from("b")).await.unwrap_err().to_string();
     assert!(err.contains(&format!("journal at http://{addr}")), "{err}");
     // The same address again: the client reconnects on its own.
     let listener = loop {
@@ -86,7 +86,7 @@ async fn a_dead_server_is_an_error_naming_the_journal_and_its_url_and_a_restart_
         .unwrap()
         .add_service(journal_service(local, &opts, shutdown));
     let server = serve(router, listener, false, drain, std::future::pending()).unwrap();
-    let lsn = j.append(Bytes::from("c")).await.unwrap();
+    let lsn = j.append(0, Bytes::from("c")).await.unwrap();
     assert!(lsn >= 2, "{lsn}");
     server.stop().await.unwrap();
 }
@@ -106,7 +106,7 @@ async fn shutdown_acknowledges_what_it_accepted_and_loses_nothing_acknowledged()
         writers.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0..200 {
-                match j.append(Bytes::from(format!("{w}-{i}"))).await {
+                match j.append(0, Bytes::from(format!("{w}-{i}"))).await {
                     Ok(lsn) => {
                         acked.push((lsn, format!("{w}-{i}")));
                         count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -174,12 +174,12 @@ async fn tls_with_a_token_works_and_plain_http_is_refused() {
     o.tls_domain = Some("localhost".into());
     o.token = Some("t0ken".into());
     let j = GrpcJournal::new(o).unwrap();
-    assert_eq!(j.append(Bytes::from("secret")).await.unwrap(), 1);
+    assert_eq!(j.append(0, Bytes::from("secret")).await.unwrap(), 1);
 
     let plain = GrpcJournal::new(client(format!("http://{}", server.addr))).unwrap();
-    assert!(plain.append(Bytes::from("x")).await.is_err());
+    assert!(plain.append(0, Bytes::from("x")).await.is_err());
     // TLS without trusting the server's certificate fails too.
     let untrusted = GrpcJournal::new(client(server.url())).unwrap();
-    assert!(untrusted.append(Bytes::from("x")).await.is_err());
+    assert!(untrusted.append(0, Bytes::from("x")).await.is_err());
     server.stop().await.unwrap();
 }

@@ -1,0 +1,152 @@
+//! The manifest: which tables are live at which level, which table ids are reserved, the
+//! newest sequence number in a table, the journal position up to which everything is in
+//! tables, and whose database this is (its id and the epoch of its current writer).
+//!
+//! It is stored where the tables are (`Storage::manifests`), as a log of numbered versions:
+//! each is a [`VersionEdit`] or, every so often, a checkpoint of the whole state (see
+//! `log.rs`). One `VersionEdit` changes the stored manifest and the in-memory version alike.
+
+mod log;
+mod record;
+
+pub use log::{CHECKPOINT_EVERY, ManifestLog, load};
+pub use record::{Body, Record};
+
+use cairn_common::{Lsn, SeqNo, TableId, TableMeta};
+
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Manifest {
+    /// The database's id, made once when it is created.
+    pub database: String,
+    /// The epoch of the writer that wrote the newest version; each open as writer bumps it.
+    pub epoch: u64,
+    /// Table ids below this are reserved (used, or handed out to a job): never given again.
+    pub next_table_id: TableId,
+    /// Every sequence number at or below this is either in a table or was never applied.
+    pub last_seq: SeqNo,
+    /// Journal records at or below this LSN are in tables and need no replay.
+    pub flushed_lsn: Lsn,
+    /// The journal `flushed_lsn` counts in (its id; empty before the first claim). Another
+    /// journal's records are not this database's history.
+    pub journal: String,
+    /// `levels[0]` newest first; deeper levels sorted by smallest key.
+    pub levels: Vec<Vec<TableMeta>>,
+}
+
+impl Manifest {
+    pub fn new(database: String, levels: usize) -> Self {
+        Manifest {
+            database,
+            epoch: 1,
+            next_table_id: 1,
+            last_seq: 0,
+            flushed_lsn: 0,
+            journal: String::new(),
+            levels: vec![Vec::new(); levels.max(2)],
+        }
+    }
+
+    pub fn live_ids(&self) -> impl Iterator<Item = TableId> + '_ {
+        self.levels.iter().flatten().map(|t| t.id)
+    }
+
+    /// The state after `edit`.
+    pub fn apply(&self, edit: &VersionEdit) -> Manifest {
+        let mut next = self.clone();
+        edit.apply_to(&mut next.levels, |t| t, |m| Some(m.clone()));
+        if let Some(s) = edit.last_seq {
+            next.last_seq = next.last_seq.max(s);
+        }
+        if let Some(l) = edit.flushed_lsn {
+            next.flushed_lsn = next.flushed_lsn.max(l);
+        }
+        if let Some(id) = edit.next_table_id {
+            next.next_table_id = next.next_table_id.max(id);
+        }
+        if let Some(j) = &edit.journal {
+            next.journal = j.clone();
+            next.flushed_lsn = edit.flushed_lsn.unwrap_or(next.flushed_lsn);
+        }
+        next
+    }
+}
+
+/// One change to the manifest: tables added and removed (a table moved between levels is
+/// both), and positions that only move forward.
+#[derive(Debug, Clone, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct VersionEdit {
+    /// (level, table).
+    pub added: Vec<(u32, TableMeta)>,
+    pub removed: Vec<TableId>,
+    pub last_seq: Option<SeqNo>,
+    pub flushed_lsn: Option<Lsn>,
+    /// Reserves the ids below this.
+    pub next_table_id: Option<TableId>,
+    /// The database moves to another journal: `flushed_lsn` (required with it) then counts
+    /// in that journal and may go down.
+    pub journal: Option<String>,
+}
+
+impl VersionEdit {
+    /// Applies the table changes to levels of anything that has table metadata: the stored
+    /// manifest's `TableMeta`s, or the open handles readers use. A removed item whose id is
+    /// added again (a move) is reused; other added items are made by `make` (`None` leaves
+    /// one out: callers check beforehand that they can make every one). Returns the removed
+    /// items that were not reused.
+    ///
+    /// Level 0 stays ordered newest first (by largest sequence number: a flush or an import
+    /// goes behind the tables newer than it); deeper levels stay sorted by smallest key.
+    pub fn apply_to<T>(
+        &self,
+        levels: &mut Vec<Vec<T>>,
+        meta: impl Fn(&T) -> &TableMeta,
+        mut make: impl FnMut(&TableMeta) -> Option<T>,
+    ) -> Vec<T> {
+        let mut removed = Vec::new();
+        for level in levels.iter_mut() {
+            let mut i = 0;
+            while i < level.len() {
+                if self.removed.contains(&meta(&level[i]).id) {
+                    removed.push(level.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        for (level, t) in &self.added {
+            let level = *level as usize;
+            if levels.len() <= level {
+                levels.resize_with(level + 1, Vec::new);
+            }
+            let item = match removed.iter().position(|r| meta(r).id == t.id) {
+                Some(i) => removed.swap_remove(i),
+                None => match make(t) {
+                    Some(item) => item,
+                    None => continue,
+                },
+            };
+            let l = &mut levels[level];
+            if level == 0 {
+                let at = l
+                    .iter()
+                    .position(|x| meta(x).max_seq < t.max_seq)
+                    .unwrap_or(l.len());
+                l.insert(at, item);
+            } else {
+                let at = l.partition_point(|x| meta(x).smallest <= t.smallest);
+                l.insert(at, item);
+            }
+        }
+        removed
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self == &VersionEdit::default()
+    }
+}
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+#[cfg(test)]
+mod tests;

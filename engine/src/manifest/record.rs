@@ -1,0 +1,69 @@
+//! One stored manifest version, byte by byte:
+//! `[magic "CAIRNMV2"][crc32c u32 LE][len u32 LE][bincode body of len bytes]`.
+//! The checksum covers the body; decoding is bounded, so a corrupt length cannot make it
+//! allocate more than the version's own size.
+
+use super::{Manifest, VersionEdit};
+use cairn_common::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"CAIRNMV2";
+const HEADER: usize = 16;
+/// No manifest version is larger; bincode refuses to decode past it.
+const LIMIT: usize = 256 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Record {
+    pub database: String,
+    /// The epoch of the writer that wrote this version.
+    pub epoch: u64,
+    /// Random, made by each writer (and each attempt to open one): two writers never write
+    /// the same bytes, so finding its own bytes at a version tells a writer it won it.
+    pub writer: u64,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum Body {
+    Checkpoint(Manifest),
+    Edit(VersionEdit),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<LIMIT>()
+}
+
+impl Record {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let body = bincode::encode_to_vec(self, config())
+            .map_err(|e| Error::component("manifest encode", e))?;
+        let mut out = Vec::with_capacity(HEADER + body.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Decodes a version read from `what` (named in the error).
+    pub fn decode(data: &[u8], what: &str) -> Result<Record> {
+        let corrupt = |d: &str| Error::corruption(what.to_string(), d.to_string());
+        if data.len() < HEADER || &data[..8] != MAGIC {
+            return Err(corrupt("not a manifest version (bad header)"));
+        }
+        let word = |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+        let (crc, len) = (word(8), word(12) as usize);
+        let body = &data[HEADER..];
+        if body.len() != len {
+            return Err(corrupt("length mismatch (torn or truncated)"));
+        }
+        if crc32c::crc32c(body) != crc {
+            return Err(corrupt("checksum mismatch"));
+        }
+        let (r, used): (Record, usize) =
+            bincode::decode_from_slice(body, config()).map_err(|e| corrupt(&e.to_string()))?;
+        if used != len {
+            return Err(corrupt("trailing bytes"));
+        }
+        Ok(r)
+    }
+}

@@ -1,0 +1,101 @@
+//! Manifest versions as files in a local directory (beside an SSTable store's tables).
+//! Create-if-absent is a hard link of a fully written and synced temporary file: the link
+//! fails if the name exists, and a reader never sees a half-written version.
+
+use super::{ManifestStore, ManifestVersion, parse_version_name, version_name};
+use async_trait::async_trait;
+use bytes::Bytes;
+use cairn_common::{Error, IoContext, Result};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct DirManifestStore {
+    dir: PathBuf,
+}
+
+/// Names temporary files apart between the writers of one process; other processes differ
+/// by pid.
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl DirManifestStore {
+    /// The versions in `dir`, created (with its parent entry synced) if missing.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        cairn_common::durable::create_dir_durably(&dir)?;
+        Ok(DirManifestStore { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, n: ManifestVersion) -> PathBuf {
+        self.dir.join(version_name(n))
+    }
+}
+
+#[async_trait]
+impl ManifestStore for DirManifestStore {
+    async fn list(&self) -> Result<Vec<ManifestVersion>> {
+        let mut out = Vec::new();
+        for ent in std::fs::read_dir(&self.dir).at(&self.dir)? {
+            let ent = ent.at(&self.dir)?;
+            if let Some(n) = ent.file_name().to_str().and_then(parse_version_name) {
+                out.push(n);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    async fn read(&self, n: ManifestVersion) -> Result<Option<Bytes>> {
+        let path = self.path(n);
+        match std::fs::read(&path) {
+            Ok(d) => Ok(Some(d.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    async fn create(&self, n: ManifestVersion, data: Bytes) -> Result<bool> {
+        let path = self.path(n);
+        let tmp = self.dir.join(format!(
+            "{}.{}.{}.tmp",
+            version_name(n),
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&data)?;
+            f.sync_all()
+        })()
+        .at(&tmp);
+        let linked = written.and_then(|()| match std::fs::hard_link(&tmp, &path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io(&path, e)),
+        });
+        let _ = std::fs::remove_file(&tmp);
+        let created = linked?;
+        if created {
+            cairn_common::durable::sync_dir(&self.dir)?;
+        }
+        Ok(created)
+    }
+
+    async fn delete(&self, n: ManifestVersion) -> Result<()> {
+        let path = self.path(n);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
