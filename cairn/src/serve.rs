@@ -123,7 +123,7 @@ async fn close(
 /// The part of a server's profile that holds database `name`: the profile itself for the
 /// `default` database (where a single-database server always kept it), else the same
 /// components under `<data_dir>/db/<name>`.
-pub fn database_config(config: &Config, name: &str) -> Config {
+fn database_config(config: &Config, name: &str) -> Config {
     if name == DEFAULT_DATABASE {
         return config.clone();
     }
@@ -131,6 +131,22 @@ pub fn database_config(config: &Config, name: &str) -> Config {
     let mut c = config.shard_config_in(&sub);
     c.data_dir = config.data_dir.join(&sub);
     c
+}
+
+/// A server's databases, each opened by `open` from its part of the profile. The default
+/// one opens now, so a bad profile fails at start rather than at the first call.
+async fn databases<T, F, Fut>(config: &Config, open: F) -> Result<Arc<Databases<T>>>
+where
+    T: ?Sized + Send + Sync + 'static,
+    F: Fn(Config) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Arc<T>>> + Send + 'static,
+{
+    let config = config.clone();
+    let dbs = Arc::new(Databases::new(MAX_DATABASES, move |name: String| {
+        open(database_config(&config, &name))
+    }));
+    dbs.get(DEFAULT_DATABASE).await?;
+    Ok(dbs)
 }
 
 /// Checks that `config` can serve `component`, before anything listens.
@@ -162,15 +178,7 @@ pub async fn start(
             if config.journal.kind == JournalKind::Grpc {
                 return refuse("journal.kind");
             }
-            // The default database's journal opens now, so a bad profile fails at start.
-            let dbs = Arc::new(Databases::new(MAX_DATABASES, {
-                let config = config.clone();
-                move |name: String| {
-                    let c = database_config(&config, &name);
-                    async move { wiring::journal(&c) }
-                }
-            }));
-            dbs.get(DEFAULT_DATABASE).await?;
+            let dbs = databases(config, |c| async move { wiring::journal(&c) }).await?;
             journals = Some(dbs.clone());
             builder(&opts)?.add_service(journal_service_for(dbs, &opts, draining))
         }
@@ -178,14 +186,10 @@ pub async fn start(
             if config.storage.kind == StorageKind::Grpc {
                 return refuse("storage.kind");
             }
-            let dbs = Arc::new(Databases::new(MAX_DATABASES, {
-                let config = config.clone();
-                move |name: String| {
-                    let c = database_config(&config, &name);
-                    async move { Ok(wiring::storage(&c.storage, &c.data_dir, &c.rpc).await?.0) }
-                }
-            }));
-            dbs.get(DEFAULT_DATABASE).await?;
+            let dbs = databases(config, |c| async move {
+                Ok(wiring::storage(&c.storage, &c.data_dir, &c.rpc).await?.0)
+            })
+            .await?;
             builder(&opts)?.add_service(storage_service_for(dbs, &opts))
         }
         Component::Compaction => {

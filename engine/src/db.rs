@@ -65,8 +65,9 @@ pub(crate) struct Inner {
     pub snapshots: Arc<SnapshotList>,
     /// The durable state, changed by one flush, compaction or import at a time.
     pub manifest: tokio::sync::Mutex<ManifestLog>,
-    /// Read without the lock, for `stats`.
+    /// The manifest's version and reserved-id bound, mirrored for `stats` (which takes no lock).
     pub manifest_version: AtomicU64,
+    pub reserved_ids: AtomicU64,
     pub manifest_location: String,
     pub database: String,
     /// This writer's epoch, on every journal append.
@@ -192,6 +193,7 @@ impl Db {
             seq: SeqTracker::new(last_seq),
             snapshots: Arc::default(),
             manifest_version: AtomicU64::new(log.version()),
+            reserved_ids: AtomicU64::new(manifest.next_table_id),
             manifest_location: log.location(),
             database: manifest.database.clone(),
             epoch: manifest.epoch,
@@ -384,11 +386,7 @@ impl Db {
             memtable_entries: mem.active.table.len() as u64,
             immutable_memtables: mem.immutables.len(),
             last_seq: inner.seq.visible(),
-            next_table_id: inner
-                .manifest
-                .try_lock()
-                .map(|m| m.state().next_table_id)
-                .unwrap_or_default(),
+            next_table_id: inner.reserved_ids.load(Ordering::Relaxed),
             live_snapshots: inner.snapshots.count(),
             flushes: c.flushes.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
@@ -657,9 +655,15 @@ impl Inner {
     pub async fn reserve_table_ids(&self, n: u64) -> Result<std::ops::Range<TableId>> {
         let mut log = self.manifest.lock().await;
         let ids = log.reserve_ids(n).await;
+        self.mirror(&log);
+        ids
+    }
+
+    fn mirror(&self, log: &ManifestLog) {
         self.manifest_version
             .store(log.version(), Ordering::Relaxed);
-        ids
+        self.reserved_ids
+            .store(log.state().next_table_id, Ordering::Relaxed);
     }
 
     /// Applies `edit` to the stored manifest, then to the version readers see, in one place
@@ -685,8 +689,7 @@ impl Inner {
         }
         let mut log = self.manifest.lock().await;
         let committed = log.commit(edit.clone()).await;
-        self.manifest_version
-            .store(log.version(), Ordering::Relaxed);
+        self.mirror(&log);
         committed?;
         let mut v = Version::clone(&self.version.load());
         let removed = edit.apply_to(&mut v.levels, |h| &h.meta, |m| opened.remove(&m.id));
