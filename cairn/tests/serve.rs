@@ -4,74 +4,16 @@
 //! reads and flushes with an error naming it, and flushes resume once it is back; a dead shard
 //! server fails the router's calls that need it, by name, and comes back with its data.
 
+mod support;
+
 use bytes::Bytes;
 use cairn::{Config, KeyRange};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-
-struct Served {
-    child: Child,
-    url: String,
-}
-
-impl Served {
-    fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL: no graceful anything
-        let _ = self.child.wait();
-    }
-
-    fn port(&self) -> &str {
-        self.url.rsplit(':').next().unwrap()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Starts `cairn serve COMPONENT` and waits for its `serving ... on URL` line.
-fn serve(config: &Path, component: &str, listen: &str, env: &[(&str, &str)]) -> Served {
-    serve_args(config, &["serve", component, "--listen", listen], env)
-}
-
-/// Starts `cairn ARGS` (a `serve` command) and waits for its `serving ... on URL` line.
-fn serve_args(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Served {
-    let component = args.get(1).copied().unwrap_or_default();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .envs(env.iter().copied())
-        .env_remove("CAIRN_PROFILE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn cairn serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .unwrap_or_else(|| panic!("cairn serve {component} printed {line:?}"))
-        .to_string();
-    Served { child, url }
-}
-
-/// `serve` again on the same port, once the old socket lets go.
-fn restart(config: &Path, component: &str, old: &Served, env: &[(&str, &str)]) -> Served {
-    let listen = format!("127.0.0.1:{}", old.port());
-    serve(config, component, &listen, env)
-}
+use support::{restart, serve, serve_args};
 
 fn engine_config(data: &Path, journal: &str, storage: &str, compaction: &str) -> Config {
     Config::from_toml_str(

@@ -3,8 +3,10 @@
 //! and servers hold many databases apart. The manifest-store conformance suite runs here on
 //! the stores that need a server: the tests' S3 endpoint and a storage server over gRPC.
 
+mod support;
+
 use bytes::Bytes;
-use cairn::{Config, KeyRange};
+use cairn::{Config, GrpcShard, KeyRange, Shard, ShardIdentity};
 use cairn_common::rpc::{ClientOptions, Databases, ServerOptions, builder, serve};
 use cairn_filestore::{
     GrpcStorage, ParquetOptions, ParquetStorage, SstOptions, SstStorage, Storage,
@@ -284,4 +286,151 @@ async fn two_databases_share_a_journal_server_and_a_storage_server() {
         v
     };
     assert_ne!(ids[0], ids[1], "two databases, two ids");
+}
+
+/// A compute node on the `remote` layout, as real processes: a journal server, a storage
+/// server, and the node itself (`cairn serve shard`, the engine serving its database).
+/// Killed with SIGKILL under 64 writers and its data directory deleted, it is replaced by a
+/// node with an empty data directory that has every acknowledged write. A node paused with
+/// SIGSTOP while another takes over fails its next write, flush and import naming the
+/// fence when it resumes, and nothing of the new node's is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_compute_node_is_replaced_by_one_with_an_empty_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_config = dir.path().join("node.toml");
+    std::fs::write(
+        &node_config,
+        format!(
+            "[default]\ndata_dir = \"{}\"\n",
+            dir.path().join("servers").display()
+        ),
+    )
+    .unwrap();
+    let journal = support::serve(&node_config, "journal", "127.0.0.1:0", &[]);
+    let storage = support::serve(&node_config, "storage", "127.0.0.1:0", &[]);
+    let compute_config = dir.path().join("compute.toml");
+    std::fs::write(
+        &compute_config,
+        format!(
+            "[default]\ndata_dir = \"unused\"\n\
+             [default.rpc]\ntimeout_ms = 3000\nconnect_timeout_ms = 500\nretries = 2\nretry_initial_ms = 20\n\
+             [default.engine]\nmemtable_bytes = 65536\n\
+             [default.journal]\nkind = \"grpc\"\nurl = \"{}\"\n\
+             [default.storage]\nkind = \"grpc\"\nurl = \"{}\"\n",
+            journal.url, storage.url
+        ),
+    )
+    .unwrap();
+    let node = |name: &str| {
+        let data = dir.path().join(name);
+        support::serve_args(
+            &compute_config,
+            &["serve", "shard", "--listen", "127.0.0.1:0"],
+            &[("CAIRN_DATA_DIR", data.to_str().unwrap())],
+        )
+    };
+    let client = |served: &support::Served| -> Arc<dyn Shard> {
+        let mut o = ClientOptions::new(served.url.clone());
+        o.timeout = std::time::Duration::from_secs(3);
+        o.retries = 0;
+        let id = ShardIdentity {
+            cluster: 7,
+            index: 0,
+            count: 1,
+        };
+        Arc::new(GrpcShard::new(o, id).unwrap())
+    };
+
+    // 64 writers until the node dies under them; each keeps what was acknowledged.
+    let mut first = node("node-1");
+    let shard = client(&first);
+    let writers: Vec<_> = (0..64u32)
+        .map(|w| {
+            let shard = shard.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0u32.. {
+                    let key = Bytes::from(format!("w{w:02}-{i:06}"));
+                    let value = Bytes::from(format!("{w}:{i}:{}", "v".repeat(40)));
+                    let mut batch = cairn::WriteBatch::new();
+                    batch.put(key.clone(), value.clone());
+                    match shard.write(batch).await {
+                        Ok(_) => acked.push((key, value)),
+                        Err(_) => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    first.kill();
+    let mut acked = BTreeMap::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(
+        acked.len() > 500,
+        "the writers got going: {} acknowledged",
+        acked.len()
+    );
+    std::fs::remove_dir_all(dir.path().join("node-1")).unwrap();
+
+    let second = node("node-2");
+    let shard = client(&second);
+    let keys: Vec<Bytes> = acked.keys().cloned().collect();
+    for chunk in keys.chunks(500) {
+        let got = shard.multi_get(chunk.to_vec()).await.unwrap();
+        for (k, v) in chunk.iter().zip(got) {
+            assert_eq!(v.as_ref(), acked.get(k), "acknowledged write {k:?}");
+        }
+    }
+    let stats = shard.stats().await.unwrap();
+    assert_eq!(stats.epoch, 2, "the second node is the second writer");
+
+    // Pause the second node; a third takes over; the second resumes fenced.
+    second.pause();
+    let third = node("node-3");
+    let new = client(&third);
+    new.write(batch_of("after", "third")).await.unwrap();
+    second.resume();
+    let e = shard
+        .write(batch_of("stale", "second"))
+        .await
+        .expect_err("the paused node's write");
+    assert!(e.to_string().contains("fenced"), "{e}");
+    let e = shard.flush().await.expect_err("the paused node's flush");
+    assert!(e.to_string().contains("fenced"), "{e}");
+    let batches: cairn_router::ImportStream = Box::pin(futures::stream::iter(vec![Ok(vec![(
+        Bytes::from("imp"),
+        Bytes::from("x"),
+    )])]));
+    let e = shard
+        .import(batches)
+        .await
+        .expect_err("the paused node's import");
+    assert!(e.to_string().contains("fenced"), "{e}");
+
+    new.flush().await.unwrap();
+    assert_eq!(
+        new.get(b"after").await.unwrap().as_deref(),
+        Some(&b"third"[..])
+    );
+    assert_eq!(new.get(b"stale").await.unwrap(), None);
+    assert_eq!(new.get(b"imp").await.unwrap(), None);
+    let got = new.multi_get(keys[..200].to_vec()).await.unwrap();
+    for (k, v) in keys[..200].iter().zip(got) {
+        assert_eq!(
+            v.as_ref(),
+            acked.get(k),
+            "still there after the take-over: {k:?}"
+        );
+    }
+    drop((second, third, journal, storage));
+}
+
+fn batch_of(k: &str, v: &str) -> cairn::WriteBatch {
+    let mut b = cairn::WriteBatch::new();
+    b.put(Bytes::from(k.to_string()), Bytes::from(v.to_string()));
+    b
 }

@@ -80,6 +80,21 @@ impl S3Endpoint {
         }
     }
 
+    /// An outage that ends by itself: every request fails with 503 for `d` (in-process
+    /// server only; returns false for an external endpoint).
+    pub fn go_down_for(&self, d: std::time::Duration) -> bool {
+        let Some(s) = &self.server else {
+            return false;
+        };
+        s.down.store(true, Ordering::SeqCst);
+        let down = s.down.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            down.store(false, Ordering::SeqCst);
+        });
+        true
+    }
+
     pub fn is_down(&self) -> bool {
         self.server
             .as_ref()

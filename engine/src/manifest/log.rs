@@ -1,7 +1,9 @@
 //! The manifest as a log of numbered versions in a [`ManifestStore`], RocksDB's MANIFEST and
-//! SlateDB's numbered manifests in one: version 1 is a checkpoint (the whole state), each later
-//! version an edit, and every [`CHECKPOINT_EVERY`] versions a checkpoint again, after which
-//! the versions before it are deleted. A reader starts at the newest checkpoint.
+//! SlateDB's numbered manifests in one: version 1 and every multiple of [`CHECKPOINT_EVERY`]
+//! are checkpoints (the whole state), the versions between them edits. Once a checkpoint is
+//! written the versions before it are deleted. A reader knows from the newest version's number
+//! where the newest checkpoint is, and reads it and the edits after it all at once (one
+//! round trip's latency on an object store, not one per version).
 //!
 //! Every version is created only if absent, so of two writers only one installs version n.
 //! Opening as the writer appends an epoch bump; a writer that finds its next version taken
@@ -12,12 +14,25 @@ use super::{Manifest, VersionEdit};
 use bytes::Bytes;
 use cairn_common::{Error, Result, TableId};
 use cairn_filestore::{ManifestStore, ManifestVersion};
+use futures::StreamExt;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A checkpoint is written when this many versions have passed since the last one.
+/// Every version whose number is a multiple of this is a checkpoint.
 pub const CHECKPOINT_EVERY: u64 = 64;
+
+/// Versions a reader fetches at once.
+const READ_AHEAD: usize = 16;
+
+fn is_checkpoint(n: ManifestVersion) -> bool {
+    n == 1 || n.is_multiple_of(CHECKPOINT_EVERY)
+}
+
+/// The newest checkpoint at or below version `n`.
+fn checkpoint_at_or_below(n: ManifestVersion) -> ManifestVersion {
+    (n - n % CHECKPOINT_EVERY).max(1)
+}
 
 /// Table ids are reserved this many beyond what a job asks for, so most jobs find theirs
 /// reserved already and reserving costs one manifest write per many tables.
@@ -38,10 +53,17 @@ pub struct Loaded {
 /// starts the read again.
 pub async fn load(store: &dyn ManifestStore) -> Result<Option<Loaded>> {
     let mut vanished = None;
-    for _ in 0..WRITE_ATTEMPTS {
-        match load_once(store).await? {
-            Ok(loaded) => return Ok(loaded),
-            Err(missing) => vanished = Some(missing),
+    for attempt in 1..=WRITE_ATTEMPTS {
+        match load_once(store).await {
+            Ok(Ok(loaded)) => return Ok(loaded),
+            Ok(Err(missing)) => vanished = Some(missing),
+            // A store that failed to answer may answer the next time; a corrupt version
+            // stays corrupt.
+            Err(e) if e.is_corruption() || attempt == WRITE_ATTEMPTS => return Err(e),
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "reading the manifest failed; retrying");
+                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+            }
         }
     }
     let n = vanished.unwrap_or_default();
@@ -60,47 +82,61 @@ async fn load_once(
         return Ok(Ok(None));
     };
     let what = |n| format!("manifest version {n} at {}", store.location());
-    let mut edits = Vec::new();
-    let mut n = newest;
-    let (checkpoint, base) = loop {
-        let Some(data) = store.read(n).await? else {
+    let checkpoint = checkpoint_at_or_below(newest);
+    let mut reads = futures::stream::iter(checkpoint..=newest)
+        .map(|n| async move { (n, store.read(n).await) })
+        .buffered(READ_AHEAD);
+    let mut state: Option<Manifest> = None;
+    while let Some((n, data)) = reads.next().await {
+        let Some(data) = data? else {
             return Ok(Err(n));
         };
         let rec = Record::decode(&data, &what(n))?;
-        match rec.body {
-            Body::Checkpoint(m) => {
+        let next = match (rec.body, state.take()) {
+            (Body::Checkpoint(m), _) if n == checkpoint => {
                 if m.database != rec.database {
                     return Err(Error::corruption(what(n), "checkpoint of another database"));
                 }
-                break (n, m);
+                m
             }
-            Body::Edit(e) => edits.push((n, rec.database, rec.epoch, e)),
-        }
-        if n <= 1 {
-            return Err(Error::corruption(what(n), "no checkpoint before it"));
-        }
-        n -= 1;
-    };
-    let mut state = base;
-    for (n, database, epoch, edit) in edits.into_iter().rev() {
-        if database != state.database {
-            return Err(Error::corruption(
-                what(n),
-                format!(
-                    "edit of database {database} in the log of {}",
-                    state.database
-                ),
-            ));
-        }
-        if epoch < state.epoch {
-            return Err(Error::corruption(
-                what(n),
-                format!("epoch {epoch} after epoch {}", state.epoch),
-            ));
-        }
-        state = state.apply(&edit);
-        state.epoch = epoch;
+            (Body::Edit(edit), Some(current)) if n != checkpoint => {
+                if rec.database != current.database {
+                    return Err(Error::corruption(
+                        what(n),
+                        format!(
+                            "edit of database {} in the log of {}",
+                            rec.database, current.database
+                        ),
+                    ));
+                }
+                if rec.epoch < current.epoch {
+                    return Err(Error::corruption(
+                        what(n),
+                        format!("epoch {} after epoch {}", rec.epoch, current.epoch),
+                    ));
+                }
+                let mut next = current.apply(&edit);
+                next.epoch = rec.epoch;
+                next
+            }
+            _ if n == checkpoint => {
+                return Err(Error::corruption(
+                    what(n),
+                    "an edit where a checkpoint belongs",
+                ));
+            }
+            _ => {
+                return Err(Error::corruption(
+                    what(n),
+                    "a checkpoint where an edit belongs",
+                ));
+            }
+        };
+        state = Some(next);
     }
+    let Some(state) = state else {
+        return Ok(Err(checkpoint));
+    };
     Ok(Ok(Some(Loaded {
         state,
         version: newest,
@@ -148,12 +184,32 @@ async fn create_version(
     }
 }
 
+/// Deletes, in the background, every version before checkpoint `n`: none is read again. A
+/// reader that listed one and finds it gone starts over from the newer checkpoint. Listing
+/// (rather than deleting a known range) also clears what an interrupted earlier pass left.
+fn collect_garbage(store: Arc<dyn ManifestStore>, n: ManifestVersion) {
+    tokio::spawn(async move {
+        let old = match store.list().await {
+            Ok(v) => v.into_iter().take_while(|&v| v < n),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing old manifest versions failed");
+                return;
+            }
+        };
+        for v in old {
+            if let Err(e) = store.delete(v).await {
+                tracing::warn!(version = v, error = %e, "deleting an old manifest version failed");
+                return;
+            }
+        }
+    });
+}
+
 /// The writer's end of the log.
 pub struct ManifestLog {
     store: Arc<dyn ManifestStore>,
     state: Manifest,
     version: ManifestVersion,
-    checkpoint: ManifestVersion,
     /// Ids from here up to `state.next_table_id` are reserved and not yet handed out.
     next_free_id: TableId,
     /// A version whose write failed without a definite answer: it may still land, so it is
@@ -173,16 +229,15 @@ impl ManifestLog {
         create: impl Fn() -> Result<Manifest>,
     ) -> Result<ManifestLog> {
         for _ in 0..16 {
-            let (state, version, checkpoint) = match load(store.as_ref()).await? {
-                None => (create()?, 1, 1),
+            let (state, version) = match load(store.as_ref()).await? {
+                None => (create()?, 1),
                 Some(l) => {
                     let mut state = l.state;
                     state.epoch += 1;
-                    (state, l.version + 1, l.checkpoint)
+                    (state, l.version + 1)
                 }
             };
-            let is_checkpoint = version == 1 || version - checkpoint >= CHECKPOINT_EVERY;
-            let body = if is_checkpoint {
+            let body = if is_checkpoint(version) {
                 Body::Checkpoint(state.clone())
             } else {
                 Body::Edit(VersionEdit::default())
@@ -197,9 +252,11 @@ impl ManifestLog {
                 }
                 .encode()?,
             );
-            let checkpoint = if is_checkpoint { version } else { checkpoint };
             match create_version(store.as_ref(), version, &data).await? {
                 Created::Ours => {
+                    if is_checkpoint(version) {
+                        collect_garbage(store.clone(), version);
+                    }
                     tracing::info!(
                         database = %state.database,
                         epoch = state.epoch,
@@ -212,7 +269,6 @@ impl ManifestLog {
                         store,
                         state,
                         version,
-                        checkpoint,
                         pending: None,
                         stopped: None,
                         writer,
@@ -266,7 +322,7 @@ impl ManifestLog {
         }
         let next = self.state.apply(&edit);
         let n = self.version + 1;
-        let checkpoint = n - self.checkpoint >= CHECKPOINT_EVERY;
+        let checkpoint = is_checkpoint(n);
         let body = if checkpoint {
             Body::Checkpoint(next.clone())
         } else {
@@ -292,19 +348,7 @@ impl ManifestLog {
         self.state = next;
         self.version = n;
         if checkpoint {
-            let garbage = self.checkpoint..n;
-            self.checkpoint = n;
-            let store = self.store.clone();
-            // Versions before a checkpoint are never read again; a reader that listed them
-            // and finds one gone starts over from the newer checkpoint.
-            tokio::spawn(async move {
-                for v in garbage {
-                    if let Err(e) = store.delete(v).await {
-                        tracing::warn!(version = v, error = %e, "deleting an old manifest version failed");
-                        return;
-                    }
-                }
-            });
+            collect_garbage(self.store.clone(), n);
         }
         Ok(())
     }
