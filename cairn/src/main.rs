@@ -347,6 +347,11 @@ async fn execute(db: &cairn::Router, command: Command) -> Result<ExitCode> {
 }
 
 fn print_stats(out: &mut impl Write, s: &cairn::DbStats) -> Result<()> {
+    writeln!(
+        out,
+        "database {}, epoch {}, manifest version {} at {}",
+        s.database, s.epoch, s.manifest_version, s.manifest_location
+    )?;
     writeln!(out, "level  tables        bytes      entries")?;
     for l in &s.levels {
         writeln!(
@@ -362,7 +367,7 @@ fn print_stats(out: &mut impl Write, s: &cairn::DbStats) -> Result<()> {
         s.memtable_entries, s.memtable_bytes, s.immutable_memtables
     )?;
     writeln!(out, "last sequence number: {}", s.last_seq)?;
-    writeln!(out, "next table id: {}", s.next_table_id)?;
+    writeln!(out, "table ids reserved below: {}", s.next_table_id)?;
     if let Some(e) = &s.background_error {
         writeln!(out, "background error: {e}")?;
     }

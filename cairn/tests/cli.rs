@@ -77,6 +77,12 @@ fn put_get_scan_delete_across_processes() {
     assert!(stats["last_seq"].as_u64().expect("last_seq") >= 5);
     let text = ok(data, &["stats"]);
     assert!(text.contains("last sequence number"), "{text}");
+    // Each CLI call opens the database as its writer: the epoch counts the opens, the id stays.
+    let id = stats["database"].as_str().expect("database id").to_string();
+    assert_eq!(id.len(), 32, "{stats}");
+    assert!(text.contains(&format!("database {id}, epoch")), "{text}");
+    assert!(stats["epoch"].as_u64().unwrap() > 1, "{stats}");
+    assert!(text.contains("manifest version"), "{text}");
 }
 
 #[test]

@@ -355,6 +355,11 @@ impl Config {
                 "journal.timeout_ms",
                 &[JournalKind::Grpc],
             ),
+            (
+                j.database.is_some(),
+                "journal.database",
+                &[JournalKind::Grpc],
+            ),
         ] {
             if set && !kinds.contains(&j.kind) {
                 return not_for(key, journal_kind);
@@ -364,6 +369,11 @@ impl Config {
             && let Err(why) = check_server_url(j.url.as_deref())
         {
             return bad("journal.url", why);
+        }
+        if let Some(d) = &j.database
+            && let Err(e) = cairn_common::rpc::check_database_name(d)
+        {
+            return bad("journal.database", e.to_string());
         }
         if j.segment_bytes == Some(0) {
             return bad("journal.segment_bytes", "must be greater than 0".into());

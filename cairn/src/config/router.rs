@@ -3,7 +3,7 @@
 //! component sections under `<data_dir>/shard-<i>`; a `grpc` shard is a shard server
 //! (`cairn serve shard`). The list's length and order are fixed when the cluster is created.
 
-use super::{Config, StorageKind, StorageSection};
+use super::{Config, JournalKind, StorageKind, StorageSection};
 use crate::config::CompactionKind;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -122,7 +122,9 @@ impl Config {
         c.router = None;
         c.data_dir = self.data_dir.join(&sub);
         c.journal.dir = self.journal.dir.as_ref().map(|d| d.join(&sub));
-        c.journal.database = Some(sub_database(&self.journal.database, &sub));
+        if self.journal.kind == JournalKind::Grpc {
+            c.journal.database = Some(sub_database(&self.journal.database, &sub));
+        }
         c.storage = self.storage.in_subdir(&sub);
         c.compaction.storage = self.compaction.storage.as_ref().map(|s| s.in_subdir(&sub));
         c

@@ -120,6 +120,7 @@ fn applies(key: &str, kind: StorageKind) -> bool {
         "block_cache_bytes" => &[Sstable, Grpc],
         "dir" | "block_bytes" | "compression" | "filter" | "bloom_bits_per_key" => &[Sstable],
         "url" | "timeout_ms" => &[Parquet, Grpc],
+        "database" => &[Grpc],
         "endpoint" | "region" | "access_key_id" | "secret_access_key" | "allow_http"
         | "row_group_rows" | "page_bytes" | "zstd_level" | "upload_part_bytes"
         | "page_cache_bytes" | "max_retries" => &[Parquet],
@@ -166,6 +167,7 @@ impl StorageSection {
             page_cache_bytes,
             timeout_ms,
             max_retries,
+            database,
             primary,
             secondary,
             on_secondary_failure,
@@ -224,6 +226,11 @@ impl StorageSection {
                     ));
                 }
                 Some(_) => {}
+            }
+            if let Some(d) = &self.database
+                && let Err(e) = cairn_common::rpc::check_database_name(d)
+            {
+                return Err((key("database"), e.to_string()));
             }
         } else if let Some(url) = &self.url {
             let scheme = url.split("://").next().unwrap_or_default();

@@ -139,6 +139,32 @@ fn bad_values_name_the_key() {
             "default",
         );
         assert_eq!(err.key.as_deref(), Some("compaction.levels"), "{err}");
+
+        for (section, key) in [
+            ("journal", "journal.database"),
+            ("storage", "storage.database"),
+        ] {
+            let (err, file) = load_err(
+                &format!(
+                    "[default]\ndata_dir = \"d\"\n[default.{section}]\nkind = \"grpc\"\nurl = \"http://h:1\"\ndatabase = \"../etc\"\n"
+                ),
+                "default",
+            );
+            assert_eq!(err.key.as_deref(), Some(key), "{err}");
+            assert!(
+                err.to_string().contains(&file) && err.to_string().contains("../etc"),
+                "{err}"
+            );
+        }
+        let (err, _) = load_err(
+            "[default]\ndata_dir = \"d\"\n[default.journal]\ndatabase = \"a\"\n",
+            "default",
+        );
+        assert_eq!(
+            err.key.as_deref(),
+            Some("journal.database"),
+            "only for a grpc journal: {err}"
+        );
     });
 }
 
