@@ -434,3 +434,64 @@ fn batch_of(k: &str, v: &str) -> cairn::WriteBatch {
     b.put(Bytes::from(k.to_string()), Bytes::from(v.to_string()));
     b
 }
+
+/// The `cloud` layout (SSTables on the node, Parquet on S3): a node with an empty data
+/// directory rebuilds its SSTables from the bucket as it opens them, so the local disk is a
+/// cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloud_node_rebuilds_its_local_tables_from_the_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = cairn_testkit::S3Endpoint::start();
+    let node = |name: &str| {
+        config(&format!(
+            "[default]\ndata_dir = \"{}\"\n[default.storage]\nkind = \"hybrid\"\non_secondary_failure = \"fail\"\n\
+             [default.storage.primary]\nkind = \"sstable\"\n\
+             [default.storage.secondary]\nkind = \"parquet\"\nurl = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\n\
+             access_key_id = \"{}\"\nsecret_access_key = \"{}\"\nallow_http = true\n",
+            dir.path().join(name).display(),
+            s3.url("cloud"),
+            s3.endpoint,
+            s3.region,
+            s3.access_key_id,
+            s3.secret_access_key
+        ))
+    };
+    let a = cairn::open(&node("a")).await.unwrap();
+    let mut want = BTreeMap::new();
+    for i in 0..2000u32 {
+        let (k, v) = (format!("k{i:05}"), format!("v{i}"));
+        a.put(k.clone(), v.clone()).await.unwrap();
+        want.insert(Bytes::from(k), Bytes::from(v));
+        if i % 700 == 0 {
+            a.flush().await.unwrap();
+        }
+    }
+    a.compact().await.unwrap();
+    a.close().await.unwrap();
+    std::fs::remove_dir_all(dir.path().join("a")).unwrap();
+
+    let b = cairn::open(&node("b")).await.unwrap();
+    assert_eq!(scan_all(&b).await, want);
+    let sst = std::fs::read_dir(dir.path().join("b/tables"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sst")
+        })
+        .count();
+    assert_eq!(
+        sst,
+        b.stats().table_count(),
+        "every live table is local again"
+    );
+    b.put("k00000", "new").await.unwrap();
+    b.compact().await.unwrap();
+    assert_eq!(
+        b.get(b"k00000").await.unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+    b.close().await.unwrap();
+}

@@ -158,5 +158,41 @@ where
     b.finish().await
 }
 
+/// Writes the entries a stream yields (in internal order) as table `id`, 1024 at a time; a
+/// failure abandons the table. For copying a table from one storage into another.
+pub async fn write_table_from_stream(
+    storage: &dyn Storage,
+    id: TableId,
+    mut entries: BoxStream<Result<Entry>>,
+) -> Result<TableMeta> {
+    use futures::StreamExt;
+    let mut b = storage.create_table(id).await?;
+    let mut chunk = Vec::with_capacity(1024);
+    loop {
+        let next = entries.next().await;
+        let end = next.is_none();
+        if let Some(e) = next {
+            match e {
+                Ok(e) => chunk.push(e),
+                Err(e) => {
+                    let _ = b.abandon().await;
+                    return Err(e);
+                }
+            }
+        }
+        if (end || chunk.len() == 1024) && !chunk.is_empty() {
+            if let Err(e) = b.add(&chunk).await {
+                let _ = b.abandon().await;
+                return Err(e);
+            }
+            chunk.clear();
+        }
+        if end {
+            break;
+        }
+    }
+    b.finish().await
+}
+
 #[cfg(test)]
 mod tests;

@@ -13,8 +13,8 @@ mod table;
 mod uploader;
 
 use async_trait::async_trait;
-use cairn_common::{Result, TableId, TableMeta};
-use cairn_filestore::{ManifestStore, Storage, Table, TableBuilder};
+use cairn_common::{Error, KeyRange, Result, TableId, TableMeta};
+use cairn_filestore::{ManifestStore, Storage, Table, TableBuilder, write_table_from_stream};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -179,7 +179,11 @@ impl Storage for HybridStore {
             tracing::info!(table = meta.id, "secondary lacks table; queueing upload");
             self.shared.enqueue(meta.clone());
         }
-        let primary = self.shared.primary.open_table(meta).await?;
+        let primary = match self.shared.primary.open_table(meta).await {
+            Ok(t) => t,
+            Err(e) if is_missing_or_foreign(&e) => self.shared.rebuild_primary(meta, e).await?,
+            Err(e) => return Err(e),
+        };
         Ok(Arc::new(table::HybridTable::new(
             primary,
             self.shared.clone(),
@@ -229,6 +233,52 @@ impl Storage for HybridStore {
         p.sort_unstable();
         p.dedup();
         Ok(p)
+    }
+}
+
+/// A primary copy that is not there (a new disk, a new node), or that is not this table (a
+/// file of the same id left by another database, which its size check gives away).
+fn is_missing_or_foreign(e: &Error) -> bool {
+    match e {
+        Error::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        Error::Corruption { .. } => true,
+        _ => false,
+    }
+}
+
+impl Shared {
+    /// The primary is a cache of the secondary: a table it lacks is copied back from the
+    /// secondary, checked against the manifest's metadata, and opened.
+    async fn rebuild_primary(&self, meta: &TableMeta, why: Error) -> Result<Arc<dyn Table>> {
+        tracing::info!(table = meta.id, why = %why, "rebuilding the primary copy from the secondary");
+        let copy = async {
+            let source = self.secondary.open_table(meta).await?;
+            let entries = source.scan(&KeyRange::all()).await?;
+            self.primary.delete_table(meta.id).await?;
+            let built = write_table_from_stream(self.primary.as_ref(), meta.id, entries).await?;
+            let same = built.entries == meta.entries
+                && built.smallest == meta.smallest
+                && built.largest == meta.largest
+                && built.min_seq == meta.min_seq
+                && built.max_seq == meta.max_seq;
+            if !same {
+                let _ = self.primary.delete_table(meta.id).await;
+                return Err(Error::corruption(
+                    format!("table {}", meta.id),
+                    format!(
+                        "the secondary's copy does not match the manifest: {built:?} against {meta:?}"
+                    ),
+                ));
+            }
+            // The rebuilt file may differ in size from the lost one (other block settings).
+            self.primary.open_table(&built).await
+        };
+        copy.await.map_err(|e| {
+            Error::component(
+                format!("hybrid store, table {}", meta.id),
+                format!("the primary copy is unusable ({why}) and rebuilding it from the secondary failed: {e}"),
+            )
+        })
     }
 }
 

@@ -243,3 +243,70 @@ async fn tables_the_secondary_lacks_at_open_are_uploaded_when_opened() {
         .unwrap();
     assert_eq!(agg.rows, 300);
 }
+
+/// The primary is a cache: a table it lost (a new disk, a new node) or holds under the same id
+/// for another database is copied back from the secondary when opened.
+#[tokio::test]
+async fn a_lost_or_foreign_primary_copy_is_rebuilt_from_the_secondary() {
+    let dir = tempfile::tempdir().unwrap();
+    let secondary = memory_parquet("rebuild-primary");
+    let store = HybridStore::open(
+        sst(&dir.path().join("old")),
+        secondary.clone(),
+        fast_retry(OnSecondaryFailure::Fail),
+    )
+    .await
+    .unwrap();
+    let meta = write_table(&store, 4, &entries(2500)).await.unwrap();
+    let want = read_range(
+        store.open_table(&meta).await.unwrap().as_ref(),
+        &KeyRange::all(),
+    )
+    .await
+    .unwrap();
+
+    // A new primary with nothing in it, then one holding another table under the same id.
+    let fresh = dir.path().join("new");
+    let foreign = dir.path().join("foreign");
+    write_table(sst(&foreign).as_ref(), 4, &entries(7))
+        .await
+        .unwrap();
+    for primary_dir in [fresh, foreign] {
+        let primary = sst(&primary_dir);
+        let store = HybridStore::open(
+            primary.clone(),
+            secondary.clone(),
+            fast_retry(OnSecondaryFailure::Fail),
+        )
+        .await
+        .unwrap();
+        let t = store.open_table(&meta).await.unwrap();
+        assert_eq!(
+            read_range(t.as_ref(), &KeyRange::all()).await.unwrap(),
+            want
+        );
+        assert_eq!(
+            t.get(b"k001234", u64::MAX).await.unwrap().unwrap().key,
+            "k001234"
+        );
+        // The copy is local again: it opens without the secondary.
+        let again = primary.open_table(t.meta()).await.unwrap();
+        assert_eq!(again.meta().entries, 2500);
+    }
+
+    // A secondary that cannot provide it: the error says both what was wrong and why no copy.
+    let empty = HybridStore::open(
+        sst(&dir.path().join("empty")),
+        memory_parquet("rebuild-none"),
+        fast_retry(OnSecondaryFailure::Fail),
+    )
+    .await
+    .unwrap();
+    let e = empty
+        .open_table(&meta)
+        .await
+        .err()
+        .expect("nothing to rebuild from")
+        .to_string();
+    assert!(e.contains("rebuilding it from the secondary failed"), "{e}");
+}
