@@ -195,7 +195,12 @@ async fn run_model_on(
                     db.close_without_flush().await.unwrap();
                 }
                 drop(db);
-                db = h.open().await;
+                // Now and then the node is replaced: a new, empty data directory.
+                db = if rng.random_ratio(1, 3) {
+                    h.take_over().await
+                } else {
+                    h.open().await
+                };
             }
         }
     }
@@ -222,6 +227,10 @@ async fn run_model_on(
         );
         s3.set_down(false);
     }
+    assert!(
+        h.takeovers() > 0,
+        "seed {seed}: the run must take over on a new node"
+    );
     assert!(
         flushes > 0 && compactions > 0 && reopens > 0,
         "seed {seed}: the run must exercise flush ({flushes}), compaction ({compactions}) and reopen ({reopens})"

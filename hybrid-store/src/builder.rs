@@ -57,7 +57,7 @@ fn secondary_failed(shared: &Shared, id: TableId, e: &Error) -> Result<()> {
             format_args!("table {id}: {e}"),
         )),
         OnSecondaryFailure::Retry => {
-            tracing::warn!(table = id, error = %e, "secondary write failed; will re-upload");
+            tracing::warn!(table = id, error = %e, "secondary write failed; re-uploading");
             Ok(())
         }
     }
@@ -144,13 +144,27 @@ impl TableBuilder for HybridBuilder {
             Some(Err(e)) => e,
             None => Error::component("hybrid store secondary", "not written"),
         };
-        if let Err(e) = secondary_failed(&self.shared, self.id, &secondary_err) {
-            // Under `fail` neither copy may stay behind as a table.
+        // Neither copy may stay behind as a table unless both are there: the manifest that will
+        // name it lives with the secondary, and a node that loses its disk rebuilds from there.
+        let retried = match secondary_failed(&self.shared, self.id, &secondary_err) {
+            Ok(()) => crate::uploader::upload_now(&self.shared, &meta)
+                .await
+                .map_err(|e| {
+                    Error::component(
+                        "hybrid store secondary",
+                        format_args!(
+                            "table {}: {secondary_err}; {} re-uploads failed too, the last: {e}",
+                            self.id,
+                            crate::FINISH_ATTEMPTS
+                        ),
+                    )
+                }),
+            Err(e) => Err(e),
+        };
+        if retried.is_err() {
             let _ = self.shared.primary.delete_table(self.id).await;
-            return Err(e);
         }
-        self.shared.enqueue(meta.clone());
-        Ok(meta)
+        retried.map(|()| meta)
     }
 
     async fn abandon(mut self: Box<Self>) -> Result<()> {

@@ -3,10 +3,13 @@
 //! lookups and scans read the primary, while analytics and compaction inputs read the
 //! secondary, so bulk reads leave the latency-sensitive copy alone.
 //!
-//! A secondary that fails either fails the write (`fail`) or is caught up in the background
-//! (`retry`): the table is kept in the primary and re-uploaded from it until the secondary has
-//! it. Nothing is skipped across restarts either: at open, tables the secondary lacks are found
-//! by listing both, and are uploaded as soon as the engine opens them.
+//! The secondary is the durable copy (the database's manifest lives there too); the primary is
+//! a cache, rebuilt from the secondary when a table is missing from it. So a table is finished
+//! only once the secondary holds it: a secondary that fails either fails the write at once
+//! (`fail`) or is retried first (`retry`: the table is re-uploaded from its primary copy, with
+//! backoff, a few times before the write fails). Tables the secondary lacks at open (written
+//! by older versions, which finished tables on the primary alone) are found by listing both and
+//! uploaded in the background as soon as the engine opens them.
 
 mod builder;
 mod table;
@@ -28,10 +31,14 @@ use tokio::sync::Notify;
 pub enum OnSecondaryFailure {
     /// The write fails (and the engine retries the flush or compaction).
     Fail,
-    /// The write succeeds on the primary; the table is re-uploaded in the background.
+    /// The table is re-uploaded from its primary copy, with backoff, up to
+    /// [`FINISH_ATTEMPTS`] times, before the write fails.
     #[default]
     Retry,
 }
+
+/// Re-uploads a `retry` store makes before a table's write fails.
+pub const FINISH_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -151,8 +151,11 @@ async fn both_copies_are_written_and_deleted_and_analytics_read_the_secondary() 
     assert!(store.secondary().list_tables().await.unwrap().is_empty());
 }
 
+/// A `retry` store finishes a table only once the secondary holds it: a short outage is waited
+/// out by re-uploading from the primary copy; a long one fails the write and leaves neither
+/// copy behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_secondary_is_caught_up_in_the_background() {
+async fn a_failing_secondary_is_retried_before_the_table_is_finished() {
     let s3 = S3Endpoint::start();
     if !s3.set_down(true) {
         return; // an external endpoint cannot be taken down from here
@@ -165,36 +168,32 @@ async fn a_failing_secondary_is_caught_up_in_the_background() {
     )
     .await
     .expect("a secondary that is down does not stop the store from opening");
-    let mut metas = Vec::new();
-    for id in 1..=3 {
-        metas.push(write_table(&store, id, &entries(500)).await.unwrap());
-    }
-    let stats = store.stats();
-    assert_eq!(stats.pending_uploads, 3);
-    assert!(stats.secondary_failures >= 3);
-    // Lookups work from the primary meanwhile; analytics fall back to it.
-    let t = store.open_table(&metas[0]).await.unwrap();
-    assert!(t.get(b"k000001", 1).await.unwrap().is_some());
-    let agg = t
-        .aggregate(&KeyRange::all(), 1, ValueType::I64, &[])
-        .await
-        .unwrap();
-    assert_eq!(agg.rows, 500);
-    // A table deleted while queued is not uploaded afterwards.
-    store.delete_table(2).await.ok();
-
-    tokio::time::sleep(Duration::from_millis(300)).await;
     s3.set_down(false);
-    wait_caught_up(&store).await;
-    let mut ids = store.secondary().list_tables().await.unwrap();
-    ids.sort();
-    assert_eq!(ids, vec![1, 3]);
-    let copy = store.secondary().open_table(&metas[2]).await.unwrap();
+
+    s3.go_down_for(Duration::from_millis(150));
+    let meta = write_table(&store, 1, &entries(500)).await.unwrap();
+    assert_eq!(store.stats().pending_uploads, 0);
+    assert!(store.stats().secondary_failures >= 1, "the outage was met");
+    assert!(store.stats().reuploads >= 1);
+    let copy = store.secondary().open_table(&meta).await.unwrap();
     assert_eq!(
         read_range(copy.as_ref(), &KeyRange::all()).await.unwrap(),
         entries(500)
     );
-    assert!(store.stats().reuploads >= 2);
+
+    s3.set_down(true);
+    let e = write_table(&store, 2, &entries(500))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("re-uploads failed too"), "{e}");
+    s3.set_down(false);
+    assert_eq!(
+        store.primary().list_tables().await.unwrap(),
+        vec![1],
+        "no primary copy left of table 2"
+    );
+    assert_eq!(store.secondary().list_tables().await.unwrap(), vec![1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

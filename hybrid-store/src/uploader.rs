@@ -1,6 +1,8 @@
-//! The background task that brings the secondary up to date: it copies each queued table from
-//! its primary copy, backing off while the secondary keeps failing, and stops when the store
-//! is dropped. A table deleted while its upload ran has the fresh copy deleted again.
+//! Copies tables from the primary to the secondary: before a `retry` store finishes a table
+//! whose secondary write failed (a few attempts with backoff), and in a background task for
+//! tables found missing from the secondary at open, which backs off while the secondary keeps
+//! failing and stops when the store is dropped. A table deleted while its background upload
+//! ran has the fresh copy deleted again.
 
 use crate::Shared;
 use cairn_common::{Error, Result, TableMeta};
@@ -32,15 +34,46 @@ pub(crate) async fn run(shared: Weak<Shared>) {
             }
             Err(e) => {
                 s.secondary_failures.fetch_add(1, Ordering::Relaxed);
-                let initial = Duration::from_millis(s.opts.retry_initial_ms);
-                let max = Duration::from_millis(s.opts.retry_max_ms);
-                let wait = backoff.map_or(initial, |b| (b * 2).min(max));
+                let wait = s.next_backoff(backoff);
                 backoff = Some(wait);
                 tracing::warn!(table = meta.id, error = %e, ?wait, "re-upload failed");
                 drop(s);
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// Copies `meta` to the secondary before its write is finished: up to `FINISH_ATTEMPTS`
+/// attempts with backoff; the last failure is the error.
+pub(crate) async fn upload_now(s: &Shared, meta: &TableMeta) -> Result<()> {
+    let mut backoff = None;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match copy(s, meta).await {
+            Ok(()) => {
+                s.reuploads.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(e) if attempt >= crate::FINISH_ATTEMPTS => return Err(e),
+            Err(e) => {
+                s.secondary_failures.fetch_add(1, Ordering::Relaxed);
+                let wait = s.next_backoff(backoff);
+                backoff = Some(wait);
+                tracing::warn!(table = meta.id, attempt, error = %e, ?wait, "secondary copy failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// The wait after `previous`: `retry_initial_ms` first, then doubling up to `retry_max_ms`.
+    fn next_backoff(&self, previous: Option<Duration>) -> Duration {
+        let initial = Duration::from_millis(self.opts.retry_initial_ms);
+        let max = Duration::from_millis(self.opts.retry_max_ms);
+        previous.map_or(initial, |b| (b * 2).min(max))
     }
 }
 

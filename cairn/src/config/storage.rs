@@ -103,7 +103,7 @@ pub struct StorageSection {
     /// hybrid: the storage analytics and compaction read (any non-hybrid kind).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secondary: Option<Box<StorageSection>>,
-    /// hybrid: "retry" (keep the primary copy, re-upload in the background) or "fail".
+    /// hybrid: "retry" (re-upload from the primary copy a few times before failing) or "fail".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_secondary_failure: Option<OnSecondaryFailure>,
     /// hybrid: first and longest wait between re-upload attempts, in ms (100, 30000).

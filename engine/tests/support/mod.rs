@@ -55,12 +55,20 @@ pub struct Harness {
     /// Kept across reopens so a memory journal survives a "crash".
     pub memory_journal: Arc<MemoryJournal>,
     pub opts: EngineOptions,
+    /// The compute node's data directory: `dir` itself until a take-over moves the engine to a
+    /// new, empty one. The journal and the SSTable store stay in `dir` (they stand for servers);
+    /// a hybrid store's primary copy is the node's own and starts empty on a new node.
+    node: std::sync::Mutex<std::path::PathBuf>,
+    takeovers: std::sync::atomic::AtomicU32,
 }
 
 impl Harness {
     pub fn new(journal_kind: JournalKind, memtable: MemtableOptions) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
         Harness {
-            dir: tempfile::tempdir().expect("tempdir"),
+            node: std::sync::Mutex::new(dir.path().to_path_buf()),
+            takeovers: Default::default(),
+            dir,
             storage_kind: StorageKind::Sst,
             s3: None,
             journal_kind,
@@ -71,7 +79,11 @@ impl Harness {
     }
 
     pub fn storage(&self) -> Arc<dyn Storage> {
-        let mut o = SstOptions::new(self.dir.path().join("tables"));
+        self.sst_in(self.dir.path())
+    }
+
+    fn sst_in(&self, dir: &Path) -> Arc<dyn Storage> {
+        let mut o = SstOptions::new(dir.join("tables"));
         o.block_bytes = 1024;
         o.block_cache_bytes = 1 << 20;
         Arc::new(SstStorage::open(o).expect("sst storage"))
@@ -118,7 +130,7 @@ impl Harness {
             StorageKind::Hybrid => {
                 let s3 = self.s3.as_ref().expect("hybrid harness has an endpoint");
                 let hybrid = HybridStore::open(
-                    self.storage(),
+                    self.sst_in(&self.node_dir()),
                     self.parquet(s3.url("tables")),
                     HybridOptions {
                         on_secondary_failure: OnSecondaryFailure::Retry,
@@ -159,10 +171,29 @@ impl Harness {
         }
     }
 
+    fn node_dir(&self) -> std::path::PathBuf {
+        self.node.lock().expect("node dir").clone()
+    }
+
+    /// Opens the database on a new compute node: an empty data directory (and, for the
+    /// hybrid store, an empty local copy), the same journal and table store.
+    pub async fn take_over(&self) -> Db {
+        let n = self
+            .takeovers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fresh = self.dir.path().join(format!("node-{n}"));
+        *self.node.lock().expect("node dir") = fresh;
+        self.open().await
+    }
+
+    pub fn takeovers(&self) -> u32 {
+        self.takeovers.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub async fn open(&self) -> Db {
         let (storage, compaction) = self.storages().await;
         Db::open(
-            self.dir.path(),
+            self.node_dir(),
             self.opts.clone(),
             self.components_with(storage, compaction),
         )
