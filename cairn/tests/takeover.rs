@@ -495,3 +495,95 @@ async fn a_cloud_node_rebuilds_its_local_tables_from_the_bucket() {
     );
     b.close().await.unwrap();
 }
+
+/// The `sharded` layout with its three local shards on one journal server and one storage
+/// server (each shard its own database there), checked against a model, with the router
+/// crashed and reopened now and then, half the time on a new, empty data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_on_shared_servers_takes_over_on_new_nodes() {
+    use futures::TryStreamExt;
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let s = servers(dir.path()).await;
+    let node = |n: u32| {
+        config(&format!(
+            "[default]\ndata_dir = \"{}\"\n\
+             [default.journal]\nkind = \"grpc\"\nurl = \"{}\"\n\
+             [default.storage]\nkind = \"grpc\"\nurl = \"{}\"\n\
+             [default.engine]\nmemtable_bytes = 8192\n\
+             [default.router]\nshards = [{{ kind = \"local\" }}, {{ kind = \"local\" }}, {{ kind = \"local\" }}]\n",
+            dir.path().join(format!("node-{n}")).display(),
+            s.journal,
+            s.storage
+        ))
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let mut model: BTreeMap<Bytes, Bytes> = BTreeMap::new();
+    let mut n = 0;
+    let mut router = cairn::open_router(&node(n)).await.unwrap();
+    let (mut takeovers, mut reopens) = (0, 0);
+    for step in 0..1500u32 {
+        match rng.random_range(0..100u32) {
+            0..=59 => {
+                let k = Bytes::from(format!("k{:04}", rng.random_range(0..400u32)));
+                let v = Bytes::from(format!("v{step}"));
+                router.put(k.clone(), v.clone()).await.unwrap();
+                model.insert(k, v);
+            }
+            60..=69 => {
+                let k = Bytes::from(format!("k{:04}", rng.random_range(0..400u32)));
+                router.delete(k.clone()).await.unwrap();
+                model.remove(&k);
+            }
+            70..=89 => {
+                let k = Bytes::from(format!("k{:04}", rng.random_range(0..400u32)));
+                assert_eq!(
+                    router.get(&k).await.unwrap(),
+                    model.get(&k).cloned(),
+                    "step {step}"
+                );
+            }
+            90..=94 => router.flush().await.unwrap(),
+            95..=96 => router.compact().await.unwrap(),
+            _ => {
+                // A crash: nothing flushed, nothing closed. Then the same node or a new one.
+                drop(router);
+                if rng.random_bool(0.5) {
+                    n += 1;
+                    takeovers += 1;
+                } else {
+                    reopens += 1;
+                }
+                // A dropped engine lets go of its directory once its aborted background
+                // work has: the same node waits for that, as a restarted process would not.
+                router = loop {
+                    match cairn::open_router(&node(n)).await {
+                        Err(cairn::Error::Locked(_)) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                        }
+                        other => break other.unwrap(),
+                    }
+                };
+            }
+        }
+    }
+    let all: Vec<(Bytes, Bytes)> = router
+        .scan(KeyRange::all(), None)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(all, model.into_iter().collect::<Vec<_>>(), "final scan");
+    assert!(
+        takeovers > 2 && reopens > 2,
+        "{takeovers} take-overs, {reopens} reopens"
+    );
+    let stats = router.stats().await;
+    let ids: std::collections::HashSet<String> = stats
+        .iter()
+        .map(|s| s.stats.as_ref().unwrap().database.clone())
+        .collect();
+    assert_eq!(ids.len(), 3, "three databases on the shared servers");
+    router.close().await.unwrap();
+}
