@@ -11,6 +11,7 @@ mod report;
 mod rocks;
 mod router_suite;
 mod run;
+mod takeover_suite;
 mod target;
 mod workload;
 
@@ -86,7 +87,8 @@ struct Args {
     quiet: bool,
     /// Instead of workloads, run a suite: `router` measures a (sharded) profile's bulk import,
     /// per-shard get latency, multi-get against single gets, and pushed-down aggregates
-    /// against pulled rows, over --keys entries (see the README).
+    /// against pulled rows, over --keys entries; `takeover` writes --keys entries, crashes
+    /// the node and times a new node's open and first acknowledged write (see the README).
     #[arg(long, value_enum)]
     suite: Option<Suite>,
 }
@@ -94,6 +96,7 @@ struct Args {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Suite {
     Router,
+    Takeover,
 }
 
 impl Args {
@@ -118,6 +121,9 @@ async fn main() -> Result<()> {
     }
     if args.suite == Some(Suite::Router) {
         return run_router_suite(&args);
+    }
+    if args.suite == Some(Suite::Takeover) {
+        return run_takeover_suite(&args).await;
     }
     let mut results: Vec<RunResult> = Vec::new();
     for profile in args.profiles.clone() {
@@ -232,6 +238,36 @@ async fn router_suite_on_this_thread(args: &Args) -> Result<()> {
         print!("{}", router_suite::report(&r, args.value_size));
         results.push(r);
     }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn run_takeover_suite(args: &Args) -> Result<()> {
+    let mut results = Vec::new();
+    for profile in &args.profiles {
+        let base = tempfile::Builder::new().prefix("cairn-bench-").tempdir()?;
+        let config = cairn::Config::load(&args.config, Some(profile))?;
+        let r = takeover_suite::run(
+            &config,
+            profile,
+            base.path(),
+            args.keys.max(1),
+            args.value_size,
+            args.concurrency,
+        )
+        .await?;
+        if !args.quiet {
+            eprintln!(
+                "{profile}: {} keys written; a {} took over in {:.3}s",
+                r.keys, r.mode, r.takeover_seconds
+            );
+        }
+        results.push(r);
+    }
+    print!("{}", takeover_suite::report(&results));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)
             .with_context(|| format!("writing {}", path.display()))?;

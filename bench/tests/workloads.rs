@@ -136,3 +136,43 @@ fn unknown_profile_and_missing_rocksdb_feature_are_clear_errors() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("--features rocksdb"));
     }
 }
+
+/// The take-over suite on the default profile (whose journal and tables are the node's own,
+/// so its "new node" is a restart): every key written before the crash is checked after it.
+#[test]
+fn the_takeover_suite_restarts_a_local_profile_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .arg("--config")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml"))
+        .args([
+            "--suite",
+            "takeover",
+            "--keys",
+            "3000",
+            "--concurrency",
+            "8",
+            "--quiet",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run cairn-bench");
+    assert!(
+        out.status.success(),
+        "cairn-bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = &report[0];
+    assert_eq!(r["mode"], "restart", "{r}");
+    assert_eq!(r["keys"], 3000, "{r}");
+    assert_eq!(
+        r["epoch_after"].as_u64(),
+        r["epoch_before"].as_u64().map(|e| e + 1),
+        "{r}"
+    );
+    assert!(r["takeover_seconds"].as_f64().unwrap() > 0.0, "{r}");
+}
