@@ -34,15 +34,7 @@ fn engine_config(data: &Path, journal: &str, storage: &str, compaction: &str) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_servers_give_errors_retries_and_fallbacks_and_lose_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let node_config = dir.path().join("node.toml");
-    std::fs::write(
-        &node_config,
-        format!(
-            "[default]\ndata_dir = \"{}\"\n",
-            dir.path().join("node").display()
-        ),
-    )
-    .unwrap();
+    let node_config = support::node_config(dir.path(), "node");
     let mut journal = serve(&node_config, "journal", "127.0.0.1:0", &[]);
     let mut storage = serve(&node_config, "storage", "127.0.0.1:0", &[]);
     let compaction_env = [

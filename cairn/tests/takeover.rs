@@ -297,15 +297,7 @@ async fn two_databases_share_a_journal_server_and_a_storage_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_compute_node_is_replaced_by_one_with_an_empty_data_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let node_config = dir.path().join("node.toml");
-    std::fs::write(
-        &node_config,
-        format!(
-            "[default]\ndata_dir = \"{}\"\n",
-            dir.path().join("servers").display()
-        ),
-    )
-    .unwrap();
+    let node_config = support::node_config(dir.path(), "servers");
     let journal = support::serve(&node_config, "journal", "127.0.0.1:0", &[]);
     let storage = support::serve(&node_config, "storage", "127.0.0.1:0", &[]);
     let compute_config = dir.path().join("compute.toml");
@@ -472,16 +464,7 @@ async fn a_cloud_node_rebuilds_its_local_tables_from_the_bucket() {
 
     let b = cairn::open(&node("b")).await.unwrap();
     assert_eq!(scan_all(&b).await, want);
-    let sst = std::fs::read_dir(dir.path().join("b/tables"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "sst")
-        })
-        .count();
+    let sst = cairn_testkit::count_files(&dir.path().join("b/tables"), "sst");
     assert_eq!(
         sst,
         b.stats().table_count(),

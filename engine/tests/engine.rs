@@ -200,16 +200,7 @@ async fn replaced_tables_and_flushed_journal_segments_are_removed() {
     db.close().await.unwrap();
     let db = h.open().await;
     let stats = db.stats();
-    let files = std::fs::read_dir(h.path().join("tables"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "sst")
-        })
-        .count();
+    let files = cairn_testkit::count_files(&h.path().join("tables"), "sst");
     assert_eq!(
         files,
         stats.table_count(),

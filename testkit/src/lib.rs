@@ -236,3 +236,17 @@ impl Noise {
             .collect()
     }
 }
+
+/// How many files in `dir` have the extension `ext` (tables among a store's other files).
+pub fn count_files(dir: &std::path::Path, ext: &str) -> usize {
+    std::fs::read_dir(dir)
+        .expect("read the directory")
+        .filter(|e| {
+            e.as_ref()
+                .expect("directory entry")
+                .path()
+                .extension()
+                .is_some_and(|x| x == ext)
+        })
+        .count()
+}

@@ -6,6 +6,14 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+/// A profile file in `dir` for component servers whose data lives in `dir/data`.
+pub fn node_config(dir: &Path, data: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{data}.toml"));
+    let text = format!("[default]\ndata_dir = \"{}\"\n", dir.join(data).display());
+    std::fs::write(&path, text).expect("write the node profile");
+    path
+}
+
 pub struct Served {
     pub child: Child,
     pub url: String,
