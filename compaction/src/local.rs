@@ -27,62 +27,80 @@ impl LocalCompactor {
         }
         let mut merged = merge_sorted(sources);
         let mut gc = GcFilter::new(job.oldest_snapshot, job.drop_tombstones);
-        let mut ids = job.output_ids.iter().copied();
-        let mut builder: Option<Box<dyn TableBuilder>> = None;
+        let mut out = Outputs {
+            storage: self.storage.as_ref(),
+            ids: job.output_ids.iter().copied(),
+            builder: None,
+            target: job.target_table_bytes,
+            done: outputs,
+        };
         let mut chunk: Vec<Entry> = Vec::with_capacity(CHUNK);
-        let mut result = Ok(());
-        while let Some(e) = merged.next().await {
-            let e = match e {
-                Ok(e) => e,
-                Err(err) => {
-                    result = Err(err);
-                    break;
+        let result: Result<()> = async {
+            while let Some(e) = merged.next().await {
+                let e = e?;
+                if !gc.keep(&e) {
+                    continue;
                 }
-            };
-            if !gc.keep(&e) {
-                continue;
-            }
-            let new_key = chunk.last().is_none_or(|l| l.key != e.key);
-            if new_key && chunk.len() >= CHUNK {
-                let b = match builder.as_mut() {
-                    Some(b) => b,
-                    None => builder.insert(self.start(&mut ids).await?),
-                };
-                b.add(&chunk).await?;
-                chunk.clear();
-                if b.estimated_size() >= job.target_table_bytes
-                    && let Some(b) = builder.take()
-                {
-                    outputs.push(b.finish().await?);
+                let new_key = chunk.last().is_none_or(|l| l.key != e.key);
+                if new_key && chunk.len() >= CHUNK {
+                    out.add(&chunk).await?;
+                    chunk.clear();
                 }
+                chunk.push(e);
             }
-            chunk.push(e);
-        }
-        if let Err(e) = result {
-            if let Some(b) = builder {
-                let _ = b.abandon().await;
+            if !chunk.is_empty() {
+                out.add(&chunk).await?;
             }
-            return Err(e);
+            out.finish().await
         }
-        if !chunk.is_empty() {
-            let mut b = match builder {
-                Some(b) => b,
-                None => self.start(&mut ids).await?,
-            };
-            b.add(&chunk).await?;
-            builder = Some(b);
+        .await;
+        if result.is_err()
+            && let Some(b) = out.builder.take()
+        {
+            // An object store's multipart upload is aborted, a file removed.
+            let _ = b.abandon().await;
         }
-        if let Some(b) = builder {
-            outputs.push(b.finish().await?);
+        result
+    }
+}
+
+/// The outputs being written: chunks go to the current builder, which is sealed once it
+/// reaches the target size (always between keys, since chunks end between keys).
+struct Outputs<'a, I> {
+    storage: &'a dyn Storage,
+    ids: I,
+    builder: Option<Box<dyn TableBuilder>>,
+    target: u64,
+    done: &'a mut Vec<TableMeta>,
+}
+
+impl<I: ExactSizeIterator<Item = u64>> Outputs<'_, I> {
+    async fn add(&mut self, chunk: &[Entry]) -> Result<()> {
+        let b = match self.builder.as_mut() {
+            Some(b) => b,
+            None => {
+                let id = self.ids.next().ok_or_else(|| {
+                    Error::InvalidArgument("a compaction job needs output ids".into())
+                })?;
+                self.builder.insert(self.storage.create_table(id).await?)
+            }
+        };
+        b.add(chunk).await?;
+        // The last id takes whatever is left, past the target: a budget of ids estimated
+        // too low (inputs compressed better than the outputs are measured) must not fail
+        // the job, since it would fail again on every retry. A later compaction cuts the
+        // big table up.
+        if b.estimated_size() >= self.target && self.ids.len() > 0 {
+            self.finish().await?;
         }
         Ok(())
     }
 
-    async fn start(&self, ids: &mut impl Iterator<Item = u64>) -> Result<Box<dyn TableBuilder>> {
-        let id = ids
-            .next()
-            .ok_or_else(|| Error::InvalidArgument("compaction job ran out of output ids".into()))?;
-        self.storage.create_table(id).await
+    async fn finish(&mut self) -> Result<()> {
+        if let Some(b) = self.builder.take() {
+            self.done.push(b.finish().await?);
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! `Db`: opening and recovery, the write path, point reads, snapshots, flush and close.
 
 use crate::background::{self, Background};
+use crate::import::Import;
 use crate::legacy_manifest::LegacyManifest;
 use crate::manifest::{Manifest, ManifestLog, VersionEdit};
 use crate::options::EngineOptions;
@@ -85,7 +86,7 @@ pub(crate) struct Inner {
     pub deleter: mpsc::UnboundedSender<TableId>,
     pub counters: background::Counters,
     /// Held so that only one job compacts at a time, background or manual.
-    pub compaction_lock: tokio::sync::Mutex<()>,
+    pub compaction_lock: Arc<tokio::sync::Mutex<()>>,
     /// The directory lock. Released by `close` once background work has stopped; a `Db`
     /// dropped without `close` aborts its background work, which may still be finishing a
     /// step on another thread, so the lock goes only with the last reference to this state:
@@ -207,7 +208,7 @@ impl Db {
             bg_error: Mutex::new(None),
             deleter,
             counters: background::Counters::default(),
-            compaction_lock: tokio::sync::Mutex::new(()),
+            compaction_lock: Arc::new(tokio::sync::Mutex::new(())),
             lock_file: Mutex::new(Some(lock_file)),
         });
         let bg = Background::start(inner.clone(), deletions)?;
@@ -406,20 +407,22 @@ impl Db {
     /// already durable elsewhere. The import is atomic and durable when this returns, and
     /// newer than every write acknowledged before the call. Readers see it all at once when it
     /// is installed; a snapshot taken while it runs may or may not include it. Returns the
-    /// import's sequence number.
+    /// import's sequence number. For more than fits in memory at once, `begin_import`.
     pub async fn import(&self, entries: Vec<(Bytes, Bytes)>) -> Result<SeqNo> {
-        self.inner.check_open()?;
-        // Sorting and writing the table is background work: it runs on the engine's own
-        // runtime, so the caller's threads stay free (and shards import in parallel).
+        let mut import = self.begin_import().await?;
+        import.add(entries).await?;
+        import.finish().await
+    }
+
+    /// Starts an import of many tables that lands all at once (see `import`): each `add`
+    /// writes a table, `finish` installs them together, and an import dropped unfinished
+    /// leaves nothing behind. Compaction waits until it ends.
+    pub async fn begin_import(&self) -> Result<Import> {
         let handle = self.bg.lock().as_ref().map(Background::handle);
         let Some(handle) = handle else {
             return Err(Error::Closed);
         };
-        let inner = self.inner.clone();
-        handle
-            .spawn(async move { crate::import::run(&inner, entries).await })
-            .await
-            .map_err(|e| Error::component("import", e))?
+        Import::begin(self.inner.clone(), handle).await
     }
 
     /// Flushes everything, stops background work and closes the journal. After a clean

@@ -1,31 +1,129 @@
-//! Bulk import: entries written as a level-0 table and installed directly, past the journal
-//! and the memtable (RocksDB's external file ingestion, for one table built here).
+//! Bulk import: entries written as level-0 tables and installed directly, past the journal
+//! and the memtable (RocksDB's external file ingestion, for tables built here). An import
+//! is any number of tables installed together in one manifest edit, so it lands whole or
+//! not at all.
 //!
-//! The import takes one sequence number, S, for all its entries. Three things keep it
-//! ordered against ordinary writes:
+//! Each table takes a sequence number of its own, S, for all its entries (so a key repeated
+//! in a later table of the same import is newer). Three things keep each S ordered against
+//! ordinary writes:
 //! - S is taken and the memtable frozen under the write gate, so no memtable (hence no table
 //!   flushed from one) holds writes from both sides of S;
 //! - every memtable with writes older than S is flushed before the import is installed, since
 //!   reads consult memtables before tables;
-//! - compaction is held off from taking S until installing, so no table below level 0 can
-//!   hold a write newer than S; in level 0 the import goes behind the tables newer than it.
+//! - compaction is held off from the first S until installing, so no table below level 0
+//!   can hold a write newer than S; in level 0 each table goes behind the tables newer than
+//!   it. Compaction therefore waits while an import is open, and writers may stall on a full
+//!   level 0 during a long one.
 
 use crate::db::Inner;
 use crate::manifest::VersionEdit;
 use crate::version::TableHandle;
 use bytes::Bytes;
-use cairn_common::{Entry, EntryKind, Result, SeqNo, key_prefix_after, shared_prefix_len};
+use cairn_common::{Entry, EntryKind, Error, Result, SeqNo, key_prefix_after, shared_prefix_len};
 use cairn_filestore::write_table_from;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use tokio::sync::OwnedMutexGuard;
 
-pub(crate) async fn run(inner: &Arc<Inner>, mut entries: Vec<(Bytes, Bytes)>) -> Result<SeqNo> {
-    if entries.is_empty() {
-        return Ok(inner.seq.visible());
+/// An import under way (`Db::begin_import`): `add` writes tables, `finish` installs them all
+/// in one manifest edit. Dropped unfinished, it deletes the tables it wrote; none was ever
+/// visible.
+pub struct Import {
+    inner: Arc<Inner>,
+    runtime: tokio::runtime::Handle,
+    _no_compaction: OwnedMutexGuard<()>,
+    tables: Vec<Arc<TableHandle>>,
+    last_seq: SeqNo,
+    entries: u64,
+}
+
+impl Import {
+    pub(crate) async fn begin(inner: Arc<Inner>, runtime: tokio::runtime::Handle) -> Result<Self> {
+        inner.check_open()?;
+        inner.wait_for_room().await?;
+        let no_compaction = inner.compaction_lock.clone().lock_owned().await;
+        Ok(Import {
+            inner,
+            runtime,
+            _no_compaction: no_compaction,
+            tables: Vec::new(),
+            last_seq: 0,
+            entries: 0,
+        })
     }
+
+    /// Writes `entries` (puts, in any order; of repeated keys the last wins, here and over
+    /// earlier `add`s) as one table. Nothing is visible until `finish`.
+    pub async fn add(&mut self, entries: Vec<(Bytes, Bytes)>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.inner.check_open()?;
+        let inner = self.inner.clone();
+        // Sorting and writing the table is background work: it runs on the engine's own
+        // runtime, so the caller's threads stay free (and shards import in parallel).
+        let (seq, handle) = self
+            .runtime
+            .spawn(async move { write_one(&inner, entries).await })
+            .await
+            .map_err(|e| Error::component("import", e))??;
+        self.entries += handle.meta.entries;
+        self.last_seq = seq;
+        self.tables.push(handle);
+        Ok(())
+    }
+
+    /// Entries written so far, repeats within one `add` counted once.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Installs every table written, atomically and durably. Returns the sequence number of
+    /// the last table (the visible sequence number if nothing was added).
+    pub async fn finish(mut self) -> Result<SeqNo> {
+        let tables = std::mem::take(&mut self.tables);
+        let inner = self.inner.clone();
+        if tables.is_empty() {
+            return Ok(inner.seq.visible());
+        }
+        inner.flush_all().await?;
+        // Level 0 is newest first; tables flushed since each S was taken hold only newer
+        // writes, and the edit places each table behind them.
+        let edit = VersionEdit {
+            added: tables.iter().map(|t| (0, t.meta.clone())).collect(),
+            last_seq: Some(self.last_seq),
+            ..VersionEdit::default()
+        };
+        let bytes: u64 = tables.iter().map(|t| t.meta.size).sum();
+        // A failed install leaves the tables alone: the manifest may hold them after all
+        // (its write's outcome is unknown), and the next open sweeps them if it does not.
+        inner.install(edit, tables).await?;
+        inner.counters.imports.fetch_add(1, Ordering::Relaxed);
+        inner
+            .counters
+            .bytes_imported
+            .fetch_add(bytes, Ordering::Relaxed);
+        inner.changed.send_modify(|v| *v += 1);
+        inner.compact_wanted.notify_one();
+        Ok(self.last_seq)
+    }
+}
+
+impl Drop for Import {
+    fn drop(&mut self) {
+        // Abandoned: the tables were never in the manifest, so they are garbage.
+        for t in self.tables.drain(..) {
+            t.mark_obsolete();
+        }
+    }
+}
+
+/// Takes a sequence number and writes one table of `entries` under it.
+async fn write_one(
+    inner: &Arc<Inner>,
+    mut entries: Vec<(Bytes, Bytes)>,
+) -> Result<(SeqNo, Arc<TableHandle>)> {
     sort_last_wins(&mut entries);
-    inner.wait_for_room().await?;
-    let _no_compaction = inner.compaction_lock.lock().await;
     let seq = {
         let _exclusive = inner.gate.write().await;
         inner.check_open()?;
@@ -34,8 +132,6 @@ pub(crate) async fn run(inner: &Arc<Inner>, mut entries: Vec<(Bytes, Bytes)>) ->
         inner.swap_memtable(true);
         seq
     };
-    inner.flush_all().await?;
-
     let id = inner.reserve_table_ids(1).await?.start;
     let entries = entries.into_iter().map(|(key, value)| Entry {
         key,
@@ -45,23 +141,7 @@ pub(crate) async fn run(inner: &Arc<Inner>, mut entries: Vec<(Bytes, Bytes)>) ->
     });
     let meta = write_table_from(inner.comps.storage.as_ref(), id, entries).await?;
     let table = inner.comps.storage.open_table(&meta).await?;
-    let handle = TableHandle::new(table, inner.deleter.clone());
-    // Level 0 is newest first; tables flushed since S was taken hold only newer writes, and
-    // the edit places the import behind them.
-    let edit = VersionEdit {
-        added: vec![(0, meta.clone())],
-        last_seq: Some(seq),
-        ..VersionEdit::default()
-    };
-    inner.install(edit, vec![handle]).await?;
-    inner.counters.imports.fetch_add(1, Ordering::Relaxed);
-    inner
-        .counters
-        .bytes_imported
-        .fetch_add(meta.size, Ordering::Relaxed);
-    inner.changed.send_modify(|v| *v += 1);
-    inner.compact_wanted.notify_one();
-    Ok(seq)
+    Ok((seq, TableHandle::new(table, inner.deleter.clone())))
 }
 
 /// Sorts by key, keeping only the last of each run of equal keys. Sorted input, the common

@@ -17,6 +17,7 @@ mod stats;
 mod version;
 
 pub use db::{Components, Db};
+pub use import::Import;
 pub use options::EngineOptions;
 pub use scan::DbIter;
 pub use snapshot::Snapshot;

@@ -7,10 +7,11 @@ mod support;
 use bytes::Bytes;
 use cairn_common::{Error, KeyRange, WriteBatch};
 use cairn_engine::Db;
+use cairn_filestore::FaultyStorage;
 use cairn_memtable::MemtableOptions;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use support::{FaultyStorage, Harness, JournalKind};
+use support::{Harness, JournalKind};
 
 fn file_harness() -> Harness {
     Harness::new(
@@ -71,7 +72,7 @@ async fn writes_stall_while_flush_is_blocked_and_resume_after() {
 async fn failed_flushes_are_retried_and_lose_nothing() {
     let h = file_harness();
     let faulty = FaultyStorage::new(h.storage());
-    faulty.fail_next.store(3, Ordering::SeqCst);
+    faulty.fail_next(3);
     let db = h.open_with(faulty.clone()).await;
     for i in 0..100u32 {
         db.put(format!("k{i:03}"), format!("v{i}")).await.unwrap();
@@ -233,7 +234,7 @@ async fn closed_database_refuses_work() {
 async fn a_flush_that_keeps_failing_is_reported_not_waited_on_forever() {
     let h = file_harness();
     let faulty = FaultyStorage::new(h.storage());
-    faulty.fail_next.store(usize::MAX, Ordering::SeqCst);
+    faulty.fail_next(usize::MAX);
     let db = h.open_with(faulty.clone()).await;
     db.put("k", "v").await.unwrap();
     let err = db.flush().await.expect_err("the storage never recovers");

@@ -7,6 +7,7 @@
 mod blocks;
 mod bloom;
 mod cache;
+mod faulty;
 mod fold;
 mod format;
 pub mod grpc;
@@ -21,6 +22,7 @@ pub mod conformance;
 
 pub use blocks::{BlockLayout, find_in_block};
 pub use cache::{Block, BlockCache};
+pub use faulty::FaultyStorage;
 pub use fold::VisibleFold;
 pub use grpc::{GrpcManifestStore, GrpcStorage, storage_service, storage_service_for};
 pub use manifest_store::{DirManifestStore, ManifestStore, ManifestVersion, ObjectManifestStore};

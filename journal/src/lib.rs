@@ -4,6 +4,7 @@
 //! not yet flushed when it reopens, and truncates after each flush. Records are opaque bytes;
 //! the journal assigns each one a log sequence number (LSN), strictly increasing in write order.
 
+mod faulty;
 mod file;
 pub mod grpc;
 mod memory;
@@ -12,6 +13,7 @@ mod segment;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+pub use faulty::FaultyJournal;
 pub use file::{FileJournal, FileJournalOptions, JournalStats};
 pub use grpc::{GrpcJournal, journal_service, journal_service_for};
 pub use memory::MemoryJournal;

@@ -9,7 +9,7 @@ use cairn_common::{AggregateState, KeyRange, Result, SeqNo, ValueType, WriteBatc
 use cairn_engine::{Db, DbStats};
 use futures::StreamExt;
 
-/// Bytes of entries an import gathers into one table: one `Db::import` call.
+/// Bytes of entries an import gathers into one table: one `Import::add`.
 pub const IMPORT_TABLE_BYTES: usize = 64 << 20;
 
 pub struct LocalShard {
@@ -124,6 +124,9 @@ impl Shard for LocalShard {
     }
 
     async fn import(&self, mut batches: ImportStream) -> Result<u64> {
+        // One engine import of many tables: installed together at the end, or, if the input
+        // fails or the caller goes away, dropped with nothing installed.
+        let mut import = self.db.begin_import().await?;
         let mut table = Vec::new();
         let mut bytes = 0;
         let mut loaded = 0u64;
@@ -134,12 +137,13 @@ impl Shard for LocalShard {
             }
             if bytes >= self.import_table_bytes {
                 loaded += table.len() as u64;
-                self.db.import(std::mem::take(&mut table)).await?;
+                import.add(std::mem::take(&mut table)).await?;
                 bytes = 0;
             }
         }
         loaded += table.len() as u64;
-        self.db.import(table).await?;
+        import.add(table).await?;
+        import.finish().await?;
         Ok(loaded)
     }
 

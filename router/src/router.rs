@@ -246,8 +246,8 @@ impl Router {
     /// Bulk-loads `entries` (any order; of repeated keys the last wins): split by shard and
     /// loaded into every shard at once, each building tables past its journal and memtable
     /// (`Db::import`). The input waits when a shard falls behind. Returns the entries loaded.
-    /// Each table a shard builds is atomic; the import as a whole is not, and an import that
-    /// fails leaves what the shards completed.
+    /// Each shard loads all of its part or none of it; across shards the import is not
+    /// atomic, and an import that fails may leave the parts of the shards that completed.
     pub async fn import<S>(&self, entries: S) -> Result<u64>
     where
         S: Stream<Item = Result<(Bytes, Bytes)>> + Send,

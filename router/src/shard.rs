@@ -31,8 +31,8 @@ pub trait Shard: Send + Sync {
     async fn scan(&self, range: KeyRange, limit: Option<usize>) -> Result<PairStream>;
     /// This shard's partial aggregate of `range`.
     async fn aggregate(&self, range: KeyRange, value_type: ValueType) -> Result<AggregateState>;
-    /// Bulk-loads the batches (see `Db::import`); returns the entries loaded. Each table the
-    /// shard builds from them is atomic, the import as a whole is not.
+    /// Bulk-loads the batches (see `Db::import`); returns the entries loaded. The shard
+    /// loads all of them or, if the input fails or the call is cut off, none.
     async fn import(&self, batches: ImportStream) -> Result<u64>;
     async fn flush(&self) -> Result<()>;
     async fn compact(&self) -> Result<()>;

@@ -2,9 +2,12 @@
 //! default an in-process `s3s-fs` server on 127.0.0.1 (a port of its own, files in a temporary
 //! directory), so `cargo test` needs nothing installed; with `CAIRN_TEST_S3_ENDPOINT` set, the
 //! same tests use that endpoint instead (MinIO, say), with the usual `AWS_*` credentials.
-//! `model` holds what the model-based tests share.
+//! `model` holds what the model-based tests share; `FreezableProxy` stands for a stopped node.
 
 pub mod model;
+mod proxy;
+
+pub use proxy::FreezableProxy;
 
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;

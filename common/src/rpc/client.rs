@@ -62,7 +62,6 @@ pub fn connect(
     let bad = |d: String| Error::InvalidArgument(format!("{component} url `{}`: {d}", opts.url));
     let mut endpoint = Endpoint::from_shared(opts.url.clone())
         .map_err(|e| bad(e.to_string()))?
-        .timeout(opts.timeout)
         .connect_timeout(opts.connect_timeout)
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
@@ -121,7 +120,9 @@ impl RpcClient {
         }
     }
 
-    /// A request carrying the call's deadline, which the server also sees.
+    /// A request carrying the call's deadline, which the server also sees. The channel sets
+    /// none of its own: a deadline on the channel would cut every call, long ones included,
+    /// so each call sets the one that suits it (see `progress` for long calls).
     pub fn request<T>(&self, msg: T) -> Request<T> {
         let mut r = Request::new(msg);
         r.set_timeout(self.opts.timeout);

@@ -9,6 +9,7 @@ mod coalesce;
 mod convert;
 mod databases;
 mod options;
+mod progress;
 mod server;
 
 /// Makes ring the process's TLS crypto provider unless one is set already. With more than
@@ -63,4 +64,7 @@ pub use client::{Auth, RpcChannel, RpcClient, connect};
 pub use convert::{decode_entries, decode_meta, decode_range, encode_entries};
 pub use databases::{Databases, MAX_DATABASES};
 pub use options::{ClientOptions, ServerOptions};
-pub use server::{ServerAuth, ServerHandle, StatusStream, builder, chunked, serve, status};
+pub use progress::{ProgressMessage, counting_progress, heartbeat_interval, with_progress};
+pub use server::{
+    DRAIN_GRACE, ServerAuth, ServerHandle, StatusStream, builder, chunked, serve, status,
+};

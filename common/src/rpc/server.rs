@@ -136,6 +136,9 @@ pub fn builder(opts: &ServerOptions) -> Result<Server> {
     Ok(server)
 }
 
+/// How long a stopping server waits for the calls in flight before it closes them.
+pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A running server: its address, and the means to stop it gracefully.
 pub struct ServerHandle {
     pub addr: SocketAddr,
@@ -168,7 +171,7 @@ impl ServerHandle {
 
 /// Serves `router` on `listener` until `stop` is called or `signal` fires. Then `drain` is set
 /// to true, which tells long-lived streams (the journal's appends) to finish what they took
-/// and end, and the server waits for the calls in flight.
+/// and end, and the server waits for the calls in flight, for `DRAIN_GRACE` at most.
 pub fn serve(
     router: Router,
     listener: TcpListener,
@@ -180,22 +183,37 @@ pub fn serve(
         .local_addr()
         .map_err(|e| Error::component("server", e))?;
     let (stop, stopped) = oneshot::channel::<()>();
+    let (fired, shutting_down) = oneshot::channel::<()>();
     let shutdown = async move {
         tokio::select! {
             _ = stopped => {}
             _ = signal => {}
         }
         let _ = drain.send(true);
+        let _ = fired.send(());
+    };
+    // A client that keeps a call open (a stalled or hostile one) must not hold the server
+    // up for ever: past the grace period its connections are closed.
+    let grace = async move {
+        match shutting_down.await {
+            Ok(()) => tokio::time::sleep(DRAIN_GRACE).await,
+            Err(_) => std::future::pending().await,
+        }
     };
     // Our own listener (port 0 for tests, the address `--listen` names): the builder's
     // tcp_nodelay applies only to sockets it accepts itself, so set it here. Without it,
     // small acknowledgements wait on delayed ACKs (40 ms).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let join = tokio::spawn(async move {
-        router
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(|e| Error::component(format!("server on {addr}"), e))
+        tokio::select! {
+            r = router.serve_with_incoming_shutdown(incoming, shutdown) => {
+                r.map_err(|e| Error::component(format!("server on {addr}"), e))
+            }
+            () = grace => {
+                tracing::warn!(%addr, "calls still open {DRAIN_GRACE:?} after shutdown began; closing them");
+                Ok(())
+            }
+        }
     });
     Ok(ServerHandle {
         addr,

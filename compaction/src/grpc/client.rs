@@ -30,7 +30,8 @@ pub struct GrpcCompactor {
 }
 
 impl GrpcCompactor {
-    /// A client of the compaction server at `opts.url`. `opts.timeout` bounds one job.
+    /// A client of the compaction server at `opts.url`. `opts.timeout` bounds each wait for
+    /// the job's progress, which the server reports while it works; a job may run for long.
     /// With a `fallback`, a job the server cannot take after `opts.retries` retries runs there.
     pub fn new(opts: ClientOptions, fallback: Option<Arc<dyn Compactor>>) -> Result<Self> {
         Ok(GrpcCompactor {
@@ -61,15 +62,14 @@ impl Compactor for GrpcCompactor {
             let mut c = CompactionClient::new(self.rpc.channel.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
-            match c.compact(self.rpc.request(msg.clone())).await {
+            let outcome = match c.compact(self.rpc.request(msg.clone())).await {
+                Ok(progress) => self.rpc.progress_status(progress.into_inner()).await,
+                Err(s) => Err(s),
+            };
+            match outcome {
                 Ok(out) => {
                     self.remote_jobs.fetch_add(1, Ordering::Relaxed);
-                    return Ok(out
-                        .into_inner()
-                        .tables
-                        .into_iter()
-                        .map(Into::into)
-                        .collect());
+                    return Ok(out.tables.into_iter().map(Into::into).collect());
                 }
                 // A node that is down or too slow: try again, then elsewhere.
                 Err(s)

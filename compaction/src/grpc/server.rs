@@ -5,7 +5,9 @@ use super::pb::compaction_server::{Compaction as CompactionRpc, CompactionServer
 use super::pb::{Job, Outputs};
 use crate::{CompactionJob, Compactor};
 use cairn_common::rpc::pb::TableMeta as PbMeta;
-use cairn_common::rpc::{ServerAuth, ServerOptions, status};
+use cairn_common::rpc::{
+    ProgressMessage, ServerAuth, ServerOptions, StatusStream, heartbeat_interval, with_progress,
+};
 use std::sync::Arc;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
@@ -54,24 +56,44 @@ impl From<Job> for CompactionJob {
     }
 }
 
+impl ProgressMessage for Outputs {
+    fn heartbeat() -> Self {
+        Outputs {
+            tables: Vec::new(),
+            done: false,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
 #[tonic::async_trait]
 impl CompactionRpc for CompactionService {
-    async fn compact(&self, req: Request<Job>) -> Result<Response<Outputs>, Status> {
+    type CompactStream = StatusStream<Outputs>;
+
+    async fn compact(&self, req: Request<Job>) -> Result<Response<Self::CompactStream>, Status> {
+        let every = heartbeat_interval(&req);
         let job = CompactionJob::from(req.into_inner());
         if job.inputs.is_empty() || job.output_ids.is_empty() {
             return Err(Status::invalid_argument(
                 "a compaction job needs inputs and output ids",
             ));
         }
-        let started = std::time::Instant::now();
-        let outputs = self.compactor.compact(job).await.map_err(status)?;
-        tracing::info!(
-            outputs = outputs.len(),
-            ms = started.elapsed().as_millis() as u64,
-            "compaction job done"
-        );
-        Ok(Response::new(Outputs {
-            tables: outputs.iter().map(PbMeta::from).collect(),
-        }))
+        let compactor = self.compactor.clone();
+        Ok(Response::new(with_progress(every, async move {
+            let started = std::time::Instant::now();
+            let outputs = compactor.compact(job).await?;
+            tracing::info!(
+                outputs = outputs.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "compaction job done"
+            );
+            Ok(Outputs {
+                tables: outputs.iter().map(PbMeta::from).collect(),
+                done: true,
+            })
+        })))
     }
 }

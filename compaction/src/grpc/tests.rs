@@ -143,31 +143,49 @@ async fn a_dead_node_is_retried_then_the_job_runs_locally() {
     );
 }
 
-/// A compactor that takes longer than any caller waits.
-struct Stuck;
-
-#[async_trait]
-impl Compactor for Stuck {
-    async fn compact(&self, _job: CompactionJob) -> Result<Vec<TableMeta>> {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        unreachable!()
-    }
-}
-
+/// A node that stops answering (a stopped process, a partition) mid-job: its progress stops
+/// reaching the caller, which gives up within its deadline and runs the job locally. A job
+/// still working is never cut for its length: the deadline bounds each wait for progress.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_node_times_out_and_the_job_runs_locally() {
+async fn a_node_that_stops_answering_times_out_and_the_job_runs_locally() {
     let dir = tempfile::tempdir().unwrap();
     let storage = sst(dir.path());
     let job = inputs(&*storage).await;
-    let server = start_compaction(Arc::new(Stuck)).await;
-    let mut o = opts(server.url());
+    let server = start_compaction(Arc::new(Slow(Arc::new(LocalCompactor::new(sst(
+        dir.path()
+    ))))))
+    .await;
+    let proxy = cairn_testkit::FreezableProxy::start(server.addr).await;
+    let mut o = opts(proxy.url());
     o.timeout = Duration::from_millis(200);
     o.retries = 1;
+    // Working for 600 ms, three deadlines, and answering: the job completes remotely.
     let c = GrpcCompactor::new(o.clone(), None).unwrap();
-    let err = c.compact(job.clone()).await.unwrap_err().to_string();
+    assert_eq!(c.compact(job.clone()).await.unwrap().len(), 1);
+    assert_eq!(c.stats().remote_jobs, 1);
+
+    let frozen = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        proxy.freeze(true);
+    };
+    let (err, ()) = tokio::join!(c.compact(job.clone()), frozen);
+    let err = err.unwrap_err().to_string();
     assert!(err.contains("timed out after 200 ms"), "{err}");
     let c = GrpcCompactor::new(o, Some(Arc::new(LocalCompactor::new(storage)))).unwrap();
     assert_eq!(c.compact(job).await.unwrap().len(), 1);
     assert_eq!(c.stats().fallbacks, 1);
+    proxy.freeze(false);
+    drop(proxy);
     server.stop().await.unwrap();
+}
+
+/// A compactor that takes 600 ms before it starts.
+struct Slow(Arc<dyn Compactor>);
+
+#[async_trait]
+impl Compactor for Slow {
+    async fn compact(&self, job: CompactionJob) -> Result<Vec<TableMeta>> {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        self.0.compact(job).await
+    }
 }

@@ -65,8 +65,9 @@ impl Storage for GrpcStorage {
     async fn create_table(&self, id: TableId) -> Result<Box<dyn TableBuilder>> {
         let (tx, rx) = mpsc::channel::<WriteRequest>(4);
         let mut c = client(&self.rpc);
-        // No grpc-timeout on the stream: it lasts as long as the flush or compaction feeding
-        // it. Each message has a deadline to get into the stream instead.
+        // No deadline on the stream: it lasts as long as the flush or compaction feeding it.
+        // Each message has a deadline to get into the stream instead, and the seal one to
+        // be answered.
         let call = tokio::spawn(async move {
             c.create_table(ReceiverStream::new(rx))
                 .await
@@ -188,10 +189,20 @@ impl GrpcBuilder {
                 "the table stream already ended".into(),
             ));
         };
-        match call.await {
-            Ok(Ok(meta)) => Ok(meta.into()),
-            Ok(Err(s)) => Err(self.rpc.error("create_table", s)),
-            Err(e) => Err(Error::component(self.rpc.who(), e)),
+        // The server answers once it has sealed the table: its last block and the seal
+        // must take no longer than the call deadline.
+        let abort = call.abort_handle();
+        match tokio::time::timeout(self.rpc.opts.timeout, call).await {
+            Ok(Ok(Ok(meta))) => Ok(meta.into()),
+            Ok(Ok(Err(s))) => Err(self.rpc.error("create_table", s)),
+            Ok(Err(e)) => Err(Error::component(self.rpc.who(), e)),
+            Err(_) => {
+                abort.abort();
+                Err(self.rpc.error(
+                    "create_table",
+                    Status::deadline_exceeded("the server did not seal the table"),
+                ))
+            }
         }
     }
 

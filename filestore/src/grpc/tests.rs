@@ -112,7 +112,11 @@ async fn a_table_stream_that_breaks_off_leaves_no_table() {
     let mut bad = entries(3);
     bad.reverse();
     assert!(b.add(&bad).await.is_err());
+    // The stream of table 5 is still open: the server stops all the same, after its grace.
+    let started = std::time::Instant::now();
     server.stop().await.unwrap();
+    assert!(started.elapsed() < cairn_common::rpc::DRAIN_GRACE * 2);
+    drop(b);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,5 +193,38 @@ async fn malformed_and_oversized_requests_get_errors_and_the_server_lives_on() {
         10
     );
     assert_eq!(local.list_tables().await.unwrap(), vec![5]);
+    server.stop().await.unwrap();
+}
+
+/// A table written over many call deadlines (a long compaction feeding it slowly) is sealed:
+/// each message has the deadline to get into the stream, not the stream to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_stream_may_outlast_the_call_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(sst(dir.path()), ServerOptions::default()).await;
+    let mut opts = client_opts(server.url());
+    opts.timeout = Duration::from_millis(100);
+    let remote = GrpcStorage::new(opts, 1 << 20).unwrap();
+    let mut b = remote.create_table(7).await.unwrap();
+    for i in 0..8u32 {
+        let e = Entry {
+            key: Bytes::from(format!("k{i:03}")),
+            seq: 1,
+            kind: cairn_common::EntryKind::Put,
+            value: Bytes::from(vec![1u8; 40_000]),
+        };
+        b.add(&[e]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let meta = b.finish().await.unwrap();
+    assert_eq!(meta.entries, 8);
+    let t = remote.open_table(&meta).await.unwrap();
+    assert_eq!(
+        crate::read_range(t.as_ref(), &KeyRange::all())
+            .await
+            .unwrap()
+            .len(),
+        8
+    );
     server.stop().await.unwrap();
 }

@@ -7,7 +7,7 @@ use super::pb::{
     AggregateRequest, GetRequest, ImportRequest, MultiGetRequest, ScanRequest, ShardTag, Tagged,
     WriteRequest,
 };
-use super::{CHUNK_BYTES, LONG_CALL, pair_bytes, pairs_message, pairs_of};
+use super::{CHUNK_BYTES, pair_bytes, pairs_message, pairs_of};
 use crate::cluster::ShardIdentity;
 use crate::shard::{ImportStream, PairStream, Shard};
 use async_trait::async_trait;
@@ -18,7 +18,6 @@ use cairn_common::{
 };
 use cairn_engine::DbStats;
 use futures::StreamExt;
-use tonic::Request;
 
 pub struct GrpcShard {
     rpc: RpcClient,
@@ -48,12 +47,6 @@ impl GrpcShard {
         Tagged {
             tag: Some(self.tag),
         }
-    }
-
-    fn long<T>(msg: T) -> Request<T> {
-        let mut r = Request::new(msg);
-        r.set_timeout(LONG_CALL);
-        r
     }
 }
 
@@ -222,33 +215,47 @@ impl Shard for GrpcShard {
             let _ = tx.send(last).await;
             Ok::<(), Error>(())
         });
+        // The call deadline bounds each wait for the server's progress, not the import: the
+        // server reports while it reads and while it builds tables.
         let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let r = self
-            .client()
-            .import(Self::long(requests))
-            .await
-            .map_err(|s| self.rpc.error("import", s));
+        let loaded = match self.client().import(self.rpc.request(requests)).await {
+            Ok(progress) => self
+                .rpc
+                .progress("import", progress.into_inner())
+                .await
+                .map(|p| p.count),
+            Err(s) => Err(self.rpc.error("import", s)),
+        };
+        if loaded.is_err() {
+            // Whatever is still queued would go nowhere.
+            feed.abort();
+        }
         match feed.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
+            Err(e) if e.is_cancelled() => {}
             Err(e) => return Err(Error::component("import input", e)),
         }
-        Ok(r?.into_inner().entries)
+        loaded
     }
 
     async fn flush(&self) -> Result<()> {
-        self.client()
-            .flush(Self::long(self.tagged()))
+        let progress = self
+            .client()
+            .flush(self.rpc.request(self.tagged()))
             .await
             .map_err(|s| self.rpc.error("flush", s))?;
+        self.rpc.progress("flush", progress.into_inner()).await?;
         Ok(())
     }
 
     async fn compact(&self) -> Result<()> {
-        self.client()
-            .compact(Self::long(self.tagged()))
+        let progress = self
+            .client()
+            .compact(self.rpc.request(self.tagged()))
             .await
             .map_err(|s| self.rpc.error("compact", s))?;
+        self.rpc.progress("compact", progress.into_inner()).await?;
         Ok(())
     }
 

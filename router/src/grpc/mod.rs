@@ -16,9 +16,6 @@ pub use server::{ShardService, shard_service};
 /// Scans and imports move pairs in messages of about this many bytes.
 const CHUNK_BYTES: usize = 64 << 10;
 
-/// The deadline of calls that run as long as their data takes: flush, compact, import.
-const LONG_CALL: std::time::Duration = std::time::Duration::from_secs(3600);
-
 use crate::cluster::ShardIdentity;
 use bytes::Bytes;
 use cairn_common::{Error, Result};

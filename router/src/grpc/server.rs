@@ -3,15 +3,17 @@
 
 use super::pb::shard_server::{Shard as ShardRpc, ShardServer};
 use super::pb::{
-    AggregateRequest, GetRequest, GetResponse, ImportRequest, ImportResponse, MultiGetRequest,
-    MultiGetResponse, Pairs, ScanRequest, ShardTag, StatsResponse, Tagged, WriteRequest,
-    WriteResponse,
+    AggregateRequest, GetRequest, GetResponse, ImportRequest, MultiGetRequest, MultiGetResponse,
+    Pairs, ScanRequest, ShardTag, StatsResponse, Tagged, WriteRequest, WriteResponse,
 };
 use super::{CHUNK_BYTES, pair_bytes, pairs_message, pairs_of};
 use crate::local::LocalShard;
 use crate::shard::{ImportStream, Shard};
-use cairn_common::rpc::pb::{AggregateState, Empty};
-use cairn_common::rpc::{ServerAuth, ServerOptions, StatusStream, chunked, decode_range, status};
+use cairn_common::rpc::pb::{AggregateState, Empty, Progress};
+use cairn_common::rpc::{
+    ServerAuth, ServerOptions, StatusStream, chunked, counting_progress, decode_range,
+    heartbeat_interval, status,
+};
 use cairn_common::{Error, ValueType, WriteBatch};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -52,6 +54,9 @@ fn value_type(v: u32) -> Result<ValueType, Status> {
 #[tonic::async_trait]
 impl ShardRpc for ShardService {
     type ScanStream = StatusStream<Pairs>;
+    type ImportStream = StatusStream<Progress>;
+    type FlushStream = StatusStream<Progress>;
+    type CompactStream = StatusStream<Progress>;
 
     async fn claim(&self, req: Request<Tagged>) -> Result<Response<Empty>, Status> {
         self.admit(req.into_inner().tag)?;
@@ -138,7 +143,8 @@ impl ShardRpc for ShardService {
     async fn import(
         &self,
         req: Request<Streaming<ImportRequest>>,
-    ) -> Result<Response<ImportResponse>, Status> {
+    ) -> Result<Response<Self::ImportStream>, Status> {
+        let every = heartbeat_interval(&req);
         let mut input = req.into_inner();
         let first = input
             .message()
@@ -178,20 +184,28 @@ impl ShardRpc for ShardService {
         let batches: ImportStream = Box::pin(
             batches.filter(|b| futures::future::ready(!matches!(b, Ok(v) if v.is_empty()))),
         );
-        let entries = self.shard.import(batches).await.map_err(status)?;
-        Ok(Response::new(ImportResponse { entries }))
+        let shard = self.shard.clone();
+        Ok(Response::new(counting_progress(every, async move {
+            shard.import(batches).await
+        })))
     }
 
-    async fn flush(&self, req: Request<Tagged>) -> Result<Response<Empty>, Status> {
+    async fn flush(&self, req: Request<Tagged>) -> Result<Response<Self::FlushStream>, Status> {
+        let every = heartbeat_interval(&req);
         self.admit(req.into_inner().tag)?;
-        self.shard.flush().await.map_err(status)?;
-        Ok(Response::new(Empty {}))
+        let shard = self.shard.clone();
+        Ok(Response::new(counting_progress(every, async move {
+            shard.flush().await.map(|()| 0)
+        })))
     }
 
-    async fn compact(&self, req: Request<Tagged>) -> Result<Response<Empty>, Status> {
+    async fn compact(&self, req: Request<Tagged>) -> Result<Response<Self::CompactStream>, Status> {
+        let every = heartbeat_interval(&req);
         self.admit(req.into_inner().tag)?;
-        self.shard.compact().await.map_err(status)?;
-        Ok(Response::new(Empty {}))
+        let shard = self.shard.clone();
+        Ok(Response::new(counting_progress(every, async move {
+            shard.compact().await.map(|()| 0)
+        })))
     }
 
     async fn stats(&self, req: Request<Tagged>) -> Result<Response<StatsResponse>, Status> {

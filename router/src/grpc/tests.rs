@@ -7,7 +7,7 @@ use cairn_engine::{Components, Db, EngineOptions};
 use cairn_filestore::{SstOptions, SstStorage, Storage};
 use cairn_journal::{FileJournal, FileJournalOptions};
 use cairn_memtable::MemtableOptions;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,10 @@ use std::time::Duration;
 async fn open_db(dir: &Path) -> Db {
     let storage: Arc<dyn Storage> =
         Arc::new(SstStorage::open(SstOptions::new(dir.join("tables"))).unwrap());
+    open_db_on(dir, storage).await
+}
+
+async fn open_db_on(dir: &Path, storage: Arc<dyn Storage>) -> Db {
     let mut j = FileJournalOptions::new(dir.join("journal"));
     j.sync = false;
     let comps = Components {
@@ -35,7 +39,17 @@ async fn start_on(
     listener: tokio::net::TcpListener,
     opts: ServerOptions,
 ) -> (ServerHandle, Arc<LocalShard>) {
-    let shard = Arc::new(LocalShard::served(open_db(dir).await).unwrap());
+    serve_db(open_db(dir).await, listener, opts).await
+}
+
+async fn serve_db(
+    db: Db,
+    listener: tokio::net::TcpListener,
+    opts: ServerOptions,
+) -> (ServerHandle, Arc<LocalShard>) {
+    // Small import tables, so imports build several.
+    let shard = LocalShard::served(db).unwrap();
+    let shard = Arc::new(shard.with_import_table_bytes(64 << 10));
     let (drain, _) = tokio::sync::watch::channel(false);
     let router = builder(&opts)
         .unwrap()
@@ -254,4 +268,111 @@ async fn a_router_spreads_keys_and_refuses_a_reordered_shard_list() {
         s.stop().await.unwrap();
         d.close().await.unwrap();
     }
+}
+
+/// A shard server on storage that takes `delay` to create and to seal each table.
+async fn start_slow(dir: &Path, delay: Duration) -> (ServerHandle, Arc<LocalShard>) {
+    let sst: Arc<dyn Storage> =
+        Arc::new(SstStorage::open(SstOptions::new(dir.join("tables"))).unwrap());
+    let slow = cairn_filestore::FaultyStorage::new(sst);
+    slow.set_delay(delay);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_db(
+        open_db_on(dir, slow).await,
+        listener,
+        ServerOptions::default(),
+    )
+    .await
+}
+
+fn pairs(prefix: &str, n: usize) -> Vec<(bytes::Bytes, bytes::Bytes)> {
+    (0..n)
+        .map(|i| {
+            (
+                bytes::Bytes::from(format!("{prefix}{i:05}")),
+                bytes::Bytes::from(vec![b'v'; 100]),
+            )
+        })
+        .collect()
+}
+
+/// The call deadline bounds each wait for progress, not a long call: an import, flush and
+/// compaction of a shard whose storage takes 150 ms per table, under a 100 ms deadline, each
+/// running for several deadlines, all complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_calls_outlive_the_call_deadline_while_they_make_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, served) = start_slow(dir.path(), Duration::from_millis(75)).await;
+    let mut opts = client_opts(server.url());
+    opts.timeout = Duration::from_millis(100);
+    let remote = GrpcShard::new(opts, identity(1)).unwrap();
+    // Five batches of ~100 KiB, a table each, the input pausing 60 ms between them.
+    let batches: crate::shard::ImportStream = Box::pin(
+        futures::stream::iter((0..5).map(|b| Ok(pairs(&format!("i{b}:"), 1000)))).then(
+            |b| async move {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                b
+            },
+        ),
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(remote.import(batches).await.unwrap(), 5000);
+    assert!(started.elapsed() > Duration::from_millis(300));
+    let mut b = cairn_common::WriteBatch::new();
+    for (k, v) in pairs("w:", 2000) {
+        b.put(k, v);
+    }
+    remote.write(b).await.unwrap();
+    remote.flush().await.unwrap();
+    remote.compact().await.unwrap();
+    let count = remote
+        .aggregate(KeyRange::all(), ValueType::I64)
+        .await
+        .unwrap()
+        .rows;
+    assert_eq!(count, 7000);
+    server.stop().await.unwrap();
+    served.close().await.unwrap();
+}
+
+/// An import whose caller goes away part-way leaves the shard with none of it, though the
+/// server had built tables of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_cut_off_leaves_the_shard_with_none_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, served) = start(dir.path()).await;
+    let remote = GrpcShard::new(client_opts(server.url()), identity(1)).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let batches: crate::shard::ImportStream =
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let import = tokio::spawn(async move { remote.import(batches).await });
+    for b in 0..4 {
+        tx.send(Ok(pairs(&format!("i{b}:"), 1000))).await.unwrap();
+    }
+    // Until the server has built tables of it.
+    let tables_before = served.db().stats().table_count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cairn_testkit::count_files(&dir.path().join("tables"), "sst") < 3 {
+        assert!(std::time::Instant::now() < deadline, "no tables built");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    import.abort();
+    let _ = import.await;
+    drop(tx);
+    // The server notices the call is gone, drops the import and deletes its tables.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cairn_testkit::count_files(&dir.path().join("tables"), "sst") > tables_before {
+        assert!(std::time::Instant::now() < deadline, "tables left behind");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let db = served.db();
+    assert_eq!(db.stats().imports, 0);
+    let left = db
+        .aggregate(KeyRange::all(), ValueType::I64)
+        .await
+        .unwrap()
+        .rows;
+    assert_eq!(left, 0);
+    server.stop().await.unwrap();
+    served.close().await.unwrap();
 }

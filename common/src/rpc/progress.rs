@@ -1,0 +1,164 @@
+//! Deadlines on progress for calls that take as long as their data: the server runs the work
+//! and streams heartbeats until it ends, then the result; the client bounds the wait for each
+//! message by its call deadline. A dead or stopped server is an error within one deadline, and
+//! a call that is working may run for hours.
+
+use super::server::{StatusStream, status};
+use super::{RpcClient, pb};
+use crate::Result;
+use std::future::Future;
+use std::time::Duration;
+use tonic::{Request, Status, Streaming};
+
+/// How often a server reports progress: a quarter of the deadline the client set on the call
+/// (its `grpc-timeout`), kept between 10 ms and 1 s; 1 s when the call has no deadline.
+pub fn heartbeat_interval<T>(req: &Request<T>) -> Duration {
+    let deadline = req
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout);
+    match deadline {
+        Some(d) => (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+        None => Duration::from_secs(1),
+    }
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// A long call's stream of messages: heartbeats, then one that carries the result.
+pub trait ProgressMessage: Send + 'static {
+    fn heartbeat() -> Self;
+    fn is_done(&self) -> bool;
+}
+
+impl ProgressMessage for pb::Progress {
+    fn heartbeat() -> Self {
+        pb::Progress {
+            done: false,
+            count: 0,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+/// Runs `work` for a client, sending a heartbeat every `interval` until it ends, then its
+/// result (or its error as the stream's status). A client that goes away stops the work: it
+/// is dropped at its next await.
+pub fn with_progress<M, F>(interval: Duration, work: F) -> StatusStream<M>
+where
+    M: ProgressMessage,
+    F: Future<Output = Result<M>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut work = std::pin::pin!(work);
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                r = &mut work => {
+                    let _ = tx.send(r.map_err(status)).await;
+                    return;
+                }
+                _ = tick.tick() => {
+                    if tx.send(Ok(M::heartbeat())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// `with_progress` for work whose result is a count (`pb::Progress`).
+pub fn counting_progress<F>(interval: Duration, work: F) -> StatusStream<pb::Progress>
+where
+    F: Future<Output = Result<u64>> + Send + 'static,
+{
+    with_progress(interval, async move {
+        work.await.map(|count| pb::Progress { done: true, count })
+    })
+}
+
+impl RpcClient {
+    /// Follows a long call's progress to its end: each message must come within the call
+    /// deadline. Returns the message that says it is done.
+    pub async fn progress<M: ProgressMessage>(
+        &self,
+        what: &str,
+        stream: Streaming<M>,
+    ) -> Result<M> {
+        self.progress_status(stream)
+            .await
+            .map_err(|s| self.error(what, s))
+    }
+
+    /// `progress`, failing with the status, for callers that act on its code.
+    pub async fn progress_status<M: ProgressMessage>(
+        &self,
+        mut stream: Streaming<M>,
+    ) -> Result<M, Status> {
+        loop {
+            match tokio::time::timeout(self.opts.timeout, stream.message()).await {
+                Ok(Ok(Some(m))) if m.is_done() => return Ok(m),
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => {
+                    return Err(Status::internal(
+                        "the server ended the call without its result",
+                    ));
+                }
+                Ok(Err(s)) => return Err(s),
+                Err(_) => {
+                    return Err(Status::deadline_exceeded("the server reported no progress"));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(parse_grpc_timeout("300m"), Some(Duration::from_millis(300)));
+        assert_eq!(parse_grpc_timeout("10S"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("123456789m"), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+    }
+
+    #[test]
+    fn heartbeats_come_at_a_quarter_of_the_deadline() {
+        let mut r = Request::new(());
+        assert_eq!(heartbeat_interval(&r), Duration::from_secs(1));
+        r.set_timeout(Duration::from_millis(400));
+        assert_eq!(heartbeat_interval(&r), Duration::from_millis(100));
+        r.set_timeout(Duration::from_millis(8));
+        assert_eq!(heartbeat_interval(&r), Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,117 @@
+//! `FaultyStorage`: a storage decorator that injects failures and delays into table writes,
+//! for chaos tests of the engine and of a user's deployment (the way object_store ships
+//! `ThrottledStore`). Reads, deletes and the manifest pass straight through.
+
+use crate::{ManifestStore, Storage, Table, TableBuilder};
+use async_trait::async_trait;
+use cairn_common::{Error, Result, TableId, TableMeta};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+pub struct FaultyStorage {
+    inner: Arc<dyn Storage>,
+    /// Table creations still to fail.
+    pub fail_next: AtomicUsize,
+    /// Every creation takes a permit first: close it (`forget_permits`) to hold writers.
+    pub hold: tokio::sync::Semaphore,
+    delay_micros: AtomicU64,
+}
+
+impl FaultyStorage {
+    pub fn new(inner: Arc<dyn Storage>) -> Arc<Self> {
+        Arc::new(FaultyStorage {
+            inner,
+            fail_next: AtomicUsize::new(0),
+            hold: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
+            delay_micros: AtomicU64::new(0),
+        })
+    }
+
+    /// Fails the next `n` table creations.
+    pub fn fail_next(&self, n: usize) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes every table creation and seal wait `d` first: a slow disk or bucket.
+    pub fn set_delay(&self, d: Duration) {
+        self.delay_micros
+            .store(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    async fn delay(&self) {
+        let d = self.delay_micros.load(Ordering::Relaxed);
+        if d > 0 {
+            tokio::time::sleep(Duration::from_micros(d)).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for FaultyStorage {
+    async fn create_table(&self, id: TableId) -> Result<Box<dyn TableBuilder>> {
+        drop(
+            self.hold
+                .acquire()
+                .await
+                .map_err(|_| Error::component("faulty storage", "closed"))?,
+        );
+        self.delay().await;
+        let failing = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(Error::component("faulty storage", "injected failure"));
+        }
+        let inner = self.inner.create_table(id).await?;
+        Ok(Box::new(SlowBuilder {
+            inner,
+            delay: Duration::from_micros(self.delay_micros.load(Ordering::Relaxed)),
+        }))
+    }
+
+    async fn open_table(&self, meta: &TableMeta) -> Result<Arc<dyn Table>> {
+        self.inner.open_table(meta).await
+    }
+
+    async fn delete_table(&self, id: TableId) -> Result<()> {
+        self.inner.delete_table(id).await
+    }
+
+    async fn list_tables(&self) -> Result<Vec<TableId>> {
+        self.inner.list_tables().await
+    }
+
+    fn manifests(&self) -> Arc<dyn ManifestStore> {
+        self.inner.manifests()
+    }
+}
+
+/// A builder whose seal waits first.
+struct SlowBuilder {
+    inner: Box<dyn TableBuilder>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl TableBuilder for SlowBuilder {
+    async fn add(&mut self, entries: &[cairn_common::Entry]) -> Result<()> {
+        self.inner.add(entries).await
+    }
+
+    fn estimated_size(&self) -> u64 {
+        self.inner.estimated_size()
+    }
+
+    async fn finish(self: Box<Self>) -> Result<TableMeta> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        self.inner.finish().await
+    }
+
+    async fn abandon(self: Box<Self>) -> Result<()> {
+        self.inner.abandon().await
+    }
+}

@@ -1,0 +1,79 @@
+//! `FaultyJournal`: a journal decorator that injects failures and delays into appends, for
+//! chaos tests of the engine and of a user's deployment. A delayed append behaves like one on
+//! the wire to a journal server: it lands after the delay even if its caller has gone away.
+
+use crate::{Claimed, Journal, JournalClaim, JournalRecord};
+use async_trait::async_trait;
+use bytes::Bytes;
+use cairn_common::{BoxStream, Error, Lsn, Result};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+pub struct FaultyJournal {
+    inner: Arc<dyn Journal>,
+    fail_next: AtomicUsize,
+    delay_micros: AtomicU64,
+}
+
+impl FaultyJournal {
+    pub fn new(inner: Arc<dyn Journal>) -> Arc<Self> {
+        Arc::new(FaultyJournal {
+            inner,
+            fail_next: AtomicUsize::new(0),
+            delay_micros: AtomicU64::new(0),
+        })
+    }
+
+    /// Fails the next `n` appends (as a journal with a full or failing disk would).
+    pub fn fail_next(&self, n: usize) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes every append reach the journal `d` late.
+    pub fn set_delay(&self, d: Duration) {
+        self.delay_micros
+            .store(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl Journal for FaultyJournal {
+    async fn claim(&self, claim: &JournalClaim) -> Result<Claimed> {
+        self.inner.claim(claim).await
+    }
+
+    async fn append(&self, epoch: u64, record: Bytes) -> Result<Lsn> {
+        let failing = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(Error::component("faulty journal", "injected failure"));
+        }
+        let delay = Duration::from_micros(self.delay_micros.load(Ordering::Relaxed));
+        if delay.is_zero() {
+            return self.inner.append(epoch, record).await;
+        }
+        let inner = self.inner.clone();
+        let landed = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            inner.append(epoch, record).await
+        });
+        landed
+            .await
+            .map_err(|e| Error::component("faulty journal", e))?
+    }
+
+    async fn replay(&self, from: Lsn) -> Result<BoxStream<Result<JournalRecord>>> {
+        self.inner.replay(from).await
+    }
+
+    async fn truncate(&self, upto: Lsn) -> Result<()> {
+        self.inner.truncate(upto).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}
