@@ -156,23 +156,33 @@ impl Db {
             max_lsn: AtomicU64::new(manifest.flushed_lsn),
         });
         let mut last_seq = manifest.last_seq;
-        let mut replayed = 0u64;
+        let (mut replayed, mut stale) = (0u64, 0u64);
         let mut records = comps.journal.replay(manifest.flushed_lsn + 1).await?;
         while let Some(rec) = records.next().await {
             let rec = rec?;
             let (first, batch) = WriteBatch::decode(&rec.payload).map_err(|e| {
                 Error::corruption(format!("journal record {}", rec.lsn), e.to_string())
             })?;
+            active.max_lsn.fetch_max(rec.lsn, Ordering::Relaxed);
+            // Every write the memtables held when a flush froze them is older than the
+            // flushed table's newest, and every later one newer (the gate orders both). A
+            // batch numbered at or below the tables' newest is therefore in them already, or
+            // is one whose caller gave up while its append was on the way and that landed
+            // late, past newer flushed writes: replaying it would put an old value in front
+            // of a newer one.
+            if first <= manifest.last_seq {
+                stale += 1;
+                continue;
+            }
             if !batch.is_empty() {
                 last_seq = last_seq.max(first + batch.len() as u64 - 1);
             }
             apply(&active.table, first, batch);
-            active.max_lsn.fetch_max(rec.lsn, Ordering::Relaxed);
             replayed += 1;
         }
         drop(records);
-        if replayed > 0 {
-            tracing::info!(records = replayed, "replayed journal");
+        if replayed > 0 || stale > 0 {
+            tracing::info!(records = replayed, stale, "replayed journal");
         }
 
         sweep_leftovers(&manifest, comps.storage.as_ref()).await?;

@@ -463,3 +463,36 @@ async fn a_write_abandoned_midway_does_not_stop_later_writes_from_being_seen() {
     assert_eq!(db.get(b"lost").await.unwrap(), None);
     db.close().await.unwrap();
 }
+
+/// A write whose caller gave up while its journal append was on the way (a timeout, a dropped
+/// stream: a journal server finishes appends of clients that left) lands in the journal after
+/// a newer write of the same key was flushed. Replay must not put the old value back in front
+/// of the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_journal_append_does_not_shadow_a_newer_flushed_write() {
+    let h = file_harness();
+    let mut comps = h.components(h.storage());
+    let journal = cairn_journal::FaultyJournal::new(comps.journal);
+    comps.journal = journal.clone();
+    let db = Db::open(h.path(), h.opts.clone(), comps).await.unwrap();
+    journal.set_delay(std::time::Duration::from_millis(300));
+    let gave_up =
+        tokio::time::timeout(std::time::Duration::from_millis(50), db.put("k", "old")).await;
+    assert!(gave_up.is_err(), "the caller gave up first");
+    journal.set_delay(std::time::Duration::ZERO);
+    db.put("k", "new").await.unwrap();
+    db.flush().await.unwrap();
+    // The old append lands now, after the flush, with the journal's newest LSN.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(db.get(b"k").await.unwrap(), Some(Bytes::from("new")));
+    db.close_without_flush().await.unwrap();
+    drop(db);
+
+    let db = h.open().await;
+    assert_eq!(db.get(b"k").await.unwrap(), Some(Bytes::from("new")));
+    assert_eq!(
+        scan_all(&db).await,
+        vec![(Bytes::from("k"), Bytes::from("new"))]
+    );
+    db.close().await.unwrap();
+}
