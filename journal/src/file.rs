@@ -91,7 +91,7 @@ impl FileJournal {
         std::fs::create_dir_all(&dir).at(&dir)?;
         let mut segments = list_segments(&dir)?;
         let next_lsn = match segments.last() {
-            Some(last) => repair_tail(last)?,
+            Some(last) => repair_tail(last, opts.sync)?,
             None => 1,
         };
         let (file, size) = match segments.last() {
@@ -394,7 +394,7 @@ impl Writer {
         let first = self.next_lsn;
         self.buf.clear();
         for (i, a) in group.iter().enumerate() {
-            segment::encode_into(&mut self.buf, first + i as u64, &a.payload);
+            segment::encode_into(&mut self.buf, first + i as u64, &a.payload, i == 0);
         }
         self.file
             .write_all(&self.buf)
@@ -461,12 +461,20 @@ fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Scans the newest segment, cuts it after the last good record and returns the next LSN.
-fn repair_tail(last: &SegmentInfo) -> Result<Lsn> {
+fn repair_tail(last: &SegmentInfo, sync: bool) -> Result<Lsn> {
     let data = match segment::read_segment(&last.path).at(&last.path)? {
         Ok(d) => d,
         Err(why) => {
             // A crash while creating the segment can leave its header incomplete; nothing was
-            // ever acknowledged from it, so it is rewritten empty.
+            // ever acknowledged from it, so it is rewritten empty. A whole header that is
+            // wrong is damage, not a torn creation.
+            let len = std::fs::metadata(&last.path).at(&last.path)?.len();
+            if len >= segment::HEADER_LEN as u64 {
+                return Err(Error::corruption(
+                    format!("journal segment {}", last.path.display()),
+                    why,
+                ));
+            }
             tracing::warn!(path = %last.path.display(), why, "rewriting unreadable newest journal segment");
             let mut f = File::create(&last.path).at(&last.path)?;
             f.write_all(&segment::header()).at(&last.path)?;
@@ -478,22 +486,49 @@ fn repair_tail(last: &SegmentInfo) -> Result<Lsn> {
     let mut next = last.first_lsn;
     loop {
         match segment::decode_at(&data, off) {
-            Decoded::Record { lsn, next: n, .. } => {
-                if lsn != next {
-                    cut(last, off, data.len(), "record out of sequence")?;
-                    break;
-                }
+            Decoded::Record { lsn, next: n, .. } if lsn == next => {
                 next += 1;
                 off = n;
             }
             Decoded::End => break,
+            Decoded::Record { lsn, .. } => {
+                return Err(Error::corruption(
+                    format!("journal segment {}", last.path.display()),
+                    format!("record {lsn} at offset {off} where record {next} belongs"),
+                ));
+            }
             Decoded::Bad(why) => {
+                // Only a torn tail may be cut: the last write, which no caller was told had
+                // landed (its pages may have reached the disk in any order, so good records of
+                // it can follow the bad one). A later write that starts after the bad bytes
+                // means they were synced before it began: damage, not a torn tail. Without
+                // fsync nothing was durable when acknowledged, and recovery keeps the longest
+                // good prefix.
+                if sync && let Some(at) = later_write_after(&data, off + 1, next) {
+                    return Err(Error::corruption(
+                        format!("journal segment {}", last.path.display()),
+                        format!(
+                            "{why} at offset {off}, with a later write after it at offset {at}: not a torn tail"
+                        ),
+                    ));
+                }
                 cut(last, off, data.len(), why)?;
                 break;
             }
         }
     }
     Ok(next)
+}
+
+/// The offset of a good record at or after `from` that starts a write and is numbered `lsn`
+/// or later, if any. Almost every offset fails on its length, so the scan is cheap.
+fn later_write_after(data: &Bytes, from: usize, lsn: Lsn) -> Option<usize> {
+    (from..data.len().saturating_sub(segment::RECORD_HEADER_LEN - 1)).find(|&at| {
+        matches!(
+            segment::decode_at(data, at),
+            Decoded::Record { lsn: l, starts_write: true, .. } if l >= lsn
+        )
+    })
 }
 
 fn cut(seg: &SegmentInfo, at: usize, len: usize, why: &str) -> Result<()> {
@@ -540,7 +575,9 @@ fn replay_segments(
         let mut off = segment::HEADER_LEN;
         loop {
             match segment::decode_at(&data, off) {
-                Decoded::Record { lsn, payload, next } => {
+                Decoded::Record {
+                    lsn, payload, next, ..
+                } => {
                     off = next;
                     if lsn >= from
                         && tx

@@ -2,14 +2,20 @@
 //!
 //! A segment starts with a 16-byte header `[magic "CAIRNWAL"][version u32][reserved u32]`,
 //! followed by records `[len u32][crc32c u32][lsn u64][payload; len]`, integers little-endian.
-//! The CRC covers the LSN and the payload, so a torn or bit-flipped record is detected.
+//! The CRC covers the LSN and the payload, so a torn or bit-flipped record is detected. From
+//! version 2 the top bit of `len` marks the first record of each write (one group commit):
+//! recovery tells a torn last write, whose pages may reach the disk in any order, from damage
+//! to records written before it.
 
 use bytes::Bytes;
 use cairn_common::Lsn;
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 8] = b"CAIRNWAL";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// Segments of version 1 have no write marks; they are read the same way.
+const OLDEST_VERSION: u32 = 1;
+const WRITE_START: u32 = 1 << 31;
 pub const HEADER_LEN: usize = 16;
 pub const RECORD_HEADER_LEN: usize = 16;
 /// Larger records are refused on append and treated as garbage when read back.
@@ -35,8 +41,10 @@ pub fn checksum(lsn: Lsn, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&lsn.to_le_bytes()), payload)
 }
 
-pub fn encode_into(buf: &mut Vec<u8>, lsn: Lsn, payload: &[u8]) {
-    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+/// Appends one record; `starts_write` marks the first record of a write.
+pub fn encode_into(buf: &mut Vec<u8>, lsn: Lsn, payload: &[u8], starts_write: bool) {
+    let mark = if starts_write { WRITE_START } else { 0 };
+    buf.extend_from_slice(&(payload.len() as u32 | mark).to_le_bytes());
     buf.extend_from_slice(&checksum(lsn, payload).to_le_bytes());
     buf.extend_from_slice(&lsn.to_le_bytes());
     buf.extend_from_slice(payload);
@@ -48,6 +56,8 @@ pub enum Decoded {
         lsn: Lsn,
         payload: Bytes,
         next: usize,
+        /// The first record of a write (always false in version 1 segments).
+        starts_write: bool,
     },
     /// Clean end of data.
     End,
@@ -63,7 +73,8 @@ pub fn decode_at(data: &Bytes, off: usize) -> Decoded {
         return Decoded::Bad("truncated record header");
     }
     let h = &data[off..off + RECORD_HEADER_LEN];
-    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    let raw = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    let (len, starts_write) = ((raw & !WRITE_START) as usize, raw & WRITE_START != 0);
     let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
     let lsn = u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
     if len > MAX_RECORD {
@@ -81,6 +92,7 @@ pub fn decode_at(data: &Bytes, off: usize) -> Decoded {
         lsn,
         payload,
         next: start + len,
+        starts_write,
     }
 }
 
@@ -90,7 +102,8 @@ pub fn read_segment(path: &Path) -> std::io::Result<Result<Bytes, &'static str>>
     if data.len() < HEADER_LEN || &data[..8] != MAGIC {
         return Ok(Err("bad segment header"));
     }
-    if u32::from_le_bytes([data[8], data[9], data[10], data[11]]) != VERSION {
+    let version = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Ok(Err("unsupported segment version"));
     }
     Ok(Ok(Bytes::from(data)))

@@ -166,6 +166,55 @@ async fn corrupted_tail_record_is_cut_not_replayed() {
     assert!(recs.iter().all(|r| r.payload.starts_with(b"record-")));
 }
 
+/// A bad record with good ones after it is no torn tail: the records after it were written,
+/// and may have been acknowledged. Open refuses, naming the segment, and cuts nothing.
+#[tokio::test]
+async fn corruption_in_the_middle_of_the_newest_segment_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = one_segment(dir.path(), 10).await;
+    let mut data = std::fs::read(&seg).unwrap();
+    // The payload of the third record: 16 bytes of segment header, 27 per record.
+    data[16 + 2 * 27 + 20] ^= 0x10;
+    std::fs::write(&seg, &data).unwrap();
+    let err = FileJournal::open(opts(dir.path())).err().expect("refused");
+    assert!(err.is_corruption(), "{err}");
+    assert!(err.to_string().contains(".wal"), "{err}");
+    assert_eq!(std::fs::read(&seg).unwrap(), data, "nothing was cut");
+    // A record out of sequence in the middle is the same.
+    let dir = tempfile::tempdir().unwrap();
+    let seg = one_segment(dir.path(), 10).await;
+    let mut data = std::fs::read(&seg).unwrap();
+    let rec = 16 + 3 * 27;
+    let lsn = 99u64;
+    data[rec + 8..rec + 16].copy_from_slice(&lsn.to_le_bytes());
+    let crc = crate::segment::checksum(lsn, &data[rec + 16..rec + 27]);
+    data[rec + 4..rec + 8].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&seg, &data).unwrap();
+    let err = FileJournal::open(opts(dir.path())).err().expect("refused");
+    assert!(err.is_corruption(), "{err}");
+}
+
+/// The last write, torn by a crash, may have reached the disk in any order: a bad record
+/// followed by good ones of the same write is still a torn tail, and is cut.
+#[tokio::test]
+async fn a_torn_last_write_is_cut_whatever_part_of_it_landed() {
+    use crate::segment::{encode_into, file_name, header};
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = header().to_vec();
+    encode_into(&mut data, 1, b"first write", true);
+    let torn = data.len();
+    encode_into(&mut data, 2, b"second write, record 1", true);
+    encode_into(&mut data, 3, b"second write, record 2", false);
+    encode_into(&mut data, 4, b"second write, record 3", false);
+    data[torn + 20] ^= 0x01; // its first page never landed
+    std::fs::write(dir.path().join(file_name(1)), &data).unwrap();
+    let j = FileJournal::open(opts(dir.path())).unwrap();
+    let recs = replay_all(&j).await;
+    assert_eq!(recs.len(), 1);
+    assert_eq!(j.append(0, Bytes::from("next")).await.unwrap(), 2);
+    j.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn corruption_in_an_older_segment_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
