@@ -4,7 +4,9 @@
 
 use crate::config::{Config, JournalKind, ShardKind, StorageKind};
 use crate::wiring;
-use cairn_common::rpc::{DEFAULT_DATABASE, Databases, MAX_DATABASES, ServerHandle, builder, serve};
+use cairn_common::rpc::{
+    DEFAULT_DATABASE, Databases, MAX_DATABASES, ServerHandle, builder, check_exposure, serve,
+};
 use cairn_common::{Error, Result};
 use cairn_compaction::{LocalCompactor, compaction_service};
 use cairn_filestore::storage_service_for;
@@ -165,6 +167,10 @@ pub async fn start(
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ComponentServer> {
     let opts = config.rpc.server();
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::component("listener", e))?;
+    check_exposure(addr, &opts)?;
     let refuse = |what: &str| {
         Err(Error::InvalidArgument(format!(
             "cannot serve {what} = \"grpc\": a server serves a local implementation; pick a profile whose {what} is local"

@@ -2,8 +2,8 @@
 //! implementation, local or gRPC-remote, and the engine receives only `Arc<dyn Trait>`s.
 
 use crate::config::{
-    COMPACTION_TIMEOUT_MS, CompactionFallback, CompactionKind, Config, GRPC_CACHE_BYTES,
-    JournalKind, MemtableKind, RpcSection, ShardKind, StorageKind, StorageSection,
+    CompactionFallback, CompactionKind, Config, GRPC_CACHE_BYTES, JournalKind, MemtableKind,
+    RpcSection, ShardKind, StorageKind, StorageSection,
 };
 use cairn_common::{Error, Result};
 use cairn_compaction::{Compactor, GrpcCompactor, LocalCompactor};
@@ -110,10 +110,9 @@ fn compactor(config: &Config, local_storage: Arc<dyn Storage>) -> Result<Arc<dyn
                 CompactionFallback::None => None,
             };
             Arc::new(GrpcCompactor::new(
-                config.rpc.client(
-                    c.url.as_deref().unwrap_or_default(),
-                    Some(c.timeout_ms.unwrap_or(COMPACTION_TIMEOUT_MS)),
-                ),
+                config
+                    .rpc
+                    .client(c.url.as_deref().unwrap_or_default(), c.timeout_ms),
                 fallback,
             )?)
         }

@@ -384,3 +384,40 @@ fn the_commands_work_unchanged_on_the_sharded_profile() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("import line 1: no tab"), "{err}");
 }
+
+/// A server that other machines could reach, with neither a token nor TLS, refuses to start
+/// (naming the keys that would let it), and starts when told to serve open on purpose.
+#[test]
+fn a_server_beyond_loopback_needs_a_token_or_tls_or_an_explicit_yes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cairn(dir.path(), &["serve", "journal", "--listen", "0.0.0.0:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rpc.token") && err.contains("rpc.allow_open"),
+        "{err}"
+    );
+    for env in [
+        ("CAIRN_RPC__TOKEN", "s3cret"),
+        ("CAIRN_RPC__ALLOW_OPEN", "true"),
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("--config")
+            .arg(repo_config())
+            .args(["serve", "journal", "--listen", "0.0.0.0:0"])
+            .env("CAIRN_DATA_DIR", dir.path().join(env.0))
+            .env(env.0, env.1)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.starts_with("serving journal on"), "{env:?}: {line}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

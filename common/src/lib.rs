@@ -2,6 +2,7 @@
 //! the shared error type and the boxed stream alias the async traits return.
 
 mod aggregate;
+pub mod backoff;
 mod batch;
 pub mod durable;
 mod entry;

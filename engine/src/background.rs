@@ -6,6 +6,7 @@
 use crate::db::{Inner, MemSlot, MemState};
 use crate::manifest::VersionEdit;
 use crate::version::TableHandle;
+use cairn_common::backoff::Backoff;
 use cairn_common::{Error, KeyRange, Result, TableId, TableMeta};
 use cairn_compaction::{CompactionJob, Pick};
 use cairn_filestore::write_table_from;
@@ -74,8 +75,9 @@ impl Background {
     }
 }
 
+/// Background retries: 50 ms doubling to 3.2 s.
 fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(50u64 << attempt.min(6))
+    Backoff::new(Duration::from_millis(50), Duration::from_millis(3200)).delay(attempt + 1)
 }
 
 fn record_error(inner: &Inner, what: &str, e: &Error, attempt: u32) {

@@ -5,6 +5,7 @@
 //! ran has the fresh copy deleted again.
 
 use crate::Shared;
+use cairn_common::backoff::Backoff;
 use cairn_common::{Error, Result, TableMeta};
 use futures::StreamExt;
 use std::sync::Weak;
@@ -12,19 +13,19 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub(crate) async fn run(shared: Weak<Shared>) {
-    let mut backoff: Option<Duration> = None;
+    let mut failures = 0;
     loop {
         let Some(s) = shared.upgrade() else { return };
         let next = s.pending.lock().values().next().cloned();
         let Some(meta) = next else {
-            backoff = None;
+            failures = 0;
             // Wait for work, looking every second whether the store still exists.
             let _ = tokio::time::timeout(Duration::from_secs(1), s.wake.notified()).await;
             continue;
         };
         match copy(&s, &meta).await {
             Ok(()) => {
-                backoff = None;
+                failures = 0;
                 s.reuploads.fetch_add(1, Ordering::Relaxed);
                 let still_live = s.pending.lock().remove(&meta.id).is_some();
                 if !still_live {
@@ -34,8 +35,8 @@ pub(crate) async fn run(shared: Weak<Shared>) {
             }
             Err(e) => {
                 s.secondary_failures.fetch_add(1, Ordering::Relaxed);
-                let wait = s.next_backoff(backoff);
-                backoff = Some(wait);
+                failures += 1;
+                let wait = s.backoff().delay(failures);
                 tracing::warn!(table = meta.id, error = %e, ?wait, "re-upload failed");
                 drop(s);
                 tokio::time::sleep(wait).await;
@@ -47,7 +48,6 @@ pub(crate) async fn run(shared: Weak<Shared>) {
 /// Copies `meta` to the secondary before its write is finished: up to `FINISH_ATTEMPTS`
 /// attempts with backoff; the last failure is the error.
 pub(crate) async fn upload_now(s: &Shared, meta: &TableMeta) -> Result<()> {
-    let mut backoff = None;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -59,8 +59,7 @@ pub(crate) async fn upload_now(s: &Shared, meta: &TableMeta) -> Result<()> {
             Err(e) if attempt >= crate::FINISH_ATTEMPTS => return Err(e),
             Err(e) => {
                 s.secondary_failures.fetch_add(1, Ordering::Relaxed);
-                let wait = s.next_backoff(backoff);
-                backoff = Some(wait);
+                let wait = s.backoff().delay(attempt);
                 tracing::warn!(table = meta.id, attempt, error = %e, ?wait, "secondary copy failed; retrying");
                 tokio::time::sleep(wait).await;
             }
@@ -70,10 +69,11 @@ pub(crate) async fn upload_now(s: &Shared, meta: &TableMeta) -> Result<()> {
 
 impl Shared {
     /// The wait after `previous`: `retry_initial_ms` first, then doubling up to `retry_max_ms`.
-    fn next_backoff(&self, previous: Option<Duration>) -> Duration {
-        let initial = Duration::from_millis(self.opts.retry_initial_ms);
-        let max = Duration::from_millis(self.opts.retry_max_ms);
-        previous.map_or(initial, |b| (b * 2).min(max))
+    fn backoff(&self) -> Backoff {
+        Backoff::new(
+            Duration::from_millis(self.opts.retry_initial_ms),
+            Duration::from_millis(self.opts.retry_max_ms),
+        )
     }
 }
 

@@ -137,7 +137,8 @@ pub struct CompactionSection {
     /// grpc: the compaction server, `http://host:port`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// grpc: deadline of one job in ms (default 300000).
+    /// grpc: the longest wait for a job's progress in ms (default `rpc.timeout_ms`); the
+    /// server reports progress while the job runs, so a job may take longer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// grpc: "local" (default) or "none".
@@ -148,9 +149,6 @@ pub struct CompactionSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSection>,
 }
-
-/// Default deadline of one remote compaction job.
-pub const COMPACTION_TIMEOUT_MS: u64 = 300_000;
 
 impl Default for CompactionSection {
     fn default() -> Self {
@@ -471,7 +469,9 @@ impl Config {
         }
         c.storage = self.storage.resolved(&self.data_dir);
         if c.compaction.kind == CompactionKind::Grpc {
-            c.compaction.timeout_ms.get_or_insert(COMPACTION_TIMEOUT_MS);
+            c.compaction
+                .timeout_ms
+                .get_or_insert(c.rpc.timeout_ms.unwrap_or(10_000));
             c.compaction.fallback.get_or_insert_default();
         }
         if let Some(s) = &self.compaction.storage {

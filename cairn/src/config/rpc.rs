@@ -25,7 +25,8 @@ pub struct RpcSection {
     /// Clients: the name the servers' certificates carry, if not the URL's host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_domain: Option<String>,
-    /// Deadline of one call in ms (default 10000; compaction jobs: `compaction.timeout_ms`).
+    /// Deadline of one call in ms (default 10000). For calls that run as long as their data
+    /// (imports, flushes, compactions) it bounds each wait for the server's progress.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// Deadline of one connection attempt in ms (default 2000).
@@ -43,6 +44,9 @@ pub struct RpcSection {
     /// Largest message a client or server sends or accepts (default 64 MiB).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_message_bytes: Option<usize>,
+    /// Servers: listen beyond loopback with neither `token` nor TLS (default false: refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_open: Option<bool>,
 }
 
 impl RpcSection {
@@ -93,6 +97,7 @@ impl RpcSection {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             max_message_bytes: self.max_message_bytes.unwrap_or(0),
+            allow_open: self.allow_open.unwrap_or(false),
         }
     }
 
@@ -117,6 +122,7 @@ impl RpcSection {
             ),
             retry_max_ms: Some(self.retry_max_ms.unwrap_or(d.retry_max.as_millis() as u64)),
             max_message_bytes: Some(self.max_message_bytes.unwrap_or(d.max_message_bytes)),
+            allow_open: Some(self.allow_open.unwrap_or(false)),
         }
     }
 }

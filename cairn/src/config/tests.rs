@@ -350,7 +350,7 @@ fn the_shipped_remote_profiles_load_with_grpc_kinds_and_drop_inherited_local_key
         assert_eq!(c.compaction.kind, CompactionKind::Grpc);
         assert_eq!(c.compaction.fallback, Some(CompactionFallback::Local));
         let r = c.resolved();
-        assert_eq!(r.compaction.timeout_ms, Some(COMPACTION_TIMEOUT_MS));
+        assert_eq!(r.compaction.timeout_ms, Some(10_000));
         assert_eq!(r.rpc.timeout_ms, Some(10_000));
 
         let node = Config::load(&path, Some("node")).unwrap();

@@ -47,10 +47,7 @@ impl ClientOptions {
 
     /// The wait before retry `attempt` (1-based): doubling from `retry_initial`, capped.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32 << attempt.saturating_sub(1).min(16);
-        self.retry_initial
-            .saturating_mul(factor)
-            .min(self.retry_max)
+        crate::backoff::Backoff::new(self.retry_initial, self.retry_max).delay(attempt)
     }
 }
 
@@ -64,6 +61,8 @@ pub struct ServerOptions {
     pub tls_key: Option<PathBuf>,
     /// Largest message accepted or sent (0: 64 MiB).
     pub max_message_bytes: usize,
+    /// Serve beyond loopback with neither token nor TLS (see `check_exposure`).
+    pub allow_open: bool,
 }
 
 impl ServerOptions {

@@ -5,6 +5,7 @@ use super::ServerOptions;
 use crate::{Error, Result};
 use std::future::Future;
 use std::net::SocketAddr;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -12,16 +13,52 @@ use tonic::transport::server::Router;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
-/// The status a library error travels as.
+/// The status a library error travels as. Clients learn what failed, not where the server
+/// keeps its files: paths are cut to their last component (the full error is logged here).
 pub fn status(e: Error) -> Status {
+    if !matches!(
+        e,
+        Error::InvalidArgument(_) | Error::Closed | Error::Fenced(_)
+    ) {
+        tracing::warn!(error = %e, "call failed");
+    }
     match e {
-        Error::InvalidArgument(m) => Status::invalid_argument(m),
-        Error::Corruption { what, detail } => Status::data_loss(format!("{what}: {detail}")),
+        Error::InvalidArgument(m) => Status::invalid_argument(without_paths(&m)),
+        Error::Corruption { what, detail } => {
+            Status::data_loss(without_paths(&format!("{what}: {detail}")))
+        }
         Error::Closed => Status::failed_precondition("closed"),
         // Aborted is kept for fencing alone, so a client can map it back.
-        Error::Fenced(m) => Status::aborted(m),
-        other => Status::internal(other.to_string()),
+        Error::Fenced(m) => Status::aborted(without_paths(&m)),
+        other => Status::internal(without_paths(&other.to_string())),
     }
+}
+
+/// `text` with every absolute path shortened to its file name.
+fn without_paths(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('/') {
+        let starts_word = rest[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace() || "([{'\"`=".contains(c));
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || ")]}'\",;`".contains(c))
+            .map_or(rest.len(), |n| at + n);
+        let word = &rest[at..end];
+        out.push_str(&rest[..at]);
+        if starts_word && word[1..].contains('/') {
+            let name = word.trim_end_matches(['/', ':', '.']).rsplit('/').next();
+            out.push_str(name.unwrap_or_default());
+            out.push_str(&word[word.trim_end_matches(['/', ':', '.']).len()..]);
+        } else {
+            out.push_str(word);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Refuses calls that do not carry the configured bearer token.
@@ -47,14 +84,8 @@ impl tonic::service::Interceptor for ServerAuth {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        // Compare in constant time: the token is a secret.
-        let ok = given.is_some_and(|g| {
-            g.len() == expected.len()
-                && g.bytes()
-                    .zip(expected.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        });
+        // Compare in constant time: the token is a secret (`subtle` compares lengths too).
+        let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())));
         if ok {
             Ok(req)
         } else {
@@ -108,6 +139,19 @@ where
         }
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Refuses to serve on an address other machines can reach with neither a token nor TLS,
+/// unless `opts.allow_open` says so: anyone on the network could read and write every
+/// database the server holds.
+pub fn check_exposure(addr: SocketAddr, opts: &ServerOptions) -> Result<()> {
+    let guarded = opts.token.is_some() || opts.tls_cert.is_some();
+    if addr.ip().is_loopback() || guarded || opts.allow_open {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "refusing to serve on {addr} with neither rpc.token nor TLS (rpc.tls_cert and rpc.tls_key): anyone who can reach it could read and write the data. Set a token, or listen on 127.0.0.1, or set rpc.allow_open = true to serve open on purpose"
+    )))
 }
 
 /// A server builder with TLS configured when the options ask for it.
@@ -221,4 +265,76 @@ pub fn serve(
         stop: Some(stop),
         join,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_may_serve_without_a_token_or_tls_unless_told() {
+        let open = ServerOptions::default();
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert!(check_exposure(at("127.0.0.1:1"), &open).is_ok());
+        assert!(check_exposure(at("[::1]:1"), &open).is_ok());
+        let e = check_exposure(at("0.0.0.0:1"), &open).unwrap_err();
+        assert!(e.to_string().contains("rpc.token"), "{e}");
+        let token = ServerOptions {
+            token: Some("t".into()),
+            ..ServerOptions::default()
+        };
+        assert!(check_exposure(at("0.0.0.0:1"), &token).is_ok());
+        let told = ServerOptions {
+            allow_open: true,
+            ..ServerOptions::default()
+        };
+        assert!(check_exposure(at("10.0.0.1:1"), &told).is_ok());
+    }
+
+    #[test]
+    fn errors_for_clients_carry_no_server_paths() {
+        assert_eq!(
+            without_paths("corruption in journal segment /srv/cairn/journal/0001.wal: bad"),
+            "corruption in journal segment 0001.wal: bad"
+        );
+        assert_eq!(
+            without_paths("I/O error on /srv/x/tables/9.sst: No space left (os error 28)"),
+            "I/O error on 9.sst: No space left (os error 28)"
+        );
+        assert_eq!(
+            without_paths("url http://h:1/a/b and 3/4"),
+            "url http://h:1/a/b and 3/4"
+        );
+        let s = status(Error::io(
+            "/srv/data/7.sst",
+            std::io::Error::other("disk on fire"),
+        ));
+        assert!(!s.message().contains("/srv"), "{}", s.message());
+        assert!(s.message().contains("7.sst"), "{}", s.message());
+    }
+
+    #[test]
+    fn the_token_must_match_exactly() {
+        use tonic::service::Interceptor;
+        let mut auth = ServerAuth::new(&ServerOptions {
+            token: Some("s3cret".into()),
+            ..ServerOptions::default()
+        });
+        let with = |h: Option<&str>| {
+            let mut r = Request::new(());
+            if let Some(h) = h {
+                r.metadata_mut().insert("authorization", h.parse().unwrap());
+            }
+            r
+        };
+        assert!(auth.call(with(Some("Bearer s3cret"))).is_ok());
+        for bad in [
+            None,
+            Some("Bearer s3cre"),
+            Some("Bearer s3crett"),
+            Some("Bearer S3cret"),
+        ] {
+            assert!(auth.call(with(bad)).is_err(), "{bad:?}");
+        }
+    }
 }

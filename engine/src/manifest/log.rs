@@ -12,6 +12,7 @@
 use super::record::{Body, Record};
 use super::{Manifest, VersionEdit};
 use bytes::Bytes;
+use cairn_common::backoff::Backoff;
 use cairn_common::{Error, Result, TableId};
 use cairn_filestore::{ManifestStore, ManifestVersion};
 use futures::StreamExt;
@@ -24,6 +25,9 @@ pub const CHECKPOINT_EVERY: u64 = 64;
 
 /// Versions a reader fetches at once.
 const READ_AHEAD: usize = 16;
+
+/// Retries of a manifest read or write that the store failed to answer: 40 ms doubling.
+const STORE_RETRY: Backoff = Backoff::new(Duration::from_millis(40), Duration::from_secs(2));
 
 fn is_checkpoint(n: ManifestVersion) -> bool {
     n == 1 || n.is_multiple_of(CHECKPOINT_EVERY)
@@ -62,7 +66,7 @@ pub async fn load(store: &dyn ManifestStore) -> Result<Option<Loaded>> {
             Err(e) if e.is_corruption() || attempt == WRITE_ATTEMPTS => return Err(e),
             Err(e) => {
                 tracing::warn!(attempt, error = %e, "reading the manifest failed; retrying");
-                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                STORE_RETRY.wait(attempt).await;
             }
         }
     }
@@ -180,7 +184,7 @@ async fn create_version(
             return Err(failed);
         }
         tracing::warn!(version = n, attempt, error = %failed, "manifest write failed; retrying");
-        tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+        STORE_RETRY.wait(attempt).await;
     }
 }
 
