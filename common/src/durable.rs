@@ -42,8 +42,14 @@ pub fn replace_file(path: &Path, data: &[u8]) -> Result<()> {
     let mut f = File::create(tmp).at(tmp)?;
     f.write_all(data).at(tmp)?;
     f.sync_all().at(tmp)?;
-    std::fs::rename(tmp, path).at(path)?;
-    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+    rename_durably(tmp, path)
+}
+
+/// Renames a synced `from` over `to` and syncs the directory, so the new name survives a
+/// crash: the last step of every write-then-rename.
+pub fn rename_durably(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).at(to)?;
+    match to.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(dir) => sync_dir(dir),
         None => sync_dir(Path::new(".")),
     }

@@ -114,7 +114,6 @@ impl Storage for SstStorage {
             id,
             path,
             tmp,
-            dir: self.opts.dir.clone(),
             out: BufWriter::with_capacity(256 << 10, file),
             opts: self.opts.clone(),
             offset: 0,
@@ -166,7 +165,6 @@ struct SstBuilder {
     id: TableId,
     path: PathBuf,
     tmp: PathBuf,
-    dir: PathBuf,
     out: BufWriter<File>,
     opts: SstOptions,
     offset: u64,
@@ -270,10 +268,7 @@ impl TableBuilder for SstBuilder {
         self.offset += footer.len() as u64;
         self.out.flush().at(&self.tmp)?;
         self.out.get_ref().sync_all().at(&self.tmp)?;
-        std::fs::rename(&self.tmp, &self.path).at(&self.path)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .at(&self.dir)?;
+        cairn_common::durable::rename_durably(&self.tmp, &self.path)?;
         self.finished = true;
         meta.size = self.offset;
         Ok(meta)

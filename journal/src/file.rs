@@ -452,12 +452,8 @@ fn create_segment(dir: &Path, first_lsn: Lsn) -> Result<SegmentInfo> {
         .at(&path)?;
     f.write_all(&segment::header()).at(&path)?;
     f.sync_all().at(&path)?;
-    sync_dir(dir)?;
+    cairn_common::durable::sync_dir(dir)?;
     Ok(SegmentInfo { first_lsn, path })
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
 
 /// Scans the newest segment, cuts it after the last good record and returns the next LSN.

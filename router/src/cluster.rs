@@ -154,20 +154,9 @@ fn load<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 }
 
 fn store<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
     let text = serde_json::to_vec_pretty(value)
         .map_err(|e| Error::InvalidArgument(format!("cannot encode {}: {e}", path.display())))?;
-    let mut f = std::fs::File::create(&tmp).at(&tmp)?;
-    f.write_all(&text).at(&tmp)?;
-    f.sync_all().at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .at(dir)?;
-    }
-    Ok(())
+    cairn_common::durable::replace_file(path, &text)
 }
 
 #[cfg(test)]

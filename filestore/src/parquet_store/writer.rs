@@ -14,7 +14,7 @@ use arrow_array::builder::{BinaryBuilder, UInt8Builder, UInt64Builder};
 use arrow_array::{ArrayRef, RecordBatch};
 use async_trait::async_trait;
 use bytes::Bytes;
-use cairn_common::{Entry, Error, IoContext, Result, TableId, TableMeta};
+use cairn_common::{Entry, Error, Result, TableId, TableMeta};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
@@ -328,12 +328,8 @@ impl TableBuilder for ParquetBuilder {
         if let Some(dir) = &self.loc.local_dir {
             // object_store's local backend renames into place without syncing.
             let file = dir.join(self.path.as_ref());
-            std::fs::File::open(&file)
-                .and_then(|f| f.sync_all())
-                .at(&file)?;
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .at(dir)?;
+            cairn_common::durable::sync_file(&file)?;
+            cairn_common::durable::sync_dir(dir)?;
         }
         Ok(meta)
     }
