@@ -7,6 +7,7 @@ mod batch;
 pub mod durable;
 mod entry;
 mod error;
+pub mod limits;
 mod merge;
 mod meta;
 pub mod rpc;

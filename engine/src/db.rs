@@ -242,13 +242,15 @@ impl Db {
     }
 
     /// Applies `batch` atomically: readers see all of it or none. Returns the sequence number
-    /// of its last operation once it is durable in the journal.
+    /// of its last operation once it is durable in the journal. A batch over the limits of
+    /// `cairn_common::limits` (keys 64 KiB, values 16 MiB, 32 MiB in all) is refused whole.
     pub async fn write(&self, batch: WriteBatch) -> Result<SeqNo> {
         let inner = &self.inner;
         inner.check_open()?;
         if batch.is_empty() {
             return Ok(inner.seq.visible());
         }
+        cairn_common::limits::check_batch(&batch)?;
         inner.wait_for_room().await?;
         let n = batch.len() as u64;
         let (last, over) = {

@@ -58,6 +58,9 @@ impl Import {
         if entries.is_empty() {
             return Ok(());
         }
+        for (k, v) in &entries {
+            cairn_common::limits::check_pair(k, v)?;
+        }
         self.inner.check_open()?;
         let inner = self.inner.clone();
         // Sorting and writing the table is background work: it runs on the engine's own

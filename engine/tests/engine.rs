@@ -496,3 +496,72 @@ async fn a_late_journal_append_does_not_shadow_a_newer_flushed_write() {
     );
     db.close().await.unwrap();
 }
+
+/// Keys and values at the edges, through the journal, a flush, a compaction and a reopen: the
+/// empty key, bytes 0x00 and 0xFF, a key longer than a block, a value at the documented limit.
+/// One byte over a limit is refused at the door, and the database carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_values_at_the_edges_and_over_the_limits() {
+    use cairn_common::limits::{MAX_BATCH_BYTES, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+    let h = file_harness();
+    let db = h.open().await;
+    let long_key = vec![0xABu8; MAX_KEY_BYTES];
+    let big = Bytes::from(vec![7u8; MAX_VALUE_BYTES]);
+    let pairs: Vec<(Bytes, Bytes)> = vec![
+        (Bytes::new(), Bytes::from("empty key")),
+        (Bytes::from(vec![0u8]), Bytes::new()),
+        (Bytes::from(vec![0xFFu8; 3]), Bytes::from(vec![0u8, 0xFF])),
+        (Bytes::from(long_key.clone()), Bytes::from("long key")),
+        (Bytes::from("big"), big.clone()),
+    ];
+    for (k, v) in &pairs {
+        db.put(k.clone(), v.clone()).await.unwrap();
+    }
+    let over = [
+        db.put(vec![1u8; MAX_KEY_BYTES + 1], "v").await.unwrap_err(),
+        db.put("k", vec![1u8; MAX_VALUE_BYTES + 1])
+            .await
+            .unwrap_err(),
+        db.write({
+            let mut b = WriteBatch::new();
+            for i in 0..=(MAX_BATCH_BYTES / MAX_VALUE_BYTES) {
+                b.put(format!("b{i}"), big.clone());
+            }
+            b
+        })
+        .await
+        .unwrap_err(),
+        db.import(vec![(
+            "i".into(),
+            Bytes::from(vec![1u8; MAX_VALUE_BYTES + 1]),
+        )])
+        .await
+        .unwrap_err(),
+    ];
+    for e in over {
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+        assert!(e.to_string().contains("over the limit"), "{e}");
+    }
+    let db = check(db, &pairs).await;
+    db.close_without_flush().await.unwrap();
+    drop(db);
+    let db = check(h.open().await, &pairs).await;
+    db.flush().await.unwrap();
+    db.compact().await.unwrap();
+    let db = check(db, &pairs).await;
+    db.close().await.unwrap();
+    drop(db);
+    check(h.open().await, &pairs).await.close().await.unwrap();
+}
+
+async fn check(db: Db, pairs: &[(Bytes, Bytes)]) -> Db {
+    for (k, v) in pairs {
+        let got = db.get(k).await.unwrap();
+        assert_eq!(got.as_ref(), Some(v), "key {:?}", &k[..k.len().min(4)]);
+    }
+    assert_eq!(db.get(b"k").await.unwrap(), None);
+    let all = scan_all(&db).await;
+    assert_eq!(all.len(), pairs.len());
+    assert_eq!(all[0].0, Bytes::new(), "the empty key sorts first");
+    db
+}
