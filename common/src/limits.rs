@@ -57,11 +57,13 @@ mod tests {
         let value = vec![0u8; MAX_VALUE_BYTES + 1];
         assert!(check_pair(b"k", &value[1..]).is_ok());
         assert!(check_pair(b"k", &value).is_err());
+        // Keys count too: two one-byte keys and their values make exactly the limit.
         let mut b = WriteBatch::new();
-        b.put(vec![1u8], value[..MAX_VALUE_BYTES].to_vec());
-        b.put(vec![2u8], value[..MAX_VALUE_BYTES].to_vec());
+        b.put(vec![1u8], value[..MAX_VALUE_BYTES - 1].to_vec());
+        b.put(vec![2u8], value[..MAX_VALUE_BYTES - 1].to_vec());
+        assert_eq!(b.payload_bytes(), MAX_BATCH_BYTES);
         assert!(check_batch(&b).is_ok());
-        b.put(vec![3u8], vec![0u8; 1]);
+        b.delete(vec![3u8]);
         assert!(
             check_batch(&b)
                 .unwrap_err()
