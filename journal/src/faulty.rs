@@ -14,6 +14,7 @@ pub struct FaultyJournal {
     inner: Arc<dyn Journal>,
     fail_next: AtomicUsize,
     delay_micros: AtomicU64,
+    appends: AtomicU64,
 }
 
 impl FaultyJournal {
@@ -22,12 +23,18 @@ impl FaultyJournal {
             inner,
             fail_next: AtomicUsize::new(0),
             delay_micros: AtomicU64::new(0),
+            appends: AtomicU64::new(0),
         })
     }
 
     /// Fails the next `n` appends (as a journal with a full or failing disk would).
     pub fn fail_next(&self, n: usize) {
         self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Appends handed to this journal so far, finished or not.
+    pub fn appends(&self) -> u64 {
+        self.appends.load(Ordering::Relaxed)
     }
 
     /// Makes every append reach the journal `d` late.
@@ -44,6 +51,7 @@ impl Journal for FaultyJournal {
     }
 
     async fn append(&self, epoch: u64, record: Bytes) -> Result<Lsn> {
+        self.appends.fetch_add(1, Ordering::Relaxed);
         let failing = self
             .fail_next
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

@@ -23,6 +23,12 @@ use tonic::{Request, Response, Status, Streaming};
 /// Replay chunks are cut at about this many payload bytes.
 const CHUNK_BYTES: usize = 256 << 10;
 
+/// What one append stream may have in flight in the journal: past either bound the server
+/// stops reading the stream until appends complete, and HTTP/2 flow control holds the client
+/// back. Far above what group commit needs (a few hundred writers), far below memory.
+pub(crate) const MAX_INFLIGHT_RECORDS: usize = 16 << 10;
+pub(crate) const MAX_INFLIGHT_BYTES: usize = 64 << 20;
+
 pub struct JournalService {
     dbs: Arc<Databases<dyn Journal>>,
     shutdown: watch::Receiver<bool>,
@@ -69,30 +75,38 @@ impl JournalRpc for JournalService {
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(async move {
             let mut inflight = FuturesUnordered::new();
+            let mut inflight_bytes = 0usize;
             let mut accepting = !*shutdown.borrow();
             loop {
                 tokio::select! {
-                    Some(first) = inflight.next(), if !inflight.is_empty() => {
+                    Some((first, bytes)) = inflight.next(), if !inflight.is_empty() => {
                         // Every acknowledgement ready now goes in one message.
+                        inflight_bytes -= bytes;
                         let mut acks = vec![first];
-                        while let Some(Some(more)) = inflight.next().now_or_never() {
+                        while let Some(Some((more, bytes))) = inflight.next().now_or_never() {
+                            inflight_bytes -= bytes;
                             acks.push(more);
                         }
                         // If the client left, the appends it sent still complete.
                         let _ = tx.send(Ok(AppendAcks { acks })).await;
                     }
-                    msg = input.message(), if accepting => match msg {
+                    msg = input.message(), if accepting
+                        && inflight.len() < MAX_INFLIGHT_RECORDS
+                        && inflight_bytes < MAX_INFLIGHT_BYTES => match msg {
                         Ok(Some(AppendBatch { records })) => {
                             for AppendRequest { id, payload, epoch } in records {
                                 let journal = journal.clone();
+                                let bytes = payload.len();
+                                inflight_bytes += bytes;
                                 inflight.push(async move {
-                                    match journal.append(epoch, payload).await {
+                                    let ack = match journal.append(epoch, payload).await {
                                         Ok(lsn) => AppendResponse { id, lsn, error_code: 0, error: String::new() },
                                         Err(e) => {
                                             let s = status(e);
                                             AppendResponse { id, lsn: 0, error_code: s.code() as u32, error: s.message().to_string() }
                                         }
-                                    }
+                                    };
+                                    (ack, bytes)
                                 });
                             }
                         }

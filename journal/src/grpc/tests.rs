@@ -183,3 +183,49 @@ async fn tls_with_a_token_works_and_plain_http_is_refused() {
     assert!(untrusted.append(0, Bytes::from("x")).await.is_err());
     server.stop().await.unwrap();
 }
+
+/// A client that floods a journal server with appends the journal cannot take (each one held
+/// for an hour) gets back-pressure: the server stops reading its stream at its bound of records
+/// in flight, HTTP/2 flow control stops the client, and the server's memory stays bounded. The
+/// test stops once the client can send no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_appends_gets_back_pressure() {
+    use super::pb::journal_client::JournalClient;
+    use super::pb::{AppendBatch, AppendRequest};
+    let journal = crate::FaultyJournal::new(Arc::new(MemoryJournal::new()));
+    journal.set_delay(Duration::from_secs(3600));
+    let server = start(journal.clone(), ServerOptions::default()).await;
+    let mut raw = JournalClient::connect(server.url()).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<AppendBatch>(1);
+    let call = tokio::spawn(async move {
+        raw.append(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map(|r| r.into_inner())
+    });
+    // Batches of 64 records of 1 KiB: 64 MiB in all if nothing pushed back.
+    let mut sent = 0u64;
+    for b in 0..1024u64 {
+        let batch = AppendBatch {
+            records: (0..64)
+                .map(|i| AppendRequest {
+                    id: b * 64 + i,
+                    payload: Bytes::from(vec![0u8; 1024]),
+                    epoch: 0,
+                })
+                .collect(),
+        };
+        match tokio::time::timeout(Duration::from_millis(500), tx.send(batch)).await {
+            Ok(Ok(())) => sent += 64,
+            _ => break,
+        }
+    }
+    assert!(sent < 1024 * 64, "the client was never held back");
+    let taken = journal.appends();
+    assert!(
+        taken <= super::server::MAX_INFLIGHT_RECORDS as u64,
+        "the server took {taken} appends in flight"
+    );
+    drop(tx);
+    call.abort();
+    drop(server);
+}
