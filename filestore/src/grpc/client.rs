@@ -348,6 +348,16 @@ impl Table for GrpcTable {
         value_type: ValueType,
         shadowed: &[Bytes],
     ) -> Result<AggregateState> {
+        // The keys travel in the request: past half a message (a large memtable or L0 decides
+        // many keys) the request would be refused, so the table's entries come here instead,
+        // streamed in chunks, and are folded on this side.
+        let shadowed_bytes: usize = shadowed.iter().map(|k| k.len() + 4).sum();
+        if shadowed_bytes > self.rpc.opts.max_message_bytes / 2 {
+            let entries = self.analytic_scan(range).await?;
+            return crate::VisibleFold::new(snapshot, value_type, shadowed)
+                .fold_stream(entries)
+                .await;
+        }
         let req = AggregateRequest {
             meta: Some(self.pb_meta.clone()),
             range: Some(range.into()),

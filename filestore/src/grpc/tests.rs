@@ -228,3 +228,37 @@ async fn a_table_stream_may_outlast_the_call_deadline() {
     );
     server.stop().await.unwrap();
 }
+
+/// An aggregate whose shadowed keys (those the memtables and upper levels decide) would not
+/// fit in one message is folded on this side instead of being refused: a large L0 or memtable
+/// must not make `aggregate` fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_with_more_shadowed_keys_than_a_message_holds_still_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ServerOptions {
+        max_message_bytes: 64 << 10,
+        ..Default::default()
+    };
+    let server = start(sst(dir.path()), opts).await;
+    let mut o = client_opts(server.url());
+    o.max_message_bytes = 64 << 10;
+    let remote = GrpcStorage::new(o, 0).unwrap();
+    let entries: Vec<Entry> = (0..3000u32)
+        .map(|i| Entry::put(format!("key{i:06}"), 1, "1"))
+        .collect();
+    let meta = crate::write_table(&remote, 11, &entries).await.unwrap();
+    let t = remote.open_table(&meta).await.unwrap();
+    // 2000 keys of 40 bytes: about 80 KiB of shadowed keys, over the 64 KiB bound.
+    let shadowed: Vec<Bytes> = (0..2000u32)
+        .map(|i| Bytes::from(format!("key{i:06}{}", "-".repeat(31))))
+        .chain((0..1000u32).map(|i| Bytes::from(format!("key{i:06}"))))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let state = t
+        .aggregate(&KeyRange::all(), 10, cairn_common::ValueType::I64, &shadowed)
+        .await
+        .unwrap();
+    assert_eq!(state.rows, 2000, "3000 keys, 1000 of them shadowed");
+    server.stop().await.unwrap();
+}
