@@ -285,13 +285,19 @@ impl Db {
     /// The newest value of `key`, or `None` if absent or deleted.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
         self.inner.check_open()?;
-        self.inner.get(key, self.inner.seq.visible()).await
+        // No snapshot is registered, so a compaction may meanwhile drop versions older than
+        // the newest: the tables are read at the newest version rather than at the number
+        // visible when the get began. They only ever hold acknowledged writes, so the answer
+        // is a value the key had at some moment during the call.
+        self.inner
+            .get(key, self.inner.seq.visible(), SeqNo::MAX)
+            .await
     }
 
     /// The value of `key` as of `snapshot`.
     pub async fn get_at(&self, key: &[u8], snapshot: &Snapshot) -> Result<Option<Bytes>> {
         self.inner.check_open()?;
-        self.inner.get(key, snapshot.seq()).await
+        self.inner.get(key, snapshot.seq(), snapshot.seq()).await
     }
 
     /// The newest values of `keys`, in the same order, all read at one snapshot.
@@ -300,7 +306,7 @@ impl Db {
         let snap = self.snapshot();
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
-            out.push(self.inner.get(k, snap.seq()).await?);
+            out.push(self.inner.get(k, snap.seq(), snap.seq()).await?);
         }
         Ok(out)
     }
@@ -514,7 +520,14 @@ impl Inner {
         }
     }
 
-    pub async fn get(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Bytes>> {
+    /// `key` as of `snapshot` in the memtables and `tables_at` in the tables (the same, or
+    /// newer for a get with no registered snapshot).
+    pub async fn get(
+        &self,
+        key: &[u8],
+        snapshot: SeqNo,
+        tables_at: SeqNo,
+    ) -> Result<Option<Bytes>> {
         // Memtables before tables: a flush installs its table before it drops the memtable,
         // so loading in this order never misses a write.
         // Memtable lookups never await, so a short-lived guard does; the version below is held
@@ -530,6 +543,8 @@ impl Inner {
         if let Some(e) = found {
             return Ok(live_value(e));
         }
+        fail::fail_point!("get-between-memtables-and-tables");
+        let snapshot = tables_at;
         let version = self.version.load_full();
         for t in &version.levels[0] {
             if t.meta.smallest.as_slice() <= key
