@@ -151,9 +151,11 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
         edit.added.push((0, h.meta.clone()));
         edit.last_seq = Some(h.meta.max_seq);
     }
+    fail::fail_point!("flush-before-install");
     inner
         .install(edit, handle.iter().cloned().collect())
         .await?;
+    fail::fail_point!("flush-after-install");
     if let Some(h) = &handle {
         inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
         inner
@@ -175,6 +177,7 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
                 .collect(),
         }));
     }
+    fail::fail_point!("flush-before-truncate");
     if let Err(e) = inner.comps.journal.truncate(flushed_lsn).await {
         // The records are in a table now; replaying them again would be harmless.
         tracing::warn!(error = %e, "journal truncation failed");
@@ -292,7 +295,10 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
     };
     // Inputs leave storage only once the manifest no longer names them, and once their last
     // reader lets go; a refused install (a fenced writer) deletes nothing.
-    for t in inner.install(edit, opened).await? {
+    fail::fail_point!("compaction-before-install");
+    let removed = inner.install(edit, opened).await?;
+    fail::fail_point!("compaction-after-install");
+    for t in removed {
         t.mark_obsolete();
     }
     if !pick.trivial_move {

@@ -100,7 +100,9 @@ impl Import {
         let bytes: u64 = tables.iter().map(|t| t.meta.size).sum();
         // A failed install leaves the tables alone: the manifest may hold them after all
         // (its write's outcome is unknown), and the next open sweeps them if it does not.
+        fail::fail_point!("import-before-install");
         inner.install(edit, tables).await?;
+        fail::fail_point!("import-after-install");
         inner.counters.imports.fetch_add(1, Ordering::Relaxed);
         inner
             .counters

@@ -342,7 +342,7 @@ impl ManifestLog {
             .encode()?,
         );
         match create_version(self.store.as_ref(), n, &data).await {
-            Ok(Created::Ours) => {}
+            Ok(Created::Ours) => fail::fail_point!("manifest-after-write"),
             Ok(Created::Taken(d)) => return Err(self.stop(self.fenced(n, &d))),
             Err(e) => {
                 self.pending = Some((n, data));
