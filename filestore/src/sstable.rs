@@ -72,14 +72,31 @@ const TMP_SUFFIX: &str = "sst.tmp";
 
 impl SstStorage {
     /// Opens the directory, creating it, and removes temporary files of builds that never
-    /// finished (a crash mid-flush leaves one).
+    /// finished (a crash mid-flush leaves one). A build holds an exclusive lock on its file
+    /// while it lives, and the lock goes with its process: a file still locked is another
+    /// process's build in progress (a compaction node on the same directory), and stays.
     pub fn open(opts: SstOptions) -> Result<Self> {
         cairn_common::durable::create_dir_durably(&opts.dir)?;
         let manifests = Arc::new(DirManifestStore::open(opts.dir.join(MANIFEST_DIR))?);
         for ent in std::fs::read_dir(&opts.dir).at(&opts.dir)? {
             let path = ent.at(&opts.dir)?.path();
-            if path.to_str().is_some_and(|p| p.ends_with(TMP_SUFFIX)) {
-                std::fs::remove_file(&path).at(&path)?;
+            if !path.to_str().is_some_and(|p| p.ends_with(TMP_SUFFIX)) {
+                continue;
+            }
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                // Finished or abandoned since the listing.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            match file.try_lock() {
+                Ok(()) => match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&path, e)),
+                },
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
             }
         }
         let cache = BlockCache::new(opts.block_cache_bytes);
@@ -110,6 +127,8 @@ impl Storage for SstStorage {
             .truncate(true)
             .open(&tmp)
             .at(&tmp)?;
+        // Held until the file is closed: tells another store's sweep the build is alive.
+        file.lock().at(&tmp)?;
         Ok(Box::new(SstBuilder {
             id,
             path,

@@ -126,3 +126,22 @@ async fn unfinished_builds_leave_nothing_behind() {
         .count();
     assert_eq!(leftovers, 0, "a dropped builder removes its temporary file");
 }
+
+/// Opening a store sweeps the temporary files of builds that died, never one another process
+/// (a compaction node on the same directory) is still writing: each build holds a lock on its
+/// file for as long as it lives.
+#[tokio::test]
+async fn opening_a_store_sweeps_dead_builds_but_not_live_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = storage(dir.path(), |_| {});
+    let mut live = writer.create_table(21).await.unwrap();
+    live.add(&entries(10)).await.unwrap();
+    // What a build killed mid-write leaves: a temporary file nobody holds.
+    std::fs::write(dir.path().join(format!("{:020}.sst.tmp", 22)), b"half").unwrap();
+
+    let _other = storage(dir.path(), |_| {});
+    assert!(!dir.path().join(format!("{:020}.sst.tmp", 22)).exists());
+    let meta = live.finish().await.expect("the live build was left alone");
+    assert_eq!(meta.entries, 10);
+    assert_eq!(writer.list_tables().await.unwrap(), vec![21]);
+}
