@@ -308,6 +308,7 @@ impl StorageSection {
             secret_access_key: self.secret_access_key.clone(),
             allow_http: self.allow_http.unwrap_or(d.allow_http),
             row_group_rows: self.row_group_rows.unwrap_or(d.row_group_rows),
+            row_group_bytes: d.row_group_bytes,
             page_bytes: self.page_bytes.unwrap_or(d.page_bytes),
             zstd_level: self.zstd_level.unwrap_or(d.zstd_level),
             upload_part_bytes: self.upload_part_bytes.unwrap_or(d.upload_part_bytes),

@@ -256,7 +256,12 @@ async fn an_aggregate_with_more_shadowed_keys_than_a_message_holds_still_answers
         .into_iter()
         .collect();
     let state = t
-        .aggregate(&KeyRange::all(), 10, cairn_common::ValueType::I64, &shadowed)
+        .aggregate(
+            &KeyRange::all(),
+            10,
+            cairn_common::ValueType::I64,
+            &shadowed,
+        )
         .await
         .unwrap();
     assert_eq!(state.rows, 2000, "3000 keys, 1000 of them shadowed");

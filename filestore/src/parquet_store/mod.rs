@@ -40,6 +40,9 @@ pub struct ParquetOptions {
     pub allow_http: bool,
     /// Rows per row group: the unit `get` and `scan` prune by statistics.
     pub row_group_rows: usize,
+    /// A row group is cut sooner once its keys and values reach this many bytes (Arrow's
+    /// binary columns take 32-bit offsets, so a group must stay well under 2 GiB).
+    pub row_group_bytes: usize,
     /// Target size of a data page, the unit the page index prunes within a row group.
     pub page_bytes: usize,
     pub zstd_level: i32,
@@ -62,6 +65,7 @@ impl Default for ParquetOptions {
             secret_access_key: None,
             allow_http: false,
             row_group_rows: 64 * 1024,
+            row_group_bytes: 128 << 20,
             page_bytes: 64 * 1024,
             zstd_level: 1,
             upload_part_bytes: 8 << 20,

@@ -205,3 +205,31 @@ async fn aggregates_read_only_values_where_statistics_allow() {
     let planned = t.plan(Bound::Unbounded, Bound::Unbounded);
     assert!(!t.values_suffice(&planned[0], &all, u64::MAX, &[]));
 }
+
+/// Row groups are cut by bytes as well as rows: big values make smaller groups (Arrow's
+/// binary builders take 32-bit offsets and panic past 2 GiB in one group).
+#[tokio::test]
+async fn row_groups_are_cut_by_bytes_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ParquetOptions {
+        row_group_bytes: 1 << 20,
+        ..small(format!("file://{}", dir.path().display()))
+    };
+    let s = ParquetStorage::open(opts).unwrap();
+    // 200 entries of 64 KiB: 12.5 MiB, one group by rows (1000), about 13 by bytes.
+    let entries: Vec<Entry> = (0..200u32)
+        .map(|i| Entry::put(format!("k{i:04}"), 1, vec![b'v'; 64 << 10]))
+        .collect();
+    let meta = write_table(&s, 1, &entries).await.unwrap();
+    let file = std::fs::File::open(dir.path().join("00000000000000000001.parquet")).unwrap();
+    let groups = ::parquet::file::reader::FileReader::metadata(
+        &::parquet::file::reader::SerializedFileReader::new(file).unwrap(),
+    )
+    .num_row_groups();
+    assert!((12..=14).contains(&groups), "{groups} row groups");
+    let t = s.open_table(&meta).await.unwrap();
+    assert_eq!(
+        read_range(t.as_ref(), &KeyRange::all()).await.unwrap(),
+        entries
+    );
+}

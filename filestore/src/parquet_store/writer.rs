@@ -45,6 +45,7 @@ pub(crate) struct ParquetBuilder {
     /// No key seen twice so far.
     unique_keys: bool,
     rows_per_group: usize,
+    group_bytes: usize,
     pending: Vec<Entry>,
     pending_bytes: usize,
     factory: Arc<ArrowRowGroupWriterFactory>,
@@ -140,6 +141,7 @@ impl ParquetBuilder {
             tracker: MetaTracker::new(id),
             unique_keys: true,
             rows_per_group: opts.row_group_rows,
+            group_bytes: opts.row_group_bytes.max(1),
             pending: Vec::new(),
             pending_bytes: 0,
             factory: Arc::new(factory),
@@ -293,8 +295,19 @@ impl TableBuilder for ParquetBuilder {
             self.pending_bytes += e.key.len() + e.value.len() + 9;
         }
         self.pending.extend_from_slice(entries);
-        while self.pending.len() >= self.rows_per_group {
-            let group: Vec<Entry> = self.pending.drain(..self.rows_per_group).collect();
+        while self.pending.len() >= self.rows_per_group || self.pending_bytes >= self.group_bytes {
+            // The rows up to the row bound or the byte bound, whichever comes first.
+            let mut bytes = 0;
+            let rows = self
+                .pending
+                .iter()
+                .take(self.rows_per_group)
+                .position(|e| {
+                    bytes += e.key.len() + e.value.len() + 9;
+                    bytes >= self.group_bytes
+                })
+                .map_or(self.rows_per_group.min(self.pending.len()), |i| i + 1);
+            let group: Vec<Entry> = self.pending.drain(..rows).collect();
             self.pending_bytes = self
                 .pending
                 .iter()
