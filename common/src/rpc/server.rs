@@ -160,7 +160,9 @@ pub fn builder(opts: &ServerOptions) -> Result<Server> {
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(super::client::STREAM_WINDOW))
         .initial_connection_window_size(Some(super::client::CONNECTION_WINDOW))
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)));
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        // What one connection may hold open at once; the client's further calls wait.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
     match (&opts.tls_cert, &opts.tls_key) {
         (Some(cert), Some(key)) => {
             super::tls_provider();
@@ -179,6 +181,12 @@ pub fn builder(opts: &ServerOptions) -> Result<Server> {
     }
     Ok(server)
 }
+
+/// Calls one connection may have open at once (tonic sets no limit). An engine keeps one
+/// connection per server, and each scan or compaction holds a stream per table it merges, all
+/// at once: a bound near what many concurrent scans use could leave each holding some streams
+/// while waiting for the rest. So the bound is high, and stops only a runaway client.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 8192;
 
 /// How long a stopping server waits for the calls in flight before it closes them.
 pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
