@@ -153,6 +153,16 @@ pub fn encode_data_block(entries: &[Entry]) -> Result<Vec<u8>, String> {
 
 /// Decodes a data block; keys and values are slices of `payload`, not copies.
 pub fn decode_data_block(payload: &Bytes) -> Result<Vec<Entry>, String> {
+    // bincode sizes the entry vector by the count the block claims: a count the block's
+    // bytes cannot hold (every entry takes at least 4) is refused before anything is
+    // allocated for it.
+    let count = claimed_len(payload).ok_or("truncated entry count")?;
+    if count.saturating_mul(4) > payload.len() as u64 {
+        return Err(format!(
+            "block claims {count} entries in {} bytes",
+            payload.len()
+        ));
+    }
     let (raw, used): (Vec<RawEntry<'_>>, usize) =
         bincode::borrow_decode_from_slice(payload, bincode_config()).map_err(|e| e.to_string())?;
     if used != payload.len() {
@@ -175,9 +185,32 @@ pub fn encode<T: bincode::Encode>(v: &T) -> Result<Vec<u8>, String> {
     bincode::encode_to_vec(v, bincode_config()).map_err(|e| e.to_string())
 }
 
+/// The leading length of a bincode sequence (its varint: one byte below 251, else a tag and 2,
+/// 4 or 8 little-endian bytes).
+fn claimed_len(b: &[u8]) -> Option<u64> {
+    let le = |n: usize| {
+        let mut w = [0u8; 8];
+        w[..n].copy_from_slice(b.get(1..1 + n)?);
+        Some(u64::from_le_bytes(w))
+    };
+    match *b.first()? {
+        x @ 0..=250 => Some(x as u64),
+        251 => le(2),
+        252 => le(4),
+        253 => le(8),
+        _ => None,
+    }
+}
+
+/// What a filter, index or properties block may claim to hold: a bound on what a corrupt or
+/// hostile one can make the decoder allocate. A table's filter at 10 bits per key stays under
+/// it up to 200 million keys.
+const DECODE_LIMIT: usize = 256 << 20;
+
 pub fn decode<T: bincode::Decode<()>>(payload: &[u8]) -> Result<T, String> {
     let (v, used) =
-        bincode::decode_from_slice(payload, bincode_config()).map_err(|e| e.to_string())?;
+        bincode::decode_from_slice(payload, bincode_config().with_limit::<DECODE_LIMIT>())
+            .map_err(|e| e.to_string())?;
     if used != payload.len() {
         return Err("trailing bytes".into());
     }
@@ -186,6 +219,54 @@ pub fn decode<T: bincode::Decode<()>>(payload: &[u8]) -> Result<T, String> {
 
 #[cfg(test)]
 mod tests {
+    /// Random bytes, and valid encodings cut short or with bytes changed, fed to every decoder
+    /// of the format: each answers with an error or a value, never a panic or an allocation
+    /// the input's claimed lengths size.
+    #[test]
+    fn decoders_take_any_bytes() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let entries: Vec<Entry> = (0..20u32)
+            .map(|i| Entry::put(format!("key{i}"), i as u64, vec![b'v'; i as usize * 3]))
+            .collect();
+        let block = encode_data_block(&entries).unwrap();
+        let bloom = encode(&crate::bloom::Bloom::build(&[1, 2, 3], 10)).unwrap();
+        let mut framed = Vec::new();
+        frame_block(&block, COMPRESSION_LZ4, &mut framed);
+        let footer = Footer {
+            filter: Handle { offset: 1, len: 2 },
+            index: Handle { offset: 3, len: 4 },
+            props: Handle { offset: 5, len: 6 },
+        }
+        .encode();
+        let valid = [block, bloom, framed, footer.to_vec()];
+        for round in 0..20_000 {
+            let input: Vec<u8> = if round % 2 == 0 {
+                (0..next() % 300).map(|_| next() as u8).collect()
+            } else {
+                let mut v = valid[(next() % 4) as usize].clone();
+                v.truncate((next() as usize) % (v.len() + 1));
+                for _ in 0..next() % 4 {
+                    if !v.is_empty() {
+                        let at = (next() as usize) % v.len();
+                        v[at] = next() as u8;
+                    }
+                }
+                v
+            };
+            let bytes = Bytes::from(input.clone());
+            let _ = decode_data_block(&bytes);
+            let _ = decode::<crate::bloom::Bloom>(&input);
+            let _ = Footer::decode(&input);
+            let _ = unframe_block(&input);
+        }
+    }
+
     use super::*;
 
     /// The example in FORMAT.md, byte for byte.
