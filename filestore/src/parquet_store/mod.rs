@@ -3,6 +3,7 @@
 //! and pages by the key column's statistics and page index, scans stream record batches, and
 //! aggregates fold the value column without building entries. The schema is in `FORMAT.md`.
 
+mod checksum;
 mod location;
 mod reader;
 mod schema;

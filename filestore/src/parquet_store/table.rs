@@ -2,6 +2,7 @@
 //! read then plans which row groups and pages can hold the keys asked for, and fetches only
 //! those byte ranges (ranged GETs), never the whole object.
 
+use super::checksum;
 use super::reader::ObjectReader;
 use super::schema::{self, KEY, KIND, SEQ, UNIQUE_KEYS_KEY, VALUE};
 use super::{PageCache, store_error};
@@ -66,6 +67,8 @@ pub(crate) struct ParquetTable {
     unique_keys: bool,
     pages: Option<PageCache>,
     reader_meta: ArrowReaderMetadata,
+    /// Each row group's checksum (none in tables written before they were kept).
+    sums: Option<Vec<u32>>,
 }
 
 /// Whether keys in `[min, max]` can fall inside the bounds.
@@ -161,6 +164,14 @@ impl ParquetTable {
                 kv.iter()
                     .any(|e| e.key == UNIQUE_KEYS_KEY && e.value.as_deref() == Some("true"))
             });
+        let md = reader_meta.metadata();
+        let sums = md
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|e| e.key == checksum::ROW_GROUP_CRC_KEY))
+            .map(|e| checksum::decode(e.value.as_deref().unwrap_or(""), md.num_row_groups()))
+            .transpose()
+            .map_err(|d| Error::corruption(format!("{url}/{path}"), d))?;
         Ok(ParquetTable {
             meta,
             store,
@@ -170,7 +181,25 @@ impl ParquetTable {
             unique_keys,
             pages,
             reader_meta,
+            sums,
         })
+    }
+
+    /// A checker of row-group checksums, for a read that returns every row of every row
+    /// group (a scan of all keys); reads of parts of row groups are not checked.
+    fn verifier(&self, range: &KeyRange) -> Option<checksum::Verifier> {
+        let sums = self.sums.clone()?;
+        if !matches!(bounds(range), (Bound::Unbounded, Bound::Unbounded)) {
+            return None;
+        }
+        let rows = self
+            .reader_meta
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows() as usize)
+            .collect();
+        Some(checksum::Verifier::new(sums, rows, self.what()))
     }
 
     fn what(&self) -> String {
@@ -384,11 +413,19 @@ impl Table for ParquetTable {
         let Some(stream) = self.batches(range).await? else {
             return Ok(Box::pin(futures::stream::empty()));
         };
+        let mut verifier = self.verifier(range);
         let range = range.clone();
         let url = self.url.clone();
         let what = self.what();
         let entries = stream
             .map_err(move |e| store_error(&url, &what, e))
+            .and_then(move |batch| {
+                let checked = match verifier.as_mut() {
+                    Some(v) => v.check(&batch).map(|()| batch),
+                    None => Ok(batch),
+                };
+                futures::future::ready(checked)
+            })
             .map_ok(move |batch| {
                 let c = Columns::of(&batch);
                 let mut out = Vec::with_capacity(c.keys.len());

@@ -5,6 +5,7 @@
 //! upload once a part's worth is buffered. The object appears only when the upload completes,
 //! so a failed or abandoned table leaves nothing visible under its name.
 
+use super::checksum::{self, RowCrc};
 use super::location::Location;
 use super::schema::{self, TABLE_META_KEY, UNIQUE_KEYS_KEY};
 use super::{ParquetOptions, store_error};
@@ -34,7 +35,8 @@ use tokio::task::JoinHandle;
 /// Row groups being encoded at once: the cores of a small machine.
 const IN_FLIGHT: usize = 2;
 
-type Encoded = std::result::Result<Vec<ArrowColumnChunk>, String>;
+/// A row group's column chunks and the checksum of its rows.
+type Encoded = std::result::Result<(Vec<ArrowColumnChunk>, u32), String>;
 
 pub(crate) struct ParquetBuilder {
     id: TableId,
@@ -51,6 +53,8 @@ pub(crate) struct ParquetBuilder {
     factory: Arc<ArrowRowGroupWriterFactory>,
     groups: usize,
     in_flight: VecDeque<JoinHandle<Encoded>>,
+    /// The checksums of the row groups appended so far.
+    sums: Vec<u32>,
     /// The file's bytes, drained into `out` after every row group.
     file: Option<SerializedFileWriter<Vec<u8>>>,
     out: Option<BufWriter>,
@@ -111,10 +115,11 @@ fn encode(factory: &ArrowRowGroupWriterFactory, index: usize, entries: &[Entry])
             w.write(&leaf).map_err(|e| e.to_string())?;
         }
     }
-    writers
+    let chunks = writers
         .into_iter()
         .map(|w| w.close().map_err(|e| e.to_string()))
-        .collect()
+        .collect::<std::result::Result<_, _>>()?;
+    Ok((chunks, RowCrc::of(entries)))
 }
 
 impl ParquetBuilder {
@@ -147,6 +152,7 @@ impl ParquetBuilder {
             factory: Arc::new(factory),
             groups: 0,
             in_flight: VecDeque::new(),
+            sums: Vec::new(),
             file: Some(file),
             out: Some(out),
             shut: false,
@@ -177,10 +183,11 @@ impl ParquetBuilder {
         let Some(handle) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        let chunks = handle
+        let (chunks, sum) = handle
             .await
             .map_err(|e| write_err(&self.url, self.id, &self.path, e))?
             .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
+        self.sums.push(sum);
         let file = self
             .file
             .as_mut()
@@ -235,6 +242,10 @@ impl ParquetBuilder {
         file.append_key_value_metadata(KeyValue::new(
             UNIQUE_KEYS_KEY.to_string(),
             self.unique_keys.to_string(),
+        ));
+        file.append_key_value_metadata(KeyValue::new(
+            checksum::ROW_GROUP_CRC_KEY.to_string(),
+            checksum::encode(&self.sums),
         ));
         file.finish()
             .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
