@@ -109,7 +109,7 @@ impl Db {
     /// the journal. Must be called within a Tokio runtime.
     pub async fn open(dir: impl AsRef<Path>, opts: EngineOptions, comps: Components) -> Result<Db> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).at(&dir)?;
+        cairn_common::durable::create_dir_durably(&dir)?;
         let lock_path = dir.join(LOCK_FILE);
         let lock_file = File::options()
             .create(true)

@@ -88,7 +88,7 @@ impl FileJournal {
     /// newest segment so appends continue after the last good record.
     pub fn open(opts: FileJournalOptions) -> Result<Self> {
         let dir = opts.dir.clone();
-        std::fs::create_dir_all(&dir).at(&dir)?;
+        cairn_common::durable::create_dir_durably(&dir)?;
         let mut segments = list_segments(&dir)?;
         let next_lsn = match segments.last() {
             Some(last) => repair_tail(last, opts.sync)?,

@@ -6,7 +6,7 @@
 //! to a temporary file, synced and renamed, so a crash leaves the old one or the new one.
 
 use crate::partition::SCHEME;
-use cairn_common::{Error, IoContext, Result};
+use cairn_common::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -69,7 +69,7 @@ impl Cluster {
             shards,
             partitioning: SCHEME.to_string(),
         };
-        std::fs::create_dir_all(dir).at(dir)?;
+        cairn_common::durable::create_dir_durably(dir)?;
         store(&path, &c)?;
         tracing::info!(cluster = %format!("{:016x}", c.cluster), shards, "created a cluster");
         Ok(c)

@@ -5,9 +5,9 @@
 //! scan, which is what compaction does) recomputes and compares them.
 
 use super::schema::{KEY, KIND, SEQ, VALUE};
+use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt8Type, UInt64Type};
-use arrow_array::RecordBatch;
 use cairn_common::{Entry, Error, Result};
 
 pub const ROW_GROUP_CRC_KEY: &str = "cairn.row_group_crc32c";

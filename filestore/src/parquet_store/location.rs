@@ -80,7 +80,7 @@ pub(crate) fn open(opts: &ParquetOptions) -> Result<Location> {
             let dir = url
                 .to_file_path()
                 .map_err(|()| bad(raw, "not an absolute local path"))?;
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            cairn_common::durable::create_dir_durably(&dir)?;
             let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(raw, e))?;
             Ok(Location {
                 store: Arc::new(store),

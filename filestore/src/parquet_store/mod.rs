@@ -122,6 +122,9 @@ impl ParquetStorage {
             )));
         }
         let loc = location::open(&opts)?;
+        if let Some(dir) = &loc.local_dir {
+            sweep_staging(dir, STAGING_AGE)?;
+        }
         Ok(ParquetStorage {
             pages: page_cache(opts.page_cache_bytes),
             opts,
@@ -229,3 +232,43 @@ impl Storage for ParquetStorage {
 
 #[cfg(test)]
 mod tests;
+
+/// How old a staging file must be to be swept: object_store's local backend writes each
+/// object as `<name>#<n>` and renames it into place, and a process that dies leaves the
+/// staging file behind. Another process may be writing one right now (a second node on the
+/// same directory), and the file is not ours to lock, so only one left alone this long is
+/// taken for dead.
+const STAGING_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes staging files older than `age` in `dir` and its subdirectories (the manifest's).
+fn sweep_staging(dir: &std::path::Path, age: std::time::Duration) -> Result<()> {
+    use cairn_common::IoContext;
+    for ent in std::fs::read_dir(dir).at(dir)? {
+        let ent = ent.at(dir)?;
+        let path = ent.path();
+        let meta = ent.metadata().at(&path)?;
+        if meta.is_dir() {
+            sweep_staging(&path, age)?;
+            continue;
+        }
+        let staging = ent
+            .file_name()
+            .to_str()
+            .and_then(|n| n.rsplit_once('#'))
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|e| e >= age);
+        if staging && old {
+            tracing::info!(path = %path.display(), "removing a staging file left by a write that died");
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+    }
+    Ok(())
+}

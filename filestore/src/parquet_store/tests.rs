@@ -288,3 +288,31 @@ async fn every_byte_flip_in_the_data_is_detected_by_a_full_scan() {
         silent.first()
     );
 }
+
+/// Opening a local store sweeps the staging files object_store leaves when a write dies, once
+/// they are old enough that no live writer can own them; a fresh one stays.
+#[tokio::test]
+async fn old_staging_files_are_swept_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    drop(ParquetStorage::open(small(url.clone())).unwrap());
+    let old = dir.path().join("00000000000000000007.parquet#3");
+    let fresh = dir.path().join("00000000000000000008.parquet#1");
+    std::fs::create_dir_all(dir.path().join("manifest")).unwrap();
+    let old_manifest = dir.path().join("manifest").join("00000000000000000002#5");
+    for p in [&old, &fresh, &old_manifest] {
+        std::fs::write(p, b"half a write").unwrap();
+    }
+    let hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for p in [&old, &old_manifest] {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(hours_ago)
+            .unwrap();
+    }
+    drop(ParquetStorage::open(small(url)).unwrap());
+    assert!(!old.exists() && !old_manifest.exists());
+    assert!(fresh.exists());
+}
