@@ -565,3 +565,56 @@ async fn check(db: Db, pairs: &[(Bytes, Bytes)]) -> Db {
     assert_eq!(all[0].0, Bytes::new(), "the empty key sorts first");
     db
 }
+
+/// A full disk or a failing fsync, at the journal and at the table store (what ENOSPC does to
+/// each, through the fault decorators): the writes whose append failed get the error; flushes
+/// that fail are retried; after a crash-like reopen every acknowledged write is there and no
+/// refused one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_appends_and_flushes_lose_no_acknowledged_write() {
+    let h = file_harness();
+    let storage = FaultyStorage::new(h.storage());
+    let mut comps = h.components(storage.clone());
+    let journal = cairn_journal::FaultyJournal::new(comps.journal);
+    comps.journal = journal.clone();
+    let db = Db::open(h.path(), h.opts.clone(), comps).await.unwrap();
+    let mut acked = std::collections::BTreeMap::new();
+    let mut refused = Vec::new();
+    for i in 0..2000u32 {
+        if i % 300 == 7 {
+            journal.fail_next(3);
+        }
+        if i % 500 == 11 {
+            storage.fail_next(2);
+        }
+        let key = format!("k{i:05}");
+        match db.put(key.clone(), vec![b'v'; 64]).await {
+            Ok(_) => {
+                acked.insert(key, ());
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("injected failure"), "{e}");
+                refused.push(key);
+            }
+        }
+    }
+    assert_eq!(
+        refused.len(),
+        7 * 3,
+        "each injected append failure refused one write"
+    );
+    assert!(db.stats().flushes > 0);
+    db.close_without_flush().await.unwrap();
+    drop(db);
+    let db = h.open().await;
+    for k in acked.keys() {
+        assert!(
+            db.get(k.as_bytes()).await.unwrap().is_some(),
+            "{k} was acknowledged"
+        );
+    }
+    for k in &refused {
+        assert_eq!(db.get(k.as_bytes()).await.unwrap(), None, "{k} was refused");
+    }
+    db.close().await.unwrap();
+}
