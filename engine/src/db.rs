@@ -276,6 +276,7 @@ impl Db {
                 mem.active.table.approximate_bytes() >= inner.opts.memtable_bytes,
             )
         };
+        inner.seq.wait_visible(last).await;
         if over {
             inner.freeze(false).await;
         }

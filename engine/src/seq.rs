@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct SeqTracker {
     inner: Mutex<Inner>,
     visible: AtomicU64,
+    /// Woken whenever visibility advances, for writers waiting to see their own batch.
+    advanced: tokio::sync::Notify,
 }
 
 struct Inner {
@@ -28,6 +30,7 @@ impl SeqTracker {
                 in_flight: BTreeSet::new(),
             }),
             visible: AtomicU64::new(last),
+            advanced: tokio::sync::Notify::new(),
         }
     }
 
@@ -48,7 +51,22 @@ impl SeqTracker {
             Some(&oldest) => oldest - 1,
             None => s.next - 1,
         };
-        self.visible.fetch_max(visible, Ordering::Release);
+        if self.visible.fetch_max(visible, Ordering::Release) < visible {
+            self.advanced.notify_waiters();
+        }
+    }
+
+    /// Waits until `seq` is visible: a write is acknowledged only then, so that its caller
+    /// reads it back (while an older batch of another writer is still being journaled, a
+    /// finished batch is applied but not yet visible).
+    pub async fn wait_visible(&self, seq: SeqNo) {
+        loop {
+            let advanced = self.advanced.notified();
+            if self.visible() >= seq {
+                return;
+            }
+            advanced.await;
+        }
     }
 
     pub fn visible(&self) -> SeqNo {
