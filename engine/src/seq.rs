@@ -5,20 +5,23 @@
 
 use cairn_common::SeqNo;
 use parking_lot::Mutex;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::oneshot;
 
 pub struct SeqTracker {
     inner: Mutex<Inner>,
     visible: AtomicU64,
-    /// Woken whenever visibility advances, for writers waiting to see their own batch.
-    advanced: tokio::sync::Notify,
 }
 
 struct Inner {
     next: SeqNo,
     /// First sequence number of every batch taken but not yet applied.
     in_flight: BTreeSet<SeqNo>,
+    /// Writers waiting for their batch to become visible, by its last sequence number: each
+    /// is woken once, when visibility reaches it (not at every advance, which with hundreds of
+    /// writers in one group commit would wake each of them hundreds of times).
+    waiting: BTreeMap<SeqNo, Vec<oneshot::Sender<()>>>,
 }
 
 impl SeqTracker {
@@ -28,9 +31,9 @@ impl SeqTracker {
             inner: Mutex::new(Inner {
                 next: last + 1,
                 in_flight: BTreeSet::new(),
+                waiting: BTreeMap::new(),
             }),
             visible: AtomicU64::new(last),
-            advanced: tokio::sync::Notify::new(),
         }
     }
 
@@ -51,8 +54,15 @@ impl SeqTracker {
             Some(&oldest) => oldest - 1,
             None => s.next - 1,
         };
-        if self.visible.fetch_max(visible, Ordering::Release) < visible {
-            self.advanced.notify_waiters();
+        self.visible.fetch_max(visible, Ordering::Release);
+        if s.waiting.is_empty() {
+            return;
+        }
+        let later = s.waiting.split_off(&(visible + 1));
+        let ready = std::mem::replace(&mut s.waiting, later);
+        drop(s);
+        for tx in ready.into_values().flatten() {
+            let _ = tx.send(());
         }
     }
 
@@ -60,13 +70,20 @@ impl SeqTracker {
     /// reads it back (while an older batch of another writer is still being journaled, a
     /// finished batch is applied but not yet visible).
     pub async fn wait_visible(&self, seq: SeqNo) {
-        loop {
-            let advanced = self.advanced.notified();
+        if self.visible() >= seq {
+            return;
+        }
+        let ready = {
+            let mut s = self.inner.lock();
+            // Checked again under the lock, which `finish` holds while it advances visibility.
             if self.visible() >= seq {
                 return;
             }
-            advanced.await;
-        }
+            let (tx, rx) = oneshot::channel();
+            s.waiting.entry(seq).or_default().push(tx);
+            rx
+        };
+        let _ = ready.await;
     }
 
     pub fn visible(&self) -> SeqNo {
@@ -88,5 +105,22 @@ mod tests {
         assert_eq!(t.visible(), 10, "13 is applied but 11-12 are not");
         t.finish(a);
         assert_eq!(t.visible(), 13);
+    }
+
+    #[tokio::test]
+    async fn a_writer_waits_until_its_batch_is_visible() {
+        let t = std::sync::Arc::new(SeqTracker::new(10));
+        let a = t.begin(1); // 11
+        let b = t.begin(1); // 12
+        t.finish(b);
+        let waiter = {
+            let t = t.clone();
+            tokio::spawn(async move { t.wait_visible(b).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "11 is not applied yet");
+        t.finish(a);
+        waiter.await.unwrap();
+        t.wait_visible(12).await;
     }
 }
