@@ -152,6 +152,36 @@ mod tests {
         assert_eq!(back, b);
     }
 
+    /// Random bytes and mutated encodings: an error or a batch, never a panic (lengths are
+    /// checked against the bytes there before anything is taken).
+    #[test]
+    fn decoding_takes_any_bytes() {
+        let mut b = WriteBatch::new();
+        b.put("key", "value").delete("gone").put("", "empty key");
+        let valid = b.encode(5).to_vec();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..20_000 {
+            let mut v = if round % 2 == 0 {
+                (0..next() % 100).map(|_| next() as u8).collect::<Vec<u8>>()
+            } else {
+                valid.clone()
+            };
+            for _ in 0..next() % 3 {
+                if !v.is_empty() {
+                    let at = (next() as usize) % v.len();
+                    v[at] = next() as u8;
+                }
+            }
+            let _ = WriteBatch::decode(&Bytes::from(v));
+        }
+    }
+
     #[test]
     fn truncated_is_an_error() {
         let mut b = WriteBatch::new();

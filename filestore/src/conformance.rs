@@ -144,17 +144,32 @@ async fn scans_across_many_blocks(storage: &Arc<dyn Storage>, id: u64) {
     }
 }
 
+/// Big values, and keys and values at the edges: the empty key, bytes 0x00 and 0xFF, a key at
+/// the documented limit (longer than any block), a value of 1 MiB.
 async fn big_values(storage: &Arc<dyn Storage>, id: u64) {
-    let entries: Vec<Entry> = (0..8u8)
-        .map(|i| Entry::put(vec![b'b', i], 1, vec![i; 100_000]))
-        .collect();
+    let mut entries = vec![
+        Entry::put(Bytes::new(), 1, "the empty key"),
+        Entry::put(vec![0u8], 1, Bytes::new()),
+    ];
+    entries.extend((0..8u8).map(|i| Entry::put(vec![b'b', i], 1, vec![i; 100_000])));
+    entries.push(Entry::put(
+        vec![b'k'; cairn_common::limits::MAX_KEY_BYTES],
+        1,
+        "a key at the limit",
+    ));
+    entries.push(Entry::put(vec![0xFFu8; 3], 1, vec![0xFFu8; 1 << 20]));
     let meta = write_table(storage.as_ref(), id, &entries)
         .await
         .expect("write table");
     let t = storage.open_table(&meta).await.expect("open table");
     for e in &entries {
-        assert_eq!(t.get(&e.key, 1).await.expect("get").as_ref(), Some(e));
+        let got = t.get(&e.key, 1).await.expect("get");
+        assert!(got.as_ref() == Some(e), "key of {} bytes", e.key.len());
     }
+    let all = read_range(t.as_ref(), &KeyRange::all())
+        .await
+        .expect("scan");
+    assert!(all == entries, "a scan returns the edge entries in order");
 }
 
 async fn out_of_order_is_refused(storage: &Arc<dyn Storage>, id: u64) {
