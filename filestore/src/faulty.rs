@@ -1,4 +1,5 @@
-//! `FaultyStorage`: a storage decorator that injects failures and delays into table writes,
+//! `FaultyStorage`: a storage decorator that injects failures, delays and a bandwidth limit
+//! into table writes,
 //! for chaos tests of the engine and of a user's deployment (the way object_store ships
 //! `ThrottledStore`). Reads, deletes and the manifest pass straight through.
 
@@ -16,6 +17,8 @@ pub struct FaultyStorage {
     /// Every creation takes a permit first: close it (`forget_permits`) to hold writers.
     pub hold: tokio::sync::Semaphore,
     delay_micros: AtomicU64,
+    /// Bytes per second table writes may go at (0: unlimited).
+    bytes_per_sec: Arc<AtomicU64>,
 }
 
 impl FaultyStorage {
@@ -25,7 +28,14 @@ impl FaultyStorage {
             fail_next: AtomicUsize::new(0),
             hold: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
             delay_micros: AtomicU64::new(0),
+            bytes_per_sec: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Throttles table writes to `rate` bytes per second of keys and values (0: unlimited),
+    /// as a slow disk or a thin link to a bucket would.
+    pub fn set_bytes_per_sec(&self, rate: u64) {
+        self.bytes_per_sec.store(rate, Ordering::Relaxed);
     }
 
     /// Fails the next `n` table creations.
@@ -68,6 +78,7 @@ impl Storage for FaultyStorage {
         Ok(Box::new(SlowBuilder {
             inner,
             delay: Duration::from_micros(self.delay_micros.load(Ordering::Relaxed)),
+            rate: self.bytes_per_sec.clone(),
         }))
     }
 
@@ -88,15 +99,21 @@ impl Storage for FaultyStorage {
     }
 }
 
-/// A builder whose seal waits first.
+/// A builder whose seal waits first, and whose adds go at the throttle's rate.
 struct SlowBuilder {
     inner: Box<dyn TableBuilder>,
     delay: Duration,
+    rate: Arc<AtomicU64>,
 }
 
 #[async_trait]
 impl TableBuilder for SlowBuilder {
     async fn add(&mut self, entries: &[cairn_common::Entry]) -> Result<()> {
+        let rate = self.rate.load(Ordering::Relaxed);
+        if rate > 0 {
+            let bytes: usize = entries.iter().map(|e| e.key.len() + e.value.len()).sum();
+            tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / rate as f64)).await;
+        }
         self.inner.add(entries).await
     }
 

@@ -145,3 +145,20 @@ async fn opening_a_store_sweeps_dead_builds_but_not_live_ones() {
     assert_eq!(meta.entries, 10);
     assert_eq!(writer.list_tables().await.unwrap(), vec![21]);
 }
+
+/// The fault decorator's throttle holds table writes to its rate: 200 KB at 1 MB/s takes a
+/// fifth of a second at least (a lower bound, which a busy machine cannot make fail).
+#[tokio::test]
+async fn a_throttled_store_writes_no_faster_than_its_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = crate::FaultyStorage::new(storage(dir.path(), |_| {}));
+    slow.set_bytes_per_sec(1_000_000);
+    let entries: Vec<Entry> = (0..200u32)
+        .map(|i| Entry::put(format!("k{i:04}"), 1, vec![b'v'; 995]))
+        .collect();
+    let started = std::time::Instant::now();
+    crate::write_table(slow.as_ref(), 1, &entries)
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+}
