@@ -159,13 +159,9 @@ mod tests {
         let mut b = WriteBatch::new();
         b.put("key", "value").delete("gone").put("", "empty key");
         let valid = b.encode(5).to_vec();
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let mut next = move || rng.random::<u64>();
         for round in 0..20_000 {
             let mut v = if round % 2 == 0 {
                 (0..next() % 100).map(|_| next() as u8).collect::<Vec<u8>>()

@@ -224,13 +224,9 @@ mod tests {
     /// the input's claimed lengths size.
     #[test]
     fn decoders_take_any_bytes() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let mut next = move || rng.random::<u64>();
         let entries: Vec<Entry> = (0..20u32)
             .map(|i| Entry::put(format!("key{i}"), i as u64, vec![b'v'; i as usize * 3]))
             .collect();

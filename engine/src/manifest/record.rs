@@ -99,13 +99,9 @@ mod tests {
         }
         .encode()
         .unwrap();
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let mut next = move || rng.random::<u64>();
         for round in 0..20_000 {
             let mut v = if round % 3 == 0 {
                 (0..next() % 200).map(|_| next() as u8).collect::<Vec<u8>>()
