@@ -236,11 +236,19 @@ pub fn serve(
         .map_err(|e| Error::component("server", e))?;
     let (stop, stopped) = oneshot::channel::<()>();
     let (fired, shutting_down) = oneshot::channel::<()>();
+    // The gRPC health checking protocol: the server is SERVING from here (its component is
+    // open before it is served) and NOT_SERVING as soon as it begins to shut down, so a load
+    // balancer or probe watching it stops sending calls before the connections close.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let router = router.add_service(health_service);
     let shutdown = async move {
         tokio::select! {
             _ = stopped => {}
             _ = signal => {}
         }
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         let _ = drain.send(true);
         let _ = fired.send(());
     };

@@ -229,3 +229,37 @@ async fn a_flood_of_appends_gets_back_pressure() {
     call.abort();
     drop(server);
 }
+
+/// Every server speaks the gRPC health checking protocol: SERVING while it serves, and
+/// NOT_SERVING to a watcher as soon as it begins to shut down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_serving_then_not_serving_at_shutdown() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let server = start(Arc::new(MemoryJournal::new()), ServerOptions::default()).await;
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let overall = HealthCheckRequest {
+        service: String::new(),
+    };
+    let status = health
+        .check(overall.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    let mut watch = health.watch(overall).await.unwrap().into_inner();
+    let first = watch.message().await.unwrap().unwrap().status;
+    assert_eq!(first, ServingStatus::Serving as i32);
+    let stopping = tokio::spawn(server.stop());
+    let next = watch.message().await.unwrap().unwrap().status;
+    assert_eq!(next, ServingStatus::NotServing as i32);
+    drop(watch);
+    stopping.await.unwrap().unwrap();
+}
