@@ -34,7 +34,6 @@ pub struct Import {
     _no_compaction: OwnedMutexGuard<()>,
     tables: Vec<Arc<TableHandle>>,
     last_seq: SeqNo,
-    entries: u64,
 }
 
 impl Import {
@@ -48,7 +47,6 @@ impl Import {
             _no_compaction: no_compaction,
             tables: Vec::new(),
             last_seq: 0,
-            entries: 0,
         })
     }
 
@@ -70,15 +68,9 @@ impl Import {
             .spawn(async move { write_one(&inner, entries).await })
             .await
             .map_err(|e| Error::component("import", e))??;
-        self.entries += handle.meta.entries;
         self.last_seq = seq;
         self.tables.push(handle);
         Ok(())
-    }
-
-    /// Entries written so far, repeats within one `add` counted once.
-    pub fn entries(&self) -> u64 {
-        self.entries
     }
 
     /// Installs every table written, atomically and durably. Returns the sequence number of
