@@ -1,6 +1,8 @@
-//! The file journal: numbered segment files on a local disk, written by one thread that
-//! group-commits concurrent appends (one write and one fsync for everything queued while the
-//! previous sync ran), rolled over at a configured size and cut at a torn tail on open.
+//! The file journal: numbered segment files on a local disk, rolled over at a configured size
+//! and cut at a torn tail on open. With `sync`, one thread group-commits concurrent appends
+//! (one write and one fsync for everything queued while the previous sync ran). Without it an
+//! append is one short `write` into the page cache, made by the caller itself under the
+//! writer's lock: handing it to a thread and back would cost more than the write.
 
 use crate::segment::{self, Decoded, SegmentInfo};
 use crate::{Claimed, Journal, JournalClaim, JournalRecord, check_claim, fenced_error};
@@ -12,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use tokio::sync::oneshot;
 
@@ -61,8 +63,6 @@ struct Append {
 
 enum Msg {
     Append(Append),
-    /// Goes through the writer thread, so it is ordered with the appends around it.
-    Claim(JournalClaim, oneshot::Sender<Result<Claimed>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -77,10 +77,14 @@ struct Held {
 
 pub struct FileJournal {
     dir: PathBuf,
+    state: Arc<Mutex<Writer>>,
+    /// The group-commit thread's queue, with `sync` only.
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    sync: bool,
+    closed: AtomicBool,
     segments: Arc<Mutex<Vec<SegmentInfo>>>,
     counters: Arc<Counters>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl FileJournal {
@@ -129,8 +133,8 @@ impl FileJournal {
         };
         let segments = Arc::new(Mutex::new(segments));
         let counters = Arc::new(Counters::default());
-        let (tx, rx) = mpsc::channel();
-        let mut writer = Writer {
+        let sync = opts.sync;
+        let state = Arc::new(Mutex::new(Writer {
             dir: dir.clone(),
             opts,
             file,
@@ -141,17 +145,27 @@ impl FileJournal {
             failed: None,
             buf: Vec::with_capacity(1 << 20),
             held,
+        }));
+        let (tx, syncer) = if sync {
+            let (tx, rx) = mpsc::channel();
+            let state = state.clone();
+            let handle = std::thread::Builder::new()
+                .name("cairn-journal".into())
+                .spawn(move || group_commit(&state, rx))
+                .at(&dir)?;
+            (Some(tx), Some(handle))
+        } else {
+            (None, None)
         };
-        let handle = std::thread::Builder::new()
-            .name("cairn-journal".into())
-            .spawn(move || writer.run(rx))
-            .at(&dir)?;
         Ok(FileJournal {
             dir,
-            tx: Mutex::new(Some(tx)),
+            state,
+            tx: Mutex::new(tx),
+            syncer: Mutex::new(syncer),
+            sync,
+            closed: AtomicBool::new(false),
             segments,
             counters,
-            writer: Mutex::new(Some(handle)),
         })
     }
 
@@ -177,14 +191,25 @@ impl FileJournal {
         let tx = tx.as_ref().ok_or_else(|| self.closed_error())?;
         tx.send(m).map_err(|_| self.closed_error())
     }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl Journal for FileJournal {
     async fn claim(&self, claim: &JournalClaim) -> Result<Claimed> {
-        let (done, wait) = oneshot::channel();
-        self.send(Msg::Claim(claim.clone(), done))?;
-        wait.await.map_err(|_| self.closed_error())?
+        self.check_open()?;
+        // Under the writer's lock, so it falls between two groups: appends written before it
+        // were written under the old claim, and every later one is checked against the new.
+        let (state, claim) = (self.state.clone(), claim.clone());
+        tokio::task::spawn_blocking(move || state.lock().take_claim(claim))
+            .await
+            .map_err(|e| Error::component("journal claim", e))?
     }
 
     async fn append(&self, epoch: u64, record: Bytes) -> Result<Lsn> {
@@ -194,6 +219,10 @@ impl Journal for FileJournal {
                 record.len(),
                 segment::MAX_RECORD
             )));
+        }
+        self.check_open()?;
+        if !self.sync {
+            return self.state.lock().commit_one(epoch, &record);
         }
         let (done, wait) = oneshot::channel();
         self.send(Msg::Append(Append {
@@ -240,6 +269,7 @@ impl Journal for FileJournal {
     }
 
     async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
         let tx = self.tx.lock().take();
         if let Some(tx) = tx {
             let (done, wait) = oneshot::channel();
@@ -247,7 +277,7 @@ impl Journal for FileJournal {
                 let _ = wait.await;
             }
         }
-        let handle = self.writer.lock().take();
+        let handle = self.syncer.lock().take();
         if let Some(h) = handle {
             tokio::task::spawn_blocking(move || h.join())
                 .await
@@ -260,8 +290,39 @@ impl Journal for FileJournal {
 
 impl Drop for FileJournal {
     fn drop(&mut self) {
-        // Dropping the sender ends the writer thread after it has written what is queued.
+        // Dropping the sender ends the group-commit thread after it has written what is queued.
         self.tx.lock().take();
+    }
+}
+
+/// The group-commit thread: everything queued while the previous group was written and synced
+/// becomes the next group, up to `MAX_GROUP_BYTES`.
+fn group_commit(state: &Mutex<Writer>, rx: mpsc::Receiver<Msg>) {
+    let mut group: Vec<Append> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut bytes = 0usize;
+        let mut next = Some(first);
+        let mut closing = None;
+        while let Some(m) = next.take() {
+            match m {
+                Msg::Append(a) => {
+                    bytes += a.payload.len() + segment::RECORD_HEADER_LEN;
+                    group.push(a);
+                }
+                Msg::Close(c) => {
+                    closing = Some(c);
+                    break;
+                }
+            }
+            if bytes < MAX_GROUP_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        state.lock().commit(&mut group);
+        if let Some(c) = closing {
+            let _ = c.send(());
+            return;
+        }
     }
 }
 
@@ -284,36 +345,6 @@ struct Writer {
 const MAX_GROUP_BYTES: usize = 8 << 20;
 
 impl Writer {
-    fn run(&mut self, rx: mpsc::Receiver<Msg>) {
-        let mut group: Vec<Append> = Vec::new();
-        while let Ok(first) = rx.recv() {
-            let mut bytes = 0usize;
-            let mut next = Some(first);
-            while let Some(m) = next.take() {
-                match m {
-                    Msg::Append(a) => {
-                        bytes += a.payload.len() + segment::RECORD_HEADER_LEN;
-                        group.push(a);
-                    }
-                    Msg::Claim(claim, done) => {
-                        // The appends before the claim are written under the old claim.
-                        self.commit(&mut group);
-                        let _ = done.send(self.take_claim(claim));
-                    }
-                    Msg::Close(c) => {
-                        self.commit(&mut group);
-                        let _ = c.send(());
-                        return;
-                    }
-                }
-                if bytes < MAX_GROUP_BYTES {
-                    next = rx.try_recv().ok();
-                }
-            }
-            self.commit(&mut group);
-        }
-    }
-
     fn take_claim(&mut self, claim: JournalClaim) -> Result<Claimed> {
         let journal = self.dir.display().to_string();
         if let Some(why) = &self.failed {
@@ -348,53 +379,74 @@ impl Writer {
         })
     }
 
-    fn commit(&mut self, group: &mut Vec<Append>) {
-        if let Some(c) = &self.held.claim {
-            let journal = self.dir.display().to_string();
-            group.retain_mut(|a| {
-                if a.epoch >= c.epoch {
-                    return true;
-                }
-                let (done, _) = oneshot::channel();
-                let done = std::mem::replace(&mut a.done, done);
-                let _ = done.send(Err(fenced_error(&journal, &c.database, a.epoch, c.epoch)));
-                false
-            });
+    /// The error for an append of `epoch`, if the claim fences it.
+    fn fence(&self, epoch: u64) -> Option<Error> {
+        let c = self.held.claim.as_ref().filter(|c| epoch < c.epoch)?;
+        let journal = self.dir.display().to_string();
+        Some(fenced_error(&journal, &c.database, epoch, c.epoch))
+    }
+
+    fn failure(&self, why: &str) -> Error {
+        Error::component(format!("journal {}", self.dir.display()), why)
+    }
+
+    /// Writes one record (no sync) and returns its LSN.
+    fn commit_one(&mut self, epoch: u64, payload: &Bytes) -> Result<Lsn> {
+        if let Some(e) = self.fence(epoch) {
+            return Err(e);
         }
+        if let Some(why) = &self.failed {
+            return Err(self.failure(why));
+        }
+        self.write_group(std::slice::from_ref(payload))
+            .map_err(|why| self.fail(why))
+    }
+
+    /// Writes and syncs a group, and answers each of its appends.
+    fn commit(&mut self, group: &mut Vec<Append>) {
+        group.retain_mut(|a| match self.fence(a.epoch) {
+            None => true,
+            Some(e) => {
+                let (done, _) = oneshot::channel();
+                let _ = std::mem::replace(&mut a.done, done).send(Err(e));
+                false
+            }
+        });
         if group.is_empty() {
             return;
         }
+        let payloads: Vec<&Bytes> = group.iter().map(|a| &a.payload).collect();
         let result = match &self.failed {
             Some(why) => Err(why.clone()),
-            None => self.write_group(group),
+            None => self.write_group(&payloads),
         };
-        match result {
-            Ok(first) => {
-                for (i, a) in group.drain(..).enumerate() {
-                    let _ = a.done.send(Ok(first + i as u64));
-                }
-            }
-            Err(why) => {
-                self.failed = Some(why.clone());
-                for a in group.drain(..) {
-                    let _ = a.done.send(Err(Error::component(
-                        format!("journal {}", self.dir.display()),
-                        &why,
-                    )));
-                }
-            }
+        if let Err(why) = &result {
+            self.failed = Some(why.clone());
+        }
+        for (i, a) in group.drain(..).enumerate() {
+            let _ = a.done.send(match &result {
+                Ok(first) => Ok(first + i as u64),
+                Err(why) => Err(self.failure(why)),
+            });
         }
     }
 
-    /// Writes the group as one `write` and at most one `fsync`; returns the first LSN.
-    fn write_group(&mut self, group: &[Append]) -> Result<Lsn, String> {
+    /// After a failed write the file's end is unknown: every later append fails too.
+    fn fail(&mut self, why: String) -> Error {
+        let e = self.failure(&why);
+        self.failed = Some(why);
+        e
+    }
+
+    /// Writes the records as one `write` and at most one `fsync`; returns the first LSN.
+    fn write_group(&mut self, payloads: &[impl AsRef<[u8]>]) -> Result<Lsn, String> {
         if self.size >= self.opts.segment_bytes {
             self.roll().map_err(|e| e.to_string())?;
         }
         let first = self.next_lsn;
         self.buf.clear();
-        for (i, a) in group.iter().enumerate() {
-            segment::encode_into(&mut self.buf, first + i as u64, &a.payload, i == 0);
+        for (i, p) in payloads.iter().enumerate() {
+            segment::encode_into(&mut self.buf, first + i as u64, p.as_ref(), i == 0);
         }
         self.file
             .write_all(&self.buf)
@@ -406,10 +458,10 @@ impl Writer {
             self.counters.syncs.fetch_add(1, Ordering::Relaxed);
         }
         self.size += self.buf.len() as u64;
-        self.next_lsn += group.len() as u64;
+        self.next_lsn += payloads.len() as u64;
         self.counters
             .appends
-            .fetch_add(group.len() as u64, Ordering::Relaxed);
+            .fetch_add(payloads.len() as u64, Ordering::Relaxed);
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes
