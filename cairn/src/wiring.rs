@@ -127,6 +127,7 @@ pub async fn components(config: &Config) -> Result<Components> {
             shards: config.memtable.shards.unwrap_or(32),
         },
         MemtableKind::SingleLock => MemtableOptions::SingleLock,
+        MemtableKind::SkipList => MemtableOptions::SkipList,
     }
     .factory();
     let (storage, compaction_storage) =

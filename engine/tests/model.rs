@@ -303,6 +303,19 @@ async fn model_memory_journal_sharded_memtable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_file_journal_skiplist_memtable() {
+    for seed in 350..350 + seeds() {
+        run_model(
+            seed,
+            STEPS,
+            JournalKind::File { sync: false },
+            MemtableOptions::SkipList,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_memory_journal_single_lock_memtable() {
     for seed in 300..300 + seeds() {
         run_model(

@@ -1,8 +1,8 @@
-//! Memtable insert and get, sharded vs single-lock, at 1 and 2 threads.
+//! Memtable insert and get, sharded vs single-lock vs skiplist, at 1 and 2 threads.
 //! `cargo bench -p cairn-memtable`
 
 use cairn_common::Entry;
-use cairn_memtable::{Memtable, ShardedMemtable, SingleLockMemtable};
+use cairn_memtable::{Memtable, ShardedMemtable, SingleLockMemtable, SkipListMemtable};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +16,7 @@ fn kinds() -> Vec<(&'static str, Make)> {
     vec![
         ("sharded32", || Arc::new(ShardedMemtable::new(32))),
         ("single_lock", || Arc::new(SingleLockMemtable::new())),
+        ("skiplist", || Arc::new(SkipListMemtable::new())),
     ]
 }
 

@@ -1,7 +1,9 @@
 //! One locked `BTreeMap` with its size counters (the single-lock memtable is one, the sharded
 //! memtable many), and a resumable cursor over it: the cursor copies a small run of entries
 //! under the read lock, releases it, and resumes after the last key it returned. Scans thus
-//! stream without holding a lock across the caller's work, and cost one lock per run.
+//! stream without holding a lock across the caller's work, and cost one lock per run. Runs
+//! start short and double: a short scan merging many shards copies little more than it
+//! returns, and a long one pays for each re-seek with many entries.
 
 use bytes::Bytes;
 use cairn_common::{Entry, EntryKind, InternalKey, KeyRange, SeqNo};
@@ -13,7 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub type Map = BTreeMap<InternalKey, (EntryKind, Bytes)>;
 
-const RUN: usize = 128;
+/// The first run's length, and the longest a run grows to.
+pub const FIRST_RUN: usize = 8;
+pub const MAX_RUN: usize = 512;
 
 #[derive(Default)]
 pub struct LockedMap {
@@ -61,6 +65,7 @@ pub struct MapCursor {
     end: Bound<InternalKey>,
     snapshot: SeqNo,
     buf: VecDeque<Entry>,
+    run: usize,
     done: bool,
 }
 
@@ -91,7 +96,8 @@ impl MapCursor {
             next_from,
             end,
             snapshot,
-            buf: VecDeque::with_capacity(RUN),
+            buf: VecDeque::new(),
+            run: FIRST_RUN,
             // BTreeMap::range panics on an inverted range; an empty one has nothing to give.
             done: range.is_empty(),
         }
@@ -112,12 +118,15 @@ impl MapCursor {
                     value: v.clone(),
                 });
             }
-            if seen == RUN {
+            if seen == self.run {
                 break;
             }
         }
         match last {
-            Some(k) if seen == RUN => self.next_from = Bound::Excluded(k.clone()),
+            Some(k) if seen == self.run => {
+                self.next_from = Bound::Excluded(k.clone());
+                self.run = (self.run * 2).min(MAX_RUN);
+            }
             _ => self.done = true,
         }
     }

@@ -1,6 +1,7 @@
 //! In-memory write buffers: `trait Memtable`, the sharded memtable (keys hashed over many
-//! `RwLock<BTreeMap>` shards so writers on different keys rarely contend) and a single-lock
-//! baseline to measure it against.
+//! `RwLock<BTreeMap>` shards so writers on different keys rarely contend), a single-lock
+//! baseline to measure it against, and the skiplist memtable (lock-free inserts into one
+//! ordered map).
 //!
 //! A memtable holds every version written to it, keyed by (user key, sequence number) in
 //! internal order. It is sync: it sits on the write path of every put, where an await would
@@ -9,12 +10,14 @@
 mod cursor;
 mod sharded;
 mod single;
+mod skiplist;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 pub use sharded::ShardedMemtable;
 pub use single::SingleLockMemtable;
+pub use skiplist::SkipListMemtable;
 
 use cairn_common::{Entry, KeyRange, SeqNo};
 use serde::{Deserialize, Serialize};
@@ -50,6 +53,8 @@ pub enum MemtableOptions {
         shards: usize,
     },
     SingleLock,
+    #[serde(rename = "skiplist")]
+    SkipList,
 }
 
 fn default_shards() -> usize {
@@ -77,6 +82,9 @@ impl MemtableOptions {
             MemtableOptions::SingleLock => {
                 Arc::new(|| Arc::new(SingleLockMemtable::new()) as Arc<dyn Memtable>)
             }
+            MemtableOptions::SkipList => {
+                Arc::new(|| Arc::new(SkipListMemtable::new()) as Arc<dyn Memtable>)
+            }
         }
     }
 }
@@ -94,5 +102,10 @@ mod tests {
     #[test]
     fn conformance_single_lock() {
         conformance::run(&|| Arc::new(SingleLockMemtable::new()));
+    }
+
+    #[test]
+    fn conformance_skiplist() {
+        conformance::run(&|| Arc::new(SkipListMemtable::new()));
     }
 }

@@ -92,6 +92,8 @@ pub enum MemtableKind {
     #[default]
     Sharded,
     SingleLock,
+    #[serde(rename = "skiplist")]
+    SkipList,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -310,7 +312,7 @@ impl Config {
                 }
             }
         }
-        if self.memtable.kind == MemtableKind::SingleLock
+        if self.memtable.kind != MemtableKind::Sharded
             && inherited("memtable.shards", "memtable.kind")
         {
             self.memtable.shards = None;
@@ -376,8 +378,16 @@ impl Config {
         if j.segment_bytes == Some(0) {
             return bad("journal.segment_bytes", "must be greater than 0".into());
         }
-        if self.memtable.kind == MemtableKind::SingleLock && self.memtable.shards.is_some() {
-            return not_for("memtable.shards", "memtable.kind = \"single_lock\"");
+        if self.memtable.shards.is_some() {
+            match self.memtable.kind {
+                MemtableKind::Sharded => {}
+                MemtableKind::SingleLock => {
+                    return not_for("memtable.shards", "memtable.kind = \"single_lock\"");
+                }
+                MemtableKind::SkipList => {
+                    return not_for("memtable.shards", "memtable.kind = \"skiplist\"");
+                }
+            }
         }
         if self.memtable.shards == Some(0) {
             return bad("memtable.shards", "must be at least 1".into());
