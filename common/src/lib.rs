@@ -19,11 +19,14 @@ pub use entry::{
     shared_prefix_len,
 };
 pub use error::{Error, IoContext, Result};
-pub use merge::{MergeHead, merge_sorted};
+pub use merge::{Merge, MergeHead, MergeSource, merge_sorted};
 pub use meta::TableMeta;
 
 /// A boxed, sendable stream: what the object-safe async traits return for scans and replays.
 pub type BoxStream<T> = futures::stream::BoxStream<'static, T>;
+
+/// Entries from a source that never waits (a memtable, a table on local disk).
+pub type EntryIter = Box<dyn Iterator<Item = Result<Entry>> + Send>;
 
 /// Journal position. Assigned by the journal, strictly increasing in write order.
 pub type Lsn = u64;

@@ -11,7 +11,7 @@
 use crate::db::Inner;
 use crate::scan::sources;
 use bytes::Bytes;
-use cairn_common::{AggregateState, EntryKind, KeyRange, Result, SeqNo, ValueType, merge_sorted};
+use cairn_common::{AggregateState, EntryKind, KeyRange, Merge, Result, SeqNo, ValueType};
 use futures::StreamExt;
 
 pub(crate) async fn run(
@@ -31,7 +31,7 @@ pub(crate) async fn run(
         .find(|&l| !version.levels[l].is_empty());
     let overlay_levels = base.unwrap_or(version.levels.len());
     let overlay = sources(&mem, &version, &range, snapshot, overlay_levels, false).await?;
-    let mut merged = merge_sorted(overlay);
+    let mut merged = Merge::new(overlay);
     let mut shadowed: Vec<Bytes> = Vec::new();
     while let Some(e) = merged.next().await {
         let e = e?;

@@ -1,18 +1,26 @@
 //! Range scans: a merge of every memtable and every table that can hold keys of the range,
 //! reduced to the newest version of each key visible at the scan's snapshot, tombstones
 //! hidden. Deeper levels are read one table after another, opened only when reached.
+//!
+//! Memtables and tables that read without waiting (`Table::scan_ready`: SSTables on local
+//! disk) are merged as plain iterators; the merge and this iterator are streams polled
+//! directly, so a local scan makes no future per entry.
 
 use crate::db::{Inner, MemState};
 use crate::snapshot::Snapshot;
 use crate::version::TableHandle;
 use crate::version::Version;
 use bytes::Bytes;
-use cairn_common::{BoxStream, Entry, EntryKind, KeyRange, Result, SeqNo, merge_sorted};
-use futures::{StreamExt, TryStreamExt};
+use cairn_common::{BoxStream, Entry, EntryKind, KeyRange, Merge, MergeSource, Result, SeqNo};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 pub struct DbIter {
-    merged: BoxStream<Result<Entry>>,
+    merged: Merge,
     snapshot: SeqNo,
     last_key: Option<Bytes>,
     /// Keeps versions this scan needs from being compacted away while it runs.
@@ -35,7 +43,7 @@ impl DbIter {
         let levels = version.levels.len();
         let sources = sources(&mem, &version, &range, snapshot, levels, analytic).await?;
         Ok(DbIter {
-            merged: merge_sorted(sources),
+            merged: Merge::new(sources),
             snapshot,
             last_key: None,
             _snapshot: guard,
@@ -45,18 +53,7 @@ impl DbIter {
 
     /// The next live (key, value) in key order.
     pub async fn next(&mut self) -> Result<Option<(Bytes, Bytes)>> {
-        while let Some(e) = self.merged.next().await {
-            let e = e?;
-            if e.seq > self.snapshot || self.last_key.as_ref() == Some(&e.key) {
-                continue;
-            }
-            // The first version at or below the snapshot decides the key.
-            self.last_key = Some(e.key.clone());
-            if e.kind == EntryKind::Put {
-                return Ok(Some((e.key, e.value)));
-            }
-        }
-        Ok(None)
+        self.try_next().await
     }
 
     /// Reads the rest (or up to `limit` entries) into a vector.
@@ -72,8 +69,32 @@ impl DbIter {
     }
 }
 
-/// One sorted stream per memtable, per L0 table, and per deeper level (its tables read one
-/// after another), for the levels below `levels` only. `analytic` reads tables through
+impl Stream for DbIter {
+    type Item = Result<(Bytes, Bytes)>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            let e = match this.merged.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(e))) => e,
+            };
+            if e.seq > this.snapshot || this.last_key.as_ref() == Some(&e.key) {
+                continue;
+            }
+            // The first version at or below the snapshot decides the key.
+            this.last_key = Some(e.key.clone());
+            if e.kind == EntryKind::Put {
+                return Poll::Ready(Some(Ok((e.key, e.value))));
+            }
+        }
+    }
+}
+
+/// One source per memtable, per L0 table, and per deeper level (its tables read one after
+/// another), for the levels below `levels` only. `analytic` reads tables through
 /// `Table::analytic_scan`, the copy a hybrid store keeps for bulk reads.
 pub(crate) async fn sources(
     mem: &MemState,
@@ -82,11 +103,11 @@ pub(crate) async fn sources(
     snapshot: SeqNo,
     levels: usize,
     analytic: bool,
-) -> Result<Vec<BoxStream<Result<Entry>>>> {
-    let mut sources: Vec<BoxStream<Result<Entry>>> = Vec::new();
+) -> Result<Vec<MergeSource>> {
+    let mut sources = Vec::new();
     for m in std::iter::once(&mem.active).chain(mem.immutables.iter()) {
         let it = m.table.scan(range, snapshot);
-        sources.push(Box::pin(futures::stream::iter(it.map(Ok))));
+        sources.push(MergeSource::Ready(Box::new(it.map(Ok))));
     }
     let levels = &version.levels[..levels.min(version.levels.len())];
     let Some((l0, deeper)) = levels.split_first() else {
@@ -94,38 +115,101 @@ pub(crate) async fn sources(
     };
     for t in l0 {
         if range.overlaps(&t.meta.smallest, &t.meta.largest) && t.meta.min_seq <= snapshot {
-            sources.push(scan_table(t, range, analytic).await?);
+            sources.push(match ready_scan(t, range, analytic) {
+                Some(it) => MergeSource::Ready(it?),
+                None => MergeSource::Stream(scan_table(t.clone(), range.clone(), analytic).await?),
+            });
         }
     }
     for level in deeper {
-        let tables: Vec<Arc<TableHandle>> = level
+        let tables: VecDeque<Arc<TableHandle>> = level
             .iter()
             .filter(|t| range.overlaps(&t.meta.smallest, &t.meta.largest))
             .cloned()
             .collect();
-        if tables.is_empty() {
-            continue;
+        if !tables.is_empty() {
+            sources.push(MergeSource::Stream(Box::pin(LevelScan {
+                tables,
+                range: range.clone(),
+                analytic,
+                current: None,
+                opening: None,
+            })));
         }
-        let r = range.clone();
-        let concat = futures::stream::iter(tables)
-            .then(move |t| {
-                let r = r.clone();
-                async move { scan_table(&t, &r, analytic).await }
-            })
-            .try_flatten();
-        sources.push(Box::pin(concat));
     }
     Ok(sources)
 }
 
-async fn scan_table(
+fn ready_scan(
     t: &TableHandle,
     range: &KeyRange,
     analytic: bool,
+) -> Option<Result<cairn_common::EntryIter>> {
+    if analytic {
+        None
+    } else {
+        t.table.scan_ready(range)
+    }
+}
+
+async fn scan_table(
+    t: Arc<TableHandle>,
+    range: KeyRange,
+    analytic: bool,
 ) -> Result<BoxStream<Result<Entry>>> {
     if analytic {
-        t.table.analytic_scan(range).await
+        t.table.analytic_scan(&range).await
     } else {
-        t.table.scan(range).await
+        t.table.scan(&range).await
+    }
+}
+
+/// The tables of one sorted level, read one after another, each opened when reached.
+struct LevelScan {
+    tables: VecDeque<Arc<TableHandle>>,
+    range: KeyRange,
+    analytic: bool,
+    current: Option<MergeSource>,
+    opening: Option<BoxFuture<'static, Result<BoxStream<Result<Entry>>>>>,
+}
+
+impl Stream for LevelScan {
+    type Item = Result<Entry>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Entry>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(cur) = &mut this.current {
+                match cur.poll_next_unpin(cx) {
+                    Poll::Ready(None) => this.current = None,
+                    other => return other,
+                }
+            } else if let Some(opening) = &mut this.opening {
+                let opened = std::task::ready!(opening.poll_unpin(cx));
+                this.opening = None;
+                match opened {
+                    Ok(s) => this.current = Some(MergeSource::Stream(s)),
+                    Err(e) => {
+                        this.tables.clear();
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+            } else {
+                let Some(t) = this.tables.pop_front() else {
+                    return Poll::Ready(None);
+                };
+                match ready_scan(&t, &this.range, this.analytic) {
+                    Some(Ok(it)) => this.current = Some(MergeSource::Ready(it)),
+                    Some(Err(e)) => {
+                        this.tables.clear();
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    None => {
+                        let range = this.range.clone();
+                        this.opening = Some(Box::pin(scan_table(t, range, this.analytic)));
+                    }
+                }
+            }
+        }
     }
 }

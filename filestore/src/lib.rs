@@ -32,7 +32,8 @@ pub use sstable::{Compression, FilterKind, SstOptions, SstStorage};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{
-    AggregateState, BoxStream, Entry, KeyRange, Result, SeqNo, TableId, TableMeta, ValueType,
+    AggregateState, BoxStream, Entry, EntryIter, KeyRange, Result, SeqNo, TableId, TableMeta,
+    ValueType,
 };
 use std::sync::Arc;
 
@@ -79,6 +80,15 @@ pub trait Table: Send + Sync + 'static {
 
     /// Every version of the keys in `range`, in internal order.
     async fn scan(&self, range: &KeyRange) -> Result<BoxStream<Result<Entry>>>;
+
+    /// The same entries as `scan`, from a table that reads without waiting (a file on local
+    /// disk): an iterator that the engine merges with a plain call per entry, where a stream
+    /// costs a poll through async machinery. `None` (the default) when reads may wait, as
+    /// across a network.
+    fn scan_ready(&self, range: &KeyRange) -> Option<Result<EntryIter>> {
+        let _ = range;
+        None
+    }
 
     /// Folds the values of `range` visible at `snapshot` into a partial aggregate, leaving out
     /// the keys in `shadowed` (sorted, no duplicates): those a newer source decides. The default

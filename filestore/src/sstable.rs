@@ -10,7 +10,7 @@ use crate::{BlockLayout, Storage, Table, TableBuilder, find_in_block};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{
-    BoxStream, Entry, Error, IoContext, KeyRange, Result, SeqNo, TableId, TableMeta,
+    BoxStream, Entry, EntryIter, Error, IoContext, KeyRange, Result, SeqNo, TableId, TableMeta,
 };
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -326,6 +326,23 @@ struct Inner {
 }
 
 impl SstTable {
+    fn cursor(&self, range: &KeyRange) -> ScanCursor {
+        let (next_block, seek) = match &range.start {
+            Bound::Included(k) | Bound::Excluded(k) => {
+                (self.inner.layout.seek(k, SeqNo::MAX), Some(k.clone()))
+            }
+            Bound::Unbounded => (0, None),
+        };
+        ScanCursor {
+            inner: self.inner.clone(),
+            range: range.clone(),
+            next_block,
+            seek,
+            block: None,
+            pos: 0,
+        }
+    }
+
     fn open(path: PathBuf, meta: TableMeta, cache: BlockCache) -> Result<Self> {
         let file = File::open(&path).at(&path)?;
         let len = file.metadata().at(&path)?.len();
@@ -435,19 +452,11 @@ impl Table for SstTable {
     }
 
     async fn scan(&self, range: &KeyRange) -> Result<BoxStream<Result<Entry>>> {
-        let inner = self.inner.clone();
-        let start_block = match &range.start {
-            Bound::Included(k) | Bound::Excluded(k) => inner.layout.seek(k, SeqNo::MAX),
-            Bound::Unbounded => 0,
-        };
-        let cursor = ScanCursor {
-            inner,
-            range: range.clone(),
-            next_block: start_block,
-            block: None,
-            pos: 0,
-        };
-        Ok(Box::pin(futures::stream::iter(cursor)))
+        Ok(Box::pin(futures::stream::iter(self.cursor(range))))
+    }
+
+    fn scan_ready(&self, range: &KeyRange) -> Option<Result<EntryIter>> {
+        Some(Ok(Box::new(self.cursor(range))))
     }
 
     fn block_layout(&self) -> Option<Arc<BlockLayout>> {
@@ -472,6 +481,8 @@ struct ScanCursor {
     inner: Arc<Inner>,
     range: KeyRange,
     next_block: usize,
+    /// The range's start, to search for in the first block rather than walk to.
+    seek: Option<Bytes>,
     block: Option<Block>,
     pos: usize,
 }
@@ -501,8 +512,11 @@ impl Iterator for ScanCursor {
             }
             match self.inner.block(self.next_block) {
                 Ok(b) => {
+                    self.pos = match self.seek.take() {
+                        Some(k) => b.seek(&k, SeqNo::MAX),
+                        None => 0,
+                    };
                     self.block = Some(b);
-                    self.pos = 0;
                     self.next_block += 1;
                 }
                 Err(e) => {

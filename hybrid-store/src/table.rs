@@ -7,7 +7,7 @@ use crate::{Shared, Side};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{
-    AggregateState, BoxStream, Entry, KeyRange, Result, SeqNo, TableMeta, ValueType,
+    AggregateState, BoxStream, Entry, EntryIter, KeyRange, Result, SeqNo, TableMeta, ValueType,
     compare_internal,
 };
 use cairn_filestore::{Block, BlockLayout, Table};
@@ -162,6 +162,13 @@ impl Table for HybridTable {
         match self.scans {
             Side::Primary => self.primary.scan(range).await,
             Side::Secondary => self.bulk_scan(range, false).await,
+        }
+    }
+
+    fn scan_ready(&self, range: &KeyRange) -> Option<Result<EntryIter>> {
+        match self.scans {
+            Side::Primary => self.primary.scan_ready(range),
+            Side::Secondary => None,
         }
     }
 

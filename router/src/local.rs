@@ -105,14 +105,7 @@ impl Shard for LocalShard {
     }
 
     async fn scan(&self, range: KeyRange, limit: Option<usize>) -> Result<PairStream> {
-        let it = self.db.scan(range).await?;
-        let pairs = futures::stream::unfold(it, |mut it| async move {
-            match it.next().await {
-                Ok(Some(kv)) => Some((Ok(kv), it)),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), it)),
-            }
-        });
+        let pairs = self.db.scan(range).await?;
         Ok(match limit {
             Some(l) => Box::pin(pairs.take(l)),
             None => Box::pin(pairs),
