@@ -119,6 +119,9 @@ async fn main() -> Result<()> {
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
+    if args.workloads.contains(&Workload::Readwhilewriting) && args.concurrency < 2 {
+        bail!("readwhilewriting needs --concurrency of at least 2: one writer and readers");
+    }
     if args.suite == Some(Suite::Router) {
         return run_router_suite(&args);
     }
@@ -159,10 +162,8 @@ async fn main() -> Result<()> {
                     },
                 )
                 .await?;
-                eprintln!(
-                    "{profile}: loaded {} keys in {:.1}s",
-                    load.ops, load.seconds
-                );
+                let (ops, secs) = load.first().map_or((0, 0.0), |l| (l.ops, l.seconds));
+                eprintln!("{profile}: loaded {ops} keys in {secs:.1}s");
                 loaded = true;
                 if args.compact_after_load {
                     let t = std::time::Instant::now();
@@ -172,23 +173,23 @@ async fn main() -> Result<()> {
             }
             let distribution = args.distribution.unwrap_or(w.default_distribution());
             let shared = Arc::new(Shared::new(w, args.params(), distribution)?);
-            let mut r = run::run(
+            let rows = run::run(
                 target.clone(),
                 shared,
                 &spec(&args, format!("{profile}: {}", w.name())),
             )
             .await?;
-            r.profile = profile.clone();
-            loaded |= w.is_fill() && r.ops >= args.keys;
-            if !args.quiet {
-                eprintln!(
-                    "{profile}: {} {:.0} ops/s, p99 {:.1} us",
-                    w.name(),
-                    r.ops_per_sec,
-                    r.p99_us
-                );
+            for mut r in rows {
+                r.profile = profile.clone();
+                loaded |= w.is_fill() && r.ops >= args.keys;
+                if !args.quiet {
+                    eprintln!(
+                        "{profile}: {} {:.0} ops/s, p99 {:.1} us",
+                        r.workload, r.ops_per_sec, r.p99_us
+                    );
+                }
+                results.push(r);
             }
-            results.push(r);
         }
         target.close().await?;
     }

@@ -34,7 +34,7 @@ pub fn table(results: &[RunResult]) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<12} {:>10} {:>7} {:>12} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>6} {:>8}",
+            "{:<12} {:>10} {:>7} {:>12} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>6} {:>8}",
             "profile",
             "ops",
             "secs",
@@ -45,6 +45,7 @@ pub fn table(results: &[RunResult]) -> String {
             "p99 us",
             "p999 us",
             "cpu s",
+            "cpu us/op",
             "srv cpu",
             "MB wrote",
             "WA",
@@ -53,7 +54,7 @@ pub fn table(results: &[RunResult]) -> String {
         for r in rows {
             let _ = writeln!(
                 out,
-                "{:<12} {:>10} {:>7.2} {:>12.0} {:>6.2}x {:>9} {:>9} {:>9} {:>9} {:>8.2} {:>8} {:>9} {:>6} {:>8}",
+                "{:<12} {:>10} {:>7.2} {:>12.0} {:>6.2}x {:>9} {:>9} {:>9} {:>9} {:>8.2} {:>9.1} {:>8} {:>9} {:>6} {:>8}",
                 r.profile,
                 r.ops,
                 r.seconds,
@@ -64,6 +65,7 @@ pub fn table(results: &[RunResult]) -> String {
                 lat(r.p99_us),
                 lat(r.p999_us),
                 r.cpu_seconds,
+                r.cpu_seconds * 1e6 / (r.ops.max(1) as f64),
                 r.server_cpu_seconds
                     .map_or("-".into(), |s| format!("{s:.2}")),
                 mb(r.bytes_written),

@@ -58,6 +58,8 @@ pub struct RunResult {
 }
 
 struct Outcome {
+    /// The writer of `readwhilewriting`, reported on a row of its own.
+    writer: bool,
     hist: Histogram<u64>,
     errors: u64,
     written_payload: u64,
@@ -138,11 +140,12 @@ async fn worker(
     values: Values,
     stop: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
-    seed: u64,
+    index: usize,
     deadline: Instant,
 ) -> Outcome {
-    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut rng = SmallRng::seed_from_u64(index as u64 + 1);
     let mut out = Outcome {
+        writer: shared.is_writer(index),
         hist: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds"),
         errors: 0,
         written_payload: 0,
@@ -160,7 +163,7 @@ async fn worker(
             }
             tokio::task::yield_now().await;
         }
-        let Some(op) = shared.next(&mut rng) else {
+        let Some(op) = shared.next(&mut rng, index) else {
             break;
         };
         let start = Instant::now();
@@ -177,11 +180,13 @@ async fn worker(
     out
 }
 
+/// Runs the workload; returns one row, or for `readwhilewriting` the readers' row and then
+/// the writer's (CPU, bytes and memory are the whole run's on both).
 pub async fn run(
     target: Arc<dyn Target>,
     shared: Arc<Shared>,
     spec: &RunSpec,
-) -> anyhow::Result<RunResult> {
+) -> anyhow::Result<Vec<RunResult>> {
     let values = Values::new(spec.value_size);
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -204,7 +209,7 @@ pub async fn run(
             values.clone(),
             stop.clone(),
             done.clone(),
-            w as u64 + 1,
+            w,
             deadline,
         );
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -244,14 +249,9 @@ pub async fn run(
         })
     };
 
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)?;
-    let (mut errors, mut payload, mut first_error) = (0, 0, None);
+    let mut outcomes = Vec::with_capacity(handles.len());
     for h in handles {
-        let out = h.await?;
-        hist.add(&out.hist)?;
-        errors += out.errors;
-        payload += out.written_payload;
-        first_error = first_error.or(out.first_error);
+        outcomes.push(h.await?);
     }
     let seconds = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
@@ -271,37 +271,58 @@ pub async fn run(
     };
     let written = target.written().await;
     let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
-    if let Some(e) = first_error {
-        eprintln!("{}: {errors} operations failed; the first: {e}", spec.label);
+    let payload: u64 = outcomes.iter().map(|o| o.written_payload).sum();
+    let peak_rss_bytes = measure::peak_rss();
+
+    let mut rows = Vec::new();
+    for writer in [false, true] {
+        let group: Vec<&Outcome> = outcomes.iter().filter(|o| o.writer == writer).collect();
+        if group.is_empty() {
+            continue;
+        }
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)?;
+        let mut errors = 0;
+        for o in &group {
+            hist.add(&o.hist)?;
+            errors += o.errors;
+        }
+        if let Some(e) = group.iter().find_map(|o| o.first_error.as_ref()) {
+            eprintln!("{}: {errors} operations failed; the first: {e}", spec.label);
+        }
+        let mut name = shared.workload.name().to_string();
+        if writer {
+            name.push_str("-writer");
+        }
+        let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+        let ops = hist.len();
+        rows.push(RunResult {
+            profile: String::new(),
+            workload: name,
+            distribution: format!("{:?}", shared.distribution).to_lowercase(),
+            concurrency: group.len(),
+            value_size: spec.value_size,
+            keys: shared.params.keys,
+            ops,
+            errors,
+            seconds,
+            ops_per_sec: ops as f64 / seconds.max(1e-9),
+            p50_us: us(0.50),
+            p95_us: us(0.95),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+            max_us: hist.max() as f64 / 1000.0,
+            cpu_seconds,
+            server_cpu_seconds,
+            bytes_written: io,
+            journal_bytes: delta(written_before.journal, written.journal),
+            table_bytes: delta(written_before.tables, written.tables),
+            write_amplification: io
+                .filter(|_| payload > 0)
+                .map(|b| b as f64 / payload as f64),
+            peak_rss_bytes,
+        });
     }
-    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    let ops = hist.len();
-    Ok(RunResult {
-        profile: String::new(),
-        workload: shared.workload.name().to_string(),
-        distribution: format!("{:?}", shared.distribution).to_lowercase(),
-        concurrency: spec.concurrency,
-        value_size: spec.value_size,
-        keys: shared.params.keys,
-        ops,
-        errors,
-        seconds,
-        ops_per_sec: ops as f64 / seconds.max(1e-9),
-        p50_us: us(0.50),
-        p95_us: us(0.95),
-        p99_us: us(0.99),
-        p999_us: us(0.999),
-        max_us: hist.max() as f64 / 1000.0,
-        cpu_seconds,
-        server_cpu_seconds,
-        bytes_written: io,
-        journal_bytes: delta(written_before.journal, written.journal),
-        table_bytes: delta(written_before.tables, written.tables),
-        write_amplification: io
-            .filter(|_| payload > 0)
-            .map(|b| b as f64 / payload as f64),
-        peak_rss_bytes: measure::peak_rss(),
-    })
+    Ok(rows)
 }
 
 fn progress_bar(spec: &RunSpec, shared: &Shared) -> ProgressBar {

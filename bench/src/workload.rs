@@ -9,13 +9,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Workload {
-    /// Writes every key once, in a pseudo-random order.
+    /// Writes every key once, in a pseudo-random order (db_bench's fillrandom).
+    #[value(alias = "fillrandom")]
     Put,
-    /// Writes every key once, in key order.
+    /// Writes every key once, in key order (db_bench's fillseq).
+    #[value(alias = "fillseq")]
     PutSeq,
-    /// Point reads.
+    /// Random puts over the loaded keys for the duration (db_bench's overwrite).
+    Overwrite,
+    /// Point reads (db_bench's readrandom).
+    #[value(alias = "readrandom")]
     Get,
-    /// Range scans of `--scan-length` entries from a random key.
+    /// One worker overwrites random keys while the others read (db_bench's
+    /// readwhilewriting); reported as two rows, the readers' and the writer's.
+    Readwhilewriting,
+    /// A seek to a random key and a read of `--scan-length` entries from there (db_bench's
+    /// seekrandom with `--seek_nexts`).
+    #[value(alias = "seekrandom")]
     Scan,
     /// Batched point reads of `--batch` keys.
     Multiget,
@@ -42,7 +52,9 @@ impl Workload {
         match self {
             Workload::Put => "put",
             Workload::PutSeq => "put-seq",
+            Workload::Overwrite => "overwrite",
             Workload::Get => "get",
+            Workload::Readwhilewriting => "readwhilewriting",
             Workload::Scan => "scan",
             Workload::Multiget => "multiget",
             Workload::Aggregate => "aggregate",
@@ -163,8 +175,13 @@ impl Shared {
         }
     }
 
-    /// The next operation, or `None` when a fill has written every key.
-    pub fn next(&self, rng: &mut SmallRng) -> Option<Op> {
+    /// Whether `worker` is the one writer of `readwhilewriting`.
+    pub fn is_writer(&self, worker: usize) -> bool {
+        self.workload == Workload::Readwhilewriting && worker == 0
+    }
+
+    /// The next operation of `worker`, or `None` when a fill has written every key.
+    pub fn next(&self, rng: &mut SmallRng, worker: usize) -> Option<Op> {
         let p = &self.params;
         let read = |rng: &mut SmallRng, ratio: f64| rng.random_bool(ratio.clamp(0.0, 1.0));
         Some(match self.workload {
@@ -179,7 +196,9 @@ impl Shared {
                     i
                 })
             }
-            Workload::Get | Workload::YcsbC => Op::Get(self.pick(rng)),
+            Workload::Overwrite => Op::Put(self.pick(rng)),
+            Workload::Readwhilewriting if self.is_writer(worker) => Op::Put(self.pick(rng)),
+            Workload::Get | Workload::YcsbC | Workload::Readwhilewriting => Op::Get(self.pick(rng)),
             Workload::Scan => Op::Scan(self.pick(rng), p.scan_length),
             Workload::Multiget => Op::MultiGet((0..p.batch).map(|_| self.pick(rng)).collect()),
             Workload::Aggregate => Op::Aggregate(self.pick(rng), p.scan_length as u64),
@@ -260,7 +279,7 @@ mod tests {
         };
         let s = Shared::new(Workload::Put, params, KeyDistribution::Uniform).unwrap();
         let mut rng = SmallRng::seed_from_u64(1);
-        let mut keys: Vec<u64> = std::iter::from_fn(|| s.next(&mut rng))
+        let mut keys: Vec<u64> = std::iter::from_fn(|| s.next(&mut rng, 0))
             .map(|op| match op {
                 Op::Put(k) => k,
                 other => panic!("a fill only puts: {other:?}"),
@@ -268,6 +287,23 @@ mod tests {
             .collect();
         keys.sort();
         assert_eq!(keys, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn readwhilewriting_has_one_writer_and_readers() {
+        let params = Params {
+            keys: 1000,
+            read_ratio: 0.5,
+            scan_length: 10,
+            batch: 5,
+        };
+        let s = Shared::new(Workload::Readwhilewriting, params, KeyDistribution::Uniform).unwrap();
+        let mut rng = SmallRng::seed_from_u64(3);
+        for _ in 0..100 {
+            assert!(matches!(s.next(&mut rng, 0), Some(Op::Put(k)) if k < 1000));
+            assert!(matches!(s.next(&mut rng, 1), Some(Op::Get(k)) if k < 1000));
+            assert!(matches!(s.next(&mut rng, 7), Some(Op::Get(_))));
+        }
     }
 
     #[test]
@@ -282,7 +318,7 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(2);
         let mut counts = vec![0u32; 1000];
         for _ in 0..20_000 {
-            match s.next(&mut rng) {
+            match s.next(&mut rng, 0) {
                 Some(Op::Get(k)) => counts[k as usize] += 1,
                 other => panic!("{other:?}"),
             }

@@ -1,6 +1,7 @@
-//! Engine puts with the default components (file journal with `sync = true`, sharded
-//! memtable, SSTables, local compactor): 256 concurrent writers, 100-byte values. Group
-//! commit is what lets this pass the disk's fsync rate.
+//! Engine puts with the default components (file journal, SSTables, local compactor),
+//! 100-byte values: 256 concurrent writers, synced and not (group commit is what lets the
+//! synced run pass the disk's fsync rate); and one writer without sync, on each memtable kind,
+//! where every cost of the write path is paid by one caller with nothing to share it.
 //! `cargo bench -p cairn-engine --bench engine_put`
 
 use cairn_compaction::LocalCompactor;
@@ -16,14 +17,14 @@ use std::time::{Duration, Instant};
 const WRITERS: u64 = 256;
 const PUTS_PER_WRITER: u64 = 200;
 
-async fn open(dir: &std::path::Path, sync: bool) -> Arc<Db> {
+async fn open(dir: &std::path::Path, sync: bool, memtable: MemtableOptions) -> Arc<Db> {
     let mut jo = FileJournalOptions::new(dir.join("journal"));
     jo.sync = sync;
     let storage: Arc<dyn Storage> =
         Arc::new(SstStorage::open(SstOptions::new(dir.join("tables"))).unwrap());
     let comps = Components {
         journal: Arc::new(FileJournal::open(jo).unwrap()),
-        memtables: MemtableOptions::default().factory(),
+        memtables: memtable.factory(),
         compactor: Arc::new(LocalCompactor::new(storage.clone())),
         storage,
     };
@@ -44,7 +45,7 @@ fn puts(c: &mut Criterion) {
     g.throughput(Throughput::Elements(WRITERS * PUTS_PER_WRITER));
     for sync in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let db = rt.block_on(open(dir.path(), sync));
+        let db = rt.block_on(open(dir.path(), sync, MemtableOptions::default()));
         let counter = Arc::new(AtomicU64::new(0));
         let value = bytes::Bytes::from(vec![b'v'; 100]);
         g.bench_function(if sync { "sync" } else { "nosync" }, |b| {
@@ -81,9 +82,46 @@ fn puts(c: &mut Criterion) {
     g.finish();
 }
 
+const SINGLE_WRITER_PUTS: u64 = 20_000;
+
+fn single_writer(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("engine_put_1_writer_nosync_100b");
+    g.throughput(Throughput::Elements(SINGLE_WRITER_PUTS));
+    let kinds = [
+        ("sharded32", MemtableOptions::Sharded { shards: 32 }),
+        ("skiplist", MemtableOptions::SkipList),
+    ];
+    for (name, memtable) in kinds {
+        let dir = tempfile::tempdir().unwrap();
+        let db = rt.block_on(open(dir.path(), false, memtable));
+        let value = bytes::Bytes::from(vec![b'v'; 100]);
+        let mut n = 0u64;
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters * SINGLE_WRITER_PUTS {
+                        n += 1;
+                        let key = format!("key{:016}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                        db.put(key, value.clone()).await.unwrap();
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+        rt.block_on(db.close()).unwrap();
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(10));
-    targets = puts
+    targets = puts, single_writer
 }
 criterion_main!(benches);
