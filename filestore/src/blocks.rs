@@ -86,7 +86,9 @@ impl BlockLayout {
 /// The answer to a lookup within the block `locate` named.
 pub fn find_in_block(block: &Block, key: &[u8], snapshot: SeqNo) -> Option<Entry> {
     let pos = block.seek(key, snapshot);
-    block.get(pos).filter(|e| e.key.as_ref() == key).cloned()
+    (pos < block.len() && block.key(pos) == key)
+        .then(|| block.entry(pos))
+        .flatten()
 }
 
 #[cfg(test)]

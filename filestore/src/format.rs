@@ -1,6 +1,7 @@
 //! The SSTable byte layout (specified in FORMAT.md): block framing with compression and
 //! crc32c, the bincode encodings of data, index and filter blocks, and the footer.
 
+use crate::cache::BlockEntries;
 use bytes::Bytes;
 use cairn_common::{Entry, EntryKind};
 
@@ -118,8 +119,9 @@ pub fn frame_block(payload: &[u8], compression: u8, out: &mut Vec<u8>) {
     out.extend_from_slice(&crc.to_le_bytes());
 }
 
-/// Checks a framed block and returns its (decompressed) payload.
-pub fn unframe_block(framed: &[u8]) -> Result<Bytes, String> {
+/// Checks a framed block and returns its (decompressed) payload: an uncompressed one is the
+/// framed buffer itself, cut to its payload, not a copy.
+pub fn unframe_block(framed: Vec<u8>) -> Result<Bytes, String> {
     if framed.len() < TRAILER_LEN {
         return Err("block shorter than its trailer".into());
     }
@@ -130,7 +132,11 @@ pub fn unframe_block(framed: &[u8]) -> Result<Bytes, String> {
     }
     let payload = &framed[..body_end - 1];
     match framed[body_end - 1] {
-        COMPRESSION_NONE => Ok(Bytes::copy_from_slice(payload)),
+        COMPRESSION_NONE => {
+            let mut framed = framed;
+            framed.truncate(body_end - 1);
+            Ok(Bytes::from(framed))
+        }
         COMPRESSION_LZ4 => lz4_flex::block::decompress_size_prepended(payload)
             .map(Bytes::from)
             .map_err(|e| format!("lz4: {e}")),
@@ -151,12 +157,12 @@ pub fn encode_data_block(entries: &[Entry]) -> Result<Vec<u8>, String> {
     bincode::encode_to_vec(&raw, bincode_config()).map_err(|e| e.to_string())
 }
 
-/// Decodes a data block; keys and values are slices of `payload`, not copies.
-pub fn decode_data_block(payload: &Bytes) -> Result<Vec<Entry>, String> {
+/// Decodes a data block; keys and values stay slices of `payload`, not copies.
+pub fn decode_data_block(payload: Bytes) -> Result<BlockEntries, String> {
     // bincode sizes the entry vector by the count the block claims: a count the block's
     // bytes cannot hold (every entry takes at least 4) is refused before anything is
     // allocated for it.
-    let count = claimed_len(payload).ok_or("truncated entry count")?;
+    let count = claimed_len(&payload).ok_or("truncated entry count")?;
     if count.saturating_mul(4) > payload.len() as u64 {
         return Err(format!(
             "block claims {count} entries in {} bytes",
@@ -164,21 +170,17 @@ pub fn decode_data_block(payload: &Bytes) -> Result<Vec<Entry>, String> {
         ));
     }
     let (raw, used): (Vec<RawEntry<'_>>, usize) =
-        bincode::borrow_decode_from_slice(payload, bincode_config()).map_err(|e| e.to_string())?;
+        bincode::borrow_decode_from_slice(&payload, bincode_config()).map_err(|e| e.to_string())?;
     if used != payload.len() {
         return Err("trailing bytes in data block".into());
     }
-    raw.into_iter()
-        .map(|r| {
-            Ok(Entry {
-                key: payload.slice_ref(r.key),
-                seq: r.seq,
-                kind: EntryKind::from_u8(r.kind)
-                    .ok_or_else(|| format!("bad entry kind {}", r.kind))?,
-                value: payload.slice_ref(r.value),
-            })
-        })
-        .collect()
+    let mut entries = Vec::with_capacity(raw.len());
+    for r in &raw {
+        let kind =
+            EntryKind::from_u8(r.kind).ok_or_else(|| format!("bad entry kind {}", r.kind))?;
+        entries.push((r.key, r.seq, kind, r.value));
+    }
+    BlockEntries::over(payload.clone(), entries.into_iter())
 }
 
 pub fn encode<T: bincode::Encode>(v: &T) -> Result<Vec<u8>, String> {
@@ -255,11 +257,10 @@ mod tests {
                 }
                 v
             };
-            let bytes = Bytes::from(input.clone());
-            let _ = decode_data_block(&bytes);
+            let _ = decode_data_block(Bytes::from(input.clone()));
             let _ = decode::<crate::bloom::Bloom>(&input);
             let _ = Footer::decode(&input);
-            let _ = unframe_block(&input);
+            let _ = unframe_block(input);
         }
     }
 

@@ -369,7 +369,7 @@ impl SstTable {
             }
             let mut buf = vec![0u8; h.len as usize];
             file.read_exact_at(&mut buf, h.offset).at(&path)?;
-            format::unframe_block(&buf)
+            format::unframe_block(buf)
                 .map_err(|d| corrupt(format!("block at offset {}: {d}", h.offset)))
         };
         let index: Vec<IndexEntry> =
@@ -424,11 +424,11 @@ impl Inner {
         }
         let mut buf = vec![0u8; h.len as usize];
         self.file.read_exact_at(&mut buf, h.offset).at(&self.path)?;
-        let payload = format::unframe_block(&buf)
+        let payload = format::unframe_block(buf)
             .map_err(|d| self.corrupt(format!("data block at offset {}: {d}", h.offset)))?;
-        let entries = format::decode_data_block(&payload)
+        let block = format::decode_data_block(payload)
             .map_err(|d| self.corrupt(format!("data block at offset {}: {d}", h.offset)))?;
-        let block = Arc::new(crate::cache::BlockEntries::new(entries));
+        let block = Arc::new(block);
         self.cache.insert(self.meta.id, h.offset, block.clone());
         Ok(block)
     }
@@ -493,17 +493,19 @@ impl Iterator for ScanCursor {
     fn next(&mut self) -> Option<Result<Entry>> {
         loop {
             if let Some(b) = &self.block {
-                while let Some(e) = b.get(self.pos) {
+                while self.pos < b.len() {
+                    let i = self.pos;
                     self.pos += 1;
-                    if self.range.is_before_start(&e.key) {
+                    let key = b.key(i);
+                    if self.range.is_before_start(key) {
                         continue;
                     }
-                    if self.range.is_past_end(&e.key) {
+                    if self.range.is_past_end(key) {
                         self.block = None;
                         self.next_block = usize::MAX;
                         return None;
                     }
-                    return Some(Ok(e.clone()));
+                    return b.entry(i).map(Ok);
                 }
                 self.block = None;
             }

@@ -281,7 +281,9 @@ impl GrpcTable {
                 async move { c.read_block(req).await.map(|r| r.into_inner()) }
             })
             .await?;
-        let block: Block = Arc::new(crate::cache::BlockEntries::new(decode_entries(block)?));
+        let block: Block = Arc::new(crate::cache::BlockEntries::from_entries(&decode_entries(
+            block,
+        )?));
         self.cache.insert(self.meta.id, index as u64, block.clone());
         Ok(block)
     }

@@ -160,7 +160,9 @@ impl StorageRpc for StorageService {
         let index = usize::try_from(r.index)
             .map_err(|_| Status::invalid_argument("block index out of range"))?;
         let block = table.read_block(index).await.map_err(status)?;
-        Ok(Response::new(encode_entries(&block)))
+        Ok(Response::new(encode_entries(
+            &block.entries().collect::<Vec<_>>(),
+        )))
     }
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<Self::ScanStream>, Status> {
