@@ -89,8 +89,8 @@ pub struct JournalSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum MemtableKind {
-    #[default]
     Sharded,
+    #[default]
     SingleLock,
     #[serde(rename = "skiplist")]
     SkipList,

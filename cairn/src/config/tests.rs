@@ -53,7 +53,7 @@ fn profiles_defaults_and_environment_overrides() {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.journal.sync, Some(true));
         assert_eq!(c.engine.memtable_bytes, 1 << 20);
-        assert_eq!(c.memtable.kind, MemtableKind::Sharded);
+        assert_eq!(c.memtable.kind, MemtableKind::SingleLock);
         assert_eq!(c.compaction, CompactionSection::default());
 
         let c = Config::load(&path, Some("nosync")).unwrap();
