@@ -110,9 +110,30 @@ impl Args {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let mut args = Args::parse();
+/// Workers up to this many get a runtime thread each (see `main`).
+const MAX_WORKER_THREADS: usize = 16;
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    // Cairn's workers are tasks. With no more workers than this, each gets a runtime thread
+    // of its own (and at least one per core), so a few workers are scheduled by the OS as
+    // the RocksDB peer's threads are; on fewer threads a worker whose calls never wait (a
+    // writer without sync, a cached read) takes turns with the others, and readwhilewriting's
+    // writer would get a turn in four. Past that, the tasks share one thread per core.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = if args.concurrency <= MAX_WORKER_THREADS {
+        args.concurrency.max(cores)
+    } else {
+        cores
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?
+        .block_on(run_bench(args))
+}
+
+async fn run_bench(mut args: Args) -> Result<()> {
     if args.workloads.is_empty() {
         args.workloads = vec![Workload::Put, Workload::Get];
     }

@@ -2,8 +2,8 @@
 //! reopen, rollover, group commit, torn and corrupted tails.
 
 use crate::*;
-use cairn_common::Lsn;
 use bytes::Bytes;
+use cairn_common::Lsn;
 use futures::TryStreamExt;
 use std::sync::Arc;
 
