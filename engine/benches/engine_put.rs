@@ -93,6 +93,7 @@ fn single_writer(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_put_1_writer_nosync_100b");
     g.throughput(Throughput::Elements(SINGLE_WRITER_PUTS));
     let kinds = [
+        ("single_lock", MemtableOptions::SingleLock),
         ("sharded32", MemtableOptions::Sharded { shards: 32 }),
         ("skiplist", MemtableOptions::SkipList),
     ];

@@ -55,6 +55,7 @@ fn scans(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_scan_100");
     g.throughput(Throughput::Elements(1));
     let kinds = [
+        ("single_lock", MemtableOptions::SingleLock),
         ("sharded32", MemtableOptions::Sharded { shards: 32 }),
         ("skiplist", MemtableOptions::SkipList),
     ];
