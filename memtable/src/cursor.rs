@@ -1,9 +1,9 @@
 //! One locked `BTreeMap` with its size counters (the single-lock memtable is one, the sharded
-//! memtable many), and a resumable cursor over it: the cursor copies a small run of entries
-//! under the read lock, releases it, and resumes after the last key it returned. Scans thus
-//! stream without holding a lock across the caller's work, and cost one lock per run. Runs
-//! start short and double: a short scan merging many shards copies little more than it
-//! returns, and a long one pays for each re-seek with many entries.
+//! memtable many), and the resumable cursor every memtable scans with: it copies a small run
+//! of entries (under the read lock, for a locked map), lets go, and resumes after the last key
+//! it looked at. Scans thus stream without holding a lock across the caller's work, and cost
+//! one lock per run. Runs start short and double: a short scan merging many shards copies
+//! little more than it returns, and a long one pays for each re-seek with many entries.
 
 use bytes::Bytes;
 use cairn_common::{Entry, EntryKind, InternalKey, KeyRange, SeqNo};
@@ -47,7 +47,7 @@ impl LockedMap {
     }
 
     pub fn cursor(&self, range: &KeyRange, snapshot: SeqNo) -> MapCursor {
-        MapCursor::new(self.map.clone(), range, snapshot)
+        RunCursor::new(self.map.clone(), range, snapshot)
     }
 
     pub fn bytes(&self) -> usize {
@@ -59,8 +59,37 @@ impl LockedMap {
     }
 }
 
-pub struct MapCursor {
-    map: Arc<RwLock<Map>>,
+/// A cursor over one locked map.
+pub type MapCursor = RunCursor<RwLock<Map>>;
+
+/// An ordered map a `RunCursor` copies runs from.
+pub trait RunSource: Send + Sync + 'static {
+    /// Looks at up to `run` entries of `(from, end)` in order and copies those at or below
+    /// `snapshot` into `buf`. Returns the last key looked at when all `run` were looked at
+    /// (more may follow), `None` when the range ended first.
+    fn copy_run(
+        &self,
+        bounds: (Bound<InternalKey>, Bound<InternalKey>),
+        snapshot: SeqNo,
+        run: usize,
+        buf: &mut VecDeque<Entry>,
+    ) -> Option<InternalKey>;
+}
+
+/// A visible version copied out of a map.
+pub fn copied(k: &InternalKey, kind: EntryKind, value: &Bytes) -> Entry {
+    Entry {
+        key: k.key.clone(),
+        seq: k.seq,
+        kind,
+        value: value.clone(),
+    }
+}
+
+/// Walks a map in runs that start at `FIRST_RUN` entries and double up to `MAX_RUN`; each
+/// refill resumes after the last key the previous one looked at.
+pub struct RunCursor<S> {
+    source: Arc<S>,
     next_from: Bound<InternalKey>,
     end: Bound<InternalKey>,
     snapshot: SeqNo,
@@ -88,51 +117,37 @@ pub fn internal_bounds(range: &KeyRange) -> (Bound<InternalKey>, Bound<InternalK
     (start, end)
 }
 
-impl MapCursor {
-    pub fn new(map: Arc<RwLock<Map>>, range: &KeyRange, snapshot: SeqNo) -> Self {
+impl<S: RunSource> RunCursor<S> {
+    pub fn new(source: Arc<S>, range: &KeyRange, snapshot: SeqNo) -> Self {
         let (next_from, end) = internal_bounds(range);
-        MapCursor {
-            map,
+        RunCursor {
+            source,
             next_from,
             end,
             snapshot,
             buf: VecDeque::new(),
             run: FIRST_RUN,
-            // BTreeMap::range panics on an inverted range; an empty one has nothing to give.
+            // A map's range panics on an inverted range; an empty one has nothing to give.
             done: range.is_empty(),
         }
     }
 
     fn refill(&mut self) {
-        let map = self.map.read();
-        let mut last = None;
-        let mut seen = 0;
-        for (k, (kind, v)) in map.range((self.next_from.clone(), self.end.clone())) {
-            seen += 1;
-            last = Some(k);
-            if k.seq <= self.snapshot {
-                self.buf.push_back(Entry {
-                    key: k.key.clone(),
-                    seq: k.seq,
-                    kind: *kind,
-                    value: v.clone(),
-                });
-            }
-            if seen == self.run {
-                break;
-            }
-        }
-        match last {
-            Some(k) if seen == self.run => {
-                self.next_from = Bound::Excluded(k.clone());
+        let bounds = (self.next_from.clone(), self.end.clone());
+        match self
+            .source
+            .copy_run(bounds, self.snapshot, self.run, &mut self.buf)
+        {
+            Some(last) => {
+                self.next_from = Bound::Excluded(last);
                 self.run = (self.run * 2).min(MAX_RUN);
             }
-            _ => self.done = true,
+            None => self.done = true,
         }
     }
 }
 
-impl Iterator for MapCursor {
+impl<S: RunSource> Iterator for RunCursor<S> {
     type Item = Entry;
 
     fn next(&mut self) -> Option<Entry> {
@@ -143,6 +158,27 @@ impl Iterator for MapCursor {
     }
 }
 
+impl RunSource for RwLock<Map> {
+    fn copy_run(
+        &self,
+        bounds: (Bound<InternalKey>, Bound<InternalKey>),
+        snapshot: SeqNo,
+        run: usize,
+        buf: &mut VecDeque<Entry>,
+    ) -> Option<InternalKey> {
+        let map = self.read();
+        for (seen, (k, (kind, v))) in map.range(bounds).enumerate() {
+            if k.seq <= snapshot {
+                buf.push_back(copied(k, *kind, v));
+            }
+            if seen + 1 == run {
+                return Some(k.clone());
+            }
+        }
+        None
+    }
+}
+
 /// The newest version of `key` at or below `snapshot` in one map.
 fn get_in(map: &Map, key: &[u8], snapshot: SeqNo) -> Option<Entry> {
     let probe = InternalKey {
@@ -150,10 +186,5 @@ fn get_in(map: &Map, key: &[u8], snapshot: SeqNo) -> Option<Entry> {
         seq: snapshot,
     };
     let (k, (kind, v)) = map.range(probe..).next()?;
-    (k.key.as_ref() == key).then(|| Entry {
-        key: k.key.clone(),
-        seq: k.seq,
-        kind: *kind,
-        value: v.clone(),
-    })
+    (k.key.as_ref() == key).then(|| copied(k, *kind, v))
 }

@@ -1,9 +1,9 @@
 //! The skiplist memtable: one lock-free ordered map (`crossbeam_skiplist::SkipMap`) keyed by
-//! internal key. Writers insert without taking a lock, and a scan walks one ordered map: no
-//! merge of shards, and no copying of entries the scan does not return.
+//! internal key. Writers insert without taking a lock, and a scan walks one ordered map in runs
+//! (the shared `RunCursor`), with no merge of shards.
 
 use crate::Memtable;
-use crate::cursor::{FIRST_RUN, MAX_RUN, internal_bounds};
+use crate::cursor::{RunCursor, RunSource, copied};
 use bytes::Bytes;
 use cairn_common::{Entry, EntryKind, InternalKey, KeyRange, SeqNo};
 use crossbeam_skiplist::SkipMap;
@@ -52,25 +52,11 @@ impl Memtable for SkipListMemtable {
         };
         let found = self.map.lower_bound(Bound::Included(&probe))?;
         let (k, (kind, v)) = (found.key(), found.value());
-        (k.key.as_ref() == key).then(|| Entry {
-            key: k.key.clone(),
-            seq: k.seq,
-            kind: *kind,
-            value: v.clone(),
-        })
+        (k.key.as_ref() == key).then(|| copied(k, *kind, v))
     }
 
     fn scan(&self, range: &KeyRange, snapshot: SeqNo) -> Box<dyn Iterator<Item = Entry> + Send> {
-        let (from, end) = internal_bounds(range);
-        Box::new(SkipCursor {
-            map: self.map.clone(),
-            from,
-            end,
-            snapshot,
-            buf: VecDeque::new(),
-            run: FIRST_RUN,
-            done: range.is_empty(),
-        })
+        Box::new(RunCursor::new(self.map.clone(), range, snapshot))
     }
 
     fn approximate_bytes(&self) -> usize {
@@ -82,56 +68,25 @@ impl Memtable for SkipListMemtable {
     }
 }
 
-/// Walks the map in runs: each refill seeks to where the last one stopped and copies the next
-/// run of visible entries. The map's entries borrow the map, so an iterator that owns its map
-/// (as the trait's `'static` iterator must) resumes by key rather than by reference.
-struct SkipCursor {
-    map: Arc<Map>,
-    from: Bound<InternalKey>,
-    end: Bound<InternalKey>,
-    snapshot: SeqNo,
-    buf: VecDeque<Entry>,
-    run: usize,
-    done: bool,
-}
-
-impl SkipCursor {
-    fn refill(&mut self) {
-        let mut last = None;
-        let mut seen = 0;
-        for e in self.map.range((self.from.clone(), self.end.clone())) {
-            seen += 1;
+/// The map's entries borrow the map, so an iterator that owns its map (as the trait's
+/// `'static` iterator must) resumes by key rather than by reference.
+impl RunSource for Map {
+    fn copy_run(
+        &self,
+        bounds: (Bound<InternalKey>, Bound<InternalKey>),
+        snapshot: SeqNo,
+        run: usize,
+        buf: &mut VecDeque<Entry>,
+    ) -> Option<InternalKey> {
+        for (seen, e) in self.range(bounds).enumerate() {
             let (k, (kind, v)) = (e.key(), e.value());
-            if k.seq <= self.snapshot {
-                self.buf.push_back(Entry {
-                    key: k.key.clone(),
-                    seq: k.seq,
-                    kind: *kind,
-                    value: v.clone(),
-                });
+            if k.seq <= snapshot {
+                buf.push_back(copied(k, *kind, v));
             }
-            if seen == self.run {
-                last = Some(k.clone());
-                break;
+            if seen + 1 == run {
+                return Some(k.clone());
             }
         }
-        match last {
-            Some(k) => {
-                self.from = Bound::Excluded(k);
-                self.run = (self.run * 2).min(MAX_RUN);
-            }
-            None => self.done = true,
-        }
-    }
-}
-
-impl Iterator for SkipCursor {
-    type Item = Entry;
-
-    fn next(&mut self) -> Option<Entry> {
-        while self.buf.is_empty() && !self.done {
-            self.refill();
-        }
-        self.buf.pop_front()
+        None
     }
 }
