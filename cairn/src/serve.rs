@@ -211,8 +211,14 @@ pub async fn start(
             builder(&opts)?.add_service(shard_service(served, &opts))
         }
     };
+    let descriptors = match component {
+        Component::Journal => cairn_journal::grpc::pb::FILE_DESCRIPTOR_SET,
+        Component::Storage => cairn_filestore::grpc::pb::FILE_DESCRIPTOR_SET,
+        Component::Compaction => cairn_compaction::grpc::pb::FILE_DESCRIPTOR_SET,
+        Component::Shard(_) => cairn_router::grpc::pb::FILE_DESCRIPTOR_SET,
+    };
     let tls = opts.tls_cert.is_some();
-    let handle = serve(router, listener, tls, drain, signal)?;
+    let handle = serve(router, &[descriptors], listener, tls, drain, signal)?;
     Ok(ComponentServer {
         handle,
         journals,

@@ -200,7 +200,7 @@ async fn servers(root: &Path) -> Servers {
     ] {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (_stop, _) = tokio::sync::watch::channel(false);
-        let h = serve(router, listener, false, _stop, std::future::pending()).unwrap();
+        let h = serve(router, &[], listener, false, _stop, std::future::pending()).unwrap();
         urls.push(h.url());
         handles.push(h);
     }

@@ -7,9 +7,12 @@ fn compile_service(proto: &str) -> Result<(), Box<dyn std::error::Error>> {
         // SAFETY: build scripts are single-threaded; nothing else reads the environment here.
         unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     }
+    // The service's descriptors (with the imported common.proto), for server reflection.
+    let descriptors = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("descriptors.bin");
     tonic_prost_build::configure()
         .bytes(".")
         .extern_path(".cairn.common", "::cairn_common::rpc::pb")
+        .file_descriptor_set_path(descriptors)
         .compile_protos(&[proto], &["proto", "../common/proto"])?;
     println!("cargo:rerun-if-changed={proto}");
     println!("cargo:rerun-if-changed=../common/proto/common.proto");

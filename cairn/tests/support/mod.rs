@@ -38,6 +38,11 @@ impl Served {
     pub fn resume(&self) {
         signal(&self.child, "CONT");
     }
+
+    /// Asks the process to shut down gracefully (SIGTERM).
+    pub fn terminate(&self) {
+        signal(&self.child, "TERM");
+    }
 }
 
 fn signal(child: &Child, sig: &str) {

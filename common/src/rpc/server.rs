@@ -224,8 +224,12 @@ impl ServerHandle {
 /// Serves `router` on `listener` until `stop` is called or `signal` fires. Then `drain` is set
 /// to true, which tells long-lived streams (the journal's appends) to finish what they took
 /// and end, and the server waits for the calls in flight, for `DRAIN_GRACE` at most.
+/// `descriptors` are the encoded descriptor sets of the services `router` holds: server
+/// reflection (v1 and v1alpha, so `grpcurl list` works) answers from them, and from the
+/// health service's own.
 pub fn serve(
     router: Router,
+    descriptors: &[&'static [u8]],
     listener: TcpListener,
     tls: bool,
     drain: watch::Sender<bool>,
@@ -240,7 +244,18 @@ pub fn serve(
     // open before it is served) and NOT_SERVING as soon as it begins to shut down, so a load
     // balancer or probe watching it stops sending calls before the connections close.
     let (health, health_service) = tonic_health::server::health_reporter();
-    let router = router.add_service(health_service);
+    let reflection = || {
+        descriptors.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |b, d| b.register_encoded_file_descriptor_set(d),
+        )
+    };
+    let failed = |e: tonic_reflection::server::Error| Error::component("server reflection", e);
+    let router = router
+        .add_service(health_service)
+        .add_service(reflection().build_v1().map_err(failed)?)
+        .add_service(reflection().build_v1alpha().map_err(failed)?);
     let shutdown = async move {
         tokio::select! {
             _ = stopped => {}

@@ -19,6 +19,7 @@ async fn start_compaction(compactor: Arc<dyn Compactor>) -> ServerHandle {
         .add_service(compaction_service(compactor, &opts));
     serve(
         router,
+        &[],
         listener().await,
         false,
         drain,
@@ -64,6 +65,7 @@ async fn conformance_over_grpc_with_the_tables_on_a_storage_node() {
         .add_service(storage_service(sst(dir.path()), &sopts));
     let storage_node = serve(
         router,
+        &[],
         listener().await,
         false,
         drain,

@@ -10,6 +10,10 @@ mod server;
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
     tonic::include_proto!("cairn.storage");
+
+    /// The service's protobuf descriptors, which its server answers reflection requests from.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
 }
 
 pub use client::GrpcStorage;

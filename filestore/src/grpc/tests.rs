@@ -15,7 +15,7 @@ async fn start(storage: Arc<dyn Storage>, opts: ServerOptions) -> ServerHandle {
     let router = builder(&opts)
         .unwrap()
         .add_service(storage_service(storage, &opts));
-    serve(router, listener, false, drain, std::future::pending()).unwrap()
+    serve(router, &[], listener, false, drain, std::future::pending()).unwrap()
 }
 
 fn client_opts(url: String) -> ClientOptions {

@@ -8,6 +8,10 @@ mod server;
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
     tonic::include_proto!("cairn.journal");
+
+    /// The service's protobuf descriptors, which its server answers reflection requests from.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
 }
 
 pub use client::GrpcJournal;

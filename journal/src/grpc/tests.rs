@@ -12,7 +12,7 @@ async fn start(journal: Arc<dyn Journal>, opts: ServerOptions) -> ServerHandle {
     let router = builder(&opts)
         .unwrap()
         .add_service(journal_service(journal, &opts, draining));
-    serve(router, listener, false, drain, std::future::pending()).unwrap()
+    serve(router, &[], listener, false, drain, std::future::pending()).unwrap()
 }
 
 fn client(url: String) -> ClientOptions {
@@ -85,7 +85,7 @@ async fn a_dead_server_is_an_error_naming_the_journal_and_its_url_and_a_restart_
     let router = builder(&opts)
         .unwrap()
         .add_service(journal_service(local, &opts, shutdown));
-    let server = serve(router, listener, false, drain, std::future::pending()).unwrap();
+    let server = serve(router, &[], listener, false, drain, std::future::pending()).unwrap();
     let lsn = j.append(0, Bytes::from("c")).await.unwrap();
     assert!(lsn >= 2, "{lsn}");
     server.stop().await.unwrap();
@@ -166,7 +166,7 @@ async fn tls_with_a_token_works_and_plain_http_is_refused() {
         &opts,
         draining,
     ));
-    let server = serve(router, listener, true, drain, std::future::pending()).unwrap();
+    let server = serve(router, &[], listener, true, drain, std::future::pending()).unwrap();
     assert!(server.url().starts_with("https://"));
 
     let mut o = client(server.url());

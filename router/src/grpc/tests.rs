@@ -55,7 +55,7 @@ async fn serve_db(
         .unwrap()
         .add_service(shard_service(shard.clone(), &opts));
     (
-        serve(router, listener, false, drain, std::future::pending()).unwrap(),
+        serve(router, &[], listener, false, drain, std::future::pending()).unwrap(),
         shard,
     )
 }
