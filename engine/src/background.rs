@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 #[derive(Default)]
 pub struct Counters {
@@ -95,7 +96,10 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let oldest = inner.mem.load().immutables.last().cloned();
         match oldest {
-            Some(slot) => match flush_one(&inner, &slot).await {
+            Some(slot) => match flush_one(&inner, &slot)
+                .instrument(tracing::error_span!("flush", database = %inner.database))
+                .await
+            {
                 Ok(()) => {
                     attempt = 0;
                     clear_error(&inner);
@@ -202,7 +206,16 @@ async fn compaction_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
             let _one = inner.compaction_lock.lock().await;
             // A manual compaction may have changed the levels while this waited.
             match inner.picker.pick(&inner.version.load().metas()) {
-                Some(p) if p == pick => run_pick(&inner, pick).await,
+                Some(p) if p == pick => {
+                    // Error level, as the servers' call spans: present at any log level.
+                    let span = tracing::error_span!(
+                        "compaction",
+                        database = %inner.database,
+                        level = pick.level,
+                        inputs = pick.inputs.len(),
+                    );
+                    run_pick(&inner, pick).instrument(span).await
+                }
                 _ => Ok(()),
             }
         };

@@ -207,7 +207,8 @@ impl Journal for FileJournal {
         // Under the writer's lock, so it falls between two groups: appends written before it
         // were written under the old claim, and every later one is checked against the new.
         let (state, claim) = (self.state.clone(), claim.clone());
-        tokio::task::spawn_blocking(move || state.lock().take_claim(claim))
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| state.lock().take_claim(claim)))
             .await
             .map_err(|e| Error::component("journal claim", e))?
     }

@@ -27,6 +27,7 @@ const NOT_KEYS: &[&str] = &[
     "test_s3_bucket",
     "model_seeds",
     "log",
+    "log_format",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

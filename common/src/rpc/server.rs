@@ -157,6 +157,17 @@ pub fn check_exposure(addr: SocketAddr, opts: &ServerOptions) -> Result<()> {
 /// A server builder with TLS configured when the options ask for it.
 pub fn builder(opts: &ServerOptions) -> Result<Server> {
     let mut server = Server::builder()
+        // A span per call, naming the service and method (so the component) and the
+        // database: whatever the handler logs carries them. At error level, so that it is
+        // there whatever level the log is filtered at.
+        .trace_fn(|req| {
+            let database = req
+                .headers()
+                .get(super::DATABASE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(super::DEFAULT_DATABASE);
+            tracing::error_span!("rpc", method = %req.uri().path(), database)
+        })
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(super::client::STREAM_WINDOW))
         .initial_connection_window_size(Some(super::client::CONNECTION_WINDOW))
