@@ -1,6 +1,6 @@
 //! Compiles the compaction service (`proto/compaction.proto`).
 
-include!("../common/proto/build_protos.rs");
+include!("../rpc/proto/build_protos.rs");
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     compile_service("proto/compaction.proto")

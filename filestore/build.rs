@@ -1,6 +1,6 @@
 //! Compiles the storage service (`proto/storage.proto`).
 
-include!("../common/proto/build_protos.rs");
+include!("../rpc/proto/build_protos.rs");
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     compile_service("proto/storage.proto")

@@ -4,14 +4,14 @@
 
 use crate::config::{Config, JournalKind, ShardKind, StorageKind};
 use crate::wiring;
-use cairn_common::rpc::{
-    DEFAULT_DATABASE, Databases, MAX_DATABASES, ServerHandle, builder, check_exposure, serve,
-};
 use cairn_common::{Error, Result};
 use cairn_compaction::{LocalCompactor, compaction_service};
 use cairn_filestore::storage_service_for;
 use cairn_journal::{Journal, journal_service_for};
 use cairn_router::{LocalShard, Shard, shard_service};
+use cairn_rpc::{
+    DEFAULT_DATABASE, Databases, MAX_DATABASES, ServerHandle, builder, check_exposure, serve,
+};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;

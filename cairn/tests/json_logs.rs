@@ -4,8 +4,8 @@
 mod support;
 
 use cairn::TableMeta;
-use cairn_common::rpc::ClientOptions;
 use cairn_filestore::{GrpcStorage, Storage};
+use cairn_rpc::ClientOptions;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 

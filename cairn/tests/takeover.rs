@@ -7,12 +7,12 @@ mod support;
 
 use bytes::Bytes;
 use cairn::{Config, GrpcShard, KeyRange, Shard, ShardIdentity};
-use cairn_common::rpc::{ClientOptions, Databases, ServerOptions, builder, serve};
 use cairn_filestore::{
     GrpcStorage, ParquetOptions, ParquetStorage, SstOptions, SstStorage, Storage,
     storage_service_for,
 };
 use cairn_journal::{FileJournal, FileJournalOptions, Journal, journal_service_for};
+use cairn_rpc::{ClientOptions, Databases, ServerOptions, builder, serve};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -172,7 +172,7 @@ async fn manifest_conformance_on_s3() {
 struct Servers {
     journal: String,
     storage: String,
-    _handles: Vec<cairn_common::rpc::ServerHandle>,
+    _handles: Vec<cairn_rpc::ServerHandle>,
 }
 
 async fn servers(root: &Path) -> Servers {

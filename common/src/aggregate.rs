@@ -176,6 +176,30 @@ impl AggregateState {
     }
 }
 
+/// A value type's number on the wire (the services' `value_type` fields).
+impl From<ValueType> for u32 {
+    fn from(v: ValueType) -> u32 {
+        match v {
+            ValueType::I64 => 0,
+            ValueType::F64 => 1,
+        }
+    }
+}
+
+impl TryFrom<u32> for ValueType {
+    type Error = crate::Error;
+
+    fn try_from(v: u32) -> crate::Result<Self> {
+        match v {
+            0 => Ok(ValueType::I64),
+            1 => Ok(ValueType::F64),
+            _ => Err(crate::Error::InvalidArgument(format!(
+                "unknown value type {v}"
+            ))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,6 @@ mod error;
 pub mod limits;
 mod merge;
 mod meta;
-pub mod rpc;
 
 pub use aggregate::{AggregateOp, AggregateState, AggregateValue, ValueType};
 pub use batch::{BatchOp, WriteBatch};

@@ -372,7 +372,7 @@ impl Config {
             return bad("journal.url", why);
         }
         if let Some(d) = &j.database
-            && let Err(e) = cairn_common::rpc::check_database_name(d)
+            && let Err(e) = cairn_rpc::check_database_name(d)
         {
             return bad("journal.database", e.to_string());
         }

@@ -2,7 +2,7 @@
 //! token, TLS files, deadlines, retries and the message size bound). Component sections
 //! name only their server's `url` and, where it differs, their own `timeout_ms`.
 
-use cairn_common::rpc::{ClientOptions, ServerOptions};
+use cairn_rpc::{ClientOptions, ServerOptions};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;

@@ -228,7 +228,7 @@ impl StorageSection {
                 Some(_) => {}
             }
             if let Some(d) = &self.database
-                && let Err(e) = cairn_common::rpc::check_database_name(d)
+                && let Err(e) = cairn_rpc::check_database_name(d)
             {
                 return Err((key("database"), e.to_string()));
             }

@@ -4,8 +4,8 @@
 use super::pb::compaction_server::{Compaction as CompactionRpc, CompactionServer};
 use super::pb::{Job, Outputs};
 use crate::{CompactionJob, Compactor};
-use cairn_common::rpc::pb::TableMeta as PbMeta;
-use cairn_common::rpc::{
+use cairn_rpc::pb::TableMeta as PbMeta;
+use cairn_rpc::{
     ProgressMessage, ServerAuth, ServerOptions, StatusStream, heartbeat_interval, with_progress,
 };
 use std::sync::Arc;

@@ -1,9 +1,9 @@
 use super::*;
 use crate::{CompactionJob, Compactor, LocalCompactor, conformance};
 use async_trait::async_trait;
-use cairn_common::rpc::{ClientOptions, ServerHandle, ServerOptions, builder, serve};
 use cairn_common::{Entry, Result, TableMeta};
 use cairn_filestore::{GrpcStorage, SstOptions, SstStorage, Storage, storage_service, write_table};
+use cairn_rpc::{ClientOptions, ServerHandle, ServerOptions, builder, serve};
 use std::sync::Arc;
 use std::time::Duration;
 

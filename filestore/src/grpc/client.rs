@@ -21,11 +21,11 @@ use crate::{
 };
 use async_trait::async_trait;
 use bytes::Bytes;
-use cairn_common::rpc::pb::{self as common_pb, Empty};
-use cairn_common::rpc::{ClientOptions, RpcChannel, RpcClient, connect, decode_entries};
 use cairn_common::{
     AggregateState, BoxStream, Entry, Error, KeyRange, Result, SeqNo, TableId, TableMeta, ValueType,
 };
+use cairn_rpc::pb::{self as common_pb, Empty};
+use cairn_rpc::{ClientOptions, RpcChannel, RpcClient, connect, decode_entries};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

@@ -8,8 +8,8 @@ use crate::{ManifestStore, ManifestVersion};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::Result;
-use cairn_common::rpc::RpcClient;
-use cairn_common::rpc::pb::Empty;
+use cairn_rpc::RpcClient;
+use cairn_rpc::pb::Empty;
 
 pub struct GrpcManifestStore {
     rpc: RpcClient,

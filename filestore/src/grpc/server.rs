@@ -10,12 +10,12 @@ use super::pb::{
     TableList, TableRequest, WriteRequest,
 };
 use crate::{ManifestStore, Storage, Table};
-use cairn_common::rpc::pb::{AggregateState, Block, Empty, TableMeta as PbMeta};
-use cairn_common::rpc::{
+use cairn_common::{Error, TableId, ValueType};
+use cairn_rpc::pb::{AggregateState, Block, Empty, TableMeta as PbMeta};
+use cairn_rpc::{
     Databases, ServerAuth, ServerOptions, StatusStream, chunked, decode_entries, decode_meta,
     decode_range, encode_entries, status,
 };
-use cairn_common::{Error, TableId, ValueType};
 use quick_cache::sync::Cache;
 use std::sync::Arc;
 use tonic::service::interceptor::InterceptedService;

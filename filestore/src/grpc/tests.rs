@@ -3,9 +3,9 @@ use super::pb::{ScanRequest, WriteRequest};
 use super::*;
 use crate::{ParquetOptions, ParquetStorage, SstOptions, SstStorage, Storage, conformance};
 use bytes::Bytes;
-use cairn_common::rpc::pb::{self as common_pb};
-use cairn_common::rpc::{ClientOptions, ServerHandle, ServerOptions, builder, serve};
 use cairn_common::{Entry, KeyRange};
+use cairn_rpc::pb::{self as common_pb};
+use cairn_rpc::{ClientOptions, ServerHandle, ServerOptions, builder, serve};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,7 +115,7 @@ async fn a_table_stream_that_breaks_off_leaves_no_table() {
     // The stream of table 5 is still open: the server stops all the same, after its grace.
     let started = std::time::Instant::now();
     server.stop().await.unwrap();
-    assert!(started.elapsed() < cairn_common::rpc::DRAIN_GRACE * 2);
+    assert!(started.elapsed() < cairn_rpc::DRAIN_GRACE * 2);
     drop(b);
 }
 
@@ -167,7 +167,7 @@ async fn malformed_and_oversized_requests_get_errors_and_the_server_lives_on() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     let huge = vec![WriteRequest {
         id: 2,
-        block: Some(cairn_common::rpc::encode_entries(&entries(2000))),
+        block: Some(cairn_rpc::encode_entries(&entries(2000))),
         finish: true,
     }];
     let err = raw

@@ -10,8 +10,8 @@ use super::pb::{
 use crate::{Claimed, Journal, JournalClaim, JournalRecord};
 use async_trait::async_trait;
 use bytes::Bytes;
-use cairn_common::rpc::{ClientOptions, RpcChannel, RpcClient, connect};
 use cairn_common::{BoxStream, Error, Lsn, Result};
+use cairn_rpc::{ClientOptions, RpcChannel, RpcClient, connect};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;

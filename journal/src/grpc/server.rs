@@ -9,9 +9,7 @@ use super::pb::{
     ReplayChunk, ReplayRequest, TruncateRequest,
 };
 use crate::{Journal, JournalClaim};
-use cairn_common::rpc::{
-    Databases, ServerAuth, ServerOptions, StatusStream, chunked, pb::Empty, status,
-};
+use cairn_rpc::{Databases, ServerAuth, ServerOptions, StatusStream, chunked, pb::Empty, status};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 use super::*;
 use crate::{FileJournal, FileJournalOptions, Journal, MemoryJournal, conformance};
 use bytes::Bytes;
-use cairn_common::rpc::{ClientOptions, ServerHandle, ServerOptions, builder, serve};
+use cairn_rpc::{ClientOptions, ServerHandle, ServerOptions, builder, serve};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;

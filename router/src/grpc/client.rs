@@ -12,11 +12,11 @@ use crate::cluster::ShardIdentity;
 use crate::shard::{ImportStream, PairStream, Shard};
 use async_trait::async_trait;
 use bytes::Bytes;
-use cairn_common::rpc::{ClientOptions, RpcChannel, RpcClient, connect};
 use cairn_common::{
     AggregateState, EntryKind, Error, KeyRange, Result, SeqNo, ValueType, WriteBatch,
 };
 use cairn_engine::DbStats;
+use cairn_rpc::{ClientOptions, RpcChannel, RpcClient, connect};
 use futures::StreamExt;
 
 pub struct GrpcShard {
@@ -146,7 +146,7 @@ impl Shard for GrpcShard {
     }
 
     async fn scan(&self, range: KeyRange, limit: Option<usize>) -> Result<PairStream> {
-        let range = cairn_common::rpc::pb::KeyRange::from(&range);
+        let range = cairn_rpc::pb::KeyRange::from(&range);
         let chunks = self
             .rpc
             .retry("scan", || {
@@ -164,7 +164,7 @@ impl Shard for GrpcShard {
     }
 
     async fn aggregate(&self, range: KeyRange, value_type: ValueType) -> Result<AggregateState> {
-        let range = cairn_common::rpc::pb::KeyRange::from(&range);
+        let range = cairn_rpc::pb::KeyRange::from(&range);
         let r = self
             .rpc
             .retry("aggregate", || {

@@ -9,12 +9,12 @@ use super::pb::{
 use super::{CHUNK_BYTES, pair_bytes, pairs_message, pairs_of};
 use crate::local::LocalShard;
 use crate::shard::{ImportStream, Shard};
-use cairn_common::rpc::pb::{AggregateState, Empty, Progress};
-use cairn_common::rpc::{
+use cairn_common::{Error, ValueType, WriteBatch};
+use cairn_rpc::pb::{AggregateState, Empty, Progress};
+use cairn_rpc::{
     ServerAuth, ServerOptions, StatusStream, chunked, counting_progress, decode_range,
     heartbeat_interval, status,
 };
-use cairn_common::{Error, ValueType, WriteBatch};
 use futures::StreamExt;
 use std::sync::Arc;
 use tonic::service::interceptor::InterceptedService;

@@ -1,12 +1,12 @@
 use super::*;
 use crate::{Cluster, LocalShard, Router, Shard, conformance};
-use cairn_common::rpc::{ClientOptions, ServerHandle, ServerOptions, builder, serve};
 use cairn_common::{Error, KeyRange, ValueType};
 use cairn_compaction::LocalCompactor;
 use cairn_engine::{Components, Db, EngineOptions};
 use cairn_filestore::{SstOptions, SstStorage, Storage};
 use cairn_journal::{FileJournal, FileJournalOptions};
 use cairn_memtable::MemtableOptions;
+use cairn_rpc::{ClientOptions, ServerHandle, ServerOptions, builder, serve};
 use futures::{StreamExt, TryStreamExt};
 use std::path::Path;
 use std::sync::Arc;

@@ -44,7 +44,7 @@ pub const DEFAULT_DATABASE: &str = "default";
 
 /// A database name becomes a directory or an object prefix on the server: 1 to 64 of
 /// `A-Z a-z 0-9 _ - .`, not starting with a dot.
-pub fn check_database_name(name: &str) -> crate::Result<()> {
+pub fn check_database_name(name: &str) -> cairn_common::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
@@ -54,7 +54,7 @@ pub fn check_database_name(name: &str) -> crate::Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(crate::Error::InvalidArgument(format!(
+        Err(cairn_common::Error::InvalidArgument(format!(
             "database name `{name}`: use 1 to 64 of A-Z a-z 0-9 _ - . (not starting with a dot)"
         )))
     }

@@ -11,10 +11,10 @@ fn compile_service(proto: &str) -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("descriptors.bin");
     tonic_prost_build::configure()
         .bytes(".")
-        .extern_path(".cairn.common", "::cairn_common::rpc::pb")
+        .extern_path(".cairn.common", "::cairn_rpc::pb")
         .file_descriptor_set_path(descriptors)
-        .compile_protos(&[proto], &["proto", "../common/proto"])?;
+        .compile_protos(&[proto], &["proto", "../rpc/proto"])?;
     println!("cargo:rerun-if-changed={proto}");
-    println!("cargo:rerun-if-changed=../common/proto/common.proto");
+    println!("cargo:rerun-if-changed=../rpc/proto/common.proto");
     Ok(())
 }

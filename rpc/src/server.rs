@@ -2,7 +2,7 @@
 //! mapping of library errors to status codes a client maps back.
 
 use super::ServerOptions;
-use crate::{Error, Result};
+use cairn_common::{Error, Result};
 use std::future::Future;
 use std::net::SocketAddr;
 use subtle::ConstantTimeEq;
@@ -102,7 +102,7 @@ pub type StatusStream<M> =
 /// makes a message), through a buffer of two messages: a slow reader holds the producer back,
 /// and a client that goes away stops it. An item that fails ends the stream with its error.
 pub fn chunked<T, M>(
-    mut items: crate::BoxStream<Result<T>>,
+    mut items: cairn_common::BoxStream<Result<T>>,
     chunk_bytes: usize,
     size: fn(&T) -> usize,
     wrap: fn(Vec<T>) -> M,

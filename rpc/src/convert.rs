@@ -3,7 +3,9 @@
 //! `InvalidArgument`, never a panic.
 
 use super::pb;
-use crate::{AggregateState, Entry, EntryKind, Error, KeyRange, Result, TableMeta, ValueType};
+use cairn_common::{
+    AggregateState, Entry, EntryKind, Error, KeyRange, Result, TableMeta, ValueType,
+};
 use std::ops::Bound;
 
 impl From<&Entry> for pb::Entry {
@@ -125,27 +127,6 @@ pub fn decode_range(r: Option<pb::KeyRange>) -> Result<KeyRange> {
         start: decode_bound(r.start)?,
         end: decode_bound(r.end)?,
     })
-}
-
-impl From<ValueType> for u32 {
-    fn from(v: ValueType) -> u32 {
-        match v {
-            ValueType::I64 => 0,
-            ValueType::F64 => 1,
-        }
-    }
-}
-
-impl TryFrom<u32> for ValueType {
-    type Error = Error;
-
-    fn try_from(v: u32) -> Result<Self> {
-        match v {
-            0 => Ok(ValueType::I64),
-            1 => Ok(ValueType::F64),
-            _ => Err(Error::InvalidArgument(format!("unknown value type {v}"))),
-        }
-    }
 }
 
 impl From<&AggregateState> for pb::AggregateState {

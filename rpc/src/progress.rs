@@ -5,7 +5,7 @@
 
 use super::server::{StatusStream, status};
 use super::{RpcClient, pb};
-use crate::Result;
+use cairn_common::Result;
 use std::future::Future;
 use std::time::Duration;
 use tonic::{Request, Status, Streaming};

@@ -2,7 +2,7 @@
 //! (the call names it in the `cairn-database` header) and kept apart from the others.
 
 use super::{DEFAULT_DATABASE, database_of, status};
-use crate::{Error, Result};
+use cairn_common::{Error, Result};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -47,7 +47,7 @@ impl ClientOptions {
 
     /// The wait before retry `attempt` (1-based): doubling from `retry_initial`, capped.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        crate::backoff::Backoff::new(self.retry_initial, self.retry_max).delay(attempt)
+        cairn_common::backoff::Backoff::new(self.retry_initial, self.retry_max).delay(attempt)
     }
 }
 

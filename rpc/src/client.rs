@@ -3,7 +3,7 @@
 //! idempotent calls, and errors that name the component and its URL.
 
 use super::ClientOptions;
-use crate::{Error, Result};
+use cairn_common::{Error, Result};
 use std::future::Future;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -162,7 +162,7 @@ impl RpcClient {
         what: &'static str,
         chunks: tonic::Streaming<M>,
         unpack: fn(M) -> Result<Vec<T>>,
-    ) -> crate::BoxStream<Result<T>>
+    ) -> cairn_common::BoxStream<Result<T>>
     where
         M: Send + 'static,
         T: Send + 'static,
