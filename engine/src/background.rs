@@ -83,6 +83,7 @@ fn backoff(attempt: u32) -> Duration {
 
 fn record_error(inner: &Inner, what: &str, e: &Error, attempt: u32) {
     tracing::error!(error = %e, attempt, "{what} failed; will retry");
+    inner.metrics.background_errors.increment(1);
     *inner.bg_error.lock() = Some((format!("{what}: {e}"), attempt, e.is_fenced()));
     inner.changed.send_modify(|v| *v += 1);
 }
@@ -137,6 +138,7 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
 /// Writes one frozen memtable as an L0 table and installs it; then the journal up to the
 /// memtable's last record is no longer needed.
 async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
+    let started = std::time::Instant::now();
     let flushed_lsn = slot.max_lsn.load(Ordering::Relaxed);
     let handle = if slot.table.is_empty() {
         None
@@ -166,6 +168,10 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
             .counters
             .bytes_flushed
             .fetch_add(h.meta.size, Ordering::Relaxed);
+        let m = &inner.metrics;
+        m.flushes.increment(1);
+        m.flushed_bytes.increment(h.meta.size);
+        m.flush_seconds.record(started.elapsed().as_secs_f64());
     }
     // Only now, with the table visible, may readers stop finding the memtable.
     {
@@ -271,6 +277,7 @@ pub async fn compact_all(inner: &Arc<Inner>) -> Result<()> {
 }
 
 async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
+    let started = std::time::Instant::now();
     let input_ids: Vec<TableId> = pick.inputs.iter().map(|t| t.id).collect();
     let outputs: Vec<TableMeta> = if pick.trivial_move {
         pick.inputs.clone()
@@ -315,11 +322,18 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
         t.mark_obsolete();
     }
     if !pick.trivial_move {
+        let written: u64 = outputs.iter().map(|t| t.size).sum();
         inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
         inner
             .counters
             .bytes_compacted
-            .fetch_add(outputs.iter().map(|t| t.size).sum(), Ordering::Relaxed);
+            .fetch_add(written, Ordering::Relaxed);
+        let m = &inner.metrics;
+        m.compactions.increment(1);
+        m.compaction_bytes_in
+            .increment(pick.inputs.iter().map(|t| t.size).sum());
+        m.compaction_bytes_out.increment(written);
+        m.compaction_seconds.record(started.elapsed().as_secs_f64());
     }
     inner.changed.send_modify(|v| *v += 1);
     Ok(())

@@ -85,6 +85,7 @@ pub(crate) struct Inner {
     pub bg_error: Mutex<Option<(String, u32, bool)>>,
     pub deleter: mpsc::UnboundedSender<TableId>,
     pub counters: background::Counters,
+    pub metrics: crate::metrics::EngineMetrics,
     /// Held so that only one job compacts at a time, background or manual.
     pub compaction_lock: Arc<tokio::sync::Mutex<()>>,
     /// The directory lock. Released by `close` once background work has stopped; a `Db`
@@ -218,6 +219,7 @@ impl Db {
             bg_error: Mutex::new(None),
             deleter,
             counters: background::Counters::default(),
+            metrics: crate::metrics::EngineMetrics::new(&manifest.database),
             compaction_lock: Arc::new(tokio::sync::Mutex::new(())),
             lock_file: Mutex::new(Some(lock_file)),
         });
@@ -251,6 +253,7 @@ impl Db {
             return Ok(inner.seq.visible());
         }
         cairn_common::limits::check_batch(&batch)?;
+        let started = std::time::Instant::now();
         inner.wait_for_room().await?;
         let n = batch.len() as u64;
         let (last, over) = {
@@ -267,16 +270,21 @@ impl Db {
                 .counters
                 .journal_bytes
                 .fetch_add(record_bytes, Ordering::Relaxed);
+            inner.metrics.journal_bytes.increment(record_bytes);
             // The gate keeps the memtable from being frozen between the append and here.
             let mem = inner.mem.load();
             apply(&mem.active.table, first, batch);
             mem.active.max_lsn.fetch_max(lsn, Ordering::Relaxed);
-            (
-                first + n - 1,
-                mem.active.table.approximate_bytes() >= inner.opts.memtable_bytes,
-            )
+            let bytes = mem.active.table.approximate_bytes();
+            inner.metrics.memtable_bytes.set(bytes as f64);
+            (first + n - 1, bytes >= inner.opts.memtable_bytes)
         };
         inner.seq.wait_visible(last).await;
+        inner.metrics.writes.increment(1);
+        inner
+            .metrics
+            .write_seconds
+            .record(started.elapsed().as_secs_f64());
         if over {
             inner.freeze(false).await;
         }
@@ -286,13 +294,21 @@ impl Db {
     /// The newest value of `key`, or `None` if absent or deleted.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
         self.inner.check_open()?;
+        let started = std::time::Instant::now();
         // No snapshot is registered, so a compaction may meanwhile drop versions older than
         // the newest: the tables are read at the newest version rather than at the number
         // visible when the get began. They only ever hold acknowledged writes, so the answer
         // is a value the key had at some moment during the call.
-        self.inner
+        let found = self
+            .inner
             .get(key, self.inner.seq.visible(), SeqNo::MAX)
-            .await
+            .await;
+        self.inner.metrics.gets.increment(1);
+        self.inner
+            .metrics
+            .get_seconds
+            .record(started.elapsed().as_secs_f64());
+        found
     }
 
     /// The value of `key` as of `snapshot`.
@@ -320,6 +336,7 @@ impl Db {
     /// Live keys in `range`, in key order, at a snapshot taken now.
     pub async fn scan(&self, range: KeyRange) -> Result<DbIter> {
         self.inner.check_open()?;
+        self.inner.metrics.scans.increment(1);
         let snap = self.snapshot();
         DbIter::new(&self.inner, range, snap.seq(), Some(snap), false).await
     }
@@ -582,15 +599,21 @@ impl Inner {
         }
         let mut changed = self.changed.subscribe();
         let mut stalled = false;
+        let started = std::time::Instant::now();
         loop {
             changed.borrow_and_update();
             let (mem_full, l0_full) = self.stall_reasons();
             if !mem_full && !l0_full {
+                if stalled {
+                    let waited = started.elapsed().as_secs_f64();
+                    self.metrics.stall_seconds.record(waited);
+                }
                 return Ok(());
             }
             if !stalled {
                 stalled = true;
                 self.counters.stalls.fetch_add(1, Ordering::Relaxed);
+                self.metrics.stalls.increment(1);
                 if l0_full {
                     self.compact_wanted.notify_one();
                 }
@@ -724,6 +747,8 @@ impl Inner {
         committed?;
         let mut v = Version::clone(&self.version.load());
         let removed = edit.apply_to(&mut v.levels, |h| &h.meta, |m| opened.remove(&m.id));
+        let l0 = v.levels.first().map_or(0, Vec::len);
+        self.metrics.l0_tables.set(l0 as f64);
         self.version.store(Arc::new(v));
         Ok(removed)
     }

@@ -9,6 +9,7 @@ mod db;
 mod import;
 mod legacy_manifest;
 pub mod manifest;
+mod metrics;
 mod options;
 mod scan;
 mod seq;

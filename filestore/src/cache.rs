@@ -161,23 +161,38 @@ type Blocks = Cache<(TableId, u64), Block, BlockWeight>;
 #[derive(Clone)]
 pub struct BlockCache {
     inner: Option<Arc<Blocks>>,
+    hits: metrics::Counter,
+    misses: metrics::Counter,
 }
 
 impl BlockCache {
     /// A cache holding up to `bytes`; 0 disables caching.
     pub fn new(bytes: u64) -> Self {
+        let hits = metrics::counter!("cairn_block_cache_hits_total");
+        let misses = metrics::counter!("cairn_block_cache_misses_total");
         if bytes == 0 {
-            return BlockCache { inner: None };
+            return BlockCache {
+                inner: None,
+                hits,
+                misses,
+            };
         }
         // Estimated item count only sizes the hash table; assume ~4 KiB blocks.
         let items = (bytes / 4096).max(16) as usize;
         BlockCache {
             inner: Some(Arc::new(Cache::with_weighter(items, bytes, BlockWeight))),
+            hits,
+            misses,
         }
     }
 
     pub fn get(&self, table: TableId, offset: u64) -> Option<Block> {
-        self.inner.as_ref()?.get(&(table, offset))
+        let found = self.inner.as_ref()?.get(&(table, offset));
+        match &found {
+            Some(_) => self.hits.increment(1),
+            None => self.misses.increment(1),
+        }
+        found
     }
 
     pub fn insert(&self, table: TableId, offset: u64, block: Block) {

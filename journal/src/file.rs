@@ -145,6 +145,7 @@ impl FileJournal {
             failed: None,
             buf: Vec::with_capacity(1 << 20),
             held,
+            metrics: JournalMetrics::new(),
         }));
         let (tx, syncer) = if sync {
             let (tx, rx) = mpsc::channel();
@@ -340,6 +341,26 @@ struct Writer {
     buf: Vec<u8>,
     /// Which journal this is and whose; appends of older epochs are refused.
     held: Held,
+    metrics: JournalMetrics,
+}
+
+/// What the file journal records through the `metrics` facade.
+struct JournalMetrics {
+    appends: metrics::Counter,
+    bytes: metrics::Counter,
+    group_records: metrics::Histogram,
+    fsync_seconds: metrics::Histogram,
+}
+
+impl JournalMetrics {
+    fn new() -> Self {
+        JournalMetrics {
+            appends: metrics::counter!("cairn_journal_appends_total"),
+            bytes: metrics::counter!("cairn_journal_bytes_total"),
+            group_records: metrics::histogram!("cairn_journal_group_commit_records"),
+            fsync_seconds: metrics::histogram!("cairn_journal_fsync_seconds"),
+        }
+    }
 }
 
 /// A group stops growing at this size so one slow caller does not hold many megabytes hostage.
@@ -453,11 +474,18 @@ impl Writer {
             .write_all(&self.buf)
             .map_err(|e| format!("write failed: {e}"))?;
         if self.opts.sync {
+            let started = std::time::Instant::now();
             self.file
                 .sync_data()
                 .map_err(|e| format!("fsync failed: {e}"))?;
             self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+            let synced = started.elapsed().as_secs_f64();
+            self.metrics.fsync_seconds.record(synced);
         }
+        let m = &self.metrics;
+        m.appends.increment(payloads.len() as u64);
+        m.bytes.increment(self.buf.len() as u64);
+        m.group_records.record(payloads.len() as f64);
         self.size += self.buf.len() as u64;
         self.next_lsn += payloads.len() as u64;
         self.counters

@@ -47,9 +47,21 @@ pub struct Config {
     pub engine: EngineOptions,
     #[serde(default)]
     pub rpc: RpcSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
     /// Present in a sharded profile: the shards its keys are spread over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<RouterSection>,
+}
+
+/// Where `cairn serve` exports its metrics in Prometheus' text format (`GET /metrics`). Off
+/// unless set; the library records through the `metrics` facade either way.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `host:port`, such as `127.0.0.1:9464`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -389,6 +401,14 @@ impl Config {
                     return not_for("memtable.shards", "memtable.kind = \"skiplist\"");
                 }
             }
+        }
+        if let Some(listen) = &self.metrics.listen
+            && let Err(e) = listen.parse::<std::net::SocketAddr>()
+        {
+            return bad(
+                "metrics.listen",
+                format!("`{listen}` is not host:port ({e})"),
+            );
         }
         if self.memtable.shards == Some(0) {
             return bad("memtable.shards", "must be at least 1".into());

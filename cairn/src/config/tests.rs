@@ -193,6 +193,12 @@ fn impossible_pairings_are_rejected() {
         assert_eq!(err.key.as_deref(), Some("memtable.shards"), "{err}");
 
         let (err, _) = load_err(
+            "[default]\ndata_dir = \"d\"\n[default.metrics]\nlisten = \"nowhere\"\n",
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("metrics.listen"), "{err}");
+
+        let (err, _) = load_err(
             "[default]\ndata_dir = \"d\"\n[default.engine]\nl0_stop_writes = 2\n",
             "default",
         );

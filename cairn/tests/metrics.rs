@@ -1,0 +1,165 @@
+//! A `cairn serve` process with `[metrics] listen` set exports Prometheus' text format on
+//! `GET /metrics`; scraped while an engine writes through the server, its counters move.
+
+mod support;
+
+use cairn::Config;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+/// One `GET /metrics`, over a plain HTTP/1.1 connection.
+fn scrape(addr: &str) -> String {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+/// Parses the exposition text (the parser crate), and checks each sample line's shape
+/// strictly (the crate skips lines it does not understand).
+fn parse(text: &str) -> prometheus_parse::Scrape {
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let name = series.split('{').next().unwrap();
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        assert!(value.parse::<f64>().is_ok(), "bad value in {line:?}");
+    }
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+fn counter(scrape: &prometheus_parse::Scrape, name: &str) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name} is not a counter: {other:?}"),
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_metrics_move_while_an_engine_writes_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::node_config(dir.path(), "node");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_at = format!("127.0.0.1:{port}");
+    let journal = support::serve(
+        &config,
+        "journal",
+        "127.0.0.1:0",
+        &[("CAIRN_METRICS__LISTEN", metrics_at.as_str())],
+    );
+    let before = counter(&parse(&scrape(&metrics_at)), "cairn_journal_appends_total");
+
+    let engine = Config::from_toml_str(
+        &format!(
+            "[default]\ndata_dir = \"{}\"\n[default.journal]\nkind = \"grpc\"\nurl = \"{}\"\n",
+            dir.path().join("engine").display(),
+            journal.url
+        ),
+        None,
+    )
+    .unwrap();
+    let db = cairn::open(&engine).await.unwrap();
+    for i in 0..100 {
+        db.put(format!("k{i}"), "v").await.unwrap();
+    }
+    let text = scrape(&metrics_at);
+    let after = parse(&text);
+    db.close().await.unwrap();
+
+    assert!(
+        counter(&after, "cairn_journal_appends_total") >= before + 100.0,
+        "100 appends recorded:\n{text}"
+    );
+    assert!(
+        counter(&after, "cairn_journal_bytes_total") > 0.0,
+        "bytes recorded:\n{text}"
+    );
+    assert!(
+        after
+            .samples
+            .iter()
+            .any(|s| s.metric.starts_with("cairn_journal_fsync_seconds")),
+        "fsync latency recorded:\n{text}"
+    );
+}
+
+/// A shard server is a whole engine: a router's writes and reads through it move the
+/// engine's own counters, labelled with its database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_servers_engine_metrics_move_with_a_routers_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::node_config(dir.path(), "node");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_at = format!("127.0.0.1:{port}");
+    let shard = support::serve(
+        &config,
+        "shard",
+        "127.0.0.1:0",
+        &[("CAIRN_METRICS__LISTEN", metrics_at.as_str())],
+    );
+    let router = Config::from_toml_str(
+        &format!(
+            "[default]\ndata_dir = \"{}\"\n[default.router]\nshards = [{{ kind = \"grpc\", url = \"{}\" }}]\n",
+            dir.path().join("router").display(),
+            shard.url
+        ),
+        None,
+    )
+    .unwrap();
+    let db = cairn::open_router(&router).await.unwrap();
+    for i in 0..50 {
+        db.put(format!("k{i}"), "v").await.unwrap();
+    }
+    for i in 0..20 {
+        assert!(db.get(format!("k{i}").as_bytes()).await.unwrap().is_some());
+    }
+    db.flush().await.unwrap();
+    let text = scrape(&metrics_at);
+    let after = parse(&text);
+    db.close().await.unwrap();
+
+    assert!(
+        counter(&after, "cairn_engine_writes_total") >= 50.0,
+        "{text}"
+    );
+    assert!(counter(&after, "cairn_engine_gets_total") >= 20.0, "{text}");
+    assert!(
+        counter(&after, "cairn_engine_flushes_total") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        after
+            .samples
+            .iter()
+            .any(|s| s.metric == "cairn_engine_writes_total" && s.labels.get("database").is_some()),
+        "labelled with the database: {text}"
+    );
+}
