@@ -105,6 +105,24 @@ async fn a_servers_metrics_move_while_an_engine_writes_through_it() {
             .any(|s| s.metric.starts_with("cairn_journal_fsync_seconds")),
         "fsync latency recorded:\n{text}"
     );
+    let journal_calls: f64 = after
+        .samples
+        .iter()
+        .filter(|s| {
+            s.metric == "cairn_rpc_server_calls_total"
+                && s.labels
+                    .get("method")
+                    .is_some_and(|m| m.starts_with("/cairn.journal.Journal/"))
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert!(
+        journal_calls >= 2.0,
+        "the claim and the appends, per method:\n{text}"
+    );
 }
 
 /// A shard server is a whole engine: a router's writes and reads through it move the

@@ -8,6 +8,7 @@ mod client;
 mod coalesce;
 mod convert;
 mod databases;
+mod metered;
 mod options;
 mod progress;
 mod server;
@@ -66,6 +67,6 @@ pub use databases::{Databases, MAX_DATABASES};
 pub use options::{ClientOptions, ServerOptions};
 pub use progress::{ProgressMessage, counting_progress, heartbeat_interval, with_progress};
 pub use server::{
-    DRAIN_GRACE, ServerAuth, ServerHandle, StatusStream, builder, check_exposure, chunked, serve,
-    status,
+    DRAIN_GRACE, ServerAuth, ServerHandle, ServerRouter, StatusStream, builder, check_exposure,
+    chunked, serve, status,
 };

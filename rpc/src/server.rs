@@ -2,6 +2,7 @@
 //! mapping of library errors to status codes a client maps back.
 
 use super::ServerOptions;
+use super::metered::MeteredLayer;
 use cairn_common::{Error, Result};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -155,7 +156,12 @@ pub fn check_exposure(addr: SocketAddr, opts: &ServerOptions) -> Result<()> {
 }
 
 /// A server builder with TLS configured when the options ask for it.
-pub fn builder(opts: &ServerOptions) -> Result<Server> {
+/// A server's router, with the call metrics around every service.
+pub type ServerRouter = Router<tower_layer::Stack<MeteredLayer, tower_layer::Identity>>;
+
+pub fn builder(
+    opts: &ServerOptions,
+) -> Result<Server<tower_layer::Stack<MeteredLayer, tower_layer::Identity>>> {
     let mut server = Server::builder()
         // A span per call, naming the service and method (so the component) and the
         // database: whatever the handler logs carries them. At error level, so that it is
@@ -173,7 +179,8 @@ pub fn builder(opts: &ServerOptions) -> Result<Server> {
         .initial_connection_window_size(Some(super::client::CONNECTION_WINDOW))
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         // What one connection may hold open at once; the client's further calls wait.
-        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .layer(MeteredLayer);
     match (&opts.tls_cert, &opts.tls_key) {
         (Some(cert), Some(key)) => {
             super::tls_provider();
@@ -239,7 +246,7 @@ impl ServerHandle {
 /// reflection (v1 and v1alpha, so `grpcurl list` works) answers from them, and from the
 /// health service's own.
 pub fn serve(
-    router: Router,
+    router: ServerRouter,
     descriptors: &[&'static [u8]],
     listener: TcpListener,
     tls: bool,
