@@ -44,10 +44,19 @@ fn parse(text: &str) -> prometheus_parse::Scrape {
 }
 
 fn counter(scrape: &prometheus_parse::Scrape, name: &str) -> f64 {
+    counter_where(scrape, name, |_| true)
+}
+
+/// The sum of counter `name` over the series whose labels `keep` accepts.
+fn counter_where(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    keep: impl Fn(&prometheus_parse::Labels) -> bool,
+) -> f64 {
     scrape
         .samples
         .iter()
-        .filter(|s| s.metric == name)
+        .filter(|s| s.metric == name && keep(&s.labels))
         .map(|s| match s.value {
             prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
             ref other => panic!("{name} is not a counter: {other:?}"),
@@ -55,22 +64,29 @@ fn counter(scrape: &prometheus_parse::Scrape, name: &str) -> f64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_servers_metrics_move_while_an_engine_writes_through_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = support::node_config(dir.path(), "node");
+/// `cairn serve COMPONENT` exporting its metrics on a free port; returns the server and where
+/// to scrape it.
+fn serve_with_metrics(dir: &std::path::Path, component: &str) -> (support::Served, String) {
+    let config = support::node_config(dir, "node");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let metrics_at = format!("127.0.0.1:{port}");
-    let journal = support::serve(
+    let server = support::serve(
         &config,
-        "journal",
+        component,
         "127.0.0.1:0",
         &[("CAIRN_METRICS__LISTEN", metrics_at.as_str())],
     );
+    (server, metrics_at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_metrics_move_while_an_engine_writes_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, metrics_at) = serve_with_metrics(dir.path(), "journal");
     let before = counter(&parse(&scrape(&metrics_at)), "cairn_journal_appends_total");
 
     let engine = Config::from_toml_str(
@@ -105,20 +121,10 @@ async fn a_servers_metrics_move_while_an_engine_writes_through_it() {
             .any(|s| s.metric.starts_with("cairn_journal_fsync_seconds")),
         "fsync latency recorded:\n{text}"
     );
-    let journal_calls: f64 = after
-        .samples
-        .iter()
-        .filter(|s| {
-            s.metric == "cairn_rpc_server_calls_total"
-                && s.labels
-                    .get("method")
-                    .is_some_and(|m| m.starts_with("/cairn.journal.Journal/"))
-        })
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum();
+    let journal_calls = counter_where(&after, "cairn_rpc_server_calls_total", |l| {
+        l.get("method")
+            .is_some_and(|m| m.starts_with("/cairn.journal.Journal/"))
+    });
     assert!(
         journal_calls >= 2.0,
         "the claim and the appends, per method:\n{text}"
@@ -130,19 +136,7 @@ async fn a_servers_metrics_move_while_an_engine_writes_through_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_servers_engine_metrics_move_with_a_routers_calls() {
     let dir = tempfile::tempdir().unwrap();
-    let config = support::node_config(dir.path(), "node");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let metrics_at = format!("127.0.0.1:{port}");
-    let shard = support::serve(
-        &config,
-        "shard",
-        "127.0.0.1:0",
-        &[("CAIRN_METRICS__LISTEN", metrics_at.as_str())],
-    );
+    let (shard, metrics_at) = serve_with_metrics(dir.path(), "shard");
     let router = Config::from_toml_str(
         &format!(
             "[default]\ndata_dir = \"{}\"\n[default.router]\nshards = [{{ kind = \"grpc\", url = \"{}\" }}]\n",

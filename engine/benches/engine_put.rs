@@ -4,10 +4,8 @@
 //! where every cost of the write path is paid by one caller with nothing to share it.
 //! `cargo bench -p cairn-engine --bench engine_put`
 
-use cairn_compaction::LocalCompactor;
-use cairn_engine::{Components, Db, EngineOptions};
-use cairn_filestore::{SstOptions, SstStorage, Storage};
-use cairn_journal::{FileJournal, FileJournalOptions};
+mod shared;
+
 use cairn_memtable::MemtableOptions;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
@@ -17,35 +15,13 @@ use std::time::{Duration, Instant};
 const WRITERS: u64 = 256;
 const PUTS_PER_WRITER: u64 = 200;
 
-async fn open(dir: &std::path::Path, sync: bool, memtable: MemtableOptions) -> Arc<Db> {
-    let mut jo = FileJournalOptions::new(dir.join("journal"));
-    jo.sync = sync;
-    let storage: Arc<dyn Storage> =
-        Arc::new(SstStorage::open(SstOptions::new(dir.join("tables"))).unwrap());
-    let comps = Components {
-        journal: Arc::new(FileJournal::open(jo).unwrap()),
-        memtables: memtable.factory(),
-        compactor: Arc::new(LocalCompactor::new(storage.clone())),
-        storage,
-    };
-    Arc::new(
-        Db::open(dir, EngineOptions::default(), comps)
-            .await
-            .unwrap(),
-    )
-}
-
 fn puts(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = shared::runtime();
     let mut g = c.benchmark_group("engine_put_256_writers_100b");
     g.throughput(Throughput::Elements(WRITERS * PUTS_PER_WRITER));
     for sync in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let db = rt.block_on(open(dir.path(), sync, MemtableOptions::default()));
+        let db = Arc::new(rt.block_on(shared::open(dir.path(), sync, MemtableOptions::default())));
         let counter = Arc::new(AtomicU64::new(0));
         let value = bytes::Bytes::from(vec![b'v'; 100]);
         g.bench_function(if sync { "sync" } else { "nosync" }, |b| {
@@ -85,21 +61,12 @@ fn puts(c: &mut Criterion) {
 const SINGLE_WRITER_PUTS: u64 = 20_000;
 
 fn single_writer(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = shared::runtime();
     let mut g = c.benchmark_group("engine_put_1_writer_nosync_100b");
     g.throughput(Throughput::Elements(SINGLE_WRITER_PUTS));
-    let kinds = [
-        ("single_lock", MemtableOptions::SingleLock),
-        ("sharded32", MemtableOptions::Sharded { shards: 32 }),
-        ("skiplist", MemtableOptions::SkipList),
-    ];
-    for (name, memtable) in kinds {
+    for (name, memtable) in shared::memtable_kinds() {
         let dir = tempfile::tempdir().unwrap();
-        let db = rt.block_on(open(dir.path(), false, memtable));
+        let db = rt.block_on(shared::open(dir.path(), false, memtable));
         let value = bytes::Bytes::from(vec![b'v'; 100]);
         let mut n = 0u64;
         g.bench_function(name, |b| {

@@ -3,15 +3,13 @@
 //! each scan merges the memtable with the tables. On each memtable kind.
 //! `cargo bench -p cairn-engine --bench engine_scan`
 
+mod shared;
+
 use cairn_common::KeyRange;
-use cairn_compaction::LocalCompactor;
-use cairn_engine::{Components, Db, EngineOptions};
-use cairn_filestore::{SstOptions, SstStorage, Storage};
-use cairn_journal::{FileJournal, FileJournalOptions};
+use cairn_engine::Db;
 use cairn_memtable::MemtableOptions;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::ops::Bound;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KEYS: u64 = 200_000;
@@ -21,20 +19,9 @@ fn key(i: u64) -> String {
     format!("key{i:016}")
 }
 
+/// The database the scans read: every key in tables, a quarter overwritten in the memtable.
 async fn open(dir: &std::path::Path, memtable: MemtableOptions) -> Db {
-    let mut jo = FileJournalOptions::new(dir.join("journal"));
-    jo.sync = false;
-    let storage: Arc<dyn Storage> =
-        Arc::new(SstStorage::open(SstOptions::new(dir.join("tables"))).unwrap());
-    let comps = Components {
-        journal: Arc::new(FileJournal::open(jo).unwrap()),
-        memtables: memtable.factory(),
-        compactor: Arc::new(LocalCompactor::new(storage.clone())),
-        storage,
-    };
-    let db = Db::open(dir, EngineOptions::default(), comps)
-        .await
-        .unwrap();
+    let db = shared::open(dir, false, memtable).await;
     let value = bytes::Bytes::from(vec![b'v'; 100]);
     for i in 0..KEYS {
         db.put(key(i), value.clone()).await.unwrap();
@@ -47,19 +34,10 @@ async fn open(dir: &std::path::Path, memtable: MemtableOptions) -> Db {
 }
 
 fn scans(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = shared::runtime();
     let mut g = c.benchmark_group("engine_scan_100");
     g.throughput(Throughput::Elements(1));
-    let kinds = [
-        ("single_lock", MemtableOptions::SingleLock),
-        ("sharded32", MemtableOptions::Sharded { shards: 32 }),
-        ("skiplist", MemtableOptions::SkipList),
-    ];
-    for (name, memtable) in kinds {
+    for (name, memtable) in shared::memtable_kinds() {
         let dir = tempfile::tempdir().unwrap();
         let db = rt.block_on(open(dir.path(), memtable));
         let mut n = 0u64;

@@ -294,21 +294,13 @@ impl Db {
     /// The newest value of `key`, or `None` if absent or deleted.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
         self.inner.check_open()?;
-        let started = std::time::Instant::now();
         // No snapshot is registered, so a compaction may meanwhile drop versions older than
         // the newest: the tables are read at the newest version rather than at the number
         // visible when the get began. They only ever hold acknowledged writes, so the answer
         // is a value the key had at some moment during the call.
-        let found = self
-            .inner
-            .get(key, self.inner.seq.visible(), SeqNo::MAX)
-            .await;
-        self.inner.metrics.gets.increment(1);
         self.inner
-            .metrics
-            .get_seconds
-            .record(started.elapsed().as_secs_f64());
-        found
+            .get(key, self.inner.seq.visible(), SeqNo::MAX)
+            .await
     }
 
     /// The value of `key` as of `snapshot`.
@@ -336,7 +328,6 @@ impl Db {
     /// Live keys in `range`, in key order, at a snapshot taken now.
     pub async fn scan(&self, range: KeyRange) -> Result<DbIter> {
         self.inner.check_open()?;
-        self.inner.metrics.scans.increment(1);
         let snap = self.snapshot();
         DbIter::new(&self.inner, range, snap.seq(), Some(snap), false).await
     }
@@ -546,6 +537,15 @@ impl Inner {
         snapshot: SeqNo,
         tables_at: SeqNo,
     ) -> Result<Option<Bytes>> {
+        let started = std::time::Instant::now();
+        let found = self.lookup(key, snapshot, tables_at).await;
+        self.metrics.gets.increment(1);
+        let took = started.elapsed().as_secs_f64();
+        self.metrics.get_seconds.record(took);
+        found
+    }
+
+    async fn lookup(&self, key: &[u8], snapshot: SeqNo, tables_at: SeqNo) -> Result<Option<Bytes>> {
         // Memtables before tables: a flush installs its table before it drops the memtable,
         // so loading in this order never misses a write.
         // Memtable lookups never await, so a short-lived guard does; the version below is held

@@ -38,6 +38,7 @@ impl DbIter {
         guard: Option<Snapshot>,
         analytic: bool,
     ) -> Result<DbIter> {
+        inner.metrics.scans.increment(1);
         let mem = inner.mem.load_full();
         let version = inner.version.load_full();
         let levels = version.levels.len();
