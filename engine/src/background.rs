@@ -96,11 +96,11 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     let mut attempt = 0u32;
     loop {
         let oldest = inner.mem.load().immutables.last().cloned();
+        // Error level, as the servers' call spans: present at any log level. The failure is
+        // logged in it too, so it names the database.
+        let span = tracing::error_span!("flush", database = %inner.database);
         match oldest {
-            Some(slot) => match flush_one(&inner, &slot)
-                .instrument(tracing::error_span!("flush", database = %inner.database))
-                .await
-            {
+            Some(slot) => match flush_one(&inner, &slot).instrument(span.clone()).await {
                 Ok(()) => {
                     attempt = 0;
                     clear_error(&inner);
@@ -112,7 +112,7 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
                 }
                 Err(e) => {
                     attempt += 1;
-                    record_error(&inner, "flush", &e, attempt);
+                    span.in_scope(|| record_error(&inner, "flush", &e, attempt));
                     // A caller waiting in `flush` cuts the wait short: a server that came
                     // back is tried at once, not after the backoff.
                     tokio::select! {
@@ -208,20 +208,19 @@ async fn compaction_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
                 _ = shutdown.changed() => return,
             }
         };
+        // Error level, as the servers' call spans: present at any log level. The failure is
+        // logged in it too, so it names the database.
+        let span = tracing::error_span!(
+            "compaction",
+            database = %inner.database,
+            level = pick.level,
+            inputs = pick.inputs.len(),
+        );
         let result = {
             let _one = inner.compaction_lock.lock().await;
             // A manual compaction may have changed the levels while this waited.
             match inner.picker.pick(&inner.version.load().metas()) {
-                Some(p) if p == pick => {
-                    // Error level, as the servers' call spans: present at any log level.
-                    let span = tracing::error_span!(
-                        "compaction",
-                        database = %inner.database,
-                        level = pick.level,
-                        inputs = pick.inputs.len(),
-                    );
-                    run_pick(&inner, pick).instrument(span).await
-                }
+                Some(p) if p == pick => run_pick(&inner, pick).instrument(span.clone()).await,
                 _ => Ok(()),
             }
         };
@@ -232,7 +231,7 @@ async fn compaction_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
             }
             Err(e) => {
                 attempt += 1;
-                record_error(&inner, "compaction", &e, attempt);
+                span.in_scope(|| record_error(&inner, "compaction", &e, attempt));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff(attempt)) => {}
                     _ = shutdown.changed() => return,
