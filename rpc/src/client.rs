@@ -3,11 +3,13 @@
 //! idempotent calls, and errors that name the component and its URL.
 
 use super::ClientOptions;
+use super::metered::{Metered, MeteredLayer};
 use cairn_common::{Error, Result};
 use std::future::Future;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
+use tower_layer::Layer;
 
 /// HTTP/2 flow-control window of one stream: one stream carries every journal append in
 /// flight, and HTTP/2's default 64 KiB would stall it behind window updates.
@@ -41,7 +43,9 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-pub type RpcChannel = InterceptedService<Channel, Auth>;
+/// A client's channel: per-method metrics around the connection, the token and database on
+/// every call.
+pub type RpcChannel = InterceptedService<Metered<Channel>, Auth>;
 
 /// A connection to one remote component, shared by its generated clients.
 #[derive(Clone)]
@@ -100,8 +104,8 @@ pub fn connect(
     // TCP settings apply only to tonic's connector. Its connect timeout and TLS still wrap ours.
     Ok(RpcClient {
         channel: InterceptedService::new(
-            endpoint.connect_with_connector_lazy(super::coalesce::CoalescingConnector::new(
-                opts.connect_timeout,
+            MeteredLayer::CLIENT.layer(endpoint.connect_with_connector_lazy(
+                super::coalesce::CoalescingConnector::new(opts.connect_timeout),
             )),
             Auth { header, database },
         ),

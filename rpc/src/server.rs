@@ -180,7 +180,7 @@ pub fn builder(
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         // What one connection may hold open at once; the client's further calls wait.
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-        .layer(MeteredLayer);
+        .layer(MeteredLayer::SERVER);
     match (&opts.tls_cert, &opts.tls_key) {
         (Some(cert), Some(key)) => {
             super::tls_provider();
