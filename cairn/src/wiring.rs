@@ -12,7 +12,7 @@ use cairn_filestore::{GrpcStorage, ParquetStorage, SstStorage, Storage};
 use cairn_hybrid_store::HybridStore;
 use cairn_journal::{FileJournal, FileJournalOptions, GrpcJournal, Journal, MemoryJournal};
 use cairn_memtable::MemtableOptions;
-use cairn_router::{Cluster, GrpcShard, LocalShard, Router, Shard};
+use cairn_router::{Cluster, GrpcShard, LocalShard, MeteredShard, Router, Shard};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -158,7 +158,7 @@ pub async fn open_router(config: &Config) -> Result<Router> {
     let mut shards: Vec<Arc<dyn Shard>> = Vec::with_capacity(section.shards.len());
     for (i, s) in section.shards.iter().enumerate() {
         let id = cluster.identity(i as u32);
-        shards.push(match s.kind {
+        let shard: Arc<dyn Shard> = match s.kind {
             ShardKind::Local => {
                 let db = open(&config.shard_config(i as u32)).await?;
                 let mut shard = LocalShard::new(db, id)?;
@@ -173,7 +173,8 @@ pub async fn open_router(config: &Config) -> Result<Router> {
                     .client(s.url.as_deref().unwrap_or_default(), s.timeout_ms),
                 id,
             )?),
-        });
+        };
+        shards.push(Arc::new(MeteredShard::new(i as u32, shard)));
     }
     Router::open(cluster, shards).await
 }

@@ -376,3 +376,63 @@ async fn an_import_cut_off_leaves_the_shard_with_none_of_it() {
     server.stop().await.unwrap();
     served.close().await.unwrap();
 }
+
+/// The router's metering decorator passes the conformance suite, and records per shard and
+/// operation: calls, time, and failures (a dead remote shard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_through_the_metering_decorator_and_what_it_records() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+    static SNAPSHOTTER: std::sync::OnceLock<Snapshotter> = std::sync::OnceLock::new();
+    let snapshotter = SNAPSHOTTER.get_or_init(|| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::set_global_recorder(recorder).unwrap();
+        snapshotter
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // Indexes no other test uses: the recorder is the process's.
+    let local = LocalShard::new(open_db(dir.path()).await, identity(0)).unwrap();
+    let shard = Arc::new(crate::MeteredShard::new(70, Arc::new(local)));
+    conformance::run(shard.clone()).await;
+    shard.close().await.unwrap();
+    let dead = crate::MeteredShard::new(
+        71,
+        Arc::new(GrpcShard::new(client_opts("http://127.0.0.1:1".into()), identity(1)).unwrap()),
+    );
+    assert!(dead.get(b"k").await.is_err());
+
+    // One snapshot: taking one drains what it read.
+    let snapshot = snapshotter.snapshot().into_vec();
+    let counter = |shard: &str, op: &str, name: &str| -> u64 {
+        snapshot
+            .iter()
+            .filter(|(k, ..)| {
+                let k = k.key();
+                k.name() == name
+                    && k.labels().any(|l| l.key() == "shard" && l.value() == shard)
+                    && k.labels().any(|l| l.key() == "op" && l.value() == op)
+            })
+            .map(|(.., v)| match v {
+                DebugValue::Counter(n) => *n,
+                other => panic!("{name}: {other:?}"),
+            })
+            .sum()
+    };
+    for op in [
+        "get",
+        "multi_get",
+        "write",
+        "scan",
+        "aggregate",
+        "import",
+        "admin",
+    ] {
+        assert!(
+            counter("70", op, "cairn_router_shard_calls_total") > 0,
+            "{op} counted"
+        );
+    }
+    assert_eq!(counter("70", "get", "cairn_router_shard_errors_total"), 0);
+    assert_eq!(counter("71", "get", "cairn_router_shard_calls_total"), 1);
+    assert_eq!(counter("71", "get", "cairn_router_shard_errors_total"), 1);
+}
