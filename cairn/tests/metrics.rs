@@ -66,8 +66,12 @@ fn counter_where(
 
 /// `cairn serve COMPONENT` exporting its metrics on a free port; returns the server and where
 /// to scrape it.
-fn serve_with_metrics(dir: &std::path::Path, component: &str) -> (support::Served, String) {
-    let config = support::node_config(dir, "node");
+fn serve_with_metrics(
+    dir: &std::path::Path,
+    component: &str,
+    env: &[(&str, &str)],
+) -> (support::Served, String) {
+    let config = support::node_config(dir, component);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -78,7 +82,7 @@ fn serve_with_metrics(dir: &std::path::Path, component: &str) -> (support::Serve
         &config,
         component,
         "127.0.0.1:0",
-        &[("CAIRN_METRICS__LISTEN", metrics_at.as_str())],
+        &[&[("CAIRN_METRICS__LISTEN", metrics_at.as_str())], env].concat(),
     );
     (server, metrics_at)
 }
@@ -86,7 +90,7 @@ fn serve_with_metrics(dir: &std::path::Path, component: &str) -> (support::Serve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_servers_metrics_move_while_an_engine_writes_through_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (journal, metrics_at) = serve_with_metrics(dir.path(), "journal");
+    let (journal, metrics_at) = serve_with_metrics(dir.path(), "journal", &[]);
     let before = counter(&parse(&scrape(&metrics_at)), "cairn_journal_appends_total");
 
     let engine = Config::from_toml_str(
@@ -132,11 +136,25 @@ async fn a_servers_metrics_move_while_an_engine_writes_through_it() {
 }
 
 /// A shard server is a whole engine: a router's writes and reads through it move the
-/// engine's own counters, labelled with its database.
+/// engine's own counters, labelled with its database, and its calls to its journal server
+/// are counted on its side of the wire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_servers_engine_metrics_move_with_a_routers_calls() {
     let dir = tempfile::tempdir().unwrap();
-    let (shard, metrics_at) = serve_with_metrics(dir.path(), "shard");
+    let journal = support::serve(
+        &support::node_config(dir.path(), "journal"),
+        "journal",
+        "127.0.0.1:0",
+        &[],
+    );
+    let (shard, metrics_at) = serve_with_metrics(
+        dir.path(),
+        "shard",
+        &[
+            ("CAIRN_JOURNAL__KIND", "grpc"),
+            ("CAIRN_JOURNAL__URL", journal.url.as_str()),
+        ],
+    );
     let router = Config::from_toml_str(
         &format!(
             "[default]\ndata_dir = \"{}\"\n[default.router]\nshards = [{{ kind = \"grpc\", url = \"{}\" }}]\n",
@@ -173,5 +191,64 @@ async fn a_shard_servers_engine_metrics_move_with_a_routers_calls() {
             .iter()
             .any(|s| s.metric == "cairn_engine_writes_total" && s.labels.get("database").is_some()),
         "labelled with the database: {text}"
+    );
+    let appends = |name| {
+        counter_where(&after, name, |l| {
+            l.get("method") == Some("/cairn.journal.Journal/Append")
+        })
+    };
+    assert!(
+        appends("cairn_rpc_client_calls_total") >= 1.0,
+        "the shard's calls to its journal, on the client side:\n{text}"
+    );
+    assert_eq!(appends("cairn_rpc_client_errors_total"), 0.0, "{text}");
+}
+
+/// A storage server on Parquet counts the bytes of the tables it writes and its page cache's
+/// hits and misses as an engine flushes through it and reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_servers_written_bytes_and_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (storage, metrics_at) =
+        serve_with_metrics(dir.path(), "storage", &[("CAIRN_STORAGE__KIND", "parquet")]);
+    let engine = Config::from_toml_str(
+        &format!(
+            "[default]\ndata_dir = \"{}\"\n[default.storage]\nkind = \"grpc\"\nurl = \"{}\"\n",
+            dir.path().join("engine").display(),
+            storage.url
+        ),
+        None,
+    )
+    .unwrap();
+    let db = cairn::open(&engine).await.unwrap();
+    for i in 0..100 {
+        db.put(format!("k{i:03}"), "v").await.unwrap();
+    }
+    db.flush().await.unwrap();
+    for _ in 0..3 {
+        for i in 0..10 {
+            assert!(
+                db.get(format!("k{i:03}").as_bytes())
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+        }
+    }
+    let text = scrape(&metrics_at);
+    let after = parse(&text);
+    db.close().await.unwrap();
+
+    let written = counter_where(&after, "cairn_storage_written_bytes_total", |l| {
+        l.get("store") == Some("parquet")
+    });
+    assert!(written > 0.0, "the flushed table's bytes:\n{text}");
+    assert!(
+        counter(&after, "cairn_page_cache_misses_total") >= 1.0,
+        "the first read of a page misses:\n{text}"
+    );
+    assert!(
+        counter(&after, "cairn_page_cache_hits_total") >= 1.0,
+        "later reads of it hit:\n{text}"
     );
 }

@@ -290,6 +290,8 @@ impl TableBuilder for SstBuilder {
         cairn_common::durable::rename_durably(&self.tmp, &self.path)?;
         self.finished = true;
         meta.size = self.offset;
+        metrics::counter!("cairn_storage_written_bytes_total", "store" => "sstable")
+            .increment(meta.size);
         Ok(meta)
     }
 

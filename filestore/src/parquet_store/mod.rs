@@ -85,7 +85,28 @@ pub struct ParquetStorage {
 }
 
 /// Decoded pages by (table, row group, first row of the page), weighed by their memory.
-pub(crate) type PageCache = Arc<Cache<(TableId, usize, usize), RecordBatch, PageWeight>>;
+/// Decoded pages by (table, row group, first row), shared by the store's tables.
+#[derive(Clone)]
+pub(crate) struct PageCache {
+    pages: Arc<Cache<(TableId, usize, usize), RecordBatch, PageWeight>>,
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+}
+
+impl PageCache {
+    pub(crate) fn get(&self, id: &(TableId, usize, usize)) -> Option<RecordBatch> {
+        let found = self.pages.get(id);
+        match &found {
+            Some(_) => self.hits.increment(1),
+            None => self.misses.increment(1),
+        }
+        found
+    }
+
+    pub(crate) fn insert(&self, id: (TableId, usize, usize), batch: RecordBatch) {
+        self.pages.insert(id, batch);
+    }
+}
 
 #[derive(Clone)]
 pub(crate) struct PageWeight;
@@ -98,12 +119,14 @@ impl Weighter<(TableId, usize, usize), RecordBatch> for PageWeight {
 
 fn page_cache(bytes: u64) -> Option<PageCache> {
     // The item estimate only sizes the hash table; pages are tens of KiB.
-    (bytes > 0).then(|| {
-        Arc::new(Cache::with_weighter(
+    (bytes > 0).then(|| PageCache {
+        pages: Arc::new(Cache::with_weighter(
             (bytes / 32768).max(16) as usize,
             bytes,
             PageWeight,
-        ))
+        )),
+        hits: metrics::counter!("cairn_page_cache_hits_total"),
+        misses: metrics::counter!("cairn_page_cache_misses_total"),
     })
 }
 

@@ -355,6 +355,8 @@ impl TableBuilder for ParquetBuilder {
             cairn_common::durable::sync_file(&file)?;
             cairn_common::durable::sync_dir(dir)?;
         }
+        metrics::counter!("cairn_storage_written_bytes_total", "store" => "parquet")
+            .increment(meta.size);
         Ok(meta)
     }
 
