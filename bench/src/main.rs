@@ -91,6 +91,11 @@ struct Args {
     /// the node and times a new node's open and first acknowledged write (see the README).
     #[arg(long, value_enum)]
     suite: Option<Suite>,
+    /// Export the Cairn engines' metrics (engine, journal, caches, RPC clients, router shards)
+    /// in Prometheus' text format on this address while the bench runs: `127.0.0.1:9464`,
+    /// then `curl 127.0.0.1:9464/metrics`. The RocksDB peer records none.
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -134,6 +139,9 @@ fn main() -> Result<()> {
 }
 
 async fn run_bench(mut args: Args) -> Result<()> {
+    if let Some(at) = &args.metrics_listen {
+        cairn::export_metrics(at).context("--metrics-listen")?;
+    }
     if args.workloads.is_empty() {
         args.workloads = vec![Workload::Put, Workload::Get];
     }

@@ -176,3 +176,57 @@ fn the_takeover_suite_restarts_a_local_profile_and_reports_it() {
     );
     assert!(r["takeover_seconds"].as_f64().unwrap() > 0.0, "{r}");
 }
+
+/// With `--metrics-listen`, the engines' metrics are served while the bench runs: a scrape
+/// during a get workload sees the gets counted.
+#[test]
+fn the_bench_exports_its_engines_metrics_on_request() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let at = format!("127.0.0.1:{port}");
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .arg("--config")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml"))
+        .args(["--keys", "2000", "--duration", "20", "--concurrency", "2"])
+        .args(["--workload", "get", "--quiet", "--metrics-listen", &at])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run cairn-bench");
+    let scrape = || -> Option<String> {
+        let mut conn = std::net::TcpStream::connect(&at).ok()?;
+        write!(
+            conn,
+            "GET /metrics HTTP/1.1\r\nHost: {at}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let seen = loop {
+        let gets = scrape().and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("cairn_engine_gets_total"))
+                .and_then(|l| l.rsplit_once(' '))
+                .and_then(|(_, v)| v.parse::<f64>().ok())
+        });
+        if gets.is_some_and(|n| n > 0.0) {
+            break true;
+        }
+        if bench.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = bench.kill();
+    let _ = bench.wait();
+    assert!(seen, "a scrape during the get workload counted gets");
+}

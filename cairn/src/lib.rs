@@ -6,6 +6,7 @@
 //! [`Db::open`] with a [`Components`] of their making (see `examples/custom_components.rs`).
 
 mod config;
+mod metrics;
 pub mod serve;
 mod wiring;
 
@@ -14,6 +15,7 @@ pub use config::{
     JournalSection, MemtableKind, MemtableSection, RouterSection, RpcSection, ShardKind,
     ShardSection, StorageKind, StorageSection, shard_dir_name,
 };
+pub use metrics::export_metrics;
 pub use wiring::{components, open, open_router};
 
 pub use cairn_common::{

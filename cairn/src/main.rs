@@ -195,12 +195,7 @@ async fn serve(
 ) -> Result<ExitCode> {
     cairn::serve::check(config, component)?;
     if let Some(at) = &config.metrics.listen {
-        let at: std::net::SocketAddr =
-            at.parse().with_context(|| format!("metrics.listen {at}"))?;
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(at)
-            .install()
-            .with_context(|| format!("exporting metrics on {at}"))?;
+        cairn::export_metrics(at).context("metrics.listen")?;
     }
     let addr = listen.map_or_else(|| component.listen_in(config), str::to_string);
     let addr = addr.as_str();
