@@ -60,6 +60,24 @@ impl Error {
     pub fn is_fenced(&self) -> bool {
         matches!(self, Error::Fenced(_))
     }
+
+    /// The same error again, for each of the callers a shared failure answers (a group
+    /// commit's writers, the calls after a sticky failure). An I/O error keeps its kind and
+    /// message.
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Io { path, source } => Error::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Corruption { what, detail } => Error::corruption(what, detail),
+            Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
+            Error::Closed => Error::Closed,
+            Error::Locked(p) => Error::Locked(p.clone()),
+            Error::Component { component, detail } => Error::component(component, detail),
+            Error::Fenced(m) => Error::Fenced(m.clone()),
+        }
+    }
 }
 
 /// Attaches a path to `std::io::Error`s.

@@ -12,6 +12,7 @@ mod fold;
 mod format;
 pub mod grpc;
 pub mod manifest_store;
+mod object_location;
 mod parquet_store;
 mod prefix_index;
 mod sstable;
@@ -26,6 +27,9 @@ pub use faulty::FaultyStorage;
 pub use fold::VisibleFold;
 pub use grpc::{GrpcManifestStore, GrpcStorage, storage_service, storage_service_for};
 pub use manifest_store::{DirManifestStore, ManifestStore, ManifestVersion, ObjectManifestStore};
+pub use object_location::{
+    ObjectLocation, ObjectStoreOptions, check_object_url, open_object_store,
+};
 pub use parquet_store::{ParquetOptions, ParquetStorage, TABLE_META_KEY, table_schema};
 pub use sstable::{Compression, FilterKind, SstOptions, SstStorage};
 

@@ -4,7 +4,6 @@
 //! aggregates fold the value column without building entries. The schema is in `FORMAT.md`.
 
 mod checksum;
-mod location;
 mod reader;
 mod schema;
 mod table;
@@ -13,12 +12,12 @@ mod writer;
 pub use schema::{TABLE_META_KEY, table_schema};
 
 use crate::manifest_store::{MANIFEST_DIR, ManifestStore, ObjectManifestStore};
+use crate::object_location::{ObjectLocation as Location, ObjectStoreOptions, open_object_store};
 use crate::{Storage, Table, TableBuilder};
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
 use cairn_common::{Error, Result, TableId, TableMeta};
 use futures::TryStreamExt;
-use location::Location;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use quick_cache::{Weighter, sync::Cache};
@@ -54,6 +53,22 @@ pub struct ParquetOptions {
     /// Deadline of one object-store request, and the retries after a failed one.
     pub timeout_ms: u64,
     pub max_retries: usize,
+}
+
+impl ParquetOptions {
+    /// Where the tables are and how to reach them.
+    pub fn store_options(&self) -> ObjectStoreOptions {
+        ObjectStoreOptions {
+            url: self.url.clone(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            allow_http: self.allow_http,
+            timeout_ms: self.timeout_ms,
+            max_retries: self.max_retries,
+        }
+    }
 }
 
 impl Default for ParquetOptions {
@@ -144,7 +159,7 @@ impl ParquetStorage {
                 opts.upload_part_bytes
             )));
         }
-        let loc = location::open(&opts)?;
+        let loc = open_object_store(&opts.store_options(), "storage")?;
         if let Some(dir) = &loc.local_dir {
             sweep_staging(dir, STAGING_AGE)?;
         }

@@ -6,10 +6,10 @@
 //! so a failed or abandoned table leaves nothing visible under its name.
 
 use super::checksum::{self, RowCrc};
-use super::location::Location;
 use super::schema::{self, TABLE_META_KEY, UNIQUE_KEYS_KEY};
 use super::{ParquetOptions, store_error};
 use crate::TableBuilder;
+use crate::object_location::ObjectLocation as Location;
 use crate::tracker::MetaTracker;
 use arrow_array::builder::{BinaryBuilder, UInt8Builder, UInt64Builder};
 use arrow_array::{ArrayRef, RecordBatch};
