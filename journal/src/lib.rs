@@ -1,4 +1,5 @@
-//! The write-ahead journal: `trait Journal` and its local implementations.
+//! The write-ahead journal: `trait Journal` and its implementations: a file, objects in an
+//! object store, memory, and a journal server over gRPC.
 //!
 //! The engine writes every batch here before applying it to the memtable, replays what was
 //! not yet flushed when it reopens, and truncates after each flush. Records are opaque bytes;
@@ -8,6 +9,7 @@ mod faulty;
 mod file;
 pub mod grpc;
 mod memory;
+mod object;
 mod segment;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -17,6 +19,7 @@ pub use faulty::FaultyJournal;
 pub use file::{FileJournal, FileJournalOptions, JournalStats};
 pub use grpc::{GrpcJournal, journal_service, journal_service_for};
 pub use memory::MemoryJournal;
+pub use object::{ObjectJournal, ObjectJournalOptions};
 
 use async_trait::async_trait;
 use bytes::Bytes;
