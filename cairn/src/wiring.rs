@@ -10,7 +10,9 @@ use cairn_compaction::{Compactor, GrpcCompactor, LocalCompactor};
 use cairn_engine::{Components, Db};
 use cairn_filestore::{GrpcStorage, ParquetStorage, SstStorage, Storage};
 use cairn_hybrid_store::HybridStore;
-use cairn_journal::{FileJournal, FileJournalOptions, GrpcJournal, Journal, MemoryJournal};
+use cairn_journal::{
+    FileJournal, FileJournalOptions, GrpcJournal, Journal, MemoryJournal, ObjectJournal,
+};
 use cairn_memtable::MemtableOptions;
 use cairn_router::{Cluster, GrpcShard, LocalShard, MeteredShard, Router, Shard};
 use std::path::Path;
@@ -66,7 +68,7 @@ pub async fn storage(
     }
 }
 
-/// The journal the profile describes. A local one, unless `journal.kind = "grpc"`.
+/// The journal the profile describes: a file, memory, a journal server or objects in a store.
 pub fn journal(config: &Config) -> Result<Arc<dyn Journal>> {
     let j = &config.journal;
     Ok(match j.kind {
@@ -81,6 +83,17 @@ pub fn journal(config: &Config) -> Result<Arc<dyn Journal>> {
             Arc::new(FileJournal::open(o)?)
         }
         JournalKind::Memory => Arc::new(MemoryJournal::new()),
+        JournalKind::Object => {
+            let opts = config.journal_store_options();
+            let at = cairn_filestore::open_object_store(&opts, "journal")?;
+            Arc::new(ObjectJournal::new(
+                at.store,
+                at.prefix,
+                opts.url,
+                at.local_dir,
+                config.object_journal_options(),
+            )?)
+        }
         JournalKind::Grpc => Arc::new(GrpcJournal::new(config.rpc.client_of(
             j.url.as_deref().unwrap_or_default(),
             j.timeout_ms,

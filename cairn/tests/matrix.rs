@@ -1,4 +1,4 @@
-//! The pairing matrix: every journal kind (memory, file, grpc) x storage kind (sstable,
+//! The pairing matrix: every journal kind (memory, file, grpc, object) x storage kind (sstable,
 //! parquet, hybrid, grpc) x compactor kind (local, grpc), wired from config exactly as a user's
 //! profile would be, runs one engine scenario (writes, overwrites, deletes, batches, gets,
 //! scans, flushes, compactions, reopens) checked against a `BTreeMap`. The grpc kinds talk to
@@ -18,6 +18,7 @@ enum J {
     Memory,
     File,
     Grpc,
+    Object,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -86,6 +87,12 @@ async fn cluster(j: J, s: S, c: C) -> Cluster {
     match j {
         J::Memory => engine += "[default.journal]\nkind = \"memory\"\n",
         J::File => engine += "[default.journal]\nkind = \"file\"\n",
+        J::Object => {
+            engine += &format!(
+                "[default.journal]\nkind = \"object\"\nurl = \"file://{}\"\n",
+                dir.path().join("journal-bucket").display()
+            )
+        }
         J::Grpc => {
             let server = start(
                 &format!("[default]\ndata_dir = \"{}\"\n", node.display()),
@@ -333,4 +340,8 @@ matrix! {
     grpc_hybrid_grpc: Grpc Hybrid Grpc;
     grpc_grpc_local: Grpc Grpc Local;
     grpc_grpc_grpc: Grpc Grpc Grpc;
+    object_sstable_local: Object Sstable Local;
+    object_parquet_local: Object Parquet Local;
+    object_hybrid_local: Object Hybrid Local;
+    object_grpc_grpc: Object Grpc Grpc;
 }

@@ -72,6 +72,8 @@ pub enum JournalKind {
     Memory,
     /// A journal server (`cairn serve journal`), over gRPC.
     Grpc,
+    /// Objects in an object store (`s3://`, `file://`, `memory://`): nothing on the node.
+    Object,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -88,12 +90,39 @@ pub struct JournalSection {
     /// file: segment size that triggers rollover (default 64 MiB).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub segment_bytes: Option<u64>,
-    /// grpc: the journal server, `http://host:port`.
+    /// grpc: the journal server, `http://host:port`. object: `s3://bucket/prefix`,
+    /// `file:///abs/path` or `memory://name` (default `file://<data_dir>/journal-objects`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// grpc: deadline of one append in ms (default `rpc.timeout_ms`).
+    /// grpc: deadline of one append in ms (default `rpc.timeout_ms`). object: deadline of
+    /// one request to the store (default 30000).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// object: S3 endpoint, e.g. `http://127.0.0.1:9000` (default: AWS, or `AWS_ENDPOINT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// object: S3 region (default `AWS_REGION`, then us-east-1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// object: S3 credentials (default `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    /// object: allow a plain-HTTP endpoint (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_http: Option<bool>,
+    /// object: a commit's object is cut at this many bytes of records (default 4 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_object_bytes: Option<usize>,
+    /// object: how long a commit waits for more records after its first (default 0: only
+    /// for the put in flight, which groups records under load).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_delay_ms: Option<u64>,
+    /// object: how long a failing store is retried before writers get an error (default
+    /// 30000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_for_ms: Option<u64>,
     /// grpc: which of the server's journals is this database's (default `default`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
@@ -304,10 +333,27 @@ impl Config {
                 }
             }
         }
-        if self.journal.kind != JournalKind::Grpc {
+        if !matches!(self.journal.kind, JournalKind::Grpc | JournalKind::Object) {
             for (key, slot) in [
                 ("journal.url", &mut self.journal.url as &mut dyn Clear),
                 ("journal.timeout_ms", &mut self.journal.timeout_ms),
+            ] {
+                if inherited(key, "journal.kind") {
+                    slot.clear();
+                }
+            }
+        }
+        if self.journal.kind != JournalKind::Object {
+            let j = &mut self.journal;
+            for (key, slot) in [
+                ("journal.endpoint", &mut j.endpoint as &mut dyn Clear),
+                ("journal.region", &mut j.region),
+                ("journal.access_key_id", &mut j.access_key_id),
+                ("journal.secret_access_key", &mut j.secret_access_key),
+                ("journal.allow_http", &mut j.allow_http),
+                ("journal.max_object_bytes", &mut j.max_object_bytes),
+                ("journal.commit_delay_ms", &mut j.commit_delay_ms),
+                ("journal.retry_for_ms", &mut j.retry_for_ms),
             ] {
                 if inherited(key, "journal.kind") {
                     slot.clear();
@@ -353,7 +399,10 @@ impl Config {
             JournalKind::File => "journal.kind = \"file\"",
             JournalKind::Memory => "journal.kind = \"memory\"",
             JournalKind::Grpc => "journal.kind = \"grpc\"",
+            JournalKind::Object => "journal.kind = \"object\"",
         };
+        const OBJECT: &[JournalKind] = &[JournalKind::Object];
+        const REMOTE: &[JournalKind] = &[JournalKind::Grpc, JournalKind::Object];
         for (set, key, kinds) in [
             (j.dir.is_some(), "journal.dir", &[JournalKind::File][..]),
             (j.sync.is_some(), "journal.sync", &[JournalKind::File]),
@@ -362,12 +411,28 @@ impl Config {
                 "journal.segment_bytes",
                 &[JournalKind::File],
             ),
-            (j.url.is_some(), "journal.url", &[JournalKind::Grpc]),
+            (j.url.is_some(), "journal.url", REMOTE),
+            (j.timeout_ms.is_some(), "journal.timeout_ms", REMOTE),
+            (j.endpoint.is_some(), "journal.endpoint", OBJECT),
+            (j.region.is_some(), "journal.region", OBJECT),
+            (j.access_key_id.is_some(), "journal.access_key_id", OBJECT),
             (
-                j.timeout_ms.is_some(),
-                "journal.timeout_ms",
-                &[JournalKind::Grpc],
+                j.secret_access_key.is_some(),
+                "journal.secret_access_key",
+                OBJECT,
             ),
+            (j.allow_http.is_some(), "journal.allow_http", OBJECT),
+            (
+                j.max_object_bytes.is_some(),
+                "journal.max_object_bytes",
+                OBJECT,
+            ),
+            (
+                j.commit_delay_ms.is_some(),
+                "journal.commit_delay_ms",
+                OBJECT,
+            ),
+            (j.retry_for_ms.is_some(), "journal.retry_for_ms", OBJECT),
             (
                 j.database.is_some(),
                 "journal.database",
@@ -390,6 +455,15 @@ impl Config {
         }
         if j.segment_bytes == Some(0) {
             return bad("journal.segment_bytes", "must be greater than 0".into());
+        }
+        if j.max_object_bytes == Some(0) {
+            return bad("journal.max_object_bytes", "must be greater than 0".into());
+        }
+        if j.kind == JournalKind::Object
+            && let Err(e) =
+                cairn_filestore::check_object_url(&self.journal_store_options().url, "journal")
+        {
+            return bad("journal.url", e.to_string());
         }
         if self.memtable.shards.is_some() {
             match self.memtable.kind {
@@ -495,6 +569,19 @@ impl Config {
             c.journal.sync.get_or_insert(d.sync);
             c.journal.segment_bytes.get_or_insert(d.segment_bytes);
         }
+        if c.journal.kind == JournalKind::Object {
+            let store = self.journal_store_options();
+            let o = self.object_journal_options();
+            c.journal.url = Some(store.url);
+            c.journal.timeout_ms = Some(store.timeout_ms);
+            c.journal.allow_http = Some(store.allow_http);
+            c.journal.max_object_bytes = Some(o.max_object_bytes);
+            c.journal.commit_delay_ms = Some(o.commit_delay.as_millis() as u64);
+            c.journal.retry_for_ms = Some(o.retry_for.as_millis() as u64);
+            if c.journal.secret_access_key.is_some() {
+                c.journal.secret_access_key = Some("(set)".into());
+            }
+        }
         if c.memtable.kind == MemtableKind::Sharded {
             c.memtable.shards.get_or_insert(32);
         }
@@ -514,6 +601,43 @@ impl Config {
                 .get_or_insert(cairn_router::IMPORT_TABLE_BYTES);
         }
         c
+    }
+
+    /// Where an object journal lives and how to reach it.
+    pub fn journal_store_options(&self) -> cairn_filestore::ObjectStoreOptions {
+        let j = &self.journal;
+        let url = j.url.clone().unwrap_or_else(|| {
+            let dir = self.data_dir.join("journal-objects");
+            format!(
+                "file://{}",
+                std::path::absolute(&dir).unwrap_or(dir).display()
+            )
+        });
+        let d = cairn_filestore::ObjectStoreOptions::new(url);
+        cairn_filestore::ObjectStoreOptions {
+            endpoint: j.endpoint.clone(),
+            region: j.region.clone(),
+            access_key_id: j.access_key_id.clone(),
+            secret_access_key: j.secret_access_key.clone(),
+            allow_http: j.allow_http.unwrap_or(d.allow_http),
+            timeout_ms: j.timeout_ms.unwrap_or(d.timeout_ms),
+            ..d
+        }
+    }
+
+    /// How an object journal commits.
+    pub fn object_journal_options(&self) -> cairn_journal::ObjectJournalOptions {
+        let j = &self.journal;
+        let d = cairn_journal::ObjectJournalOptions::default();
+        cairn_journal::ObjectJournalOptions {
+            max_object_bytes: j.max_object_bytes.unwrap_or(d.max_object_bytes),
+            commit_delay: j
+                .commit_delay_ms
+                .map_or(d.commit_delay, std::time::Duration::from_millis),
+            retry_for: j
+                .retry_for_ms
+                .map_or(d.retry_for, std::time::Duration::from_millis),
+        }
     }
 
     pub fn journal_dir(&self) -> PathBuf {

@@ -437,6 +437,60 @@ fn grpc_keys_are_checked_against_their_kind() {
     });
 }
 
+#[test]
+fn object_journal_keys_are_checked_and_resolved() {
+    jailed(|_| {
+        let base = "[default]\ndata_dir = \"d\"\n";
+        let (err, file) = load_err(
+            &format!("{base}[default.journal]\nkind = \"object\"\nurl = \"gs://b/p\"\n"),
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("journal.url"), "{err}");
+        assert!(err.to_string().contains("gs://b/p") && err.to_string().contains(&file));
+        let (err, _) = load_err(
+            &format!("{base}[default.journal]\nkind = \"file\"\nendpoint = \"http://h:1\"\n"),
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("journal.endpoint"), "{err}");
+        let (err, _) = load_err(
+            &format!("{base}[default.journal]\nkind = \"object\"\nmax_object_bytes = 0\n"),
+            "default",
+        );
+        assert_eq!(
+            err.key.as_deref(),
+            Some("journal.max_object_bytes"),
+            "{err}"
+        );
+        let c = Config::from_toml_str(
+            &format!(
+                "{base}[default.journal]\nkind = \"object\"\nurl = \"s3://b/wal\"\n\
+                 endpoint = \"http://127.0.0.1:9000\"\nallow_http = true\ncommit_delay_ms = 3\n\
+                 secret_access_key = \"hush\"\n"
+            ),
+            None,
+        )
+        .unwrap();
+        let o = c.object_journal_options();
+        assert_eq!(o.commit_delay, std::time::Duration::from_millis(3));
+        let store = c.journal_store_options();
+        assert!(store.allow_http && store.url == "s3://b/wal");
+        let r = c.resolved();
+        assert_eq!(r.journal.retry_for_ms, Some(30_000));
+        assert_eq!(r.journal.secret_access_key.as_deref(), Some("(set)"));
+        // Without a url, the objects go under the data directory.
+        let c = Config::from_toml_str(
+            &format!("{base}[default.journal]\nkind = \"object\"\n"),
+            None,
+        )
+        .unwrap();
+        let url = c.journal_store_options().url;
+        assert!(
+            url.starts_with("file://") && url.ends_with("d/journal-objects"),
+            "{url}"
+        );
+    });
+}
+
 fn router_config(router: &str, extra: &str) -> Result<Config, ConfigError> {
     Config::from_toml_str(
         &format!("[default]\ndata_dir = \"/d\"\n{extra}\n[default.router]\n{router}\n"),
