@@ -36,8 +36,9 @@ use tokio::sync::{Notify, oneshot};
 pub struct ObjectJournalOptions {
     /// A commit's object is cut once its records reach this many bytes.
     pub max_object_bytes: usize,
-    /// How long a commit waits for more records after its first one arrives (0: it waits
-    /// only for the put in flight, which is what groups records under load).
+    /// The longest a commit waits for more records once its first has arrived. It waits
+    /// only while fewer are queued than the last commit held, so a lone writer never does
+    /// (0: never; records still group behind the put in flight).
     pub commit_delay: Duration,
     /// How long a failing or unreachable store is retried before the writers waiting on a
     /// commit get an error (the store's client retries each request too).
@@ -48,7 +49,7 @@ impl Default for ObjectJournalOptions {
     fn default() -> Self {
         ObjectJournalOptions {
             max_object_bytes: 4 << 20,
-            commit_delay: Duration::ZERO,
+            commit_delay: Duration::from_millis(2),
             retry_for: Duration::from_secs(30),
         }
     }
@@ -369,6 +370,7 @@ impl Shared {
     /// The committer: one object at a time, each holding every record queued when it starts
     /// (up to `max_object_bytes`).
     async fn run(self: Arc<Self>) {
+        let mut last_group = 1;
         loop {
             loop {
                 {
@@ -382,11 +384,7 @@ impl Shared {
                 }
                 self.wake.notified().await;
             }
-            if !self.opts.commit_delay.is_zero()
-                && self.queue.lock().bytes < self.opts.max_object_bytes
-            {
-                tokio::time::sleep(self.opts.commit_delay).await;
-            }
+            self.gather(last_group).await;
             let batch = {
                 let mut q = self.queue.lock();
                 let mut bytes = 0;
@@ -398,7 +396,34 @@ impl Shared {
                 q.bytes -= bytes;
                 q.pending.drain(..n).collect::<Vec<_>>()
             };
+            last_group = batch.len();
             self.commit(batch).await;
+        }
+    }
+
+    /// Waits, up to `commit_delay`, until as many records are queued as the last commit
+    /// held. Writers whose records shared a commit hear back together and send their next
+    /// ones together; without the wait the first of them would go alone, the others would
+    /// wait for it, and every write would pay two puts. A lone writer never waits.
+    async fn gather(&self, last_group: usize) {
+        if self.opts.commit_delay.is_zero() || last_group <= 1 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.opts.commit_delay;
+        loop {
+            let notified = self.wake.notified();
+            {
+                let q = self.queue.lock();
+                if q.pending.len() >= last_group
+                    || q.bytes >= self.opts.max_object_bytes
+                    || q.closed
+                {
+                    return;
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
         }
     }
 
