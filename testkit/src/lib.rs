@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub const ACCESS_KEY: &str = "cairn-test";
@@ -54,7 +55,8 @@ impl S3Endpoint {
                 server: None,
             };
         }
-        let server = S3Server::start("cairn");
+        let server = S3Server::start("cairn", "127.0.0.1:0", None, Duration::ZERO)
+            .expect("start the in-process S3 server");
         S3Endpoint {
             endpoint: format!("http://{}", server.addr),
             bucket: "cairn".into(),
@@ -117,30 +119,58 @@ impl S3Endpoint {
     }
 }
 
-struct S3Server {
+/// An S3 endpoint on loopback serving one bucket from a directory, on its own thread and
+/// runtime (the `cairn-s3` binary serves one as a process).
+pub struct S3Server {
     addr: SocketAddr,
-    dir: tempfile::TempDir,
+    dir: Root,
     down: Arc<AtomicBool>,
     requests: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// Where a server keeps its objects: a temporary directory of its own, or one it was given.
+enum Root {
+    Temp(tempfile::TempDir),
+    Given(std::path::PathBuf),
+}
+
+impl Root {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Root::Temp(t) => t.path(),
+            Root::Given(p) => p,
+        }
+    }
+}
+
 impl S3Server {
-    /// Serves one bucket from a temporary directory on its own thread and runtime, so it
-    /// outlives any runtime a test creates and drops.
-    fn start(bucket: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir for the S3 server");
-        std::fs::create_dir(dir.path().join(bucket)).expect("bucket directory");
-        let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs root");
+    /// Serves `bucket` on `listen` from `dir` (a fresh temporary directory if `None`) on its
+    /// own thread and runtime, so it outlives any runtime a test creates and drops. Each
+    /// request waits `latency` first, as a distant store would make it.
+    pub fn start(
+        bucket: &str,
+        listen: &str,
+        dir: Option<std::path::PathBuf>,
+        latency: Duration,
+    ) -> std::io::Result<Self> {
+        let dir = match dir {
+            Some(d) => Root::Given(d),
+            None => Root::Temp(tempfile::tempdir()?),
+        };
+        let bucket_dir = dir.path().join(bucket);
+        if !bucket_dir.exists() {
+            std::fs::create_dir_all(&bucket_dir)?;
+        }
+        let fs = s3s_fs::FileSystem::new(dir.path())
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         let mut b = S3ServiceBuilder::new(fs);
         b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = b.build();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
-        let addr = listener.local_addr().expect("local addr");
+        let listener = std::net::TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
         let down = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicU64::new(0));
         let (stop, mut stopped) = oneshot::channel::<()>();
@@ -173,6 +203,9 @@ impl S3Server {
                         let down = down.load(Ordering::SeqCst);
                         requests.fetch_add(1, Ordering::Relaxed);
                         async move {
+                            if !latency.is_zero() {
+                                tokio::time::sleep(latency).await;
+                            }
                             if down {
                                 let mut resp = http::Response::new(s3s::Body::empty());
                                 *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
@@ -191,13 +224,25 @@ impl S3Server {
             });
             rt.shutdown_background();
         });
-        S3Server {
+        Ok(S3Server {
             addr,
             dir,
             down,
             requests,
             stop: Some(stop),
             thread: Some(thread),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Blocks until the server stops (it runs until the process ends).
+    pub fn wait(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
