@@ -290,31 +290,62 @@ async fn two_databases_share_a_journal_server_and_a_storage_server() {
 
 /// A compute node on the `remote` layout, as real processes: a journal server, a storage
 /// server, and the node itself (`cairn serve shard`, the engine serving its database).
-/// Killed with SIGKILL under 64 writers and its data directory deleted, it is replaced by a
-/// node with an empty data directory that has every acknowledged write. A node paused with
-/// SIGSTOP while another takes over fails its next write, flush and import naming the
-/// fence when it resumes, and nothing of the new node's is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_compute_node_is_replaced_by_one_with_an_empty_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let node_config = support::node_config(dir.path(), "servers");
     let journal = support::serve(&node_config, "journal", "127.0.0.1:0", &[]);
     let storage = support::serve(&node_config, "storage", "127.0.0.1:0", &[]);
-    let compute_config = dir.path().join("compute.toml");
+    let layout = format!(
+        "[default.journal]\nkind = \"grpc\"\nurl = \"{}\"\n\
+         [default.storage]\nkind = \"grpc\"\nurl = \"{}\"\n",
+        journal.url, storage.url
+    );
+    kill_and_replace(dir.path(), &layout).await;
+    drop((journal, storage));
+}
+
+/// A compute node of the `serverless` layout: journal, manifest and tables in one bucket
+/// (the tests' S3 server), only caches on the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_serverless_node_is_replaced_by_one_with_an_empty_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = cairn_testkit::S3Endpoint::start();
+    let bucket = |url: String| {
+        format!(
+            "url = \"{url}\"\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\n\
+             secret_access_key = \"{}\"\nallow_http = true\n",
+            s3.endpoint, s3.region, s3.access_key_id, s3.secret_access_key
+        )
+    };
+    let layout = format!(
+        "[default.journal]\nkind = \"object\"\n{}\
+         [default.storage]\nkind = \"hybrid\"\n[default.storage.primary]\nkind = \"sstable\"\n\
+         [default.storage.secondary]\nkind = \"parquet\"\n{}",
+        bucket(s3.url("journal")),
+        bucket(s3.url("tables"))
+    );
+    kill_and_replace(dir.path(), &layout).await;
+}
+
+/// Runs `cairn serve shard` nodes of the profile `layout` describes (its journal and storage
+/// sections). Killed with SIGKILL under 64 writers and its data directory deleted, a node is
+/// replaced by one with an empty data directory that has every acknowledged write. A node
+/// paused with SIGSTOP while another takes over fails its next write, flush and import naming
+/// the fence when it resumes, and nothing of the new node's is lost.
+async fn kill_and_replace(dir: &Path, layout: &str) {
+    let compute_config = dir.join("compute.toml");
     std::fs::write(
         &compute_config,
         format!(
             "[default]\ndata_dir = \"unused\"\n\
              [default.rpc]\ntimeout_ms = 3000\nconnect_timeout_ms = 500\nretries = 2\nretry_initial_ms = 20\n\
-             [default.engine]\nmemtable_bytes = 65536\n\
-             [default.journal]\nkind = \"grpc\"\nurl = \"{}\"\n\
-             [default.storage]\nkind = \"grpc\"\nurl = \"{}\"\n",
-            journal.url, storage.url
+             [default.engine]\nmemtable_bytes = 65536\n{layout}"
         ),
     )
     .unwrap();
     let node = |name: &str| {
-        let data = dir.path().join(name);
+        let data = dir.join(name);
         support::serve_args(
             &compute_config,
             &["serve", "shard", "--listen", "127.0.0.1:0"],
@@ -366,7 +397,7 @@ async fn a_killed_compute_node_is_replaced_by_one_with_an_empty_data_dir() {
         "the writers got going: {} acknowledged",
         acked.len()
     );
-    std::fs::remove_dir_all(dir.path().join("node-1")).unwrap();
+    std::fs::remove_dir_all(dir.join("node-1")).unwrap();
 
     let second = node("node-2");
     let shard = client(&second);
@@ -418,7 +449,7 @@ async fn a_killed_compute_node_is_replaced_by_one_with_an_empty_data_dir() {
             "still there after the take-over: {k:?}"
         );
     }
-    drop((second, third, journal, storage));
+    drop((second, third));
 }
 
 fn batch_of(k: &str, v: &str) -> cairn::WriteBatch {

@@ -255,7 +255,7 @@ fn indent_under_default(text: &str) -> String {
 fn the_shipped_hybrid_and_cloud_profiles_load_and_drop_inherited_sstable_keys() {
     jailed(|_| {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml");
-        for profile in ["hybrid", "cloud"] {
+        for profile in ["hybrid", "cloud", "serverless"] {
             let c = Config::load(&path, Some(profile)).unwrap();
             assert_eq!(c.storage.kind, StorageKind::Hybrid, "{profile}");
             assert_eq!(
@@ -267,6 +267,13 @@ fn the_shipped_hybrid_and_cloud_profiles_load_and_drop_inherited_sstable_keys() 
             assert_eq!(primary.kind, StorageKind::Sstable);
             assert_eq!(secondary.kind, StorageKind::Parquet);
         }
+        let c = Config::load(&path, Some("serverless")).unwrap();
+        assert_eq!(c.journal.kind, JournalKind::Object);
+        assert_eq!(c.journal.url.as_deref(), Some("s3://cairn/journal"));
+        assert_eq!(
+            c.journal.sync, None,
+            "inherited from [default]'s file journal"
+        );
         let c = Config::load(&path, Some("hybrid")).unwrap().resolved();
         let secondary = c.storage.secondary.as_ref().unwrap();
         let url = secondary.url.as_deref().unwrap();
