@@ -8,14 +8,14 @@
 //! The shadowed keys are held in memory: with leveled compaction the upper levels are a small
 //! fraction of the data (a tenth at the default size ratio).
 
-use crate::db::Inner;
+use crate::db::ReadView;
 use crate::scan::sources;
 use bytes::Bytes;
 use cairn_common::{AggregateState, EntryKind, KeyRange, Merge, Result, SeqNo, ValueType};
 use futures::StreamExt;
 
 pub(crate) async fn run(
-    inner: &Inner,
+    view: &ReadView,
     range: KeyRange,
     snapshot: SeqNo,
     value_type: ValueType,
@@ -24,13 +24,12 @@ pub(crate) async fn run(
     if range.is_empty() {
         return Ok(state);
     }
-    let mem = inner.mem.load_full();
-    let version = inner.version.load_full();
+    let (mem, version) = (&view.mem, &view.version);
     let base = (1..version.levels.len())
         .rev()
         .find(|&l| !version.levels[l].is_empty());
     let overlay_levels = base.unwrap_or(version.levels.len());
-    let overlay = sources(&mem, &version, &range, snapshot, overlay_levels, false).await?;
+    let overlay = sources(mem, version, &range, snapshot, overlay_levels, false).await?;
     let mut merged = Merge::new(overlay);
     let mut shadowed: Vec<Bytes> = Vec::new();
     while let Some(e) = merged.next().await {

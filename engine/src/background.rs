@@ -5,7 +5,7 @@
 
 use crate::db::{Inner, MemSlot, MemState};
 use crate::manifest::VersionEdit;
-use crate::version::TableHandle;
+use crate::version::{Deletion, TableHandle};
 use cairn_common::backoff::Backoff;
 use cairn_common::{Error, KeyRange, Result, TableId, TableMeta};
 use cairn_compaction::{CompactionJob, Pick};
@@ -34,7 +34,7 @@ pub struct Background {
 }
 
 impl Background {
-    pub fn start(inner: Arc<Inner>, deletions: mpsc::UnboundedReceiver<TableId>) -> Result<Self> {
+    pub fn start(inner: Arc<Inner>, deletions: mpsc::UnboundedReceiver<Deletion>) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(inner.opts.background_threads.max(1))
             .thread_name("cairn-bg")
@@ -52,6 +52,21 @@ impl Background {
                 inner.shutdown.subscribe(),
             )),
         ];
+        Ok(Background { runtime, tasks })
+    }
+
+    /// A reader's background work: only following its writer.
+    pub fn start_reader(inner: Arc<Inner>) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("cairn-follow")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::component("background runtime", e))?;
+        let tasks = vec![runtime.spawn(crate::follow::follow_loop(
+            inner.clone(),
+            inner.shutdown.subscribe(),
+        ))];
         Ok(Background { runtime, tasks })
     }
 
@@ -340,23 +355,46 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
 
 async fn deletion_loop(
     inner: Arc<Inner>,
-    mut deletions: mpsc::UnboundedReceiver<TableId>,
+    mut deletions: mpsc::UnboundedReceiver<Deletion>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Tables that were live wait out the grace period, oldest first: a replica may still be
+    // reading the version it last saw.
+    let grace = Duration::from_millis(inner.opts.table_grace_ms);
+    let mut waiting: std::collections::VecDeque<(tokio::time::Instant, TableId)> =
+        Default::default();
     loop {
-        let id = tokio::select! {
-            id = deletions.recv() => id,
+        let next_due = waiting.front().map(|(due, _)| *due);
+        tokio::select! {
+            d = deletions.recv() => match d {
+                Some(d) if d.was_live && !grace.is_zero() => {
+                    waiting.push_back((tokio::time::Instant::now() + grace, d.id));
+                }
+                Some(d) => delete_table(&inner, d.id).await,
+                None => return,
+            },
+            _ = tokio::time::sleep_until(next_due.unwrap_or_else(tokio::time::Instant::now)),
+                if next_due.is_some() => {
+                if let Some((_, id)) = waiting.pop_front() {
+                    delete_table(&inner, id).await;
+                }
+            }
             _ = shutdown.changed() => {
                 // Delete what is already obsolete; the rest goes at the next open.
-                while let Ok(id) = deletions.try_recv() {
-                    let _ = inner.comps.storage.delete_table(id).await;
+                for (_, id) in waiting.drain(..) {
+                    delete_table(&inner, id).await;
+                }
+                while let Ok(d) = deletions.try_recv() {
+                    delete_table(&inner, d.id).await;
                 }
                 return;
             }
-        };
-        let Some(id) = id else { return };
-        if let Err(e) = inner.comps.storage.delete_table(id).await {
-            tracing::warn!(table = id, error = %e, "deleting obsolete table failed; it goes at the next open");
         }
+    }
+}
+
+async fn delete_table(inner: &Inner, id: TableId) {
+    if let Err(e) = inner.comps.storage.delete_table(id).await {
+        tracing::warn!(table = id, error = %e, "deleting obsolete table failed; it goes at the next open");
     }
 }

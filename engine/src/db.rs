@@ -1,6 +1,7 @@
 //! `Db`: opening and recovery, the write path, point reads, snapshots, flush and close.
 
 use crate::background::{self, Background};
+use crate::follow::CatchUp;
 use crate::import::Import;
 use crate::legacy_manifest::LegacyManifest;
 use crate::manifest::{Manifest, ManifestLog, VersionEdit};
@@ -9,11 +10,11 @@ use crate::scan::DbIter;
 use crate::seq::SeqTracker;
 use crate::snapshot::{Snapshot, SnapshotList};
 use crate::stats::{DbStats, LevelStats};
-use crate::version::{TableHandle, Version};
+use crate::version::{Deletion, TableHandle, Version};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use cairn_common::{
-    AggregateState, Entry, EntryKind, Error, IoContext, KeyRange, Result, SeqNo, TableId,
+    AggregateState, Entry, EntryKind, Error, IoContext, KeyRange, Lsn, Result, SeqNo, TableId,
     ValueType, WriteBatch,
 };
 use cairn_compaction::{Compactor, LeveledPicker};
@@ -44,6 +45,13 @@ pub(crate) struct MemSlot {
     pub max_lsn: AtomicU64,
 }
 
+/// The memtables and tables a read goes through, loaded together.
+#[derive(Clone)]
+pub(crate) struct ReadView {
+    pub mem: Arc<MemState>,
+    pub version: Arc<Version>,
+}
+
 pub(crate) struct MemState {
     pub active: Arc<MemSlot>,
     /// Frozen memtables, newest first; the last one is flushed next.
@@ -64,8 +72,11 @@ pub(crate) struct Inner {
     pub gate: RwLock<()>,
     pub seq: SeqTracker,
     pub snapshots: Arc<SnapshotList>,
-    /// The durable state, changed by one flush, compaction or import at a time.
-    pub manifest: tokio::sync::Mutex<ManifestLog>,
+    /// The durable state, changed by one flush, compaction or import at a time. A reader
+    /// (`Db::open_reader`) has none: it changes nothing.
+    pub manifest: Option<tokio::sync::Mutex<ManifestLog>>,
+    /// A reader's view of its writer, which it follows.
+    pub follower: Option<crate::follow::Follower>,
     /// The manifest's version and reserved-id bound, mirrored for `stats` (which takes no lock).
     pub manifest_version: AtomicU64,
     pub reserved_ids: AtomicU64,
@@ -83,7 +94,7 @@ pub(crate) struct Inner {
     /// The last background failure and how many attempts in a row have failed.
     /// And whether it was a fence, which no retry cures.
     pub bg_error: Mutex<Option<(String, u32, bool)>>,
-    pub deleter: mpsc::UnboundedSender<TableId>,
+    pub deleter: mpsc::UnboundedSender<Deletion>,
     pub counters: background::Counters,
     pub metrics: crate::metrics::EngineMetrics,
     /// Held so that only one job compacts at a time, background or manual.
@@ -110,19 +121,7 @@ impl Db {
     /// the journal. Must be called within a Tokio runtime.
     pub async fn open(dir: impl AsRef<Path>, opts: EngineOptions, comps: Components) -> Result<Db> {
         let dir = dir.as_ref().to_path_buf();
-        cairn_common::durable::create_dir_durably(&dir)?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock_file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .at(&lock_path)?;
-        match lock_file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir)),
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(lock_path, e)),
-        }
+        let lock_file = lock_dir(&dir)?;
 
         let levels = opts.compaction.levels.max(2);
         let mut log = open_manifest(&dir, levels, comps.storage.as_ref()).await?;
@@ -141,90 +140,106 @@ impl Db {
         }
 
         let (deleter, deletions) = mpsc::unbounded_channel();
-        let mut version = Version::default();
-        for level in &manifest.levels {
-            let mut handles = Vec::with_capacity(level.len());
-            for meta in level {
-                let table = comps.storage.open_table(meta).await?;
-                handles.push(TableHandle::new(table, deleter.clone()));
-            }
-            version.levels.push(handles);
-        }
+        let version =
+            crate::follow::open_version(&manifest, None, comps.storage.as_ref(), &deleter).await?;
 
         // Replay what the journal holds beyond the last flush into a fresh memtable.
-        let active = Arc::new(MemSlot {
+        let active = MemSlot {
             table: (comps.memtables)(),
             max_lsn: AtomicU64::new(manifest.flushed_lsn),
-        });
-        let mut last_seq = manifest.last_seq;
-        let (mut replayed, mut stale) = (0u64, 0u64);
-        let mut records = comps.journal.replay(manifest.flushed_lsn + 1).await?;
-        while let Some(rec) = records.next().await {
-            let rec = rec?;
-            let (first, batch) = WriteBatch::decode(&rec.payload).map_err(|e| {
-                Error::corruption(format!("journal record {}", rec.lsn), e.to_string())
-            })?;
-            active.max_lsn.fetch_max(rec.lsn, Ordering::Relaxed);
-            // Every write the memtables held when a flush froze them is older than the
-            // flushed table's newest, and every later one newer (the gate orders both). A
-            // batch numbered at or below the tables' newest is therefore in them already, or
-            // is one whose caller gave up while its append was on the way and that landed
-            // late, past newer flushed writes: replaying it would put an old value in front
-            // of a newer one.
-            if first <= manifest.last_seq {
-                stale += 1;
-                continue;
-            }
-            if !batch.is_empty() {
-                last_seq = last_seq.max(first + batch.len() as u64 - 1);
-            }
-            apply(&active.table, first, batch);
-            replayed += 1;
-        }
-        drop(records);
-        if replayed > 0 || stale > 0 {
-            tracing::info!(records = replayed, stale, "replayed journal");
+        };
+        let replayed = replay_journal(
+            comps.journal.as_ref(),
+            manifest.flushed_lsn + 1,
+            manifest.last_seq,
+            manifest.last_seq,
+            &active,
+        )
+        .await?;
+        if replayed.replayed > 0 || replayed.stale > 0 {
+            tracing::info!(
+                records = replayed.replayed,
+                stale = replayed.stale,
+                "replayed journal"
+            );
         }
 
         sweep_leftovers(&manifest, comps.storage.as_ref()).await?;
 
-        let (changed, _) = watch::channel(0);
-        let (shutdown, _) = watch::channel(false);
-        let inner = Arc::new(Inner {
-            dir: dir.clone(),
-            picker: LeveledPicker::new(opts.compaction.clone()),
+        let inner = assemble(Parts {
+            dir,
             opts,
             comps,
-            mem: ArcSwap::from_pointee(MemState {
-                active,
-                immutables: Vec::new(),
-            }),
-            mem_lock: Mutex::new(()),
-            version: ArcSwap::from_pointee(version),
-            gate: RwLock::new(()),
-            seq: SeqTracker::new(last_seq),
-            snapshots: Arc::default(),
-            manifest_version: AtomicU64::new(log.version()),
-            reserved_ids: AtomicU64::new(manifest.next_table_id),
+            active,
+            version,
+            last_seq: replayed.last_seq,
+            manifest_version: log.version(),
             manifest_location: log.location(),
-            database: manifest.database.clone(),
-            epoch: manifest.epoch,
-            manifest: tokio::sync::Mutex::new(log),
-            changed,
-            flush_wanted: Notify::new(),
-            compact_wanted: Notify::new(),
-            shutdown,
-            closed: AtomicBool::new(false),
-            freezing: AtomicBool::new(false),
-            bg_error: Mutex::new(None),
+            state: manifest,
+            log: Some(log),
+            follower: None,
             deleter,
-            counters: background::Counters::default(),
-            metrics: crate::metrics::EngineMetrics::new(&manifest.database),
-            compaction_lock: Arc::new(tokio::sync::Mutex::new(())),
-            lock_file: Mutex::new(Some(lock_file)),
+            lock_file,
         });
         let bg = Background::start(inner.clone(), deletions)?;
         inner.compact_wanted.notify_one();
+        Ok(Db {
+            inner,
+            bg: Mutex::new(Some(bg)),
+        })
+    }
+
+    /// Opens the database whose manifest `comps.storage` holds as a **reader**, beside its
+    /// writer and without disturbing it: no epoch is taken, no journal claimed, nothing is
+    /// written, deleted or truncated, and writes, flushes, compactions and imports are
+    /// refused. It serves gets, scans and aggregates at its own snapshots, and follows the
+    /// writer every `opts.reader_poll` (new manifest versions, the journal's tail), so it
+    /// is at most about a poll behind; `stats().reader` says how far. Its journal must be
+    /// the writer's (a journal server or an object journal) to see writes not yet flushed;
+    /// with an empty one it follows flushes only. `dir` holds only its lock and caches.
+    pub async fn open_reader(
+        dir: impl AsRef<Path>,
+        opts: EngineOptions,
+        comps: Components,
+    ) -> Result<Db> {
+        let dir = dir.as_ref().to_path_buf();
+        let lock_file = lock_dir(&dir)?;
+        let started = std::time::Instant::now();
+        let location = comps.storage.manifests().location();
+        let follower_deleter = mpsc::unbounded_channel().0;
+        let view = loop {
+            match crate::follow::catch_up(&comps, None, &follower_deleter).await? {
+                CatchUp::View(view) => break view,
+                CatchUp::Raced => continue,
+                CatchUp::Empty => {
+                    return Err(Error::InvalidArgument(format!(
+                        "{location} holds no database: a reader follows an existing one (open its writer first)"
+                    )));
+                }
+            }
+        };
+        let follower = crate::follow::Follower::new(
+            opts.reader_poll(),
+            view.position,
+            started,
+            follower_deleter.clone(),
+        );
+        let inner = assemble(Parts {
+            dir,
+            opts,
+            comps,
+            active: view.active,
+            version: view.version,
+            last_seq: view.last_seq,
+            manifest_version: view.position.version,
+            manifest_location: location,
+            state: view.state,
+            log: None,
+            follower: Some(follower),
+            deleter: follower_deleter,
+            lock_file,
+        });
+        let bg = Background::start_reader(inner.clone())?;
         Ok(Db {
             inner,
             bg: Mutex::new(Some(bg)),
@@ -248,7 +263,7 @@ impl Db {
     /// `cairn_common::limits` (keys 64 KiB, values 16 MiB, 32 MiB in all) is refused whole.
     pub async fn write(&self, batch: WriteBatch) -> Result<SeqNo> {
         let inner = &self.inner;
-        inner.check_open()?;
+        inner.check_writable()?;
         if batch.is_empty() {
             return Ok(inner.seq.visible());
         }
@@ -298,44 +313,99 @@ impl Db {
         // the newest: the tables are read at the newest version rather than at the number
         // visible when the get began. They only ever hold acknowledged writes, so the answer
         // is a value the key had at some moment during the call.
-        self.inner
-            .get(key, self.inner.seq.visible(), SeqNo::MAX)
+        self.retried(|| self.inner.get(key, self.inner.seq.visible(), SeqNo::MAX))
             .await
     }
 
     /// The value of `key` as of `snapshot`.
     pub async fn get_at(&self, key: &[u8], snapshot: &Snapshot) -> Result<Option<Bytes>> {
         self.inner.check_open()?;
-        self.inner.get(key, snapshot.seq(), snapshot.seq()).await
+        let view = self.inner.view_of(snapshot);
+        let seq = snapshot.seq();
+        self.inner.get_in(&view, key, seq, seq).await
     }
 
     /// The newest values of `keys`, in the same order, all read at one snapshot.
     pub async fn multi_get(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>> {
         self.inner.check_open()?;
-        let snap = self.snapshot();
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
-            out.push(self.inner.get(k, snap.seq(), snap.seq()).await?);
+        self.retried(|| async {
+            let inner = &self.inner;
+            let snap = self.snapshot();
+            // One view for every key: a reader's follower may swap in compacted tables
+            // meanwhile, which need not hold versions as old as this snapshot.
+            let view = inner.view_of(&snap);
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                out.push(inner.get_in(&view, k, snap.seq(), snap.seq()).await?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Runs `read`; on a reader, a read that failed while its writer moved on (a compaction
+    /// deleted a table its view still used) runs again, once, on a view brought up to date.
+    async fn retried<T, F, Fut>(&self, read: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let first = read().await;
+        match (&first, &self.inner.follower) {
+            (Err(e), Some(f)) => {
+                let before = self.inner.manifest_version.load(Ordering::Relaxed);
+                crate::follow::poll_now(&self.inner, f).await;
+                if self.inner.manifest_version.load(Ordering::Relaxed) != before {
+                    tracing::debug!(error = %e, "a reader's read failed on an older view; reading again");
+                    return read().await;
+                }
+                first
+            }
+            _ => first,
         }
-        Ok(out)
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        let seq = &self.inner.seq;
-        self.inner.snapshots.acquire(|| seq.visible())
+        let inner = &self.inner;
+        match &inner.follower {
+            None => inner.snapshots.acquire(|| inner.seq.visible()),
+            Some(f) => {
+                // The view and the sequence number as one: the follower publishes both
+                // under this lock.
+                let _published = f.publish.read();
+                let view = inner.view();
+                inner
+                    .snapshots
+                    .acquire(|| inner.seq.visible())
+                    .with_view(view)
+            }
+        }
     }
 
     /// Live keys in `range`, in key order, at a snapshot taken now.
     pub async fn scan(&self, range: KeyRange) -> Result<DbIter> {
         self.inner.check_open()?;
-        let snap = self.snapshot();
-        DbIter::new(&self.inner, range, snap.seq(), Some(snap), false).await
+        self.retried(|| async {
+            let snap = self.snapshot();
+            let view = self.inner.view_of(&snap);
+            DbIter::new(
+                &self.inner,
+                view,
+                range.clone(),
+                snap.seq(),
+                Some(snap),
+                false,
+            )
+            .await
+        })
+        .await
     }
 
     /// Live keys in `range` as of `snapshot`.
     pub async fn scan_at(&self, range: KeyRange, snapshot: &Snapshot) -> Result<DbIter> {
         self.inner.check_open()?;
-        DbIter::new(&self.inner, range, snapshot.seq(), None, false).await
+        let view = self.inner.view_of(snapshot);
+        DbIter::new(&self.inner, view, range, snapshot.seq(), None, false).await
     }
 
     /// Like `scan`, but tables are read through `Table::analytic_scan`: from the secondary
@@ -343,7 +413,8 @@ impl Db {
     pub async fn analytic_scan(&self, range: KeyRange) -> Result<DbIter> {
         self.inner.check_open()?;
         let snap = self.snapshot();
-        DbIter::new(&self.inner, range, snap.seq(), Some(snap), true).await
+        let view = self.inner.view_of(&snap);
+        DbIter::new(&self.inner, view, range, snap.seq(), Some(snap), true).await
     }
 
     /// Folds the live values of `range` at a snapshot taken now into a mergeable partial
@@ -356,8 +427,12 @@ impl Db {
         value_type: ValueType,
     ) -> Result<AggregateState> {
         self.inner.check_open()?;
-        let snap = self.snapshot();
-        crate::aggregate::run(&self.inner, range, snap.seq(), value_type).await
+        self.retried(|| async {
+            let snap = self.snapshot();
+            let view = self.inner.view_of(&snap);
+            crate::aggregate::run(&view, range.clone(), snap.seq(), value_type).await
+        })
+        .await
     }
 
     /// The same aggregate computed the plain way, by folding a full merged scan; kept to
@@ -377,14 +452,14 @@ impl Db {
 
     /// Freezes the active memtable and waits until every frozen memtable is in a table.
     pub async fn flush(&self) -> Result<()> {
-        self.inner.check_open()?;
+        self.inner.check_writable()?;
         self.inner.flush_all().await
     }
 
     /// Flushes, then compacts every level into the next until all data sits in the deepest
     /// level that holds any, dropping every version no snapshot can see.
     pub async fn compact(&self) -> Result<()> {
-        self.inner.check_open()?;
+        self.inner.check_writable()?;
         self.inner.flush_all().await?;
         background::compact_all(&self.inner).await
     }
@@ -425,6 +500,7 @@ impl Db {
             imports: c.imports.load(Ordering::Relaxed),
             bytes_imported: c.bytes_imported.load(Ordering::Relaxed),
             background_error: inner.bg_error.lock().as_ref().map(|(e, _, _)| e.clone()),
+            reader: inner.follower.as_ref().map(|f| f.stats()),
         }
     }
 
@@ -445,6 +521,7 @@ impl Db {
     /// writes a table, `finish` installs them together, and an import dropped unfinished
     /// leaves nothing behind. Compaction waits until it ends.
     pub async fn begin_import(&self) -> Result<Import> {
+        self.inner.check_writable()?;
         let handle = self.bg.lock().as_ref().map(Background::handle);
         let Some(handle) = handle else {
             return Err(Error::Closed);
@@ -469,7 +546,7 @@ impl Db {
         if inner.closed.load(Ordering::Acquire) {
             return Ok(());
         }
-        let flushed = if flush {
+        let flushed = if flush && inner.manifest.is_some() {
             inner.flush_all().await
         } else {
             Ok(())
@@ -529,6 +606,22 @@ impl Inner {
         }
     }
 
+    /// Open, and its writer: a reader refuses every change.
+    pub fn check_writable(&self) -> Result<()> {
+        self.check_open()?;
+        self.manifest().map(|_| ())
+    }
+
+    /// The manifest log, which only the writer holds.
+    fn manifest(&self) -> Result<&tokio::sync::Mutex<ManifestLog>> {
+        self.manifest.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "database {} is open read-only here (a reader that follows its writer): send writes, flushes, compactions and imports to the writer",
+                self.database
+            ))
+        })
+    }
+
     /// `key` as of `snapshot` in the memtables and `tables_at` in the tables (the same, or
     /// newer for a get with no registered snapshot).
     pub async fn get(
@@ -537,33 +630,61 @@ impl Inner {
         snapshot: SeqNo,
         tables_at: SeqNo,
     ) -> Result<Option<Bytes>> {
+        // Memtables before tables: a flush installs its table before it drops the memtable,
+        // so loading in this order never misses a write.
+        let mem = self.mem.load_full();
+        fail::fail_point!("get-between-memtables-and-tables");
+        let version = self.version.load_full();
+        self.get_in(&ReadView { mem, version }, key, snapshot, tables_at)
+            .await
+    }
+
+    /// The memtables and tables readers see now: memtables first, as a flush installs its
+    /// table before it drops the memtable, so loading in this order never misses a write.
+    pub fn view(&self) -> ReadView {
+        let mem = self.mem.load_full();
+        let version = self.version.load_full();
+        ReadView { mem, version }
+    }
+
+    /// The view reads at `snapshot` go through: the one it keeps (a reader's), or now's.
+    pub fn view_of(&self, snapshot: &Snapshot) -> ReadView {
+        snapshot.view().cloned().unwrap_or_else(|| self.view())
+    }
+
+    /// The same read in memtables and tables loaded by the caller, for reads that must see
+    /// one view throughout (`multi_get`).
+    pub async fn get_in(
+        &self,
+        view: &ReadView,
+        key: &[u8],
+        snapshot: SeqNo,
+        tables_at: SeqNo,
+    ) -> Result<Option<Bytes>> {
         let started = std::time::Instant::now();
-        let found = self.lookup(key, snapshot, tables_at).await;
+        let found = Self::lookup(&view.mem, &view.version, key, snapshot, tables_at).await;
         self.metrics.gets.increment(1);
         let took = started.elapsed().as_secs_f64();
         self.metrics.get_seconds.record(took);
         found
     }
 
-    async fn lookup(&self, key: &[u8], snapshot: SeqNo, tables_at: SeqNo) -> Result<Option<Bytes>> {
-        // Memtables before tables: a flush installs its table before it drops the memtable,
-        // so loading in this order never misses a write.
-        // Memtable lookups never await, so a short-lived guard does; the version below is held
-        // across table reads and is cloned.
-        let found = {
-            let mem = self.mem.load();
-            mem.active.table.get(key, snapshot).or_else(|| {
-                mem.immutables
-                    .iter()
-                    .find_map(|m| m.table.get(key, snapshot))
-            })
-        };
+    async fn lookup(
+        mem: &MemState,
+        version: &Version,
+        key: &[u8],
+        snapshot: SeqNo,
+        tables_at: SeqNo,
+    ) -> Result<Option<Bytes>> {
+        let found = mem.active.table.get(key, snapshot).or_else(|| {
+            mem.immutables
+                .iter()
+                .find_map(|m| m.table.get(key, snapshot))
+        });
         if let Some(e) = found {
             return Ok(live_value(e));
         }
-        fail::fail_point!("get-between-memtables-and-tables");
         let snapshot = tables_at;
-        let version = self.version.load_full();
         for t in &version.levels[0] {
             if t.meta.smallest.as_slice() <= key
                 && key <= t.meta.largest.as_slice()
@@ -707,7 +828,7 @@ impl Inner {
 
     /// `n` table ids no writer of this database ever had, reserved in the manifest.
     pub async fn reserve_table_ids(&self, n: u64) -> Result<std::ops::Range<TableId>> {
-        let mut log = self.manifest.lock().await;
+        let mut log = self.manifest()?.lock().await;
         let ids = log.reserve_ids(n).await;
         self.mirror(&log);
         ids
@@ -741,7 +862,7 @@ impl Inner {
                 t.id
             )));
         }
-        let mut log = self.manifest.lock().await;
+        let mut log = self.manifest()?.lock().await;
         let committed = log.commit(edit.clone()).await;
         self.mirror(&log);
         committed?;
@@ -852,6 +973,136 @@ async fn sweep_leftovers(manifest: &Manifest, storage: &dyn Storage) -> Result<(
         }
     }
     Ok(())
+}
+
+/// What an open found, for `assemble`.
+struct Parts {
+    dir: PathBuf,
+    opts: EngineOptions,
+    comps: Components,
+    active: MemSlot,
+    version: Version,
+    last_seq: SeqNo,
+    state: Manifest,
+    manifest_version: u64,
+    manifest_location: String,
+    log: Option<ManifestLog>,
+    follower: Option<crate::follow::Follower>,
+    deleter: mpsc::UnboundedSender<Deletion>,
+    lock_file: File,
+}
+
+fn assemble(p: Parts) -> Arc<Inner> {
+    let (changed, _) = watch::channel(0);
+    let (shutdown, _) = watch::channel(false);
+    Arc::new(Inner {
+        dir: p.dir,
+        picker: LeveledPicker::new(p.opts.compaction.clone()),
+        opts: p.opts,
+        comps: p.comps,
+        mem: ArcSwap::from_pointee(MemState {
+            active: Arc::new(p.active),
+            immutables: Vec::new(),
+        }),
+        mem_lock: Mutex::new(()),
+        version: ArcSwap::from_pointee(p.version),
+        gate: RwLock::new(()),
+        seq: SeqTracker::new(p.last_seq),
+        snapshots: Arc::default(),
+        manifest_version: AtomicU64::new(p.manifest_version),
+        reserved_ids: AtomicU64::new(p.state.next_table_id),
+        manifest_location: p.manifest_location,
+        database: p.state.database.clone(),
+        epoch: p.state.epoch,
+        manifest: p.log.map(tokio::sync::Mutex::new),
+        follower: p.follower,
+        changed,
+        flush_wanted: Notify::new(),
+        compact_wanted: Notify::new(),
+        shutdown,
+        closed: AtomicBool::new(false),
+        freezing: AtomicBool::new(false),
+        bg_error: Mutex::new(None),
+        deleter: p.deleter,
+        counters: background::Counters::default(),
+        metrics: crate::metrics::EngineMetrics::new(&p.state.database),
+        compaction_lock: Arc::new(tokio::sync::Mutex::new(())),
+        lock_file: Mutex::new(Some(p.lock_file)),
+    })
+}
+
+/// Creates `dir` and takes its lock: one process at a time opens a data directory.
+fn lock_dir(dir: &Path) -> Result<File> {
+    cairn_common::durable::create_dir_durably(dir)?;
+    let lock_path = dir.join(LOCK_FILE);
+    let lock_file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .at(&lock_path)?;
+    match lock_file.try_lock() {
+        Ok(()) => Ok(lock_file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(lock_path, e)),
+    }
+}
+
+/// What a replay of the journal found.
+pub(crate) struct Replayed {
+    /// The first record's LSN, if any: past `from`, records before it are gone (or were
+    /// never written).
+    pub first_lsn: Option<Lsn>,
+    /// The newest record's LSN (0 for none).
+    pub last_lsn: Lsn,
+    /// The newest sequence number applied, or the `last_seq` given.
+    pub last_seq: SeqNo,
+    pub replayed: u64,
+    pub stale: u64,
+}
+
+/// Applies the journal's records from `from` on to `slot`'s memtable, skipping batches the
+/// tables (whose newest sequence number is `tables_seq`) supersede.
+pub(crate) async fn replay_journal(
+    journal: &dyn Journal,
+    from: Lsn,
+    tables_seq: SeqNo,
+    mut last_seq: SeqNo,
+    slot: &MemSlot,
+) -> Result<Replayed> {
+    let (mut replayed, mut stale) = (0u64, 0u64);
+    let (mut first_lsn, mut last_lsn) = (None, 0);
+    let mut records = journal.replay(from).await?;
+    while let Some(rec) = records.next().await {
+        let rec = rec?;
+        let (first, batch) = WriteBatch::decode(&rec.payload)
+            .map_err(|e| Error::corruption(format!("journal record {}", rec.lsn), e.to_string()))?;
+        first_lsn.get_or_insert(rec.lsn);
+        last_lsn = rec.lsn;
+        slot.max_lsn.fetch_max(rec.lsn, Ordering::Relaxed);
+        // Every write the memtables held when a flush froze them is older than the
+        // flushed table's newest, and every later one newer (the gate orders both). A
+        // batch numbered at or below the tables' newest is therefore in them already, or
+        // is one whose caller gave up while its append was on the way and that landed
+        // late, past newer flushed writes: replaying it would put an old value in front
+        // of a newer one.
+        if first <= tables_seq {
+            stale += 1;
+            continue;
+        }
+        if !batch.is_empty() {
+            last_seq = last_seq.max(first + batch.len() as u64 - 1);
+        }
+        apply(&slot.table, first, batch);
+        replayed += 1;
+    }
+    Ok(Replayed {
+        first_lsn,
+        last_lsn,
+        last_seq,
+        replayed,
+        stale,
+    })
 }
 
 /// 128 random bits, in hex.

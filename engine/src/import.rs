@@ -110,7 +110,7 @@ impl Drop for Import {
     fn drop(&mut self) {
         // Abandoned: the tables were never in the manifest, so they are garbage.
         for t in self.tables.drain(..) {
-            t.mark_obsolete();
+            t.mark_abandoned();
         }
     }
 }

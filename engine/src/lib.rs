@@ -6,6 +6,7 @@
 mod aggregate;
 mod background;
 mod db;
+mod follow;
 mod import;
 mod legacy_manifest;
 pub mod manifest;
@@ -18,6 +19,7 @@ mod stats;
 mod version;
 
 pub use db::{Components, Db};
+pub use follow::ReaderStats;
 pub use import::Import;
 pub use options::EngineOptions;
 pub use scan::DbIter;

@@ -15,6 +15,11 @@ pub struct EngineOptions {
     pub l0_stop_writes: usize,
     /// Threads of the background runtime that runs flushes and compactions.
     pub background_threads: usize,
+    /// A reader (`Db::open_reader`) polls its writer's manifest and journal this often.
+    pub reader_poll_ms: u64,
+    /// A table compacted away is deleted this long after the writer stops reading it, so
+    /// replicas still reading the version they last saw can finish (0: at once).
+    pub table_grace_ms: u64,
     /// The compaction policy. Configured in its own `[compaction]` section by the `cairn`
     /// crate, so it is not part of this struct's serialized form.
     #[serde(skip)]
@@ -28,7 +33,16 @@ impl Default for EngineOptions {
             max_immutable_memtables: 2,
             l0_stop_writes: 20,
             background_threads: 2,
+            reader_poll_ms: 100,
+            table_grace_ms: 30_000,
             compaction: PickerOptions::default(),
         }
+    }
+}
+
+impl EngineOptions {
+    /// `reader_poll_ms`, at least a millisecond.
+    pub fn reader_poll(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.reader_poll_ms.max(1))
     }
 }

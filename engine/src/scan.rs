@@ -6,7 +6,7 @@
 //! disk) are merged as plain iterators; the merge and this iterator are streams polled
 //! directly, so a local scan makes no future per entry.
 
-use crate::db::{Inner, MemState};
+use crate::db::{Inner, MemState, ReadView};
 use crate::snapshot::Snapshot;
 use crate::version::TableHandle;
 use crate::version::Version;
@@ -33,14 +33,14 @@ pub struct DbIter {
 impl DbIter {
     pub(crate) async fn new(
         inner: &Inner,
+        view: ReadView,
         range: KeyRange,
         snapshot: SeqNo,
         guard: Option<Snapshot>,
         analytic: bool,
     ) -> Result<DbIter> {
         inner.metrics.scans.increment(1);
-        let mem = inner.mem.load_full();
-        let version = inner.version.load_full();
+        let ReadView { mem, version } = view;
         let levels = version.levels.len();
         let sources = sources(&mem, &version, &range, snapshot, levels, analytic).await?;
         Ok(DbIter {

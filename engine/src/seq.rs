@@ -86,6 +86,14 @@ impl SeqTracker {
         let _ = ready.await;
     }
 
+    /// Makes everything up to `seq` visible at once: a reader's follower publishes each
+    /// batch of its writer's it has applied (there are no writers of its own in flight).
+    pub fn advance_to(&self, seq: SeqNo) {
+        let mut s = self.inner.lock();
+        s.next = s.next.max(seq + 1);
+        self.visible.fetch_max(seq, Ordering::Release);
+    }
+
     pub fn visible(&self) -> SeqNo {
         self.visible.load(Ordering::Acquire)
     }

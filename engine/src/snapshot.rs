@@ -1,5 +1,6 @@
 //! Snapshots: a sequence number that compaction must keep readable while the handle lives.
 
+use crate::db::ReadView;
 use cairn_common::SeqNo;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ impl SnapshotList {
         Snapshot {
             seq,
             list: self.clone(),
+            view: None,
         }
     }
 
@@ -41,11 +43,24 @@ impl SnapshotList {
 pub struct Snapshot {
     seq: SeqNo,
     list: Arc<SnapshotList>,
+    /// A reader's snapshot keeps the memtable and tables it was taken over: the writer's
+    /// compactions know nothing of it, and the tables its follower swaps in later need not
+    /// hold versions this old.
+    view: Option<ReadView>,
 }
 
 impl Snapshot {
     pub fn seq(&self) -> SeqNo {
         self.seq
+    }
+
+    pub(crate) fn with_view(mut self, view: ReadView) -> Snapshot {
+        self.view = Some(view);
+        self
+    }
+
+    pub(crate) fn view(&self) -> Option<&ReadView> {
+        self.view.as_ref()
     }
 }
 

@@ -47,6 +47,9 @@ pub struct DbStats {
     pub bytes_imported: u64,
     /// The last background failure, cleared by the next success.
     pub background_error: Option<String>,
+    /// For a reader (`Db::open_reader`): how far behind its writer it may be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader: Option<crate::follow::ReaderStats>,
 }
 
 impl DbStats {

@@ -5,35 +5,59 @@
 use cairn_common::{TableId, TableMeta};
 use cairn_filestore::Table;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::mpsc::UnboundedSender;
+
+/// A table to delete once its handle is gone.
+#[derive(Debug, Clone, Copy)]
+pub struct Deletion {
+    pub id: TableId,
+    /// The table was in an installed version, so readers in other processes (replicas
+    /// following the manifest) may still read it: it goes after the grace period.
+    pub was_live: bool,
+}
+
+const LIVE: u8 = 0;
+const RETIRED: u8 = 1;
+const ABANDONED: u8 = 2;
 
 pub struct TableHandle {
     pub meta: TableMeta,
     pub table: Arc<dyn Table>,
-    obsolete: AtomicBool,
-    deleter: UnboundedSender<TableId>,
+    state: AtomicU8,
+    deleter: UnboundedSender<Deletion>,
 }
 
 impl TableHandle {
-    pub fn new(table: Arc<dyn Table>, deleter: UnboundedSender<TableId>) -> Arc<Self> {
+    pub fn new(table: Arc<dyn Table>, deleter: UnboundedSender<Deletion>) -> Arc<Self> {
         Arc::new(TableHandle {
             meta: table.meta().clone(),
             table,
-            obsolete: AtomicBool::new(false),
+            state: AtomicU8::new(LIVE),
             deleter,
         })
     }
 
+    /// Removed from the manifest (compacted away): deleted after the grace period once this
+    /// process no longer reads it.
     pub fn mark_obsolete(&self) {
-        self.obsolete.store(true, Ordering::Release);
+        self.state.store(RETIRED, Ordering::Release);
+    }
+
+    /// Never installed (an abandoned import): nobody else can have seen it.
+    pub fn mark_abandoned(&self) {
+        self.state.store(ABANDONED, Ordering::Release);
     }
 }
 
 impl Drop for TableHandle {
     fn drop(&mut self) {
-        if self.obsolete.load(Ordering::Acquire) {
-            let _ = self.deleter.send(self.meta.id);
+        let state = self.state.load(Ordering::Acquire);
+        if state != LIVE {
+            let _ = self.deleter.send(Deletion {
+                id: self.meta.id,
+                was_live: state == RETIRED,
+            });
         }
     }
 }

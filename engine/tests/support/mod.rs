@@ -25,6 +25,8 @@ pub fn tiny_options() -> EngineOptions {
         max_immutable_memtables: 2,
         l0_stop_writes: 12,
         background_threads: 1,
+        reader_poll_ms: 5,
+        table_grace_ms: 0,
         compaction: PickerOptions {
             l0_trigger: 3,
             levels: 4,
@@ -209,5 +211,29 @@ impl Harness {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A read replica on a data directory of its own, following the same journal and table
+    /// store as the writer.
+    pub async fn open_reader(&self, name: &str) -> Db {
+        let node = self.dir.path().join(name);
+        let storage = match self.storage_kind {
+            // The hybrid store's primary is each node's own copy.
+            StorageKind::Hybrid => {
+                let s3 = self.s3.as_ref().expect("hybrid harness has an endpoint");
+                let hybrid = HybridStore::open(
+                    self.sst_in(&node),
+                    self.parquet(s3.url("tables")),
+                    HybridOptions::default(),
+                )
+                .await
+                .expect("hybrid store");
+                Arc::new(hybrid) as Arc<dyn Storage>
+            }
+            _ => self.storages().await.0,
+        };
+        Db::open_reader(&node, self.opts.clone(), self.components(storage))
+            .await
+            .expect("open reader")
     }
 }
