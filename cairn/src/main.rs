@@ -28,6 +28,10 @@ struct Cli {
     /// Profile of the config file to use (default: `default`, or CAIRN_PROFILE).
     #[arg(long, global = true)]
     profile: Option<String>,
+    /// Open the database as a read replica that follows its writer: reads only, no epoch
+    /// taken, nothing written (for a command, or `serve shard`).
+    #[arg(long, global = true)]
+    read_only: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -157,7 +161,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let config = Config::load(&cli.config, cli.profile.as_deref())?;
+    let mut config = Config::load(&cli.config, cli.profile.as_deref())?;
+    config.read_only |= cli.read_only;
     if let Command::Config {
         command: ConfigCommand::Show,
     } = &cli.command
@@ -174,6 +179,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         let component = match (component, shard) {
             (cairn::serve::Component::Shard(_), i) => cairn::serve::Component::Shard(*i),
             (_, Some(_)) => anyhow::bail!("--shard applies to `serve shard` only"),
+            (_, None) if config.read_only => {
+                anyhow::bail!("--read-only applies to `serve shard` and to the other commands")
+            }
             (c, None) => *c,
         };
         return serve(&config, component, listen.as_deref()).await;

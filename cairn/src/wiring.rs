@@ -134,7 +134,10 @@ fn compactor(config: &Config, local_storage: Arc<dyn Storage>) -> Result<Arc<dyn
 
 /// Builds the components `config` describes.
 pub async fn components(config: &Config) -> Result<Components> {
-    let journal = journal(config)?;
+    components_with(config, journal(config)?).await
+}
+
+async fn components_with(config: &Config, journal: Arc<dyn Journal>) -> Result<Components> {
     let memtables = match config.memtable.kind {
         MemtableKind::Sharded => MemtableOptions::Sharded {
             shards: config.memtable.shards.unwrap_or(32),
@@ -154,8 +157,19 @@ pub async fn components(config: &Config) -> Result<Components> {
     })
 }
 
-/// Builds the components and opens the database under `config.data_dir`.
+/// Builds the components and opens the database under `config.data_dir`: as its writer, or
+/// as a reader that follows the writer when `config.read_only` is set.
 pub async fn open(config: &Config) -> Result<Db> {
+    if config.read_only {
+        // A file or memory journal is its writer's own, unreachable from here: the reader
+        // then follows the tables (flushes) only.
+        let journal: Arc<dyn Journal> = match config.journal.kind {
+            JournalKind::File | JournalKind::Memory => Arc::new(MemoryJournal::new()),
+            JournalKind::Grpc | JournalKind::Object => journal(config)?,
+        };
+        let comps = components_with(config, journal).await?;
+        return Db::open_reader(&config.data_dir, config.engine_options(), comps).await;
+    }
     let comps = components(config).await?;
     Db::open(&config.data_dir, config.engine_options(), comps).await
 }

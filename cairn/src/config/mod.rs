@@ -52,6 +52,10 @@ pub struct Config {
     /// Present in a sharded profile: the shards its keys are spread over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<RouterSection>,
+    /// Open the database as a read replica that follows its writer (`Db::open_reader`):
+    /// `cairn --read-only ...`, `cairn serve shard --read-only`, or `CAIRN_READ_ONLY=true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// Where `cairn serve` exports its metrics in Prometheus' text format (`GET /metrics`). Off
