@@ -14,7 +14,7 @@ use cairn_journal::{
     FileJournal, FileJournalOptions, GrpcJournal, Journal, MemoryJournal, ObjectJournal,
 };
 use cairn_memtable::MemtableOptions;
-use cairn_router::{Cluster, GrpcShard, LocalShard, MeteredShard, Router, Shard};
+use cairn_router::{Cluster, GrpcShard, LocalShard, MeteredShard, ReplicatedShard, Router, Shard};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -200,6 +200,18 @@ pub async fn open_router(config: &Config) -> Result<Router> {
                     .client(s.url.as_deref().unwrap_or_default(), s.timeout_ms),
                 id,
             )?),
+        };
+        let shard = if s.replicas.is_empty() {
+            shard
+        } else {
+            let mut replicas: Vec<Arc<dyn Shard>> = Vec::with_capacity(s.replicas.len());
+            for url in &s.replicas {
+                replicas.push(Arc::new(GrpcShard::new(
+                    config.rpc.client(url, s.timeout_ms),
+                    cluster.identity(i as u32),
+                )?));
+            }
+            Arc::new(ReplicatedShard::new(shard, replicas))
         };
         shards.push(Arc::new(MeteredShard::new(i as u32, shard)));
     }

@@ -4,7 +4,10 @@
 //! compares it with the model at that snapshot's sequence number: a reader may be behind,
 //! but never shows part of a batch, a lost write or a write that never happened. The run
 //! goes through the writer's flushes and compactions, a take-over by a new writer node,
-//! and reader restarts.
+//! and reader restarts. Then real processes: `cairn serve shard --read-only` beside its
+//! writer, behind a router that spreads reads over both.
+
+mod support;
 
 use bytes::Bytes;
 use cairn::serve::{Component, ComponentServer};
@@ -222,4 +225,99 @@ async fn readers_follow_a_writer_on_the_serverless_layout() {
         bucket(s3.url("tables"))
     );
     scenario(dir.path(), &layout).await;
+}
+
+/// A writer and a read replica as `cairn serve shard` processes on one bucket (an object
+/// journal and Parquet tables in local files), and a router that lists the replica: the
+/// replica catches up with the writer's writes, refuses writes itself, reports its
+/// staleness, and the router's reads go on when the replica dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_spreads_reads_over_a_read_only_shard_server() {
+    use cairn::{GrpcShard, Shard};
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let profile = dir.path().join("node.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[default]\ndata_dir = \"unused\"\n[default.engine]\nreader_poll_ms = 20\n\
+             [default.journal]\nkind = \"object\"\nurl = \"file://{0}/journal\"\n\
+             [default.storage]\nkind = \"parquet\"\nurl = \"file://{0}/tables\"\n",
+            bucket.display()
+        ),
+    )
+    .unwrap();
+    let data = |name: &str| dir.path().join(name).display().to_string();
+    let writer = support::serve_args(
+        &profile,
+        &["serve", "shard", "--listen", "127.0.0.1:0"],
+        &[("CAIRN_DATA_DIR", &data("writer"))],
+    );
+    let mut replica = support::serve_args(
+        &profile,
+        &["serve", "shard", "--read-only", "--listen", "127.0.0.1:0"],
+        &[("CAIRN_DATA_DIR", &data("replica"))],
+    );
+    let router = Config::from_toml_str(
+        &format!(
+            "[default]\ndata_dir = \"{}\"\n[default.router]\nshards = [{{ kind = \"grpc\", url = \"{}\", replicas = [\"{}\"] }}]\n",
+            data("router"),
+            writer.url,
+            replica.url
+        ),
+        None,
+    )
+    .unwrap();
+    let db = cairn::open_router(&router).await.unwrap();
+    for i in 0..100 {
+        db.put(format!("k{i:03}"), format!("v{i}")).await.unwrap();
+    }
+
+    let mut o = cairn_rpc::ClientOptions::new(replica.url.clone());
+    o.timeout = Duration::from_secs(3);
+    // The replica took the router's cluster identity on first contact, as its writer did.
+    let cluster = cairn::Cluster::open_or_create(&router.data_dir, 1).unwrap();
+    let direct = GrpcShard::new(o, cluster.identity(0)).unwrap();
+    let mut seen = None;
+    for _ in 0..500 {
+        seen = direct.get(b"k099").await.unwrap();
+        if seen.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen.as_deref(), Some(&b"v99"[..]), "the replica caught up");
+    let stats = direct.stats().await.unwrap();
+    let r = stats
+        .reader
+        .expect("the replica reports how far behind it is");
+    assert_eq!(r.poll_ms, 20);
+    let e = direct
+        .write({
+            let mut b = WriteBatch::new();
+            b.put("x", "y");
+            b
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("read-only"), "{e}");
+
+    // Reads through the router take turns; all of them see the writes now.
+    for i in 0..100 {
+        let got = db.get(format!("k{i:03}").as_bytes()).await.unwrap();
+        assert_eq!(got, Some(Bytes::from(format!("v{i}"))));
+    }
+    // A dead replica costs its turns a fallback, not an error.
+    replica.kill();
+    for i in 0..10 {
+        assert!(
+            db.get(format!("k{i:03}").as_bytes())
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    db.close().await.unwrap();
+    drop(writer);
 }

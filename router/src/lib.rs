@@ -11,6 +11,7 @@ pub mod grpc;
 mod local;
 mod metered;
 mod partition;
+mod replicated;
 mod router;
 mod shard;
 
@@ -19,5 +20,6 @@ pub use grpc::{GrpcShard, shard_service};
 pub use local::{IMPORT_TABLE_BYTES, LocalShard};
 pub use metered::MeteredShard;
 pub use partition::{Partitioner, SCHEME};
+pub use replicated::ReplicatedShard;
 pub use router::{Router, ShardStats};
 pub use shard::{ImportStream, PairStream, Shard};

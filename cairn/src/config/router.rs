@@ -29,6 +29,11 @@ pub struct ShardSection {
     /// grpc: deadline of one call in ms (default `rpc.timeout_ms`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Read replicas of this shard (`cairn serve shard --read-only` servers following it),
+    /// `http://host:port` each: gets, scans and aggregates take turns over the shard and
+    /// these, and may be a poll interval behind the shard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -66,6 +71,11 @@ impl RouterSection {
                     if let Err(why) = super::check_server_url(s.url.as_deref()) {
                         return Err((at("url"), why));
                     }
+                }
+            }
+            for (j, url) in s.replicas.iter().enumerate() {
+                if let Err(why) = super::check_server_url(Some(url)) {
+                    return Err((format!("router.shards[{i}].replicas[{j}]"), why));
                 }
             }
         }

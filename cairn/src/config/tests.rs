@@ -542,6 +542,12 @@ fn router_sections_are_checked_key_by_key() {
                 "is not http://host:port",
             ),
             (
+                "shards = [{ kind = \"local\", replicas = [\"http://r:1\", \"r:2\"] }]",
+                "",
+                "router.shards[0].replicas[1]",
+                "is not http://host:port",
+            ),
+            (
                 "shards = [{ kind = \"local\" }, { kind = \"local\" }]",
                 "[default.compaction]\nkind = \"grpc\"\nurl = \"http://c:1\"",
                 "compaction.kind",

@@ -436,3 +436,18 @@ async fn conformance_through_the_metering_decorator_and_what_it_records() {
     assert_eq!(counter("71", "get", "cairn_router_shard_calls_total"), 1);
     assert_eq!(counter("71", "get", "cairn_router_shard_errors_total"), 1);
 }
+
+/// The read-spreading decorator keeps the `Shard` contract when its replicas answer as the
+/// shard does (here the replica is the shard itself; a real one may be a poll behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_through_the_replicated_decorator() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalShard::new(open_db(dir.path()).await, identity(0)).unwrap();
+    let local: Arc<dyn Shard> = Arc::new(local.with_import_table_bytes(64 << 10));
+    let shard = Arc::new(crate::ReplicatedShard::new(
+        local.clone(),
+        vec![local.clone(), local.clone()],
+    ));
+    conformance::run(shard.clone()).await;
+    shard.close().await.unwrap();
+}
