@@ -6,6 +6,7 @@
 //! profile's real `data_dir`.
 
 mod measure;
+mod replica;
 mod report;
 #[cfg(feature = "rocksdb")]
 mod rocks;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use target::{CairnTarget, Target};
+use tokio::sync::watch;
 use workload::{KeyDistribution, Params, Shared, Workload};
 
 #[derive(Parser, Debug)]
@@ -96,6 +98,22 @@ struct Args {
     /// then `curl 127.0.0.1:9464/metrics`. The RocksDB peer records none.
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Run as one side of a writer and a read replica in two processes on the same remote
+    /// components or bucket: `writer` runs the workloads (default overwrite) and sets a
+    /// marker every 10 ms; `reader` opens the database read-only, runs the workloads
+    /// (default get) and reports its staleness from the writer's marker log.
+    #[arg(long, value_enum)]
+    role: Option<Role>,
+    /// The writer's marker log, which the reader reads (default: cairn-bench-marks in the
+    /// system temp directory).
+    #[arg(long)]
+    marks: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Role {
+    Writer,
+    Reader,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -143,8 +161,22 @@ async fn run_bench(mut args: Args) -> Result<()> {
         cairn::export_metrics(at).context("--metrics-listen")?;
     }
     if args.workloads.is_empty() {
-        args.workloads = vec![Workload::Put, Workload::Get];
+        args.workloads = match args.role {
+            None => vec![Workload::Put, Workload::Get],
+            Some(Role::Writer) => vec![Workload::Overwrite],
+            Some(Role::Reader) => vec![Workload::Get],
+        };
     }
+    if args.role.is_some() && (args.profiles.len() != 1 || args.profiles[0] == "rocksdb") {
+        bail!("--role runs one Cairn profile: give one --profile");
+    }
+    if args.role == Some(Role::Reader) && args.workloads.iter().any(|w| w.writes()) {
+        bail!("--role reader runs reads only: a replica refuses writes");
+    }
+    let marks = args
+        .marks
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("cairn-bench-marks"));
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
@@ -168,8 +200,24 @@ async fn run_bench(mut args: Args) -> Result<()> {
             }
             None => tempfile::Builder::new().prefix("cairn-bench-").tempdir()?,
         };
-        let target = open(&args, &profile, base.path()).await?;
-        let mut loaded = false;
+        let (target, router) = open(&args, &profile, base.path()).await?;
+        // A reader loads nothing: the writer in the other process does.
+        let mut loaded = args.role == Some(Role::Reader);
+        let (stop, stopped) = watch::channel(false);
+        let writer_marks = match (args.role, &router) {
+            (Some(Role::Writer), Some(db)) => Some(replica::spawn_writer(
+                db.clone(),
+                marks.clone(),
+                stopped.clone(),
+            )),
+            _ => None,
+        };
+        let reader_marks = match (args.role, &router) {
+            (Some(Role::Reader), Some(db)) => {
+                Some(replica::spawn_reader(db.clone(), stopped.clone()))
+            }
+            _ => None,
+        };
         for &w in &args.workloads {
             if !w.is_fill() && !loaded {
                 let spec = spec(&args, format!("{profile}: load"));
@@ -218,6 +266,25 @@ async fn run_bench(mut args: Args) -> Result<()> {
                     );
                 }
                 results.push(r);
+            }
+        }
+        stop.send_replace(true);
+        if let Some(w) = writer_marks {
+            let n = w.await??;
+            eprintln!(
+                "{profile}: set the marker {n} times (log: {})",
+                marks.display()
+            );
+        }
+        if let Some(r) = reader_marks {
+            let seen = r.await??;
+            let s = replica::staleness(&seen, &marks)?;
+            println!(
+                "\nstaleness of {profile} (writer's acknowledgement to this reader's sight, {} markers): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                s.markers, s.p50_ms, s.p99_ms, s.max_ms
+            );
+            for r in results.iter_mut().filter(|r| r.profile == profile) {
+                r.staleness = Some(s);
             }
         }
         target.close().await?;
@@ -316,19 +383,25 @@ fn spec(args: &Args, label: String) -> RunSpec {
     }
 }
 
-/// Opens a Cairn profile with its data moved under `dir`, or the RocksDB peer.
-async fn open(args: &Args, profile: &str, dir: &std::path::Path) -> Result<Arc<dyn Target>> {
+/// Opens a Cairn profile with its data moved under `dir` (and its router, for the marker
+/// tasks), or the RocksDB peer.
+async fn open(
+    args: &Args,
+    profile: &str,
+    dir: &std::path::Path,
+) -> Result<(Arc<dyn Target>, Option<Arc<cairn::Router>>)> {
     if profile == "rocksdb" {
-        return open_rocksdb(args, dir);
+        return Ok((open_rocksdb(args, dir)?, None));
     }
-    let db = open_router(args, profile, dir).await?;
-    Ok(Arc::new(CairnTarget { db }))
+    let db = Arc::new(open_router(args, profile, dir).await?);
+    Ok((Arc::new(CairnTarget { db: db.clone() }), Some(db)))
 }
 
 /// A Cairn profile, with its data (and its local shards') moved under `dir`. Remote shards
 /// keep theirs on their servers.
 async fn open_router(args: &Args, profile: &str, dir: &std::path::Path) -> Result<cairn::Router> {
     let mut config = cairn::Config::load(&args.config, Some(profile))?;
+    config.read_only |= args.role == Some(Role::Reader);
     config.data_dir = dir.to_path_buf();
     config.journal.dir = None;
     config.storage.dir = None;

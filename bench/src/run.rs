@@ -55,6 +55,9 @@ pub struct RunResult {
     /// `bytes_written` over the key and value bytes the workload wrote.
     pub write_amplification: Option<f64>,
     pub peak_rss_bytes: Option<u64>,
+    /// `--role reader`: from the writer's acknowledgement to this reader's sight of a write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staleness: Option<crate::replica::Staleness>,
 }
 
 struct Outcome {
@@ -320,6 +323,7 @@ pub async fn run(
                 .filter(|_| payload > 0)
                 .map(|b| b as f64 / payload as f64),
             peak_rss_bytes,
+            staleness: None,
         });
     }
     Ok(rows)

@@ -38,7 +38,7 @@ pub struct TakeoverResult {
 /// Whether a node with this profile can be replaced by one elsewhere: its journal and its
 /// tables' durable copy are not in its data directory.
 pub fn disposable(c: &Config) -> bool {
-    let remote_journal = c.journal.kind == JournalKind::Grpc;
+    let remote_journal = matches!(c.journal.kind, JournalKind::Grpc | JournalKind::Object);
     let remote_tables = match c.storage.kind {
         StorageKind::Grpc => true,
         StorageKind::Parquet => c.storage.url.is_some(),

@@ -40,7 +40,7 @@ pub struct Written {
 }
 
 pub struct CairnTarget {
-    pub db: cairn::Router,
+    pub db: std::sync::Arc<cairn::Router>,
 }
 
 #[async_trait]

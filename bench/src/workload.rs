@@ -48,6 +48,18 @@ pub enum Workload {
 }
 
 impl Workload {
+    /// Whether it writes: a read replica (`--role reader`) runs only those that do not.
+    pub fn writes(self) -> bool {
+        !matches!(
+            self,
+            Workload::Get
+                | Workload::Scan
+                | Workload::Multiget
+                | Workload::Aggregate
+                | Workload::YcsbC
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Workload::Put => "put",

@@ -230,3 +230,74 @@ fn the_bench_exports_its_engines_metrics_on_request() {
     let _ = bench.wait();
     assert!(seen, "a scrape during the get workload counted gets");
 }
+
+/// `--role writer` and `--role reader` in two processes on one bucket: the reader's report
+/// carries its gets and its staleness, measured against the writer's marker log.
+#[test]
+fn a_writer_and_a_reader_process_report_the_readers_staleness() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shared.toml");
+    let bucket = dir.path().join("bucket");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\ndata_dir = \"unused\"\n[default.engine]\nreader_poll_ms = 20\n\
+             [default.journal]\nkind = \"object\"\nurl = \"file://{0}/journal\"\n\
+             [default.storage]\nkind = \"parquet\"\nurl = \"file://{0}/tables\"\n",
+            bucket.display()
+        ),
+    )
+    .unwrap();
+    let marks = dir.path().join("marks");
+    let bench = |role: &str, seconds: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn-bench"));
+        c.arg("--config")
+            .arg(&config)
+            .args(["--role", role, "--keys", "2000", "--duration", seconds])
+            .args(["--concurrency", "2", "--quiet", "--data-dir"])
+            .arg(dir.path())
+            .arg("--marks")
+            .arg(&marks);
+        c
+    };
+    let mut writer = bench("writer", "6")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run the writer");
+    // The reader follows a database that exists: wait for the writer's first marker.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&marks).map_or(true, |m| m.is_empty()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never set a marker"
+        );
+        assert!(
+            writer.try_wait().unwrap().is_none(),
+            "the writer stopped early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let json = dir.path().join("reader.json");
+    let out = bench("reader", "2")
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run the reader");
+    let writer_ok = writer.wait().unwrap().success();
+    assert!(
+        out.status.success(),
+        "reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(writer_ok, "the writer failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("staleness of default"), "{stdout}");
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let get = &rows[0];
+    assert_eq!(get["workload"], "get");
+    assert!(get["ops"].as_u64().unwrap() > 0, "{get}");
+    let staleness = &get["staleness"];
+    assert!(staleness["markers"].as_u64().unwrap() > 0, "{get}");
+    assert!(staleness["p99_ms"].as_f64().unwrap() >= staleness["p50_ms"].as_f64().unwrap());
+}

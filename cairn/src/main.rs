@@ -368,6 +368,19 @@ fn print_stats(out: &mut impl Write, s: &cairn::DbStats) -> Result<()> {
         "database {}, epoch {}, manifest version {} at {}",
         s.database, s.epoch, s.manifest_version, s.manifest_location
     )?;
+    if let Some(r) = &s.reader {
+        writeln!(
+            out,
+            "read-only replica: at most {} ms behind its writer (polls every {} ms; journal applied to LSN {}){}",
+            r.staleness_ms,
+            r.poll_ms,
+            r.applied_lsn,
+            r.last_error
+                .as_deref()
+                .map(|e| format!("; last poll failed: {e}"))
+                .unwrap_or_default()
+        )?;
+    }
     writeln!(out, "level  tables        bytes      entries")?;
     for l in &s.levels {
         writeln!(

@@ -296,6 +296,45 @@ fn cloud_profile_against_an_s3_endpoint_on_loopback() {
     }
 }
 
+/// The shipped `serverless` profile on an S3 endpoint: a node writes and goes away; a node
+/// on another, empty data directory reads everything back, and so does a read-only one,
+/// which refuses writes and says how far behind it may be.
+#[test]
+fn serverless_profile_nodes_and_a_read_only_one_share_a_bucket() {
+    let s3 = cairn_testkit::S3Endpoint::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, tables) = (s3.url("journal"), s3.url("tables"));
+    let env = [
+        ("CAIRN_JOURNAL__ENDPOINT", s3.endpoint.as_str()),
+        ("CAIRN_JOURNAL__URL", journal.as_str()),
+        ("CAIRN_STORAGE__SECONDARY__ENDPOINT", s3.endpoint.as_str()),
+        ("CAIRN_STORAGE__SECONDARY__URL", tables.as_str()),
+        ("AWS_ACCESS_KEY_ID", s3.access_key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.as_str()),
+    ];
+    let node = |name: &str| dir.path().join(name);
+    cairn_profile(&node("a"), "serverless", &env, &["put", "k1", "v1"]);
+    cairn_profile(&node("a"), "serverless", &env, &["put", "k2", "v2"]);
+    // Each process closes its node; a new node on an empty data directory finds both.
+    let got = cairn_profile(&node("b"), "serverless", &env, &["get", "k2"]);
+    assert_eq!(got.trim(), "v2");
+    let scan = cairn_profile(&node("r"), "serverless", &env, &["--read-only", "scan"]);
+    assert_eq!(scan, "k1\tv1\nk2\tv2\n");
+    let stats = cairn_profile(&node("r"), "serverless", &env, &["--read-only", "stats"]);
+    assert!(stats.contains("read-only replica"), "{stats}");
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--config")
+        .arg(repo_config())
+        .args(["--profile", "serverless", "--read-only", "put", "k3", "v3"])
+        .env("CAIRN_DATA_DIR", node("r"))
+        .envs(env.iter().copied())
+        .output()
+        .expect("run cairn");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("read-only"), "{err}");
+}
+
 /// The same commands, unchanged, on the shipped `sharded` profile (three local shards), plus
 /// `import` from stdin; every process reopens the cluster.
 #[test]
