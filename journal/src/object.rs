@@ -72,6 +72,9 @@ struct Shared {
     queue: parking_lot::Mutex<Queue>,
     wake: Notify,
     writer: tokio::sync::Mutex<Writer>,
+    /// Objects read whole or written: number -> (a claim's?, last LSN), so replay and
+    /// truncation need not read them again.
+    known: parking_lot::Mutex<BTreeMap<u64, (bool, Lsn)>>,
     /// The claimed epoch (0: none yet), for refusing a stale append before it queues.
     epoch: AtomicU64,
     appends: metrics::Counter,
@@ -108,8 +111,6 @@ struct Writer {
     fenced: Option<Error>,
     /// An attempt at `next_number` failed without saying whether the object was created.
     uncertain: bool,
-    /// Objects seen or written: number -> (a claim's?, last LSN), for truncation.
-    known: BTreeMap<u64, (bool, Lsn)>,
 }
 
 // An object: MAGIC, kind (1 claim, 2 records), epoch, first, last and next LSN, record
@@ -118,6 +119,8 @@ struct Writer {
 const MAGIC: &[u8; 8] = b"CAIRNJO1";
 const FIXED: usize = 8 + 1 + 8 * 4 + 4 + 4;
 const CLAIM: u8 = 1;
+/// Objects a replay reads ahead.
+const REPLAY_AHEAD: usize = 16;
 const RECORDS: u8 = 2;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -246,6 +249,7 @@ impl ObjectJournal {
                 queue: parking_lot::Mutex::default(),
                 wake: Notify::new(),
                 writer: tokio::sync::Mutex::default(),
+                known: parking_lot::Mutex::default(),
                 epoch: AtomicU64::new(0),
                 appends: metrics::counter!("cairn_journal_appends_total"),
                 bytes: metrics::counter!("cairn_journal_bytes_total"),
@@ -273,17 +277,33 @@ impl Shared {
 
     /// The numbers of the objects present, in order.
     async fn list(&self) -> Result<Vec<u64>> {
-        let objects: Vec<_> = self
-            .retrying("list", || async {
+        // One level: the objects sit directly under `wal/`.
+        let listed = self
+            .retrying("list", || self.store.list_with_delimiter(Some(&self.dir)))
+            .await?;
+        let mut out: Vec<u64> = listed
+            .objects
+            .iter()
+            .filter_map(|o| o.location.filename()?.parse().ok())
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The numbers of the objects after `number`, in order.
+    async fn list_after(&self, number: u64) -> Result<Vec<u64>> {
+        let offset = self.path(number);
+        let objects = self
+            .retrying("list", || {
                 self.store
-                    .list(Some(&self.dir))
+                    .list_with_offset(Some(&self.dir), &offset)
                     .try_collect::<Vec<_>>()
-                    .await
             })
             .await?;
         let mut out: Vec<u64> = objects
             .iter()
             .filter_map(|o| o.location.filename()?.parse().ok())
+            .filter(|&n| n > number)
             .collect();
         out.sort_unstable();
         Ok(out)
@@ -301,12 +321,68 @@ impl Shared {
                 }
             })
             .await?;
-        match got {
-            None => Ok(None),
-            Some(data) => {
-                decode(&format!("journal object {} at {}", path, self.url), &data).map(Some)
+        let Some(data) = got else {
+            return Ok(None);
+        };
+        let (h, records) = decode(&format!("journal object {} at {}", path, self.url), &data)?;
+        self.known
+            .lock()
+            .insert(number, (h.kind == CLAIM, h.last_lsn));
+        Ok(Some((h, records)))
+    }
+
+    /// The index in `numbers` of the first object holding an LSN at or past `from`: a
+    /// binary search over the objects' last LSNs (which never decrease with the number),
+    /// from what is known or from each object's fixed header alone, so a replay of the tail
+    /// reads no older object whole. The object before the answer is then read whole and
+    /// checked, so a damaged header can make the search read more, never skip a record.
+    async fn first_reaching(&self, numbers: &[u64], from: Lsn) -> Result<usize> {
+        let (mut lo, mut hi) = (0, numbers.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.peek_last_lsn(numbers[mid]).await? < from {
+                lo = mid + 1;
+            } else {
+                hi = mid;
             }
         }
+        if lo == 0 {
+            return Ok(0);
+        }
+        match self.read(numbers[lo - 1]).await? {
+            Some((h, _)) if h.last_lsn >= from => Ok(0),
+            _ => Ok(lo),
+        }
+    }
+
+    /// An object's last LSN, from what is known or its fixed header (0 if it is gone: a
+    /// truncation took it, so its records are flushed).
+    async fn peek_last_lsn(&self, number: u64) -> Result<Lsn> {
+        if let Some((_, last)) = self.known.lock().get(&number) {
+            return Ok(*last);
+        }
+        let path = self.path(number);
+        let head = self
+            .retrying(&format!("read object {number}'s header"), || async {
+                match self.store.get_range(&path, 0..FIXED as u64).await {
+                    Ok(b) => Ok(Some(b)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        Ok(match head {
+            Some(b) if b.len() == FIXED && &b[..8] == MAGIC => {
+                u64::from_le_bytes(b[25..33].try_into().unwrap_or([0; 8]))
+            }
+            Some(_) => {
+                return Err(Error::corruption(
+                    format!("journal object {} at {}", path, self.url),
+                    "not a journal object (magic or length)",
+                ));
+            }
+            None => 0,
+        })
     }
 
     /// Creates object `number` if absent, retrying a failing store for `retry_for`.
@@ -527,7 +603,7 @@ impl Shared {
                         return Err(e);
                     }
                     w.uncertain = false;
-                    w.known.insert(number, (false, last));
+                    self.known.lock().insert(number, (false, last));
                     w.next_number = number + 1;
                     w.next_lsn = last + 1;
                     w.last_lsn = last;
@@ -543,7 +619,7 @@ impl Shared {
                         // An earlier attempt of ours landed: its records are durable (their
                         // writers heard an error: the outcome was unknown to them).
                         w.uncertain = false;
-                        w.known.insert(number, (false, h.last_lsn));
+                        self.known.lock().insert(number, (false, h.last_lsn));
                         w.next_number = number + 1;
                         w.next_lsn = h.next_lsn;
                         w.last_lsn = h.last_lsn;
@@ -593,6 +669,69 @@ impl Shared {
         w.fenced = Some(e.duplicate());
         e
     }
+}
+
+type Object = (Header, Vec<Bytes>);
+
+/// The objects `numbers` names, read in order. Objects are fetched ahead, as many as a
+/// journal of small group commits needs to replay at the store's throughput rather than its
+/// latency; each is checked whole before its records go out.
+fn listed(s: Arc<Shared>, numbers: Vec<u64>) -> BoxStream<Result<Object>> {
+    Box::pin(
+        futures::stream::iter(numbers)
+            .map(move |n| {
+                let s = s.clone();
+                async move {
+                    s.read(n).await?.ok_or_else(|| {
+                        s.err(
+                            "replay",
+                            format_args!("object {n} vanished while replaying"),
+                        )
+                    })
+                }
+            })
+            .buffered(REPLAY_AHEAD),
+    )
+}
+
+/// `first`, then the objects numbered from `next` on, fetched ahead in batches, up to the
+/// first one missing.
+fn probed(s: Arc<Shared>, next: u64, first: Object) -> BoxStream<Result<Object>> {
+    let ready = std::collections::VecDeque::from([Ok(first)]);
+    Box::pin(futures::stream::unfold(
+        (s, next, ready, false),
+        |(s, next, mut ready, mut ended)| async move {
+            if ready.is_empty() && !ended {
+                let batch =
+                    futures::future::join_all((next..next + REPLAY_AHEAD as u64).map(|n| {
+                        let s = s.clone();
+                        async move { s.read(n).await }
+                    }))
+                    .await;
+                for got in batch {
+                    match got {
+                        Ok(Some(object)) => ready.push_back(Ok(object)),
+                        Ok(None) => {
+                            ended = true;
+                            break;
+                        }
+                        Err(e) => {
+                            ready.push_back(Err(e));
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+                let next = next + REPLAY_AHEAD as u64;
+                return ready
+                    .pop_front()
+                    .map(|item| (item, (s, next, ready, ended)));
+            }
+            ready
+                .pop_front()
+                .map(|item| (item, (s, next, ready, ended)))
+        },
+    ))
 }
 
 #[async_trait]
@@ -659,9 +798,8 @@ impl Journal for ObjectJournal {
                         last_lsn,
                         fenced: None,
                         uncertain: false,
-                        known: std::mem::take(&mut w.known),
                     };
-                    w.known.insert(number, (true, last_lsn));
+                    s.known.lock().insert(number, (true, last_lsn));
                     s.epoch.store(claim.epoch, Ordering::Release);
                     let mut committer = self.committer.lock();
                     if committer.is_none() {
@@ -701,27 +839,36 @@ impl Journal for ObjectJournal {
 
     async fn replay(&self, from: Lsn) -> Result<BoxStream<Result<JournalRecord>>> {
         let s = self.shared.clone();
-        let numbers = s.list().await?;
-        // A few objects are fetched ahead; each is checked whole before its records go out.
-        let objects = futures::stream::iter(numbers)
-            .map(move |n| {
-                let s = s.clone();
-                async move {
-                    let (h, records) = s.read(n).await?.ok_or_else(|| {
-                        s.err(
-                            "replay",
-                            format_args!("object {n} vanished while replaying"),
-                        )
-                    })?;
-                    s.writer
-                        .lock()
-                        .await
-                        .known
-                        .insert(n, (h.kind == CLAIM, h.last_lsn));
-                    Ok::<_, Error>((h, records))
+        // A replica polling the tail knows an object wholly before `from`: the objects after
+        // it are read by number until one is missing (no listing while the journal grows),
+        // or listed after it (S3's start-after) when the next is missing, which is either
+        // nothing new or a truncation; nothing older is kept in mind.
+        let before = {
+            let mut known = s.known.lock();
+            let before = known
+                .iter()
+                .rev()
+                .find(|(_, (_, last))| *last < from)
+                .map(|(n, _)| *n);
+            if let Some(k) = before {
+                known.retain(|n, _| *n >= k);
+            }
+            before
+        };
+        let objects = match before {
+            Some(k) => match s.read(k + 1).await? {
+                Some(first) => probed(s, k + 2, first),
+                None => {
+                    let numbers = s.list_after(k).await?;
+                    listed(s, numbers)
                 }
-            })
-            .buffered(4);
+            },
+            None => {
+                let numbers = s.list().await?;
+                let start = s.first_reaching(&numbers, from).await?;
+                listed(s, numbers[start..].to_vec())
+            }
+        };
         let mut previous = 0;
         let records = objects
             .map_ok(move |(h, records)| {
@@ -753,7 +900,7 @@ impl Journal for ObjectJournal {
         // The newest object stays, whatever it holds: it carries the numbering on.
         let older = numbers.split_last().map_or(&[][..], |(_, older)| older);
         for &n in older {
-            let known = s.writer.lock().await.known.get(&n).copied();
+            let known = s.known.lock().get(&n).copied();
             let (is_claim, last) = match known {
                 Some(k) => k,
                 None => match s.read(n).await? {
@@ -775,7 +922,7 @@ impl Journal for ObjectJournal {
                 }
             })
             .await?;
-            s.writer.lock().await.known.remove(&n);
+            s.known.lock().remove(&n);
         }
         Ok(())
     }

@@ -211,6 +211,11 @@ impl S3Server {
                                 *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
                                 return Ok(resp);
                             }
+                            if req.method() == http::Method::GET
+                                && req.uri().query().is_some_and(|q| q.contains("list-type"))
+                            {
+                                return list(&service, req).await;
+                            }
                             hyper::service::Service::call(&service, req).await
                         }
                     });
@@ -243,6 +248,25 @@ impl S3Server {
     pub fn wait(mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// A listing, asked again when it fails: s3s-fs walks the bucket's directories and fails
+/// the whole listing with a 500 when a file goes between its readdir and its stat (an object
+/// deleted meanwhile), which no S3 service does.
+async fn list(
+    service: &s3s::service::S3Service,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<s3s::Body>, s3s::HttpError> {
+    let (parts, _) = req.into_parts();
+    let mut attempt = 0;
+    loop {
+        let again = http::Request::from_parts(parts.clone(), s3s::Body::empty());
+        let resp = service.call(again).await?;
+        attempt += 1;
+        if resp.status() != http::StatusCode::INTERNAL_SERVER_ERROR || attempt == 10 {
+            return Ok(resp);
         }
     }
 }

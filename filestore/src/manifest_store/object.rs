@@ -5,7 +5,6 @@ use super::{ManifestStore, ManifestVersion, parse_version_name, version_name};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{Error, Result};
-use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::path::PathBuf;
@@ -47,19 +46,15 @@ impl ObjectManifestStore {
 #[async_trait]
 impl ManifestStore for ObjectManifestStore {
     async fn list(&self) -> Result<Vec<ManifestVersion>> {
-        let objects: Vec<_> = self
+        // One level: the versions sit directly under the prefix.
+        let listed = self
             .store
-            .list(Some(&self.prefix))
-            .try_collect()
+            .list_with_delimiter(Some(&self.prefix))
             .await
             .map_err(|e| self.err("list", e))?;
-        let mut out: Vec<ManifestVersion> = objects
+        let mut out: Vec<ManifestVersion> = listed
+            .objects
             .iter()
-            .filter(|o| {
-                o.location
-                    .prefix_match(&self.prefix)
-                    .is_some_and(|mut p| p.nth(1).is_none())
-            })
             .filter_map(|o| o.location.filename().and_then(parse_version_name))
             .collect();
         out.sort_unstable();

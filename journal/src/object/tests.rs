@@ -237,6 +237,8 @@ async fn a_corrupt_object_is_detected() {
 struct LostAnswers {
     inner: InMemory,
     fail: AtomicU64,
+    /// Reads asked of the store, whole or ranged.
+    gets: AtomicU64,
 }
 
 impl std::fmt::Display for LostAnswers {
@@ -280,6 +282,7 @@ impl ObjectStore for LostAnswers {
         location: &Path,
         options: object_store::GetOptions,
     ) -> object_store::Result<object_store::GetResult> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
         self.inner.get_opts(location, options).await
     }
 
@@ -322,6 +325,7 @@ async fn a_commit_whose_answer_was_lost_is_found_and_kept_once() {
     let store = Arc::new(LostAnswers {
         inner: InMemory::new(),
         fail: AtomicU64::new(0),
+        gets: AtomicU64::new(0),
     });
     let j = journal_on(store.clone(), "memory://lost");
     j.claim(&claim(1, 0)).await.unwrap();
@@ -372,4 +376,49 @@ async fn a_store_outage_is_an_error_naming_it_then_appends_resume() {
     let got: Vec<Bytes> = records(&j, 0).await.into_iter().map(|r| r.1).collect();
     assert_eq!(got.first(), Some(&Bytes::from_static(b"before")));
     assert_eq!(got.last(), Some(&Bytes::from_static(b"after")));
+}
+
+/// A replay of the tail finds where to start from the objects' headers (a binary search),
+/// so a reader polling a long journal does not read it all each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_of_the_tail_reads_few_objects() {
+    let store = Arc::new(LostAnswers {
+        inner: InMemory::new(),
+        fail: AtomicU64::new(0),
+        gets: AtomicU64::new(0),
+    });
+    let j = journal_on(store.clone(), "memory://tail");
+    j.claim(&claim(1, 0)).await.unwrap();
+    let mut lsns = Vec::new();
+    for i in 0..256 {
+        lsns.push(j.append(1, Bytes::from(format!("r{i}"))).await.unwrap());
+    }
+    // A reader's journal: nothing known yet.
+    let reader = journal_on(store.clone(), "memory://tail");
+    store.gets.store(0, Ordering::SeqCst);
+    let tail: Vec<Lsn> = records(&reader, lsns[250])
+        .await
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(tail, lsns[250..].to_vec());
+    let gets = store.gets.load(Ordering::SeqCst);
+    assert!(gets < 30, "{gets} reads for 6 records of 257 objects");
+    // The next poll reads on by number from the objects it has seen: no listing, and one
+    // batch of read-ahead.
+    for i in 0..10 {
+        lsns.push(j.append(1, Bytes::from(format!("s{i}"))).await.unwrap());
+    }
+    store.gets.store(0, Ordering::SeqCst);
+    let next: Vec<Lsn> = records(&reader, lsns[255] + 1)
+        .await
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(next, lsns[256..].to_vec());
+    let gets = store.gets.load(Ordering::SeqCst);
+    assert!(gets <= 17, "{gets} reads for the 10 new objects");
+    // Everything, from the start, still comes back.
+    let all: Vec<Lsn> = records(&reader, 0).await.iter().map(|r| r.0).collect();
+    assert_eq!(all, lsns);
 }
