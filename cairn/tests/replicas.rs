@@ -210,20 +210,7 @@ async fn readers_follow_a_writer_on_the_remote_layout() {
 async fn readers_follow_a_writer_on_the_serverless_layout() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = cairn_testkit::S3Endpoint::start();
-    let bucket = |url: String| {
-        format!(
-            "url = \"{url}\"\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\n\
-             secret_access_key = \"{}\"\nallow_http = true\n",
-            s3.endpoint, s3.region, s3.access_key_id, s3.secret_access_key
-        )
-    };
-    let layout = format!(
-        "[default.journal]\nkind = \"object\"\n{}\
-         [default.storage]\nkind = \"hybrid\"\n[default.storage.primary]\nkind = \"sstable\"\n\
-         [default.storage.secondary]\nkind = \"parquet\"\nrow_group_rows = 64\n{}",
-        bucket(s3.url("journal")),
-        bucket(s3.url("tables"))
-    );
+    let layout = support::serverless_layout(&s3, "row_group_rows = 64\n");
     scenario(dir.path(), &layout).await;
 }
 

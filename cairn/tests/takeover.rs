@@ -311,20 +311,7 @@ async fn a_killed_compute_node_is_replaced_by_one_with_an_empty_data_dir() {
 async fn a_killed_serverless_node_is_replaced_by_one_with_an_empty_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = cairn_testkit::S3Endpoint::start();
-    let bucket = |url: String| {
-        format!(
-            "url = \"{url}\"\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\n\
-             secret_access_key = \"{}\"\nallow_http = true\n",
-            s3.endpoint, s3.region, s3.access_key_id, s3.secret_access_key
-        )
-    };
-    let layout = format!(
-        "[default.journal]\nkind = \"object\"\n{}\
-         [default.storage]\nkind = \"hybrid\"\n[default.storage.primary]\nkind = \"sstable\"\n\
-         [default.storage.secondary]\nkind = \"parquet\"\n{}",
-        bucket(s3.url("journal")),
-        bucket(s3.url("tables"))
-    );
+    let layout = support::serverless_layout(&s3, "");
     kill_and_replace(dir.path(), &layout).await;
 }
 

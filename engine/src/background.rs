@@ -380,12 +380,12 @@ async fn deletion_loop(
                 }
             }
             _ = shutdown.changed() => {
-                // Delete what is already obsolete; the rest goes at the next open.
-                for (_, id) in waiting.drain(..) {
-                    delete_table(&inner, id).await;
-                }
+                // What nobody else can read goes now; tables in their grace period stay (the
+                // next open queues them again), as replicas may be reading them.
                 while let Ok(d) = deletions.try_recv() {
-                    delete_table(&inner, d.id).await;
+                    if !d.was_live || grace.is_zero() {
+                        delete_table(&inner, d.id).await;
+                    }
                 }
                 return;
             }

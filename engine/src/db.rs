@@ -164,7 +164,11 @@ impl Db {
             );
         }
 
-        sweep_leftovers(&manifest, comps.storage.as_ref()).await?;
+        // Queued, not deleted here: they go after the grace period, as a compaction's do,
+        // since a read replica may still read one (an older writer compacted it away).
+        for id in leftovers(&manifest, comps.storage.as_ref()).await? {
+            let _ = deleter.send(Deletion { id, was_live: true });
+        }
 
         let inner = assemble(Parts {
             dir,
@@ -952,18 +956,20 @@ async fn adopt_journal(log: &mut ManifestLog, claimed: &cairn_journal::Claimed) 
     .await
 }
 
-/// Deletes tables left by flushes and compactions that never installed them: ids reserved
-/// by this database (below `next_table_id`) that the manifest does not name. A table with
-/// an id never reserved is not provably this database's, and stays.
-async fn sweep_leftovers(manifest: &Manifest, storage: &dyn Storage) -> Result<()> {
+/// The tables to delete that the manifest does not name: left by flushes and compactions
+/// that never installed them, or compacted away by an earlier writer that stopped before
+/// deleting them; ids reserved by this database (below `next_table_id`). A table with an id
+/// never reserved is not provably this database's, and stays.
+async fn leftovers(manifest: &Manifest, storage: &dyn Storage) -> Result<Vec<TableId>> {
     let live: HashSet<TableId> = manifest.live_ids().collect();
+    let mut out = Vec::new();
     for id in storage.list_tables().await? {
         if live.contains(&id) {
             continue;
         }
         if id < manifest.next_table_id {
-            tracing::info!(table = id, "deleting a table no manifest version installed");
-            storage.delete_table(id).await?;
+            tracing::info!(table = id, "deleting a table the manifest does not name");
+            out.push(id);
         } else {
             tracing::warn!(
                 table = id,
@@ -972,7 +978,7 @@ async fn sweep_leftovers(manifest: &Manifest, storage: &dyn Storage) -> Result<(
             );
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// What an open found, for `assemble`.

@@ -164,7 +164,10 @@ pub(crate) async fn catch_up(
         &active,
     )
     .await?;
-    if replayed.first_lsn.is_some_and(|l| l > from) && moved_on(comps, loaded.version).await? {
+    // The writer truncates its journal only after installing a newer manifest version. If
+    // one appeared while this replayed, objects this replay had still to read may have gone
+    // (the replay then ends early, with nothing amiss at its start): read again from it.
+    if moved_on(comps, loaded.version).await? {
         return Ok(CatchUp::Raced);
     }
     Ok(CatchUp::View(View {
@@ -228,6 +231,11 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
             CatchUp::View(view) => view,
             CatchUp::Raced | CatchUp::Empty => return Ok(false),
         };
+        if view.last_seq < inner.seq.visible() {
+            // Visibility never goes back: a view behind what readers were shown would hide
+            // writes they saw. (The check above keeps this from happening; this keeps it true.)
+            return Ok(false);
+        }
         let _publishing = follower.publish.write();
         inner.version.store(Arc::new(view.version));
         inner.mem.store(Arc::new(MemState {

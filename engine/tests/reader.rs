@@ -7,7 +7,7 @@ use bytes::Bytes;
 use cairn_common::{KeyRange, ValueType};
 use cairn_memtable::MemtableOptions;
 use std::time::Duration;
-use support::{Harness, JournalKind};
+use support::{Harness, JournalKind, StorageKind};
 
 /// Polls `db` until `key` reads as `want`, for up to ten seconds.
 async fn eventually(db: &cairn_engine::Db, key: &str, want: Option<&str>) {
@@ -113,4 +113,156 @@ async fn a_reader_of_no_database_is_refused() {
     .expect("refused")
     .to_string();
     assert!(e.contains("holds no database"), "{e}");
+}
+
+/// A journal whose next replay, once armed, stops after its first record until resumed, and
+/// then reads on from what the journal holds by then: as an object journal's replay does when
+/// the writer truncates the objects it had still to read.
+struct PausingReplay {
+    inner: std::sync::Arc<dyn cairn_journal::Journal>,
+    armed: std::sync::atomic::AtomicBool,
+    paused: tokio::sync::Notify,
+    resume: std::sync::Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl cairn_journal::Journal for PausingReplay {
+    async fn claim(
+        &self,
+        claim: &cairn_journal::JournalClaim,
+    ) -> cairn_common::Result<cairn_journal::Claimed> {
+        self.inner.claim(claim).await
+    }
+
+    async fn append(&self, epoch: u64, record: Bytes) -> cairn_common::Result<u64> {
+        self.inner.append(epoch, record).await
+    }
+
+    async fn replay(
+        &self,
+        from: u64,
+    ) -> cairn_common::Result<
+        cairn_common::BoxStream<cairn_common::Result<cairn_journal::JournalRecord>>,
+    > {
+        use futures::StreamExt;
+        let mut records = self.inner.replay(from).await?;
+        if !self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(records);
+        }
+        let Some(first) = records.next().await else {
+            return Ok(records);
+        };
+        let first = first?;
+        let (inner, resume) = (self.inner.clone(), self.resume.clone());
+        let next = first.lsn + 1;
+        self.paused.notify_one();
+        let rest = futures::stream::once(async move {
+            resume.notified().await;
+            inner.replay(next).await
+        })
+        .filter_map(|r| async move { r.ok() })
+        .flatten();
+        Ok(Box::pin(futures::stream::iter([Ok(first)]).chain(rest)))
+    }
+
+    async fn truncate(&self, upto: u64) -> cairn_common::Result<()> {
+        self.inner.truncate(upto).await
+    }
+
+    async fn close(&self) -> cairn_common::Result<()> {
+        self.inner.close().await
+    }
+}
+
+/// A reader catching up with a new manifest version whose replay of the journal loses its
+/// tail to the writer's truncation (a flush installed meanwhile) must not publish that view:
+/// writes it had shown would vanish. Seen in the serverless model test as a snapshot missing
+/// a batch it claimed to hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_cut_short_by_a_truncation_is_not_published() {
+    let h = Harness::new(JournalKind::Memory, MemtableOptions::default());
+    let writer = h.open().await;
+    writer.put("a", "1").await.unwrap();
+    writer.flush().await.unwrap();
+    writer.put("b", "2").await.unwrap();
+    writer.put("c", "3").await.unwrap();
+
+    let journal = std::sync::Arc::new(PausingReplay {
+        inner: h.memory_journal.clone(),
+        armed: Default::default(),
+        paused: tokio::sync::Notify::new(),
+        resume: Default::default(),
+    });
+    let mut comps = h.components(h.storage());
+    comps.journal = journal.clone();
+    let reader = cairn_engine::Db::open_reader(h.path().join("reader"), h.opts.clone(), comps)
+        .await
+        .unwrap();
+    assert_eq!(reader.get(b"c").await.unwrap().as_deref(), Some(&b"3"[..]));
+
+    // A take-over bumps the manifest without flushing: the reader's next poll replays the
+    // journal past the old flush, and stops after "b".
+    journal
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.close_without_flush().await.unwrap();
+    let writer = h.take_over().await;
+    journal.paused.notified().await;
+    // Meanwhile the new writer flushes "b" and "c" and truncates the journal under them.
+    writer.flush().await.unwrap();
+    journal.resume.notify_one();
+
+    for _ in 0..200 {
+        assert_eq!(
+            reader.get(b"c").await.unwrap().as_deref(),
+            Some(&b"3"[..]),
+            "a write the reader showed must not vanish"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    reader.close().await.unwrap();
+    writer.close().await.unwrap();
+}
+
+/// A reader's snapshot keeps reading the tables it was taken over while its writer compacts
+/// them away, stops, and a new writer takes over: tables leave storage only after the grace
+/// period, whichever writer deletes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshots_tables_outlive_a_compaction_and_a_take_over() {
+    // Parquet: a table is read by its path each time (an open SSTable's file descriptor
+    // would outlive its deletion).
+    let mut h = Harness::new(JournalKind::Memory, MemtableOptions::default())
+        .with_storage(StorageKind::Parquet);
+    h.opts.table_grace_ms = 60_000;
+    let writer = h.open().await;
+    for round in 0..3 {
+        for i in 0..300 {
+            writer
+                .put(format!("k{i:03}"), format!("{round}-{}", "x".repeat(50)))
+                .await
+                .unwrap();
+        }
+        writer.flush().await.unwrap();
+    }
+    let reader = h.open_reader("reader").await;
+    let snapshot = reader.snapshot();
+
+    writer.compact().await.unwrap();
+    writer.close_without_flush().await.unwrap();
+    let writer = h.take_over().await;
+    writer.put("after", "x").await.unwrap();
+    writer.compact().await.unwrap();
+
+    let seen = reader
+        .scan_at(KeyRange::all(), &snapshot)
+        .await
+        .unwrap()
+        .collect(None)
+        .await
+        .expect("the snapshot's tables are still there");
+    assert_eq!(seen.len(), 300);
+    assert!(seen.iter().all(|(_, v)| v.starts_with(b"2-")));
+    drop(snapshot);
+    reader.close().await.unwrap();
+    writer.close().await.unwrap();
 }

@@ -98,3 +98,22 @@ pub fn restart(config: &Path, component: &str, old: &Served, env: &[(&str, &str)
     let listen = format!("127.0.0.1:{}", old.port());
     serve(config, component, &listen, env)
 }
+
+/// The journal and storage sections of the serverless layout on `s3`: an object journal, and
+/// a hybrid store whose Parquet copy (with `parquet_keys` added) is in the bucket.
+pub fn serverless_layout(s3: &cairn_testkit::S3Endpoint, parquet_keys: &str) -> String {
+    let bucket = |url: String| {
+        format!(
+            "url = \"{url}\"\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\n\
+             secret_access_key = \"{}\"\nallow_http = true\n",
+            s3.endpoint, s3.region, s3.access_key_id, s3.secret_access_key
+        )
+    };
+    format!(
+        "[default.journal]\nkind = \"object\"\n{}\
+         [default.storage]\nkind = \"hybrid\"\n[default.storage.primary]\nkind = \"sstable\"\n\
+         [default.storage.secondary]\nkind = \"parquet\"\n{parquet_keys}{}",
+        bucket(s3.url("journal")),
+        bucket(s3.url("tables"))
+    )
+}
