@@ -281,10 +281,21 @@ const STAGING_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Removes staging files older than `age` in `dir` and its subdirectories (the manifest's).
 fn sweep_staging(dir: &std::path::Path, age: std::time::Duration) -> Result<()> {
     use cairn_common::IoContext;
-    for ent in std::fs::read_dir(dir).at(dir)? {
+    // Other processes share the directory (a bucket in local files): what vanishes while this
+    // walks it was deleted by its owner, not an error.
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for ent in entries {
         let ent = ent.at(dir)?;
         let path = ent.path();
-        let meta = ent.metadata().at(&path)?;
+        let meta = match ent.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&path, e)),
+        };
         if meta.is_dir() {
             sweep_staging(&path, age)?;
             continue;
