@@ -475,7 +475,11 @@ impl Db {
         let c = &inner.counters;
         DbStats {
             database: inner.database.clone(),
-            epoch: inner.epoch,
+            // A reader reports the epoch of the writer it follows now.
+            epoch: inner
+                .follower
+                .as_ref()
+                .map_or(inner.epoch, |f| f.epoch.load(Ordering::Relaxed)),
             manifest_version: inner.manifest_version.load(Ordering::Relaxed),
             manifest_location: inner.manifest_location.clone(),
             levels: version

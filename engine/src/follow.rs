@@ -28,6 +28,8 @@ pub(crate) struct Follower {
     /// visible (it was in the journal or the tables when the poll read them).
     caught_up: Mutex<Instant>,
     applied_lsn: AtomicU64,
+    /// The writer's epoch in the manifest version followed: it changes with a take-over.
+    pub epoch: AtomicU64,
     polls: AtomicU64,
     last_error: Mutex<Option<String>>,
     /// Handles never mark a table obsolete here, but need a channel to be made with.
@@ -39,6 +41,7 @@ pub(crate) struct Follower {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Position {
     pub version: ManifestVersion,
+    pub epoch: u64,
     pub tables_seq: SeqNo,
     pub applied_lsn: Lsn,
 }
@@ -72,6 +75,7 @@ impl Follower {
             state: tokio::sync::Mutex::new(at),
             caught_up: Mutex::new(started),
             applied_lsn: AtomicU64::new(at.applied_lsn),
+            epoch: AtomicU64::new(at.epoch),
             polls: AtomicU64::new(0),
             last_error: Mutex::new(None),
             deleter,
@@ -173,6 +177,7 @@ pub(crate) async fn catch_up(
     Ok(CatchUp::View(View {
         position: Position {
             version: loaded.version,
+            epoch: state.epoch,
             tables_seq: state.last_seq,
             applied_lsn: replayed.last_lsn.max(state.flushed_lsn),
         },
@@ -246,6 +251,7 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
         inner
             .manifest_version
             .store(view.position.version, Ordering::Relaxed);
+        follower.epoch.store(view.position.epoch, Ordering::Relaxed);
         *at = view.position;
     } else {
         let from = at.applied_lsn + 1;

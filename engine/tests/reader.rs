@@ -211,6 +211,18 @@ async fn a_replay_cut_short_by_a_truncation_is_not_published() {
     // Meanwhile the new writer flushes "b" and "c" and truncates the journal under them.
     writer.flush().await.unwrap();
     journal.resume.notify_one();
+    let mut epoch = 0;
+    for _ in 0..500 {
+        epoch = reader.stats().epoch;
+        if epoch == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        epoch, 2,
+        "the reader reports the epoch of the writer it follows now"
+    );
 
     for _ in 0..200 {
         assert_eq!(
