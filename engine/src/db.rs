@@ -638,13 +638,47 @@ impl Inner {
         snapshot: SeqNo,
         tables_at: SeqNo,
     ) -> Result<Option<Bytes>> {
+        let started = std::time::Instant::now();
         // Memtables before tables: a flush installs its table before it drops the memtable,
-        // so loading in this order never misses a write.
-        let mem = self.mem.load_full();
-        fail::fail_point!("get-between-memtables-and-tables");
-        let version = self.version.load_full();
-        self.get_in(&ReadView { mem, version }, key, snapshot, tables_at)
-            .await
+        // so loading in this order never misses a write. Memtable lookups never await, so a
+        // short-lived guard does; the version is held across table reads and is cloned.
+        let found = {
+            let mem = self.mem.load();
+            in_memtables(&mem, key, snapshot)
+        };
+        let found = match found {
+            Some(e) => Ok(Some(e)),
+            None => {
+                fail::fail_point!("get-between-memtables-and-tables");
+                in_tables(&self.version.load_full(), key, tables_at).await
+            }
+        };
+        self.record_get(started);
+        found.map(|e| e.and_then(live_value))
+    }
+
+    /// The same read through memtables and tables the caller loaded together, for reads
+    /// that must see one view throughout (`multi_get`, a reader's snapshot).
+    pub async fn get_in(
+        &self,
+        view: &ReadView,
+        key: &[u8],
+        snapshot: SeqNo,
+        tables_at: SeqNo,
+    ) -> Result<Option<Bytes>> {
+        let started = std::time::Instant::now();
+        let found = match in_memtables(&view.mem, key, snapshot) {
+            Some(e) => Ok(Some(e)),
+            None => in_tables(&view.version, key, tables_at).await,
+        };
+        self.record_get(started);
+        found.map(|e| e.and_then(live_value))
+    }
+
+    fn record_get(&self, started: std::time::Instant) {
+        self.metrics.gets.increment(1);
+        let took = started.elapsed().as_secs_f64();
+        self.metrics.get_seconds.record(took);
     }
 
     /// The memtables and tables readers see now: memtables first, as a flush installs its
@@ -658,58 +692,6 @@ impl Inner {
     /// The view reads at `snapshot` go through: the one it keeps (a reader's), or now's.
     pub fn view_of(&self, snapshot: &Snapshot) -> ReadView {
         snapshot.view().cloned().unwrap_or_else(|| self.view())
-    }
-
-    /// The same read in memtables and tables loaded by the caller, for reads that must see
-    /// one view throughout (`multi_get`).
-    pub async fn get_in(
-        &self,
-        view: &ReadView,
-        key: &[u8],
-        snapshot: SeqNo,
-        tables_at: SeqNo,
-    ) -> Result<Option<Bytes>> {
-        let started = std::time::Instant::now();
-        let found = Self::lookup(&view.mem, &view.version, key, snapshot, tables_at).await;
-        self.metrics.gets.increment(1);
-        let took = started.elapsed().as_secs_f64();
-        self.metrics.get_seconds.record(took);
-        found
-    }
-
-    async fn lookup(
-        mem: &MemState,
-        version: &Version,
-        key: &[u8],
-        snapshot: SeqNo,
-        tables_at: SeqNo,
-    ) -> Result<Option<Bytes>> {
-        let found = mem.active.table.get(key, snapshot).or_else(|| {
-            mem.immutables
-                .iter()
-                .find_map(|m| m.table.get(key, snapshot))
-        });
-        if let Some(e) = found {
-            return Ok(live_value(e));
-        }
-        let snapshot = tables_at;
-        for t in &version.levels[0] {
-            if t.meta.smallest.as_slice() <= key
-                && key <= t.meta.largest.as_slice()
-                && t.meta.min_seq <= snapshot
-                && let Some(e) = t.table.get(key, snapshot).await?
-            {
-                return Ok(live_value(e));
-            }
-        }
-        for level in &version.levels[1..] {
-            if let Some(t) = Version::find_in_level(level, key)
-                && let Some(e) = t.table.get(key, snapshot).await?
-            {
-                return Ok(live_value(e));
-            }
-        }
-        Ok(None)
     }
 
     /// Waits while the memtable queue or L0 is full (a write stall).
@@ -1118,6 +1100,37 @@ pub(crate) async fn replay_journal(
 /// 128 random bits, in hex.
 fn new_database_id() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+/// The newest version of `key` at `snapshot` in the memtables, newest first.
+fn in_memtables(mem: &MemState, key: &[u8], snapshot: SeqNo) -> Option<Entry> {
+    mem.active.table.get(key, snapshot).or_else(|| {
+        mem.immutables
+            .iter()
+            .find_map(|m| m.table.get(key, snapshot))
+    })
+}
+
+/// The newest version of `key` at `snapshot` in the tables: L0 newest first, then the one
+/// table of each deeper level that can hold it.
+async fn in_tables(version: &Version, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {
+    for t in &version.levels[0] {
+        if t.meta.smallest.as_slice() <= key
+            && key <= t.meta.largest.as_slice()
+            && t.meta.min_seq <= snapshot
+            && let Some(e) = t.table.get(key, snapshot).await?
+        {
+            return Ok(Some(e));
+        }
+    }
+    for level in &version.levels[1..] {
+        if let Some(t) = Version::find_in_level(level, key)
+            && let Some(e) = t.table.get(key, snapshot).await?
+        {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
 }
 
 fn live_value(e: Entry) -> Option<Bytes> {
