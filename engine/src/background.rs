@@ -232,7 +232,12 @@ async fn compaction_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
             inputs = pick.inputs.len(),
         );
         let result = {
-            let _one = inner.compaction_lock.lock().await;
+            // An open import holds this lock for as long as its caller likes: the wait must
+            // still hear a shutdown, or `close` waits on this task for ever.
+            let _one = tokio::select! {
+                one = inner.compaction_lock.lock() => one,
+                _ = shutdown.changed() => return,
+            };
             // A manual compaction may have changed the levels while this waited.
             match inner.picker.pick(&inner.version.load().metas()) {
                 Some(p) if p == pick => run_pick(&inner, pick).instrument(span.clone()).await,

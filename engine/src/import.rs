@@ -76,6 +76,8 @@ impl Import {
     /// Installs every table written, atomically and durably. Returns the sequence number of
     /// the last table (the visible sequence number if nothing was added).
     pub async fn finish(mut self) -> Result<SeqNo> {
+        // A closed database's flush would wait for background work that has stopped.
+        self.inner.check_writable()?;
         let tables = std::mem::take(&mut self.tables);
         let inner = self.inner.clone();
         if tables.is_empty() {

@@ -709,3 +709,30 @@ async fn concurrent_readers_writers_flushes_and_compactions_agree_with_the_model
     assert_eq!(scan_all(&db).await, want);
     db.close().await.unwrap();
 }
+
+/// An import holds the compaction lock while it is open. Closing meanwhile must not wait for
+/// it: the compaction loop, parked on that lock with a job picked, still hears the shutdown.
+/// The import then fails as closed, leaving nothing installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_does_not_wait_for_an_open_import() {
+    let h = file_harness();
+    let db = h.open().await;
+    let mut import = db.begin_import().await.unwrap();
+    // Enough level-0 tables for the compaction loop to pick a job and wait for the lock.
+    for round in 0..4 {
+        for i in 0..50 {
+            db.put(format!("k{round}-{i:03}"), "v").await.unwrap();
+        }
+        db.flush().await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tokio::time::timeout(std::time::Duration::from_secs(20), db.close())
+        .await
+        .expect("close returned while an import was open")
+        .unwrap();
+    import
+        .add(vec![(Bytes::from("i"), Bytes::from("v"))])
+        .await
+        .ok();
+    assert!(import.finish().await.is_err(), "the database is closed");
+}
