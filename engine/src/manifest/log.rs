@@ -152,6 +152,10 @@ enum Created {
     Ours,
     /// Another writer's version was there.
     Taken(Bytes),
+    /// The log had moved past this version: a newer writer wrote a checkpoint beyond it and
+    /// collected everything before, this slot included (and, if this create filled it
+    /// again, the version before it, which is how that shows).
+    Collected,
 }
 
 /// Creates version `n`, retrying failures; finding its own bytes there (an earlier attempt
@@ -164,17 +168,17 @@ async fn create_version(
     let mut attempt = 0;
     loop {
         let failed = match store.create(n, data.clone()).await {
-            Ok(true) => return Ok(Created::Ours),
+            Ok(true) => match still_in_the_log(store, n).await {
+                Ok(true) => return Ok(Created::Ours),
+                Ok(false) => return Ok(Created::Collected),
+                Err(e) => e,
+            },
             Ok(false) => match store.read(n).await {
                 Ok(Some(d)) if d == *data => return Ok(Created::Ours),
                 Ok(Some(d)) => return Ok(Created::Taken(d)),
-                // Gone again already: only garbage collection deletes, and never the newest.
-                Ok(None) => {
-                    return Err(Error::corruption(
-                        format!("manifest version {n} at {}", store.location()),
-                        "refused as existing, then not found",
-                    ));
-                }
+                // Gone again already: only garbage collection deletes, never the newest,
+                // so a newer checkpoint stands past it.
+                Ok(None) => return Ok(Created::Collected),
                 Err(e) => e,
             },
             Err(e) => e,
@@ -186,6 +190,17 @@ async fn create_version(
         tracing::warn!(version = n, attempt, error = %failed, "manifest write failed; retrying");
         STORE_RETRY.wait(attempt).await;
     }
+}
+
+/// Whether version `n`, just created, extends the log rather than refilling a slot that a
+/// newer writer's checkpoint had made garbage. Collection deletes in ascending order, so a
+/// collected slot `n` means `n - 1` went before it; while `n - 1` stands, no version
+/// between it and `n` was ever collected, and the create was contested fairly.
+async fn still_in_the_log(store: &dyn ManifestStore, n: ManifestVersion) -> Result<bool> {
+    if n <= 1 {
+        return Ok(true);
+    }
+    Ok(store.read(n - 1).await?.is_some())
 }
 
 /// Deletes, in the background, every version before checkpoint `n`: none is read again. A
@@ -279,7 +294,7 @@ impl ManifestLog {
                     });
                 }
                 // Another writer opened or wrote in between: read again and go after it.
-                Created::Taken(_) => continue,
+                Created::Taken(_) | Created::Collected => continue,
             }
         }
         Err(Error::component(
@@ -313,14 +328,7 @@ impl ManifestLog {
                     return Err(e);
                 }
                 Ok(None) => {}
-                Ok(Some(d)) if d == data => {
-                    return Err(self.stop(Error::component(
-                        format!("manifest at {}", self.store.location()),
-                        format!(
-                            "version {n}, whose write had failed, landed after all; reopen the database to continue from it"
-                        ),
-                    )));
-                }
+                Ok(Some(d)) if d == data => return Err(self.stop(self.landed_late(n))),
                 Ok(Some(d)) => return Err(self.stop(self.fenced(n, &d))),
             }
         }
@@ -343,7 +351,15 @@ impl ManifestLog {
         );
         match create_version(self.store.as_ref(), n, &data).await {
             Ok(Created::Ours) => fail::fail_point!("manifest-after-write"),
-            Ok(Created::Taken(d)) => return Err(self.stop(self.fenced(n, &d))),
+            Ok(Created::Taken(d)) => {
+                let e = if self.is_own(&d) {
+                    self.landed_late(n)
+                } else {
+                    self.fenced(n, &d)
+                };
+                return Err(self.stop(e));
+            }
+            Ok(Created::Collected) => return Err(self.stop(self.collected(n))),
             Err(e) => {
                 self.pending = Some((n, data));
                 return Err(e);
@@ -371,6 +387,29 @@ impl ManifestLog {
         let ids = self.next_free_id..end;
         self.next_free_id = end;
         Ok(ids)
+    }
+
+    /// Whether `data` is a version this writer wrote (its pending one, landed late).
+    fn is_own(&self, data: &[u8]) -> bool {
+        Record::decode(data, "").is_ok_and(|r| r.writer == self.writer)
+    }
+
+    fn landed_late(&self, n: ManifestVersion) -> Error {
+        Error::component(
+            format!("manifest at {}", self.store.location()),
+            format!(
+                "version {n}, whose write had failed, landed after all; reopen the database to continue from it"
+            ),
+        )
+    }
+
+    fn collected(&self, n: ManifestVersion) -> Error {
+        Error::Fenced(format!(
+            "database {}: this writer (epoch {}) was replaced: a newer writer's checkpoint in {} is past version {n}, which it has collected; it accepts no more changes",
+            self.state.database,
+            self.state.epoch,
+            self.store.location()
+        ))
     }
 
     fn fenced(&self, n: ManifestVersion, theirs: &[u8]) -> Error {
