@@ -240,15 +240,17 @@ impl Storage for ParquetStorage {
     }
 
     async fn list_tables(&self) -> Result<Vec<TableId>> {
+        // One level: other databases may live under this prefix (a server keeps its named
+        // ones at `<url>/db/<name>`), and their tables are not this database's.
         let prefix = (!self.loc.prefix.as_ref().is_empty()).then_some(&self.loc.prefix);
-        let objects: Vec<_> = self
+        let listed = self
             .loc
             .store
-            .list(prefix)
-            .try_collect()
+            .list_with_delimiter(prefix)
             .await
             .map_err(|e| self.err("list tables", e))?;
-        Ok(objects
+        Ok(listed
+            .objects
             .iter()
             .filter_map(|o| {
                 let name = o.location.filename()?;

@@ -316,3 +316,18 @@ async fn old_staging_files_are_swept_at_open() {
     assert!(!old.exists() && !old_manifest.exists());
     assert!(fresh.exists());
 }
+
+/// A server keeps its named databases under its default database's prefix
+/// (`<url>/db/<name>`): the default's listing holds its own tables only, or its first open
+/// refuses ("holds N tables") and its sweep queues other databases' ids.
+#[tokio::test]
+async fn tables_under_a_nested_prefix_are_not_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/bucket", dir.path().display());
+    let outer = ParquetStorage::open(small(url.clone())).unwrap();
+    let nested = ParquetStorage::open(small(format!("{url}/db/other"))).unwrap();
+    write_table(&nested, 7, &entries(10)).await.unwrap();
+    write_table(&outer, 3, &entries(10)).await.unwrap();
+    assert_eq!(nested.list_tables().await.unwrap(), vec![7]);
+    assert_eq!(outer.list_tables().await.unwrap(), vec![3]);
+}
