@@ -571,6 +571,26 @@ impl Shared {
             let number = w.next_number;
             let first = w.next_lsn;
             let last = first + records.len() as u64 - 1;
+            if w.uncertain {
+                // An earlier commit's object may have landed here, and a newer writer may
+                // have claimed after it and truncated it since: created again, it would
+                // hold this writer's records below that claim, with LSNs overlapping the
+                // newer writer's. Truncation never deletes the newest object, so a gap here
+                // with objects after it means exactly that.
+                match self.read(number).await? {
+                    Some((h, found)) => {
+                        match self.found_at(w, &claim, (number, first), h, &found, records) {
+                            Found::ThisCommit => return Ok(first),
+                            Found::Earlier => continue,
+                            Found::Fenced(e) => return Err(e),
+                        }
+                    }
+                    None if !self.list_after(number).await?.is_empty() => {
+                        return Err(self.fence_from(w, number).await);
+                    }
+                    None => {}
+                }
+            }
             let header = Header {
                 kind: RECORDS,
                 epoch: claim.epoch,
@@ -592,45 +612,58 @@ impl Shared {
             };
             match put {
                 Put::Created => {
-                    if w.uncertain && self.read(number + 1).await?.is_some() {
-                        // Object `number` had landed before, been replayed and deleted by a
-                        // newer writer, whose claim follows it: these records were not seen.
-                        let e = Error::Fenced(format!(
-                            "journal at {}: a newer writer claimed it while a write of epoch {} was in doubt",
-                            self.url, claim.epoch
-                        ));
-                        w.fenced = Some(e.duplicate());
-                        return Err(e);
-                    }
                     w.uncertain = false;
-                    self.known.lock().insert(number, (false, last));
-                    w.next_number = number + 1;
-                    w.next_lsn = last + 1;
-                    w.last_lsn = last;
+                    self.adopt(w, number, last + 1, last);
                     return Ok(first);
                 }
                 Put::Exists => {
-                    let Some((h, _)) = self.read(number).await? else {
+                    let Some((h, found)) = self.read(number).await? else {
                         // Deleted since the create was refused: only a truncation deletes,
                         // and only under a newer writer's claim. Look again at the top.
                         return Err(self.fence_from(w, number).await);
                     };
-                    if h.meta.writer == w.nonce {
-                        // An earlier attempt of ours landed: its records are durable (their
-                        // writers heard an error: the outcome was unknown to them).
-                        w.uncertain = false;
-                        self.known.lock().insert(number, (false, h.last_lsn));
-                        w.next_number = number + 1;
-                        w.next_lsn = h.next_lsn;
-                        w.last_lsn = h.last_lsn;
-                        continue;
+                    match self.found_at(w, &claim, (number, first), h, &found, records) {
+                        Found::ThisCommit => return Ok(first),
+                        Found::Earlier => continue,
+                        Found::Fenced(e) => return Err(e),
                     }
-                    let e = self.fenced_by(&claim, &h);
-                    w.fenced = Some(e.duplicate());
-                    return Err(e);
                 }
             }
         }
+    }
+
+    /// What the object found at `number`, where this writer meant to write `records`, is.
+    fn found_at(
+        &self,
+        w: &mut Writer,
+        claim: &JournalClaim,
+        (number, first): (u64, Lsn),
+        h: Header,
+        found: &[Bytes],
+        records: &[Bytes],
+    ) -> Found {
+        if h.meta.writer != w.nonce {
+            let e = self.fenced_by(claim, &h);
+            w.fenced = Some(e.duplicate());
+            return Found::Fenced(e);
+        }
+        // Ours: an attempt whose answer was lost landed. Its records are durable (the
+        // writers of an earlier commit heard an error: the outcome was unknown to them).
+        w.uncertain = false;
+        self.adopt(w, number, h.next_lsn, h.last_lsn);
+        if h.first_lsn == first && found == records {
+            Found::ThisCommit
+        } else {
+            Found::Earlier
+        }
+    }
+
+    /// Object `number`, ending at `last`, is this writer's newest.
+    fn adopt(&self, w: &mut Writer, number: u64, next_lsn: Lsn, last: Lsn) {
+        self.known.lock().insert(number, (false, last));
+        w.next_number = number + 1;
+        w.next_lsn = next_lsn;
+        w.last_lsn = last;
     }
 
     fn fenced_by(&self, ours: &JournalClaim, theirs: &Header) -> Error {
@@ -672,6 +705,16 @@ impl Shared {
 }
 
 type Object = (Header, Vec<Bytes>);
+
+/// What a writer found at the number it meant to write.
+enum Found {
+    /// Its own current commit, landed by an attempt whose answer was lost.
+    ThisCommit,
+    /// Its own earlier commit, landed after it was reported failed: write after it.
+    Earlier,
+    /// Another writer's.
+    Fenced(Error),
+}
 
 /// The objects `numbers` names, read in order. Objects are fetched ahead, as many as a
 /// journal of small group commits needs to replay at the store's throughput rather than its

@@ -237,6 +237,8 @@ async fn a_corrupt_object_is_detected() {
 struct LostAnswers {
     inner: InMemory,
     fail: AtomicU64,
+    /// Every put lands (if it can) and then reports an error, an existing object too.
+    failing: std::sync::atomic::AtomicBool,
     /// Reads asked of the store, whole or ranged.
     gets: AtomicU64,
 }
@@ -255,6 +257,13 @@ impl ObjectStore for LostAnswers {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<object_store::PutResult> {
+        if self.failing.load(Ordering::SeqCst) {
+            let _ = self.inner.put_opts(location, payload, opts).await;
+            return Err(object_store::Error::Generic {
+                store: "LostAnswers",
+                source: "every answer is lost".into(),
+            });
+        }
         let r = self.inner.put_opts(location, payload, opts).await?;
         if self
             .fail
@@ -325,6 +334,7 @@ async fn a_commit_whose_answer_was_lost_is_found_and_kept_once() {
     let store = Arc::new(LostAnswers {
         inner: InMemory::new(),
         fail: AtomicU64::new(0),
+        failing: false.into(),
         gets: AtomicU64::new(0),
     });
     let j = journal_on(store.clone(), "memory://lost");
@@ -332,16 +342,81 @@ async fn a_commit_whose_answer_was_lost_is_found_and_kept_once() {
     let first = j.append(1, Bytes::from_static(b"one")).await.unwrap();
     store.fail.store(1, Ordering::SeqCst);
     let second = j.append(1, Bytes::from_static(b"two")).await.unwrap();
-    assert_eq!(second, first + 2, "'two' follows the landed attempt");
+    assert_eq!(
+        second,
+        first + 1,
+        "'two' is where its landed attempt put it"
+    );
+    let third = j.append(1, Bytes::from_static(b"three")).await.unwrap();
+    assert_eq!(third, first + 2);
     let got = records(&j, 0).await;
     assert_eq!(
         got,
         vec![
             (first, Bytes::from_static(b"one")),
             (first + 1, Bytes::from_static(b"two")),
-            (first + 2, Bytes::from_static(b"two")),
+            (first + 2, Bytes::from_static(b"three")),
         ],
-        "the retried commit found its first attempt, kept it, and wrote on after it"
+        "the retried commit found its first attempt and kept it, once"
+    );
+}
+
+/// Writer A's object lands but every answer is lost, so A gives up with the object in
+/// doubt. B claims after it, writes, and truncation deletes it. A's next commit must not
+/// create that object again: its records would sit below B's claim with LSNs that overlap
+/// B's, where a replay from the start or a replica would apply them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_writer_does_not_recreate_a_truncated_object() {
+    let store = Arc::new(LostAnswers {
+        inner: InMemory::new(),
+        fail: AtomicU64::new(0),
+        failing: false.into(),
+        gets: AtomicU64::new(0),
+    });
+    let opts = ObjectJournalOptions {
+        retry_for: std::time::Duration::from_millis(200),
+        ..ObjectJournalOptions::default()
+    };
+    let open = |store: Arc<dyn ObjectStore>| {
+        ObjectJournal::new(
+            store,
+            Path::from("db"),
+            "memory://doubt",
+            None,
+            opts.clone(),
+        )
+        .unwrap()
+    };
+    let a = open(store.clone());
+    a.claim(&claim(1, 0)).await.unwrap();
+    a.append(1, Bytes::from_static(b"a0")).await.unwrap();
+    store.failing.store(true, Ordering::SeqCst);
+    assert!(a.append(1, Bytes::from_static(b"a1")).await.is_err());
+    store.failing.store(false, Ordering::SeqCst);
+
+    let b = open(store.clone());
+    b.claim(&claim(2, 0)).await.unwrap();
+    let mut last = 0;
+    for i in 0..3 {
+        last = b.append(2, Bytes::from(format!("b{i}"))).await.unwrap();
+    }
+    b.truncate(last).await.unwrap();
+
+    let e = a
+        .append(1, Bytes::from_static(b"refused"))
+        .await
+        .unwrap_err();
+    assert!(e.is_fenced(), "{e}");
+    let left = records(&b, 0).await;
+    assert!(
+        !left.iter().any(|r| r.1 == Bytes::from_static(b"refused")),
+        "the fenced writer's records are nowhere: {left:?}"
+    );
+    let next = b.append(2, Bytes::from_static(b"b3")).await.unwrap();
+    assert_eq!(next, last + 1);
+    assert_eq!(
+        records(&b, 0).await.last(),
+        Some(&(next, Bytes::from_static(b"b3")))
     );
 }
 
@@ -385,6 +460,7 @@ async fn a_replay_of_the_tail_reads_few_objects() {
     let store = Arc::new(LostAnswers {
         inner: InMemory::new(),
         fail: AtomicU64::new(0),
+        failing: false.into(),
         gets: AtomicU64::new(0),
     });
     let j = journal_on(store.clone(), "memory://tail");
