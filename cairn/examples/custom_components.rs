@@ -23,6 +23,9 @@ struct CountingJournal {
 
 #[async_trait]
 impl Journal for CountingJournal {
+    fn reach(&self) -> cairn_journal::Reach {
+        self.inner.reach()
+    }
     async fn claim(&self, claim: &JournalClaim) -> Result<cairn_journal::Claimed> {
         self.inner.claim(claim).await
     }

@@ -29,6 +29,10 @@ pub enum Error {
     /// it. Nothing it wrote before is lost; nothing more of it is accepted.
     #[error("fenced: {0}")]
     Fenced(String),
+    /// A live writer holds the database's lease (its journal is its node's own, so only the
+    /// lease keeps two writers apart): it must stop, or its lease run out, first.
+    #[error("held by another writer: {0}")]
+    Held(String),
 }
 
 impl Error {
@@ -76,6 +80,7 @@ impl Error {
             Error::Locked(p) => Error::Locked(p.clone()),
             Error::Component { component, detail } => Error::component(component, detail),
             Error::Fenced(m) => Error::Fenced(m.clone()),
+            Error::Held(m) => Error::Held(m.clone()),
         }
     }
 }

@@ -43,7 +43,7 @@ impl Background {
             .map_err(|e| Error::component("background runtime", e))?;
         // Subscribed here, not in the tasks: a shutdown sent before a task first runs must
         // still reach it.
-        let tasks = vec![
+        let mut tasks = vec![
             runtime.spawn(flush_loop(inner.clone(), inner.shutdown.subscribe())),
             runtime.spawn(compaction_loop(inner.clone(), inner.shutdown.subscribe())),
             runtime.spawn(deletion_loop(
@@ -52,6 +52,9 @@ impl Background {
                 inner.shutdown.subscribe(),
             )),
         ];
+        if inner.lease.is_some() {
+            tasks.push(runtime.spawn(lease_loop(inner.clone(), inner.shutdown.subscribe())));
+        }
         Ok(Background { runtime, tasks })
     }
 
@@ -208,6 +211,46 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
         tracing::warn!(error = %e, "journal truncation failed");
     }
     Ok(())
+}
+
+/// Keeps the writer's lease: an empty manifest version whenever a quarter lease has passed
+/// since the last version this writer wrote. A failure is retried at the next look; once
+/// the lease lapses writes are refused until a renewal succeeds, and a fence ends it.
+async fn lease_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let Some(clock) = inner.lease.clone() else {
+        return;
+    };
+    let every = (clock.lease() / 4).max(Duration::from_millis(1));
+    loop {
+        let due = clock
+            .since_renewal()
+            .map_or(Duration::ZERO, |since| every.saturating_sub(since));
+        tokio::select! {
+            _ = tokio::time::sleep(due) => {}
+            _ = shutdown.changed() => return,
+        }
+        if clock.since_renewal().is_some_and(|since| since < every) {
+            continue;
+        }
+        let renewed = match inner.manifest.as_ref() {
+            Some(m) => m.lock().await.renew().await,
+            None => return,
+        };
+        match renewed {
+            Ok(()) => {}
+            Err(e) if e.is_fenced() => {
+                tracing::error!(database = %inner.database, error = %e, "the writer's lease is lost: a newer writer took over");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(database = %inner.database, error = %e, "renewing the writer's lease failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(every / 4) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
 }
 
 async fn compaction_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {

@@ -3,8 +3,9 @@
 use crate::background::{self, Background};
 use crate::follow::CatchUp;
 use crate::import::Import;
+use crate::lease::LeaseClock;
 use crate::legacy_manifest::LegacyManifest;
-use crate::manifest::{Manifest, ManifestLog, VersionEdit};
+use crate::manifest::{Holder, Lease, Manifest, ManifestLog, VersionEdit};
 use crate::options::EngineOptions;
 use crate::scan::DbIter;
 use crate::seq::SeqTracker;
@@ -19,7 +20,7 @@ use cairn_common::{
 };
 use cairn_compaction::{Compactor, LeveledPicker};
 use cairn_filestore::Storage;
-use cairn_journal::{Journal, JournalClaim};
+use cairn_journal::{Journal, JournalClaim, Reach};
 use cairn_memtable::{Memtable, MemtableFactory};
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -84,6 +85,9 @@ pub(crate) struct Inner {
     pub database: String,
     /// This writer's epoch, on every journal append.
     pub epoch: u64,
+    /// A writer whose journal only its node reaches holds a lease (`crate::lease`) and
+    /// acknowledges a write only while the lease is provably its own.
+    pub lease: Option<Arc<LeaseClock>>,
     /// Bumped after every flush, compaction and failure, to wake stalled writers and waiters.
     pub changed: watch::Sender<u64>,
     pub flush_wanted: Notify,
@@ -124,7 +128,20 @@ impl Db {
         let lock_file = lock_dir(&dir)?;
 
         let levels = opts.compaction.levels.max(2);
-        let mut log = open_manifest(&dir, levels, comps.storage.as_ref()).await?;
+        let holder = match comps.journal.reach() {
+            Reach::Node { id } if opts.lease_ms > 0 => Some(Holder {
+                lease: Lease {
+                    ms: opts.lease_ms,
+                    journal: id,
+                },
+                clock: Arc::new(LeaseClock::new(std::time::Duration::from_millis(
+                    opts.lease_ms,
+                ))),
+            }),
+            _ => None,
+        };
+        let lease = holder.as_ref().map(|h| h.clock.clone());
+        let mut log = open_manifest(&dir, levels, comps.storage.as_ref(), holder).await?;
         let claimed = comps
             .journal
             .claim(&JournalClaim {
@@ -182,6 +199,7 @@ impl Db {
             state: manifest,
             log: Some(log),
             follower: None,
+            lease,
             deleter,
             lock_file,
         });
@@ -240,6 +258,7 @@ impl Db {
             state: view.state,
             log: None,
             follower: Some(follower),
+            lease: None,
             deleter: follower_deleter,
             lock_file,
         });
@@ -299,6 +318,11 @@ impl Db {
             (first + n - 1, bytes >= inner.opts.memtable_bytes)
         };
         inner.seq.wait_visible(last).await;
+        if let Some(lease) = &inner.lease {
+            // Durable and visible here, but acknowledged only under a lease still provably
+            // this writer's: past it, another node may have taken over without this journal.
+            lease.check(&inner.database)?;
+        }
         inner.metrics.writes.increment(1);
         inner
             .metrics
@@ -565,6 +589,14 @@ impl Db {
         let bg = self.bg.lock().take();
         if let Some(bg) = bg {
             bg.stop(inner).await;
+        }
+        // A writer that stops cleanly lets go of its lease, so the next one need not wait
+        // it out; one stopping as a crash would keeps it, as a crash does.
+        if flush && let Some(m) = &inner.manifest {
+            let released = m.lock().await.release().await;
+            if let Err(e) = released {
+                tracing::warn!(error = %e, "letting go of the lease failed; the next writer waits it out");
+            }
         }
         let journal = inner.comps.journal.close().await;
         inner.lock_file.lock().take();
@@ -869,7 +901,12 @@ impl Inner {
 /// gets a new database, unless it holds tables: those belong to a database whose manifest
 /// is elsewhere or lost, and are not ours to build over (or to delete). A manifest left in
 /// `dir` by an older Cairn moves into the store.
-async fn open_manifest(dir: &Path, levels: usize, storage: &dyn Storage) -> Result<ManifestLog> {
+async fn open_manifest(
+    dir: &Path,
+    levels: usize,
+    storage: &dyn Storage,
+    holder: Option<Holder>,
+) -> Result<ManifestLog> {
     let store = storage.manifests();
     let location = store.location();
     let legacy = LegacyManifest::load(dir)?;
@@ -890,7 +927,7 @@ async fn open_manifest(dir: &Path, levels: usize, storage: &dyn Storage) -> Resu
             tables.len()
         ))),
         None => Ok(Manifest::new(new_id.clone(), levels)),
-    })
+    }, holder)
     .await?;
     if legacy.is_some() {
         let old = LegacyManifest::path(dir);
@@ -980,6 +1017,7 @@ struct Parts {
     manifest_location: String,
     log: Option<ManifestLog>,
     follower: Option<crate::follow::Follower>,
+    lease: Option<Arc<LeaseClock>>,
     deleter: mpsc::UnboundedSender<Deletion>,
     lock_file: File,
 }
@@ -1006,6 +1044,7 @@ fn assemble(p: Parts) -> Arc<Inner> {
         manifest_location: p.manifest_location,
         database: p.state.database.clone(),
         epoch: p.state.epoch,
+        lease: p.lease,
         manifest: p.log.map(tokio::sync::Mutex::new),
         follower: p.follower,
         changed,

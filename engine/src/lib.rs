@@ -8,6 +8,7 @@ mod background;
 mod db;
 mod follow;
 mod import;
+mod lease;
 mod legacy_manifest;
 pub mod manifest;
 mod metrics;

@@ -20,6 +20,13 @@ pub struct EngineOptions {
     /// A table compacted away is deleted this long after the writer stops reading it, so
     /// replicas still reading the version they last saw can finish (0: at once).
     pub table_grace_ms: u64,
+    /// The writer's lease, for a journal only its own node reaches (a file journal beside
+    /// tables and a manifest on shared storage): it acknowledges writes only while its last
+    /// renewal (any manifest version it wrote, or an empty one every quarter lease) began
+    /// less than 90% of this ago, and a writer on another node waits 110% of this without
+    /// a renewal before taking over. 0: no lease (a single-node deployment, where nobody
+    /// else can take over). Journals every node reaches fence by themselves and need none.
+    pub lease_ms: u64,
     /// The compaction policy. Configured in its own `[compaction]` section by the `cairn`
     /// crate, so it is not part of this struct's serialized form.
     #[serde(skip)]
@@ -35,6 +42,7 @@ impl Default for EngineOptions {
             background_threads: 2,
             reader_poll_ms: 100,
             table_grace_ms: 30_000,
+            lease_ms: 10_000,
             compaction: PickerOptions::default(),
         }
     }

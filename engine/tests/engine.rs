@@ -406,6 +406,9 @@ struct HangingJournal {
 
 #[async_trait::async_trait]
 impl cairn_journal::Journal for HangingJournal {
+    fn reach(&self) -> cairn_journal::Reach {
+        self.inner.reach()
+    }
     async fn claim(
         &self,
         claim: &cairn_journal::JournalClaim,

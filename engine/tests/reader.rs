@@ -127,6 +127,9 @@ struct PausingReplay {
 
 #[async_trait::async_trait]
 impl cairn_journal::Journal for PausingReplay {
+    fn reach(&self) -> cairn_journal::Reach {
+        self.inner.reach()
+    }
     async fn claim(
         &self,
         claim: &cairn_journal::JournalClaim,

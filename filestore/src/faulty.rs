@@ -1,13 +1,14 @@
 //! `FaultyStorage`: a storage decorator that injects failures, delays and a bandwidth limit
 //! into table writes,
 //! for chaos tests of the engine and of a user's deployment (the way object_store ships
-//! `ThrottledStore`). Reads, deletes and the manifest pass straight through.
+//! `ThrottledStore`). Reads and deletes pass straight through; the manifest store can be
+//! cut off (`set_manifest_outage`), as a partition from the storage tier would.
 
 use crate::{ManifestStore, Storage, Table, TableBuilder};
 use async_trait::async_trait;
 use cairn_common::{Error, Result, TableId, TableMeta};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub struct FaultyStorage {
@@ -19,6 +20,7 @@ pub struct FaultyStorage {
     delay_micros: AtomicU64,
     /// Bytes per second table writes may go at (0: unlimited).
     bytes_per_sec: Arc<AtomicU64>,
+    manifest_outage: Arc<AtomicBool>,
 }
 
 impl FaultyStorage {
@@ -29,7 +31,13 @@ impl FaultyStorage {
             hold: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
             delay_micros: AtomicU64::new(0),
             bytes_per_sec: Arc::new(AtomicU64::new(0)),
+            manifest_outage: Arc::default(),
         })
+    }
+
+    /// While on, every call to the manifest store fails, as from a node cut off from it.
+    pub fn set_manifest_outage(&self, on: bool) {
+        self.manifest_outage.store(on, Ordering::SeqCst);
     }
 
     /// Throttles table writes to `rate` bytes per second of keys and values (0: unlimited),
@@ -95,7 +103,10 @@ impl Storage for FaultyStorage {
     }
 
     fn manifests(&self) -> Arc<dyn ManifestStore> {
-        self.inner.manifests()
+        Arc::new(FaultyManifests {
+            inner: self.inner.manifests(),
+            outage: self.manifest_outage.clone(),
+        })
     }
 }
 
@@ -130,5 +141,46 @@ impl TableBuilder for SlowBuilder {
 
     async fn abandon(self: Box<Self>) -> Result<()> {
         self.inner.abandon().await
+    }
+}
+
+/// The manifest store of a `FaultyStorage`, failing every call during an outage.
+struct FaultyManifests {
+    inner: Arc<dyn ManifestStore>,
+    outage: Arc<AtomicBool>,
+}
+
+impl FaultyManifests {
+    fn check(&self) -> Result<()> {
+        if self.outage.load(Ordering::SeqCst) {
+            return Err(Error::component(
+                format!("manifest store {}", self.inner.location()),
+                "injected outage",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ManifestStore for FaultyManifests {
+    async fn list(&self) -> Result<Vec<crate::ManifestVersion>> {
+        self.check()?;
+        self.inner.list().await
+    }
+    async fn read(&self, n: crate::ManifestVersion) -> Result<Option<bytes::Bytes>> {
+        self.check()?;
+        self.inner.read(n).await
+    }
+    async fn create(&self, n: crate::ManifestVersion, data: bytes::Bytes) -> Result<bool> {
+        self.check()?;
+        self.inner.create(n, data).await
+    }
+    async fn delete(&self, n: crate::ManifestVersion) -> Result<()> {
+        self.check()?;
+        self.inner.delete(n).await
+    }
+    fn location(&self) -> String {
+        self.inner.location()
     }
 }

@@ -46,6 +46,10 @@ impl FaultyJournal {
 
 #[async_trait]
 impl Journal for FaultyJournal {
+    fn reach(&self) -> crate::Reach {
+        self.inner.reach()
+    }
+
     async fn claim(&self, claim: &JournalClaim) -> Result<Claimed> {
         self.inner.claim(claim).await
     }

@@ -203,6 +203,12 @@ impl FileJournal {
 
 #[async_trait]
 impl Journal for FileJournal {
+    fn reach(&self) -> crate::Reach {
+        crate::Reach::Node {
+            id: self.state.lock().held.journal.clone(),
+        }
+    }
+
     async fn claim(&self, claim: &JournalClaim) -> Result<Claimed> {
         self.check_open()?;
         // Under the writer's lock, so it falls between two groups: appends written before it

@@ -69,8 +69,23 @@ pub fn new_journal_id() -> String {
     )
 }
 
+/// Who can reach a journal, which decides how a replaced writer is stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Every node reaches it (a journal server, an object journal): a claim fences every
+    /// other writer of the database, so a take-over needs nothing more.
+    Shared,
+    /// Only its own node reaches it (a file, memory): a claim fences only writers that use
+    /// this same journal, `id` (as `Claimed::journal` names it). A writer elsewhere is
+    /// stopped by a lease on the storage tier instead (the engine's `lease_ms`).
+    Node { id: String },
+}
+
 #[async_trait]
 pub trait Journal: Send + Sync + 'static {
+    /// Who can reach this journal (see [`Reach`]).
+    fn reach(&self) -> Reach;
+
     /// Makes `claim.epoch` the journal's writer, durably and in order with appends: from
     /// then on an append of an older epoch is refused with `Error::Fenced`. Refused itself
     /// (`Fenced`) when a newer epoch holds the journal, and (`InvalidArgument`, naming both)

@@ -37,6 +37,12 @@ impl MemoryJournal {
 
 #[async_trait]
 impl Journal for MemoryJournal {
+    fn reach(&self) -> crate::Reach {
+        crate::Reach::Node {
+            id: self.id.clone(),
+        }
+    }
+
     async fn claim(&self, claim: &JournalClaim) -> Result<Claimed> {
         let mut s = self.inner.lock();
         check_claim("in memory", s.claim.as_ref(), claim)?;

@@ -779,6 +779,10 @@ fn probed(s: Arc<Shared>, next: u64, first: Object) -> BoxStream<Result<Object>>
 
 #[async_trait]
 impl Journal for ObjectJournal {
+    fn reach(&self) -> crate::Reach {
+        crate::Reach::Shared
+    }
+
     async fn claim(&self, claim: &JournalClaim) -> Result<Claimed> {
         let s = &self.shared;
         let mut w = s.writer.lock().await;

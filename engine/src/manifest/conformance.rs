@@ -104,7 +104,7 @@ fn new_db(name: &str) -> impl Fn() -> cairn_common::Result<Manifest> + '_ {
 }
 
 async fn log_roundtrips_through_checkpoints(store: &Arc<dyn ManifestStore>) {
-    let mut log = ManifestLog::open_writer(store.clone(), new_db("conformance"))
+    let mut log = ManifestLog::open_writer(store.clone(), new_db("conformance"), None)
         .await
         .unwrap();
     assert_eq!((log.version(), log.state().epoch), (1, 1));
@@ -171,10 +171,10 @@ async fn log_roundtrips_through_checkpoints(store: &Arc<dyn ManifestStore>) {
 }
 
 async fn a_new_writer_fences_the_old_one(store: &Arc<dyn ManifestStore>) {
-    let mut old = ManifestLog::open_writer(store.clone(), new_db("unused"))
+    let mut old = ManifestLog::open_writer(store.clone(), new_db("unused"), None)
         .await
         .unwrap();
-    let mut new = ManifestLog::open_writer(store.clone(), new_db("unused"))
+    let mut new = ManifestLog::open_writer(store.clone(), new_db("unused"), None)
         .await
         .unwrap();
     assert_eq!(
@@ -222,7 +222,7 @@ async fn racing_openers_get_distinct_epochs(store: &Arc<dyn ManifestStore>) {
         .map(|_| {
             let store = store.clone();
             tokio::spawn(async move {
-                ManifestLog::open_writer(store, new_db("unused"))
+                ManifestLog::open_writer(store, new_db("unused"), None)
                     .await
                     .unwrap()
                     .state()
@@ -244,7 +244,7 @@ async fn racing_openers_get_distinct_epochs(store: &Arc<dyn ManifestStore>) {
 }
 
 async fn a_torn_or_corrupt_version_is_detected(store: &Arc<dyn ManifestStore>) {
-    let log = ManifestLog::open_writer(store.clone(), new_db("unused"))
+    let log = ManifestLog::open_writer(store.clone(), new_db("unused"), None)
         .await
         .unwrap();
     let n = log.version();
@@ -268,7 +268,7 @@ async fn a_torn_or_corrupt_version_is_detected(store: &Arc<dyn ManifestStore>) {
     assert!(store.create(n + 1, Bytes::from(flipped)).await.unwrap());
     let e = load(store.as_ref()).await.err().expect("a corrupt version");
     assert!(e.is_corruption(), "{e}");
-    let e = ManifestLog::open_writer(store.clone(), new_db("unused"))
+    let e = ManifestLog::open_writer(store.clone(), new_db("unused"), None)
         .await
         .err()
         .expect("no writer opens over it");

@@ -9,8 +9,9 @@
 //! Opening as the writer appends an epoch bump; a writer that finds its next version taken
 //! has been replaced by a newer epoch and is fenced: it writes nothing more.
 
-use super::record::{Body, Record};
+use super::record::{Body, Lease, Record};
 use super::{Manifest, VersionEdit};
+use crate::lease::{LeaseClock, WAIT};
 use bytes::Bytes;
 use cairn_common::backoff::Backoff;
 use cairn_common::{Error, Result, TableId};
@@ -18,7 +19,7 @@ use cairn_filestore::{ManifestStore, ManifestVersion};
 use futures::StreamExt;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Every version whose number is a multiple of this is a checkpoint.
 pub const CHECKPOINT_EVERY: u64 = 64;
@@ -50,6 +51,8 @@ pub struct Loaded {
     pub state: Manifest,
     pub version: ManifestVersion,
     pub checkpoint: ManifestVersion,
+    /// The lease the newest version's writer held.
+    pub lease: Option<Lease>,
 }
 
 /// Reads the newest state: the newest checkpoint and the edits after it; `None` if the store
@@ -91,11 +94,13 @@ async fn load_once(
         .map(|n| async move { (n, store.read(n).await) })
         .buffered(READ_AHEAD);
     let mut state: Option<Manifest> = None;
+    let mut lease = None;
     while let Some((n, data)) = reads.next().await {
         let Some(data) = data? else {
             return Ok(Err(n));
         };
         let rec = Record::decode(&data, &what(n))?;
+        lease = rec.lease;
         let next = match (rec.body, state.take()) {
             (Body::Checkpoint(m), _) if n == checkpoint => {
                 if m.database != rec.database {
@@ -145,6 +150,7 @@ async fn load_once(
         state,
         version: newest,
         checkpoint,
+        lease,
     })))
 }
 
@@ -224,6 +230,48 @@ fn collect_garbage(store: Arc<dyn ManifestStore>, n: ManifestVersion) {
     });
 }
 
+/// What a writer whose journal only its own node reaches holds: the lease it writes into
+/// every version, and the clock that each version written renews (see `crate::lease`).
+pub struct Holder {
+    pub lease: Lease,
+    pub clock: Arc<LeaseClock>,
+}
+
+/// How waiting out another writer's lease ended.
+enum WaitedOut {
+    /// No version appeared for the lease and its margin: its holder has stopped.
+    Quiet,
+    /// A version appeared: read the log again.
+    Moved,
+}
+
+/// Waits until `version` has been the newest for `WAIT` of `theirs`, looking every quarter
+/// lease.
+async fn wait_out(
+    store: &dyn ManifestStore,
+    version: ManifestVersion,
+    theirs: &Lease,
+) -> Result<WaitedOut> {
+    let lease = Duration::from_millis(theirs.ms);
+    let until = Instant::now() + lease.mul_f64(WAIT);
+    tracing::info!(
+        location = %store.location(),
+        journal = %theirs.journal,
+        lease_ms = theirs.ms,
+        "the last writer held a lease on a journal of its own node: waiting it out before taking over"
+    );
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            return Ok(WaitedOut::Quiet);
+        }
+        tokio::time::sleep((until - now).min(lease / 4)).await;
+        if store.list().await?.last() != Some(&version) {
+            return Ok(WaitedOut::Moved);
+        }
+    }
+}
+
 /// The writer's end of the log.
 pub struct ManifestLog {
     store: Arc<dyn ManifestStore>,
@@ -237,20 +285,51 @@ pub struct ManifestLog {
     /// Why nothing more may be written: fenced, or a pending version that landed after all.
     stopped: Option<Error>,
     writer: u64,
+    /// The lease written into every version, and its clock; `None` for a writer whose
+    /// journal fences by itself, or after `release`.
+    lease: Option<Lease>,
+    clock: Option<Arc<LeaseClock>>,
 }
 
 impl ManifestLog {
     /// Opens the log as the database's writer, bumping the epoch, which fences the previous
     /// writer. With no version in the store, `create` gives the new database's first state
-    /// (or the reason not to make one).
+    /// (or the reason not to make one). A `holder` writes its lease into every version.
+    /// A previous writer that held a lease on another journal than the holder's is waited
+    /// out first; if it renews meanwhile, it is alive, and the open is refused (`Held`).
     pub async fn open_writer(
         store: Arc<dyn ManifestStore>,
         create: impl Fn() -> Result<Manifest>,
+        holder: Option<Holder>,
     ) -> Result<ManifestLog> {
+        let mine = holder.as_ref().map(|h| h.lease.journal.as_str());
+        let mut moved = false;
         for _ in 0..16 {
             let (state, version) = match load(store.as_ref()).await? {
                 None => (create()?, 1),
                 Some(l) => {
+                    if let Some(theirs) = l
+                        .lease
+                        .as_ref()
+                        .filter(|t| Some(t.journal.as_str()) != mine)
+                    {
+                        if moved {
+                            return Err(Error::Held(format!(
+                                "database {} in {}: its writer (epoch {}, on journal {}) renewed its lease of {} ms while this open waited, so it is alive; send writes to it, or stop it (a closed writer lets go at once, a dead one once its lease runs out)",
+                                l.state.database,
+                                store.location(),
+                                l.state.epoch,
+                                theirs.journal,
+                                theirs.ms
+                            )));
+                        }
+                        if let WaitedOut::Moved =
+                            wait_out(store.as_ref(), l.version, theirs).await?
+                        {
+                            moved = true;
+                            continue;
+                        }
+                    }
                     let mut state = l.state;
                     state.epoch += 1;
                     (state, l.version + 1)
@@ -268,11 +347,16 @@ impl ManifestLog {
                     epoch: state.epoch,
                     writer,
                     body,
+                    lease: holder.as_ref().map(|h| h.lease.clone()),
                 }
                 .encode()?,
             );
+            let started = Instant::now();
             match create_version(store.as_ref(), version, &data).await? {
                 Created::Ours => {
+                    if let Some(h) = &holder {
+                        h.clock.renewed(started);
+                    }
                     if is_checkpoint(version) {
                         collect_garbage(store.clone(), version);
                     }
@@ -283,6 +367,7 @@ impl ManifestLog {
                         location = %store.location(),
                         "opened the manifest as writer"
                     );
+                    let (lease, clock) = holder.map(|h| (h.lease, h.clock)).unzip();
                     return Ok(ManifestLog {
                         next_free_id: state.next_table_id,
                         store,
@@ -291,10 +376,15 @@ impl ManifestLog {
                         pending: None,
                         stopped: None,
                         writer,
+                        lease,
+                        clock,
                     });
                 }
                 // Another writer opened or wrote in between: read again and go after it.
-                Created::Taken(_) | Created::Collected => continue,
+                Created::Taken(_) | Created::Collected => {
+                    moved = true;
+                    continue;
+                }
             }
         }
         Err(Error::component(
@@ -346,11 +436,18 @@ impl ManifestLog {
                 epoch: self.state.epoch,
                 writer: self.writer,
                 body,
+                lease: self.lease.clone(),
             }
             .encode()?,
         );
+        let started = Instant::now();
         match create_version(self.store.as_ref(), n, &data).await {
-            Ok(Created::Ours) => fail::fail_point!("manifest-after-write"),
+            Ok(Created::Ours) => {
+                if let Some(c) = &self.clock {
+                    c.renewed(started);
+                }
+                fail::fail_point!("manifest-after-write")
+            }
             Ok(Created::Taken(d)) => {
                 let e = if self.is_own(&d) {
                     self.landed_late(n)
@@ -426,7 +523,24 @@ impl ManifestLog {
         ))
     }
 
+    /// Renews the lease with an empty version.
+    pub async fn renew(&mut self) -> Result<()> {
+        self.commit(VersionEdit::default()).await
+    }
+
+    /// Lets go of the lease, for a writer that stops: the next writer need not wait it out.
+    /// Nothing may be acknowledged after this.
+    pub async fn release(&mut self) -> Result<()> {
+        if self.lease.take().is_some() {
+            self.commit(VersionEdit::default()).await?;
+        }
+        Ok(())
+    }
+
     fn stop(&mut self, e: Error) -> Error {
+        if let (Some(c), true) = (&self.clock, e.is_fenced()) {
+            c.lost(&e);
+        }
         let out = same(&e);
         self.stopped = Some(e);
         out

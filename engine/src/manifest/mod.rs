@@ -9,8 +9,8 @@
 mod log;
 mod record;
 
-pub use log::{CHECKPOINT_EVERY, ManifestLog, load};
-pub use record::{Body, Record};
+pub use log::{CHECKPOINT_EVERY, Holder, ManifestLog, load};
+pub use record::{Body, Lease, Record};
 
 use cairn_common::{Lsn, SeqNo, TableId, TableMeta};
 

@@ -147,7 +147,7 @@ async fn a_pending_version_that_lands_late_is_not_reported_as_a_fence() {
         held: parking_lot::Mutex::new(None),
         land_before_next_create: false.into(),
     });
-    let mut log = ManifestLog::open_writer(store.clone(), new_state)
+    let mut log = ManifestLog::open_writer(store.clone(), new_state, None)
         .await
         .unwrap();
     let n = log.version() + 1;
@@ -174,10 +174,10 @@ async fn a_pending_version_that_lands_late_is_not_reported_as_a_fence() {
 async fn a_writer_whose_contested_version_was_collected_is_still_fenced() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir_store(&dir);
-    let mut old = ManifestLog::open_writer(store.clone(), new_state)
+    let mut old = ManifestLog::open_writer(store.clone(), new_state, None)
         .await
         .unwrap();
-    let mut new = ManifestLog::open_writer(store.clone(), new_state)
+    let mut new = ManifestLog::open_writer(store.clone(), new_state, None)
         .await
         .unwrap();
     for i in 0..CHECKPOINT_EVERY + 2 {
@@ -241,10 +241,10 @@ async fn a_contested_version_collected_between_create_and_read_is_a_fence() {
     }
     let dir = tempfile::tempdir().unwrap();
     let store = dir_store(&dir);
-    let mut old = ManifestLog::open_writer(Arc::new(GoneOnRead(store.clone())), new_state)
+    let mut old = ManifestLog::open_writer(Arc::new(GoneOnRead(store.clone())), new_state, None)
         .await
         .unwrap();
-    let _new = ManifestLog::open_writer(store.clone(), new_state)
+    let _new = ManifestLog::open_writer(store.clone(), new_state, None)
         .await
         .unwrap();
     let e = old.commit(VersionEdit::default()).await.unwrap_err();

@@ -27,6 +27,7 @@ pub fn tiny_options() -> EngineOptions {
         background_threads: 1,
         reader_poll_ms: 5,
         table_grace_ms: 0,
+        lease_ms: 1_000,
         compaction: PickerOptions {
             l0_trigger: 3,
             levels: 4,

@@ -17,7 +17,6 @@ use crate::{Storage, Table, TableBuilder};
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
 use cairn_common::{Error, Result, TableId, TableMeta};
-use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use quick_cache::{Weighter, sync::Cache};

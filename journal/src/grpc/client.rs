@@ -155,6 +155,10 @@ async fn read_acks(
 
 #[async_trait]
 impl Journal for GrpcJournal {
+    fn reach(&self) -> crate::Reach {
+        crate::Reach::Shared
+    }
+
     async fn claim(&self, claim: &JournalClaim) -> Result<Claimed> {
         self.rpc
             .retry("claim", || {
