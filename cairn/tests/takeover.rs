@@ -91,15 +91,20 @@ async fn tables_without_a_manifest_are_refused_and_kept() {
     );
 }
 
-/// A second writer on the same storage fences the first: its writes, flushes and imports
-/// fail naming the fence, and nothing of the new writer's is lost.
+/// Two nodes, each with a journal of its own, on one bucket: only the writer's lease keeps
+/// them apart. A second writer is refused while the first is alive (it renews its lease
+/// while the second waits), and every write the first acknowledges survives; once the first
+/// closes (letting go of its lease), the second takes over at once with all of it. Before
+/// leases the second took over at once and the first went on acknowledging writes into its
+/// own journal, which were lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_writer_fences_the_first() {
+async fn a_second_writer_is_refused_while_the_first_holds_its_lease() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = cairn_testkit::S3Endpoint::start();
     let node = |name: &str| {
         config(&format!(
-            "[default]\ndata_dir = \"{}\"\n[default.storage]\nkind = \"parquet\"\nurl = \"{}\"\n\
+            "[default]\ndata_dir = \"{}\"\n[default.engine]\nlease_ms = 800\n\
+             [default.storage]\nkind = \"parquet\"\nurl = \"{}\"\n\
              endpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\nallow_http = true\n",
             dir.path().join(name).display(),
             s3.url("db"),
@@ -109,39 +114,30 @@ async fn a_second_writer_fences_the_first() {
             s3.secret_access_key
         ))
     };
-    // Each node its own journal (as two machines would have); the manifest is shared.
     let old = cairn::open(&node("old")).await.unwrap();
     old.put("a", "1").await.unwrap();
     old.flush().await.unwrap();
-    let new = cairn::open(&node("new")).await.unwrap();
-    assert_eq!(new.get(b"a").await.unwrap().as_deref(), Some(&b"1"[..]));
-    new.put("b", "2").await.unwrap();
-    new.flush().await.unwrap();
-
-    old.put("c", "3").await.unwrap(); // its own journal takes it: not yet fenced there
-    let e = old.flush().await.expect_err("the fenced flush");
+    let e = match cairn::open(&node("new")).await {
+        Ok(_) => panic!("a live writer was taken over"),
+        Err(e) => e,
+    };
     assert!(
-        e.to_string().contains("fenced") && e.to_string().contains("epoch 2"),
+        matches!(e, cairn::Error::Held(_)) && e.to_string().contains("epoch 1"),
         "{e}"
     );
-    let e = old
-        .import(vec![("d".into(), "4".into())])
-        .await
-        .expect_err("the fenced import");
-    assert!(e.is_fenced(), "{e}");
+    old.put("c", "3").await.unwrap(); // acknowledged, and kept
+    old.close().await.unwrap();
     drop(old);
 
+    let new = cairn::open(&node("new")).await.unwrap();
     new.put("e", "5").await.unwrap();
     new.compact().await.unwrap();
     let got = scan_all(&new).await;
-    let want: BTreeMap<Bytes, Bytes> = [("a", "1"), ("b", "2"), ("e", "5")]
+    let want: BTreeMap<Bytes, Bytes> = [("a", "1"), ("c", "3"), ("e", "5")]
         .into_iter()
         .map(|(k, v)| (Bytes::from(k), Bytes::from(v)))
         .collect();
-    assert_eq!(
-        got, want,
-        "the new writer's data whole, none of the fenced writer's"
-    );
+    assert_eq!(got, want, "every acknowledged write of both writers");
     new.close().await.unwrap();
 }
 
@@ -587,4 +583,85 @@ async fn sharded_on_shared_servers_takes_over_on_new_nodes() {
         .collect();
     assert_eq!(ids.len(), 3, "three databases on the shared servers");
     router.close().await.unwrap();
+}
+
+/// Runs the `cairn` CLI with `config`, in data directory `data`.
+fn cli(config: &Path, data: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("CAIRN_DATA_DIR", data)
+        .env_remove("CAIRN_PROFILE")
+        .output()
+        .expect("run cairn")
+}
+
+/// Issue 22's scenario with real processes. Node A serves a database whose tables and
+/// manifest are in a shared bucket and whose journal is a file on A. A CLI command on node B
+/// used to take the database over at once while A went on acknowledging writes into its own
+/// journal, which were then lost. Now B sees A renew its lease and refuses, naming it; A's
+/// write is acknowledged and survives A's shutdown, where node C finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_writer_on_a_journal_of_its_own_is_not_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("node.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[default]\ndata_dir = \"unused\"\n[default.engine]\nlease_ms = 1000\n\
+             [default.storage]\nkind = \"parquet\"\nurl = \"file://{}/bucket\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let a_dir = dir.path().join("a");
+    let a = support::serve_args(
+        &profile,
+        &["serve", "shard", "--listen", "127.0.0.1:0"],
+        &[("CAIRN_DATA_DIR", a_dir.to_str().unwrap())],
+    );
+    let client = dir.path().join("client.toml");
+    std::fs::write(
+        &client,
+        format!(
+            "[default]\ndata_dir = \"{}\"\n[default.router]\nshards = [{{ kind = \"grpc\", url = \"{}\" }}]\n",
+            dir.path().join("client").display(),
+            a.url
+        ),
+    )
+    .unwrap();
+    let put = |k: &str, v: &str| cli(&client, &dir.path().join("client"), &["put", k, v]);
+    assert!(put("k1", "v1").status.success());
+
+    let b = cli(&profile, &dir.path().join("b"), &["put", "kb", "vb"]);
+    let said = String::from_utf8_lossy(&b.stderr);
+    assert!(!b.status.success(), "B took over a live writer");
+    assert!(
+        said.contains("held by another writer") && said.contains("alive"),
+        "{said}"
+    );
+
+    let out = put("k2", "v2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    a.terminate();
+    let mut a = a;
+    let _ = a.child.wait();
+
+    let c = cli(&profile, &dir.path().join("c"), &["get", "k2"]);
+    assert_eq!(
+        String::from_utf8_lossy(&c.stdout).trim(),
+        "v2",
+        "{}",
+        String::from_utf8_lossy(&c.stderr)
+    );
+    let c = cli(&profile, &dir.path().join("c"), &["get", "kb"]);
+    assert!(
+        !c.status.success(),
+        "B's write was refused, so it is nowhere"
+    );
 }

@@ -21,7 +21,9 @@ pub struct WriteBatch {
 }
 
 /// Version of the record encoding below, the first byte of every encoded batch.
-const BATCH_FORMAT: u8 = 1;
+/// Format 1: no mark; format 2 carries the writer's visible sequence number (the mark).
+const BATCH_FORMAT_V1: u8 = 1;
+const BATCH_FORMAT: u8 = 2;
 
 impl WriteBatch {
     pub fn new() -> Self {
@@ -73,13 +75,17 @@ impl WriteBatch {
         self.bytes
     }
 
-    /// Encodes `[format u8][first_seq u64][count u32]` then per op
-    /// `[kind u8][key_len u32][key][value_len u32][value]`, integers little-endian.
-    pub fn encode(&self, first_seq: SeqNo) -> Bytes {
-        let mut out = Vec::with_capacity(13 + self.bytes + self.ops.len() * 9);
+    /// Encodes `[format u8 = 2][first_seq u64][count u32][mark u64]` then per op
+    /// `[kind u8][key_len u32][key][value_len u32][value]`, integers little-endian. `mark`
+    /// is the writer's visible sequence number as it encodes: every batch at or below it
+    /// that the writer ever showed was journaled before this one, so a replica that has
+    /// applied the journal up to here may show everything up to the mark.
+    pub fn encode(&self, first_seq: SeqNo, mark: SeqNo) -> Bytes {
+        let mut out = Vec::with_capacity(21 + self.bytes + self.ops.len() * 9);
         out.push(BATCH_FORMAT);
         out.extend_from_slice(&first_seq.to_le_bytes());
         out.extend_from_slice(&(self.ops.len() as u32).to_le_bytes());
+        out.extend_from_slice(&mark.to_le_bytes());
         for op in &self.ops {
             out.push(op.kind.as_u8());
             out.extend_from_slice(&(op.key.len() as u32).to_le_bytes());
@@ -92,6 +98,12 @@ impl WriteBatch {
 
     /// Decodes what [`WriteBatch::encode`] wrote; keys and values share `data`'s buffer.
     pub fn decode(data: &Bytes) -> Result<(SeqNo, WriteBatch)> {
+        Self::decode_marked(data).map(|(first, _, batch)| (first, batch))
+    }
+
+    /// Decodes the first sequence number, the mark (0 in format 1, which had none) and the
+    /// batch.
+    pub fn decode_marked(data: &Bytes) -> Result<(SeqNo, SeqNo, WriteBatch)> {
         let bad = |why: &str| Error::corruption("journal record", why.to_string());
         let mut pos = 0usize;
         let take = |pos: &mut usize, n: usize| -> Result<Bytes> {
@@ -103,7 +115,7 @@ impl WriteBatch {
             Ok(s)
         };
         let fmt = take(&mut pos, 1)?;
-        if fmt[0] != BATCH_FORMAT {
+        if fmt[0] != BATCH_FORMAT && fmt[0] != BATCH_FORMAT_V1 {
             return Err(bad("unknown batch format"));
         }
         let seq = u64::from_le_bytes(take(&mut pos, 8)?[..].try_into().map_err(|_| bad("seq"))?);
@@ -112,6 +124,11 @@ impl WriteBatch {
                 .try_into()
                 .map_err(|_| bad("count"))?,
         );
+        let mark = if fmt[0] == BATCH_FORMAT {
+            u64::from_le_bytes(take(&mut pos, 8)?[..].try_into().map_err(|_| bad("mark"))?)
+        } else {
+            0
+        };
         let mut batch = WriteBatch::new();
         for _ in 0..count {
             let kind =
@@ -134,7 +151,7 @@ impl WriteBatch {
         if pos != data.len() {
             return Err(bad("trailing bytes after batch"));
         }
-        Ok((seq, batch))
+        Ok((seq, mark, batch))
     }
 }
 
@@ -146,9 +163,27 @@ mod tests {
     fn roundtrip() {
         let mut b = WriteBatch::new();
         b.put("a", "1").delete("b").put("", "");
-        let enc = b.encode(42);
-        let (seq, back) = WriteBatch::decode(&enc).unwrap();
-        assert_eq!(seq, 42);
+        let enc = b.encode(42, 40);
+        let (seq, mark, back) = WriteBatch::decode_marked(&enc).unwrap();
+        assert_eq!((seq, mark), (42, 40));
+        assert_eq!(back, b);
+    }
+
+    /// Format 1, written before marks, reads with mark 0.
+    #[test]
+    fn a_format_1_batch_reads_with_no_mark() {
+        let mut b = WriteBatch::new();
+        b.put("k", "v");
+        let mut v1 = vec![BATCH_FORMAT_V1];
+        v1.extend_from_slice(&7u64.to_le_bytes());
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.push(EntryKind::Put.as_u8());
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(b"k");
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(b"v");
+        let (seq, mark, back) = WriteBatch::decode_marked(&Bytes::from(v1)).unwrap();
+        assert_eq!((seq, mark), (7, 0));
         assert_eq!(back, b);
     }
 
@@ -158,7 +193,7 @@ mod tests {
     fn decoding_takes_any_bytes() {
         let mut b = WriteBatch::new();
         b.put("key", "value").delete("gone").put("", "empty key");
-        let valid = b.encode(5).to_vec();
+        let valid = b.encode(5, 4).to_vec();
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(13);
         let mut next = move || rng.random::<u64>();
@@ -182,7 +217,7 @@ mod tests {
     fn truncated_is_an_error() {
         let mut b = WriteBatch::new();
         b.put("key", "value");
-        let enc = b.encode(1);
+        let enc = b.encode(1, 0);
         for cut in 0..enc.len() {
             assert!(
                 WriteBatch::decode(&enc.slice(..cut)).is_err(),

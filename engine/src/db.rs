@@ -117,6 +117,14 @@ pub struct Db {
 
 const LOCK_FILE: &str = "LOCK";
 
+/// Attempts of a reader's open to catch up with a writer that flushes meanwhile, and the
+/// pause between them.
+const OPEN_READER_ATTEMPTS: u32 = 20;
+const READER_RETRY: cairn_common::backoff::Backoff = cairn_common::backoff::Backoff::new(
+    std::time::Duration::from_millis(5),
+    std::time::Duration::from_millis(500),
+);
+
 /// Consecutive background failures after which waiting callers get the error.
 const PERSISTENT_FAILURES: u32 = 5;
 
@@ -171,6 +179,7 @@ impl Db {
             manifest.last_seq,
             manifest.last_seq,
             &active,
+            None,
         )
         .await?;
         if replayed.replayed > 0 || replayed.stale > 0 {
@@ -229,10 +238,26 @@ impl Db {
         let started = std::time::Instant::now();
         let location = comps.storage.manifests().location();
         let follower_deleter = mpsc::unbounded_channel().0;
+        let mut opened = None;
+        let mut attempt = 0;
         let view = loop {
-            match crate::follow::catch_up(&comps, None, &follower_deleter).await? {
+            match crate::follow::catch_up(&comps, opened.as_ref(), &follower_deleter).await? {
                 CatchUp::View(view) => break view,
-                CatchUp::Raced => continue,
+                CatchUp::Raced(tables) => {
+                    // Its writer flushed while this read the journal: again, on the tables
+                    // already open, after a pause that grows, and not for ever.
+                    attempt += 1;
+                    if attempt >= OPEN_READER_ATTEMPTS {
+                        return Err(Error::component(
+                            format!("reader of {location}"),
+                            format!(
+                                "its writer flushed during each of {attempt} attempts to catch up; try again"
+                            ),
+                        ));
+                    }
+                    opened = Some(tables);
+                    READER_RETRY.wait(attempt).await;
+                }
                 CatchUp::Empty => {
                     return Err(Error::InvalidArgument(format!(
                         "{location} holds no database: a reader follows an existing one (open its writer first)"
@@ -240,6 +265,7 @@ impl Db {
                 }
             }
         };
+        let manifest_version = view.position.version;
         let follower = crate::follow::Follower::new(
             opts.reader_poll(),
             view.position,
@@ -253,7 +279,7 @@ impl Db {
             active: view.active,
             version: view.version,
             last_seq: view.last_seq,
-            manifest_version: view.position.version,
+            manifest_version,
             manifest_location: location,
             state: view.state,
             log: None,
@@ -293,30 +319,10 @@ impl Db {
         cairn_common::limits::check_batch(&batch)?;
         let started = std::time::Instant::now();
         inner.wait_for_room().await?;
-        let n = batch.len() as u64;
-        let (last, over) = {
-            let _shared = inner.gate.read().await;
-            inner.check_open()?;
-            let first = inner.seq.begin(n);
-            // Finishes the sequence numbers however this ends, the caller dropping the write
-            // mid-append included: numbers left in flight would stop visibility for good.
-            let _taken = FinishOnDrop(&inner.seq, first);
-            let record = batch.encode(first);
-            let record_bytes = record.len() as u64;
-            let lsn = inner.comps.journal.append(inner.epoch, record).await?;
-            inner
-                .counters
-                .journal_bytes
-                .fetch_add(record_bytes, Ordering::Relaxed);
-            inner.metrics.journal_bytes.increment(record_bytes);
-            // The gate keeps the memtable from being frozen between the append and here.
-            let mem = inner.mem.load();
-            apply(&mem.active.table, first, batch);
-            mem.active.max_lsn.fetch_max(lsn, Ordering::Relaxed);
-            let bytes = mem.active.table.approximate_bytes();
-            inner.metrics.memtable_bytes.set(bytes as f64);
-            (first + n - 1, bytes >= inner.opts.memtable_bytes)
-        };
+        // Once begun, a write runs to its end even if its caller goes away (a timeout, a
+        // cancelled call): an append that lands is then always applied here too, so what
+        // the journal holds, and a replica shows, is what this writer shows.
+        let (last, over) = Completing::new(journal_and_apply(inner.clone(), batch)).await?;
         inner.seq.wait_visible(last).await;
         if let Some(lease) = &inner.lease {
             // Durable and visible here, but acknowledged only under a lease still provably
@@ -378,6 +384,9 @@ impl Db {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
+        if let Some(f) = &self.inner.follower {
+            self.inner.check_fresh(f).await?;
+        }
         let first = read().await;
         match (&first, &self.inner.follower) {
             (Err(e), Some(f)) => {
@@ -617,6 +626,73 @@ impl Drop for Db {
     }
 }
 
+/// Takes the batch's sequence numbers, journals it and applies it to the memtable it was
+/// journaled for: the sequence numbers of its last operation, and whether the memtable is
+/// now full.
+async fn journal_and_apply(inner: Arc<Inner>, batch: WriteBatch) -> Result<(SeqNo, bool)> {
+    let n = batch.len() as u64;
+    let _shared = inner.gate.read().await;
+    inner.check_open()?;
+    let first = inner.seq.begin(n);
+    // Finishes the sequence numbers however this ends, a failed append included: numbers
+    // left in flight would stop visibility for good.
+    let _taken = FinishOnDrop(&inner.seq, first);
+    let record = batch.encode(first, inner.seq.visible());
+    let record_bytes = record.len() as u64;
+    let lsn = inner.comps.journal.append(inner.epoch, record).await?;
+    inner
+        .counters
+        .journal_bytes
+        .fetch_add(record_bytes, Ordering::Relaxed);
+    inner.metrics.journal_bytes.increment(record_bytes);
+    // The gate keeps the memtable from being frozen between the append and here.
+    let mem = inner.mem.load();
+    apply(&mem.active.table, first, batch);
+    mem.active.max_lsn.fetch_max(lsn, Ordering::Relaxed);
+    let bytes = mem.active.table.approximate_bytes();
+    inner.metrics.memtable_bytes.set(bytes as f64);
+    Ok((first + n - 1, bytes >= inner.opts.memtable_bytes))
+}
+
+/// A future that, dropped before it is done, finishes on its own on the runtime instead of
+/// stopping where it was.
+struct Completing<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static>(
+    Option<std::pin::Pin<Box<F>>>,
+);
+
+impl<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static> Completing<F, T> {
+    fn new(f: F) -> Self {
+        Completing(Some(Box::pin(f)))
+    }
+}
+
+impl<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static> std::future::Future
+    for Completing<F, T>
+{
+    type Output = T;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<T> {
+        let Some(f) = self.0.as_mut() else {
+            return std::task::Poll::Pending;
+        };
+        let out = std::task::ready!(f.as_mut().poll(cx));
+        self.0 = None;
+        std::task::Poll::Ready(out)
+    }
+}
+
+impl<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static> Drop
+    for Completing<F, T>
+{
+    fn drop(&mut self) {
+        if let (Some(f), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(f);
+        }
+    }
+}
+
 /// Marks a write's sequence numbers finished when dropped.
 struct FinishOnDrop<'a>(&'a SeqTracker, SeqNo);
 
@@ -644,6 +720,29 @@ impl Inner {
         } else {
             Ok(())
         }
+    }
+
+    /// A reader answers only within `reader_max_staleness_ms` of its last caught-up poll;
+    /// past it, one poll now, then a refusal that says how far behind it is and why.
+    async fn check_fresh(&self, f: &crate::follow::Follower) -> Result<()> {
+        let bound = std::time::Duration::from_millis(self.opts.reader_max_staleness_ms);
+        if f.staleness() <= bound {
+            return Ok(());
+        }
+        crate::follow::poll_now(self, f).await;
+        let behind = f.staleness();
+        if behind <= bound {
+            return Ok(());
+        }
+        Err(Error::component(
+            format!("reader of database {}", self.database),
+            format!(
+                "it is {} ms behind its writer, past engine.reader_max_staleness_ms ({} ms); last poll: {}",
+                behind.as_millis(),
+                bound.as_millis(),
+                f.last_error().unwrap_or_else(|| "no error".into())
+            ),
+        ))
     }
 
     /// Open, and its writer: a reader refuses every change.
@@ -1093,20 +1192,23 @@ pub(crate) struct Replayed {
 }
 
 /// Applies the journal's records from `from` on to `slot`'s memtable, skipping batches the
-/// tables (whose newest sequence number is `tables_seq`) supersede.
+/// tables (whose newest sequence number is `tables_seq`) supersede. A reader passes its
+/// `shown` prefix: batches at or below what it shows already are skipped, and the others
+/// are applied above it, to be shown once the prefix reaches them.
 pub(crate) async fn replay_journal(
     journal: &dyn Journal,
     from: Lsn,
     tables_seq: SeqNo,
     mut last_seq: SeqNo,
     slot: &MemSlot,
+    mut shown: Option<&mut crate::follow::Prefix>,
 ) -> Result<Replayed> {
     let (mut replayed, mut stale) = (0u64, 0u64);
     let (mut first_lsn, mut last_lsn) = (None, 0);
     let mut records = journal.replay(from).await?;
     while let Some(rec) = records.next().await {
         let rec = rec?;
-        let (first, batch) = WriteBatch::decode(&rec.payload)
+        let (first, mark, batch) = WriteBatch::decode_marked(&rec.payload)
             .map_err(|e| Error::corruption(format!("journal record {}", rec.lsn), e.to_string()))?;
         first_lsn.get_or_insert(rec.lsn);
         last_lsn = rec.lsn;
@@ -1117,12 +1219,16 @@ pub(crate) async fn replay_journal(
         // is one whose caller gave up while its append was on the way and that landed
         // late, past newer flushed writes: replaying it would put an old value in front
         // of a newer one.
-        if first <= tables_seq {
+        if first <= tables_seq || shown.as_ref().is_some_and(|p| first <= p.shown()) {
             stale += 1;
             continue;
         }
         if !batch.is_empty() {
-            last_seq = last_seq.max(first + batch.len() as u64 - 1);
+            let last = first + batch.len() as u64 - 1;
+            last_seq = last_seq.max(last);
+            if let Some(p) = shown.as_mut() {
+                p.applied(first, last, mark);
+            }
         }
         apply(&slot.table, first, batch);
         replayed += 1;

@@ -11,7 +11,7 @@ use crate::version::{Deletion, TableHandle, Version};
 use cairn_common::{Lsn, Result, SeqNo, TableId};
 use cairn_filestore::{ManifestVersion, Storage};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,12 +38,65 @@ pub(crate) struct Follower {
 
 /// Where the reader's view stands: the manifest version its tables come from, and the
 /// newest journal record its memtable holds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Position {
     pub version: ManifestVersion,
     pub epoch: u64,
     pub tables_seq: SeqNo,
+    /// The journal and position the tables reach: while both stand, a newer manifest
+    /// version (ids reserved, a lease renewed) leaves the view as it is.
+    pub flushed_lsn: Lsn,
+    pub journal: String,
     pub applied_lsn: Lsn,
+    pub prefix: Prefix,
+}
+
+/// What a reader may show of its writer's batches. The writer numbers a batch before it
+/// journals it, and concurrent batches land in any order, so the journal may hold 11
+/// before 10; the writer shows neither until both are applied. A reader shows a prefix
+/// too: up to the newest mark it has read (the writer's visible number when it encoded
+/// a batch: every batch at or below it that the writer ever showed was journaled earlier),
+/// and on through batches applied with no gap.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Prefix {
+    shown: SeqNo,
+    mark: SeqNo,
+    /// Batches applied above `shown`, first sequence number to last.
+    above: BTreeMap<SeqNo, SeqNo>,
+}
+
+impl Prefix {
+    pub fn new(shown: SeqNo) -> Prefix {
+        Prefix {
+            shown,
+            ..Prefix::default()
+        }
+    }
+
+    /// What may be shown now; batches at or below it are never applied again.
+    pub fn shown(&self) -> SeqNo {
+        self.shown
+    }
+
+    /// Batch `first..=last`, which carried `mark`, is applied (not yet shown).
+    pub fn applied(&mut self, first: SeqNo, last: SeqNo, mark: SeqNo) {
+        self.mark = self.mark.max(mark);
+        self.above.insert(first, last);
+    }
+
+    /// Moves what is shown as far as the marks and gapless batches allow, once every record
+    /// read so far is applied.
+    pub fn advance(&mut self) -> SeqNo {
+        self.shown = self.shown.max(self.mark);
+        while let Some((&first, &last)) = self.above.first_key_value() {
+            if first > self.shown + 1 {
+                break;
+            }
+            self.above.pop_first();
+            self.shown = self.shown.max(last);
+        }
+        self.shown
+    }
 }
 
 /// A reader's view as `stats` reports it.
@@ -72,14 +125,23 @@ impl Follower {
         Follower {
             poll,
             publish: parking_lot::RwLock::new(()),
-            state: tokio::sync::Mutex::new(at),
-            caught_up: Mutex::new(started),
             applied_lsn: AtomicU64::new(at.applied_lsn),
             epoch: AtomicU64::new(at.epoch),
+            state: tokio::sync::Mutex::new(at),
+            caught_up: Mutex::new(started),
             polls: AtomicU64::new(0),
             last_error: Mutex::new(None),
             deleter,
         }
+    }
+
+    /// Time since the last poll that caught up began.
+    pub fn staleness(&self) -> Duration {
+        self.caught_up.lock().elapsed()
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
     }
 
     pub fn stats(&self) -> ReaderStats {
@@ -136,10 +198,10 @@ pub(crate) struct View {
 pub(crate) enum CatchUp {
     /// The store holds no manifest: no database.
     Empty,
-    /// The writer truncated the journal past a flush newer than the manifest read: read
-    /// it again.
-    Raced,
-    View(View),
+    /// The writer may have truncated the journal past a flush newer than the manifest read:
+    /// read it again (reusing these open tables).
+    Raced(Version),
+    View(Box<View>),
 }
 
 /// Reads the newest manifest version, opens its tables (reusing `current`'s handles) and
@@ -153,6 +215,17 @@ pub(crate) async fn catch_up(
     let Some(loaded) = manifest::load(store.as_ref()).await? else {
         return Ok(CatchUp::Empty);
     };
+    view_of(comps, loaded, current, deleter).await
+}
+
+/// The view of `loaded`: its tables (reusing `current`'s handles) and the journal past them
+/// in a fresh memtable.
+async fn view_of(
+    comps: &Components,
+    loaded: manifest::Loaded,
+    current: Option<&Version>,
+    deleter: &mpsc::UnboundedSender<Deletion>,
+) -> Result<CatchUp> {
     let state = loaded.state;
     let version = open_version(&state, current, comps.storage.as_ref(), deleter).await?;
     let active = MemSlot {
@@ -160,32 +233,37 @@ pub(crate) async fn catch_up(
         max_lsn: AtomicU64::new(state.flushed_lsn),
     };
     let from = state.flushed_lsn + 1;
+    let mut prefix = Prefix::new(state.last_seq);
     let replayed = replay_journal(
         comps.journal.as_ref(),
         from,
         state.last_seq,
         state.last_seq,
         &active,
+        Some(&mut prefix),
     )
     .await?;
-    // The writer truncates its journal only after installing a newer manifest version. If
-    // one appeared while this replayed, objects this replay had still to read may have gone
+    // The writer truncates its journal only after installing a newer flush. If one was
+    // installed while this replayed, objects this replay had still to read may have gone
     // (the replay then ends early, with nothing amiss at its start): read again from it.
-    if moved_on(comps, loaded.version).await? {
-        return Ok(CatchUp::Raced);
+    if flushed_since(comps, loaded.version, state.flushed_lsn, &state.journal).await? {
+        return Ok(CatchUp::Raced(version));
     }
-    Ok(CatchUp::View(View {
+    Ok(CatchUp::View(Box::new(View {
+        last_seq: prefix.advance(),
         position: Position {
             version: loaded.version,
             epoch: state.epoch,
             tables_seq: state.last_seq,
+            flushed_lsn: state.flushed_lsn,
+            journal: state.journal.clone(),
             applied_lsn: replayed.last_lsn.max(state.flushed_lsn),
+            prefix,
         },
-        last_seq: replayed.last_seq,
         state,
         version,
         active,
-    }))
+    })))
 }
 
 /// The follower's loop: a poll every `poll`, until the `Db` closes.
@@ -198,27 +276,25 @@ pub(crate) async fn follow_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver
             _ = tokio::time::sleep(follower.poll) => {}
             _ = shutdown.changed() => return,
         }
-        let started = Instant::now();
-        follower.polls.fetch_add(1, Ordering::Relaxed);
-        match follow_once(&inner, follower).await {
-            Ok(true) => {
-                *follower.caught_up.lock() = started;
-                follower.last_error.lock().take();
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(database = %inner.database, error = %e, "a reader's poll failed; its view stays as it was");
-                *follower.last_error.lock() = Some(e.to_string());
-            }
-        }
+        poll_now(&inner, follower).await;
     }
 }
 
-/// A poll now, outside the loop's schedule (a read failed on this view).
+/// One poll, its outcome recorded for `stats`: the loop's, or one outside its schedule (a
+/// read failed on this view, or found it too old).
 pub(crate) async fn poll_now(inner: &Inner, follower: &Follower) {
     let started = Instant::now();
-    if let Ok(true) = follow_once(inner, follower).await {
-        *follower.caught_up.lock() = started;
+    follower.polls.fetch_add(1, Ordering::Relaxed);
+    match follow_once(inner, follower).await {
+        Ok(true) => {
+            *follower.caught_up.lock() = started;
+            follower.last_error.lock().take();
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(database = %inner.database, error = %e, "a reader's poll failed; its view stays as it was");
+            *follower.last_error.lock() = Some(e.to_string());
+        }
     }
 }
 
@@ -226,64 +302,114 @@ pub(crate) async fn poll_now(inner: &Inner, follower: &Follower) {
 /// raced a flush and must look again.
 async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
     let mut at = follower.state.lock().await;
-    let newest = inner.comps.storage.manifests().list().await?;
+    let store = inner.comps.storage.manifests();
+    let newest = store.list().await?;
     if newest.last().is_some_and(|&n| n != at.version) {
-        // New tables: a fresh memtable holds what the journal has past them. The tables go
-        // in first: until the memtable follows, reads see the old memtable over the new
-        // tables, which hold everything the old one did.
-        let current = inner.version.load_full();
-        let view = match catch_up(&inner.comps, Some(&current), &follower.deleter).await? {
-            CatchUp::View(view) => view,
-            CatchUp::Raced | CatchUp::Empty => return Ok(false),
+        let Some(loaded) = manifest::load(store.as_ref()).await? else {
+            return Ok(false);
         };
-        if view.last_seq < inner.seq.visible() {
-            // Visibility never goes back: a view behind what readers were shown would hide
-            // writes they saw. (The check above keeps this from happening; this keeps it true.)
-            return Ok(false);
-        }
-        let _publishing = follower.publish.write();
-        inner.version.store(Arc::new(view.version));
-        inner.mem.store(Arc::new(MemState {
-            active: Arc::new(view.active),
-            immutables: Vec::new(),
-        }));
-        inner.seq.advance_to(view.last_seq);
-        inner
-            .manifest_version
-            .store(view.position.version, Ordering::Relaxed);
-        follower.epoch.store(view.position.epoch, Ordering::Relaxed);
-        *at = view.position;
-    } else {
-        let from = at.applied_lsn + 1;
-        let mem = inner.mem.load();
-        let replayed = replay_journal(
-            inner.comps.journal.as_ref(),
-            from,
-            at.tables_seq,
-            inner.seq.visible(),
-            &mem.active,
-        )
-        .await?;
-        if replayed.first_lsn.is_some_and(|l| l > from)
-            && moved_on(&inner.comps, at.version).await?
+        let current = inner.version.load_full();
+        if loaded.state.flushed_lsn == at.flushed_lsn
+            && loaded.state.journal == at.journal
+            && same_tables(&loaded.state, &current)
         {
-            // Records this reader had not read were truncated: a flush it has not seen
-            // holds them. What this replay applied stays invisible (visibility did not
-            // move), and the next poll replaces this memtable.
-            return Ok(false);
+            // Ids reserved, a lease renewed: the tables and the journal's start stand, so
+            // the memtable does too. Follow the tail below.
+            at.version = loaded.version;
+            at.epoch = loaded.state.epoch;
+            inner
+                .manifest_version
+                .store(loaded.version, Ordering::Relaxed);
+            follower.epoch.store(at.epoch, Ordering::Relaxed);
+        } else {
+            // New tables: a fresh memtable holds what the journal has past them.
+            let view =
+                match view_of(&inner.comps, loaded, Some(&current), &follower.deleter).await? {
+                    CatchUp::View(view) => view,
+                    CatchUp::Raced(_) | CatchUp::Empty => return Ok(false),
+                };
+            if view.last_seq < inner.seq.visible() {
+                // Visibility never goes back: a view behind what readers were shown would
+                // hide writes they saw.
+                return Ok(false);
+            }
+            let _publishing = follower.publish.write();
+            inner.version.store(Arc::new(view.version));
+            inner.mem.store(Arc::new(MemState {
+                active: Arc::new(view.active),
+                immutables: Vec::new(),
+            }));
+            inner.seq.advance_to(view.last_seq);
+            inner
+                .manifest_version
+                .store(view.position.version, Ordering::Relaxed);
+            follower.epoch.store(view.position.epoch, Ordering::Relaxed);
+            *at = view.position;
+            follower
+                .applied_lsn
+                .store(at.applied_lsn, Ordering::Relaxed);
+            return Ok(true);
         }
-        let _publishing = follower.publish.write();
-        inner.seq.advance_to(replayed.last_seq);
-        at.applied_lsn = at.applied_lsn.max(replayed.last_lsn);
     }
+    let from = at.applied_lsn + 1;
+    let mem = inner.mem.load();
+    // Worked on a copy: a replay that fails midway leaves the prefix as it was, and the
+    // next poll reads the same records again.
+    let mut prefix = at.prefix.clone();
+    let replayed = replay_journal(
+        inner.comps.journal.as_ref(),
+        from,
+        at.tables_seq,
+        inner.seq.visible(),
+        &mem.active,
+        Some(&mut prefix),
+    )
+    .await?;
+    if replayed.first_lsn.is_some_and(|l| l > from)
+        && flushed_since(&inner.comps, at.version, at.flushed_lsn, &at.journal).await?
+    {
+        // Records this reader had not read were truncated: a flush it has not seen
+        // holds them. What this replay applied stays invisible (nothing more is shown),
+        // and the next poll replaces this memtable.
+        return Ok(false);
+    }
+    let shown = prefix.advance();
+    let _publishing = follower.publish.write();
+    // Applied above what was shown, never below: a snapshot taken earlier reads the same.
+    inner.seq.advance_to(shown);
+    at.prefix = prefix;
+    at.applied_lsn = at.applied_lsn.max(replayed.last_lsn);
     follower
         .applied_lsn
         .store(at.applied_lsn, Ordering::Relaxed);
     Ok(true)
 }
 
-/// Whether the manifest has a version newer than `version`.
-async fn moved_on(comps: &Components, version: ManifestVersion) -> Result<bool> {
-    let newest = comps.storage.manifests().list().await?;
-    Ok(newest.last().is_some_and(|&n| n > version))
+/// Whether the tables of `state` are the ones `version` holds, level by level.
+fn same_tables(state: &Manifest, version: &Version) -> bool {
+    state.levels.len() == version.levels.len()
+        && state
+            .levels
+            .iter()
+            .zip(&version.levels)
+            .all(|(m, v)| m.iter().map(|t| t.id).eq(v.iter().map(|h| h.meta.id)))
+}
+
+/// Whether a version newer than `version` records a flush past `flushed_lsn` in `journal`:
+/// only then may the writer have truncated records a replay had still to read.
+async fn flushed_since(
+    comps: &Components,
+    version: ManifestVersion,
+    flushed_lsn: Lsn,
+    journal: &str,
+) -> Result<bool> {
+    let store = comps.storage.manifests();
+    let newest = store.list().await?;
+    if newest.last().is_none_or(|&n| n <= version) {
+        return Ok(false);
+    }
+    Ok(match manifest::load(store.as_ref()).await? {
+        Some(l) => l.state.flushed_lsn != flushed_lsn || l.state.journal != journal,
+        None => true,
+    })
 }

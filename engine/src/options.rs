@@ -17,6 +17,10 @@ pub struct EngineOptions {
     pub background_threads: usize,
     /// A reader (`Db::open_reader`) polls its writer's manifest and journal this often.
     pub reader_poll_ms: u64,
+    /// A reader whose polls have not caught up for this long refuses reads (naming how far
+    /// behind it is and why) instead of answering from an ever older view; a router then
+    /// sends them to the writer.
+    pub reader_max_staleness_ms: u64,
     /// A table compacted away is deleted this long after the writer stops reading it, so
     /// replicas still reading the version they last saw can finish (0: at once).
     pub table_grace_ms: u64,
@@ -41,6 +45,7 @@ impl Default for EngineOptions {
             l0_stop_writes: 20,
             background_threads: 2,
             reader_poll_ms: 100,
+            reader_max_staleness_ms: 5_000,
             table_grace_ms: 30_000,
             lease_ms: 10_000,
             compaction: PickerOptions::default(),

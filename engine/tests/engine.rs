@@ -398,10 +398,11 @@ async fn import_orders_against_writes_before_during_and_after() {
     db.close().await.unwrap();
 }
 
-/// A journal whose appends hang while `hang` is set: a write the caller abandons midway.
+/// A journal whose appends wait while `hang` is set, until `released`.
 struct HangingJournal {
     inner: Arc<dyn cairn_journal::Journal>,
     hang: std::sync::atomic::AtomicBool,
+    released: tokio::sync::Notify,
 }
 
 #[async_trait::async_trait]
@@ -417,7 +418,7 @@ impl cairn_journal::Journal for HangingJournal {
     }
     async fn append(&self, epoch: u64, record: Bytes) -> cairn_common::Result<u64> {
         if self.hang.load(Ordering::Acquire) {
-            std::future::pending::<()>().await;
+            self.released.notified().await;
         }
         self.inner.append(epoch, record).await
     }
@@ -437,31 +438,46 @@ impl cairn_journal::Journal for HangingJournal {
     }
 }
 
-/// A write dropped while its append waits (a caller's timeout, a router cancelling) must not
-/// hold visibility back: later writes are seen at once.
+/// A write dropped while its append waits (a caller's timeout, a router cancelling) runs to
+/// its end all the same: its append may land, and what the journal holds (and a replica
+/// shows) must be what the writer shows. Later writes are seen once it is applied, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_abandoned_midway_does_not_stop_later_writes_from_being_seen() {
+async fn a_write_abandoned_midway_still_completes_before_later_writes_are_seen() {
     let h = Harness::new(JournalKind::Memory, MemtableOptions::default());
     let journal = Arc::new(HangingJournal {
         inner: h.memory_journal.clone(),
         hang: std::sync::atomic::AtomicBool::new(false),
+        released: tokio::sync::Notify::new(),
     });
     let mut comps = h.components(h.storage());
     comps.journal = journal.clone();
-    let db = Db::open(h.path(), h.opts.clone(), comps).await.unwrap();
+    let db = Arc::new(Db::open(h.path(), h.opts.clone(), comps).await.unwrap());
     db.put("before", "1").await.unwrap();
     journal.hang.store(true, Ordering::Release);
-    let abandoned =
-        tokio::time::timeout(std::time::Duration::from_millis(50), db.put("lost", "x")).await;
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::from_millis(50),
+        db.put("abandoned", "x"),
+    )
+    .await;
     assert!(
         abandoned.is_err(),
-        "the append hangs, so the write times out"
+        "the append waits, so the caller gives up"
     );
     journal.hang.store(false, Ordering::Release);
-    db.put("after", "2").await.unwrap();
+    let after = tokio::spawn({
+        let db = db.clone();
+        async move { db.put("after", "2").await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(
+        !after.is_finished(),
+        "a later write is shown only after the earlier one"
+    );
+    journal.released.notify_one();
+    after.await.unwrap().unwrap();
     assert_eq!(db.get(b"after").await.unwrap().unwrap(), "2");
+    assert_eq!(db.get(b"abandoned").await.unwrap().unwrap(), "x");
     assert_eq!(db.get(b"before").await.unwrap().unwrap(), "1");
-    assert_eq!(db.get(b"lost").await.unwrap(), None);
     db.close().await.unwrap();
 }
 

@@ -179,16 +179,19 @@ impl cairn_journal::Journal for PausingReplay {
 
 /// A reader catching up with a new manifest version whose replay of the journal loses its
 /// tail to the writer's truncation (a flush installed meanwhile) must not publish that view:
-/// writes it had shown would vanish. Seen in the serverless model test as a snapshot missing
-/// a batch it claimed to hold.
+/// it would lack writes acknowledged before the poll began, while claiming to be caught up
+/// (seen in the serverless model test as a snapshot missing a batch it claimed to hold).
+/// Here the replay stops after "d", the writer flushes "d" and "e" and truncates, and the
+/// view would show "d" without "e".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_cut_short_by_a_truncation_is_not_published() {
-    let h = Harness::new(JournalKind::Memory, MemtableOptions::default());
+    let mut h = Harness::new(JournalKind::Memory, MemtableOptions::default());
+    // Slow polls, so the steps below fall between two of them.
+    h.opts.reader_poll_ms = 300;
     let writer = h.open().await;
     writer.put("a", "1").await.unwrap();
     writer.flush().await.unwrap();
     writer.put("b", "2").await.unwrap();
-    writer.put("c", "3").await.unwrap();
 
     let journal = std::sync::Arc::new(PausingReplay {
         inner: h.memory_journal.clone(),
@@ -201,40 +204,36 @@ async fn a_replay_cut_short_by_a_truncation_is_not_published() {
     let reader = cairn_engine::Db::open_reader(h.path().join("reader"), h.opts.clone(), comps)
         .await
         .unwrap();
-    assert_eq!(reader.get(b"c").await.unwrap().as_deref(), Some(&b"3"[..]));
+    assert_eq!(reader.get(b"b").await.unwrap().as_deref(), Some(&b"2"[..]));
 
-    // A take-over bumps the manifest without flushing: the reader's next poll replays the
-    // journal past the old flush, and stops after "b".
+    // Right after a poll: a flush (new tables, so the next poll reads the manifest and
+    // replays the journal past it), then two writes, both acknowledged before that poll.
+    let polls = reader.stats().reader.unwrap().polls;
+    while reader.stats().reader.unwrap().polls == polls {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    writer.flush().await.unwrap();
+    writer.put("d", "4").await.unwrap();
+    writer.put("e", "5").await.unwrap();
     journal
         .armed
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    writer.close_without_flush().await.unwrap();
-    let writer = h.take_over().await;
     journal.paused.notified().await;
-    // Meanwhile the new writer flushes "b" and "c" and truncates the journal under them.
+    // Meanwhile the writer flushes "d" and "e" and truncates the journal under them.
     writer.flush().await.unwrap();
     journal.resume.notify_one();
-    let mut epoch = 0;
-    for _ in 0..500 {
-        epoch = reader.stats().epoch;
-        if epoch == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(
-        epoch, 2,
-        "the reader reports the epoch of the writer it follows now"
-    );
 
-    for _ in 0..200 {
-        assert_eq!(
-            reader.get(b"c").await.unwrap().as_deref(),
-            Some(&b"3"[..]),
-            "a write the reader showed must not vanish"
+    for _ in 0..400 {
+        let snap = reader.snapshot();
+        let d = reader.get_at(b"d", &snap).await.unwrap();
+        let e = reader.get_at(b"e", &snap).await.unwrap();
+        assert!(
+            d.is_none() || e.is_some(),
+            "a view that shows d lacks e, acknowledged before its poll began"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    eventually(&reader, "e", Some("5")).await;
     reader.close().await.unwrap();
     writer.close().await.unwrap();
 }
@@ -278,6 +277,135 @@ async fn a_snapshots_tables_outlive_a_compaction_and_a_take_over() {
     assert_eq!(seen.len(), 300);
     assert!(seen.iter().all(|(_, v)| v.starts_with(b"2-")));
     drop(snapshot);
+    reader.close().await.unwrap();
+    writer.close().await.unwrap();
+}
+
+/// A journal whose appends of a record holding `hold` wait until released: the writer's
+/// batch numbered first lands last.
+struct HoldOne {
+    inner: std::sync::Arc<dyn cairn_journal::Journal>,
+    release: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl cairn_journal::Journal for HoldOne {
+    fn reach(&self) -> cairn_journal::Reach {
+        self.inner.reach()
+    }
+    async fn claim(
+        &self,
+        claim: &cairn_journal::JournalClaim,
+    ) -> cairn_common::Result<cairn_journal::Claimed> {
+        self.inner.claim(claim).await
+    }
+    async fn append(&self, epoch: u64, record: Bytes) -> cairn_common::Result<u64> {
+        if record.windows(4).any(|w| w == b"hold") {
+            let _ = self.release.acquire().await;
+        }
+        self.inner.append(epoch, record).await
+    }
+    async fn replay(
+        &self,
+        from: u64,
+    ) -> cairn_common::Result<
+        cairn_common::BoxStream<cairn_common::Result<cairn_journal::JournalRecord>>,
+    > {
+        self.inner.replay(from).await
+    }
+    async fn truncate(&self, upto: u64) -> cairn_common::Result<()> {
+        self.inner.truncate(upto).await
+    }
+    async fn close(&self) -> cairn_common::Result<()> {
+        self.inner.close().await
+    }
+}
+
+/// The writer numbers batch A before batch B, but B reaches the journal first. The writer
+/// shows neither until both are applied; a replica must not show B without A, and a
+/// snapshot it gave out must read the same after A lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_shows_no_batch_before_an_earlier_one() {
+    let h = Harness::new(JournalKind::Memory, MemtableOptions::default());
+    let journal = std::sync::Arc::new(HoldOne {
+        inner: h.memory_journal.clone(),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    let mut comps = h.components(h.storage());
+    comps.journal = journal.clone();
+    let writer = std::sync::Arc::new(
+        cairn_engine::Db::open(h.path(), h.opts.clone(), comps)
+            .await
+            .unwrap(),
+    );
+    writer.put("before", "0").await.unwrap();
+    let reader = h.open_reader("reader").await;
+    eventually(&reader, "before", Some("0")).await;
+
+    let a = tokio::spawn({
+        let w = writer.clone();
+        async move { w.put("hold", "a").await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let b = tokio::spawn({
+        let w = writer.clone();
+        async move { w.put("b", "b").await }
+    });
+    // B is in the journal; the reader polls every few milliseconds.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!b.is_finished(), "the writer shows B only after A");
+    assert_eq!(reader.get(b"b").await.unwrap(), None, "B without A");
+    let snap = reader.snapshot();
+
+    journal.release.add_permits(1);
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    eventually(&reader, "b", Some("b")).await;
+    assert_eq!(
+        reader.get(b"hold").await.unwrap().as_deref(),
+        Some(&b"a"[..])
+    );
+    assert_eq!(
+        reader.get_at(b"hold", &snap).await.unwrap(),
+        None,
+        "a snapshot reads the same after it was taken"
+    );
+    reader.close().await.unwrap();
+    writer.close().await.unwrap();
+}
+
+/// A reader whose polls fail keeps its last view only up to `reader_max_staleness_ms`; then
+/// its reads are refused, naming how far behind it is and why, and they are served again
+/// once it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_cannot_follow_refuses_reads_past_its_staleness_bound() {
+    let mut h = Harness::new(JournalKind::Memory, MemtableOptions::default());
+    h.opts.reader_max_staleness_ms = 200;
+    let writer = h.open().await;
+    writer.put("a", "1").await.unwrap();
+    let storage = cairn_filestore::FaultyStorage::new(h.storage());
+    let reader = cairn_engine::Db::open_reader(
+        h.path().join("reader"),
+        h.opts.clone(),
+        h.components(storage.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reader.get(b"a").await.unwrap().as_deref(), Some(&b"1"[..]));
+
+    storage.set_manifest_outage(true);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let e = reader.get(b"a").await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("behind") && text.contains("injected outage"),
+        "{text}"
+    );
+    assert!(reader.scan(KeyRange::all()).await.is_err());
+
+    storage.set_manifest_outage(false);
+    writer.put("b", "2").await.unwrap();
+    eventually(&reader, "b", Some("2")).await;
     reader.close().await.unwrap();
     writer.close().await.unwrap();
 }

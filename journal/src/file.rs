@@ -125,10 +125,18 @@ impl FileJournal {
                     e.to_string(),
                 )
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Held {
-                journal: crate::new_journal_id(),
-                claim: None,
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Kept from the first open, not the first claim: a writer names this journal
+                // in its lease before it claims it, and must find the same name on restart.
+                let held = Held {
+                    journal: crate::new_journal_id(),
+                    claim: None,
+                };
+                let data = serde_json::to_vec(&held)
+                    .map_err(|e| Error::component(format!("journal {}", dir.display()), e))?;
+                cairn_common::durable::replace_file(&claim_path, &data)?;
+                held
+            }
             Err(e) => return Err(Error::io(claim_path, e)),
         };
         let segments = Arc::new(Mutex::new(segments));

@@ -161,6 +161,7 @@ async fn one_segment(dir: &std::path::Path, n: u32) -> std::path::PathBuf {
     let mut segs: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
         .collect();
     assert_eq!(segs.len(), 1);
     segs.pop().unwrap()

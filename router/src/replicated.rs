@@ -3,7 +3,9 @@
 //! and aggregates take turns over the shard and its replicas, and a replica that fails a read
 //! hands it to the shard. A replica answers at its own snapshot, which may be a poll behind
 //! the shard: reads spread this way see every write acknowledged before about a poll
-//! interval ago, not necessarily the caller's last one.
+//! interval ago, not necessarily the caller's last one. A replica that cannot follow (its
+//! polls fail) refuses reads once it is `engine.reader_max_staleness_ms` behind, so they
+//! go to the shard rather than to an ever older view.
 
 use crate::shard::{ImportStream, PairStream, Shard};
 use async_trait::async_trait;

@@ -357,6 +357,9 @@ impl ManifestLog {
                     if let Some(h) = &holder {
                         h.clock.renewed(started);
                     }
+                    // The epoch bump is a manifest write too: a crash right after it (before
+                    // the journal is claimed) is the first pass of this crash point.
+                    fail::fail_point!("manifest-after-write");
                     if is_checkpoint(version) {
                         collect_garbage(store.clone(), version);
                     }

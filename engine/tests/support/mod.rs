@@ -26,6 +26,7 @@ pub fn tiny_options() -> EngineOptions {
         l0_stop_writes: 12,
         background_threads: 1,
         reader_poll_ms: 5,
+        reader_max_staleness_ms: 5_000,
         table_grace_ms: 0,
         lease_ms: 1_000,
         compaction: PickerOptions {
