@@ -409,3 +409,70 @@ async fn a_reader_that_cannot_follow_refuses_reads_past_its_staleness_bound() {
     reader.close().await.unwrap();
     writer.close().await.unwrap();
 }
+
+/// A journal whose replays start late: a reader's catch-up spans several manifest versions.
+struct SlowReplay {
+    inner: std::sync::Arc<dyn cairn_journal::Journal>,
+}
+
+#[async_trait::async_trait]
+impl cairn_journal::Journal for SlowReplay {
+    fn reach(&self) -> cairn_journal::Reach {
+        self.inner.reach()
+    }
+    async fn claim(
+        &self,
+        claim: &cairn_journal::JournalClaim,
+    ) -> cairn_common::Result<cairn_journal::Claimed> {
+        self.inner.claim(claim).await
+    }
+    async fn append(&self, epoch: u64, record: Bytes) -> cairn_common::Result<u64> {
+        self.inner.append(epoch, record).await
+    }
+    async fn replay(
+        &self,
+        from: u64,
+    ) -> cairn_common::Result<
+        cairn_common::BoxStream<cairn_common::Result<cairn_journal::JournalRecord>>,
+    > {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        self.inner.replay(from).await
+    }
+    async fn truncate(&self, upto: u64) -> cairn_common::Result<()> {
+        self.inner.truncate(upto).await
+    }
+    async fn close(&self) -> cairn_common::Result<()> {
+        self.inner.close().await
+    }
+}
+
+/// A writer that writes a manifest version during every catch-up of a reader's (here a
+/// lease renewed every few milliseconds, which changes no table) must not keep the reader
+/// from opening: only a newer flush can have truncated what a replay had to read. Before,
+/// every newer version counted as a race, retried at once and for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_opens_beside_a_writer_that_renews_its_lease_constantly() {
+    let mut h = Harness::new(JournalKind::Memory, MemtableOptions::default());
+    h.opts.lease_ms = 8;
+    let writer = h.open().await;
+    writer.flush().await.unwrap();
+    let mut comps = h.components(h.storage());
+    comps.journal = std::sync::Arc::new(SlowReplay {
+        inner: h.memory_journal.clone(),
+    });
+    let reader = tokio::time::timeout(
+        Duration::from_secs(20),
+        cairn_engine::Db::open_reader(h.path().join("reader"), h.opts.clone(), comps),
+    )
+    .await
+    .expect("the reader opened")
+    .unwrap();
+    let before = reader.stats().manifest_version;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        reader.stats().manifest_version > before,
+        "it follows the renewals"
+    );
+    reader.close().await.unwrap();
+    writer.close().await.unwrap();
+}
