@@ -398,62 +398,18 @@ async fn import_orders_against_writes_before_during_and_after() {
     db.close().await.unwrap();
 }
 
-/// A journal whose appends wait while `hang` is set, until `released`.
-struct HangingJournal {
-    inner: Arc<dyn cairn_journal::Journal>,
-    hang: std::sync::atomic::AtomicBool,
-    released: tokio::sync::Notify,
-}
-
-#[async_trait::async_trait]
-impl cairn_journal::Journal for HangingJournal {
-    fn reach(&self) -> cairn_journal::Reach {
-        self.inner.reach()
-    }
-    async fn claim(
-        &self,
-        claim: &cairn_journal::JournalClaim,
-    ) -> cairn_common::Result<cairn_journal::Claimed> {
-        self.inner.claim(claim).await
-    }
-    async fn append(&self, epoch: u64, record: Bytes) -> cairn_common::Result<u64> {
-        if self.hang.load(Ordering::Acquire) {
-            self.released.notified().await;
-        }
-        self.inner.append(epoch, record).await
-    }
-    async fn replay(
-        &self,
-        from: u64,
-    ) -> cairn_common::Result<
-        cairn_common::BoxStream<cairn_common::Result<cairn_journal::JournalRecord>>,
-    > {
-        self.inner.replay(from).await
-    }
-    async fn truncate(&self, upto: u64) -> cairn_common::Result<()> {
-        self.inner.truncate(upto).await
-    }
-    async fn close(&self) -> cairn_common::Result<()> {
-        self.inner.close().await
-    }
-}
-
 /// A write dropped while its append waits (a caller's timeout, a router cancelling) runs to
 /// its end all the same: its append may land, and what the journal holds (and a replica
 /// shows) must be what the writer shows. Later writes are seen once it is applied, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_abandoned_midway_still_completes_before_later_writes_are_seen() {
     let h = Harness::new(JournalKind::Memory, MemtableOptions::default());
-    let journal = Arc::new(HangingJournal {
-        inner: h.memory_journal.clone(),
-        hang: std::sync::atomic::AtomicBool::new(false),
-        released: tokio::sync::Notify::new(),
-    });
+    let journal = cairn_journal::FaultyJournal::new(h.memory_journal.clone());
     let mut comps = h.components(h.storage());
     comps.journal = journal.clone();
     let db = Arc::new(Db::open(h.path(), h.opts.clone(), comps).await.unwrap());
     db.put("before", "1").await.unwrap();
-    journal.hang.store(true, Ordering::Release);
+    journal.hold_next_append();
     let abandoned = tokio::time::timeout(
         std::time::Duration::from_millis(50),
         db.put("abandoned", "x"),
@@ -463,7 +419,6 @@ async fn a_write_abandoned_midway_still_completes_before_later_writes_are_seen()
         abandoned.is_err(),
         "the append waits, so the caller gives up"
     );
-    journal.hang.store(false, Ordering::Release);
     let after = tokio::spawn({
         let db = db.clone();
         async move { db.put("after", "2").await }
@@ -473,7 +428,7 @@ async fn a_write_abandoned_midway_still_completes_before_later_writes_are_seen()
         !after.is_finished(),
         "a later write is shown only after the earlier one"
     );
-    journal.released.notify_one();
+    journal.release();
     after.await.unwrap().unwrap();
     assert_eq!(db.get(b"after").await.unwrap().unwrap(), "2");
     assert_eq!(db.get(b"abandoned").await.unwrap().unwrap(), "x");

@@ -16,7 +16,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const LEASE: Duration = Duration::from_millis(600);
+/// Long enough that a reopen that does not wait is far below it on a loaded machine.
+const LEASE: Duration = Duration::from_millis(2_000);
 
 fn options() -> EngineOptions {
     EngineOptions {
@@ -59,27 +60,24 @@ async fn a_live_writer_is_not_taken_over_and_a_closed_one_lets_go() {
     a.put("k1", "v1").await.unwrap();
 
     let (b_dir, b_comps) = node(root.path(), "b", store.clone());
-    let started = Instant::now();
     let e = match Db::open(&b_dir, options(), b_comps).await {
         Ok(_) => panic!("B took over a live writer"),
         Err(e) => e,
     };
     assert!(matches!(e, Error::Held(_)), "{e}");
     assert!(e.to_string().contains("alive"), "{e}");
-    assert!(started.elapsed() < LEASE * 3, "refused once A renewed");
 
     a.put("k2", "v2").await.unwrap();
     a.close().await.unwrap();
     drop(a);
+    let newest = cairn_engine::manifest::load(store.manifests().as_ref())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(newest.lease, None, "a closed writer let go of its lease");
 
     let (b_dir, b_comps) = node(root.path(), "b", store.clone());
-    let started = Instant::now();
     let b = Db::open(&b_dir, options(), b_comps).await.unwrap();
-    assert!(
-        started.elapsed() < LEASE,
-        "a closed writer let go of its lease: {:?}",
-        started.elapsed()
-    );
     assert_eq!(b.get(b"k1").await.unwrap(), Some(Bytes::from("v1")));
     assert_eq!(b.get(b"k2").await.unwrap(), Some(Bytes::from("v2")));
     b.close().await.unwrap();

@@ -186,8 +186,9 @@ impl cairn_journal::Journal for PausingReplay {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_cut_short_by_a_truncation_is_not_published() {
     let mut h = Harness::new(JournalKind::Memory, MemtableOptions::default());
-    // Slow polls, so the steps below fall between two of them.
-    h.opts.reader_poll_ms = 300;
+    // Slow polls, so the steps below fall between two of them even on a loaded machine (a
+    // poll between "d" and "e" would rightly show "d" alone).
+    h.opts.reader_poll_ms = 2_000;
     let writer = h.open().await;
     writer.put("a", "1").await.unwrap();
     writer.flush().await.unwrap();
@@ -281,56 +282,13 @@ async fn a_snapshots_tables_outlive_a_compaction_and_a_take_over() {
     writer.close().await.unwrap();
 }
 
-/// A journal whose appends of a record holding `hold` wait until released: the writer's
-/// batch numbered first lands last.
-struct HoldOne {
-    inner: std::sync::Arc<dyn cairn_journal::Journal>,
-    release: tokio::sync::Semaphore,
-}
-
-#[async_trait::async_trait]
-impl cairn_journal::Journal for HoldOne {
-    fn reach(&self) -> cairn_journal::Reach {
-        self.inner.reach()
-    }
-    async fn claim(
-        &self,
-        claim: &cairn_journal::JournalClaim,
-    ) -> cairn_common::Result<cairn_journal::Claimed> {
-        self.inner.claim(claim).await
-    }
-    async fn append(&self, epoch: u64, record: Bytes) -> cairn_common::Result<u64> {
-        if record.windows(4).any(|w| w == b"hold") {
-            let _ = self.release.acquire().await;
-        }
-        self.inner.append(epoch, record).await
-    }
-    async fn replay(
-        &self,
-        from: u64,
-    ) -> cairn_common::Result<
-        cairn_common::BoxStream<cairn_common::Result<cairn_journal::JournalRecord>>,
-    > {
-        self.inner.replay(from).await
-    }
-    async fn truncate(&self, upto: u64) -> cairn_common::Result<()> {
-        self.inner.truncate(upto).await
-    }
-    async fn close(&self) -> cairn_common::Result<()> {
-        self.inner.close().await
-    }
-}
-
 /// The writer numbers batch A before batch B, but B reaches the journal first. The writer
 /// shows neither until both are applied; a replica must not show B without A, and a
 /// snapshot it gave out must read the same after A lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_shows_no_batch_before_an_earlier_one() {
     let h = Harness::new(JournalKind::Memory, MemtableOptions::default());
-    let journal = std::sync::Arc::new(HoldOne {
-        inner: h.memory_journal.clone(),
-        release: tokio::sync::Semaphore::new(0),
-    });
+    let journal = cairn_journal::FaultyJournal::new(h.memory_journal.clone());
     let mut comps = h.components(h.storage());
     comps.journal = journal.clone();
     let writer = std::sync::Arc::new(
@@ -342,6 +300,7 @@ async fn a_replica_shows_no_batch_before_an_earlier_one() {
     let reader = h.open_reader("reader").await;
     eventually(&reader, "before", Some("0")).await;
 
+    journal.hold_next_append();
     let a = tokio::spawn({
         let w = writer.clone();
         async move { w.put("hold", "a").await }
@@ -357,7 +316,7 @@ async fn a_replica_shows_no_batch_before_an_earlier_one() {
     assert_eq!(reader.get(b"b").await.unwrap(), None, "B without A");
     let snap = reader.snapshot();
 
-    journal.release.add_permits(1);
+    journal.release();
     a.await.unwrap().unwrap();
     b.await.unwrap().unwrap();
     eventually(&reader, "b", Some("b")).await;
@@ -410,42 +369,6 @@ async fn a_reader_that_cannot_follow_refuses_reads_past_its_staleness_bound() {
     writer.close().await.unwrap();
 }
 
-/// A journal whose replays start late: a reader's catch-up spans several manifest versions.
-struct SlowReplay {
-    inner: std::sync::Arc<dyn cairn_journal::Journal>,
-}
-
-#[async_trait::async_trait]
-impl cairn_journal::Journal for SlowReplay {
-    fn reach(&self) -> cairn_journal::Reach {
-        self.inner.reach()
-    }
-    async fn claim(
-        &self,
-        claim: &cairn_journal::JournalClaim,
-    ) -> cairn_common::Result<cairn_journal::Claimed> {
-        self.inner.claim(claim).await
-    }
-    async fn append(&self, epoch: u64, record: Bytes) -> cairn_common::Result<u64> {
-        self.inner.append(epoch, record).await
-    }
-    async fn replay(
-        &self,
-        from: u64,
-    ) -> cairn_common::Result<
-        cairn_common::BoxStream<cairn_common::Result<cairn_journal::JournalRecord>>,
-    > {
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        self.inner.replay(from).await
-    }
-    async fn truncate(&self, upto: u64) -> cairn_common::Result<()> {
-        self.inner.truncate(upto).await
-    }
-    async fn close(&self) -> cairn_common::Result<()> {
-        self.inner.close().await
-    }
-}
-
 /// A writer that writes a manifest version during every catch-up of a reader's (here a
 /// lease renewed every few milliseconds, which changes no table) must not keep the reader
 /// from opening: only a newer flush can have truncated what a replay had to read. Before,
@@ -457,9 +380,9 @@ async fn a_reader_opens_beside_a_writer_that_renews_its_lease_constantly() {
     let writer = h.open().await;
     writer.flush().await.unwrap();
     let mut comps = h.components(h.storage());
-    comps.journal = std::sync::Arc::new(SlowReplay {
-        inner: h.memory_journal.clone(),
-    });
+    let journal = cairn_journal::FaultyJournal::new(h.memory_journal.clone());
+    journal.set_replay_delay(Duration::from_millis(30));
+    comps.journal = journal;
     let reader = tokio::time::timeout(
         Duration::from_secs(20),
         cairn_engine::Db::open_reader(h.path().join("reader"), h.opts.clone(), comps),

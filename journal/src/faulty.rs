@@ -1,20 +1,24 @@
-//! `FaultyJournal`: a journal decorator that injects failures and delays into appends, for
-//! chaos tests of the engine and of a user's deployment. A delayed append behaves like one on
-//! the wire to a journal server: it lands after the delay even if its caller has gone away.
+//! `FaultyJournal`: a journal decorator that injects failures and delays into appends and
+//! replays, and holds an append back until released, for chaos tests of the engine and of a
+//! user's deployment. A delayed append behaves like one on the wire to a journal server: it
+//! lands after the delay even if its caller has gone away.
 
 use crate::{Claimed, Journal, JournalClaim, JournalRecord};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{BoxStream, Error, Lsn, Result};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub struct FaultyJournal {
     inner: Arc<dyn Journal>,
     fail_next: AtomicUsize,
     delay_micros: AtomicU64,
+    replay_delay_micros: AtomicU64,
     appends: AtomicU64,
+    hold_next: AtomicBool,
+    released: tokio::sync::Semaphore,
 }
 
 impl FaultyJournal {
@@ -23,8 +27,28 @@ impl FaultyJournal {
             inner,
             fail_next: AtomicUsize::new(0),
             delay_micros: AtomicU64::new(0),
+            replay_delay_micros: AtomicU64::new(0),
             appends: AtomicU64::new(0),
+            hold_next: AtomicBool::new(false),
+            released: tokio::sync::Semaphore::new(0),
         })
+    }
+
+    /// Holds the next append back until `release`: a write that reaches the journal after
+    /// writes begun later than it.
+    pub fn hold_next_append(&self) {
+        self.hold_next.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets one held append go on.
+    pub fn release(&self) {
+        self.released.add_permits(1);
+    }
+
+    /// Makes every replay start `d` late (a slow store to list and read).
+    pub fn set_replay_delay(&self, d: Duration) {
+        self.replay_delay_micros
+            .store(d.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Fails the next `n` appends (as a journal with a full or failing disk would).
@@ -63,6 +87,11 @@ impl Journal for FaultyJournal {
         if failing {
             return Err(Error::component("faulty journal", "injected failure"));
         }
+        if self.hold_next.swap(false, Ordering::SeqCst) {
+            let held = self.released.acquire().await;
+            held.map_err(|e| Error::component("faulty journal", e))?
+                .forget();
+        }
         let delay = Duration::from_micros(self.delay_micros.load(Ordering::Relaxed));
         if delay.is_zero() {
             return self.inner.append(epoch, record).await;
@@ -78,6 +107,10 @@ impl Journal for FaultyJournal {
     }
 
     async fn replay(&self, from: Lsn) -> Result<BoxStream<Result<JournalRecord>>> {
+        let delay = Duration::from_micros(self.replay_delay_micros.load(Ordering::Relaxed));
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         self.inner.replay(from).await
     }
 
