@@ -5,7 +5,7 @@ use crate::follow::CatchUp;
 use crate::import::Import;
 use crate::lease::LeaseClock;
 use crate::legacy_manifest::LegacyManifest;
-use crate::manifest::{Holder, Lease, Manifest, ManifestLog, VersionEdit};
+use crate::manifest::{Holder, Manifest, ManifestLog, VersionEdit};
 use crate::options::EngineOptions;
 use crate::scan::DbIter;
 use crate::seq::SeqTracker;
@@ -20,7 +20,7 @@ use cairn_common::{
 };
 use cairn_compaction::{Compactor, LeveledPicker};
 use cairn_filestore::Storage;
-use cairn_journal::{Journal, JournalClaim, Reach};
+use cairn_journal::{Journal, JournalClaim};
 use cairn_memtable::{Memtable, MemtableFactory};
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -136,18 +136,7 @@ impl Db {
         let lock_file = lock_dir(&dir)?;
 
         let levels = opts.compaction.levels.max(2);
-        let holder = match comps.journal.reach() {
-            Reach::Node { id } if opts.lease_ms > 0 => Some(Holder {
-                lease: Lease {
-                    ms: opts.lease_ms,
-                    journal: id,
-                },
-                clock: Arc::new(LeaseClock::new(std::time::Duration::from_millis(
-                    opts.lease_ms,
-                ))),
-            }),
-            _ => None,
-        };
+        let holder = crate::lease::holder(comps.journal.as_ref(), opts.lease_ms);
         let lease = holder.as_ref().map(|h| h.clock.clone());
         let mut log = open_manifest(&dir, levels, comps.storage.as_ref(), holder).await?;
         let claimed = comps

@@ -413,3 +413,22 @@ async fn flushed_since(
         None => true,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Prefix;
+
+    #[test]
+    fn a_prefix_waits_for_gaps_and_jumps_to_marks() {
+        let mut p = Prefix::new(9);
+        p.applied(11, 11, 9); // 11 landed before 10
+        assert_eq!(p.advance(), 9, "10 is missing");
+        p.applied(10, 10, 9);
+        assert_eq!(p.advance(), 11);
+        p.applied(14, 15, 11); // 12-13 failed and never landed
+        assert_eq!(p.advance(), 11);
+        p.applied(16, 16, 15); // the writer had shown up to 15: 12-13 are gone
+        assert_eq!(p.advance(), 16);
+        assert_eq!(p.shown(), 16);
+    }
+}

@@ -12,8 +12,11 @@
 //! against 1.1 margin covers that with room), and a process is not paused between its
 //! lease check and its answer for longer than the margin, 10% of the lease.
 
+use crate::manifest::{Holder, Lease};
 use cairn_common::{Error, Result};
+use cairn_journal::{Journal, Reach};
 use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,6 +24,21 @@ use std::time::{Duration, Instant};
 pub const TRUST: f64 = 0.9;
 /// The share of the lease a new writer waits without seeing a renewal.
 pub const WAIT: f64 = 1.1;
+
+/// The lease a writer on `journal` holds: one of `lease_ms` where only its node reaches the
+/// journal, none where the journal fences every writer itself (or leases are off, 0).
+pub fn holder(journal: &dyn Journal, lease_ms: u64) -> Option<Holder> {
+    match journal.reach() {
+        Reach::Node { id } if lease_ms > 0 => Some(Holder {
+            lease: Lease {
+                ms: lease_ms,
+                journal: id,
+            },
+            clock: Arc::new(LeaseClock::new(Duration::from_millis(lease_ms))),
+        }),
+        _ => None,
+    }
+}
 
 /// How long the holder's lease lasts, and when it last proved it. Checked on every
 /// acknowledged write, so the common case is two atomic loads.
