@@ -135,6 +135,14 @@ impl Config {
         if self.journal.kind == JournalKind::Grpc {
             c.journal.database = Some(sub_database(&self.journal.database, &sub));
         }
+        // An object journal is one per database: shards sharing one would fence each other.
+        if self.journal.kind == JournalKind::Object {
+            c.journal.url = self
+                .journal
+                .url
+                .as_ref()
+                .map(|u| format!("{}/{sub}", u.trim_end_matches('/')));
+        }
         c.storage = self.storage.in_subdir(&sub);
         c.compaction.storage = self.compaction.storage.as_ref().map(|s| s.in_subdir(&sub));
         c

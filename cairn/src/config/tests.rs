@@ -603,6 +603,27 @@ fn each_local_shard_gets_its_own_directories_and_prefixes() {
     });
 }
 
+/// Local shards of the serverless layout each get their own object journal: sharing one,
+/// the second shard's claim would fence the first (issue 28, item 4).
+#[test]
+fn each_local_shard_gets_its_own_object_journal() {
+    jailed(|_| {
+        let c = router_config(
+            "shards = [{ kind = \"local\" }, { kind = \"local\" }]",
+            "[default.journal]\nkind = \"object\"\nurl = \"s3://cairn/journal\"",
+        )
+        .unwrap();
+        let urls: Vec<_> = (0..2).map(|i| c.shard_config(i).journal.url).collect();
+        assert_eq!(
+            urls,
+            vec![
+                Some("s3://cairn/journal/shard-0".to_string()),
+                Some("s3://cairn/journal/shard-1".to_string())
+            ]
+        );
+    });
+}
+
 #[test]
 fn the_shipped_sharded_and_cluster_profiles_load() {
     jailed(|_| {
