@@ -329,13 +329,19 @@ impl StorageSection {
 
     /// The section with every default of its kind spelled out (credentials left as given).
     pub fn resolved(&self, data_dir: &Path) -> StorageSection {
+        self.resolved_in(data_dir, "tables")
+    }
+
+    /// `resolved`, an SSTable store's directory defaulting to `<data_dir>/<default_sub>`
+    /// (`secondary` for a hybrid store's secondary, as the wiring opens it).
+    fn resolved_in(&self, data_dir: &Path, default_sub: &str) -> StorageSection {
         let mut s = StorageSection {
             kind: self.kind,
             ..StorageSection::default()
         };
         match self.kind {
             StorageKind::Sstable => {
-                let o = self.sst_options(data_dir);
+                let o = self.sst_options_in(data_dir, default_sub);
                 s.dir = Some(o.dir);
                 s.block_bytes = Some(o.block_bytes);
                 s.compression = Some(o.compression);
@@ -377,7 +383,7 @@ impl StorageSection {
                 s.secondary = self
                     .secondary
                     .as_ref()
-                    .map(|p| Box::new(p.resolved(data_dir)));
+                    .map(|p| Box::new(p.resolved_in(data_dir, "secondary")));
             }
         }
         s

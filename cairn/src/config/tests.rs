@@ -624,6 +624,26 @@ fn each_local_shard_gets_its_own_object_journal() {
     });
 }
 
+/// `config show` prints the directories the engine uses: a hybrid store's secondary
+/// SSTables live in `<data_dir>/secondary`, not beside the primary in `<data_dir>/tables`
+/// (copied into a config, that put both halves in one directory; issue 28, item 5).
+#[test]
+fn config_show_names_the_secondary_directory_the_engine_uses() {
+    let c = Config::from_toml_str(
+        "[default]\ndata_dir = \"/d\"\n[default.storage]\nkind = \"hybrid\"\n\
+         [default.storage.primary]\nkind = \"sstable\"\n\
+         [default.storage.secondary]\nkind = \"sstable\"\n",
+        None,
+    )
+    .unwrap();
+    let r = c.resolved().storage;
+    assert_eq!(r.primary.unwrap().dir, Some(PathBuf::from("/d/tables")));
+    assert_eq!(
+        r.secondary.unwrap().dir,
+        Some(PathBuf::from("/d/secondary"))
+    );
+}
+
 #[test]
 fn the_shipped_sharded_and_cluster_profiles_load() {
     jailed(|_| {
