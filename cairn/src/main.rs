@@ -369,17 +369,24 @@ fn print_stats(out: &mut impl Write, s: &cairn::DbStats) -> Result<()> {
         s.database, s.epoch, s.manifest_version, s.manifest_location
     )?;
     if let Some(r) = &s.reader {
-        writeln!(
-            out,
-            "read-only replica: at most {} ms behind its writer (polls every {} ms; journal applied to LSN {}){}",
-            r.staleness_ms,
-            r.poll_ms,
-            r.applied_lsn,
-            r.last_error
-                .as_deref()
-                .map(|e| format!("; last poll failed: {e}"))
-                .unwrap_or_default()
-        )?;
+        let failed = r
+            .last_error
+            .as_deref()
+            .map(|e| format!("; last poll failed: {e}"))
+            .unwrap_or_default();
+        if r.follows_flushes_only {
+            writeln!(
+                out,
+                "read-only replica following flushes only (its writer's journal is out of its reach): unflushed writes are not visible; it last saw a new flush {} ms ago (polls every {} ms){failed}",
+                r.staleness_ms, r.poll_ms,
+            )?;
+        } else {
+            writeln!(
+                out,
+                "read-only replica: at most {} ms behind its writer (polls every {} ms; journal applied to LSN {}){failed}",
+                r.staleness_ms, r.poll_ms, r.applied_lsn,
+            )?;
+        }
     }
     writeln!(out, "level  tables        bytes      entries")?;
     for l in &s.levels {

@@ -460,3 +460,21 @@ fn a_server_beyond_loopback_needs_a_token_or_tls_or_an_explicit_yes() {
         child.wait().unwrap();
     }
 }
+
+/// A read-only process on the default profile cannot reach its writer's journal (a file on
+/// the writer's node): it reads what was flushed, and its stats say it follows flushes only
+/// rather than claiming to be a poll behind (issue 28, item 2).
+#[test]
+fn a_read_only_process_without_the_writers_journal_says_it_follows_flushes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["put", "k", "v"]);
+    assert_eq!(ok(dir.path(), &["--read-only", "get", "k"]).trim(), "v");
+    let stats = ok(dir.path(), &["--read-only", "stats"]);
+    assert!(
+        stats.contains("following flushes only")
+            && stats.contains("unflushed writes are not visible"),
+        "{stats}"
+    );
+    let json = ok(dir.path(), &["--read-only", "stats", "--json"]);
+    assert!(json.contains("\"follows_flushes_only\": true"), "{json}");
+}

@@ -255,10 +255,12 @@ impl Db {
             }
         };
         let manifest_version = view.position.version;
+        let flushes_only = crate::follow::flushes_only(comps.journal.as_ref(), &view.state);
         let follower = crate::follow::Follower::new(
             opts.reader_poll(),
             view.position,
             started,
+            flushes_only,
             follower_deleter.clone(),
         );
         let inner = assemble(Parts {

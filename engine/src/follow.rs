@@ -27,6 +27,9 @@ pub(crate) struct Follower {
     /// When the last poll that caught up began: every write acknowledged before then is
     /// visible (it was in the journal or the tables when the poll read them).
     caught_up: Mutex<Instant>,
+    /// Whether this reader's journal is not its writer's, and when it last saw a new flush.
+    flushes_only: std::sync::atomic::AtomicBool,
+    flush_seen: Mutex<Instant>,
     applied_lsn: AtomicU64,
     /// The writer's epoch in the manifest version followed: it changes with a take-over.
     pub epoch: AtomicU64,
@@ -102,9 +105,14 @@ impl Prefix {
 /// A reader's view as `stats` reports it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReaderStats {
-    /// How stale the reader may be: the time since the last poll that caught up began.
-    /// Every write its writer acknowledged before that is visible.
+    /// How stale the reader may be: the time since the last poll that caught up began, so
+    /// every write its writer acknowledged before that is visible. For a reader that follows
+    /// flushes only, the time since it last saw a new flush.
     pub staleness_ms: u64,
+    /// Its journal is not its writer's (a file journal on the writer's node): it sees
+    /// flushed writes only, and none that are still in the writer's journal.
+    #[serde(default)]
+    pub follows_flushes_only: bool,
     /// The poll interval (`engine.reader_poll_ms`).
     pub poll_ms: u64,
     /// The newest journal record applied.
@@ -120,9 +128,12 @@ impl Follower {
         poll: Duration,
         at: Position,
         started: Instant,
+        flushes_only: bool,
         deleter: mpsc::UnboundedSender<Deletion>,
     ) -> Follower {
         Follower {
+            flushes_only: flushes_only.into(),
+            flush_seen: Mutex::new(started),
             poll,
             publish: parking_lot::RwLock::new(()),
             applied_lsn: AtomicU64::new(at.applied_lsn),
@@ -145,13 +156,29 @@ impl Follower {
     }
 
     pub fn stats(&self) -> ReaderStats {
+        let flushes_only = self.flushes_only.load(Ordering::Relaxed);
+        let since = if flushes_only {
+            self.flush_seen.lock().elapsed()
+        } else {
+            self.staleness()
+        };
         ReaderStats {
-            staleness_ms: self.caught_up.lock().elapsed().as_millis() as u64,
+            staleness_ms: since.as_millis() as u64,
+            follows_flushes_only: flushes_only,
             poll_ms: self.poll.as_millis() as u64,
             applied_lsn: self.applied_lsn.load(Ordering::Relaxed),
             polls: self.polls.load(Ordering::Relaxed),
             last_error: self.last_error.lock().clone(),
         }
+    }
+}
+
+/// Whether a reader on `journal` follows flushes only: its journal is not the one the
+/// writer's manifest names (the writer's own file journal, out of this node's reach).
+pub(crate) fn flushes_only(journal: &dyn cairn_journal::Journal, state: &Manifest) -> bool {
+    match journal.reach() {
+        cairn_journal::Reach::Shared => false,
+        cairn_journal::Reach::Node { id } => id != state.journal,
     }
 }
 
@@ -344,6 +371,13 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
                 .manifest_version
                 .store(view.position.version, Ordering::Relaxed);
             follower.epoch.store(view.position.epoch, Ordering::Relaxed);
+            follower.flushes_only.store(
+                flushes_only(inner.comps.journal.as_ref(), &view.state),
+                Ordering::Relaxed,
+            );
+            if view.position.flushed_lsn != at.flushed_lsn || view.position.journal != at.journal {
+                *follower.flush_seen.lock() = Instant::now();
+            }
             *at = view.position;
             follower
                 .applied_lsn

@@ -399,3 +399,38 @@ async fn a_reader_opens_beside_a_writer_that_renews_its_lease_constantly() {
     reader.close().await.unwrap();
     writer.close().await.unwrap();
 }
+
+/// A reader whose journal is not its writer's (the writer's file journal is on another node;
+/// `cairn --read-only` then gives it an empty one) sees flushes only. Its polls all succeed,
+/// but it must not claim to be a poll behind: it says it follows flushes only, and its age
+/// runs from the last flush it saw (issue 28, item 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_without_its_writers_journal_says_it_follows_flushes_only() {
+    let h = Harness::new(JournalKind::Memory, MemtableOptions::default());
+    let writer = h.open().await;
+    writer.put("flushed", "1").await.unwrap();
+    writer.flush().await.unwrap();
+    let mut comps = h.components(h.storage());
+    comps.journal = std::sync::Arc::new(cairn_journal::MemoryJournal::new());
+    let reader = cairn_engine::Db::open_reader(h.path().join("reader"), h.opts.clone(), comps)
+        .await
+        .unwrap();
+    assert!(reader.stats().reader.unwrap().follows_flushes_only);
+    writer.put("unflushed", "2").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(reader.get(b"unflushed").await.unwrap(), None);
+    let r = reader.stats().reader.unwrap();
+    assert!(
+        r.staleness_ms >= 300,
+        "polls that cannot see the journal do not make it fresh: {r:?}"
+    );
+    writer.flush().await.unwrap();
+    eventually(&reader, "unflushed", Some("2")).await;
+    reader.close().await.unwrap();
+
+    // Its writer's own journal: it follows that, and says so.
+    let reader = h.open_reader("reader-2").await;
+    assert!(!reader.stats().reader.unwrap().follows_flushes_only);
+    reader.close().await.unwrap();
+    writer.close().await.unwrap();
+}
