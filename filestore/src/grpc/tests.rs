@@ -202,8 +202,10 @@ async fn malformed_and_oversized_requests_get_errors_and_the_server_lives_on() {
 async fn a_table_stream_may_outlast_the_call_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(sst(dir.path()), ServerOptions::default()).await;
+    // Each message, and the seal (an fsync, slow on a busy disk: 100 ms failed once under
+    // a parallel build), has 400 ms; the stream takes about 800.
     let mut opts = client_opts(server.url());
-    opts.timeout = Duration::from_millis(100);
+    opts.timeout = Duration::from_millis(400);
     let remote = GrpcStorage::new(opts, 1 << 20).unwrap();
     let mut b = remote.create_table(7).await.unwrap();
     for i in 0..8u32 {
@@ -214,7 +216,7 @@ async fn a_table_stream_may_outlast_the_call_deadline() {
             value: Bytes::from(vec![1u8; 40_000]),
         };
         b.add(&[e]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let meta = b.finish().await.unwrap();
     assert_eq!(meta.entries, 8);
