@@ -10,13 +10,14 @@
 mod support;
 
 use bytes::Bytes;
-use cairn::serve::{Component, ComponentServer};
+use cairn::serve::Component;
 use cairn::{Config, Db, KeyRange, WriteBatch};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
+use support::layout::start;
 
 /// Every acknowledged batch by its sequence numbers: (first, last) -> the keys it set
 /// (`None`: deleted).
@@ -177,14 +178,6 @@ async fn scenario(dir: &Path, layout: &str) {
         reader.close().await.unwrap();
     }
     writer.close().await.unwrap();
-}
-
-async fn start(toml: &str, component: Component) -> ComponentServer {
-    let config = Config::from_toml_str(toml, None).expect("node config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    cairn::serve::start(&config, component, listener, std::future::pending())
-        .await
-        .expect("start server")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

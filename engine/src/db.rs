@@ -313,7 +313,8 @@ impl Db {
         // Once begun, a write runs to its end even if its caller goes away (a timeout, a
         // cancelled call): an append that lands is then always applied here too, so what
         // the journal holds, and a replica shows, is what this writer shows.
-        let (last, over) = Completing::new(journal_and_apply(inner.clone(), batch)).await?;
+        let (last, over) =
+            crate::completing::Completing::new(journal_and_apply(inner.clone(), batch)).await?;
         inner.seq.wait_visible(last).await;
         if let Some(lease) = &inner.lease {
             // Durable and visible here, but acknowledged only under a lease still provably
@@ -643,45 +644,6 @@ async fn journal_and_apply(inner: Arc<Inner>, batch: WriteBatch) -> Result<(SeqN
     let bytes = mem.active.table.approximate_bytes();
     inner.metrics.memtable_bytes.set(bytes as f64);
     Ok((first + n - 1, bytes >= inner.opts.memtable_bytes))
-}
-
-/// A future that, dropped before it is done, finishes on its own on the runtime instead of
-/// stopping where it was.
-struct Completing<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static>(
-    Option<std::pin::Pin<Box<F>>>,
-);
-
-impl<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static> Completing<F, T> {
-    fn new(f: F) -> Self {
-        Completing(Some(Box::pin(f)))
-    }
-}
-
-impl<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static> std::future::Future
-    for Completing<F, T>
-{
-    type Output = T;
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<T> {
-        let Some(f) = self.0.as_mut() else {
-            return std::task::Poll::Pending;
-        };
-        let out = std::task::ready!(f.as_mut().poll(cx));
-        self.0 = None;
-        std::task::Poll::Ready(out)
-    }
-}
-
-impl<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static> Drop
-    for Completing<F, T>
-{
-    fn drop(&mut self) {
-        if let (Some(f), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
-            rt.spawn(f);
-        }
-    }
 }
 
 /// Marks a write's sequence numbers finished when dropped.

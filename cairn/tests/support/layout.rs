@@ -57,7 +57,8 @@ fn local_storage(kind: S, dir: &Path, header: &str) -> String {
     }
 }
 
-async fn start(toml: &str, component: Component) -> ComponentServer {
+/// Starts a component server from a profile, as `cairn serve` does, on a free port.
+pub async fn start(toml: &str, component: Component) -> ComponentServer {
     let config = Config::from_toml_str(toml, None).expect("node config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     cairn::serve::start(&config, component, listener, std::future::pending())
