@@ -30,17 +30,16 @@ pub struct Counters {
 
 pub struct Background {
     runtime: tokio::runtime::Runtime,
+    /// The lease's own thread: a renewal must not wait behind a flush or compaction that
+    /// holds a worker (CPU-bound merging, a blocking fsync) for longer than the lease, or
+    /// the writer refuses writes exactly when it is busiest.
+    lease: Option<tokio::runtime::Runtime>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Background {
     pub fn start(inner: Arc<Inner>, deletions: mpsc::UnboundedReceiver<Deletion>) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(inner.opts.background_threads.max(1))
-            .thread_name("cairn-bg")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::component("background runtime", e))?;
+        let runtime = new_runtime("cairn-bg", inner.opts.background_threads)?;
         // Subscribed here, not in the tasks: a shutdown sent before a task first runs must
         // still reach it.
         let mut tasks = vec![
@@ -52,25 +51,33 @@ impl Background {
                 inner.shutdown.subscribe(),
             )),
         ];
-        if inner.lease.is_some() {
-            tasks.push(runtime.spawn(lease_loop(inner.clone(), inner.shutdown.subscribe())));
-        }
-        Ok(Background { runtime, tasks })
+        let lease = match inner.lease {
+            Some(_) => {
+                let lease = new_runtime("cairn-lease", 1)?;
+                tasks.push(lease.spawn(lease_loop(inner.clone(), inner.shutdown.subscribe())));
+                Some(lease)
+            }
+            None => None,
+        };
+        Ok(Background {
+            runtime,
+            lease,
+            tasks,
+        })
     }
 
     /// A reader's background work: only following its writer.
     pub fn start_reader(inner: Arc<Inner>) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("cairn-follow")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::component("background runtime", e))?;
+        let runtime = new_runtime("cairn-follow", 1)?;
         let tasks = vec![runtime.spawn(crate::follow::follow_loop(
             inner.clone(),
             inner.shutdown.subscribe(),
         ))];
-        Ok(Background { runtime, tasks })
+        Ok(Background {
+            runtime,
+            lease: None,
+            tasks,
+        })
     }
 
     /// Where other heavy work (bulk imports) runs, off the caller's runtime.
@@ -79,19 +86,35 @@ impl Background {
     }
 
     /// Stops the loops after the job each is running, and deletes what is pending deletion.
-    pub async fn stop(self, inner: &Inner) {
+    pub async fn stop(mut self, inner: &Inner) {
         inner.shutdown.send_replace(true);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
-        self.runtime.shutdown_background();
+        self.shut_down();
     }
 
     /// Stops at once, without waiting (the `Db` was dropped without `close`).
     pub fn abort(self, inner: &Inner) {
         inner.shutdown.send_replace(true);
-        self.runtime.shutdown_background();
+        self.shut_down();
     }
+
+    fn shut_down(self) {
+        self.runtime.shutdown_background();
+        if let Some(lease) = self.lease {
+            lease.shutdown_background();
+        }
+    }
+}
+
+fn new_runtime(name: &str, threads: usize) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::component(format!("{name} runtime"), e))
 }
 
 /// Background retries: 50 ms doubling to 3.2 s.

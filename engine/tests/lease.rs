@@ -180,3 +180,36 @@ async fn a_writer_that_cannot_renew_stops_acknowledging() {
     assert_eq!(b.get(b"after").await.unwrap(), None);
     b.close().await.unwrap();
 }
+
+/// Renewing the lease does not wait behind the writer's other background work. A flush
+/// that holds its thread (CPU-bound work or a blocking fsync does) for longer than the lease
+/// must not make the writer refuse writes meanwhile: a heartbeat that shares a worker with
+/// the heavy work misses its beats exactly when the node is busiest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_keeps_its_lease_while_its_background_work_holds_a_thread() {
+    let root = tempfile::tempdir().unwrap();
+    let store = shared(root.path());
+    let (a_dir, a_comps) = node(root.path(), "a", store.clone());
+    let a = Arc::new(Db::open(&a_dir, options(), a_comps).await.unwrap());
+    a.put("before", "1").await.unwrap();
+
+    store.set_stall(LEASE.mul_f64(1.5));
+    let flushing = tokio::spawn({
+        let a = a.clone();
+        async move { a.flush().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < LEASE.mul_f64(1.2) {
+        a.put(format!("during{n}"), "x")
+            .await
+            .unwrap_or_else(|e| panic!("write {n}, {:?} into the stall: {e}", started.elapsed()));
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.set_stall(Duration::ZERO);
+    flushing.await.unwrap().unwrap();
+    assert_eq!(a.get(b"during0").await.unwrap(), Some(Bytes::from("x")));
+    Arc::into_inner(a).unwrap().close().await.unwrap();
+}

@@ -18,6 +18,8 @@ pub struct FaultyStorage {
     /// Every creation takes a permit first: close it (`forget_permits`) to hold writers.
     pub hold: tokio::sync::Semaphore,
     delay_micros: AtomicU64,
+    /// How long each seal holds its thread before it starts (microseconds).
+    stall_micros: Arc<AtomicU64>,
     /// Bytes per second table writes may go at (0: unlimited).
     bytes_per_sec: Arc<AtomicU64>,
     manifest_outage: Arc<AtomicBool>,
@@ -30,6 +32,7 @@ impl FaultyStorage {
             fail_next: AtomicUsize::new(0),
             hold: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
             delay_micros: AtomicU64::new(0),
+            stall_micros: Arc::default(),
             bytes_per_sec: Arc::new(AtomicU64::new(0)),
             manifest_outage: Arc::default(),
         })
@@ -54,6 +57,13 @@ impl FaultyStorage {
     /// Makes every table creation and seal wait `d` first: a slow disk or bucket.
     pub fn set_delay(&self, d: Duration) {
         self.delay_micros
+            .store(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Makes every seal hold its thread for `d` without yielding, as CPU-bound work or a
+    /// blocking fsync on an async worker does: whatever else that worker runs waits.
+    pub fn set_stall(&self, d: Duration) {
+        self.stall_micros
             .store(d.as_micros() as u64, Ordering::Relaxed);
     }
 
@@ -86,6 +96,7 @@ impl Storage for FaultyStorage {
         Ok(Box::new(SlowBuilder {
             inner,
             delay: Duration::from_micros(self.delay_micros.load(Ordering::Relaxed)),
+            stall: self.stall_micros.clone(),
             rate: self.bytes_per_sec.clone(),
         }))
     }
@@ -110,10 +121,11 @@ impl Storage for FaultyStorage {
     }
 }
 
-/// A builder whose seal waits first, and whose adds go at the throttle's rate.
+/// A builder whose seal waits (or stalls) first, and whose adds go at the throttle's rate.
 struct SlowBuilder {
     inner: Box<dyn TableBuilder>,
     delay: Duration,
+    stall: Arc<AtomicU64>,
     rate: Arc<AtomicU64>,
 }
 
@@ -135,6 +147,10 @@ impl TableBuilder for SlowBuilder {
     async fn finish(self: Box<Self>) -> Result<TableMeta> {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
+        }
+        let stall = self.stall.load(Ordering::Relaxed);
+        if stall > 0 {
+            std::thread::sleep(Duration::from_micros(stall));
         }
         self.inner.finish().await
     }
