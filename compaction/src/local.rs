@@ -43,6 +43,10 @@ impl LocalCompactor {
                 }
                 let new_key = chunk.last().is_none_or(|l| l.key != e.key);
                 if new_key && chunk.len() >= CHUNK {
+                    // A merge of cached blocks never waits, so it would hold its worker for
+                    // the whole job; this yields once the task's budget is spent, letting
+                    // the flushes and I/O that share the worker in.
+                    tokio::task::consume_budget().await;
                     out.add(&chunk).await?;
                     chunk.clear();
                 }

@@ -286,8 +286,16 @@ impl TableBuilder for SstBuilder {
         self.out.write_all(&footer).at(&self.tmp)?;
         self.offset += footer.len() as u64;
         self.out.flush().at(&self.tmp)?;
-        self.out.get_ref().sync_all().at(&self.tmp)?;
-        cairn_common::durable::rename_durably(&self.tmp, &self.path)?;
+        // The fsyncs run off the async worker: on a busy disk they take hundreds of
+        // milliseconds, and every task sharing the worker would wait with them.
+        let file = self.out.get_ref().try_clone().at(&self.tmp)?;
+        let (tmp, path) = (self.tmp.clone(), self.path.clone());
+        tokio::task::spawn_blocking(move || {
+            file.sync_all().at(&tmp)?;
+            cairn_common::durable::rename_durably(&tmp, &path)
+        })
+        .await
+        .map_err(|e| Error::component(format!("sealing {}", self.tmp.display()), e))??;
         self.finished = true;
         meta.size = self.offset;
         metrics::counter!("cairn_storage_written_bytes_total", "store" => "sstable")

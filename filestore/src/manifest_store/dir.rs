@@ -60,30 +60,17 @@ impl ManifestStore for DirManifestStore {
     }
 
     async fn create(&self, n: ManifestVersion, data: Bytes) -> Result<bool> {
-        let path = self.path(n);
+        let (dir, path) = (self.dir.clone(), self.path(n));
         let tmp = self.dir.join(format!(
             "{}.{}.{}.tmp",
             version_name(n),
             std::process::id(),
             TMP_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let written = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&data)?;
-            f.sync_all()
-        })()
-        .at(&tmp);
-        let linked = written.and_then(|()| match std::fs::hard_link(&tmp, &path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(Error::io(&path, e)),
-        });
-        let _ = std::fs::remove_file(&tmp);
-        let created = linked?;
-        if created {
-            cairn_common::durable::sync_dir(&self.dir)?;
-        }
-        Ok(created)
+        // Off the async worker, as its fsyncs may wait on a busy disk.
+        tokio::task::spawn_blocking(move || create_linked(&dir, &tmp, &path, &data))
+            .await
+            .map_err(|e| Error::component(format!("manifest store {}", self.dir.display()), e))?
     }
 
     async fn delete(&self, n: ManifestVersion) -> Result<()> {
@@ -98,4 +85,25 @@ impl ManifestStore for DirManifestStore {
     fn location(&self) -> String {
         self.dir.display().to_string()
     }
+}
+
+/// Writes `data` to `tmp`, syncs it and links it in as `path` unless `path` exists (false).
+fn create_linked(dir: &Path, tmp: &Path, path: &Path, data: &[u8]) -> Result<bool> {
+    let written = (|| {
+        let mut f = File::create(tmp)?;
+        f.write_all(data)?;
+        f.sync_all()
+    })()
+    .at(tmp);
+    let linked = written.and_then(|()| match std::fs::hard_link(tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::io(path, e)),
+    });
+    let _ = std::fs::remove_file(tmp);
+    let created = linked?;
+    if created {
+        cairn_common::durable::sync_dir(dir)?;
+    }
+    Ok(created)
 }
