@@ -2,7 +2,26 @@
 //! attempt, up to `max`, and is jittered down by up to a quarter so that many clients
 //! retrying the same server do not come back in step.
 
+use rand::{Rng, SeedableRng};
+use std::cell::RefCell;
 use std::time::Duration;
+
+thread_local! {
+    static SEEDED: RefCell<Option<rand::rngs::StdRng>> = const { RefCell::new(None) };
+}
+
+/// Draws the jitter of every backoff on this thread from `seed` from now on: a simulation
+/// that runs every task on one thread then replays its retries exactly.
+pub fn seed_jitter_on_this_thread(seed: u64) {
+    SEEDED.with_borrow_mut(|r| *r = Some(rand::rngs::StdRng::seed_from_u64(seed)));
+}
+
+/// A number in [0, 1): from this thread's seed if it has one.
+fn unit() -> f64 {
+    SEEDED
+        .with_borrow_mut(|r| r.as_mut().map(|r| r.random()))
+        .unwrap_or_else(rand::random)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
@@ -19,7 +38,7 @@ impl Backoff {
     pub fn delay(&self, attempt: u32) -> Duration {
         let factor = 1u32 << attempt.saturating_sub(1).min(20);
         let full = self.initial.saturating_mul(factor).min(self.max);
-        full.mul_f64(1.0 - rand::random::<f64>() / 4.0)
+        full.mul_f64(1.0 - unit() / 4.0)
     }
 
     /// Sleeps for `delay(attempt)`.

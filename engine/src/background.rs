@@ -29,60 +29,79 @@ pub struct Counters {
 }
 
 pub struct Background {
-    runtime: tokio::runtime::Runtime,
-    /// The lease's own thread: a renewal must not wait behind a flush or compaction that
-    /// holds a worker (CPU-bound merging, a blocking fsync) for longer than the lease, or
-    /// the writer refuses writes exactly when it is busiest.
-    lease: Option<tokio::runtime::Runtime>,
+    /// The runtimes it made (none when it runs on its caller's, `background_threads = 0`):
+    /// the background one, and the lease's own, since a renewal must not wait behind a
+    /// flush or compaction that holds a worker (CPU-bound merging, a blocking fsync) for
+    /// longer than the lease, or the writer refuses writes exactly when it is busiest.
+    runtimes: Vec<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Background {
     pub fn start(inner: Arc<Inner>, deletions: mpsc::UnboundedReceiver<Deletion>) -> Result<Self> {
-        let runtime = new_runtime("cairn-bg", inner.opts.background_threads)?;
+        let mut bg = Background::on(inner.opts.background_threads, "cairn-bg")?;
         // Subscribed here, not in the tasks: a shutdown sent before a task first runs must
         // still reach it.
-        let mut tasks = vec![
-            runtime.spawn(flush_loop(inner.clone(), inner.shutdown.subscribe())),
-            runtime.spawn(compaction_loop(inner.clone(), inner.shutdown.subscribe())),
-            runtime.spawn(deletion_loop(
-                inner.clone(),
-                deletions,
-                inner.shutdown.subscribe(),
-            )),
-        ];
-        let lease = match inner.lease {
-            Some(_) => {
+        bg.spawn(flush_loop(inner.clone(), inner.shutdown.subscribe()));
+        bg.spawn(compaction_loop(inner.clone(), inner.shutdown.subscribe()));
+        bg.spawn(deletion_loop(
+            inner.clone(),
+            deletions,
+            inner.shutdown.subscribe(),
+        ));
+        if inner.lease.is_some() {
+            let renewals = lease_loop(inner.clone(), inner.shutdown.subscribe());
+            if bg.runtimes.is_empty() {
+                bg.spawn(renewals);
+            } else {
                 let lease = new_runtime("cairn-lease", 1)?;
-                tasks.push(lease.spawn(lease_loop(inner.clone(), inner.shutdown.subscribe())));
-                Some(lease)
+                bg.tasks.push(lease.spawn(renewals));
+                bg.runtimes.push(lease);
             }
-            None => None,
-        };
-        Ok(Background {
-            runtime,
-            lease,
-            tasks,
-        })
+        }
+        Ok(bg)
     }
 
     /// A reader's background work: only following its writer.
     pub fn start_reader(inner: Arc<Inner>) -> Result<Self> {
-        let runtime = new_runtime("cairn-follow", 1)?;
-        let tasks = vec![runtime.spawn(crate::follow::follow_loop(
+        let threads = inner.opts.background_threads.min(1);
+        let mut bg = Background::on(threads, "cairn-follow")?;
+        bg.spawn(crate::follow::follow_loop(
             inner.clone(),
             inner.shutdown.subscribe(),
-        ))];
+        ));
+        Ok(bg)
+    }
+
+    /// A runtime of `threads` workers, or the caller's for 0 (the embedder's runtime, or a
+    /// simulation's, where one seed must decide every interleaving).
+    fn on(threads: usize, name: &str) -> Result<Self> {
+        if threads == 0 {
+            let handle = tokio::runtime::Handle::try_current()
+                .map_err(|e| Error::component("background work on the caller's runtime", e))?;
+            return Ok(Background {
+                runtimes: Vec::new(),
+                handle,
+                tasks: Vec::new(),
+            });
+        }
+        let runtime = new_runtime(name, threads)?;
         Ok(Background {
-            runtime,
-            lease: None,
-            tasks,
+            handle: runtime.handle().clone(),
+            runtimes: vec![runtime],
+            tasks: Vec::new(),
         })
     }
 
-    /// Where other heavy work (bulk imports) runs, off the caller's runtime.
+    fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.push(self.handle.spawn(task));
+    }
+
+    /// Where other heavy work (bulk imports) runs, off the caller's runtime (unless the
+    /// background runs on it).
     pub fn handle(&self) -> tokio::runtime::Handle {
-        self.runtime.handle().clone()
+        self.handle.clone()
     }
 
     /// Stops the loops after the job each is running, and deletes what is pending deletion.
@@ -101,9 +120,11 @@ impl Background {
     }
 
     fn shut_down(self) {
-        self.runtime.shutdown_background();
-        if let Some(lease) = self.lease {
-            lease.shutdown_background();
+        for t in &self.tasks {
+            t.abort();
+        }
+        for rt in self.runtimes {
+            rt.shutdown_background();
         }
     }
 }
@@ -126,7 +147,7 @@ fn record_error(inner: &Inner, what: &str, e: &Error, attempt: u32) {
     tracing::error!(error = %e, attempt, "{what} failed; will retry");
     inner.metrics.background_errors.increment(1);
     *inner.bg_error.lock() = Some((format!("{what}: {e}"), attempt, e.is_fenced()));
-    inner.changed.send_modify(|v| *v += 1);
+    inner.changed.bump();
 }
 
 fn clear_error(inner: &Inner) {
@@ -145,7 +166,7 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
                 Ok(()) => {
                     attempt = 0;
                     clear_error(&inner);
-                    inner.changed.send_modify(|v| *v += 1);
+                    inner.changed.bump();
                     inner.compact_wanted.notify_one();
                     // Writers may have filled the active memtable while the queue was full.
                     inner.freeze(false).await;
@@ -157,6 +178,7 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
                     // A caller waiting in `flush` cuts the wait short: a server that came
                     // back is tried at once, not after the backoff.
                     tokio::select! {
+                        biased;
                         _ = tokio::time::sleep(backoff(attempt)) => continue,
                         _ = inner.flush_wanted.notified() => continue,
                         _ = shutdown.changed() => return,
@@ -168,6 +190,7 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
                     return;
                 }
                 tokio::select! {
+                    biased;
                     _ = inner.flush_wanted.notified() => {}
                     _ = shutdown.changed() => {}
                 }
@@ -249,6 +272,7 @@ async fn lease_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
             .since_renewal()
             .map_or(Duration::ZERO, |since| every.saturating_sub(since));
         tokio::select! {
+            biased;
             _ = tokio::time::sleep(due) => {}
             _ = shutdown.changed() => return,
         }
@@ -268,6 +292,7 @@ async fn lease_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
             Err(e) => {
                 tracing::warn!(database = %inner.database, error = %e, "renewing the writer's lease failed; retrying");
                 tokio::select! {
+                    biased;
                     _ = tokio::time::sleep(every / 4) => {}
                     _ = shutdown.changed() => return,
                 }
@@ -285,6 +310,7 @@ async fn compaction_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
         let pick = inner.picker.pick(&inner.version.load().metas());
         let Some(pick) = pick else {
             tokio::select! {
+                biased;
                 _ = inner.compact_wanted.notified() => continue,
                 _ = shutdown.changed() => return,
             }
@@ -301,6 +327,7 @@ async fn compaction_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
             // An open import holds this lock for as long as its caller likes: the wait must
             // still hear a shutdown, or `close` waits on this task for ever.
             let _one = tokio::select! {
+                biased;
                 one = inner.compaction_lock.lock() => one,
                 _ = shutdown.changed() => return,
             };
@@ -319,6 +346,7 @@ async fn compaction_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
                 attempt += 1;
                 span.in_scope(|| record_error(&inner, "compaction", &e, attempt));
                 tokio::select! {
+                    biased;
                     _ = tokio::time::sleep(backoff(attempt)) => {}
                     _ = shutdown.changed() => return,
                 }
@@ -420,7 +448,7 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
         m.compaction_bytes_out.increment(written);
         m.compaction_seconds.record(started.elapsed().as_secs_f64());
     }
-    inner.changed.send_modify(|v| *v += 1);
+    inner.changed.bump();
     Ok(())
 }
 
@@ -437,6 +465,7 @@ async fn deletion_loop(
     loop {
         let next_due = waiting.front().map(|(due, _)| *due);
         tokio::select! {
+            biased;
             d = deletions.recv() => match d {
                 Some(d) if d.was_live && !grace.is_zero() => {
                     waiting.push_back((tokio::time::Instant::now() + grace, d.id));

@@ -89,7 +89,7 @@ pub(crate) struct Inner {
     /// acknowledges a write only while the lease is provably its own.
     pub lease: Option<Arc<LeaseClock>>,
     /// Bumped after every flush, compaction and failure, to wake stalled writers and waiters.
-    pub changed: watch::Sender<u64>,
+    pub changed: crate::changes::Changes,
     pub flush_wanted: Notify,
     pub compact_wanted: Notify,
     pub shutdown: watch::Sender<bool>,
@@ -224,7 +224,7 @@ impl Db {
     ) -> Result<Db> {
         let dir = dir.as_ref().to_path_buf();
         let lock_file = lock_dir(&dir)?;
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let location = comps.storage.manifests().location();
         let follower_deleter = mpsc::unbounded_channel().0;
         let mut opened = None;
@@ -792,11 +792,10 @@ impl Inner {
         if self.stall_reasons() == (false, false) {
             return Ok(());
         }
-        let mut changed = self.changed.subscribe();
         let mut stalled = false;
         let started = std::time::Instant::now();
         loop {
-            changed.borrow_and_update();
+            let changed = self.changed.next();
             let (mem_full, l0_full) = self.stall_reasons();
             if !mem_full && !l0_full {
                 if stalled {
@@ -817,9 +816,7 @@ impl Inner {
                 return Err(e);
             }
             self.check_open()?;
-            if changed.changed().await.is_err() {
-                return Err(Error::Closed);
-            }
+            changed.await;
         }
     }
 
@@ -861,23 +858,20 @@ impl Inner {
 
     pub async fn flush_all(&self) -> Result<()> {
         self.freeze(true).await;
-        let mut changed = self.changed.subscribe();
         // An error recorded before this call may be cured by now (a server back up): cut the
         // flush loop's backoff short once, and report the error only if it is still there
         // after the loop has done something since.
         self.flush_wanted.notify_one();
         let mut woken = false;
         loop {
-            changed.borrow_and_update();
+            let changed = self.changed.next();
             if self.mem.load().immutables.is_empty() {
                 return Ok(());
             }
             if woken && let Some(e) = self.persistent_bg_error("flush") {
                 return Err(e);
             }
-            if changed.changed().await.is_err() {
-                return Err(Error::Closed);
-            }
+            changed.await;
             woken = true;
         }
     }
@@ -1075,7 +1069,6 @@ struct Parts {
 }
 
 fn assemble(p: Parts) -> Arc<Inner> {
-    let (changed, _) = watch::channel(0);
     let (shutdown, _) = watch::channel(false);
     Arc::new(Inner {
         dir: p.dir,
@@ -1099,7 +1092,7 @@ fn assemble(p: Parts) -> Arc<Inner> {
         lease: p.lease,
         manifest: p.log.map(tokio::sync::Mutex::new),
         follower: p.follower,
-        changed,
+        changed: Default::default(),
         flush_wanted: Notify::new(),
         compact_wanted: Notify::new(),
         shutdown,

@@ -14,8 +14,9 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 /// What a reader follows, and how far it has come.
 pub(crate) struct Follower {
@@ -300,6 +301,7 @@ pub(crate) async fn follow_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver
     };
     loop {
         tokio::select! {
+            biased;
             _ = tokio::time::sleep(follower.poll) => {}
             _ = shutdown.changed() => return,
         }

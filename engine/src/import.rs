@@ -102,7 +102,7 @@ impl Import {
             .counters
             .bytes_imported
             .fetch_add(bytes, Ordering::Relaxed);
-        inner.changed.send_modify(|v| *v += 1);
+        inner.changed.bump();
         inner.compact_wanted.notify_one();
         Ok(self.last_seq)
     }

@@ -18,7 +18,8 @@ use cairn_journal::{Journal, Reach};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// The share of the lease a writer trusts a renewal for, from when the renewal began.
 pub const TRUST: f64 = 0.9;

@@ -5,6 +5,7 @@
 
 mod aggregate;
 mod background;
+mod changes;
 mod completing;
 mod db;
 mod follow;

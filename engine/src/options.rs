@@ -13,7 +13,9 @@ pub struct EngineOptions {
     pub max_immutable_memtables: usize,
     /// Writes wait while L0 holds this many tables, until compaction catches up.
     pub l0_stop_writes: usize,
-    /// Threads of the background runtime that runs flushes and compactions.
+    /// Threads of the background runtime that runs flushes and compactions. 0: no runtime
+    /// of its own; background work runs on the runtime that opened the database (an
+    /// embedder's, or a deterministic simulation's), which must then outlive the `Db`.
     pub background_threads: usize,
     /// A reader (`Db::open_reader`) polls its writer's manifest and journal this often.
     pub reader_poll_ms: u64,

@@ -19,7 +19,12 @@ pub struct FaultyJournal {
     appends: AtomicU64,
     hold_next: AtomicBool,
     released: tokio::sync::Semaphore,
+    /// Each append's own extra delay, drawn when it starts (a seeded simulation's random
+    /// delays, which reorder appends).
+    jitter: parking_lot::Mutex<Option<Delays>>,
 }
+
+type Delays = Box<dyn FnMut() -> Duration + Send>;
 
 impl FaultyJournal {
     pub fn new(inner: Arc<dyn Journal>) -> Arc<Self> {
@@ -31,6 +36,7 @@ impl FaultyJournal {
             appends: AtomicU64::new(0),
             hold_next: AtomicBool::new(false),
             released: tokio::sync::Semaphore::new(0),
+            jitter: parking_lot::Mutex::new(None),
         })
     }
 
@@ -59,6 +65,14 @@ impl FaultyJournal {
     /// Appends handed to this journal so far, finished or not.
     pub fn appends(&self) -> u64 {
         self.appends.load(Ordering::Relaxed)
+    }
+
+    /// Makes each append reach the journal, and each replay start, late by what `draw`
+    /// returns for it (on top of `set_delay` and `set_replay_delay`): appends begun in one
+    /// order land in another, and a reader's look at the journal comes a while after its
+    /// look at anything else.
+    pub fn set_jitter(&self, draw: impl FnMut() -> Duration + Send + 'static) {
+        *self.jitter.lock() = Some(Box::new(draw));
     }
 
     /// Makes every append reach the journal `d` late.
@@ -92,7 +106,12 @@ impl Journal for FaultyJournal {
             held.map_err(|e| Error::component("faulty journal", e))?
                 .forget();
         }
-        let delay = Duration::from_micros(self.delay_micros.load(Ordering::Relaxed));
+        let jitter = self
+            .jitter
+            .lock()
+            .as_mut()
+            .map_or(Duration::ZERO, |draw| draw());
+        let delay = Duration::from_micros(self.delay_micros.load(Ordering::Relaxed)) + jitter;
         if delay.is_zero() {
             return self.inner.append(epoch, record).await;
         }
@@ -107,7 +126,13 @@ impl Journal for FaultyJournal {
     }
 
     async fn replay(&self, from: Lsn) -> Result<BoxStream<Result<JournalRecord>>> {
-        let delay = Duration::from_micros(self.replay_delay_micros.load(Ordering::Relaxed));
+        let jitter = self
+            .jitter
+            .lock()
+            .as_mut()
+            .map_or(Duration::ZERO, |draw| draw());
+        let delay =
+            Duration::from_micros(self.replay_delay_micros.load(Ordering::Relaxed)) + jitter;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }

@@ -19,7 +19,8 @@ use cairn_filestore::{ManifestStore, ManifestVersion};
 use futures::StreamExt;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Every version whose number is a multiple of this is a checkpoint.
 pub const CHECKPOINT_EVERY: u64 = 64;
