@@ -219,7 +219,9 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
     };
     if let Some(h) = &handle {
         edit.added.push((0, h.meta.clone()));
-        edit.last_seq = Some(h.meta.max_seq);
+        // Complete up to the table's newest write, unless visibility is behind it: an open
+        // import holds a number below that, and a replica must not show past it yet.
+        edit.last_seq = Some(h.meta.max_seq.min(inner.seq.visible()));
     }
     fail::fail_point!("flush-before-install");
     inner

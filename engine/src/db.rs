@@ -165,8 +165,8 @@ impl Db {
         let replayed = replay_journal(
             comps.journal.as_ref(),
             manifest.flushed_lsn + 1,
-            manifest.last_seq,
-            manifest.last_seq,
+            manifest.newest_seq(),
+            manifest.newest_seq(),
             &active,
             None,
         )

@@ -46,6 +46,9 @@ pub(crate) struct Follower {
 pub(crate) struct Position {
     pub version: ManifestVersion,
     pub epoch: u64,
+    /// Every write at or below this is in the tables (the manifest's `last_seq`).
+    pub last_seq: SeqNo,
+    /// The newest write in the tables: a journal batch at or below it is in them already.
     pub tables_seq: SeqNo,
     /// The journal and position the tables reach: while both stand, a newer manifest
     /// version (ids reserved, a lease renewed) leaves the view as it is.
@@ -265,7 +268,7 @@ async fn view_of(
     let replayed = replay_journal(
         comps.journal.as_ref(),
         from,
-        state.last_seq,
+        state.newest_seq(),
         state.last_seq,
         &active,
         Some(&mut prefix),
@@ -277,12 +280,26 @@ async fn view_of(
     if flushed_since(comps, loaded.version, state.flushed_lsn, &state.journal).await? {
         return Ok(CatchUp::Raced(version));
     }
+    let shown = prefix.advance();
+    if shown > state.last_seq
+        && holds_unseen_writes(
+            comps,
+            loaded.version,
+            state.last_seq,
+            state.flushed_lsn,
+            &state.journal,
+        )
+        .await?
+    {
+        return Ok(CatchUp::Raced(version));
+    }
     Ok(CatchUp::View(Box::new(View {
-        last_seq: prefix.advance(),
+        last_seq: shown,
         position: Position {
             version: loaded.version,
             epoch: state.epoch,
-            tables_seq: state.last_seq,
+            last_seq: state.last_seq,
+            tables_seq: state.newest_seq(),
             flushed_lsn: state.flushed_lsn,
             journal: state.journal.clone(),
             applied_lsn: replayed.last_lsn.max(state.flushed_lsn),
@@ -410,6 +427,20 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
         return Ok(false);
     }
     let shown = prefix.advance();
+    if shown > inner.seq.visible()
+        && holds_unseen_writes(
+            &inner.comps,
+            at.version,
+            at.last_seq,
+            at.flushed_lsn,
+            &at.journal,
+        )
+        .await?
+    {
+        // Showing past those writes without their tables would hide them from a snapshot
+        // that later finds them: the next poll loads that version first.
+        return Ok(false);
+    }
     let _publishing = follower.publish.write();
     // Applied above what was shown, never below: a snapshot taken earlier reads the same.
     inner.seq.advance_to(shown);
@@ -448,6 +479,41 @@ async fn flushed_since(
         Some(l) => l.state.flushed_lsn != flushed_lsn || l.state.journal != journal,
         None => true,
     })
+}
+
+/// Whether a manifest version after `version` holds writes this reader's journal replay
+/// does not: an import's (tables numbered past `last_seq`, the writes complete in the view's
+/// tables, whose writes never pass through the journal) or a flush's (past `flushed_lsn` in
+/// `journal`, whose records the writer may truncate). Marks read from the journal may then
+/// lead past writes the view lacks. Reads the versions one by one: there are rarely more
+/// than one or two, and a missing one is a cheap answer.
+async fn holds_unseen_writes(
+    comps: &Components,
+    version: ManifestVersion,
+    last_seq: SeqNo,
+    flushed_lsn: Lsn,
+    journal: &str,
+) -> Result<bool> {
+    let store = comps.storage.manifests();
+    let mut n = version + 1;
+    while let Some(data) = store.read(n).await? {
+        let record = manifest::Record::decode(&data, &format!("manifest version {n}"))?;
+        let newer = match record.body {
+            manifest::Body::Checkpoint(m) => {
+                m.last_seq > last_seq || m.flushed_lsn != flushed_lsn || m.journal != journal
+            }
+            manifest::Body::Edit(e) => {
+                e.last_seq.is_some_and(|s| s > last_seq)
+                    || e.flushed_lsn.is_some_and(|l| l != flushed_lsn)
+                    || e.journal.is_some()
+            }
+        };
+        if newer {
+            return Ok(true);
+        }
+        n += 1;
+    }
+    Ok(false)
 }
 
 #[cfg(test)]

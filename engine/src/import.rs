@@ -14,6 +14,13 @@
 //!   can hold a write newer than S; in level 0 each table goes behind the tables newer than
 //!   it. Compaction therefore waits while an import is open, and writers may stall on a full
 //!   level 0 during a long one.
+//!
+//! And visibility stops below the first S until the import is installed (each S is taken,
+//! not finished, in the sequence tracker): a write numbered after S that became visible
+//! first would be shown without the import below it, and a snapshot taken then would change
+//! when the import landed. Writers go on journaling and applying meanwhile, but are
+//! acknowledged only once the import is in (or abandoned): an import is a pause in
+//! acknowledgements as long as it stays open.
 
 use crate::db::Inner;
 use crate::manifest::VersionEdit;
@@ -33,6 +40,8 @@ pub struct Import {
     runtime: tokio::runtime::Handle,
     _no_compaction: OwnedMutexGuard<()>,
     tables: Vec<Arc<TableHandle>>,
+    /// Each table's sequence number, taken and not yet finished: visibility waits for them.
+    held: Vec<SeqNo>,
     last_seq: SeqNo,
 }
 
@@ -46,6 +55,7 @@ impl Import {
             runtime,
             _no_compaction: no_compaction,
             tables: Vec::new(),
+            held: Vec::new(),
             last_seq: 0,
         })
     }
@@ -63,13 +73,14 @@ impl Import {
         let inner = self.inner.clone();
         // Sorting and writing the table is background work: it runs on the engine's own
         // runtime, so the caller's threads stay free (and shards import in parallel).
-        let (seq, handle) = self
+        let (seq, written) = self
             .runtime
             .spawn(async move { write_one(&inner, entries).await })
             .await
-            .map_err(|e| Error::component("import", e))??;
+            .map_err(|e| Error::component("import", e))?;
+        self.held.push(seq);
         self.last_seq = seq;
-        self.tables.push(handle);
+        self.tables.push(written?);
         Ok(())
     }
 
@@ -86,9 +97,19 @@ impl Import {
         inner.flush_all().await?;
         // Level 0 is newest first; tables flushed since each S was taken hold only newer
         // writes, and the edit places each table behind them.
+        // Every write numbered below the newest flushed one is in a table now, and so is
+        // this import once the edit lands.
+        let flushed = inner
+            .version
+            .load()
+            .levels
+            .iter()
+            .flatten()
+            .map(|h| h.meta.max_seq)
+            .max();
         let edit = VersionEdit {
             added: tables.iter().map(|t| (0, t.meta.clone())).collect(),
-            last_seq: Some(self.last_seq),
+            last_seq: Some(self.last_seq.max(flushed.unwrap_or(0))),
             ..VersionEdit::default()
         };
         let bytes: u64 = tables.iter().map(|t| t.meta.size).sum();
@@ -97,6 +118,7 @@ impl Import {
         fail::fail_point!("import-before-install");
         inner.install(edit, tables).await?;
         fail::fail_point!("import-after-install");
+        self.release();
         inner.counters.imports.fetch_add(1, Ordering::Relaxed);
         inner
             .counters
@@ -108,29 +130,47 @@ impl Import {
     }
 }
 
+impl Import {
+    /// Lets visibility pass this import's sequence numbers: it is installed, or abandoned.
+    fn release(&mut self) {
+        for seq in self.held.drain(..) {
+            self.inner.seq.finish(seq);
+        }
+    }
+}
+
 impl Drop for Import {
     fn drop(&mut self) {
         // Abandoned: the tables were never in the manifest, so they are garbage.
         for t in self.tables.drain(..) {
             t.mark_abandoned();
         }
+        self.release();
     }
 }
 
-/// Takes a sequence number and writes one table of `entries` under it.
+/// Takes a sequence number and writes one table of `entries` under it. The number is
+/// returned even when writing fails, since the caller must finish it.
 async fn write_one(
     inner: &Arc<Inner>,
-    mut entries: Vec<(Bytes, Bytes)>,
-) -> Result<(SeqNo, Arc<TableHandle>)> {
-    sort_last_wins(&mut entries);
+    entries: Vec<(Bytes, Bytes)>,
+) -> (SeqNo, Result<Arc<TableHandle>>) {
     let seq = {
         let _exclusive = inner.gate.write().await;
-        inner.check_open()?;
         let seq = inner.seq.begin(1);
-        inner.seq.finish(seq);
         inner.swap_memtable(true);
         seq
     };
+    (seq, write_at(inner, seq, entries).await)
+}
+
+async fn write_at(
+    inner: &Arc<Inner>,
+    seq: SeqNo,
+    mut entries: Vec<(Bytes, Bytes)>,
+) -> Result<Arc<TableHandle>> {
+    inner.check_open()?;
+    sort_last_wins(&mut entries);
     let id = inner.reserve_table_ids(1).await?.start;
     let entries = entries.into_iter().map(|(key, value)| Entry {
         key,
@@ -140,7 +180,7 @@ async fn write_one(
     });
     let meta = write_table_from(inner.comps.storage.as_ref(), id, entries).await?;
     let table = inner.comps.storage.open_table(&meta).await?;
-    Ok((seq, TableHandle::new(table, inner.deleter.clone())))
+    Ok(TableHandle::new(table, inner.deleter.clone()))
 }
 
 /// Sorts by key, keeping only the last of each run of equal keys. Sorted input, the common

@@ -22,7 +22,9 @@ pub struct Manifest {
     pub epoch: u64,
     /// Table ids below this are reserved (used, or handed out to a job): never given again.
     pub next_table_id: TableId,
-    /// Every sequence number at or below this is either in a table or was never applied.
+    /// Every sequence number at or below this is either in a table or was never applied:
+    /// what a replica may show from the tables alone. Tables may hold newer writes (a flush
+    /// taken while an import held visibility back); `newest_seq` is the bound for numbering.
     pub last_seq: SeqNo,
     /// Journal records at or below this LSN are in tables and need no replay.
     pub flushed_lsn: Lsn,
@@ -44,6 +46,16 @@ impl Manifest {
             journal: String::new(),
             levels: vec![Vec::new(); levels.max(2)],
         }
+    }
+
+    /// The newest sequence number in any table (or `last_seq`, if that is newer): a writer
+    /// numbers on after it, and a journal batch at or below it is in the tables already.
+    pub fn newest_seq(&self) -> SeqNo {
+        self.levels
+            .iter()
+            .flatten()
+            .map(|t| t.max_seq)
+            .fold(self.last_seq, SeqNo::max)
     }
 
     pub fn live_ids(&self) -> impl Iterator<Item = TableId> + '_ {
