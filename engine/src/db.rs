@@ -542,8 +542,10 @@ impl Db {
     /// ingests external files. Far cheaper per entry than `write`, for loading data that is
     /// already durable elsewhere. The import is atomic and durable when this returns, and
     /// newer than every write acknowledged before the call. Readers see it all at once when it
-    /// is installed; a snapshot taken while it runs may or may not include it. Returns the
-    /// import's sequence number. For more than fits in memory at once, `begin_import`.
+    /// is installed; a snapshot taken while it runs does not include it, then or later.
+    /// Writes made meanwhile are ordered after it and acknowledged only once it is installed
+    /// (or dropped). Returns the import's sequence number. For more than fits in memory at
+    /// once, `begin_import`.
     pub async fn import(&self, entries: Vec<(Bytes, Bytes)>) -> Result<SeqNo> {
         let mut import = self.begin_import().await?;
         import.add(entries).await?;
@@ -552,7 +554,8 @@ impl Db {
 
     /// Starts an import of many tables that lands all at once (see `import`): each `add`
     /// writes a table, `finish` installs them together, and an import dropped unfinished
-    /// leaves nothing behind. Compaction waits until it ends.
+    /// leaves nothing behind. Compaction waits until it ends, and so do the acknowledgements
+    /// of writes made after its first `add`.
     pub async fn begin_import(&self) -> Result<Import> {
         self.inner.check_writable()?;
         let handle = self.bg.lock().as_ref().map(Background::handle);
