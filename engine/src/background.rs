@@ -3,9 +3,10 @@
 //! compactor, installs the result) and the deletion of obsolete tables. A failed job is
 //! logged, recorded for `stats` and retried with backoff; nothing is dropped.
 
-use crate::db::{Inner, MemSlot, MemState};
+use crate::db::Inner;
 use crate::manifest::VersionEdit;
 use crate::version::{Deletion, TableHandle};
+use crate::write_path::MemSlot;
 use cairn_common::backoff::Backoff;
 use cairn_common::{Error, KeyRange, Result, TableId, TableMeta};
 use cairn_compaction::{CompactionJob, Pick};
@@ -43,15 +44,15 @@ impl Background {
         let mut bg = Background::on(inner.opts.background_threads, "cairn-bg")?;
         // Subscribed here, not in the tasks: a shutdown sent before a task first runs must
         // still reach it.
-        bg.spawn(flush_loop(inner.clone(), inner.shutdown.subscribe()));
-        bg.spawn(compaction_loop(inner.clone(), inner.shutdown.subscribe()));
+        bg.spawn(flush_loop(inner.clone(), inner.jobs.stopping()));
+        bg.spawn(compaction_loop(inner.clone(), inner.jobs.stopping()));
         bg.spawn(deletion_loop(
             inner.clone(),
             deletions,
-            inner.shutdown.subscribe(),
+            inner.jobs.stopping(),
         ));
         if inner.lease.is_some() {
-            let renewals = lease_loop(inner.clone(), inner.shutdown.subscribe());
+            let renewals = lease_loop(inner.clone(), inner.jobs.stopping());
             if bg.runtimes.is_empty() {
                 bg.spawn(renewals);
             } else {
@@ -69,7 +70,7 @@ impl Background {
         let mut bg = Background::on(threads, "cairn-follow")?;
         bg.spawn(crate::follow::follow_loop(
             inner.clone(),
-            inner.shutdown.subscribe(),
+            inner.jobs.stopping(),
         ));
         Ok(bg)
     }
@@ -106,7 +107,7 @@ impl Background {
 
     /// Stops the loops after the job each is running, and deletes what is pending deletion.
     pub async fn stop(mut self, inner: &Inner) {
-        inner.shutdown.send_replace(true);
+        inner.jobs.stop();
         for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
@@ -115,7 +116,7 @@ impl Background {
 
     /// Stops at once, without waiting (the `Db` was dropped without `close`).
     pub fn abort(self, inner: &Inner) {
-        inner.shutdown.send_replace(true);
+        inner.jobs.stop();
         self.shut_down();
     }
 
@@ -146,18 +147,17 @@ fn backoff(attempt: u32) -> Duration {
 fn record_error(inner: &Inner, what: &str, e: &Error, attempt: u32) {
     tracing::error!(error = %e, attempt, "{what} failed; will retry");
     inner.metrics.background_errors.increment(1);
-    *inner.bg_error.lock() = Some((format!("{what}: {e}"), attempt, e.is_fenced()));
-    inner.changed.bump();
+    inner.jobs.failed(what, e, attempt);
 }
 
 fn clear_error(inner: &Inner) {
-    inner.bg_error.lock().take();
+    inner.jobs.succeeded();
 }
 
 async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     let mut attempt = 0u32;
     loop {
-        let oldest = inner.mem.load().immutables.last().cloned();
+        let oldest = inner.writes.mem().immutables.last().cloned();
         // Error level, as the servers' call spans: present at any log level. The failure is
         // logged in it too, so it names the database.
         let span = tracing::error_span!("flush", database = %inner.database);
@@ -166,8 +166,8 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
                 Ok(()) => {
                     attempt = 0;
                     clear_error(&inner);
-                    inner.changed.bump();
-                    inner.compact_wanted.notify_one();
+                    inner.jobs.changed();
+                    inner.jobs.want_compaction();
                     // Writers may have filled the active memtable while the queue was full.
                     inner.freeze(false).await;
                     continue;
@@ -180,7 +180,7 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
                     tokio::select! {
                         biased;
                         _ = tokio::time::sleep(backoff(attempt)) => continue,
-                        _ = inner.flush_wanted.notified() => continue,
+                        _ = inner.jobs.flush_wanted() => continue,
                         _ = shutdown.changed() => return,
                     }
                 }
@@ -191,7 +191,7 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
                 }
                 tokio::select! {
                     biased;
-                    _ = inner.flush_wanted.notified() => {}
+                    _ = inner.jobs.flush_wanted() => {}
                     _ = shutdown.changed() => {}
                 }
             }
@@ -221,7 +221,7 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
         edit.added.push((0, h.meta.clone()));
         // Complete up to the table's newest write, unless visibility is behind it: an open
         // import holds a number below that, and a replica must not show past it yet.
-        edit.last_seq = Some(h.meta.max_seq.min(inner.seq.visible()));
+        edit.last_seq = Some(h.meta.max_seq.min(inner.writes.visible()));
     }
     fail::fail_point!("flush-before-install");
     inner
@@ -229,9 +229,14 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
         .await?;
     fail::fail_point!("flush-after-install");
     if let Some(h) = &handle {
-        inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
         inner
-            .counters
+            .jobs
+            .counters()
+            .flushes
+            .fetch_add(1, Ordering::Relaxed);
+        inner
+            .jobs
+            .counters()
             .bytes_flushed
             .fetch_add(h.meta.size, Ordering::Relaxed);
         let m = &inner.metrics;
@@ -240,19 +245,7 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
         m.flush_seconds.record(started.elapsed().as_secs_f64());
     }
     // Only now, with the table visible, may readers stop finding the memtable.
-    {
-        let _g = inner.mem_lock.lock();
-        let cur = inner.mem.load_full();
-        inner.mem.store(Arc::new(MemState {
-            active: cur.active.clone(),
-            immutables: cur
-                .immutables
-                .iter()
-                .filter(|m| !Arc::ptr_eq(m, slot))
-                .cloned()
-                .collect(),
-        }));
-    }
+    inner.writes.retire(slot);
     fail::fail_point!("flush-before-truncate");
     if let Err(e) = inner.comps.journal.truncate(flushed_lsn).await {
         // The records are in a table now; replaying them again would be harmless.
@@ -281,9 +274,8 @@ async fn lease_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
         if clock.since_renewal().is_some_and(|since| since < every) {
             continue;
         }
-        let renewed = match inner.manifest.as_ref() {
-            Some(m) => m.lock().await.renew().await,
-            None => return,
+        let Some(renewed) = inner.versions.renew().await else {
+            return;
         };
         match renewed {
             Ok(()) => {}
@@ -309,11 +301,11 @@ async fn compaction_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
         if *shutdown.borrow() {
             return;
         }
-        let pick = inner.picker.pick(&inner.version.load().metas());
+        let pick = inner.picker.pick(&inner.versions.current().metas());
         let Some(pick) = pick else {
             tokio::select! {
                 biased;
-                _ = inner.compact_wanted.notified() => continue,
+                _ = inner.jobs.compaction_wanted() => continue,
                 _ = shutdown.changed() => return,
             }
         };
@@ -330,11 +322,11 @@ async fn compaction_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
             // still hear a shutdown, or `close` waits on this task for ever.
             let _one = tokio::select! {
                 biased;
-                one = inner.compaction_lock.lock() => one,
+                one = inner.jobs.compaction() => one,
                 _ = shutdown.changed() => return,
             };
             // A manual compaction may have changed the levels while this waited.
-            match inner.picker.pick(&inner.version.load().metas()) {
+            match inner.picker.pick(&inner.versions.current().metas()) {
                 Some(p) if p == pick => run_pick(&inner, pick).instrument(span.clone()).await,
                 _ => Ok(()),
             }
@@ -359,8 +351,8 @@ async fn compaction_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>)
 
 /// Pushes every level into the next until all data is in the deepest non-empty level.
 pub async fn compact_all(inner: &Arc<Inner>) -> Result<()> {
-    let _one = inner.compaction_lock.lock().await;
-    let metas = inner.version.load().metas();
+    let _one = inner.jobs.compaction().await;
+    let metas = inner.versions.current().metas();
     let Some(deepest) = metas.iter().rposition(|l| !l.is_empty()) else {
         return Ok(());
     };
@@ -368,7 +360,7 @@ pub async fn compact_all(inner: &Arc<Inner>) -> Result<()> {
     let target = deepest.max(1);
     for level in 0..target {
         loop {
-            let metas = inner.version.load().metas();
+            let metas = inner.versions.current().metas();
             if metas[level].is_empty() {
                 break;
             }
@@ -376,7 +368,7 @@ pub async fn compact_all(inner: &Arc<Inner>) -> Result<()> {
         }
     }
     // The deepest level itself may hold shadowed versions from earlier compactions.
-    let metas = inner.version.load().metas();
+    let metas = inner.versions.current().metas();
     if !metas[target].is_empty() {
         let inputs = metas[target].clone();
         let pick = Pick {
@@ -406,7 +398,7 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
             inputs: pick.inputs.clone(),
             output_level: pick.output_level as u32,
             output_ids: ids.collect(),
-            oldest_snapshot: inner.snapshots.oldest(|| inner.seq.visible()),
+            oldest_snapshot: inner.snapshots.oldest(|| inner.writes.visible()),
             drop_tombstones: pick.drop_tombstones,
             target_table_bytes: target,
         };
@@ -438,9 +430,14 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
     }
     if !pick.trivial_move {
         let written: u64 = outputs.iter().map(|t| t.size).sum();
-        inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
         inner
-            .counters
+            .jobs
+            .counters()
+            .compactions
+            .fetch_add(1, Ordering::Relaxed);
+        inner
+            .jobs
+            .counters()
             .bytes_compacted
             .fetch_add(written, Ordering::Relaxed);
         let m = &inner.metrics;
@@ -450,7 +447,7 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
         m.compaction_bytes_out.increment(written);
         m.compaction_seconds.record(started.elapsed().as_secs_f64());
     }
-    inner.changed.bump();
+    inner.jobs.changed();
     Ok(())
 }
 

@@ -3,16 +3,17 @@
 use crate::background::{self, Background};
 use crate::follow::CatchUp;
 use crate::import::Import;
+use crate::jobs::Jobs;
 use crate::lease::LeaseClock;
 use crate::legacy_manifest::LegacyManifest;
 use crate::manifest::{Holder, Manifest, ManifestLog, VersionEdit};
 use crate::options::EngineOptions;
 use crate::scan::DbIter;
-use crate::seq::SeqTracker;
 use crate::snapshot::{Snapshot, SnapshotList};
 use crate::stats::{DbStats, LevelStats};
 use crate::version::{Deletion, TableHandle, Version};
-use arc_swap::ArcSwap;
+use crate::version_set::VersionSet;
+use crate::write_path::WritePath;
 use bytes::Bytes;
 use cairn_common::{
     AggregateState, Entry, EntryKind, Error, IoContext, KeyRange, Lsn, Result, SeqNo, TableId,
@@ -21,7 +22,7 @@ use cairn_common::{
 use cairn_compaction::{Compactor, LeveledPicker};
 use cairn_filestore::Storage;
 use cairn_journal::{Journal, JournalClaim};
-use cairn_memtable::{Memtable, MemtableFactory};
+use cairn_memtable::MemtableFactory;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use std::collections::HashSet;
@@ -29,7 +30,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use tokio::sync::{Notify, RwLock, mpsc, watch};
+use tokio::sync::mpsc;
 
 /// The components a `Db` is built from. Any implementation of each trait will do.
 #[derive(Clone)]
@@ -40,11 +41,7 @@ pub struct Components {
     pub compactor: Arc<dyn Compactor>,
 }
 
-/// A memtable and the newest journal record applied to it.
-pub(crate) struct MemSlot {
-    pub table: Arc<dyn Memtable>,
-    pub max_lsn: AtomicU64,
-}
+pub(crate) use crate::write_path::{MemSlot, MemState};
 
 /// The memtables and tables a read goes through, loaded together.
 #[derive(Clone)]
@@ -53,56 +50,34 @@ pub(crate) struct ReadView {
     pub version: Arc<Version>,
 }
 
-pub(crate) struct MemState {
-    pub active: Arc<MemSlot>,
-    /// Frozen memtables, newest first; the last one is flushed next.
-    pub immutables: Vec<Arc<MemSlot>>,
-}
-
+/// One database's state, in named parts that each own their fields and state their
+/// invariants where they are defined: the write path (`write_path.rs`: sequence numbers,
+/// the gate, memtables, visibility), the version set (`version_set.rs`: the manifest log
+/// and the tables readers see), the follower of a reader (`follow.rs`), and what background
+/// jobs share with the foreground (`jobs.rs`). The rest is configuration and identity.
 pub(crate) struct Inner {
     pub dir: PathBuf,
     pub opts: EngineOptions,
     pub comps: Components,
     pub picker: LeveledPicker,
-    pub mem: ArcSwap<MemState>,
-    /// Serialises changes to `mem` (freeze, and removal after flush).
-    pub mem_lock: Mutex<()>,
-    pub version: ArcSwap<Version>,
-    /// Writers hold it shared from sequence assignment to memtable insert; a freeze holds it
-    /// exclusively, so every write lands wholly in the memtable it was journaled for.
-    pub gate: RwLock<()>,
-    pub seq: SeqTracker,
+    /// How a write becomes visible: numbers, the journal, memtables (`write_path.rs`).
+    pub writes: WritePath,
+    /// The manifest log and the tables readers see (`version_set.rs`).
+    pub versions: VersionSet,
     pub snapshots: Arc<SnapshotList>,
-    /// The durable state, changed by one flush, compaction or import at a time. A reader
-    /// (`Db::open_reader`) has none: it changes nothing.
-    pub manifest: Option<tokio::sync::Mutex<ManifestLog>>,
     /// A reader's view of its writer, which it follows.
     pub follower: Option<crate::follow::Follower>,
-    /// The manifest's version and reserved-id bound, mirrored for `stats` (which takes no lock).
-    pub manifest_version: AtomicU64,
-    pub reserved_ids: AtomicU64,
-    pub manifest_location: String,
     pub database: String,
     /// This writer's epoch, on every journal append.
     pub epoch: u64,
     /// A writer whose journal only its node reaches holds a lease (`crate::lease`) and
     /// acknowledges a write only while the lease is provably its own.
     pub lease: Option<Arc<LeaseClock>>,
-    /// Bumped after every flush, compaction and failure, to wake stalled writers and waiters.
-    pub changed: crate::changes::Changes,
-    pub flush_wanted: Notify,
-    pub compact_wanted: Notify,
-    pub shutdown: watch::Sender<bool>,
+    /// What background work shares with the foreground (`jobs.rs`).
+    pub jobs: Jobs,
     pub closed: AtomicBool,
-    pub freezing: AtomicBool,
-    /// The last background failure and how many attempts in a row have failed.
-    /// And whether it was a fence, which no retry cures.
-    pub bg_error: Mutex<Option<(String, u32, bool)>>,
     pub deleter: mpsc::UnboundedSender<Deletion>,
-    pub counters: background::Counters,
     pub metrics: crate::metrics::EngineMetrics,
-    /// Held so that only one job compacts at a time, background or manual.
-    pub compaction_lock: Arc<tokio::sync::Mutex<()>>,
     /// The directory lock. Released by `close` once background work has stopped; a `Db`
     /// dropped without `close` aborts its background work, which may still be finishing a
     /// step on another thread, so the lock goes only with the last reference to this state:
@@ -124,9 +99,6 @@ const READER_RETRY: cairn_common::backoff::Backoff = cairn_common::backoff::Back
     std::time::Duration::from_millis(5),
     std::time::Duration::from_millis(500),
 );
-
-/// Consecutive background failures after which waiting callers get the error.
-const PERSISTENT_FAILURES: u32 = 5;
 
 impl Db {
     /// Opens the database whose manifest lives in `dir`, recovering from the manifest and
@@ -202,7 +174,7 @@ impl Db {
             lock_file,
         });
         let bg = Background::start(inner.clone(), deletions)?;
-        inner.compact_wanted.notify_one();
+        inner.jobs.want_compaction();
         Ok(Db {
             inner,
             bg: Mutex::new(Some(bg)),
@@ -305,7 +277,7 @@ impl Db {
         let inner = &self.inner;
         inner.check_writable()?;
         if batch.is_empty() {
-            return Ok(inner.seq.visible());
+            return Ok(inner.writes.visible());
         }
         cairn_common::limits::check_batch(&batch)?;
         let started = std::time::Instant::now();
@@ -315,7 +287,7 @@ impl Db {
         // the journal holds, and a replica shows, is what this writer shows.
         let (last, over) =
             crate::completing::Completing::new(journal_and_apply(inner.clone(), batch)).await?;
-        inner.seq.wait_visible(last).await;
+        inner.writes.wait_visible(last).await;
         if let Some(lease) = &inner.lease {
             // Durable and visible here, but acknowledged only under a lease still provably
             // this writer's: past it, another node may have taken over without this journal.
@@ -339,7 +311,7 @@ impl Db {
         // the newest: the tables are read at the newest version rather than at the number
         // visible when the get began. They only ever hold acknowledged writes, so the answer
         // is a value the key had at some moment during the call.
-        self.retried(|| self.inner.get(key, self.inner.seq.visible(), SeqNo::MAX))
+        self.retried(|| self.inner.get(key, self.inner.writes.visible(), SeqNo::MAX))
             .await
     }
 
@@ -382,9 +354,9 @@ impl Db {
         let first = read().await;
         match (&first, &self.inner.follower) {
             (Err(e), Some(f)) => {
-                let before = self.inner.manifest_version.load(Ordering::Relaxed);
+                let before = self.inner.versions.manifest_version();
                 crate::follow::poll_now(&self.inner, f).await;
-                if self.inner.manifest_version.load(Ordering::Relaxed) != before {
+                if self.inner.versions.manifest_version() != before {
                     tracing::debug!(error = %e, "a reader's read failed on an older view; reading again");
                     return read().await;
                 }
@@ -397,16 +369,16 @@ impl Db {
     pub fn snapshot(&self) -> Snapshot {
         let inner = &self.inner;
         match &inner.follower {
-            None => inner.snapshots.acquire(|| inner.seq.visible()),
+            None => inner.snapshots.acquire(|| inner.writes.visible()),
             Some(f) => {
-                // The view and the sequence number as one: the follower publishes both
-                // under this lock.
-                let _published = f.publish.read();
-                let view = inner.view();
-                inner
-                    .snapshots
-                    .acquire(|| inner.seq.visible())
-                    .with_view(view)
+                // The view and the sequence number as one.
+                f.unchanging(|| {
+                    let view = inner.view();
+                    inner
+                        .snapshots
+                        .acquire(|| inner.writes.visible())
+                        .with_view(view)
+                })
             }
         }
     }
@@ -495,18 +467,15 @@ impl Db {
 
     pub fn stats(&self) -> DbStats {
         let inner = &self.inner;
-        let version = inner.version.load();
-        let mem = inner.mem.load();
-        let c = &inner.counters;
+        let version = inner.versions.current();
+        let mem = inner.writes.mem();
+        let c = inner.jobs.counters();
         DbStats {
             database: inner.database.clone(),
             // A reader reports the epoch of the writer it follows now.
-            epoch: inner
-                .follower
-                .as_ref()
-                .map_or(inner.epoch, |f| f.epoch.load(Ordering::Relaxed)),
-            manifest_version: inner.manifest_version.load(Ordering::Relaxed),
-            manifest_location: inner.manifest_location.clone(),
+            epoch: inner.follower.as_ref().map_or(inner.epoch, |f| f.epoch()),
+            manifest_version: inner.versions.manifest_version(),
+            manifest_location: inner.versions.location().to_string(),
             levels: version
                 .levels
                 .iter()
@@ -521,8 +490,8 @@ impl Db {
             memtable_bytes: mem.active.table.approximate_bytes() as u64,
             memtable_entries: mem.active.table.len() as u64,
             immutable_memtables: mem.immutables.len(),
-            last_seq: inner.seq.visible(),
-            next_table_id: inner.reserved_ids.load(Ordering::Relaxed),
+            last_seq: inner.writes.visible(),
+            next_table_id: inner.versions.reserved_ids(),
             live_snapshots: inner.snapshots.count(),
             flushes: c.flushes.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
@@ -532,7 +501,7 @@ impl Db {
             write_stalls: c.stalls.load(Ordering::Relaxed),
             imports: c.imports.load(Ordering::Relaxed),
             bytes_imported: c.bytes_imported.load(Ordering::Relaxed),
-            background_error: inner.bg_error.lock().as_ref().map(|(e, _, _)| e.clone()),
+            background_error: inner.jobs.last_failure(),
             reader: inner.follower.as_ref().map(|f| f.stats()),
         }
     }
@@ -582,25 +551,22 @@ impl Db {
         if inner.closed.load(Ordering::Acquire) {
             return Ok(());
         }
-        let flushed = if flush && inner.manifest.is_some() {
+        let flushed = if flush && inner.versions.is_writer() {
             inner.flush_all().await
         } else {
             Ok(())
         };
         inner.closed.store(true, Ordering::Release);
         // Writers in flight finish before the journal closes.
-        drop(inner.gate.write().await);
+        inner.writes.drain().await;
         let bg = self.bg.lock().take();
         if let Some(bg) = bg {
             bg.stop(inner).await;
         }
         // A writer that stops cleanly lets go of its lease, so the next one need not wait
         // it out; one stopping as a crash would keeps it, as a crash does.
-        if flush && let Some(m) = &inner.manifest {
-            let released = m.lock().await.release().await;
-            if let Err(e) = released {
-                tracing::warn!(error = %e, "letting go of the lease failed; the next writer waits it out");
-            }
+        if flush && let Err(e) = inner.versions.release().await {
+            tracing::warn!(error = %e, "letting go of the lease failed; the next writer waits it out");
         }
         let journal = inner.comps.journal.close().await;
         inner.lock_file.lock().take();
@@ -621,52 +587,29 @@ impl Drop for Db {
     }
 }
 
-/// Takes the batch's sequence numbers, journals it and applies it to the memtable it was
-/// journaled for: the sequence numbers of its last operation, and whether the memtable is
-/// now full.
+/// Journals and applies `batch` (`WritePath::journal_and_apply`), counting what it wrote:
+/// its last sequence number, and whether the memtable is now full.
 async fn journal_and_apply(inner: Arc<Inner>, batch: WriteBatch) -> Result<(SeqNo, bool)> {
-    let n = batch.len() as u64;
-    let _shared = inner.gate.read().await;
-    inner.check_open()?;
-    let first = inner.seq.begin(n);
-    // Finishes the sequence numbers however this ends, a failed append included: numbers
-    // left in flight would stop visibility for good.
-    let _taken = FinishOnDrop(&inner.seq, first);
-    let record = batch.encode(first, inner.seq.visible());
-    let record_bytes = record.len() as u64;
-    let lsn = inner.comps.journal.append(inner.epoch, record).await?;
+    let applied = inner
+        .writes
+        .journal_and_apply(inner.comps.journal.as_ref(), inner.epoch, batch, || {
+            inner.check_open()
+        })
+        .await?;
     inner
-        .counters
+        .jobs
+        .counters()
         .journal_bytes
-        .fetch_add(record_bytes, Ordering::Relaxed);
-    inner.metrics.journal_bytes.increment(record_bytes);
-    // The gate keeps the memtable from being frozen between the append and here.
-    let mem = inner.mem.load();
-    apply(&mem.active.table, first, batch);
-    mem.active.max_lsn.fetch_max(lsn, Ordering::Relaxed);
-    let bytes = mem.active.table.approximate_bytes();
-    inner.metrics.memtable_bytes.set(bytes as f64);
-    Ok((first + n - 1, bytes >= inner.opts.memtable_bytes))
-}
-
-/// Marks a write's sequence numbers finished when dropped.
-struct FinishOnDrop<'a>(&'a SeqTracker, SeqNo);
-
-impl Drop for FinishOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.finish(self.1);
-    }
-}
-
-fn apply(table: &Arc<dyn Memtable>, first: SeqNo, batch: WriteBatch) {
-    for (i, op) in batch.into_ops().into_iter().enumerate() {
-        table.insert(Entry {
-            key: op.key,
-            seq: first + i as u64,
-            kind: op.kind,
-            value: op.value,
-        });
-    }
+        .fetch_add(applied.record_bytes, Ordering::Relaxed);
+    inner.metrics.journal_bytes.increment(applied.record_bytes);
+    inner
+        .metrics
+        .memtable_bytes
+        .set(applied.memtable_bytes as f64);
+    Ok((
+        applied.last,
+        applied.memtable_bytes >= inner.opts.memtable_bytes,
+    ))
 }
 
 impl Inner {
@@ -704,17 +647,7 @@ impl Inner {
     /// Open, and its writer: a reader refuses every change.
     pub fn check_writable(&self) -> Result<()> {
         self.check_open()?;
-        self.manifest().map(|_| ())
-    }
-
-    /// The manifest log, which only the writer holds.
-    fn manifest(&self) -> Result<&tokio::sync::Mutex<ManifestLog>> {
-        self.manifest.as_ref().ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "database {} is open read-only here (a reader that follows its writer): send writes, flushes, compactions and imports to the writer",
-                self.database
-            ))
-        })
+        self.versions.check_writer()
     }
 
     /// `key` as of `snapshot` in the memtables and `tables_at` in the tables (the same, or
@@ -730,14 +663,14 @@ impl Inner {
         // so loading in this order never misses a write. Memtable lookups never await, so a
         // short-lived guard does; the version is held across table reads and is cloned.
         let found = {
-            let mem = self.mem.load();
+            let mem = self.writes.mem();
             in_memtables(&mem, key, snapshot)
         };
         let found = match found {
             Some(e) => Ok(Some(e)),
             None => {
                 fail::fail_point!("get-between-memtables-and-tables");
-                in_tables(&self.version.load_full(), key, tables_at).await
+                in_tables(&self.versions.current(), key, tables_at).await
             }
         };
         self.record_get(started);
@@ -771,8 +704,8 @@ impl Inner {
     /// The memtables and tables readers see now: memtables first, as a flush installs its
     /// table before it drops the memtable, so loading in this order never misses a write.
     pub fn view(&self) -> ReadView {
-        let mem = self.mem.load_full();
-        let version = self.version.load_full();
+        let mem = self.writes.mem();
+        let version = self.versions.current();
         ReadView { mem, version }
     }
 
@@ -784,11 +717,8 @@ impl Inner {
     /// Waits while the memtable queue or L0 is full (a write stall).
     /// Whether writes must wait: (memtable queue and active memtable full, L0 full).
     fn stall_reasons(&self) -> (bool, bool) {
-        let mem = self.mem.load();
-        let mem_full = mem.immutables.len() >= self.opts.max_immutable_memtables
-            && mem.active.table.approximate_bytes() >= self.opts.memtable_bytes;
-        let l0_full = self.version.load().levels[0].len() >= self.opts.l0_stop_writes;
-        (mem_full, l0_full)
+        let l0_full = self.versions.current().levels[0].len() >= self.opts.l0_stop_writes;
+        (self.writes.is_full(), l0_full)
     }
 
     pub async fn wait_for_room(&self) -> Result<()> {
@@ -798,7 +728,7 @@ impl Inner {
         let mut stalled = false;
         let started = std::time::Instant::now();
         loop {
-            let changed = self.changed.next();
+            let changed = self.jobs.next_change();
             let (mem_full, l0_full) = self.stall_reasons();
             if !mem_full && !l0_full {
                 if stalled {
@@ -809,13 +739,16 @@ impl Inner {
             }
             if !stalled {
                 stalled = true;
-                self.counters.stalls.fetch_add(1, Ordering::Relaxed);
+                self.jobs.counters().stalls.fetch_add(1, Ordering::Relaxed);
                 self.metrics.stalls.increment(1);
                 if l0_full {
-                    self.compact_wanted.notify_one();
+                    self.jobs.want_compaction();
                 }
             }
-            if let Some(e) = self.persistent_bg_error("background work (writes are stalled)") {
+            if let Some(e) = self
+                .jobs
+                .persistent_failure("background work (writes are stalled)")
+            {
                 return Err(e);
             }
             self.check_open()?;
@@ -823,39 +756,11 @@ impl Inner {
         }
     }
 
-    /// Moves the active memtable to the flush queue, if the queue has room (or `force`, for
-    /// an explicit flush) and the memtable has anything in it.
+    /// Moves the active memtable to the flush queue (`WritePath::freeze`) and wakes the
+    /// flush loop if it did.
     pub async fn freeze(&self, force: bool) {
-        // Writers that cross the size limit together need only one freeze between them; a
-        // forced freeze always goes ahead, ordered after the other by the gate.
-        if self.freezing.swap(true, Ordering::AcqRel) && !force {
-            return;
-        }
-        {
-            let _exclusive = self.gate.write().await;
-            self.swap_memtable(force);
-        }
-        self.freezing.store(false, Ordering::Release);
-    }
-
-    /// The body of `freeze`, for a caller that holds the gate exclusively.
-    pub fn swap_memtable(&self, force: bool) {
-        let _g = self.mem_lock.lock();
-        let cur = self.mem.load_full();
-        let full = cur.active.table.approximate_bytes() >= self.opts.memtable_bytes;
-        let room = cur.immutables.len() < self.opts.max_immutable_memtables;
-        if !cur.active.table.is_empty() && (force || (full && room)) {
-            let mut immutables = Vec::with_capacity(cur.immutables.len() + 1);
-            immutables.push(cur.active.clone());
-            immutables.extend(cur.immutables.iter().cloned());
-            self.mem.store(Arc::new(MemState {
-                active: Arc::new(MemSlot {
-                    table: (self.comps.memtables)(),
-                    max_lsn: AtomicU64::new(cur.active.max_lsn.load(Ordering::Relaxed)),
-                }),
-                immutables,
-            }));
-            self.flush_wanted.notify_one();
+        if self.writes.freeze(force).await {
+            self.jobs.want_flush();
         }
     }
 
@@ -864,14 +769,14 @@ impl Inner {
         // An error recorded before this call may be cured by now (a server back up): cut the
         // flush loop's backoff short once, and report the error only if it is still there
         // after the loop has done something since.
-        self.flush_wanted.notify_one();
+        self.jobs.want_flush();
         let mut woken = false;
         loop {
-            let changed = self.changed.next();
-            if self.mem.load().immutables.is_empty() {
+            let changed = self.jobs.next_change();
+            if self.writes.mem().immutables.is_empty() {
                 return Ok(());
             }
-            if woken && let Some(e) = self.persistent_bg_error("flush") {
+            if woken && let Some(e) = self.jobs.persistent_failure("flush") {
                 return Err(e);
             }
             changed.await;
@@ -879,69 +784,20 @@ impl Inner {
         }
     }
 
-    /// A background failure that retries have not cured: callers waiting on background work
-    /// get it as an error instead of waiting forever. Transient failures stay invisible; a
-    /// fence is reported at once, as itself.
-    fn persistent_bg_error(&self, context: &str) -> Option<Error> {
-        let guard = self.bg_error.lock();
-        let (e, attempts, fenced) = guard.as_ref()?;
-        if *fenced {
-            Some(Error::Fenced(e.clone()))
-        } else if *attempts >= PERSISTENT_FAILURES {
-            Some(Error::component(
-                context,
-                format!("{e} ({attempts} attempts)"),
-            ))
-        } else {
-            None
-        }
-    }
-
     /// `n` table ids no writer of this database ever had, reserved in the manifest.
     pub async fn reserve_table_ids(&self, n: u64) -> Result<std::ops::Range<TableId>> {
-        let mut log = self.manifest()?.lock().await;
-        let ids = log.reserve_ids(n).await;
-        self.mirror(&log);
-        ids
+        self.versions.reserve_table_ids(n).await
     }
 
-    fn mirror(&self, log: &ManifestLog) {
-        self.manifest_version
-            .store(log.version(), Ordering::Relaxed);
-        self.reserved_ids
-            .store(log.state().next_table_id, Ordering::Relaxed);
-    }
-
-    /// Applies `edit` to the stored manifest, then to the version readers see, in one place
-    /// and in that order (a reader never sees a table the manifest does not hold). `opened`
-    /// are the handles of the tables it adds, other than moved ones. Returns the handles it
-    /// removed, for the caller to retire.
+    /// Installs `edit` (`VersionSet::install`): the stored manifest first, then the version
+    /// readers see. Returns the handles it removed, for the caller to retire.
     pub async fn install(
         &self,
         edit: VersionEdit,
         opened: Vec<Arc<TableHandle>>,
     ) -> Result<Vec<Arc<TableHandle>>> {
-        let mut opened: std::collections::HashMap<TableId, Arc<TableHandle>> =
-            opened.into_iter().map(|h| (h.meta.id, h)).collect();
-        if let Some((_, t)) = edit
-            .added
-            .iter()
-            .find(|(_, t)| !opened.contains_key(&t.id) && !edit.removed.contains(&t.id))
-        {
-            return Err(Error::InvalidArgument(format!(
-                "installing table {} with no open handle",
-                t.id
-            )));
-        }
-        let mut log = self.manifest()?.lock().await;
-        let committed = log.commit(edit.clone()).await;
-        self.mirror(&log);
-        committed?;
-        let mut v = Version::clone(&self.version.load());
-        let removed = edit.apply_to(&mut v.levels, |h| &h.meta, |m| opened.remove(&m.id));
-        let l0 = v.levels.first().map_or(0, Vec::len);
+        let (removed, l0) = self.versions.install(edit, opened).await?;
         self.metrics.l0_tables.set(l0 as f64);
-        self.version.store(Arc::new(v));
         Ok(removed)
     }
 }
@@ -1072,40 +928,36 @@ struct Parts {
 }
 
 fn assemble(p: Parts) -> Arc<Inner> {
-    let (shutdown, _) = watch::channel(false);
+    let writes = WritePath::new(
+        p.active,
+        p.last_seq,
+        p.comps.memtables.clone(),
+        p.opts.memtable_bytes,
+        p.opts.max_immutable_memtables,
+    );
     Arc::new(Inner {
         dir: p.dir,
         picker: LeveledPicker::new(p.opts.compaction.clone()),
         opts: p.opts,
         comps: p.comps,
-        mem: ArcSwap::from_pointee(MemState {
-            active: Arc::new(p.active),
-            immutables: Vec::new(),
-        }),
-        mem_lock: Mutex::new(()),
-        version: ArcSwap::from_pointee(p.version),
-        gate: RwLock::new(()),
-        seq: SeqTracker::new(p.last_seq),
+        writes,
+        versions: VersionSet::new(
+            p.log,
+            p.version,
+            p.manifest_version,
+            p.state.next_table_id,
+            p.manifest_location,
+            p.state.database.clone(),
+        ),
         snapshots: Arc::default(),
-        manifest_version: AtomicU64::new(p.manifest_version),
-        reserved_ids: AtomicU64::new(p.state.next_table_id),
-        manifest_location: p.manifest_location,
         database: p.state.database.clone(),
         epoch: p.state.epoch,
         lease: p.lease,
-        manifest: p.log.map(tokio::sync::Mutex::new),
         follower: p.follower,
-        changed: Default::default(),
-        flush_wanted: Notify::new(),
-        compact_wanted: Notify::new(),
-        shutdown,
+        jobs: Jobs::default(),
         closed: AtomicBool::new(false),
-        freezing: AtomicBool::new(false),
-        bg_error: Mutex::new(None),
         deleter: p.deleter,
-        counters: background::Counters::default(),
         metrics: crate::metrics::EngineMetrics::new(&p.state.database),
-        compaction_lock: Arc::new(tokio::sync::Mutex::new(())),
         lock_file: Mutex::new(Some(p.lock_file)),
     })
 }
@@ -1179,7 +1031,7 @@ pub(crate) async fn replay_journal(
                 p.applied(first, last, mark);
             }
         }
-        apply(&slot.table, first, batch);
+        crate::write_path::apply(&slot.table, first, batch);
         replayed += 1;
     }
     Ok(Replayed {

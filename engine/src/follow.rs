@@ -5,7 +5,7 @@
 //! deletes or truncates anything: it takes no epoch, claims no journal, and the tables it
 //! stops using are dropped, not deleted.
 
-use crate::db::{Components, Inner, MemSlot, MemState, replay_journal};
+use crate::db::{Components, Inner, MemSlot, replay_journal};
 use crate::manifest::{self, Manifest};
 use crate::version::{Deletion, TableHandle, Version};
 use cairn_common::{Lsn, Result, SeqNo, TableId};
@@ -20,10 +20,10 @@ use tokio::time::Instant;
 
 /// What a reader follows, and how far it has come.
 pub(crate) struct Follower {
-    pub poll: Duration,
+    poll: Duration,
     /// Held to publish a new view (tables, memtable, visible sequence number) and to take
     /// a snapshot, so a snapshot never pairs a view with another view's sequence number.
-    pub publish: parking_lot::RwLock<()>,
+    publish: parking_lot::RwLock<()>,
     state: tokio::sync::Mutex<Position>,
     /// When the last poll that caught up began: every write acknowledged before then is
     /// visible (it was in the journal or the tables when the poll read them).
@@ -33,11 +33,11 @@ pub(crate) struct Follower {
     flush_seen: Mutex<Instant>,
     applied_lsn: AtomicU64,
     /// The writer's epoch in the manifest version followed: it changes with a take-over.
-    pub epoch: AtomicU64,
+    epoch: AtomicU64,
     polls: AtomicU64,
     last_error: Mutex<Option<String>>,
     /// Handles never mark a table obsolete here, but need a channel to be made with.
-    pub deleter: mpsc::UnboundedSender<Deletion>,
+    deleter: mpsc::UnboundedSender<Deletion>,
 }
 
 /// Where the reader's view stands: the manifest version its tables come from, and the
@@ -128,6 +128,18 @@ pub struct ReaderStats {
 }
 
 impl Follower {
+    /// The writer's epoch in the manifest version followed.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Takes what `take` returns while no new view is being published: a snapshot then
+    /// pairs a view with that view's own sequence number.
+    pub fn unchanging<T>(&self, take: impl FnOnce() -> T) -> T {
+        let _published = self.publish.read();
+        take()
+    }
+
     pub fn new(
         poll: Duration,
         at: Position,
@@ -354,7 +366,7 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
         let Some(loaded) = manifest::load(store.as_ref()).await? else {
             return Ok(false);
         };
-        let current = inner.version.load_full();
+        let current = inner.versions.current();
         if loaded.state.flushed_lsn == at.flushed_lsn
             && loaded.state.journal == at.journal
             && same_tables(&loaded.state, &current)
@@ -363,9 +375,7 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
             // the memtable does too. Follow the tail below.
             at.version = loaded.version;
             at.epoch = loaded.state.epoch;
-            inner
-                .manifest_version
-                .store(loaded.version, Ordering::Relaxed);
+            inner.versions.follow(None, loaded.version);
             follower.epoch.store(at.epoch, Ordering::Relaxed);
         } else {
             // New tables: a fresh memtable holds what the journal has past them.
@@ -374,21 +384,17 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
                     CatchUp::View(view) => view,
                     CatchUp::Raced(_) | CatchUp::Empty => return Ok(false),
                 };
-            if view.last_seq < inner.seq.visible() {
+            if view.last_seq < inner.writes.visible() {
                 // Visibility never goes back: a view behind what readers were shown would
                 // hide writes they saw.
                 return Ok(false);
             }
             let _publishing = follower.publish.write();
-            inner.version.store(Arc::new(view.version));
-            inner.mem.store(Arc::new(MemState {
-                active: Arc::new(view.active),
-                immutables: Vec::new(),
-            }));
-            inner.seq.advance_to(view.last_seq);
             inner
-                .manifest_version
-                .store(view.position.version, Ordering::Relaxed);
+                .versions
+                .follow(Some(view.version), view.position.version);
+            inner.writes.replace(view.active);
+            inner.writes.advance_to(view.last_seq);
             follower.epoch.store(view.position.epoch, Ordering::Relaxed);
             follower.flushes_only.store(
                 flushes_only(inner.comps.journal.as_ref(), &view.state),
@@ -405,7 +411,7 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
         }
     }
     let from = at.applied_lsn + 1;
-    let mem = inner.mem.load();
+    let mem = inner.writes.mem();
     // Worked on a copy: a replay that fails midway leaves the prefix as it was, and the
     // next poll reads the same records again.
     let mut prefix = at.prefix.clone();
@@ -413,7 +419,7 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
         inner.comps.journal.as_ref(),
         from,
         at.tables_seq,
-        inner.seq.visible(),
+        inner.writes.visible(),
         &mem.active,
         Some(&mut prefix),
     )
@@ -427,7 +433,7 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
         return Ok(false);
     }
     let shown = prefix.advance();
-    if shown > inner.seq.visible()
+    if shown > inner.writes.visible()
         && holds_unseen_writes(
             &inner.comps,
             at.version,
@@ -443,7 +449,7 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
     }
     let _publishing = follower.publish.write();
     // Applied above what was shown, never below: a snapshot taken earlier reads the same.
-    inner.seq.advance_to(shown);
+    inner.writes.advance_to(shown);
     at.prefix = prefix;
     at.applied_lsn = at.applied_lsn.max(replayed.last_lsn);
     follower

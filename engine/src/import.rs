@@ -49,7 +49,7 @@ impl Import {
     pub(crate) async fn begin(inner: Arc<Inner>, runtime: tokio::runtime::Handle) -> Result<Self> {
         inner.check_open()?;
         inner.wait_for_room().await?;
-        let no_compaction = inner.compaction_lock.clone().lock_owned().await;
+        let no_compaction = inner.jobs.compaction_owned().await;
         Ok(Import {
             inner,
             runtime,
@@ -92,7 +92,7 @@ impl Import {
         let tables = std::mem::take(&mut self.tables);
         let inner = self.inner.clone();
         if tables.is_empty() {
-            return Ok(inner.seq.visible());
+            return Ok(inner.writes.visible());
         }
         inner.flush_all().await?;
         // Level 0 is newest first; tables flushed since each S was taken hold only newer
@@ -100,8 +100,8 @@ impl Import {
         // Every write numbered below the newest flushed one is in a table now, and so is
         // this import once the edit lands.
         let flushed = inner
-            .version
-            .load()
+            .versions
+            .current()
             .levels
             .iter()
             .flatten()
@@ -119,13 +119,18 @@ impl Import {
         inner.install(edit, tables).await?;
         fail::fail_point!("import-after-install");
         self.release();
-        inner.counters.imports.fetch_add(1, Ordering::Relaxed);
         inner
-            .counters
+            .jobs
+            .counters()
+            .imports
+            .fetch_add(1, Ordering::Relaxed);
+        inner
+            .jobs
+            .counters()
             .bytes_imported
             .fetch_add(bytes, Ordering::Relaxed);
-        inner.changed.bump();
-        inner.compact_wanted.notify_one();
+        inner.jobs.changed();
+        inner.jobs.want_compaction();
         Ok(self.last_seq)
     }
 }
@@ -134,7 +139,7 @@ impl Import {
     /// Lets visibility pass this import's sequence numbers: it is installed, or abandoned.
     fn release(&mut self) {
         for seq in self.held.drain(..) {
-            self.inner.seq.finish(seq);
+            self.inner.writes.release(seq);
         }
     }
 }
@@ -155,12 +160,8 @@ async fn write_one(
     inner: &Arc<Inner>,
     entries: Vec<(Bytes, Bytes)>,
 ) -> (SeqNo, Result<Arc<TableHandle>>) {
-    let seq = {
-        let _exclusive = inner.gate.write().await;
-        let seq = inner.seq.begin(1);
-        inner.swap_memtable(true);
-        seq
-    };
+    let seq = inner.writes.hold_for_import().await;
+    inner.jobs.want_flush();
     (seq, write_at(inner, seq, entries).await)
 }
 

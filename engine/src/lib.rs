@@ -10,6 +10,7 @@ mod completing;
 mod db;
 mod follow;
 mod import;
+mod jobs;
 mod lease;
 mod legacy_manifest;
 pub mod manifest;
@@ -20,6 +21,8 @@ mod seq;
 mod snapshot;
 mod stats;
 mod version;
+mod version_set;
+mod write_path;
 
 pub use db::{Components, Db};
 pub use follow::ReaderStats;

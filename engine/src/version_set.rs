@@ -1,0 +1,162 @@
+//! The version set: the manifest log (the writer's; a reader has none) and the version of
+//! tables readers see, changed together and only here.
+//!
+//! Invariants:
+//! - The stored manifest changes first, the version readers see second (`install`): a
+//!   reader never sees a table the manifest does not hold, and a table the manifest drops
+//!   stays readable until the new version is out.
+//! - One change at a time: installs, id reservations and lease renewals queue on the log.
+//! - `manifest_version` and `reserved_ids` mirror the log after every change, for `stats`
+//!   and for a reader's check of whether its view moved, neither of which takes the lock.
+
+use crate::manifest::{ManifestLog, VersionEdit};
+use crate::version::{TableHandle, Version};
+use arc_swap::ArcSwap;
+use cairn_common::{Error, Result, TableId};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub(crate) struct VersionSet {
+    log: Option<tokio::sync::Mutex<ManifestLog>>,
+    current: ArcSwap<Version>,
+    manifest_version: AtomicU64,
+    reserved_ids: AtomicU64,
+    location: String,
+    database: String,
+}
+
+impl VersionSet {
+    /// A writer's (with its log) or a reader's (without), starting at `version`, which
+    /// manifest version `manifest_version` describes.
+    pub fn new(
+        log: Option<ManifestLog>,
+        version: Version,
+        manifest_version: u64,
+        reserved_ids: TableId,
+        location: String,
+        database: String,
+    ) -> VersionSet {
+        VersionSet {
+            log: log.map(tokio::sync::Mutex::new),
+            current: ArcSwap::from_pointee(version),
+            manifest_version: AtomicU64::new(manifest_version),
+            reserved_ids: AtomicU64::new(reserved_ids),
+            location,
+            database,
+        }
+    }
+
+    /// The version readers see now.
+    pub fn current(&self) -> Arc<Version> {
+        self.current.load_full()
+    }
+
+    /// Ok for the writer; a reader changes nothing and says where changes go.
+    pub fn check_writer(&self) -> Result<()> {
+        self.log().map(|_| ())
+    }
+
+    pub fn is_writer(&self) -> bool {
+        self.log.is_some()
+    }
+
+    fn log(&self) -> Result<&tokio::sync::Mutex<ManifestLog>> {
+        self.log.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "database {} is open read-only here (a reader that follows its writer): send writes, flushes, compactions and imports to the writer",
+                self.database
+            ))
+        })
+    }
+
+    /// `n` table ids no writer of this database ever had, reserved in the manifest.
+    pub async fn reserve_table_ids(&self, n: u64) -> Result<Range<TableId>> {
+        let mut log = self.log()?.lock().await;
+        let ids = log.reserve_ids(n).await;
+        self.mirror(&log);
+        ids
+    }
+
+    /// Applies `edit` to the stored manifest, then to the version readers see. `opened` are
+    /// the handles of the tables it adds, other than moved ones. Returns the handles it
+    /// removed, for the caller to retire, and the tables now in level 0.
+    pub async fn install(
+        &self,
+        edit: VersionEdit,
+        opened: Vec<Arc<TableHandle>>,
+    ) -> Result<(Vec<Arc<TableHandle>>, usize)> {
+        let mut opened: HashMap<TableId, Arc<TableHandle>> =
+            opened.into_iter().map(|h| (h.meta.id, h)).collect();
+        if let Some((_, t)) = edit
+            .added
+            .iter()
+            .find(|(_, t)| !opened.contains_key(&t.id) && !edit.removed.contains(&t.id))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "installing table {} with no open handle",
+                t.id
+            )));
+        }
+        let mut log = self.log()?.lock().await;
+        let committed = log.commit(edit.clone()).await;
+        self.mirror(&log);
+        committed?;
+        let mut v = Version::clone(&self.current.load());
+        let removed = edit.apply_to(&mut v.levels, |h| &h.meta, |m| opened.remove(&m.id));
+        let l0 = v.levels.first().map_or(0, Vec::len);
+        self.current.store(Arc::new(v));
+        Ok((removed, l0))
+    }
+
+    /// Renews the writer's lease with an empty version; `None` for a reader.
+    pub async fn renew(&self) -> Option<Result<()>> {
+        let log = self.log.as_ref()?;
+        let mut log = log.lock().await;
+        let renewed = log.renew().await;
+        self.mirror(&log);
+        Some(renewed)
+    }
+
+    /// Lets go of the writer's lease, for a writer that stops cleanly.
+    pub async fn release(&self) -> Result<()> {
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        let mut log = log.lock().await;
+        let released = log.release().await;
+        self.mirror(&log);
+        released
+    }
+
+    /// A reader follows its writer to manifest version `manifest_version`, with the tables
+    /// of `version` if they changed.
+    pub fn follow(&self, version: Option<Version>, manifest_version: u64) {
+        if let Some(v) = version {
+            self.current.store(Arc::new(v));
+        }
+        self.manifest_version
+            .store(manifest_version, Ordering::Relaxed);
+    }
+
+    pub fn manifest_version(&self) -> u64 {
+        self.manifest_version.load(Ordering::Relaxed)
+    }
+
+    pub fn reserved_ids(&self) -> TableId {
+        self.reserved_ids.load(Ordering::Relaxed)
+    }
+
+    /// Where the manifest is kept.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn mirror(&self, log: &ManifestLog) {
+        self.manifest_version
+            .store(log.version(), Ordering::Relaxed);
+        self.reserved_ids
+            .store(log.state().next_table_id, Ordering::Relaxed);
+    }
+}

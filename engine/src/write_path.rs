@@ -1,0 +1,244 @@
+//! The write path: how a write becomes visible. A write takes sequence numbers, is
+//! journaled, is applied to the active memtable, and becomes visible once every write
+//! numbered before it has been applied too. Flushes freeze memtables from here; imports
+//! take numbers here that hold visibility back until they are installed.
+//!
+//! Invariants:
+//! - A write holds the gate shared from taking its numbers until it is in the memtable; a
+//!   freeze holds it exclusively. So every write lands wholly in the memtable it was
+//!   journaled for, and the numbers in a frozen memtable are all below those after it.
+//! - Visibility (`SeqTracker`) passes a number only once it is finished: applied, failed or
+//!   abandoned. A number left unfinished stops visibility for good, so every path that takes
+//!   one finishes it (`FinishOnDrop`, an import's `release`).
+//! - Readers load the memtables before the tables (`Inner::view`), and a flushed memtable
+//!   is retired only after its table is installed, so a read never misses a write.
+
+use crate::seq::SeqTracker;
+use arc_swap::ArcSwap;
+use cairn_common::{Entry, Result, SeqNo, WriteBatch};
+use cairn_journal::Journal;
+use cairn_memtable::{Memtable, MemtableFactory};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::RwLock;
+
+/// A memtable and the newest journal record applied to it.
+pub(crate) struct MemSlot {
+    pub table: Arc<dyn Memtable>,
+    pub max_lsn: AtomicU64,
+}
+
+pub(crate) struct MemState {
+    pub active: Arc<MemSlot>,
+    /// Frozen memtables, newest first; the last one is flushed next.
+    pub immutables: Vec<Arc<MemSlot>>,
+}
+
+/// A write journaled and applied (not yet visible).
+pub(crate) struct Applied {
+    /// The number of its last operation: it is visible once visibility reaches this.
+    pub last: SeqNo,
+    pub record_bytes: u64,
+    /// The active memtable's size after it.
+    pub memtable_bytes: usize,
+}
+
+pub(crate) struct WritePath {
+    gate: RwLock<()>,
+    seq: SeqTracker,
+    mem: ArcSwap<MemState>,
+    /// Serialises changes to `mem` (a freeze, a flushed memtable's retirement).
+    mem_lock: Mutex<()>,
+    /// A freeze is under way: writers that fill the memtable together need only one.
+    freezing: AtomicBool,
+    memtables: MemtableFactory,
+    memtable_bytes: usize,
+    max_immutables: usize,
+}
+
+impl WritePath {
+    /// Starts with `active` and visibility at `last_seq`.
+    pub fn new(
+        active: MemSlot,
+        last_seq: SeqNo,
+        memtables: MemtableFactory,
+        memtable_bytes: usize,
+        max_immutables: usize,
+    ) -> WritePath {
+        WritePath {
+            gate: RwLock::new(()),
+            seq: SeqTracker::new(last_seq),
+            mem: ArcSwap::from_pointee(MemState {
+                active: Arc::new(active),
+                immutables: Vec::new(),
+            }),
+            mem_lock: Mutex::new(()),
+            freezing: AtomicBool::new(false),
+            memtables,
+            memtable_bytes,
+            max_immutables,
+        }
+    }
+
+    /// Takes the batch's numbers, journals it (its record carries what is visible now, for
+    /// replicas), and applies it to the memtable it was journaled for. `open` is checked
+    /// once the gate is held, so nothing is journaled after a close has begun.
+    pub async fn journal_and_apply(
+        &self,
+        journal: &dyn Journal,
+        epoch: u64,
+        batch: WriteBatch,
+        open: impl FnOnce() -> Result<()>,
+    ) -> Result<Applied> {
+        let n = batch.len() as u64;
+        let _shared = self.gate.read().await;
+        open()?;
+        let first = self.seq.begin(n);
+        // Finishes the numbers however this ends, a failed append included.
+        let _taken = FinishOnDrop(&self.seq, first);
+        let record = batch.encode(first, self.seq.visible());
+        let record_bytes = record.len() as u64;
+        let lsn = journal.append(epoch, record).await?;
+        // The gate keeps the memtable from being frozen between the append and here.
+        let mem = self.mem.load();
+        apply(&mem.active.table, first, batch);
+        mem.active.max_lsn.fetch_max(lsn, Ordering::Relaxed);
+        Ok(Applied {
+            last: first + n - 1,
+            record_bytes,
+            memtable_bytes: mem.active.table.approximate_bytes(),
+        })
+    }
+
+    /// The newest number every reader may see.
+    pub fn visible(&self) -> SeqNo {
+        self.seq.visible()
+    }
+
+    /// Waits until `seq` is visible: a write is acknowledged only then.
+    pub async fn wait_visible(&self, seq: SeqNo) {
+        self.seq.wait_visible(seq).await
+    }
+
+    /// A reader shows its writer's writes up to `seq` (it has no writers of its own).
+    pub fn advance_to(&self, seq: SeqNo) {
+        self.seq.advance_to(seq)
+    }
+
+    /// An import's number: taken with the memtable frozen (no memtable then holds writes
+    /// from both sides of it) and held, so visibility stops below it until `release`.
+    pub async fn hold_for_import(&self) -> SeqNo {
+        let _exclusive = self.gate.write().await;
+        let seq = self.seq.begin(1);
+        self.swap(true);
+        seq
+    }
+
+    /// Lets visibility pass a number `hold_for_import` took.
+    pub fn release(&self, seq: SeqNo) {
+        self.seq.finish(seq)
+    }
+
+    /// The memtables now, active first.
+    pub fn mem(&self) -> Arc<MemState> {
+        self.mem.load_full()
+    }
+
+    /// Whether writes must wait for a flush: the frozen queue and the active memtable are
+    /// both full.
+    pub fn is_full(&self) -> bool {
+        let mem = self.mem.load();
+        mem.immutables.len() >= self.max_immutables
+            && mem.active.table.approximate_bytes() >= self.memtable_bytes
+    }
+
+    /// Moves the active memtable to the flush queue, if the queue has room (or `force`, for
+    /// an explicit flush) and it holds anything. True if it did.
+    pub async fn freeze(&self, force: bool) -> bool {
+        // Writers that cross the size limit together need only one freeze between them; a
+        // forced freeze always goes ahead, ordered after the other by the gate.
+        if self.freezing.swap(true, Ordering::AcqRel) && !force {
+            return false;
+        }
+        let frozen = {
+            let _exclusive = self.gate.write().await;
+            self.swap(force)
+        };
+        self.freezing.store(false, Ordering::Release);
+        frozen
+    }
+
+    /// The body of `freeze`, under the gate held exclusively.
+    fn swap(&self, force: bool) -> bool {
+        let _g = self.mem_lock.lock();
+        let cur = self.mem.load_full();
+        let full = cur.active.table.approximate_bytes() >= self.memtable_bytes;
+        let room = cur.immutables.len() < self.max_immutables;
+        if cur.active.table.is_empty() || !(force || (full && room)) {
+            return false;
+        }
+        let mut immutables = Vec::with_capacity(cur.immutables.len() + 1);
+        immutables.push(cur.active.clone());
+        immutables.extend(cur.immutables.iter().cloned());
+        self.mem.store(Arc::new(MemState {
+            active: Arc::new(MemSlot {
+                table: (self.memtables)(),
+                max_lsn: AtomicU64::new(cur.active.max_lsn.load(Ordering::Relaxed)),
+            }),
+            immutables,
+        }));
+        true
+    }
+
+    /// Drops a frozen memtable whose table is installed: readers find its writes there now.
+    pub fn retire(&self, slot: &Arc<MemSlot>) {
+        let _g = self.mem_lock.lock();
+        let cur = self.mem.load_full();
+        self.mem.store(Arc::new(MemState {
+            active: cur.active.clone(),
+            immutables: cur
+                .immutables
+                .iter()
+                .filter(|m| !Arc::ptr_eq(m, slot))
+                .cloned()
+                .collect(),
+        }));
+    }
+
+    /// A reader's follower swaps in the memtable of a newer view of its writer.
+    pub fn replace(&self, active: MemSlot) {
+        let _g = self.mem_lock.lock();
+        self.mem.store(Arc::new(MemState {
+            active: Arc::new(active),
+            immutables: Vec::new(),
+        }));
+    }
+
+    /// Waits until no write is between taking its numbers and its memtable: at close, so
+    /// every write in flight finishes before the journal does.
+    pub async fn drain(&self) {
+        drop(self.gate.write().await);
+    }
+}
+
+/// Marks a write's sequence numbers finished when dropped.
+struct FinishOnDrop<'a>(&'a SeqTracker, SeqNo);
+
+impl Drop for FinishOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.finish(self.1);
+    }
+}
+
+/// Inserts `batch` into `table`, numbered from `first`.
+pub(crate) fn apply(table: &Arc<dyn Memtable>, first: SeqNo, batch: WriteBatch) {
+    for (i, op) in batch.into_ops().into_iter().enumerate() {
+        table.insert(Entry {
+            key: op.key,
+            seq: first + i as u64,
+            kind: op.kind,
+            value: op.value,
+        });
+    }
+}
