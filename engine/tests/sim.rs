@@ -230,7 +230,12 @@ async fn look(db: &Db, who: &'static str, seen: &Mutex<Seen>, trace: &Trace, sta
 
 /// Writers, a replica, flushes and compactions; every view must be the prefix its
 /// snapshot names.
-async fn replica(seed: u64, root: &Path, trace: Trace) -> std::result::Result<(), String> {
+async fn replica(
+    seed: u64,
+    root: &Path,
+    trace: Trace,
+    lost_answers: bool,
+) -> std::result::Result<(), String> {
     let dice = Dice::new(seed);
     let start = Instant::now();
     let tables = shared_tables(&trace, &dice);
@@ -239,6 +244,12 @@ async fn replica(seed: u64, root: &Path, trace: Trace) -> std::result::Result<()
         let dice = dice.clone();
         move || dice.millis(0..4)
     });
+    if lost_answers {
+        journal.set_lost_answers({
+            let dice = dice.clone();
+            move || dice.below(40) == 0
+        });
+    }
     let (_, comps) = node(journal.clone(), &tables);
     let writer = Arc::new(
         Db::open(root.join("w"), options(0), comps.clone())
@@ -259,10 +270,15 @@ async fn replica(seed: u64, root: &Path, trace: Trace) -> std::result::Result<()
                 tokio::time::sleep(dice.millis(0..3)).await;
                 let key = Bytes::from(format!("c{c}-{i:03}"));
                 let value = Bytes::from(vec![b'v'; 40 + dice.below(200) as usize]);
-                let seq = w
-                    .put(key.clone(), value)
-                    .await
-                    .map_err(|e| format!("put {key:?}: {e}"))?;
+                let seq = match w.put(key.clone(), value).await {
+                    Ok(seq) => seq,
+                    // In doubt: the view check finds it if anything shows it.
+                    Err(e) if lost_answers => {
+                        trace.log(start, format!("refused {key:?}: {e}"));
+                        continue;
+                    }
+                    Err(e) => return Err(format!("put {key:?}: {e}")),
+                };
                 trace.log(start, format!("acked {key:?} at {seq}"));
                 seen.lock().acked.insert(key, seq);
             }
@@ -420,37 +436,203 @@ async fn takeover(
     Ok(())
 }
 
+/// What the crash scenario's clients were told: acknowledged writes (each key is written
+/// once), writes in flight when a process died (either outcome is right, but only one, for
+/// good), and those a reopen found absent, which must never come back.
+#[derive(Default)]
+struct Outcomes {
+    acked: BTreeMap<Bytes, Bytes>,
+    doubt: BTreeMap<Bytes, Bytes>,
+    gone: std::collections::BTreeSet<Bytes>,
+}
+
+/// Checks a reopened database against what its clients were told, and settles the writes
+/// in doubt: found ones count as acknowledged from now on, missing ones as gone.
+async fn settle(db: &Db, outcomes: &Mutex<Outcomes>) -> std::result::Result<usize, String> {
+    let found = db
+        .scan(KeyRange::all())
+        .await
+        .map_err(|e| format!("scan: {e}"))?
+        .collect(None)
+        .await
+        .map_err(|e| format!("scan: {e}"))?;
+    let found: BTreeMap<Bytes, Bytes> = found.into_iter().collect();
+    let mut o = outcomes.lock();
+    for (k, v) in &o.acked {
+        if found.get(k) != Some(v) {
+            return Err(format!(
+                "acknowledged {k:?} is {:?} after the crash",
+                found.get(k)
+            ));
+        }
+    }
+    for (k, v) in &found {
+        if o.gone.contains(k) {
+            return Err(format!("{k:?}, missing after an earlier crash, came back"));
+        }
+        if o.acked.get(k) != Some(v) && o.doubt.get(k) != Some(v) {
+            return Err(format!("{k:?} = {v:?} was never written"));
+        }
+    }
+    let doubt = std::mem::take(&mut o.doubt);
+    for (k, v) in doubt {
+        if found.contains_key(&k) {
+            o.acked.insert(k, v);
+        } else {
+            o.gone.insert(k);
+        }
+    }
+    Ok(found.len())
+}
+
+/// The writer's process dies at a seeded moment, again and again: its runtime is dropped
+/// with every task wherever it was (in a flush, a compaction, an import, an append on its
+/// way), and the next life opens the same journal and tables. Every acknowledged write must
+/// be there, nothing never written, and a write in flight either there or not, for good.
+fn crash(seed: u64, root: &Path, trace: &Trace) -> std::result::Result<(), String> {
+    const LIVES: usize = 4;
+    let dice = Dice::new(seed);
+    let tables = shared_tables(trace, &dice);
+    let journal = FaultyJournal::new(Arc::new(MemoryJournal::new()));
+    journal.set_jitter({
+        let dice = dice.clone();
+        move || dice.millis(0..4)
+    });
+    journal.set_lost_answers({
+        let dice = dice.clone();
+        move || dice.below(40) == 0
+    });
+    let outcomes: Arc<Mutex<Outcomes>> = Arc::default();
+    for life in 0..LIVES {
+        let rt = paused_runtime();
+        let lived = rt.block_on(async {
+            let life_span = async {
+                let start = Instant::now();
+                let (_, comps) = node(journal.clone(), &tables);
+                let db = Arc::new(
+                    Db::open(root.join("db"), options(0), comps)
+                        .await
+                        .map_err(|e| format!("life {life}: open: {e}"))?,
+                );
+                let keys = settle(&db, &outcomes)
+                    .await
+                    .map_err(|e| format!("life {life}: {e}"))?;
+                trace.log(start, format!("life {life}: opened with {keys} keys"));
+                if life + 1 == LIVES {
+                    return db.close().await.map_err(|e| format!("close: {e}"));
+                }
+                let mut actors = Vec::new();
+                for c in 0..3 {
+                    let (db, dice, outcomes, trace) =
+                        (db.clone(), dice.clone(), outcomes.clone(), trace.clone());
+                    actors.push(tokio::spawn(async move {
+                        for i in 0.. {
+                            tokio::time::sleep(dice.millis(0..3)).await;
+                            let key = Bytes::from(format!("l{life}-c{c}-{i:04}"));
+                            let value = Bytes::from(vec![b'v'; 40 + dice.below(200) as usize]);
+                            outcomes.lock().doubt.insert(key.clone(), value.clone());
+                            match db.put(key.clone(), value.clone()).await {
+                                Ok(seq) => {
+                                    trace.log(start, format!("acked {key:?} at {seq}"));
+                                    let mut o = outcomes.lock();
+                                    o.doubt.remove(&key);
+                                    o.acked.insert(key, value);
+                                }
+                                Err(e) => trace.log(start, format!("refused {key:?}: {e}")),
+                            }
+                        }
+                    }));
+                }
+                {
+                    let (db, dice, outcomes, trace) =
+                        (db.clone(), dice.clone(), outcomes.clone(), trace.clone());
+                    actors.push(tokio::spawn(async move {
+                        for n in 0.. {
+                            tokio::time::sleep(dice.millis(3..30)).await;
+                            if dice.below(3) == 0 {
+                                let _ = db.flush().await;
+                                trace.log(start, "flushed");
+                                continue;
+                            }
+                            let entries: Vec<(Bytes, Bytes)> = (0..1 + dice.below(30))
+                                .map(|k| {
+                                    (
+                                        Bytes::from(format!("l{life}-i{n}-{k:03}")),
+                                        Bytes::from("imported"),
+                                    )
+                                })
+                                .collect();
+                            outcomes.lock().doubt.extend(entries.iter().cloned());
+                            if let Ok(seq) = db.import(entries.clone()).await {
+                                trace.log(
+                                    start,
+                                    format!("imported {} keys at {seq}", entries.len()),
+                                );
+                                let mut o = outcomes.lock();
+                                for (k, v) in entries {
+                                    o.doubt.remove(&k);
+                                    o.acked.insert(k, v);
+                                }
+                            }
+                        }
+                    }));
+                }
+                tokio::time::sleep(dice.millis(5..150)).await;
+                trace.log(start, format!("life {life}: the process dies"));
+                Ok(())
+            };
+            tokio::time::timeout(Duration::from_secs(600), life_span)
+                .await
+                .unwrap_or_else(|_| Err(format!("life {life} did not end in 600 virtual seconds")))
+        });
+        // The crash: every task goes, wherever it was.
+        drop(rt);
+        lived?;
+    }
+    Ok(())
+}
+
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a runtime")
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Scenario {
-    Replica,
+    Replica { lost_answers: bool },
     Takeover { lease_ms: u64 },
+    Crash,
 }
 
 /// Runs one seed of `scenario` to its end on a fresh paused runtime; its trace, and the
 /// failure if any.
 fn run(scenario: Scenario, seed: u64) -> (Vec<String>, std::result::Result<(), String>) {
     let root = tempfile::tempdir().expect("a temporary directory");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .expect("a runtime");
     let trace = Trace::new();
     cairn_common::backoff::seed_jitter_on_this_thread(seed);
-    let out = rt.block_on(async {
-        let run = async {
-            match scenario {
-                Scenario::Replica => replica(seed, root.path(), trace.clone()).await,
-                Scenario::Takeover { lease_ms } => {
-                    takeover(seed, root.path(), trace.clone(), lease_ms).await
+    let out = match scenario {
+        Scenario::Crash => crash(seed, root.path(), &trace),
+        _ => paused_runtime().block_on(async {
+            let run = async {
+                match scenario {
+                    Scenario::Replica { lost_answers } => {
+                        replica(seed, root.path(), trace.clone(), lost_answers).await
+                    }
+                    Scenario::Takeover { lease_ms } => {
+                        takeover(seed, root.path(), trace.clone(), lease_ms).await
+                    }
+                    Scenario::Crash => unreachable!("runs its own runtimes"),
                 }
-            }
-        };
-        // Virtual time: a seed that hangs ends here, in no real time at all.
-        tokio::time::timeout(Duration::from_secs(600), run)
-            .await
-            .unwrap_or_else(|_| Err("did not finish in 600 virtual seconds".into()))
-    });
+            };
+            // Virtual time: a seed that hangs ends here, in no real time at all.
+            tokio::time::timeout(Duration::from_secs(600), run)
+                .await
+                .unwrap_or_else(|_| Err("did not finish in 600 virtual seconds".into()))
+        }),
+    };
     let lines = trace.lines();
     if let Ok(dir) = std::env::var("SIM_DUMP") {
         static DUMPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -509,7 +691,25 @@ fn check(scenario: Scenario, name: &str) {
 
 #[test]
 fn replica_shows_only_prefixes_its_writer_made_visible() {
-    check(Scenario::Replica, "replica_shows");
+    check(
+        Scenario::Replica {
+            lost_answers: false,
+        },
+        "replica_shows",
+    );
+}
+
+/// A known gap, kept runnable (`--ignored`): an append whose answer is lost lands in the
+/// journal, the writer takes the write as failed and never shows it, and a replica reading
+/// the journal shows it (24 of 30 seeds). Closing it needs the writer to learn the outcome
+/// of an append in doubt, or to stop acknowledging until it reopens.
+#[test]
+#[ignore = "known gap: a replica shows a write whose append answer was lost"]
+fn a_replica_shows_no_write_whose_append_answer_was_lost() {
+    check(
+        Scenario::Replica { lost_answers: true },
+        "a_replica_shows_no_write",
+    );
 }
 
 #[test]
@@ -520,4 +720,9 @@ fn a_replaced_writer_acknowledges_nothing_after_the_takeover() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
     check(Scenario::Takeover { lease_ms }, "a_replaced_writer");
+}
+
+#[test]
+fn every_acknowledged_write_survives_crashes_at_any_await_point() {
+    check(Scenario::Crash, "every_acknowledged");
 }

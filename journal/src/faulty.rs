@@ -22,6 +22,9 @@ pub struct FaultyJournal {
     /// Each append's own extra delay, drawn when it starts (a seeded simulation's random
     /// delays, which reorder appends).
     jitter: parking_lot::Mutex<Option<Delays>>,
+    /// Decides, for each append, whether its answer is lost: it lands, and its caller gets
+    /// an error (a reply cut off on the wire).
+    lose: parking_lot::Mutex<Option<Box<dyn FnMut() -> bool + Send>>>,
 }
 
 type Delays = Box<dyn FnMut() -> Duration + Send>;
@@ -37,6 +40,7 @@ impl FaultyJournal {
             hold_next: AtomicBool::new(false),
             released: tokio::sync::Semaphore::new(0),
             jitter: parking_lot::Mutex::new(None),
+            lose: parking_lot::Mutex::new(None),
         })
     }
 
@@ -73,6 +77,12 @@ impl FaultyJournal {
     /// look at anything else.
     pub fn set_jitter(&self, draw: impl FnMut() -> Duration + Send + 'static) {
         *self.jitter.lock() = Some(Box::new(draw));
+    }
+
+    /// Loses the answer of each append for which `decide` says so: the record lands, and
+    /// the caller is told the append failed.
+    pub fn set_lost_answers(&self, decide: impl FnMut() -> bool + Send + 'static) {
+        *self.lose.lock() = Some(Box::new(decide));
     }
 
     /// Makes every append reach the journal `d` late.
@@ -112,17 +122,25 @@ impl Journal for FaultyJournal {
             .as_mut()
             .map_or(Duration::ZERO, |draw| draw());
         let delay = Duration::from_micros(self.delay_micros.load(Ordering::Relaxed)) + jitter;
-        if delay.is_zero() {
-            return self.inner.append(epoch, record).await;
-        }
-        let inner = self.inner.clone();
-        let landed = tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            inner.append(epoch, record).await
-        });
-        landed
+        let lost = self.lose.lock().as_mut().is_some_and(|decide| decide());
+        let landed = if delay.is_zero() {
+            self.inner.append(epoch, record).await
+        } else {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                inner.append(epoch, record).await
+            })
             .await
             .map_err(|e| Error::component("faulty journal", e))?
+        };
+        match landed {
+            Ok(lsn) if lost => Err(Error::component(
+                "faulty journal",
+                format!("the answer was lost (record {lsn} landed)"),
+            )),
+            other => other,
+        }
     }
 
     async fn replay(&self, from: Lsn) -> Result<BoxStream<Result<JournalRecord>>> {
