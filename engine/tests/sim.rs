@@ -189,6 +189,23 @@ fn shared_tables(trace: &Trace, dice: &Dice) -> Arc<dyn Storage> {
     })
 }
 
+/// A memory journal whose appends and replays are delayed by drawn amounts (so appends land
+/// out of order), and, with `lost_answers`, one append in 40 lands with its answer lost.
+fn journal(dice: &Dice, lost_answers: bool) -> Arc<FaultyJournal> {
+    let journal = FaultyJournal::new(Arc::new(MemoryJournal::new()));
+    journal.set_jitter({
+        let dice = dice.clone();
+        move || dice.millis(0..4)
+    });
+    if lost_answers {
+        journal.set_lost_answers({
+            let dice = dice.clone();
+            move || dice.below(40) == 0
+        });
+    }
+    journal
+}
+
 /// One node's view of the shared tables: its own outages of the manifest store.
 fn node(journal: Arc<dyn Journal>, tables: &Arc<dyn Storage>) -> (Arc<FaultyStorage>, Components) {
     let storage = FaultyStorage::new(tables.clone());
@@ -239,17 +256,7 @@ async fn replica(
     let dice = Dice::new(seed);
     let start = Instant::now();
     let tables = shared_tables(&trace, &dice);
-    let journal = FaultyJournal::new(Arc::new(MemoryJournal::new()));
-    journal.set_jitter({
-        let dice = dice.clone();
-        move || dice.millis(0..4)
-    });
-    if lost_answers {
-        journal.set_lost_answers({
-            let dice = dice.clone();
-            move || dice.below(40) == 0
-        });
-    }
+    let journal = journal(&dice, lost_answers);
     let (_, comps) = node(journal.clone(), &tables);
     let writer = Arc::new(
         Db::open(root.join("w"), options(0), comps.clone())
@@ -493,15 +500,7 @@ fn crash(seed: u64, root: &Path, trace: &Trace) -> std::result::Result<(), Strin
     const LIVES: usize = 4;
     let dice = Dice::new(seed);
     let tables = shared_tables(trace, &dice);
-    let journal = FaultyJournal::new(Arc::new(MemoryJournal::new()));
-    journal.set_jitter({
-        let dice = dice.clone();
-        move || dice.millis(0..4)
-    });
-    journal.set_lost_answers({
-        let dice = dice.clone();
-        move || dice.below(40) == 0
-    });
+    let journal = journal(&dice, true);
     let outcomes: Arc<Mutex<Outcomes>> = Arc::default();
     for life in 0..LIVES {
         let rt = paused_runtime();
