@@ -175,7 +175,11 @@ matrix! {
     grpc_grpc_local: Grpc Grpc Local;
     grpc_grpc_grpc: Grpc Grpc Grpc;
     object_sstable_local: Object Sstable Local;
+    object_sstable_grpc: Object Sstable Grpc;
     object_parquet_local: Object Parquet Local;
+    object_parquet_grpc: Object Parquet Grpc;
     object_hybrid_local: Object Hybrid Local;
+    object_hybrid_grpc: Object Hybrid Grpc;
+    object_grpc_local: Object Grpc Local;
     object_grpc_grpc: Object Grpc Grpc;
 }
