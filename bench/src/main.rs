@@ -90,7 +90,7 @@ struct Args {
     /// Instead of workloads, run a suite: `router` measures a (sharded) profile's bulk import,
     /// per-shard get latency, multi-get against single gets, and pushed-down aggregates
     /// against pulled rows, over --keys entries; `takeover` writes --keys entries, crashes
-    /// the node and times a new node's open and first acknowledged write (see the README).
+    /// the node and times a new node's open and first acknowledged write (see docs/benchmarks.md).
     #[arg(long, value_enum)]
     suite: Option<Suite>,
     /// Export the Cairn engines' metrics (engine, journal, caches, RPC clients, router shards)

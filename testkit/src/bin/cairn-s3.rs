@@ -12,6 +12,13 @@
 use cairn_testkit::{ACCESS_KEY, S3Server, SECRET_KEY};
 use std::time::Duration;
 
+const USAGE: &str =
+    "usage: cairn-s3 [--listen 127.0.0.1:9000] [--bucket cairn] [--dir DIR] [--latency-ms MS]
+
+Serves one S3 bucket on ADDR from DIR. Without --dir the bucket lives in a temporary
+directory that is deleted when cairn-s3 stops: pass --dir to keep it across restarts.
+Clients sign with the access key cairn-test and the secret cairn-test-secret.";
+
 fn main() -> std::process::ExitCode {
     let mut listen = "127.0.0.1:9000".to_string();
     let mut bucket = "cairn".to_string();
@@ -19,6 +26,10 @@ fn main() -> std::process::ExitCode {
     let mut latency = Duration::ZERO;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            return std::process::ExitCode::SUCCESS;
+        }
         let Some(value) = args.next() else {
             eprintln!("cairn-s3: {flag} needs a value");
             return std::process::ExitCode::from(2);
@@ -35,19 +46,23 @@ fn main() -> std::process::ExitCode {
                 }
             },
             other => {
-                eprintln!(
-                    "cairn-s3: unknown flag {other} (--listen ADDR, --bucket NAME, --dir DIR, --latency-ms MS)"
-                );
+                eprintln!("cairn-s3: unknown flag {other}\n{USAGE}");
                 return std::process::ExitCode::from(2);
             }
         }
     }
+    let kept = dir.is_some();
     match S3Server::start(&bucket, &listen, dir, latency) {
         Ok(server) => {
             println!(
-                "serving s3://{bucket} on {} (access key {ACCESS_KEY}, secret {SECRET_KEY}, {} ms added a request)",
+                "serving s3://{bucket} on {} (access key {ACCESS_KEY}, secret {SECRET_KEY}, {} ms added a request){}",
                 server.endpoint(),
-                latency.as_millis()
+                latency.as_millis(),
+                if kept {
+                    ""
+                } else {
+                    "; the bucket is in a temporary directory, deleted when this stops (--dir keeps it)"
+                }
             );
             server.wait();
             std::process::ExitCode::SUCCESS
