@@ -29,7 +29,8 @@ struct Cli {
     #[arg(long, global = true)]
     profile: Option<String>,
     /// Open the database as a read replica that follows its writer: reads only, no epoch
-    /// taken, nothing written (for a command, or `serve shard`).
+    /// taken, nothing written (`serve shard`; `get`, `scan`, `aggregate` and `stats` always
+    /// open so).
     #[arg(long, global = true)]
     read_only: bool,
     #[command(subcommand)]
@@ -127,6 +128,19 @@ enum ConfigCommand {
     Show,
 }
 
+impl Command {
+    /// The commands that only read: they open the database as a reader.
+    fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            Command::Get { .. }
+                | Command::Scan { .. }
+                | Command::Aggregate { .. }
+                | Command::Stats { .. }
+        )
+    }
+}
+
 fn main() -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
@@ -186,11 +200,26 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         };
         return serve(&config, component, listen.as_deref()).await;
     }
+    // Read commands change nothing: they open as readers that follow the writer (no epoch
+    // taken, nothing reserved or written), so they may run beside a live writer, locking a
+    // directory of their own rather than the writer's.
+    let reader_lock = if cli.command.reads_only() {
+        config.read_only = true;
+        let lock = tempfile::Builder::new()
+            .prefix("cairn-reader-")
+            .tempdir()
+            .context("making the reader's lock directory")?;
+        config.reader_dir = Some(lock.path().to_path_buf());
+        Some(lock)
+    } else {
+        None
+    };
     let db = cairn::open_router(&config)
         .await
         .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
     let result = execute(&db, cli.command).await;
     let closed = db.close().await.context("closing the database");
+    drop(reader_lock);
     let code = result?;
     closed?;
     Ok(code)

@@ -168,7 +168,8 @@ pub async fn open(config: &Config) -> Result<Db> {
             JournalKind::Grpc | JournalKind::Object => journal(config)?,
         };
         let comps = components_with(config, journal).await?;
-        return Db::open_reader(&config.data_dir, config.engine_options(), comps).await;
+        let lock = config.reader_dir.as_ref().unwrap_or(&config.data_dir);
+        return Db::open_reader(lock, config.engine_options(), comps).await;
     }
     let comps = components(config).await?;
     Db::open(&config.data_dir, config.engine_options(), comps).await

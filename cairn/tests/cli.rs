@@ -77,12 +77,21 @@ fn put_get_scan_delete_across_processes() {
     assert!(stats["last_seq"].as_u64().expect("last_seq") >= 5);
     let text = ok(data, &["stats"]);
     assert!(text.contains("last sequence number"), "{text}");
-    // Each CLI call opens the database as its writer: the epoch counts the opens, the id stays.
+    // Each write command opens the database as its writer: the epoch counts those opens, the
+    // id stays. Read commands open as readers, and change nothing: not the epoch, not the
+    // manifest, not the reserved ids.
     let id = stats["database"].as_str().expect("database id").to_string();
     assert_eq!(id.len(), 32, "{stats}");
     assert!(text.contains(&format!("database {id}, epoch")), "{text}");
     assert!(stats["epoch"].as_u64().unwrap() > 1, "{stats}");
     assert!(text.contains("manifest version"), "{text}");
+    ok(data, &["get", "apple"]);
+    ok(data, &["scan"]);
+    let again: serde_json::Value =
+        serde_json::from_str(&ok(data, &["stats", "--json"])).expect("stats json");
+    for field in ["epoch", "manifest_version", "next_table_id"] {
+        assert_eq!(again[field], stats[field], "{field}: {again}");
+    }
 }
 
 #[test]

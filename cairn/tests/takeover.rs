@@ -665,3 +665,78 @@ async fn a_served_writer_on_a_journal_of_its_own_is_not_taken_over() {
         "B's write was refused, so it is nowhere"
     );
 }
+
+/// Read commands on another node (`stats`, `get`, `scan`, `aggregate`) open as readers
+/// beside a served writer: they take no epoch, so they neither fence the writer nor wait out
+/// its lease (they used to open as writers: on this profile, each waited the lease out and
+/// was refused; on one whose journal fences by itself, each took the database over). The
+/// writer's epoch stays, and it goes on acknowledging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_commands_on_another_node_leave_a_served_writer_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("node.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[default]\ndata_dir = \"unused\"\n[default.engine]\nlease_ms = 1000\n\
+             [default.storage]\nkind = \"parquet\"\nurl = \"file://{}/bucket\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let a_dir = dir.path().join("a");
+    let a = support::serve_args(
+        &profile,
+        &["serve", "shard", "--listen", "127.0.0.1:0"],
+        &[("CAIRN_DATA_DIR", a_dir.to_str().unwrap())],
+    );
+    let client = dir.path().join("client.toml");
+    std::fs::write(
+        &client,
+        format!(
+            "[default]\ndata_dir = \"{}\"\n[default.router]\nshards = [{{ kind = \"grpc\", url = \"{}\" }}]\n",
+            dir.path().join("client").display(),
+            a.url
+        ),
+    )
+    .unwrap();
+    let on_a = |args: &[&str]| {
+        let out = cli(&client, &dir.path().join("client"), args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let epoch = || {
+        let stats: serde_json::Value = serde_json::from_str(&on_a(&["stats", "--json"])).unwrap();
+        stats[0]["stats"]["epoch"]
+            .as_u64()
+            .expect("the shard's epoch")
+    };
+    on_a(&["put", "k1", "v1"]);
+    on_a(&["flush"]);
+    let before = epoch();
+
+    for (args, want) in [
+        (&["get", "k1"][..], Some("v1\n")),
+        (&["scan"][..], Some("k1\tv1\n")),
+        (&["aggregate", "--op", "count"][..], Some("1\n")),
+        (&["stats"][..], None),
+    ] {
+        let out = cli(&profile, &dir.path().join("b"), args);
+        assert!(
+            out.status.success(),
+            "{args:?} on node B: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Some(want) = want {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{args:?}");
+        }
+    }
+    assert_eq!(epoch(), before, "nothing on node B took an epoch");
+    on_a(&["put", "k2", "v2"]);
+    assert_eq!(on_a(&["get", "k2"]), "v2\n");
+    a.terminate();
+}

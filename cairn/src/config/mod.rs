@@ -56,6 +56,11 @@ pub struct Config {
     /// `cairn --read-only ...`, `cairn serve shard --read-only`, or `CAIRN_READ_ONLY=true`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
+    /// Where a reader takes its directory lock, if not `data_dir`: the CLI's read commands
+    /// lock a directory of their own, so they can read beside a writer that holds
+    /// `data_dir`. Not a config key.
+    #[serde(skip)]
+    pub reader_dir: Option<PathBuf>,
 }
 
 /// Where `cairn serve` exports its metrics in Prometheus' text format (`GET /metrics`). Off

@@ -131,6 +131,7 @@ impl Config {
         let mut c = self.clone();
         c.router = None;
         c.data_dir = self.data_dir.join(&sub);
+        c.reader_dir = self.reader_dir.as_ref().map(|d| d.join(&sub));
         c.journal.dir = self.journal.dir.as_ref().map(|d| d.join(&sub));
         if self.journal.kind == JournalKind::Grpc {
             c.journal.database = Some(sub_database(&self.journal.database, &sub));
