@@ -15,7 +15,7 @@ pub use config::{
     JournalSection, MemtableKind, MemtableSection, RouterSection, RpcSection, ShardKind,
     ShardSection, StorageKind, StorageSection, shard_dir_name,
 };
-pub use metrics::export_metrics;
+pub use metrics::{check_exposure as check_metrics_exposure, export_metrics};
 pub use wiring::{components, open, open_router};
 
 pub use cairn_common::{

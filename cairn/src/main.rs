@@ -232,6 +232,7 @@ async fn serve(
 ) -> Result<ExitCode> {
     cairn::serve::check(config, component)?;
     if let Some(at) = &config.metrics.listen {
+        cairn::check_metrics_exposure(at, config.metrics.allow_open).context("metrics.listen")?;
         cairn::export_metrics(at).context("metrics.listen")?;
     }
     let addr = listen.map_or_else(|| component.listen_in(config), str::to_string);

@@ -470,6 +470,46 @@ fn a_server_beyond_loopback_needs_a_token_or_tls_or_an_explicit_yes() {
     }
 }
 
+/// Metrics beyond loopback are refused unless asked for: the endpoint has no token or TLS
+/// and names every database the process holds (issue 28: the exposure check servers have).
+#[test]
+fn metrics_beyond_loopback_need_an_explicit_yes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--config")
+        .arg(repo_config())
+        .args(["serve", "journal", "--listen", "127.0.0.1:0"])
+        .env("CAIRN_DATA_DIR", dir.path())
+        .env("CAIRN_METRICS__LISTEN", "0.0.0.0:0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("metrics.listen") && err.contains("metrics.allow_open"),
+        "{err}"
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--config")
+        .arg(repo_config())
+        .args(["serve", "journal", "--listen", "127.0.0.1:0"])
+        .env("CAIRN_DATA_DIR", dir.path())
+        .env("CAIRN_METRICS__LISTEN", "0.0.0.0:0")
+        .env("CAIRN_METRICS__ALLOW_OPEN", "true")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("serving journal on"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// A read-only process on the default profile cannot reach its writer's journal (a file on
 /// the writer's node): it reads what was flushed, and its stats say it follows flushes only
 /// rather than claiming to be a poll behind (issue 28, item 2).

@@ -71,6 +71,10 @@ pub struct MetricsSection {
     /// `host:port`, such as `127.0.0.1:9464`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// Serve metrics beyond loopback (default false: refused), where anyone who reaches the
+    /// address reads every database's name, size and traffic.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_open: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
