@@ -470,6 +470,98 @@ fn a_server_beyond_loopback_needs_a_token_or_tls_or_an_explicit_yes() {
     }
 }
 
+/// Mutual TLS with real processes: a journal server with `rpc.tls_client_ca` serves a client
+/// that presents a certificate its CA signed, and refuses one without, at the handshake.
+#[test]
+fn a_journal_server_with_a_client_ca_refuses_a_client_without_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca =
+        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let pem = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let ca_pem = pem("ca.pem", ca.pem());
+    let issue = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        (
+            pem(&format!("{name}.pem"), cert.pem()),
+            pem(&format!("{name}.key"), key.serialize_pem()),
+        )
+    };
+    let (server_cert, server_key) = issue("localhost");
+    let (client_cert, client_key) = issue("client");
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--config")
+        .arg(repo_config())
+        .args(["serve", "journal", "--listen", "127.0.0.1:0"])
+        .env("CAIRN_DATA_DIR", dir.path().join("server"))
+        .env("CAIRN_RPC__TLS_CERT", &server_cert)
+        .env("CAIRN_RPC__TLS_KEY", &server_key)
+        .env("CAIRN_RPC__TLS_CLIENT_CA", &ca_pem)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("serving journal on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    assert!(url.starts_with("https://"), "{url}");
+
+    let put = |identity: Option<(&str, &str)>, key: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        c.arg("--config")
+            .arg(repo_config())
+            .args(["put", key, "v"])
+            .env("CAIRN_DATA_DIR", dir.path().join(format!("client-{key}")))
+            .env("CAIRN_JOURNAL__KIND", "grpc")
+            .env("CAIRN_JOURNAL__URL", &url)
+            .env("CAIRN_RPC__TLS_CA", &ca_pem)
+            .env("CAIRN_RPC__TLS_DOMAIN", "localhost")
+            .env("CAIRN_RPC__RETRIES", "0")
+            .env_remove("CAIRN_PROFILE");
+        if let Some((cert, key)) = identity {
+            c.env("CAIRN_RPC__TLS_CERT", cert)
+                .env("CAIRN_RPC__TLS_KEY", key);
+        }
+        c.output().unwrap()
+    };
+    let signed = put(Some((&client_cert, &client_key)), "a");
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let without = put(None, "b");
+    let said = String::from_utf8_lossy(&without.stderr);
+    assert_eq!(
+        without.status.code(),
+        Some(2),
+        "got in without a certificate"
+    );
+    assert!(
+        said.contains(&url),
+        "the error names the journal server: {said}"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
 /// Metrics beyond loopback are refused unless asked for: the endpoint has no token or TLS
 /// and names every database the process holds (issue 28: the exposure check servers have).
 #[test]

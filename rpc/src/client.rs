@@ -7,7 +7,7 @@ use super::metered::{Metered, MeteredLayer};
 use cairn_common::{Error, Result};
 use std::future::Future;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 use tower_layer::Layer;
 
@@ -80,6 +80,19 @@ pub fn connect(
         }
         if let Some(d) = &opts.tls_domain {
             tls = tls.domain_name(d.clone());
+        }
+        match (&opts.tls_cert, &opts.tls_key) {
+            (Some(cert), Some(key)) => {
+                let cert = std::fs::read(cert).map_err(|e| Error::io(cert, e))?;
+                let key = std::fs::read(key).map_err(|e| Error::io(key, e))?;
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(bad(
+                    "a client certificate needs both tls_cert and tls_key".into()
+                ));
+            }
         }
         endpoint = endpoint
             .tls_config(tls)

@@ -21,6 +21,10 @@ pub struct ClientOptions {
     pub tls_ca: Option<PathBuf>,
     /// The name the server's certificate must carry, if not the URL's host.
     pub tls_domain: Option<String>,
+    /// PEM certificate chain and private key this client presents, for a server that
+    /// verifies its clients (mutual TLS).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Largest message accepted or sent.
     pub max_message_bytes: usize,
     /// Which of the server's databases the calls are about (journal and storage servers hold
@@ -40,6 +44,8 @@ impl ClientOptions {
             token: None,
             tls_ca: None,
             tls_domain: None,
+            tls_cert: None,
+            tls_key: None,
             max_message_bytes: 64 << 20,
             database: None,
         }
@@ -59,9 +65,13 @@ pub struct ServerOptions {
     /// PEM certificate chain and private key: serve TLS when both are set.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// PEM of the CA that signs the clients' certificates: with TLS, every client must
+    /// present one it signed (mutual TLS), and a client without is refused at the handshake.
+    pub tls_client_ca: Option<PathBuf>,
     /// Largest message accepted or sent (0: 64 MiB).
     pub max_message_bytes: usize,
-    /// Serve beyond loopback with neither token nor TLS (see `check_exposure`).
+    /// Serve beyond loopback with neither a token nor verified client certificates (see
+    /// `check_exposure`).
     pub allow_open: bool,
 }
 

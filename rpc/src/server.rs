@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::server::Router;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
 /// The status a library error travels as. Clients learn what failed, not where the server
@@ -147,12 +147,15 @@ where
 /// unless `opts.allow_open` says so: anyone on the network could read and write every
 /// database the server holds.
 pub fn check_exposure(addr: SocketAddr, opts: &ServerOptions) -> Result<()> {
-    let guarded = opts.token.is_some() || opts.tls_cert.is_some();
+    // TLS alone encrypts, but lets in any client: only a token or a verified client
+    // certificate says who is calling.
+    let clients_verified = opts.tls_cert.is_some() && opts.tls_client_ca.is_some();
+    let guarded = opts.token.is_some() || clients_verified;
     if addr.ip().is_loopback() || guarded || opts.allow_open {
         return Ok(());
     }
     Err(Error::InvalidArgument(format!(
-        "refusing to serve on {addr} with neither rpc.token nor TLS (rpc.tls_cert and rpc.tls_key): anyone who can reach it could read and write the data. Set a token, or listen on 127.0.0.1, or set rpc.allow_open = true to serve open on purpose"
+        "refusing to serve on {addr} with neither rpc.token nor client certificates (rpc.tls_client_ca, with rpc.tls_cert and rpc.tls_key): anyone who can reach it could read and write the data, TLS or not. Set a token or a client CA, or listen on 127.0.0.1, or set rpc.allow_open = true to serve open on purpose"
     )))
 }
 
@@ -187,9 +190,19 @@ pub fn builder(
             super::tls_provider();
             let cert = std::fs::read(cert).map_err(|e| Error::io(cert, e))?;
             let key = std::fs::read(key).map_err(|e| Error::io(key, e))?;
+            let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+            if let Some(ca) = &opts.tls_client_ca {
+                let pem = std::fs::read(ca).map_err(|e| Error::io(ca, e))?;
+                tls = tls.client_ca_root(Certificate::from_pem(pem));
+            }
             server = server
-                .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+                .tls_config(tls)
                 .map_err(|e| Error::InvalidArgument(format!("TLS: {e}")))?;
+        }
+        (None, None) if opts.tls_client_ca.is_some() => {
+            return Err(Error::InvalidArgument(
+                "tls_client_ca needs TLS: set tls_cert and tls_key too".into(),
+            ));
         }
         (None, None) => {}
         _ => {
@@ -334,6 +347,19 @@ mod tests {
             ..ServerOptions::default()
         };
         assert!(check_exposure(at("0.0.0.0:1"), &token).is_ok());
+        // TLS that verifies no client is no guard; verified client certificates are.
+        let tls = ServerOptions {
+            tls_cert: Some("cert.pem".into()),
+            tls_key: Some("key.pem".into()),
+            ..ServerOptions::default()
+        };
+        let e = check_exposure(at("0.0.0.0:1"), &tls).unwrap_err();
+        assert!(e.to_string().contains("rpc.tls_client_ca"), "{e}");
+        let mtls = ServerOptions {
+            tls_client_ca: Some("ca.pem".into()),
+            ..tls
+        };
+        assert!(check_exposure(at("0.0.0.0:1"), &mtls).is_ok());
         let told = ServerOptions {
             allow_open: true,
             ..ServerOptions::default()

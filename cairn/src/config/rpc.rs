@@ -14,11 +14,16 @@ pub struct RpcSection {
     /// without it (default: none, no check).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// Servers: PEM certificate chain and private key; with both set, servers speak TLS.
+    /// PEM certificate chain and private key: with both set, servers speak TLS, and clients
+    /// present them to servers that verify their clients.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// Servers: PEM of the CA that signs the clients' certificates. With TLS, every client
+    /// must present a certificate it signed (mutual TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Clients: PEM of the CA that signed the servers' certificates (use `https://` URLs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<PathBuf>,
@@ -44,7 +49,8 @@ pub struct RpcSection {
     /// Largest message a client or server sends or accepts (default 64 MiB).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_message_bytes: Option<usize>,
-    /// Servers: listen beyond loopback with neither `token` nor TLS (default false: refused).
+    /// Servers: listen beyond loopback with neither `token` nor client certificates
+    /// (`tls_client_ca`) (default false: refused).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_open: Option<bool>,
 }
@@ -85,6 +91,8 @@ impl RpcSection {
         o.token = self.token.clone();
         o.tls_ca = self.tls_ca.clone();
         o.tls_domain = self.tls_domain.clone();
+        o.tls_cert = self.tls_cert.clone();
+        o.tls_key = self.tls_key.clone();
         if let Some(m) = self.max_message_bytes {
             o.max_message_bytes = m;
         }
@@ -96,6 +104,7 @@ impl RpcSection {
             token: self.token.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
             max_message_bytes: self.max_message_bytes.unwrap_or(0),
             allow_open: self.allow_open.unwrap_or(false),
         }
@@ -108,6 +117,7 @@ impl RpcSection {
             token: self.token.as_ref().map(|_| "(set)".into()),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
             tls_ca: self.tls_ca.clone(),
             tls_domain: self.tls_domain.clone(),
             timeout_ms: Some(self.timeout_ms.unwrap_or(d.timeout.as_millis() as u64)),
