@@ -71,16 +71,19 @@ impl Import {
         }
         self.inner.check_open()?;
         let inner = self.inner.clone();
+        // Held here, before anything can fail: however this ends, `release` finishes it.
+        let seq = inner.writes.hold_for_import().await;
+        self.held.push(seq);
+        inner.jobs.want_flush();
         // Sorting and writing the table is background work: it runs on the engine's own
         // runtime, so the caller's threads stay free (and shards import in parallel).
-        let (seq, written) = self
+        let handle = self
             .runtime
-            .spawn(async move { write_one(&inner, entries).await })
+            .spawn(async move { write_at(&inner, seq, entries).await })
             .await
-            .map_err(|e| Error::component("import", e))?;
-        self.held.push(seq);
+            .map_err(|e| Error::component("import", e))??;
         self.last_seq = seq;
-        self.tables.push(written?);
+        self.tables.push(handle);
         Ok(())
     }
 
@@ -133,9 +136,7 @@ impl Import {
         inner.jobs.want_compaction();
         Ok(self.last_seq)
     }
-}
 
-impl Import {
     /// Lets visibility pass this import's sequence numbers: it is installed, or abandoned.
     fn release(&mut self) {
         for seq in self.held.drain(..) {
@@ -154,17 +155,7 @@ impl Drop for Import {
     }
 }
 
-/// Takes a sequence number and writes one table of `entries` under it. The number is
-/// returned even when writing fails, since the caller must finish it.
-async fn write_one(
-    inner: &Arc<Inner>,
-    entries: Vec<(Bytes, Bytes)>,
-) -> (SeqNo, Result<Arc<TableHandle>>) {
-    let seq = inner.writes.hold_for_import().await;
-    inner.jobs.want_flush();
-    (seq, write_at(inner, seq, entries).await)
-}
-
+/// Writes one table of `entries`, every entry under sequence number `seq`.
 async fn write_at(
     inner: &Arc<Inner>,
     seq: SeqNo,
