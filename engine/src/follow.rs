@@ -286,25 +286,22 @@ async fn view_of(
         Some(&mut prefix),
     )
     .await?;
-    // The writer truncates its journal only after installing a newer flush. If one was
-    // installed while this replayed, objects this replay had still to read may have gone
-    // (the replay then ends early, with nothing amiss at its start): read again from it.
-    if flushed_since(comps, loaded.version, state.flushed_lsn, &state.journal).await? {
-        return Ok(CatchUp::Raced(version));
-    }
-    let shown = prefix.advance();
-    if shown > state.last_seq
-        && holds_unseen_writes(
-            comps,
-            loaded.version,
-            state.last_seq,
-            state.flushed_lsn,
-            &state.journal,
-        )
-        .await?
+    // A newer version may hold writes this replay did not see: a flush, after which the
+    // writer truncates records the replay had still to read (it then ends early, with
+    // nothing amiss at its start), or an import, whose writes never pass through the
+    // journal while the marks read lead past them. Read again from it.
+    if holds_unseen_writes(
+        comps,
+        loaded.version,
+        state.last_seq,
+        state.flushed_lsn,
+        &state.journal,
+    )
+    .await?
     {
         return Ok(CatchUp::Raced(version));
     }
+    let shown = prefix.advance();
     Ok(CatchUp::View(Box::new(View {
         last_seq: shown,
         position: Position {
@@ -424,16 +421,12 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
         Some(&mut prefix),
     )
     .await?;
-    if replayed.first_lsn.is_some_and(|l| l > from)
-        && flushed_since(&inner.comps, at.version, at.flushed_lsn, &at.journal).await?
-    {
-        // Records this reader had not read were truncated: a flush it has not seen
-        // holds them. What this replay applied stays invisible (nothing more is shown),
-        // and the next poll replaces this memtable.
-        return Ok(false);
-    }
     let shown = prefix.advance();
-    if shown > inner.writes.visible()
+    // Records this reader had not read were truncated (a flush it has not seen holds them),
+    // or it would show past writes the journal lacks (an import's): a newer version holds
+    // them. What this replay applied stays invisible, and the next poll loads that version.
+    let cut_short = replayed.first_lsn.is_some_and(|l| l > from);
+    if (cut_short || shown > inner.writes.visible())
         && holds_unseen_writes(
             &inner.comps,
             at.version,
@@ -443,8 +436,6 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
         )
         .await?
     {
-        // Showing past those writes without their tables would hide them from a snapshot
-        // that later finds them: the next poll loads that version first.
         return Ok(false);
     }
     let _publishing = follower.publish.write();
@@ -466,25 +457,6 @@ fn same_tables(state: &Manifest, version: &Version) -> bool {
             .iter()
             .zip(&version.levels)
             .all(|(m, v)| m.iter().map(|t| t.id).eq(v.iter().map(|h| h.meta.id)))
-}
-
-/// Whether a version newer than `version` records a flush past `flushed_lsn` in `journal`:
-/// only then may the writer have truncated records a replay had still to read.
-async fn flushed_since(
-    comps: &Components,
-    version: ManifestVersion,
-    flushed_lsn: Lsn,
-    journal: &str,
-) -> Result<bool> {
-    let store = comps.storage.manifests();
-    let newest = store.list().await?;
-    if newest.last().is_none_or(|&n| n <= version) {
-        return Ok(false);
-    }
-    Ok(match manifest::load(store.as_ref()).await? {
-        Some(l) => l.state.flushed_lsn != flushed_lsn || l.state.journal != journal,
-        None => true,
-    })
 }
 
 /// Whether a manifest version after `version` holds writes this reader's journal replay
