@@ -291,7 +291,7 @@ async fn view_of(
     // nothing amiss at its start), or an import, whose writes never pass through the
     // journal while the marks read lead past them. Read again from it.
     if holds_unseen_writes(
-        comps,
+        comps.storage.manifests().as_ref(),
         loaded.version,
         state.last_seq,
         state.flushed_lsn,
@@ -428,7 +428,7 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
     let cut_short = replayed.first_lsn.is_some_and(|l| l > from);
     if (cut_short || shown > inner.writes.visible())
         && holds_unseen_writes(
-            &inner.comps,
+            store.as_ref(),
             at.version,
             at.last_seq,
             at.flushed_lsn,
@@ -464,15 +464,15 @@ fn same_tables(state: &Manifest, version: &Version) -> bool {
 /// tables, whose writes never pass through the journal) or a flush's (past `flushed_lsn` in
 /// `journal`, whose records the writer may truncate). Marks read from the journal may then
 /// lead past writes the view lacks. Reads the versions one by one: there are rarely more
-/// than one or two, and a missing one is a cheap answer.
+/// than one or two, and a missing one is a cheap answer (with one more read to tell it
+/// from versions collected since).
 async fn holds_unseen_writes(
-    comps: &Components,
+    store: &dyn cairn_filestore::ManifestStore,
     version: ManifestVersion,
     last_seq: SeqNo,
     flushed_lsn: Lsn,
     journal: &str,
 ) -> Result<bool> {
-    let store = comps.storage.manifests();
     let mut n = version + 1;
     while let Some(data) = store.read(n).await? {
         let record = manifest::Record::decode(&data, &format!("manifest version {n}"))?;
@@ -491,12 +491,81 @@ async fn holds_unseen_writes(
         }
         n += 1;
     }
-    Ok(false)
+    // Version `n` is not there. Either none was written past the last one read, or the
+    // versions from `n` on were collected below a checkpoint written since (versions are
+    // written in order, and only those below an existing checkpoint are collected): then
+    // the first checkpoint after `n` exists, and what the collected ones held is unknown.
+    let checkpoint = manifest::checkpoint_at_or_above(n + 1);
+    Ok(store.read(checkpoint).await?.is_some())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Prefix;
+    use super::{Prefix, holds_unseen_writes};
+    use crate::manifest::{Manifest, ManifestLog, VersionEdit};
+    use cairn_filestore::{DirManifestStore, ManifestStore};
+    use std::sync::Arc;
+
+    /// A replica far behind its writer may find the versions after its own collected (a
+    /// checkpoint deletes those below it): that is not "nothing newer".
+    #[tokio::test]
+    async fn versions_collected_after_the_replicas_own_count_as_unseen_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ManifestStore> = Arc::new(DirManifestStore::open(dir.path()).unwrap());
+        let mut log =
+            ManifestLog::open_writer(store.clone(), || Ok(Manifest::new("db".into(), 2)), None)
+                .await
+                .unwrap();
+        let seen = log.version();
+        let (last_seq, flushed_lsn) = (log.state().last_seq, log.state().flushed_lsn);
+        let journal = log.state().journal.clone();
+        assert!(
+            !holds_unseen_writes(store.as_ref(), seen, last_seq, flushed_lsn, &journal)
+                .await
+                .unwrap(),
+            "nothing newer yet"
+        );
+        for i in 1..=70u64 {
+            log.commit(VersionEdit {
+                last_seq: Some(i),
+                ..VersionEdit::default()
+            })
+            .await
+            .unwrap();
+        }
+        // What the checkpoint's collection does, finished before the replica looks.
+        for v in store.list().await.unwrap() {
+            if v < 64 {
+                store.delete(v).await.unwrap();
+            }
+        }
+        assert!(
+            holds_unseen_writes(store.as_ref(), seen, last_seq, flushed_lsn, &journal)
+                .await
+                .unwrap(),
+            "writes past the replica's view, in versions since collected"
+        );
+        // A replica whose own version was a checkpoint since collected too.
+        for i in 71..=130u64 {
+            log.commit(VersionEdit {
+                last_seq: Some(i),
+                ..VersionEdit::default()
+            })
+            .await
+            .unwrap();
+        }
+        for v in store.list().await.unwrap() {
+            if v < 128 {
+                store.delete(v).await.unwrap();
+            }
+        }
+        assert!(
+            holds_unseen_writes(store.as_ref(), 63, 63, flushed_lsn, &journal)
+                .await
+                .unwrap(),
+            "from a collected checkpoint's predecessor"
+        );
+    }
 
     #[test]
     fn a_prefix_waits_for_gaps_and_jumps_to_marks() {

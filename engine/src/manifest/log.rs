@@ -35,6 +35,16 @@ fn is_checkpoint(n: ManifestVersion) -> bool {
     n == 1 || n.is_multiple_of(CHECKPOINT_EVERY)
 }
 
+/// The oldest checkpoint at or above version `n`: the version whose writing lets the
+/// versions below it be collected.
+pub fn checkpoint_at_or_above(n: ManifestVersion) -> ManifestVersion {
+    if n <= 1 {
+        1
+    } else {
+        n.div_ceil(CHECKPOINT_EVERY) * CHECKPOINT_EVERY
+    }
+}
+
 /// The newest checkpoint at or below version `n`.
 fn checkpoint_at_or_below(n: ManifestVersion) -> ManifestVersion {
     (n - n % CHECKPOINT_EVERY).max(1)

@@ -9,7 +9,7 @@
 mod log;
 mod record;
 
-pub use log::{CHECKPOINT_EVERY, Holder, Loaded, ManifestLog, load};
+pub use log::{CHECKPOINT_EVERY, Holder, Loaded, ManifestLog, checkpoint_at_or_above, load};
 pub use record::{Body, Lease, Record};
 
 use cairn_common::{Lsn, SeqNo, TableId, TableMeta};
