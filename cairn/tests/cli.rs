@@ -19,6 +19,27 @@ fn cairn(data: &Path, args: &[&str]) -> Output {
         .expect("run cairn")
 }
 
+/// Starts `cairn serve journal --listen LISTEN` in `data` with `env` set: the process, and
+/// the first line it printed (`serving journal on URL`, once it serves).
+fn serve_journal(data: &Path, listen: &str, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--config")
+        .arg(repo_config())
+        .args(["serve", "journal", "--listen", listen])
+        .env("CAIRN_DATA_DIR", data)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    (child, line)
+}
+
 fn ok(data: &Path, args: &[&str]) -> String {
     let out = cairn(data, args);
     assert!(
@@ -449,21 +470,7 @@ fn a_server_beyond_loopback_needs_a_token_or_tls_or_an_explicit_yes() {
         ("CAIRN_RPC__TOKEN", "s3cret"),
         ("CAIRN_RPC__ALLOW_OPEN", "true"),
     ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .arg("--config")
-            .arg(repo_config())
-            .args(["serve", "journal", "--listen", "0.0.0.0:0"])
-            .env("CAIRN_DATA_DIR", dir.path().join(env.0))
-            .env(env.0, env.1)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
+        let (mut child, line) = serve_journal(&dir.path().join(env.0), "0.0.0.0:0", &[env]);
         assert!(line.starts_with("serving journal on"), "{env:?}: {line}");
         child.kill().unwrap();
         child.wait().unwrap();
@@ -499,23 +506,15 @@ fn a_journal_server_with_a_client_ca_refuses_a_client_without_a_certificate() {
     let (server_cert, server_key) = issue("localhost");
     let (client_cert, client_key) = issue("client");
 
-    let mut server = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("--config")
-        .arg(repo_config())
-        .args(["serve", "journal", "--listen", "127.0.0.1:0"])
-        .env("CAIRN_DATA_DIR", dir.path().join("server"))
-        .env("CAIRN_RPC__TLS_CERT", &server_cert)
-        .env("CAIRN_RPC__TLS_KEY", &server_key)
-        .env("CAIRN_RPC__TLS_CLIENT_CA", &ca_pem)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let (mut server, line) = serve_journal(
+        &dir.path().join("server"),
+        "127.0.0.1:0",
+        &[
+            ("CAIRN_RPC__TLS_CERT", server_cert.as_str()),
+            ("CAIRN_RPC__TLS_KEY", server_key.as_str()),
+            ("CAIRN_RPC__TLS_CLIENT_CA", ca_pem.as_str()),
+        ],
+    );
     let url = line
         .trim()
         .strip_prefix("serving journal on ")
@@ -581,22 +580,14 @@ fn metrics_beyond_loopback_need_an_explicit_yes() {
         err.contains("metrics.listen") && err.contains("metrics.allow_open"),
         "{err}"
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("--config")
-        .arg(repo_config())
-        .args(["serve", "journal", "--listen", "127.0.0.1:0"])
-        .env("CAIRN_DATA_DIR", dir.path())
-        .env("CAIRN_METRICS__LISTEN", "0.0.0.0:0")
-        .env("CAIRN_METRICS__ALLOW_OPEN", "true")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let (mut child, line) = serve_journal(
+        dir.path(),
+        "127.0.0.1:0",
+        &[
+            ("CAIRN_METRICS__LISTEN", "0.0.0.0:0"),
+            ("CAIRN_METRICS__ALLOW_OPEN", "true"),
+        ],
+    );
     assert!(line.starts_with("serving journal on"), "{line}");
     child.kill().unwrap();
     child.wait().unwrap();

@@ -597,6 +597,41 @@ fn cli(config: &Path, data: &Path, args: &[&str]) -> std::process::Output {
         .expect("run cairn")
 }
 
+/// Node A serving a database whose tables and manifest are in a bucket (a directory) under
+/// `root` and whose journal is a file on A (a 1 s lease), as `cairn serve shard`: the node
+/// profile, the served process, and a client profile whose one shard is A.
+fn served_node_on_a_bucket(
+    root: &Path,
+) -> (std::path::PathBuf, support::Served, std::path::PathBuf) {
+    let profile = root.join("node.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[default]\ndata_dir = \"unused\"\n[default.engine]\nlease_ms = 1000\n\
+             [default.storage]\nkind = \"parquet\"\nurl = \"file://{}/bucket\"\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let a_dir = root.join("a");
+    let a = support::serve_args(
+        &profile,
+        &["serve", "shard", "--listen", "127.0.0.1:0"],
+        &[("CAIRN_DATA_DIR", a_dir.to_str().unwrap())],
+    );
+    let client = root.join("client.toml");
+    std::fs::write(
+        &client,
+        format!(
+            "[default]\ndata_dir = \"{}\"\n[default.router]\nshards = [{{ kind = \"grpc\", url = \"{}\" }}]\n",
+            root.join("client").display(),
+            a.url
+        ),
+    )
+    .unwrap();
+    (profile, a, client)
+}
+
 /// Issue 22's scenario with real processes. Node A serves a database whose tables and
 /// manifest are in a shared bucket and whose journal is a file on A. A CLI command on node B
 /// used to take the database over at once while A went on acknowledging writes into its own
@@ -605,32 +640,7 @@ fn cli(config: &Path, data: &Path, args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_served_writer_on_a_journal_of_its_own_is_not_taken_over() {
     let dir = tempfile::tempdir().unwrap();
-    let profile = dir.path().join("node.toml");
-    std::fs::write(
-        &profile,
-        format!(
-            "[default]\ndata_dir = \"unused\"\n[default.engine]\nlease_ms = 1000\n\
-             [default.storage]\nkind = \"parquet\"\nurl = \"file://{}/bucket\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let a_dir = dir.path().join("a");
-    let a = support::serve_args(
-        &profile,
-        &["serve", "shard", "--listen", "127.0.0.1:0"],
-        &[("CAIRN_DATA_DIR", a_dir.to_str().unwrap())],
-    );
-    let client = dir.path().join("client.toml");
-    std::fs::write(
-        &client,
-        format!(
-            "[default]\ndata_dir = \"{}\"\n[default.router]\nshards = [{{ kind = \"grpc\", url = \"{}\" }}]\n",
-            dir.path().join("client").display(),
-            a.url
-        ),
-    )
-    .unwrap();
+    let (profile, a, client) = served_node_on_a_bucket(dir.path());
     let put = |k: &str, v: &str| cli(&client, &dir.path().join("client"), &["put", k, v]);
     assert!(put("k1", "v1").status.success());
 
@@ -674,32 +684,7 @@ async fn a_served_writer_on_a_journal_of_its_own_is_not_taken_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_commands_on_another_node_leave_a_served_writer_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let profile = dir.path().join("node.toml");
-    std::fs::write(
-        &profile,
-        format!(
-            "[default]\ndata_dir = \"unused\"\n[default.engine]\nlease_ms = 1000\n\
-             [default.storage]\nkind = \"parquet\"\nurl = \"file://{}/bucket\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let a_dir = dir.path().join("a");
-    let a = support::serve_args(
-        &profile,
-        &["serve", "shard", "--listen", "127.0.0.1:0"],
-        &[("CAIRN_DATA_DIR", a_dir.to_str().unwrap())],
-    );
-    let client = dir.path().join("client.toml");
-    std::fs::write(
-        &client,
-        format!(
-            "[default]\ndata_dir = \"{}\"\n[default.router]\nshards = [{{ kind = \"grpc\", url = \"{}\" }}]\n",
-            dir.path().join("client").display(),
-            a.url
-        ),
-    )
-    .unwrap();
+    let (profile, a, client) = served_node_on_a_bucket(dir.path());
     let on_a = |args: &[&str]| {
         let out = cli(&client, &dir.path().join("client"), args);
         assert!(

@@ -525,20 +525,30 @@ mod tests {
                 .unwrap(),
             "nothing newer yet"
         );
-        for i in 1..=70u64 {
-            log.commit(VersionEdit {
-                last_seq: Some(i),
-                ..VersionEdit::default()
-            })
-            .await
-            .unwrap();
-        }
-        // What the checkpoint's collection does, finished before the replica looks.
-        for v in store.list().await.unwrap() {
-            if v < 64 {
-                store.delete(v).await.unwrap();
+        // Versions up to `upto`, each a little more complete, and what the collection for
+        // checkpoint `checkpoint` does, finished before the replica looks.
+        async fn write_and_collect(
+            log: &mut ManifestLog,
+            store: &dyn ManifestStore,
+            upto: u64,
+            checkpoint: u64,
+        ) {
+            while log.version() < upto {
+                let seq = log.version();
+                log.commit(VersionEdit {
+                    last_seq: Some(seq),
+                    ..VersionEdit::default()
+                })
+                .await
+                .unwrap();
+            }
+            for v in store.list().await.unwrap() {
+                if v < checkpoint {
+                    store.delete(v).await.unwrap();
+                }
             }
         }
+        write_and_collect(&mut log, store.as_ref(), 70, 64).await;
         assert!(
             holds_unseen_writes(store.as_ref(), seen, last_seq, flushed_lsn, &journal)
                 .await
@@ -546,19 +556,7 @@ mod tests {
             "writes past the replica's view, in versions since collected"
         );
         // A replica whose own version was a checkpoint since collected too.
-        for i in 71..=130u64 {
-            log.commit(VersionEdit {
-                last_seq: Some(i),
-                ..VersionEdit::default()
-            })
-            .await
-            .unwrap();
-        }
-        for v in store.list().await.unwrap() {
-            if v < 128 {
-                store.delete(v).await.unwrap();
-            }
-        }
+        write_and_collect(&mut log, store.as_ref(), 130, 128).await;
         assert!(
             holds_unseen_writes(store.as_ref(), 63, 63, flushed_lsn, &journal)
                 .await

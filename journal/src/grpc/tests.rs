@@ -12,7 +12,8 @@ async fn start(journal: Arc<dyn Journal>, opts: ServerOptions) -> ServerHandle {
     let router = builder(&opts)
         .unwrap()
         .add_service(journal_service(journal, &opts, draining));
-    serve(router, &[], listener, false, drain, std::future::pending()).unwrap()
+    let tls = opts.tls_cert.is_some();
+    serve(router, &[], listener, tls, drain, std::future::pending()).unwrap()
 }
 
 fn client(url: String) -> ClientOptions {
@@ -159,14 +160,7 @@ async fn tls_with_a_token_works_and_plain_http_is_refused() {
         tls_key: Some(key),
         ..Default::default()
     };
-    let (drain, draining) = watch::channel(false);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let router = builder(&opts).unwrap().add_service(journal_service(
-        Arc::new(MemoryJournal::new()),
-        &opts,
-        draining,
-    ));
-    let server = serve(router, &[], listener, true, drain, std::future::pending()).unwrap();
+    let server = start(Arc::new(MemoryJournal::new()), opts).await;
     assert!(server.url().starts_with("https://"));
 
     let mut o = client(server.url());
@@ -237,14 +231,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate_the_ca_signed() {
         tls_client_ca: Some(pki.ca()),
         ..Default::default()
     };
-    let (drain, draining) = watch::channel(false);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let router = builder(&opts).unwrap().add_service(journal_service(
-        Arc::new(MemoryJournal::new()),
-        &opts,
-        draining,
-    ));
-    let server = serve(router, &[], listener, true, drain, std::future::pending()).unwrap();
+    let server = start(Arc::new(MemoryJournal::new()), opts).await;
     let with = |identity: Option<(std::path::PathBuf, std::path::PathBuf)>| {
         let mut o = client(server.url());
         o.tls_ca = Some(pki.ca());
