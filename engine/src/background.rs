@@ -207,7 +207,7 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
     let handle = if slot.table.is_empty() {
         None
     } else {
-        let id = inner.reserve_table_ids(1).await?.start;
+        let id = inner.versions.reserve_table_ids(1).await?.start;
         let entries = slot.table.scan(&KeyRange::all(), u64::MAX);
         let meta = write_table_from(inner.comps.storage.as_ref(), id, entries).await?;
         let table = inner.comps.storage.open_table(&meta).await?;
@@ -392,6 +392,7 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
         let input_bytes: u64 = pick.inputs.iter().map(|t| t.size).sum();
         let target = inner.opts.compaction.target_table_bytes.max(1);
         let ids = inner
+            .versions
             .reserve_table_ids((input_bytes / target + 2) * 2 + 8)
             .await?;
         let job = CompactionJob {

@@ -1,13 +1,14 @@
-//! `Db`: opening and recovery, the write path, point reads, snapshots, flush and close.
+//! `Db`: opening (its recovery is in `recovery.rs`), point reads, snapshots, flush and close;
+//! the write path is in `write_path.rs`.
 
 use crate::background::{self, Background};
 use crate::follow::CatchUp;
 use crate::import::Import;
 use crate::jobs::Jobs;
 use crate::lease::LeaseClock;
-use crate::legacy_manifest::LegacyManifest;
-use crate::manifest::{Holder, Manifest, ManifestLog, VersionEdit};
+use crate::manifest::{Manifest, ManifestLog, VersionEdit};
 use crate::options::EngineOptions;
+use crate::recovery::{adopt_journal, leftovers, open_manifest, replay_journal};
 use crate::scan::DbIter;
 use crate::snapshot::{Snapshot, SnapshotList};
 use crate::stats::{DbStats, LevelStats};
@@ -16,16 +17,14 @@ use crate::version_set::VersionSet;
 use crate::write_path::WritePath;
 use bytes::Bytes;
 use cairn_common::{
-    AggregateState, Entry, EntryKind, Error, IoContext, KeyRange, Lsn, Result, SeqNo, TableId,
-    ValueType, WriteBatch,
+    AggregateState, Entry, EntryKind, Error, IoContext, KeyRange, Result, SeqNo, ValueType,
+    WriteBatch,
 };
 use cairn_compaction::{Compactor, LeveledPicker};
 use cairn_filestore::Storage;
 use cairn_journal::{Journal, JournalClaim};
 use cairn_memtable::MemtableFactory;
-use futures::StreamExt;
 use parking_lot::Mutex;
-use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -134,11 +133,12 @@ impl Db {
             table: (comps.memtables)(),
             max_lsn: AtomicU64::new(manifest.flushed_lsn),
         };
+        let newest = manifest.newest_seq();
         let replayed = replay_journal(
             comps.journal.as_ref(),
             manifest.flushed_lsn + 1,
-            manifest.newest_seq(),
-            manifest.newest_seq(),
+            newest,
+            newest,
             &active,
             None,
         )
@@ -717,7 +717,7 @@ impl Inner {
     /// Waits while the memtable queue or L0 is full (a write stall).
     /// Whether writes must wait: (memtable queue and active memtable full, L0 full).
     fn stall_reasons(&self) -> (bool, bool) {
-        let l0_full = self.versions.current().levels[0].len() >= self.opts.l0_stop_writes;
+        let l0_full = self.versions.l0_tables() >= self.opts.l0_stop_writes;
         (self.writes.is_full(), l0_full)
     }
 
@@ -784,11 +784,6 @@ impl Inner {
         }
     }
 
-    /// `n` table ids no writer of this database ever had, reserved in the manifest.
-    pub async fn reserve_table_ids(&self, n: u64) -> Result<std::ops::Range<TableId>> {
-        self.versions.reserve_table_ids(n).await
-    }
-
     /// Installs `edit` (`VersionSet::install`): the stored manifest first, then the version
     /// readers see. Returns the handles it removed, for the caller to retire.
     pub async fn install(
@@ -802,114 +797,6 @@ impl Inner {
     }
 }
 
-/// Opens the manifest beside the tables as this database's writer. A store with no manifest
-/// gets a new database, unless it holds tables: those belong to a database whose manifest
-/// is elsewhere or lost, and are not ours to build over (or to delete). A manifest left in
-/// `dir` by an older Cairn moves into the store.
-async fn open_manifest(
-    dir: &Path,
-    levels: usize,
-    storage: &dyn Storage,
-    holder: Option<Holder>,
-) -> Result<ManifestLog> {
-    let store = storage.manifests();
-    let location = store.location();
-    let legacy = LegacyManifest::load(dir)?;
-    let tables = storage.list_tables().await?;
-    let new_id = new_database_id();
-    let log = ManifestLog::open_writer(store, || match &legacy {
-        Some(m) => Ok(Manifest {
-            database: new_id.clone(),
-            epoch: 1,
-            next_table_id: m.next_table_id,
-            last_seq: m.last_seq,
-            flushed_lsn: m.flushed_lsn,
-            journal: String::new(),
-            levels: m.levels.clone(),
-        }),
-        None if !tables.is_empty() => Err(Error::InvalidArgument(format!(
-            "{location} has no manifest but its storage holds {} tables: they belong to a database whose manifest is elsewhere or lost; refusing to create a new database over them (nothing was deleted)",
-            tables.len()
-        ))),
-        None => Ok(Manifest::new(new_id.clone(), levels)),
-    }, holder)
-    .await?;
-    if legacy.is_some() {
-        let old = LegacyManifest::path(dir);
-        if log.state().database == new_id {
-            let moved = dir.join("MANIFEST.migrated");
-            std::fs::rename(&old, &moved).at(&old)?;
-            tracing::info!(from = %old.display(), to = %location, "moved the manifest beside the tables");
-        } else {
-            tracing::warn!(file = %old.display(), database = %log.state().database, "ignoring an old manifest file: the storage holds a manifest already");
-        }
-    }
-    Ok(log)
-}
-
-/// Makes the claimed journal the one the manifest counts in. The same journal as before
-/// must reach the manifest's flushed position (else records were lost). A journal the
-/// database did not use last (another node's local journal, a new server) may hold records
-/// of an older writer that a take-over already went past: those are superseded, never
-/// replayed, so the manifest moves past its end.
-async fn adopt_journal(log: &mut ManifestLog, claimed: &cairn_journal::Claimed) -> Result<()> {
-    let m = log.state();
-    if m.journal == claimed.journal {
-        if claimed.last_lsn < m.flushed_lsn {
-            return Err(Error::corruption(
-                format!("journal {}", claimed.journal),
-                format!(
-                    "it ends at LSN {} but database {}'s tables hold its records up to LSN {}: records were lost (was the journal emptied or replaced?)",
-                    claimed.last_lsn, m.database, m.flushed_lsn
-                ),
-            ));
-        }
-        return Ok(());
-    }
-    // A manifest that never named a journal (a new or migrated database) replays what the
-    // journal holds after its flushed position, as before.
-    let flushed = if m.journal.is_empty() {
-        m.flushed_lsn
-    } else {
-        if claimed.last_lsn > m.flushed_lsn {
-            tracing::warn!(journal = %claimed.journal, last_lsn = claimed.last_lsn, "the journal holds records of an older writer of this database; a newer one took over since, so they are not replayed");
-        }
-        m.flushed_lsn.max(claimed.last_lsn)
-    };
-    log.commit(VersionEdit {
-        journal: Some(claimed.journal.clone()),
-        flushed_lsn: Some(flushed),
-        ..VersionEdit::default()
-    })
-    .await
-}
-
-/// The tables to delete that the manifest does not name: left by flushes and compactions
-/// that never installed them, or compacted away by an earlier writer that stopped before
-/// deleting them; ids reserved by this database (below `next_table_id`). A table with an id
-/// never reserved is not provably this database's, and stays.
-async fn leftovers(manifest: &Manifest, storage: &dyn Storage) -> Result<Vec<TableId>> {
-    let live: HashSet<TableId> = manifest.live_ids().collect();
-    let mut out = Vec::new();
-    for id in storage.list_tables().await? {
-        if live.contains(&id) {
-            continue;
-        }
-        if id < manifest.next_table_id {
-            tracing::info!(table = id, "deleting a table the manifest does not name");
-            out.push(id);
-        } else {
-            tracing::warn!(
-                table = id,
-                reserved_below = manifest.next_table_id,
-                "leaving a table this database never reserved an id for"
-            );
-        }
-    }
-    Ok(out)
-}
-
-/// What an open found, for `assemble`.
 struct Parts {
     dir: PathBuf,
     opts: EngineOptions,
@@ -977,75 +864,6 @@ fn lock_dir(dir: &Path) -> Result<File> {
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(dir.to_path_buf())),
         Err(std::fs::TryLockError::Error(e)) => Err(Error::io(lock_path, e)),
     }
-}
-
-/// What a replay of the journal found.
-pub(crate) struct Replayed {
-    /// The first record's LSN, if any: past `from`, records before it are gone (or were
-    /// never written).
-    pub first_lsn: Option<Lsn>,
-    /// The newest record's LSN (0 for none).
-    pub last_lsn: Lsn,
-    /// The newest sequence number applied, or the `last_seq` given.
-    pub last_seq: SeqNo,
-    pub replayed: u64,
-    pub stale: u64,
-}
-
-/// Applies the journal's records from `from` on to `slot`'s memtable, skipping batches the
-/// tables (whose newest sequence number is `tables_seq`) supersede. A reader passes its
-/// `shown` prefix: batches at or below what it shows already are skipped, and the others
-/// are applied above it, to be shown once the prefix reaches them.
-pub(crate) async fn replay_journal(
-    journal: &dyn Journal,
-    from: Lsn,
-    tables_seq: SeqNo,
-    mut last_seq: SeqNo,
-    slot: &MemSlot,
-    mut shown: Option<&mut crate::follow::Prefix>,
-) -> Result<Replayed> {
-    let (mut replayed, mut stale) = (0u64, 0u64);
-    let (mut first_lsn, mut last_lsn) = (None, 0);
-    let mut records = journal.replay(from).await?;
-    while let Some(rec) = records.next().await {
-        let rec = rec?;
-        let (first, mark, batch) = WriteBatch::decode_marked(&rec.payload)
-            .map_err(|e| Error::corruption(format!("journal record {}", rec.lsn), e.to_string()))?;
-        first_lsn.get_or_insert(rec.lsn);
-        last_lsn = rec.lsn;
-        slot.max_lsn.fetch_max(rec.lsn, Ordering::Relaxed);
-        // Every write the memtables held when a flush froze them is older than the
-        // flushed table's newest, and every later one newer (the gate orders both). A
-        // batch numbered at or below the tables' newest is therefore in them already, or
-        // is one whose caller gave up while its append was on the way and that landed
-        // late, past newer flushed writes: replaying it would put an old value in front
-        // of a newer one.
-        if first <= tables_seq || shown.as_ref().is_some_and(|p| first <= p.shown()) {
-            stale += 1;
-            continue;
-        }
-        if !batch.is_empty() {
-            let last = first + batch.len() as u64 - 1;
-            last_seq = last_seq.max(last);
-            if let Some(p) = shown.as_mut() {
-                p.applied(first, last, mark);
-            }
-        }
-        crate::write_path::apply(&slot.table, first, batch);
-        replayed += 1;
-    }
-    Ok(Replayed {
-        first_lsn,
-        last_lsn,
-        last_seq,
-        replayed,
-        stale,
-    })
-}
-
-/// 128 random bits, in hex.
-fn new_database_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
 }
 
 /// The newest version of `key` at `snapshot` in the memtables, newest first.

@@ -5,8 +5,9 @@
 //! deletes or truncates anything: it takes no epoch, claims no journal, and the tables it
 //! stops using are dropped, not deleted.
 
-use crate::db::{Components, Inner, MemSlot, replay_journal};
+use crate::db::{Components, Inner, MemSlot};
 use crate::manifest::{self, Manifest};
+use crate::recovery::replay_journal;
 use crate::version::{Deletion, TableHandle, Version};
 use cairn_common::{Lsn, Result, SeqNo, TableId};
 use cairn_filestore::{ManifestVersion, Storage};

@@ -163,7 +163,7 @@ async fn write_at(
 ) -> Result<Arc<TableHandle>> {
     inner.check_open()?;
     sort_last_wins(&mut entries);
-    let id = inner.reserve_table_ids(1).await?.start;
+    let id = inner.versions.reserve_table_ids(1).await?.start;
     let entries = entries.into_iter().map(|(key, value)| Entry {
         key,
         seq,

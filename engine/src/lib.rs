@@ -16,6 +16,7 @@ mod legacy_manifest;
 pub mod manifest;
 mod metrics;
 mod options;
+mod recovery;
 mod scan;
 mod seq;
 mod snapshot;
