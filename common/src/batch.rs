@@ -52,6 +52,19 @@ impl WriteBatch {
         self
     }
 
+    /// Deletes every key in `[start, end)` that the batch's writes before this do not set
+    /// again after it: one operation, whatever the number of keys.
+    pub fn delete_range(&mut self, start: impl Into<Bytes>, end: impl Into<Bytes>) -> &mut Self {
+        let (key, value) = (start.into(), end.into());
+        self.bytes += key.len() + value.len();
+        self.ops.push(BatchOp {
+            kind: EntryKind::RangeDelete,
+            key,
+            value,
+        });
+        self
+    }
+
     pub fn ops(&self) -> &[BatchOp] {
         &self.ops
     }
@@ -76,7 +89,8 @@ impl WriteBatch {
     }
 
     /// Encodes `[format u8 = 2][first_seq u64][count u32][mark u64]` then per op
-    /// `[kind u8][key_len u32][key][value_len u32][value]`, integers little-endian. `mark`
+    /// `[kind u8][key_len u32][key][value_len u32][value]`, integers little-endian. A range
+    /// delete (kind 2) has its start as the key and its end as the value. `mark`
     /// is the writer's visible sequence number as it encodes: every batch at or below it
     /// that the writer ever showed was journaled before this one, so a replica that has
     /// applied the journal up to here may show everything up to the mark.
@@ -162,7 +176,10 @@ mod tests {
     #[test]
     fn roundtrip() {
         let mut b = WriteBatch::new();
-        b.put("a", "1").delete("b").put("", "");
+        b.put("a", "1")
+            .delete("b")
+            .put("", "")
+            .delete_range("c", "f");
         let enc = b.encode(42, 40);
         let (seq, mark, back) = WriteBatch::decode_marked(&enc).unwrap();
         assert_eq!((seq, mark), (42, 40));

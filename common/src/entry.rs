@@ -14,6 +14,9 @@ pub type SeqNo = u64;
 pub enum EntryKind {
     Put = 0,
     Delete = 1,
+    /// A range tombstone: `key` is the first key it deletes, `value` the end (excluded).
+    /// It deletes every version of the keys in `[key, value)` older than its own `seq`.
+    RangeDelete = 2,
 }
 
 impl EntryKind {
@@ -25,6 +28,7 @@ impl EntryKind {
         match v {
             0 => Some(EntryKind::Put),
             1 => Some(EntryKind::Delete),
+            2 => Some(EntryKind::RangeDelete),
             _ => None,
         }
     }
@@ -58,8 +62,23 @@ impl Entry {
         }
     }
 
+    /// A range tombstone over `[start, end)`, carried as an entry at its start key.
+    pub fn range_delete(start: impl Into<Bytes>, end: impl Into<Bytes>, seq: SeqNo) -> Self {
+        Entry {
+            key: start.into(),
+            seq,
+            kind: EntryKind::RangeDelete,
+            value: end.into(),
+        }
+    }
+
+    /// A point tombstone (not a range one).
     pub fn is_delete(&self) -> bool {
         self.kind == EntryKind::Delete
+    }
+
+    pub fn is_range_delete(&self) -> bool {
+        self.kind == EntryKind::RangeDelete
     }
 
     /// Bytes this entry costs in memory, close enough for memtable accounting.

@@ -10,6 +10,7 @@ mod error;
 pub mod limits;
 mod merge;
 mod meta;
+mod range_delete;
 
 pub use aggregate::{AggregateOp, AggregateState, AggregateValue, ValueType};
 pub use batch::{BatchOp, WriteBatch};
@@ -20,6 +21,7 @@ pub use entry::{
 pub use error::{Error, IoContext, Result};
 pub use merge::{Merge, MergeHead, MergeSource, merge_sorted};
 pub use meta::TableMeta;
+pub use range_delete::{Interleave, RangeDeletes, RangeTombstone, check_bounds, interleave};
 
 /// A boxed, sendable stream: what the object-safe async traits return for scans and replays.
 pub type BoxStream<T> = futures::stream::BoxStream<'static, T>;

@@ -38,10 +38,14 @@ pub fn check_batch(batch: &WriteBatch) -> Result<()> {
             batch.payload_bytes()
         )));
     }
-    batch
-        .ops()
-        .iter()
-        .try_for_each(|op| check_pair(&op.key, &op.value))
+    batch.ops().iter().try_for_each(|op| {
+        if op.kind == crate::EntryKind::RangeDelete {
+            // The end is a key too.
+            check_pair(&op.value, b"")?;
+            crate::check_bounds(&op.key, &op.value)?;
+        }
+        check_pair(&op.key, &op.value)
+    })
 }
 
 #[cfg(test)]

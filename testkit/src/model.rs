@@ -27,6 +27,17 @@ pub fn random_range<R: Rng>(rng: &mut R, mut key: impl FnMut(&mut R) -> Bytes) -
     KeyRange { start, end }
 }
 
+/// Removes the keys in `[start, end)`, as a range delete does.
+pub fn remove_range(model: &mut Model, start: &Bytes, end: &Bytes) {
+    let gone: Vec<Bytes> = model
+        .range::<Bytes, _>((Bound::Included(start), Bound::Excluded(end)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in gone {
+        model.remove(&k);
+    }
+}
+
 /// The model's pairs in `r`, in key order: what a scan of `r` must return.
 pub fn model_range(model: &Model, r: &KeyRange) -> Vec<(Bytes, Bytes)> {
     model
