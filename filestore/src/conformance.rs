@@ -1,10 +1,11 @@
 //! The conformance suite every `Storage` runs (SSTable, and later Parquet, hybrid and remote):
 //! write, reopen, versioned point lookups, bounded scans, multi-block tables, listing,
-//! deletion, refusal of out-of-order input, and aggregates at snapshots.
+//! deletion, refusal of out-of-order input, aggregates at snapshots, and range tombstones
+//! (kept aside, through reopens and copies).
 
-use crate::{Storage, VisibleFold, read_range, write_table};
+use crate::{Storage, VisibleFold, copy_table, read_range, write_table};
 use bytes::Bytes;
-use cairn_common::{Entry, EntryKind, KeyRange, ValueType};
+use cairn_common::{Entry, EntryKind, KeyRange, RangeTombstone, ValueType, interleave};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ pub async fn run(storage: Arc<dyn Storage>, first_id: u64) {
     list_and_delete(&storage, first_id).await;
     aggregates(&storage, first_id + 4).await;
     aggregates_over_one_version_per_key(&storage, first_id + 5).await;
+    range_tombstones(&storage, first_id + 6).await;
 }
 
 fn sample(n: u32) -> Vec<Entry> {
@@ -331,4 +333,90 @@ async fn aggregates_over_one_version_per_key(storage: &Arc<dyn Storage>, id: u64
         .expect("aggregate");
     assert_eq!(s.rows, 5950);
     storage.delete_table(id).await.expect("delete");
+}
+
+/// Range tombstones come in among the entries at their start keys. A table keeps them aside:
+/// `range_deletes` gives them back after a reopen and a copy, reads return the versions alone
+/// (applying tombstones is the reader's business), the key bounds reach their ends, and a
+/// table of tombstones alone is a table.
+async fn range_tombstones(storage: &Arc<dyn Storage>, id: u64) {
+    let b = |s: &str| Bytes::from(s.to_string());
+    let mut tombstones = vec![
+        RangeTombstone::new(b("key000010"), b("key000020"), 250),
+        RangeTombstone::new(b("key000040"), b("key000099"), 50),
+        RangeTombstone::new(b("key000005"), b("key000006"), 400),
+    ];
+    tombstones.sort_by(|x, y| (&x.start, x.seq).cmp(&(&y.start, y.seq)));
+    let entries = sample(50);
+    let all: Vec<Entry> = interleave(entries.clone(), &tombstones).collect();
+    let meta = write_table(storage.as_ref(), id, &all)
+        .await
+        .expect("write");
+    assert_eq!(meta.entries, 153);
+    assert_eq!(
+        meta.largest,
+        b"key000099".to_vec(),
+        "the bounds reach the last end"
+    );
+    assert_eq!((meta.min_seq, meta.max_seq), (50, 400));
+    let sorted = |t: &[RangeTombstone]| {
+        let mut t = t.to_vec();
+        t.sort_by(|x, y| (&x.start, x.seq).cmp(&(&y.start, y.seq)));
+        t
+    };
+    let t = storage.open_table(&meta).await.expect("open");
+    assert_eq!(sorted(t.range_deletes()), tombstones);
+    assert_eq!(
+        read_range(t.as_ref(), &KeyRange::all())
+            .await
+            .expect("scan"),
+        entries
+    );
+    let got = t.get(b"key000005", u64::MAX).await.expect("get");
+    assert_eq!(
+        got.map(|e| e.kind),
+        Some(EntryKind::Delete),
+        "the version, not the tombstone"
+    );
+    assert_eq!(t.get(b"key000060", u64::MAX).await.expect("get"), None);
+    let ranges = [
+        KeyRange::all(),
+        KeyRange::new(Some(b("key000004")), Some(b("key000012"))),
+    ];
+    agrees_with_folding_the_scan(t.as_ref(), &ranges, &[u64::MAX, 260], &[]).await;
+
+    let copy = copy_table(storage.as_ref(), id + 100, t.as_ref())
+        .await
+        .expect("copy");
+    assert_eq!((copy.entries, &copy.largest), (meta.entries, &meta.largest));
+    let c = storage.open_table(&copy).await.expect("open the copy");
+    assert_eq!(sorted(c.range_deletes()), tombstones);
+
+    let lone = RangeTombstone::new(b("key000040"), b("key000099"), 50);
+    let only = write_table(storage.as_ref(), id + 200, &[lone.to_entry()])
+        .await
+        .expect("a table of one tombstone");
+    assert_eq!(
+        (only.smallest.as_slice(), only.largest.as_slice()),
+        (&b"key000040"[..], &b"key000099"[..])
+    );
+    let o = storage.open_table(&only).await.expect("open");
+    assert_eq!(o.range_deletes(), &[lone]);
+    assert!(
+        read_range(o.as_ref(), &KeyRange::all())
+            .await
+            .expect("scan")
+            .is_empty()
+    );
+
+    let backwards = Entry::range_delete(b("b"), b("a"), 9);
+    let mut builder = storage.create_table(id + 300).await.expect("create");
+    assert!(
+        builder.add(&[backwards]).await.is_err(),
+        "an empty range is refused"
+    );
+    builder.abandon().await.expect("abandon");
+    for t in [id, id + 100, id + 200] {
+        storage.delete_table(t).await.expect("delete");
+    }
 }

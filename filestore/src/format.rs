@@ -3,10 +3,13 @@
 
 use crate::cache::BlockEntries;
 use bytes::Bytes;
-use cairn_common::{Entry, EntryKind};
+use cairn_common::{Entry, EntryKind, RangeTombstone};
 
 pub const MAGIC: u64 = 0x4341_4952_4E53_5354; // "CAIRNSST"
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 adds range tombstones (in the properties block, counted in the footer);
+/// version 1 files, which have none, are still read.
+pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION_1: u32 = 1;
 pub const FOOTER_LEN: usize = 64;
 /// A block ends with `[compression u8][crc32c u32]`.
 pub const TRAILER_LEN: usize = 5;
@@ -48,6 +51,8 @@ pub struct Footer {
     pub filter: Handle,
     pub index: Handle,
     pub props: Handle,
+    /// How many range tombstones the properties block holds after the table's metadata.
+    pub range_deletes: u32,
 }
 
 impl Footer {
@@ -65,6 +70,7 @@ impl Footer {
             out[i * 8..i * 8 + 8].copy_from_slice(&f.to_le_bytes());
         }
         out[48..52].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[52..56].copy_from_slice(&self.range_deletes.to_le_bytes());
         out[56..64].copy_from_slice(&MAGIC.to_le_bytes());
         out
     }
@@ -80,10 +86,13 @@ impl Footer {
         if u64_at(56) != MAGIC {
             return Err("bad magic number (not a Cairn SSTable)".into());
         }
-        let version = u32::from_le_bytes(b[48..52].try_into().unwrap_or([0; 4]));
-        if version != FORMAT_VERSION {
-            return Err(format!("unsupported format version {version}"));
-        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or([0; 4]));
+        let version = u32_at(48);
+        let range_deletes = match version {
+            FORMAT_VERSION => u32_at(52),
+            FORMAT_VERSION_1 => 0,
+            _ => return Err(format!("unsupported format version {version}")),
+        };
         let h = |i: usize| Handle {
             offset: u64_at(i),
             len: u64_at(i + 8),
@@ -92,8 +101,46 @@ impl Footer {
             filter: h(0),
             index: h(16),
             props: h(32),
+            range_deletes,
         })
     }
+}
+
+/// One range tombstone as the properties block stores it.
+#[derive(Debug, Clone, bincode::Encode, bincode::Decode)]
+pub struct RawRangeDelete {
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+    pub seq: u64,
+}
+
+pub fn raw_range_deletes(ranges: &[RangeTombstone]) -> Vec<RawRangeDelete> {
+    ranges
+        .iter()
+        .map(|t| RawRangeDelete {
+            start: t.start.to_vec(),
+            end: t.end.to_vec(),
+            seq: t.seq,
+        })
+        .collect()
+}
+
+/// The range tombstones of a version 2 properties block (`TableMeta` then
+/// `Vec<RawRangeDelete>`), checked against the count the footer gives.
+pub fn decode_range_deletes(payload: &[u8], count: u32) -> Result<Vec<RangeTombstone>, String> {
+    let (_, raw): (cairn_common::TableMeta, Vec<RawRangeDelete>) = decode(payload)?;
+    if raw.len() != count as usize {
+        return Err(format!(
+            "{} range tombstones, the footer says {count}",
+            raw.len()
+        ));
+    }
+    raw.into_iter()
+        .map(|r| {
+            cairn_common::check_bounds(&r.start, &r.end).map_err(|e| e.to_string())?;
+            Ok(RangeTombstone::new(r.start, r.end, r.seq))
+        })
+        .collect()
 }
 
 /// Frames a block payload: optional compression, then the trailer with the checksum of the
@@ -176,8 +223,9 @@ pub fn decode_data_block(payload: Bytes) -> Result<BlockEntries, String> {
     }
     let mut entries = Vec::with_capacity(raw.len());
     for r in &raw {
-        let kind =
-            EntryKind::from_u8(r.kind).ok_or_else(|| format!("bad entry kind {}", r.kind))?;
+        let kind = EntryKind::from_u8(r.kind)
+            .filter(|k| *k != EntryKind::RangeDelete)
+            .ok_or_else(|| format!("bad entry kind {} in a data block", r.kind))?;
         entries.push((r.key, r.seq, kind, r.value));
     }
     BlockEntries::over(payload.clone(), entries.into_iter())
@@ -240,6 +288,7 @@ mod tests {
             filter: Handle { offset: 1, len: 2 },
             index: Handle { offset: 3, len: 4 },
             props: Handle { offset: 5, len: 6 },
+            range_deletes: 1,
         }
         .encode();
         let valid = [block, bloom, framed, footer.to_vec()];
@@ -287,11 +336,44 @@ mod tests {
             filter: Handle { offset: 1, len: 2 },
             index: Handle { offset: 3, len: 4 },
             props: Handle { offset: 5, len: 6 },
+            range_deletes: 7,
         };
-        let b = f.encode();
+        let mut b = f.encode();
         assert_eq!(&b[56..], b"TSSNRIAC");
-        assert_eq!(u32::from_le_bytes(b[48..52].try_into().unwrap()), 1);
+        assert_eq!(u32::from_le_bytes(b[48..52].try_into().unwrap()), 2);
+        assert_eq!(u32::from_le_bytes(b[52..56].try_into().unwrap()), 7);
         assert_eq!(u64::from_le_bytes(b[16..24].try_into().unwrap()), 3);
         assert_eq!(Footer::decode(&b), Ok(f));
+        // Version 1 had no range tombstones, and 0 in the field that now counts them.
+        b[48..56].copy_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(Footer::decode(&b).map(|f| f.range_deletes), Ok(0));
+        b[48] = 3;
+        assert!(Footer::decode(&b).is_err());
+    }
+
+    /// A version 2 properties block: the table's metadata, then its range tombstones.
+    #[test]
+    fn range_tombstones_follow_the_metadata_in_the_properties_block() {
+        let meta = cairn_common::TableMeta {
+            id: 1,
+            smallest: b"a".to_vec(),
+            largest: b"c".to_vec(),
+            min_seq: 5,
+            max_seq: 5,
+            entries: 1,
+            size: 0,
+        };
+        let t = [RangeTombstone::new("a", "c", 5)];
+        let payload = encode(&(&meta, &raw_range_deletes(&t))).unwrap();
+        assert_eq!(
+            &payload[payload.len() - 6..],
+            &[0x01, 0x01, b'a', 0x01, b'c', 0x05],
+            "varint(count) then each {{start, end, seq}}"
+        );
+        assert_eq!(decode_range_deletes(&payload, 1).unwrap(), t);
+        assert!(
+            decode_range_deletes(&payload, 2).is_err(),
+            "the footer's count is checked"
+        );
     }
 }

@@ -36,8 +36,8 @@ pub use sstable::{Compression, FilterKind, SstOptions, SstStorage};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{
-    AggregateState, BoxStream, Entry, EntryIter, KeyRange, Result, SeqNo, TableId, TableMeta,
-    ValueType,
+    AggregateState, BoxStream, Entry, EntryIter, KeyRange, RangeTombstone, Result, SeqNo, TableId,
+    TableMeta, ValueType,
 };
 use std::sync::Arc;
 
@@ -79,6 +79,11 @@ pub trait TableBuilder: Send {
 pub trait Table: Send + Sync + 'static {
     fn meta(&self) -> &TableMeta;
 
+    /// The range tombstones the table holds. They are not among the entries `get` and `scan`
+    /// return: a reader checks keys against them (`RangeDeletes`), since a tombstone covers
+    /// keys after its own. Every store keeps them; none may drop them.
+    fn range_deletes(&self) -> &[RangeTombstone];
+
     /// The newest version of `key` with `seq <= snapshot`, tombstones included.
     async fn get(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>>;
 
@@ -95,7 +100,9 @@ pub trait Table: Send + Sync + 'static {
     }
 
     /// Folds the values of `range` visible at `snapshot` into a partial aggregate, leaving out
-    /// the keys in `shadowed` (sorted, no duplicates): those a newer source decides. The default
+    /// the keys in `shadowed` (sorted, no duplicates): those a newer source decides. Range
+    /// tombstones are the caller's to apply: the engine folds a merged scan instead wherever
+    /// one is in view. The default
     /// folds `scan`; a columnar store answers from its column data.
     async fn aggregate(
         &self,
@@ -174,29 +181,39 @@ where
     b.finish().await
 }
 
-/// Writes the entries a stream yields (in internal order) as table `id`, 1024 at a time; a
-/// failure abandons the table. For copying a table from one storage into another.
-pub async fn write_table_from_stream(
+/// Copies `source`, its range tombstones included, into `storage` as table `id`, 1024
+/// entries at a time; a failure abandons the copy. For moving a table between stores.
+pub async fn copy_table(
     storage: &dyn Storage,
     id: TableId,
-    mut entries: BoxStream<Result<Entry>>,
+    source: &dyn Table,
 ) -> Result<TableMeta> {
     use futures::StreamExt;
+    let mut entries = source.scan(&KeyRange::all()).await?;
+    let mut ranges: Vec<Entry> = source
+        .range_deletes()
+        .iter()
+        .map(RangeTombstone::to_entry)
+        .collect();
+    ranges.sort_by(|a, b| b.cmp_internal(a)); // the first to go in last
     let mut b = storage.create_table(id).await?;
     let mut chunk = Vec::with_capacity(1024);
     loop {
-        let next = entries.next().await;
-        let end = next.is_none();
-        if let Some(e) = next {
-            match e {
-                Ok(e) => chunk.push(e),
-                Err(e) => {
-                    let _ = b.abandon().await;
-                    return Err(e);
-                }
+        let next = match entries.next().await.transpose() {
+            Ok(next) => next,
+            Err(e) => {
+                let _ = b.abandon().await;
+                return Err(e);
             }
+        };
+        while let Some(r) =
+            ranges.pop_if(|r| next.as_ref().is_none_or(|e| r.cmp_internal(e).is_lt()))
+        {
+            chunk.push(r);
         }
-        if (end || chunk.len() == 1024) && !chunk.is_empty() {
+        let end = next.is_none();
+        chunk.extend(next);
+        if (end || chunk.len() >= 1024) && !chunk.is_empty() {
             if let Err(e) = b.add(&chunk).await {
                 let _ = b.abandon().await;
                 return Err(e);

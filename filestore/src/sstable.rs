@@ -10,7 +10,8 @@ use crate::{BlockLayout, Storage, Table, TableBuilder, find_in_block};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{
-    BoxStream, Entry, EntryIter, Error, IoContext, KeyRange, Result, SeqNo, TableId, TableMeta,
+    BoxStream, Entry, EntryIter, Error, IoContext, KeyRange, RangeTombstone, Result, SeqNo,
+    TableId, TableMeta,
 };
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -245,6 +246,9 @@ impl TableBuilder for SstBuilder {
     async fn add(&mut self, entries: &[Entry]) -> Result<()> {
         for e in entries {
             let new_key = self.tracker.observe(e)?;
+            if e.is_range_delete() {
+                continue; // kept by the tracker, written in the properties block
+            }
             if new_key && self.opts.filter == FilterKind::Bloom {
                 self.hashes.push(Bloom::hash(&e.key));
             }
@@ -275,12 +279,14 @@ impl TableBuilder for SstBuilder {
         let filter = self.write_framed(&filter)?;
         let index = format::encode(&self.index).map_err(|e| self.corrupt_input(e))?;
         let index = self.write_framed(&index)?;
-        let props = format::encode(&meta).map_err(|e| self.corrupt_input(e))?;
+        let ranges = format::raw_range_deletes(self.tracker.ranges());
+        let props = format::encode(&(&meta, &ranges)).map_err(|e| self.corrupt_input(e))?;
         let props = self.write_framed(&props)?;
         let footer = Footer {
             filter,
             index,
             props,
+            range_deletes: ranges.len() as u32,
         }
         .encode();
         self.out.write_all(&footer).at(&self.tmp)?;
@@ -328,6 +334,7 @@ pub struct SstTable {
 
 struct Inner {
     meta: TableMeta,
+    ranges: Vec<RangeTombstone>,
     path: PathBuf,
     file: File,
     index: Vec<IndexEntry>,
@@ -386,6 +393,13 @@ impl SstTable {
             format::decode(&read(footer.index)?).map_err(|d| corrupt(format!("index: {d}")))?;
         let filter: Bloom =
             format::decode(&read(footer.filter)?).map_err(|d| corrupt(format!("filter: {d}")))?;
+        // Only a table that has range tombstones reads its properties at open.
+        let ranges = if footer.range_deletes == 0 {
+            Vec::new()
+        } else {
+            format::decode_range_deletes(&read(footer.props)?, footer.range_deletes)
+                .map_err(|d| corrupt(format!("properties: {d}")))?
+        };
         // One buffer for all the index's keys, so a lookup's search reads neighbouring memory.
         let mut all =
             bytes::BytesMut::with_capacity(index.iter().map(|ie| ie.last_key.len()).sum());
@@ -406,6 +420,7 @@ impl SstTable {
         Ok(SstTable {
             inner: Arc::new(Inner {
                 meta,
+                ranges,
                 path,
                 file,
                 index,
@@ -455,6 +470,10 @@ impl Inner {
 impl Table for SstTable {
     fn meta(&self) -> &TableMeta {
         &self.inner.meta
+    }
+
+    fn range_deletes(&self) -> &[RangeTombstone] {
+        &self.inner.ranges
     }
 
     async fn get(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {

@@ -1,14 +1,24 @@
 //! What every table builder checks and records while entries stream in: that they continue the
 //! internal order, and the table's metadata (key bounds, sequence bounds, entry count). Each
 //! storage format keeps its own bytes; this keeps the rules the same for all of them.
+//!
+//! Range tombstones arrive among the entries at their start keys. The tracker keeps them
+//! aside for the builder, and stretches the table's key bounds over their ends, so that a
+//! reader looking for a key they cover finds the table (`largest` may then be an end key,
+//! which the tombstone itself excludes).
 
 use bytes::Bytes;
-use cairn_common::{Entry, Error, Result, SeqNo, TableId, TableMeta, compare_internal};
+use cairn_common::{
+    Entry, Error, RangeTombstone, Result, SeqNo, TableId, TableMeta, compare_internal,
+};
 use std::cmp::Ordering;
 
 pub(crate) struct MetaTracker {
     meta: TableMeta,
     last: Option<(Bytes, SeqNo)>,
+    /// The last key of a version (not of a range tombstone).
+    last_point: Option<Bytes>,
+    ranges: Vec<RangeTombstone>,
 }
 
 impl MetaTracker {
@@ -24,22 +34,36 @@ impl MetaTracker {
                 size: 0,
             },
             last: None,
+            last_point: None,
+            ranges: Vec::new(),
         }
     }
 
-    /// Records `e`; returns whether it starts a new user key. Out-of-order input is refused.
+    /// Records `e`; returns whether it is a version of a key no earlier version had (false
+    /// for a range tombstone, which the tracker keeps). Out-of-order input is refused.
     pub(crate) fn observe(&mut self, e: &Entry) -> Result<bool> {
-        let new_key = match &self.last {
-            Some((k, s)) => {
-                if compare_internal(k, *s, &e.key, e.seq) != Ordering::Less {
-                    return Err(Error::InvalidArgument(format!(
-                        "table {}: entries out of order ({:?}@{} then {:?}@{})",
-                        self.meta.id, k, s, e.key, e.seq
-                    )));
-                }
-                k != &e.key
+        if let Some((k, s)) = &self.last
+            && compare_internal(k, *s, &e.key, e.seq) != Ordering::Less
+        {
+            return Err(Error::InvalidArgument(format!(
+                "table {}: entries out of order ({:?}@{} then {:?}@{})",
+                self.meta.id, k, s, e.key, e.seq
+            )));
+        }
+        let new_key = if e.is_range_delete() {
+            let t = RangeTombstone::from_entry(e)
+                .map_err(|err| Error::InvalidArgument(format!("table {}: {err}", self.meta.id)))?;
+            if self.meta.largest.as_slice() < t.end.as_ref() {
+                self.meta.largest = t.end.to_vec();
             }
-            None => true,
+            self.ranges.push(t);
+            false
+        } else {
+            let new = self.last_point.as_ref() != Some(&e.key);
+            if new {
+                self.last_point = Some(e.key.clone());
+            }
+            new
         };
         if self.meta.entries == 0 {
             self.meta.smallest = e.key.to_vec();
@@ -60,7 +84,14 @@ impl MetaTracker {
             )));
         };
         let mut meta = self.meta.clone();
-        meta.largest = last_key.to_vec();
+        if meta.largest.as_slice() < last_key.as_ref() {
+            meta.largest = last_key.to_vec();
+        }
         Ok(meta)
+    }
+
+    /// The range tombstones seen so far, in the order they came (internal order).
+    pub(crate) fn ranges(&self) -> &[RangeTombstone] {
+        &self.ranges
     }
 }

@@ -16,8 +16,8 @@ mod table;
 mod uploader;
 
 use async_trait::async_trait;
-use cairn_common::{Error, KeyRange, Result, TableId, TableMeta};
-use cairn_filestore::{ManifestStore, Storage, Table, TableBuilder, write_table_from_stream};
+use cairn_common::{Error, Result, TableId, TableMeta};
+use cairn_filestore::{ManifestStore, Storage, Table, TableBuilder, copy_table};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -260,9 +260,8 @@ impl Shared {
         tracing::info!(table = meta.id, why = %why, "rebuilding the primary copy from the secondary");
         let copy = async {
             let source = self.secondary.open_table(meta).await?;
-            let entries = source.scan(&KeyRange::all()).await?;
             self.primary.delete_table(meta.id).await?;
-            let built = write_table_from_stream(self.primary.as_ref(), meta.id, entries).await?;
+            let built = copy_table(self.primary.as_ref(), meta.id, source.as_ref()).await?;
             let same = built.entries == meta.entries
                 && built.smallest == meta.smallest
                 && built.largest == meta.largest

@@ -7,8 +7,8 @@ use crate::{Shared, Side};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{
-    AggregateState, BoxStream, Entry, EntryIter, KeyRange, Result, SeqNo, TableMeta, ValueType,
-    compare_internal,
+    AggregateState, BoxStream, Entry, EntryIter, KeyRange, RangeTombstone, Result, SeqNo,
+    TableMeta, ValueType, compare_internal,
 };
 use cairn_filestore::{Block, BlockLayout, Table};
 use futures::StreamExt;
@@ -144,6 +144,11 @@ fn resume_on_primary(
 impl Table for HybridTable {
     fn meta(&self) -> &TableMeta {
         self.primary.meta()
+    }
+
+    /// Both copies hold the same tombstones (the builder gives both every entry).
+    fn range_deletes(&self) -> &[RangeTombstone] {
+        self.primary.range_deletes()
     }
 
     async fn get(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {

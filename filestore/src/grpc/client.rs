@@ -22,7 +22,8 @@ use crate::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{
-    AggregateState, BoxStream, Entry, Error, KeyRange, Result, SeqNo, TableId, TableMeta, ValueType,
+    AggregateState, BoxStream, Entry, Error, KeyRange, RangeTombstone, Result, SeqNo, TableId,
+    TableMeta, ValueType,
 };
 use cairn_rpc::pb::{self as common_pb, Empty};
 use cairn_rpc::{ClientOptions, RpcChannel, RpcClient, connect, decode_entries};
@@ -103,6 +104,11 @@ impl Storage for GrpcStorage {
                 async move { c.open_table(req).await.map(|r| r.into_inner()) }
             })
             .await?;
+        let ranges = open
+            .range_deletes
+            .into_iter()
+            .map(|e| Entry::try_from(e).and_then(|e| RangeTombstone::from_entry(&e)))
+            .collect::<Result<Vec<_>>>()?;
         let layout = if open.has_blocks {
             let last_keys = open.last_keys.into_iter().map(|b| (b.key, b.seq)).collect();
             Some(Arc::new(
@@ -119,6 +125,7 @@ impl Storage for GrpcStorage {
         Ok(Arc::new(GrpcTable {
             meta: meta.clone(),
             pb_meta,
+            ranges,
             layout,
             rpc: self.rpc.clone(),
             cache: self.cache.clone(),
@@ -260,6 +267,7 @@ impl TableBuilder for GrpcBuilder {
 struct GrpcTable {
     meta: TableMeta,
     pb_meta: common_pb::TableMeta,
+    ranges: Vec<RangeTombstone>,
     layout: Option<Arc<BlockLayout>>,
     rpc: RpcClient,
     cache: BlockCache,
@@ -310,6 +318,10 @@ impl GrpcTable {
 impl Table for GrpcTable {
     fn meta(&self) -> &TableMeta {
         &self.meta
+    }
+
+    fn range_deletes(&self) -> &[RangeTombstone] {
+        &self.ranges
     }
 
     async fn get(&self, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {

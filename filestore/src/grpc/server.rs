@@ -128,7 +128,7 @@ impl StorageRpc for StorageService {
     ) -> Result<Response<OpenResponse>, Status> {
         let meta = req.get_ref().meta.clone();
         let table = self.table(&req, meta).await?;
-        Ok(Response::new(match table.block_layout() {
+        let mut open = match table.block_layout() {
             Some(layout) => OpenResponse {
                 has_blocks: true,
                 last_keys: layout
@@ -140,9 +140,16 @@ impl StorageRpc for StorageService {
                     })
                     .collect(),
                 filter: layout.encoded_filter().into(),
+                range_deletes: Vec::new(),
             },
             None => OpenResponse::default(),
-        }))
+        };
+        open.range_deletes = table
+            .range_deletes()
+            .iter()
+            .map(|t| (&t.to_entry()).into())
+            .collect();
+        Ok(Response::new(open))
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {

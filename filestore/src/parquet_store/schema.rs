@@ -12,6 +12,10 @@ pub const TABLE_META_KEY: &str = "cairn.table_meta";
 /// output): a reader may then skip the seq and kind columns where statistics allow.
 pub const UNIQUE_KEYS_KEY: &str = "cairn.unique_keys";
 
+/// Key-value metadata entry holding the table's range tombstones as JSON, present only when
+/// it has some: they are rows too (kind 2), but a reader needs them all at open.
+pub const RANGE_DELETES_KEY: &str = "cairn.range_deletes";
+
 pub(crate) const KEY: usize = 0;
 pub(crate) const SEQ: usize = 1;
 pub(crate) const KIND: usize = 2;
@@ -21,7 +25,8 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("key", DataType::Binary, false),
         Field::new("seq", DataType::UInt64, false),
-        // 0 = put, 1 = delete (a tombstone, whose value is empty).
+        // 0 = put, 1 = delete (a tombstone, whose value is empty), 2 = range delete (the
+        // key is the first key deleted, the value the end, excluded).
         Field::new("kind", DataType::UInt8, false),
         Field::new("value", DataType::Binary, false),
     ]))

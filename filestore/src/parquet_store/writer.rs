@@ -6,7 +6,7 @@
 //! so a failed or abandoned table leaves nothing visible under its name.
 
 use super::checksum::{self, RowCrc};
-use super::schema::{self, TABLE_META_KEY, UNIQUE_KEYS_KEY};
+use super::schema::{self, RANGE_DELETES_KEY, TABLE_META_KEY, UNIQUE_KEYS_KEY};
 use super::{ParquetOptions, store_error};
 use crate::TableBuilder;
 use crate::object_location::ObjectLocation as Location;
@@ -239,6 +239,11 @@ impl ParquetBuilder {
             .as_mut()
             .ok_or_else(|| write_err(&self.url, self.id, &self.path, "already finished"))?;
         file.append_key_value_metadata(KeyValue::new(TABLE_META_KEY.to_string(), json));
+        if !self.tracker.ranges().is_empty() {
+            let ranges = serde_json::to_string(self.tracker.ranges())
+                .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
+            file.append_key_value_metadata(KeyValue::new(RANGE_DELETES_KEY.to_string(), ranges));
+        }
         file.append_key_value_metadata(KeyValue::new(
             UNIQUE_KEYS_KEY.to_string(),
             self.unique_keys.to_string(),
@@ -302,7 +307,8 @@ fn batch(entries: &[Entry]) -> std::result::Result<RecordBatch, arrow_schema::Ar
 impl TableBuilder for ParquetBuilder {
     async fn add(&mut self, entries: &[Entry]) -> Result<()> {
         for e in entries {
-            self.unique_keys &= self.tracker.observe(e)?;
+            let new_key = self.tracker.observe(e)?;
+            self.unique_keys &= new_key || e.is_range_delete();
             self.pending_bytes += e.key.len() + e.value.len() + 9;
         }
         self.pending.extend_from_slice(entries);
