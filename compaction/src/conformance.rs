@@ -2,7 +2,7 @@
 //! storage it compacts in (the suite writes the inputs there and reads the outputs back).
 
 use crate::{CompactionJob, Compactor};
-use cairn_common::{Entry, KeyRange, TableMeta};
+use cairn_common::{Entry, KeyRange, RangeTombstone, TableMeta};
 use cairn_filestore::{Storage, read_range, write_table};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,6 +12,18 @@ pub async fn run(compactor: Arc<dyn Compactor>, storage: Arc<dyn Storage>) {
     keeps_what_snapshots_see(&compactor, &storage).await;
     cuts_outputs_between_keys(&compactor, &storage).await;
     missing_input_is_an_error(&compactor, &storage).await;
+    applies_range_tombstones(&compactor, &storage).await;
+    never_cuts_inside_a_range_tombstone(&compactor, &storage).await;
+}
+
+/// Every output's range tombstones, in key order.
+async fn tombstones_of(storage: &Arc<dyn Storage>, outputs: &[TableMeta]) -> Vec<RangeTombstone> {
+    let mut all = Vec::new();
+    for m in outputs {
+        let t = storage.open_table(m).await.expect("open output");
+        all.extend(t.range_deletes().iter().cloned());
+    }
+    all
 }
 
 async fn read_all(storage: &Arc<dyn Storage>, outputs: &[TableMeta]) -> Vec<Entry> {
@@ -193,4 +205,105 @@ async fn missing_input_is_an_error(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>)
     );
     let after: HashSet<u64> = s.list_tables().await.expect("list").into_iter().collect();
     assert_eq!(before, after, "a failed job leaves no outputs behind");
+}
+
+/// A tombstone every reader sees drops the versions it covers and, at the bottom, goes
+/// itself; one that a snapshot predates keeps them; versions newer than it stay.
+async fn applies_range_tombstones(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>) {
+    let tombstone = RangeTombstone::new("a", "m", 15);
+    let newer = [
+        tombstone.to_entry(),
+        Entry::put("b", 20, "b20"),
+        Entry::put("z", 21, "z21"),
+    ];
+    let older = [
+        Entry::put("a", 1, "a1"),
+        Entry::put("c", 2, "c2"),
+        Entry::put("d", 3, "d3"),
+        Entry::put("m", 4, "m4"),
+    ];
+    let cases = [
+        // (oldest snapshot, drop tombstones, versions left, tombstone left)
+        (u64::MAX, false, vec![("b", 20), ("m", 4), ("z", 21)], true),
+        (u64::MAX, true, vec![("b", 20), ("m", 4), ("z", 21)], false),
+        (
+            10,
+            true,
+            vec![("a", 1), ("b", 20), ("c", 2), ("d", 3), ("m", 4), ("z", 21)],
+            true,
+        ),
+    ];
+    for (i, (oldest, drop, want, kept)) in cases.into_iter().enumerate() {
+        let base = 600 + 10 * i as u64;
+        let n = write_table(s.as_ref(), base, &newer).await.expect("input");
+        let o = write_table(s.as_ref(), base + 1, &older)
+            .await
+            .expect("input");
+        let out = c
+            .compact(job(vec![n, o], base * 100, oldest, drop))
+            .await
+            .expect("compact");
+        let got: Vec<(String, u64)> = read_all(s, &out)
+            .await
+            .iter()
+            .map(|e| (String::from_utf8_lossy(&e.key).into_owned(), e.seq))
+            .collect();
+        let want: Vec<(String, u64)> = want.iter().map(|(k, q)| (k.to_string(), *q)).collect();
+        assert_eq!(got, want, "oldest snapshot {oldest}, drop {drop}");
+        let left = tombstones_of(s, &out).await;
+        assert_eq!(
+            left,
+            if kept {
+                vec![tombstone.clone()]
+            } else {
+                vec![]
+            }
+        );
+        if kept {
+            assert!(
+                out.iter().any(
+                    |m| m.smallest.as_slice() <= &b"a"[..] && m.largest.as_slice() >= &b"m"[..]
+                )
+            );
+        }
+    }
+}
+
+/// Outputs are cut at the target size, but never inside a tombstone they hold: the tables of
+/// a level must not overlap, and each one's key range reaches its tombstones' ends.
+async fn never_cuts_inside_a_range_tombstone(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>) {
+    let tombstone = RangeTombstone::new("key00100", "key00600", 500);
+    let mut entries = vec![tombstone.to_entry()];
+    for i in 0..3000u32 {
+        entries.push(Entry::put(
+            format!("key{i:05}"),
+            1000 + u64::from(i),
+            vec![b'x'; 100],
+        ));
+    }
+    entries.sort_by(|a, b| a.cmp_internal(b));
+    let t = write_table(s.as_ref(), 700, &entries).await.expect("input");
+    let mut j = job(vec![t], 70_000, u64::MAX, false);
+    j.target_table_bytes = 8 << 10;
+    let out = c.compact(j).await.expect("compact");
+    assert!(out.len() > 3, "outputs are cut, got {}", out.len());
+    for w in out.windows(2) {
+        assert!(
+            w[0].largest < w[1].smallest,
+            "outputs do not overlap: {out:?}"
+        );
+    }
+    let holder: Vec<&TableMeta> = out
+        .iter()
+        .filter(|m| {
+            m.smallest.as_slice() <= &b"key00100"[..] && m.largest.as_slice() >= &b"key00600"[..]
+        })
+        .collect();
+    assert_eq!(holder.len(), 1, "one output spans the tombstone: {out:?}");
+    assert_eq!(tombstones_of(s, &out).await, vec![tombstone]);
+    assert_eq!(
+        read_all(s, &out).await.len(),
+        3000,
+        "every version is newer than it"
+    );
 }

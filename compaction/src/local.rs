@@ -1,9 +1,18 @@
 //! The local compactor: reads its inputs from a storage, merges them, filters versions and
 //! writes outputs to the same storage, cut at the target size between keys.
+//!
+//! Range tombstones: a version that a tombstone every reader sees covers is dropped; the
+//! tombstone itself goes on into the outputs at its start key, unless the job drops
+//! tombstones and every reader sees it. An output is never cut inside a tombstone it holds,
+//! so the outputs of a level do not overlap (a table's key range reaches its tombstones'
+//! ends).
 
 use crate::{CompactionJob, Compactor, GcFilter};
 use async_trait::async_trait;
-use cairn_common::{Entry, Error, KeyRange, Result, TableMeta, merge_sorted};
+use bytes::Bytes;
+use cairn_common::{
+    Entry, Error, KeyRange, RangeDeletes, RangeTombstone, Result, SeqNo, TableMeta, merge_sorted,
+};
 use cairn_filestore::{Storage, TableBuilder};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -21,40 +30,55 @@ impl LocalCompactor {
 
     async fn run(&self, job: &CompactionJob, outputs: &mut Vec<TableMeta>) -> Result<()> {
         let mut sources = Vec::with_capacity(job.inputs.len());
+        let mut tombstones = Vec::new();
         for meta in &job.inputs {
             let table = self.storage.open_table(meta).await?;
+            tombstones.extend(table.range_deletes().iter().cloned());
             sources.push(table.scan(&KeyRange::all()).await?);
         }
         let mut merged = merge_sorted(sources);
         let mut gc = GcFilter::new(job.oldest_snapshot, job.drop_tombstones);
+        // What every reader sees deletes what it covers.
+        let seen_by_all = RangeDeletes::new(
+            tombstones
+                .iter()
+                .filter(|t| t.seq <= job.oldest_snapshot)
+                .cloned(),
+        );
+        let mut kept: Vec<Entry> = RangeDeletes::new(
+            tombstones
+                .into_iter()
+                .filter(|t| !(job.drop_tombstones && t.seq <= job.oldest_snapshot)),
+        )
+        .tombstones()
+        .iter()
+        .map(RangeTombstone::to_entry)
+        .collect();
+        kept.sort_by(|a, b| b.cmp_internal(a)); // the first to go out last
         let mut out = Outputs {
             storage: self.storage.as_ref(),
             ids: job.output_ids.iter().copied(),
             builder: None,
+            reach: None,
             target: job.target_table_bytes,
             done: outputs,
+            chunk: Vec::with_capacity(CHUNK),
         };
-        let mut chunk: Vec<Entry> = Vec::with_capacity(CHUNK);
         let result: Result<()> = async {
             while let Some(e) = merged.next().await {
                 let e = e?;
-                if !gc.keep(&e) {
+                if seen_by_all.deletes(&e.key, e.seq, SeqNo::MAX) || !gc.keep(&e) {
                     continue;
                 }
-                let new_key = chunk.last().is_none_or(|l| l.key != e.key);
-                if new_key && chunk.len() >= CHUNK {
-                    // A merge of cached blocks never waits, so it would hold its worker for
-                    // the whole job; this yields once the task's budget is spent, letting
-                    // the flushes and I/O that share the worker in.
-                    tokio::task::consume_budget().await;
-                    out.add(&chunk).await?;
-                    chunk.clear();
+                while let Some(t) = kept.pop_if(|t| t.cmp_internal(&e).is_lt()) {
+                    out.push(t).await?;
                 }
-                chunk.push(e);
+                out.push(e).await?;
             }
-            if !chunk.is_empty() {
-                out.add(&chunk).await?;
+            while let Some(t) = kept.pop() {
+                out.push(t).await?;
             }
+            out.flush(None).await?;
             out.finish().await
         }
         .await;
@@ -68,17 +92,68 @@ impl LocalCompactor {
     }
 }
 
-/// The outputs being written: chunks go to the current builder, which is sealed once it
-/// reaches the target size (always between keys, since chunks end between keys).
+/// The outputs being written: entries gather in chunks that end between keys, chunks go to
+/// the current builder, which is sealed once it reaches the target size, between keys and
+/// past the end of every range tombstone it holds.
 struct Outputs<'a, I> {
     storage: &'a dyn Storage,
     ids: I,
     builder: Option<Box<dyn TableBuilder>>,
+    /// The furthest end of the range tombstones in the current builder.
+    reach: Option<Bytes>,
     target: u64,
     done: &'a mut Vec<TableMeta>,
+    chunk: Vec<Entry>,
 }
 
 impl<I: ExactSizeIterator<Item = u64>> Outputs<'_, I> {
+    async fn push(&mut self, e: Entry) -> Result<()> {
+        let new_key = self.chunk.last().is_none_or(|l| l.key != e.key);
+        if new_key && self.chunk.len() >= CHUNK {
+            // A merge of cached blocks never waits, so it would hold its worker for the
+            // whole job; this yields once the task's budget is spent, letting the flushes
+            // and I/O that share the worker in.
+            tokio::task::consume_budget().await;
+            self.flush(Some(&e.key)).await?;
+        }
+        self.chunk.push(e);
+        Ok(())
+    }
+
+    /// Hands the chunk to the builder; `next` is the key that follows it, if any.
+    async fn flush(&mut self, next: Option<&Bytes>) -> Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::take(&mut self.chunk);
+        for e in chunk.iter().filter(|e| e.is_range_delete()) {
+            if self.reach.as_ref().is_none_or(|r| *r < e.value) {
+                self.reach = Some(e.value.clone());
+            }
+        }
+        self.add(&chunk).await?;
+        self.chunk = chunk;
+        self.chunk.clear();
+        let past_reach = match (next, &self.reach) {
+            (Some(next), Some(reach)) => reach < next,
+            _ => true,
+        };
+        if past_reach && self.builder_full() {
+            self.finish().await?;
+        }
+        Ok(())
+    }
+
+    fn builder_full(&self) -> bool {
+        // The last id takes whatever is left, past the target: a budget of ids estimated
+        // too low (inputs compressed better than the outputs are measured) must not fail
+        // the job, since it would fail again on every retry. A later compaction cuts the
+        // big table up.
+        self.builder
+            .as_ref()
+            .is_some_and(|b| b.estimated_size() >= self.target && self.ids.len() > 0)
+    }
+
     async fn add(&mut self, chunk: &[Entry]) -> Result<()> {
         let b = match self.builder.as_mut() {
             Some(b) => b,
@@ -89,18 +164,11 @@ impl<I: ExactSizeIterator<Item = u64>> Outputs<'_, I> {
                 self.builder.insert(self.storage.create_table(id).await?)
             }
         };
-        b.add(chunk).await?;
-        // The last id takes whatever is left, past the target: a budget of ids estimated
-        // too low (inputs compressed better than the outputs are measured) must not fail
-        // the job, since it would fail again on every retry. A later compaction cuts the
-        // big table up.
-        if b.estimated_size() >= self.target && self.ids.len() > 0 {
-            self.finish().await?;
-        }
-        Ok(())
+        b.add(chunk).await
     }
 
     async fn finish(&mut self) -> Result<()> {
+        self.reach = None;
         if let Some(b) = self.builder.take() {
             self.done.push(b.finish().await?);
         }
