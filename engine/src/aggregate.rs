@@ -5,11 +5,14 @@
 //! passed down as `shadowed`, so a key is counted once, at its newest visible version, even
 //! when that version was written a moment ago.
 //!
+//! Where a range tombstone is in view over the range, the aggregate folds a merged scan
+//! instead, until compaction has applied and dropped the tombstone.
+//!
 //! The shadowed keys are held in memory: with leveled compaction the upper levels are a small
 //! fraction of the data (a tenth at the default size ratio).
 
 use crate::db::ReadView;
-use crate::scan::sources;
+use crate::scan::{DbIter, range_deletes_in, sources};
 use bytes::Bytes;
 use cairn_common::{AggregateState, EntryKind, KeyRange, Merge, Result, SeqNo, ValueType};
 use futures::StreamExt;
@@ -25,6 +28,15 @@ pub(crate) async fn run(
         return Ok(state);
     }
     let (mem, version) = (&view.mem, &view.version);
+    if range_deletes_in(mem, version, &range, snapshot).is_some() {
+        // A range tombstone may cover keys of any level below it, which the tables' own
+        // folds cannot know: fold the merged scan, which applies it.
+        let mut it = DbIter::over(view.clone(), range, snapshot, None, false).await?;
+        while let Some((_, v)) = it.next().await? {
+            state.add(&v);
+        }
+        return Ok(state);
+    }
     let base = (1..version.levels.len())
         .rev()
         .find(|&l| !version.levels[l].is_empty());

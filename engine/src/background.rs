@@ -8,7 +8,7 @@ use crate::manifest::VersionEdit;
 use crate::version::{Deletion, TableHandle};
 use crate::write_path::MemSlot;
 use cairn_common::backoff::Backoff;
-use cairn_common::{Error, KeyRange, Result, TableId, TableMeta};
+use cairn_common::{Error, KeyRange, Result, TableId, TableMeta, interleave};
 use cairn_compaction::{CompactionJob, Pick};
 use cairn_filestore::write_table_from;
 use std::sync::Arc;
@@ -204,11 +204,15 @@ async fn flush_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
 async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
     let started = std::time::Instant::now();
     let flushed_lsn = slot.max_lsn.load(Ordering::Relaxed);
-    let handle = if slot.table.is_empty() {
+    let handle = if slot.is_empty() {
         None
     } else {
         let id = inner.versions.reserve_table_ids(1).await?.start;
-        let entries = slot.table.scan(&KeyRange::all(), u64::MAX);
+        let ranges = slot.ranges.get().unwrap_or_default();
+        let entries = interleave(
+            slot.table.scan(&KeyRange::all(), u64::MAX),
+            ranges.tombstones(),
+        );
         let meta = write_table_from(inner.comps.storage.as_ref(), id, entries).await?;
         let table = inner.comps.storage.open_table(&meta).await?;
         Some(TableHandle::new(table, inner.deleter.clone()))

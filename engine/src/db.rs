@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 
 /// The components a `Db` is built from. Any implementation of each trait will do.
@@ -129,10 +129,7 @@ impl Db {
             crate::follow::open_version(&manifest, None, comps.storage.as_ref(), &deleter).await?;
 
         // Replay what the journal holds beyond the last flush into a fresh memtable.
-        let active = MemSlot {
-            table: (comps.memtables)(),
-            max_lsn: AtomicU64::new(manifest.flushed_lsn),
-        };
+        let active = MemSlot::new((comps.memtables)(), manifest.flushed_lsn);
         let newest = manifest.newest_seq();
         let replayed = replay_journal(
             comps.journal.as_ref(),
@@ -267,6 +264,18 @@ impl Db {
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<SeqNo> {
         let mut b = WriteBatch::new();
         b.delete(key);
+        self.write(b).await
+    }
+
+    /// Deletes every key in `[start, end)` at once: one journal record and one tombstone,
+    /// whatever the number of keys. Reads skip what it covers; compaction drops it.
+    pub async fn delete_range(
+        &self,
+        start: impl Into<Bytes>,
+        end: impl Into<Bytes>,
+    ) -> Result<SeqNo> {
+        let mut b = WriteBatch::new();
+        b.delete_range(start, end);
         self.write(b).await
     }
 
@@ -487,7 +496,7 @@ impl Db {
                     entries: tables.iter().map(|t| t.meta.entries).sum(),
                 })
                 .collect(),
-            memtable_bytes: mem.active.table.approximate_bytes() as u64,
+            memtable_bytes: mem.active.approximate_bytes() as u64,
             memtable_entries: mem.active.table.len() as u64,
             immutable_memtables: mem.immutables.len(),
             last_seq: inner.writes.visible(),
@@ -662,15 +671,16 @@ impl Inner {
         // Memtables before tables: a flush installs its table before it drops the memtable,
         // so loading in this order never misses a write. Memtable lookups never await, so a
         // short-lived guard does; the version is held across table reads and is cloned.
+        let mut lookup = Lookup::default();
         let found = {
             let mem = self.writes.mem();
-            in_memtables(&mem, key, snapshot)
+            in_memtables(&mem, key, snapshot, &mut lookup)
         };
         let found = match found {
-            Some(e) => Ok(Some(e)),
+            Some(answer) => Ok(answer),
             None => {
                 fail::fail_point!("get-between-memtables-and-tables");
-                in_tables(&self.versions.current(), key, tables_at).await
+                in_tables(&self.versions.current(), key, tables_at, &mut lookup).await
             }
         };
         self.record_get(started);
@@ -687,9 +697,10 @@ impl Inner {
         tables_at: SeqNo,
     ) -> Result<Option<Bytes>> {
         let started = std::time::Instant::now();
-        let found = match in_memtables(&view.mem, key, snapshot) {
-            Some(e) => Ok(Some(e)),
-            None => in_tables(&view.version, key, tables_at).await,
+        let mut lookup = Lookup::default();
+        let found = match in_memtables(&view.mem, key, snapshot, &mut lookup) {
+            Some(answer) => Ok(answer),
+            None => in_tables(&view.version, key, tables_at, &mut lookup).await,
         };
         self.record_get(started);
         found.map(|e| e.and_then(live_value))
@@ -866,32 +877,64 @@ fn lock_dir(dir: &Path) -> Result<File> {
     }
 }
 
-/// The newest version of `key` at `snapshot` in the memtables, newest first.
-fn in_memtables(mem: &MemState, key: &[u8], snapshot: SeqNo) -> Option<Entry> {
-    mem.active.table.get(key, snapshot).or_else(|| {
-        mem.immutables
-            .iter()
-            .find_map(|m| m.table.get(key, snapshot))
-    })
+/// What the sources of a lookup read so far, newest first, say of one key. A source's
+/// range tombstones cover every older version of the keys they span, so once one covers the
+/// key, no older source can hold its answer.
+#[derive(Default)]
+struct Lookup {
+    /// The newest range tombstone over the key met so far.
+    covered: Option<SeqNo>,
 }
 
-/// The newest version of `key` at `snapshot` in the tables: L0 newest first, then the one
-/// table of each deeper level that can hold it.
-async fn in_tables(version: &Version, key: &[u8], snapshot: SeqNo) -> Result<Option<Entry>> {
-    for t in &version.levels[0] {
-        if t.meta.smallest.as_slice() <= key
-            && key <= t.meta.largest.as_slice()
-            && t.meta.min_seq <= snapshot
-            && let Some(e) = t.table.get(key, snapshot).await?
-        {
-            return Ok(Some(e));
+impl Lookup {
+    /// Takes one source's newest tombstone over the key and its version of the key; the
+    /// answer (a version, or `None` for none), once it is decided.
+    fn source(&mut self, tombstone: Option<SeqNo>, found: Option<Entry>) -> Option<Option<Entry>> {
+        self.covered = self.covered.max(tombstone);
+        match (found, self.covered) {
+            (Some(e), Some(t)) if t > e.seq => Some(None),
+            (Some(e), _) => Some(Some(e)),
+            (None, Some(_)) => Some(None),
+            (None, None) => None,
         }
     }
-    for level in &version.levels[1..] {
-        if let Some(t) = Version::find_in_level(level, key)
-            && let Some(e) = t.table.get(key, snapshot).await?
-        {
-            return Ok(Some(e));
+}
+
+/// The answer for `key` at `snapshot` from the memtables, newest first, if they decide it.
+fn in_memtables(
+    mem: &MemState,
+    key: &[u8],
+    snapshot: SeqNo,
+    lookup: &mut Lookup,
+) -> Option<Option<Entry>> {
+    std::iter::once(&mem.active)
+        .chain(mem.immutables.iter())
+        .find_map(|m| {
+            let tombstone = m.ranges.get().and_then(|r| r.covering(key, snapshot));
+            lookup.source(tombstone, m.table.get(key, snapshot))
+        })
+}
+
+/// The answer for `key` at `snapshot` from the tables: L0 newest first, then the one table
+/// of each deeper level that can hold it.
+async fn in_tables(
+    version: &Version,
+    key: &[u8],
+    snapshot: SeqNo,
+    lookup: &mut Lookup,
+) -> Result<Option<Entry>> {
+    let l0 = version.levels[0].iter().filter(|t| {
+        t.meta.smallest.as_slice() <= key
+            && key <= t.meta.largest.as_slice()
+            && t.meta.min_seq <= snapshot
+    });
+    let deeper = version.levels[1..]
+        .iter()
+        .filter_map(|level| Version::find_in_level(level, key));
+    for t in l0.chain(deeper) {
+        let tombstone = t.ranges.as_ref().and_then(|r| r.covering(key, snapshot));
+        if let Some(answer) = lookup.source(tombstone, t.table.get(key, snapshot).await?) {
+            return Ok(answer);
         }
     }
     Ok(None)
@@ -900,6 +943,6 @@ async fn in_tables(version: &Version, key: &[u8], snapshot: SeqNo) -> Result<Opt
 fn live_value(e: Entry) -> Option<Bytes> {
     match e.kind {
         EntryKind::Put => Some(e.value),
-        EntryKind::Delete => None,
+        EntryKind::Delete | EntryKind::RangeDelete => None,
     }
 }

@@ -272,10 +272,7 @@ async fn view_of(
 ) -> Result<CatchUp> {
     let state = loaded.state;
     let version = open_version(&state, current, comps.storage.as_ref(), deleter).await?;
-    let active = MemSlot {
-        table: (comps.memtables)(),
-        max_lsn: AtomicU64::new(state.flushed_lsn),
-    };
+    let active = MemSlot::new((comps.memtables)(), state.flushed_lsn);
     let from = state.flushed_lsn + 1;
     let mut prefix = Prefix::new(state.last_seq);
     let replayed = replay_journal(

@@ -14,6 +14,7 @@ mod jobs;
 mod lease;
 mod legacy_manifest;
 pub mod manifest;
+mod mem_ranges;
 mod metrics;
 mod options;
 mod recovery;

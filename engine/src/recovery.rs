@@ -177,7 +177,7 @@ pub(crate) async fn replay_journal(
                 p.applied(first, last, mark);
             }
         }
-        crate::write_path::apply(&slot.table, first, batch);
+        crate::write_path::apply(slot, first, batch);
         replayed += 1;
     }
     Ok(Replayed {

@@ -1,6 +1,8 @@
 //! Range scans: a merge of every memtable and every table that can hold keys of the range,
 //! reduced to the newest version of each key visible at the scan's snapshot, tombstones
-//! hidden. Deeper levels are read one table after another, opened only when reached.
+//! hidden: point tombstones where they stand, range tombstones by checking each key against
+//! every one in view that overlaps the range, gathered when the scan starts. Deeper levels
+//! are read one table after another, opened only when reached.
 //!
 //! Memtables and tables that read without waiting (`Table::scan_ready`: SSTables on local
 //! disk) are merged as plain iterators; the merge and this iterator are streams polled
@@ -11,7 +13,10 @@ use crate::snapshot::Snapshot;
 use crate::version::TableHandle;
 use crate::version::Version;
 use bytes::Bytes;
-use cairn_common::{BoxStream, Entry, EntryKind, KeyRange, Merge, MergeSource, Result, SeqNo};
+use cairn_common::{
+    BoxStream, Entry, EntryKind, KeyRange, Merge, MergeSource, RangeDeletes, RangeTombstone,
+    Result, SeqNo,
+};
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use std::collections::VecDeque;
@@ -22,6 +27,8 @@ use std::task::{Context, Poll};
 pub struct DbIter {
     merged: Merge,
     snapshot: SeqNo,
+    /// The range tombstones in view over the range, if any.
+    ranges: Option<Arc<RangeDeletes>>,
     last_key: Option<Bytes>,
     /// Keeps versions this scan needs from being compacted away while it runs.
     _snapshot: Option<Snapshot>,
@@ -40,12 +47,25 @@ impl DbIter {
         analytic: bool,
     ) -> Result<DbIter> {
         inner.metrics.scans.increment(1);
+        Self::over(view, range, snapshot, guard, analytic).await
+    }
+
+    /// The scan itself, without the metrics: aggregates fold one where range tombstones are
+    /// in view.
+    pub(crate) async fn over(
+        view: ReadView,
+        range: KeyRange,
+        snapshot: SeqNo,
+        guard: Option<Snapshot>,
+        analytic: bool,
+    ) -> Result<DbIter> {
         let ReadView { mem, version } = view;
         let levels = version.levels.len();
         let sources = sources(&mem, &version, &range, snapshot, levels, analytic).await?;
         Ok(DbIter {
             merged: Merge::new(sources),
             snapshot,
+            ranges: range_deletes_in(&mem, &version, &range, snapshot),
             last_key: None,
             _snapshot: guard,
             _version: version,
@@ -87,11 +107,49 @@ impl Stream for DbIter {
             }
             // The first version at or below the snapshot decides the key.
             this.last_key = Some(e.key.clone());
-            if e.kind == EntryKind::Put {
+            let covered = this
+                .ranges
+                .as_ref()
+                .is_some_and(|r| r.deletes(&e.key, e.seq, this.snapshot));
+            if e.kind == EntryKind::Put && !covered {
                 return Poll::Ready(Some(Ok((e.key, e.value))));
             }
         }
     }
+}
+
+/// The range tombstones at or below `snapshot` in the memtables and the tables, over keys of
+/// `range`: `None` when there are none, as there mostly are, and one source's own pieces,
+/// shared, when only one source has any.
+pub(crate) fn range_deletes_in(
+    mem: &MemState,
+    version: &Version,
+    range: &KeyRange,
+    snapshot: SeqNo,
+) -> Option<Arc<RangeDeletes>> {
+    let in_mem = std::iter::once(&mem.active)
+        .chain(mem.immutables.iter())
+        .filter_map(|m| m.ranges.get());
+    let in_tables = version
+        .levels
+        .iter()
+        .flatten()
+        .filter(|t| range.overlaps(&t.meta.smallest, &t.meta.largest))
+        .filter_map(|t| t.ranges.clone());
+    let mut sources: Vec<Arc<RangeDeletes>> = in_mem.chain(in_tables).collect();
+    let over = |t: &RangeTombstone| {
+        t.seq <= snapshot && !range.is_past_end(&t.start) && !range.is_before_start(&t.end)
+    };
+    if sources.len() <= 1 {
+        return sources.pop().filter(|r| r.tombstones().iter().any(over));
+    }
+    let found: Vec<RangeTombstone> = sources
+        .iter()
+        .flat_map(|r| r.tombstones())
+        .filter(|t| over(t))
+        .cloned()
+        .collect();
+    (!found.is_empty()).then(|| Arc::new(RangeDeletes::new(found)))
 }
 
 /// One source per memtable, per L0 table, and per deeper level (its tables read one after

@@ -2,7 +2,7 @@
 //! A table handle removed by compaction is deleted from storage when its last reader lets
 //! go of it, so a scan that started before the compaction finishes on the tables it began with.
 
-use cairn_common::{TableId, TableMeta};
+use cairn_common::{RangeDeletes, TableId, TableMeta};
 use cairn_filestore::Table;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -24,14 +24,19 @@ const ABANDONED: u8 = 2;
 pub struct TableHandle {
     pub meta: TableMeta,
     pub table: Arc<dyn Table>,
+    /// The table's range tombstones, cut for lookups; `None` for a table without any.
+    pub ranges: Option<Arc<RangeDeletes>>,
     state: AtomicU8,
     deleter: UnboundedSender<Deletion>,
 }
 
 impl TableHandle {
     pub fn new(table: Arc<dyn Table>, deleter: UnboundedSender<Deletion>) -> Arc<Self> {
+        let ranges = (!table.range_deletes().is_empty())
+            .then(|| Arc::new(RangeDeletes::new(table.range_deletes().iter().cloned())));
         Arc::new(TableHandle {
             meta: table.meta().clone(),
+            ranges,
             table,
             state: AtomicU8::new(LIVE),
             deleter,

@@ -13,9 +13,10 @@
 //! - Readers load the memtables before the tables (`Inner::view`), and a flushed memtable
 //!   is retired only after its table is installed, so a read never misses a write.
 
+use crate::mem_ranges::MemRanges;
 use crate::seq::SeqTracker;
 use arc_swap::ArcSwap;
-use cairn_common::{Entry, Result, SeqNo, WriteBatch};
+use cairn_common::{Entry, EntryKind, RangeTombstone, Result, SeqNo, WriteBatch};
 use cairn_journal::Journal;
 use cairn_memtable::{Memtable, MemtableFactory};
 use parking_lot::Mutex;
@@ -23,10 +24,29 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::RwLock;
 
-/// A memtable and the newest journal record applied to it.
+/// A memtable, its range tombstones and the newest journal record applied to it.
 pub(crate) struct MemSlot {
     pub table: Arc<dyn Memtable>,
+    pub ranges: MemRanges,
     pub max_lsn: AtomicU64,
+}
+
+impl MemSlot {
+    pub fn new(table: Arc<dyn Memtable>, max_lsn: u64) -> MemSlot {
+        MemSlot {
+            table,
+            ranges: MemRanges::default(),
+            max_lsn: AtomicU64::new(max_lsn),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty() && self.ranges.is_empty()
+    }
+
+    pub fn approximate_bytes(&self) -> usize {
+        self.table.approximate_bytes() + self.ranges.bytes()
+    }
 }
 
 pub(crate) struct MemState {
@@ -102,12 +122,12 @@ impl WritePath {
         let lsn = journal.append(epoch, record).await?;
         // The gate keeps the memtable from being frozen between the append and here.
         let mem = self.mem.load();
-        apply(&mem.active.table, first, batch);
+        apply(&mem.active, first, batch);
         mem.active.max_lsn.fetch_max(lsn, Ordering::Relaxed);
         Ok(Applied {
             last: first + n - 1,
             record_bytes,
-            memtable_bytes: mem.active.table.approximate_bytes(),
+            memtable_bytes: mem.active.approximate_bytes(),
         })
     }
 
@@ -150,7 +170,7 @@ impl WritePath {
     pub fn is_full(&self) -> bool {
         let mem = self.mem.load();
         mem.immutables.len() >= self.max_immutables
-            && mem.active.table.approximate_bytes() >= self.memtable_bytes
+            && mem.active.approximate_bytes() >= self.memtable_bytes
     }
 
     /// Moves the active memtable to the flush queue, if the queue has room (or `force`, for
@@ -173,19 +193,19 @@ impl WritePath {
     fn swap(&self, force: bool) -> bool {
         let _g = self.mem_lock.lock();
         let cur = self.mem.load_full();
-        let full = cur.active.table.approximate_bytes() >= self.memtable_bytes;
+        let full = cur.active.approximate_bytes() >= self.memtable_bytes;
         let room = cur.immutables.len() < self.max_immutables;
-        if cur.active.table.is_empty() || !(force || (full && room)) {
+        if cur.active.is_empty() || !(force || (full && room)) {
             return false;
         }
         let mut immutables = Vec::with_capacity(cur.immutables.len() + 1);
         immutables.push(cur.active.clone());
         immutables.extend(cur.immutables.iter().cloned());
         self.mem.store(Arc::new(MemState {
-            active: Arc::new(MemSlot {
-                table: (self.memtables)(),
-                max_lsn: AtomicU64::new(cur.active.max_lsn.load(Ordering::Relaxed)),
-            }),
+            active: Arc::new(MemSlot::new(
+                (self.memtables)(),
+                cur.active.max_lsn.load(Ordering::Relaxed),
+            )),
             immutables,
         }));
         true
@@ -231,14 +251,21 @@ impl Drop for FinishOnDrop<'_> {
     }
 }
 
-/// Inserts `batch` into `table`, numbered from `first`.
-pub(crate) fn apply(table: &Arc<dyn Memtable>, first: SeqNo, batch: WriteBatch) {
+/// Inserts `batch` into `slot`, numbered from `first`: range tombstones beside the memtable,
+/// every other operation in it.
+pub(crate) fn apply(slot: &MemSlot, first: SeqNo, batch: WriteBatch) {
     for (i, op) in batch.into_ops().into_iter().enumerate() {
-        table.insert(Entry {
-            key: op.key,
-            seq: first + i as u64,
-            kind: op.kind,
-            value: op.value,
-        });
+        let seq = first + i as u64;
+        if op.kind == EntryKind::RangeDelete {
+            slot.ranges
+                .insert(RangeTombstone::new(op.key, op.value, seq));
+        } else {
+            slot.table.insert(Entry {
+                key: op.key,
+                seq,
+                kind: op.kind,
+                value: op.value,
+            });
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! The engine's backbone test: thousands of random puts, deletes, batches, bulk imports, gets, scans,
+//! The engine's backbone test: thousands of random puts, deletes, range deletes, batches, bulk
+//! imports, gets, scans,
 //! snapshots, flushes, compactions and reopens (clean and crash-like), every read checked
 //! against a `BTreeMap`, over every pairing of journal and memtable kind.
 //! `CAIRN_MODEL_SEEDS=N` runs more seeds.
@@ -9,13 +10,28 @@ use bytes::Bytes;
 use cairn_common::{AggregateState, KeyRange, ValueType, WriteBatch};
 use cairn_engine::{Db, Snapshot};
 use cairn_memtable::MemtableOptions;
-use cairn_testkit::model::{Model, model_range, random_range};
+use cairn_testkit::model::{Model, model_range, random_range, remove_range};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use support::{Harness, JournalKind, StorageKind};
 
 fn key(rng: &mut StdRng) -> Bytes {
     Bytes::from(format!("key{:04}", rng.random_range(0..400u32)))
+}
+
+/// A range to delete: mostly a few keys, now and then most of them, and at times past the
+/// last key.
+fn span(rng: &mut StdRng) -> (Bytes, Bytes) {
+    let a = rng.random_range(0..400u32);
+    let width = if rng.random_ratio(1, 10) {
+        rng.random_range(1..400u32)
+    } else {
+        rng.random_range(1..30u32)
+    };
+    (
+        Bytes::from(format!("key{a:04}")),
+        Bytes::from(format!("key{:04}", a + width)),
+    )
 }
 
 fn value(rng: &mut StdRng, step: usize) -> Bytes {
@@ -112,16 +128,25 @@ async fn run_model_on(
                 db.import(entries.clone()).await.unwrap();
                 model.extend(entries);
             }
-            400..=549 => {
+            400..=529 => {
                 let k = key(&mut rng);
                 db.delete(k.clone()).await.unwrap();
                 model.remove(&k);
+            }
+            530..=549 => {
+                let (a, b) = span(&mut rng);
+                db.delete_range(a.clone(), b.clone()).await.unwrap();
+                remove_range(&mut model, &a, &b);
             }
             550..=649 => {
                 let mut batch = WriteBatch::new();
                 for _ in 0..rng.random_range(1..20) {
                     let k = key(&mut rng);
-                    if rng.random_bool(0.7) {
+                    if rng.random_ratio(1, 30) {
+                        let (a, b) = span(&mut rng);
+                        batch.delete_range(a.clone(), b.clone());
+                        remove_range(&mut model, &a, &b);
+                    } else if rng.random_bool(0.7) {
                         let v = value(&mut rng, step);
                         batch.put(k.clone(), v.clone());
                         model.insert(k, v);

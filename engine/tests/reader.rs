@@ -99,6 +99,62 @@ async fn a_reader_follows_its_writer_and_changes_nothing() {
     writer.close().await.unwrap();
 }
 
+/// A range delete reaches a reader from the journal (its tombstone beside the reader's
+/// memtable), then from the table the writer flushes, then through a compaction that drops
+/// what it covers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_sees_range_deletes_from_the_journal_the_tables_and_compactions() {
+    let h = Harness::new(JournalKind::Memory, MemtableOptions::default());
+    let writer = h.open().await;
+    for i in 0..100 {
+        writer.put(format!("k{i:03}"), "v").await.unwrap();
+    }
+    writer.flush().await.unwrap();
+    let reader = h.open_reader("reader").await;
+    eventually(&reader, "k050", Some("v")).await;
+    writer.delete_range("k010", "k060").await.unwrap();
+    writer.put("k020", "again").await.unwrap();
+    eventually(&reader, "k050", None).await;
+    assert_eq!(
+        reader.get(b"k020").await.unwrap().as_deref(),
+        Some(&b"again"[..])
+    );
+    assert_eq!(live(&reader).await, 51);
+    writer.flush().await.unwrap();
+    writer.delete_range("k000", "k005").await.unwrap();
+    eventually(&reader, "k004", None).await;
+    assert_eq!(live(&reader).await, 46);
+    writer.compact().await.unwrap();
+    writer.put("z", "after").await.unwrap();
+    eventually(&reader, "z", Some("after")).await;
+    assert_eq!(live(&reader).await, 47);
+    assert_eq!(
+        reader.get(b"k009").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    assert_eq!(reader.get(b"k059").await.unwrap(), None);
+    reader.close().await.unwrap();
+    writer.close().await.unwrap();
+}
+
+/// How many live keys `db` holds, by a scan and by an aggregate, which must agree.
+async fn live(db: &cairn_engine::Db) -> u64 {
+    let n = db
+        .aggregate(KeyRange::all(), ValueType::I64)
+        .await
+        .unwrap()
+        .rows;
+    let scanned = db
+        .scan(KeyRange::all())
+        .await
+        .unwrap()
+        .collect(None)
+        .await
+        .unwrap();
+    assert_eq!(scanned.len() as u64, n, "scan and aggregate agree");
+    n
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_of_no_database_is_refused() {
     let h = Harness::new(JournalKind::Memory, MemtableOptions::default());
