@@ -19,8 +19,8 @@ pub use metrics::{check_exposure as check_metrics_exposure, export_metrics};
 pub use wiring::{components, open, open_router};
 
 pub use cairn_common::{
-    AggregateOp, AggregateState, AggregateValue, Entry, EntryKind, Error, KeyRange, Result, SeqNo,
-    TableMeta, ValueType, WriteBatch,
+    AggregateOp, AggregateState, AggregateValue, Entry, EntryKind, Error, KeyRange, RangeDeletes,
+    RangeTombstone, Result, SeqNo, TableMeta, ValueType, WriteBatch,
 };
 pub use cairn_compaction::{CompactionJob, Compactor, LocalCompactor, PickerOptions};
 pub use cairn_engine::{Components, Db, DbIter, DbStats, EngineOptions, LevelStats, Snapshot};

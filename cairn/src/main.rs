@@ -55,8 +55,17 @@ enum Command {
         #[arg(long, value_name = "TYPE")]
         number: Option<ValueType>,
     },
-    /// Delete KEY.
-    Delete { key: String },
+    /// Delete KEY, or every key from --from (inclusive) to --to (exclusive) at once.
+    Delete {
+        #[arg(required_unless_present = "from", conflicts_with_all = ["from", "to"])]
+        key: Option<String>,
+        /// First key deleted (inclusive).
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// End of the range (exclusive).
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+    },
     /// Print `KEY<TAB>VALUE` lines in key order.
     Scan {
         /// First key (inclusive).
@@ -305,9 +314,11 @@ async fn execute(db: &cairn::Router, command: Command) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         },
-        Command::Delete { key } => {
-            db.delete(key).await?;
-        }
+        Command::Delete { key, from, to } => match (key, from, to) {
+            (Some(key), _, _) => db.delete(key).await?,
+            (None, Some(from), Some(to)) => db.delete_range(from, to).await?,
+            _ => anyhow::bail!("delete needs KEY, or --from and --to"),
+        },
         Command::Scan { from, to, limit } => {
             let range = KeyRange::new(from.map(Bytes::from), to.map(Bytes::from));
             let mut it = db.scan(range, limit).await?;

@@ -255,11 +255,46 @@ fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Runs a Python `script` over `files`; its output, or `None` where the module it needs is
+/// missing outside CI (CI installs pyarrow and duckdb, `.ci/run`).
+fn python_over(script: &str, files: &[PathBuf], module: &str) -> Option<String> {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .args(files)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Some(String::from_utf8(o.stdout).unwrap()),
+        other => {
+            let why = format!("{other:?}");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{module} check failed in CI: {why}"
+            );
+            eprintln!("skipping the {module} check (pip install {module} to run it): {why}");
+            None
+        }
+    }
+}
+
 #[test]
-fn hybrid_profile_writes_parquet_that_pyarrow_reads_back() {
+fn hybrid_profile_writes_parquet_that_pyarrow_and_duckdb_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     numbers_flush_and_aggregate(data, "hybrid", &[]);
+    let run = |args: &[&str]| cairn_profile(data, "hybrid", &[], args);
+    for i in 6..=8 {
+        run(&[
+            "put",
+            &format!("n{i}"),
+            &format!("{}", i * 10),
+            "--number",
+            "i64",
+        ]);
+    }
+    run(&["flush"]);
+    run(&["delete", "--from", "n6", "--to", "n8"]);
+    run(&["put", "n7", "77", "--number", "i64"]);
+    assert_eq!(run(&["aggregate", "--op", "sum"]), "247\n");
     let files = parquet_files(&data.join("parquet"));
     // Each process flushes at close, so there are several tables.
     assert!(files.len() >= 2, "a table per flush: {files:?}");
@@ -269,40 +304,47 @@ fn hybrid_profile_writes_parquet_that_pyarrow_reads_back() {
         "the primary holds SSTables"
     );
 
-    // The same data through a reader with no Cairn code in it: every table's rows, the
-    // newest version of each key deciding it, as the engine would.
-    let script = r#"
+    // The same data through readers with no Cairn code in them: every table's rows, the
+    // newest version of each key deciding it unless a newer range tombstone (kind 2, the
+    // key its start, the value its end) covers it, as the engine would (FORMAT.md).
+    let pyarrow = r#"
 import sys, pyarrow.parquet as pq
-newest = {}
+newest, ranges = {}, []
 for path in sys.argv[1:]:
     t = pq.read_table(path)
     assert t.schema.names == ["key", "seq", "kind", "value"], t.schema.names
     for k, s, kind, v in zip(*(t.column(c).to_pylist() for c in t.schema.names)):
-        if k not in newest or s > newest[k][0]:
+        if kind == 2:
+            ranges.append((k, v, s))
+        elif k not in newest or s > newest[k][0]:
             newest[k] = (s, kind, v)
 for k in sorted(newest):
     s, kind, v = newest[k]
-    if kind == 0:
+    if kind == 0 and not any(a <= k < b and s < rs for a, b, rs in ranges):
         print(k.decode(), int.from_bytes(v, "little", signed=True))
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .args(&files)
-        .output();
-    let out = match out {
-        Ok(o) if o.status.success() => String::from_utf8(o.stdout).unwrap(),
-        other => {
-            let why = format!("{other:?}");
-            // CI installs pyarrow (.ci/run); elsewhere it is optional.
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "pyarrow check failed in CI: {why}"
-            );
-            eprintln!("skipping the pyarrow check (pip install pyarrow to run it): {why}");
-            return;
-        }
-    };
-    assert_eq!(out, "n2 20\nn3 30\nn4 40\nn5 0\n");
+    let want = "n2 20\nn3 30\nn4 40\nn5 0\nn7 77\nn8 80\n";
+    if let Some(out) = python_over(pyarrow, &files, "pyarrow") {
+        assert_eq!(out, want);
+    }
+    let duckdb = r#"
+import sys, duckdb
+rows = duckdb.read_parquet(sys.argv[1:])
+live = duckdb.sql("""
+    WITH newest AS (
+        SELECT key, seq, kind, value FROM rows WHERE kind < 2
+        QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq DESC) = 1)
+    SELECT decode(n.key) AS key, n.value FROM newest n
+    WHERE n.kind = 0 AND NOT EXISTS (
+        SELECT 1 FROM rows r
+        WHERE r.kind = 2 AND r.key <= n.key AND n.key < r.value AND r.seq > n.seq)
+    ORDER BY n.key""").fetchall()
+for k, v in live:
+    print(k, int.from_bytes(v, "little", signed=True))
+"#;
+    if let Some(out) = python_over(duckdb, &files, "duckdb") {
+        assert_eq!(out, want);
+    }
 }
 
 #[test]
@@ -432,6 +474,36 @@ fn the_commands_work_unchanged_on_the_sharded_profile() {
         .map(|l| l["entries"].as_u64().unwrap())
         .sum();
     assert_eq!(entries, 33, "{stats}");
+    // A range delete reaches every shard; the next compaction applies it and drops it.
+    sharded(&["delete", "--from", "k1", "--to", "k2"]);
+    assert_eq!(sharded(&["aggregate", "--op", "count"]), "23\n");
+    assert_eq!(
+        sharded(&["scan", "--from", "k09", "--to", "k21"]),
+        "k09\tv9\nk20\tv20\n"
+    );
+    sharded(&["compact"]);
+    let stats: serde_json::Value = serde_json::from_str(&sharded(&["stats", "--json"])).unwrap();
+    let entries: u64 = stats
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["stats"]["levels"].as_array().unwrap().iter())
+        .map(|l| l["entries"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        entries, 23,
+        "the covered keys and the tombstones are gone: {stats}"
+    );
+    let backwards = cairn(
+        data,
+        &["--profile", "sharded", "delete", "--from", "b", "--to", "a"],
+    );
+    assert!(!backwards.status.success());
+    assert!(
+        String::from_utf8_lossy(&backwards.stderr).contains("start before its end"),
+        "{}",
+        String::from_utf8_lossy(&backwards.stderr)
+    );
     for i in 0..3 {
         assert!(data.join(format!("shard-{i}/SHARD")).exists());
     }

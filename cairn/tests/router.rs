@@ -1,4 +1,4 @@
-//! The router's model test: three shards (one in this process, two served by real shard
+//! The router's model test (puts, deletes, range deletes, batches, imports, reads): three shards (one in this process, two served by real shard
 //! servers on 127.0.0.1, started as `cairn serve shard` starts them), wired from a profile's
 //! `[router]` section. Random puts, deletes, cross-shard batches, gets, multi-gets, ordered and
 //! unordered scans, aggregates, bulk imports, flushes, compactions, router reopens and shard
@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use cairn::serve::{Component, ComponentServer};
 use cairn::{AggregateState, Config, KeyRange, Router, ValueType, WriteBatch};
-use cairn_testkit::model::{Model, model_range, random_range};
+use cairn_testkit::model::{Model, model_range, random_range, remove_range};
 use futures::TryStreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -60,6 +60,17 @@ async fn serve(config: &Config, index: u32, addr: SocketAddr) -> ComponentServer
 
 fn key(rng: &mut StdRng) -> Bytes {
     Bytes::from(format!("key{:04}", rng.random_range(0..400u32)))
+}
+
+/// A range to delete, of a few keys mostly.
+fn span(rng: &mut StdRng) -> (Bytes, Bytes) {
+    let a = rng.random_range(0..400u32);
+    let widest = if rng.random_ratio(1, 10) { 400 } else { 30 };
+    let width = rng.random_range(1..widest);
+    (
+        Bytes::from(format!("key{a:04}")),
+        Bytes::from(format!("key{:04}", a + width)),
+    )
 }
 
 /// Text, or now and then an 8-byte number for the aggregates.
@@ -126,17 +137,27 @@ async fn run_model(seed: u64, steps: usize) {
                 router.put(k.clone(), v.clone()).await.unwrap();
                 model.insert(k, v);
             }
-            300..=379 => {
+            300..=364 => {
                 let k = key(&mut rng);
                 router.delete(k.clone()).await.unwrap();
                 model.remove(&k);
+            }
+            365..=379 => {
+                // A range spans every shard.
+                let (a, b) = span(&mut rng);
+                router.delete_range(a.clone(), b.clone()).await.unwrap();
+                remove_range(&mut model, &a, &b);
             }
             380..=459 => {
                 // Batches span shards; each shard applies its part.
                 let mut batch = WriteBatch::new();
                 for _ in 0..rng.random_range(1..20) {
                     let k = key(&mut rng);
-                    if rng.random_bool(0.7) {
+                    if rng.random_ratio(1, 30) {
+                        let (a, b) = span(&mut rng);
+                        batch.delete_range(a.clone(), b.clone());
+                        remove_range(&mut model, &a, &b);
+                    } else if rng.random_bool(0.7) {
                         let v = value(&mut rng, step);
                         batch.put(k.clone(), v.clone());
                         model.insert(k, v);

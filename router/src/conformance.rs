@@ -11,6 +11,7 @@ use std::sync::Arc;
 pub async fn run(shard: Arc<dyn Shard>) {
     shard.check().await.expect("check");
     point_writes_and_reads(&shard).await;
+    range_deletes_hide_what_they_cover(&shard).await;
     multi_get_keeps_the_callers_order(&shard).await;
     scans_follow_ranges_and_limits(&shard).await;
     large_scans_stream_in_order(&shard).await;
@@ -58,6 +59,38 @@ async fn point_writes_and_reads(shard: &Arc<dyn Shard>) {
     batch.put("p:big", big.clone());
     shard.write(batch).await.expect("a 1 MiB value");
     assert_eq!(shard.get(b"p:big").await.unwrap(), Some(big));
+}
+
+async fn range_deletes_hide_what_they_cover(shard: &Arc<dyn Shard>) {
+    let mut batch = WriteBatch::new();
+    for k in ["r:a", "r:b", "r:c", "r:d"] {
+        batch.put(k, "x");
+    }
+    shard.write(batch).await.expect("write");
+    let mut batch = WriteBatch::new();
+    batch.delete_range("r:b", "r:d").put("r:c", "again");
+    shard
+        .write(batch)
+        .await
+        .expect("a range delete, then a put it does not cover");
+    let left = scan(shard, KeyRange::new(Some(b("r:")), Some(b("r;"))), None).await;
+    assert_eq!(
+        left,
+        vec![
+            (b("r:a"), b("x")),
+            (b("r:c"), b("again")),
+            (b("r:d"), b("x"))
+        ]
+    );
+    assert_eq!(shard.get(b"r:b").await.unwrap(), None);
+    let mut batch = WriteBatch::new();
+    batch.delete_range("r:", "r;");
+    shard.write(batch).await.expect("write");
+    assert!(
+        scan(shard, KeyRange::new(Some(b("r:")), Some(b("r;"))), None)
+            .await
+            .is_empty()
+    );
 }
 
 async fn multi_get_keeps_the_callers_order(shard: &Arc<dyn Shard>) {

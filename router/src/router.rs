@@ -108,25 +108,43 @@ impl Router {
         self.write(b).await
     }
 
+    /// Deletes every key in `[start, end)`. Keys are spread over the shards by hash, so the
+    /// tombstone goes to every shard, each applying it atomically (see `write`).
+    pub async fn delete_range(&self, start: impl Into<Bytes>, end: impl Into<Bytes>) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.delete_range(start, end);
+        self.write(b).await
+    }
+
     /// Applies `batch`: atomically when its keys are on one shard. A batch that spans shards
     /// is split, and each shard applies its part atomically, all at once; if one shard fails,
-    /// the parts of the others may be applied (the error names the shard that failed).
+    /// the parts of the others may be applied (the error names the shard that failed). A
+    /// range delete spans every shard.
     pub async fn write(&self, batch: WriteBatch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
         let n = self.shards.len();
         let first = self.shard_of(&batch.ops()[0].key);
-        if n == 1 || batch.ops().iter().all(|op| self.shard_of(&op.key) == first) {
+        let on_first = |op: &cairn_common::BatchOp| {
+            op.kind != EntryKind::RangeDelete && self.shard_of(&op.key) == first
+        };
+        if n == 1 || batch.ops().iter().all(on_first) {
             self.shards[first].write(batch).await?;
             return Ok(());
         }
         let mut parts: Vec<WriteBatch> = (0..n).map(|_| WriteBatch::new()).collect();
         for op in batch.into_ops() {
+            if op.kind == EntryKind::RangeDelete {
+                for part in &mut parts {
+                    part.delete_range(op.key.clone(), op.value.clone());
+                }
+                continue;
+            }
             let part = &mut parts[self.shard_of(&op.key)];
             match op.kind {
                 EntryKind::Put => part.put(op.key, op.value),
-                EntryKind::Delete => part.delete(op.key),
+                _ => part.delete(op.key),
             };
         }
         let writes = parts

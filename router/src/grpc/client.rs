@@ -135,6 +135,10 @@ impl Shard for GrpcShard {
                     req.values.push(op.value);
                 }
                 EntryKind::Delete => req.kinds.push(1),
+                EntryKind::RangeDelete => {
+                    req.kinds.push(2);
+                    req.values.push(op.value);
+                }
             }
         }
         let r = self

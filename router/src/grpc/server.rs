@@ -104,6 +104,12 @@ impl ShardRpc for ShardService {
                 1 => {
                     batch.delete(key);
                 }
+                2 => {
+                    let end = values
+                        .next()
+                        .ok_or_else(|| Status::invalid_argument("an end for every range delete"))?;
+                    batch.delete_range(key, end);
+                }
                 k => return Err(Status::invalid_argument(format!("unknown write kind {k}"))),
             }
         }
