@@ -6,6 +6,7 @@
 //! profile's real `data_dir`.
 
 mod measure;
+mod range_delete_suite;
 mod replica;
 mod report;
 #[cfg(feature = "rocksdb")]
@@ -90,7 +91,9 @@ struct Args {
     /// Instead of workloads, run a suite: `router` measures a (sharded) profile's bulk import,
     /// per-shard get latency, multi-get against single gets, and pushed-down aggregates
     /// against pulled rows, over --keys entries; `takeover` writes --keys entries, crashes
-    /// the node and times a new node's open and first acknowledged write (see docs/benchmarks.md).
+    /// the node and times a new node's open and first acknowledged write; `range-delete`
+    /// times one range delete over half of --keys entries against a put, and reads before
+    /// and after it (see docs/benchmarks.md).
     #[arg(long, value_enum)]
     suite: Option<Suite>,
     /// Export the Cairn engines' metrics (engine, journal, caches, RPC clients, router shards)
@@ -120,6 +123,7 @@ enum Role {
 enum Suite {
     Router,
     Takeover,
+    RangeDelete,
 }
 
 impl Args {
@@ -188,6 +192,9 @@ async fn run_bench(mut args: Args) -> Result<()> {
     }
     if args.suite == Some(Suite::Takeover) {
         return run_takeover_suite(&args).await;
+    }
+    if args.suite == Some(Suite::RangeDelete) {
+        return run_range_delete_suite(&args).await;
     }
     let mut results: Vec<RunResult> = Vec::new();
     for profile in args.profiles.clone() {
@@ -365,6 +372,30 @@ async fn run_takeover_suite(args: &Args) -> Result<()> {
         results.push(r);
     }
     print!("{}", takeover_suite::report(&results));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn run_range_delete_suite(args: &Args) -> Result<()> {
+    let mut results = Vec::new();
+    for profile in &args.profiles {
+        let base = tempfile::Builder::new().prefix("cairn-bench-").tempdir()?;
+        let config = cairn::Config::load(&args.config, Some(profile))?;
+        let r = range_delete_suite::run(
+            &config,
+            profile,
+            base.path(),
+            args.keys.max(1),
+            args.value_size,
+            args.scan_length.max(1),
+        )
+        .await?;
+        results.push(r);
+    }
+    print!("{}", range_delete_suite::report(&results));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -177,6 +177,53 @@ fn the_takeover_suite_restarts_a_local_profile_and_reports_it() {
     assert!(r["takeover_seconds"].as_f64().unwrap() > 0.0, "{r}");
 }
 
+/// The range-delete suite on the default and sharded profiles: its reads check, in every
+/// phase, that the deleted half is gone and the rest is there.
+#[test]
+fn the_range_delete_suite_reads_through_every_phase_of_a_tombstone() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .arg("--config")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml"))
+        .args([
+            "--suite",
+            "range-delete",
+            "--profile",
+            "default",
+            "--profile",
+            "sharded",
+            "--keys",
+            "4000",
+            "--quiet",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run cairn-bench");
+    assert!(
+        out.status.success(),
+        "cairn-bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for r in report.as_array().unwrap() {
+        let phases: Vec<&str> = r["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            phases,
+            ["before", "in memtable", "in a table", "compacted"],
+            "{r}"
+        );
+        assert!(r["delete_range_us"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
+
 /// With `--metrics-listen`, the engines' metrics are served while the bench runs: a scrape
 /// during a get workload sees the gets counted.
 #[test]
