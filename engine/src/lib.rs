@@ -26,7 +26,7 @@ mod version;
 mod version_set;
 mod write_path;
 
-pub use db::{Components, Db};
+pub use db::{CheckpointInfo, Components, Db};
 pub use follow::ReaderStats;
 pub use import::Import;
 pub use options::EngineOptions;

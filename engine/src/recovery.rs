@@ -38,6 +38,7 @@ pub(crate) async fn open_manifest(
             flushed_lsn: m.flushed_lsn,
             journal: String::new(),
             levels: m.levels.clone(),
+            checkpoints: Vec::new(),
         }),
         None if !tables.is_empty() => Err(Error::InvalidArgument(format!(
             "{location} has no manifest but its storage holds {} tables: they belong to a database whose manifest is elsewhere or lost; refusing to create a new database over them (nothing was deleted)",

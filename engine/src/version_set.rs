@@ -9,7 +9,7 @@
 //! - `manifest_version` and `reserved_ids` mirror the log after every change, for `stats`
 //!   and for a reader's check of whether its view moved, neither of which takes the lock.
 
-use crate::manifest::{ManifestLog, VersionEdit};
+use crate::manifest::{CheckpointEdit, ManifestLog, NamedCheckpoint, VersionEdit};
 use crate::version::{TableHandle, Version};
 use arc_swap::ArcSwap;
 use cairn_common::{Error, Result, TableId};
@@ -71,7 +71,7 @@ impl VersionSet {
     fn log(&self) -> Result<&tokio::sync::Mutex<ManifestLog>> {
         self.log.as_ref().ok_or_else(|| {
             Error::InvalidArgument(format!(
-                "database {} is open read-only here (a reader that follows its writer): send writes, flushes, compactions and imports to the writer",
+                "database {} is open read-only here (a reader that follows its writer, or a checkpoint): send writes, flushes, compactions and imports to the writer",
                 self.database
             ))
         })
@@ -110,10 +110,71 @@ impl VersionSet {
         self.mirror(&log);
         committed?;
         let mut v = Version::clone(&self.current.load());
-        let removed = edit.apply_to(&mut v.levels, |h| &h.meta, |m| opened.remove(&m.id));
+        let mut removed = edit.apply_to(&mut v.levels, |h| &h.meta, |m| opened.remove(&m.id));
+        // A table a checkpoint still references is not the caller's to retire.
+        removed.retain(|h| !log.state().checkpoint_holds(h.meta.id));
         let l0 = v.levels.first().map_or(0, Vec::len);
         self.current.store(Arc::new(v));
         Ok((removed, l0))
+    }
+
+    /// Records a checkpoint named `name` of the tables as they are now (replacing one of
+    /// that name).
+    pub async fn create_checkpoint(&self, name: &str) -> Result<NamedCheckpoint> {
+        let created_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut log = self.log()?.lock().await;
+        let committed = log
+            .commit(VersionEdit {
+                checkpoint: Some(CheckpointEdit::Create {
+                    name: name.to_string(),
+                    created_ms,
+                }),
+                ..VersionEdit::default()
+            })
+            .await;
+        self.mirror(&log);
+        committed?;
+        log.state().checkpoint(name).cloned().ok_or_else(|| {
+            Error::component(
+                "checkpoint",
+                format!("{name} is missing after its creation"),
+            )
+        })
+    }
+
+    /// Deletes the checkpoint `name`; returns the tables nothing references any more, for
+    /// the caller to delete. An error if there is none of that name.
+    pub async fn delete_checkpoint(&self, name: &str) -> Result<Vec<TableId>> {
+        let mut log = self.log()?.lock().await;
+        let Some(gone) = log.state().checkpoint(name).cloned() else {
+            return Err(Error::InvalidArgument(format!(
+                "database {} has no checkpoint named {name:?}",
+                self.database
+            )));
+        };
+        let committed = log
+            .commit(VersionEdit {
+                checkpoint: Some(CheckpointEdit::Delete {
+                    name: name.to_string(),
+                }),
+                ..VersionEdit::default()
+            })
+            .await;
+        self.mirror(&log);
+        committed?;
+        let live: std::collections::HashSet<TableId> = log.state().live_ids().collect();
+        let mut orphans: Vec<TableId> = gone
+            .levels
+            .iter()
+            .flatten()
+            .map(|t| t.id)
+            .filter(|id| !live.contains(id))
+            .collect();
+        orphans.sort_unstable();
+        orphans.dedup();
+        Ok(orphans)
     }
 
     /// Renews the writer's lease with an empty version; `None` for a reader.

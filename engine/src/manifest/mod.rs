@@ -1,12 +1,14 @@
 //! The manifest: which tables are live at which level, which table ids are reserved, the
 //! newest sequence number in a table, the journal position up to which everything is in
-//! tables, and whose database this is (its id and the epoch of its current writer).
+//! tables, whose database this is (its id and the epoch of its current writer), and its
+//! named checkpoints, each the tables of one earlier version, kept while it exists.
 //!
 //! It is stored where the tables are (`Storage::manifests`), as a log of numbered versions:
 //! each is a [`VersionEdit`] or, every so often, a checkpoint of the whole state (see
 //! `log.rs`). One `VersionEdit` changes the stored manifest and the in-memory version alike.
 
 mod log;
+mod older;
 mod record;
 
 pub use log::{CHECKPOINT_EVERY, Holder, Loaded, ManifestLog, checkpoint_at_or_above, load};
@@ -33,6 +35,32 @@ pub struct Manifest {
     pub journal: String,
     /// `levels[0]` newest first; deeper levels sorted by smallest key.
     pub levels: Vec<Vec<TableMeta>>,
+    /// Named checkpoints, oldest first. Their tables are not deleted while they exist.
+    pub checkpoints: Vec<NamedCheckpoint>,
+}
+
+/// A durable, named view of the database: the tables of the manifest version that created it.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct NamedCheckpoint {
+    pub name: String,
+    /// Milliseconds since the Unix epoch, by the creating writer's clock.
+    pub created_ms: u64,
+    /// The newest sequence number in its tables: what a reader of it shows.
+    pub seq: SeqNo,
+    pub levels: Vec<Vec<TableMeta>>,
+}
+
+/// A change to the named checkpoints, made by a `VersionEdit`.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum CheckpointEdit {
+    /// A checkpoint of the tables as this edit leaves them.
+    Create {
+        name: String,
+        created_ms: u64,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 impl Manifest {
@@ -45,6 +73,7 @@ impl Manifest {
             flushed_lsn: 0,
             journal: String::new(),
             levels: vec![Vec::new(); levels.max(2)],
+            checkpoints: Vec::new(),
         }
     }
 
@@ -58,8 +87,26 @@ impl Manifest {
             .fold(self.last_seq, SeqNo::max)
     }
 
+    /// Every table the database or one of its checkpoints references (a table may appear
+    /// more than once).
     pub fn live_ids(&self) -> impl Iterator<Item = TableId> + '_ {
-        self.levels.iter().flatten().map(|t| t.id)
+        self.levels
+            .iter()
+            .chain(self.checkpoints.iter().flat_map(|c| c.levels.iter()))
+            .flatten()
+            .map(|t| t.id)
+    }
+
+    /// Whether a checkpoint references table `id`: then it is not deleted when it leaves
+    /// the levels.
+    pub fn checkpoint_holds(&self, id: TableId) -> bool {
+        self.checkpoints
+            .iter()
+            .any(|c| c.levels.iter().flatten().any(|t| t.id == id))
+    }
+
+    pub fn checkpoint(&self, name: &str) -> Option<&NamedCheckpoint> {
+        self.checkpoints.iter().find(|c| c.name == name)
     }
 
     /// The state after `edit`.
@@ -79,6 +126,19 @@ impl Manifest {
             next.journal = j.clone();
             next.flushed_lsn = edit.flushed_lsn.unwrap_or(next.flushed_lsn);
         }
+        match &edit.checkpoint {
+            Some(CheckpointEdit::Create { name, created_ms }) => {
+                next.checkpoints.retain(|c| &c.name != name);
+                next.checkpoints.push(NamedCheckpoint {
+                    name: name.clone(),
+                    created_ms: *created_ms,
+                    seq: next.newest_seq(),
+                    levels: next.levels.clone(),
+                });
+            }
+            Some(CheckpointEdit::Delete { name }) => next.checkpoints.retain(|c| &c.name != name),
+            None => {}
+        }
         next
     }
 }
@@ -97,6 +157,7 @@ pub struct VersionEdit {
     /// The database moves to another journal: `flushed_lsn` (required with it) then counts
     /// in that journal and may go down.
     pub journal: Option<String>,
+    pub checkpoint: Option<CheckpointEdit>,
 }
 
 impl VersionEdit {

@@ -1,14 +1,16 @@
 //! One stored manifest version, byte by byte:
-//! `[magic "CAIRNMV3"][crc32c u32 LE][len u32 LE][bincode body of len bytes]`.
+//! `[magic "CAIRNMV4"][crc32c u32 LE][len u32 LE][bincode body of len bytes]`.
 //! The checksum covers the body; decoding is bounded, so a corrupt length cannot make it
-//! allocate more than the version's own size. Version 2 (`CAIRNMV2`, the same without the
-//! writer's lease) is still read.
+//! allocate more than the version's own size. Versions 3 (`CAIRNMV3`, without named
+//! checkpoints) and 2 (`CAIRNMV2`, without the writer's lease either) are still read
+//! (`older.rs`).
 
 use super::{Manifest, VersionEdit};
 use cairn_common::{Error, Result};
 
-const MAGIC: &[u8; 8] = b"CAIRNMV3";
-const MAGIC_V2: &[u8; 8] = b"CAIRNMV2";
+const MAGIC: &[u8; 8] = b"CAIRNMV4";
+pub(super) const MAGIC_V3: &[u8; 8] = b"CAIRNMV3";
+pub(super) const MAGIC_V2: &[u8; 8] = b"CAIRNMV2";
 const HEADER: usize = 16;
 /// No manifest version is larger; bincode refuses to decode past it.
 const LIMIT: usize = 256 << 20;
@@ -39,22 +41,13 @@ pub struct Lease {
     pub journal: String,
 }
 
-/// A version as Cairn wrote it before leases.
-#[derive(bincode::Encode, bincode::Decode)]
-struct RecordV2 {
-    database: String,
-    epoch: u64,
-    writer: u64,
-    body: Body,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub enum Body {
     Checkpoint(Manifest),
     Edit(VersionEdit),
 }
 
-fn config() -> impl bincode::config::Config {
+pub(super) fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<LIMIT>()
 }
 
@@ -73,7 +66,8 @@ impl Record {
     /// Decodes a version read from `what` (named in the error).
     pub fn decode(data: &[u8], what: &str) -> Result<Record> {
         let corrupt = |d: &str| Error::corruption(what.to_string(), d.to_string());
-        if data.len() < HEADER || (&data[..8] != MAGIC && &data[..8] != MAGIC_V2) {
+        let magic = data.get(..8).unwrap_or_default();
+        if data.len() < HEADER || ![&MAGIC[..], MAGIC_V3, MAGIC_V2].contains(&magic) {
             return Err(corrupt("not a manifest version (bad header)"));
         }
         let word = |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
@@ -85,20 +79,12 @@ impl Record {
         if crc32c::crc32c(body) != crc {
             return Err(corrupt("checksum mismatch"));
         }
-        let (r, used): (Record, usize) = if &data[..8] == MAGIC {
-            bincode::decode_from_slice(body, config()).map_err(|e| corrupt(&e.to_string()))?
+        let decoded = if magic == MAGIC {
+            bincode::decode_from_slice(body, config())
         } else {
-            let (r, used): (RecordV2, usize) =
-                bincode::decode_from_slice(body, config()).map_err(|e| corrupt(&e.to_string()))?;
-            let r = Record {
-                database: r.database,
-                epoch: r.epoch,
-                writer: r.writer,
-                body: r.body,
-                lease: None,
-            };
-            (r, used)
+            super::older::decode(magic, body)
         };
+        let (r, used): (Record, usize) = decoded.map_err(|e| corrupt(&e.to_string()))?;
         if used != len {
             return Err(corrupt("trailing bytes"));
         }
@@ -166,25 +152,5 @@ mod tests {
             let _ = Record::decode(&v, "fuzz");
         }
         assert!(Record::decode(&valid, "valid").is_ok());
-    }
-
-    /// A version written before leases (format 2) reads as one with no lease.
-    #[test]
-    fn a_version_2_record_is_read_with_no_lease() {
-        let old = RecordV2 {
-            database: "db".into(),
-            epoch: 4,
-            writer: 9,
-            body: Body::Edit(VersionEdit::default()),
-        };
-        let body = bincode::encode_to_vec(&old, config()).unwrap();
-        let mut data = MAGIC_V2.to_vec();
-        data.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        data.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        data.extend_from_slice(&body);
-        let r = Record::decode(&data, "v2").unwrap();
-        assert_eq!((r.database.as_str(), r.epoch, r.writer), ("db", 4, 9));
-        assert_eq!(r.lease, None);
-        assert_eq!(r.body, Body::Edit(VersionEdit::default()));
     }
 }

@@ -1,0 +1,173 @@
+//! Manifest versions as earlier Cairn wrote them, read into today's types: version 3
+//! (`CAIRNMV3`), before named checkpoints, and version 2 (`CAIRNMV2`), before leases too.
+//! Their bincode bodies are these structs, field for field; nothing here is ever written.
+
+use super::record::{Body, Lease, MAGIC_V2, Record, config};
+use super::{Manifest, VersionEdit};
+use bincode::error::DecodeError;
+use cairn_common::{Lsn, SeqNo, TableId, TableMeta};
+
+#[derive(bincode::Encode, bincode::Decode)]
+pub(super) struct RecordV3 {
+    pub database: String,
+    pub epoch: u64,
+    pub writer: u64,
+    pub body: BodyV3,
+    pub lease: Option<Lease>,
+}
+
+#[derive(bincode::Encode, bincode::Decode)]
+pub(super) struct RecordV2 {
+    pub database: String,
+    pub epoch: u64,
+    pub writer: u64,
+    pub body: BodyV3,
+}
+
+#[derive(bincode::Encode, bincode::Decode)]
+pub(super) enum BodyV3 {
+    Checkpoint(ManifestV3),
+    Edit(VersionEditV3),
+}
+
+#[derive(bincode::Encode, bincode::Decode)]
+pub(super) struct ManifestV3 {
+    pub database: String,
+    pub epoch: u64,
+    pub next_table_id: TableId,
+    pub last_seq: SeqNo,
+    pub flushed_lsn: Lsn,
+    pub journal: String,
+    pub levels: Vec<Vec<TableMeta>>,
+}
+
+#[derive(Default, bincode::Encode, bincode::Decode)]
+pub(super) struct VersionEditV3 {
+    pub added: Vec<(u32, TableMeta)>,
+    pub removed: Vec<TableId>,
+    pub last_seq: Option<SeqNo>,
+    pub flushed_lsn: Option<Lsn>,
+    pub next_table_id: Option<TableId>,
+    pub journal: Option<String>,
+}
+
+impl From<BodyV3> for Body {
+    fn from(b: BodyV3) -> Body {
+        match b {
+            BodyV3::Checkpoint(m) => Body::Checkpoint(Manifest {
+                database: m.database,
+                epoch: m.epoch,
+                next_table_id: m.next_table_id,
+                last_seq: m.last_seq,
+                flushed_lsn: m.flushed_lsn,
+                journal: m.journal,
+                levels: m.levels,
+                checkpoints: Vec::new(),
+            }),
+            BodyV3::Edit(e) => Body::Edit(VersionEdit {
+                added: e.added,
+                removed: e.removed,
+                last_seq: e.last_seq,
+                flushed_lsn: e.flushed_lsn,
+                next_table_id: e.next_table_id,
+                journal: e.journal,
+                checkpoint: None,
+            }),
+        }
+    }
+}
+
+/// Decodes the body of a version 3 record, or of a version 2 one if `magic` says so.
+pub(super) fn decode(magic: &[u8], body: &[u8]) -> Result<(Record, usize), DecodeError> {
+    if magic == MAGIC_V2 {
+        let (r, used): (RecordV2, usize) = bincode::decode_from_slice(body, config())?;
+        let r = Record {
+            database: r.database,
+            epoch: r.epoch,
+            writer: r.writer,
+            body: r.body.into(),
+            lease: None,
+        };
+        return Ok((r, used));
+    }
+    let (r, used): (RecordV3, usize) = bincode::decode_from_slice(body, config())?;
+    let r = Record {
+        database: r.database,
+        epoch: r.epoch,
+        writer: r.writer,
+        body: r.body.into(),
+        lease: r.lease,
+    };
+    Ok((r, used))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::record::MAGIC_V3;
+    use super::*;
+
+    fn framed(magic: &[u8], body: Vec<u8>) -> Vec<u8> {
+        let mut data = magic.to_vec();
+        data.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        data.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        data.extend_from_slice(&body);
+        data
+    }
+
+    /// A version written before leases (format 2) reads as one with no lease.
+    #[test]
+    fn a_version_2_record_is_read_with_no_lease() {
+        let old = RecordV2 {
+            database: "db".into(),
+            epoch: 4,
+            writer: 9,
+            body: BodyV3::Edit(VersionEditV3::default()),
+        };
+        let data = framed(MAGIC_V2, bincode::encode_to_vec(&old, config()).unwrap());
+        let r = Record::decode(&data, "v2").unwrap();
+        assert_eq!((r.database.as_str(), r.epoch, r.writer), ("db", 4, 9));
+        assert_eq!(r.lease, None);
+        assert_eq!(r.body, Body::Edit(VersionEdit::default()));
+    }
+
+    /// A version written before named checkpoints (format 3) reads as one with none.
+    #[test]
+    fn a_version_3_record_is_read_with_no_named_checkpoints() {
+        let meta = TableMeta {
+            id: 7,
+            smallest: b"a".to_vec(),
+            largest: b"z".to_vec(),
+            min_seq: 1,
+            max_seq: 9,
+            entries: 3,
+            size: 100,
+        };
+        let old = RecordV3 {
+            database: "db".into(),
+            epoch: 2,
+            writer: 5,
+            body: BodyV3::Checkpoint(ManifestV3 {
+                database: "db".into(),
+                epoch: 2,
+                next_table_id: 8,
+                last_seq: 9,
+                flushed_lsn: 3,
+                journal: "j".into(),
+                levels: vec![vec![meta.clone()], vec![]],
+            }),
+            lease: Some(Lease {
+                ms: 10_000,
+                journal: "j".into(),
+            }),
+        };
+        let data = framed(MAGIC_V3, bincode::encode_to_vec(&old, config()).unwrap());
+        let r = Record::decode(&data, "v3").unwrap();
+        let Body::Checkpoint(m) = r.body else {
+            panic!("a full state");
+        };
+        assert_eq!(m.levels, vec![vec![meta], vec![]]);
+        assert_eq!((m.next_table_id, m.last_seq, m.flushed_lsn), (8, 9, 3));
+        assert!(m.checkpoints.is_empty());
+        assert_eq!(r.lease.map(|l| l.ms), Some(10_000));
+    }
+}
