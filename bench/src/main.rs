@@ -5,6 +5,8 @@
 //! minute. Each profile runs in its own fresh data directory, so the bench never touches the
 //! profile's real `data_dir`.
 
+mod checkpoint_suite;
+mod loaded;
 mod measure;
 mod range_delete_suite;
 mod replica;
@@ -93,7 +95,8 @@ struct Args {
     /// against pulled rows, over --keys entries; `takeover` writes --keys entries, crashes
     /// the node and times a new node's open and first acknowledged write; `range-delete`
     /// times one range delete over half of --keys entries against a put, and reads before
-    /// and after it (see docs/benchmarks.md).
+    /// and after it; `checkpoint` times making and deleting checkpoints of --keys entries
+    /// (see docs/benchmarks.md).
     #[arg(long, value_enum)]
     suite: Option<Suite>,
     /// Export the Cairn engines' metrics (engine, journal, caches, RPC clients, router shards)
@@ -124,6 +127,7 @@ enum Suite {
     Router,
     Takeover,
     RangeDelete,
+    Checkpoint,
 }
 
 impl Args {
@@ -195,6 +199,9 @@ async fn run_bench(mut args: Args) -> Result<()> {
     }
     if args.suite == Some(Suite::RangeDelete) {
         return run_range_delete_suite(&args).await;
+    }
+    if args.suite == Some(Suite::Checkpoint) {
+        return run_checkpoint_suite(&args).await;
     }
     let mut results: Vec<RunResult> = Vec::new();
     for profile in args.profiles.clone() {
@@ -396,6 +403,30 @@ async fn run_range_delete_suite(args: &Args) -> Result<()> {
         results.push(r);
     }
     print!("{}", range_delete_suite::report(&results));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn run_checkpoint_suite(args: &Args) -> Result<()> {
+    let mut results = Vec::new();
+    for profile in &args.profiles {
+        let base = tempfile::Builder::new().prefix("cairn-bench-").tempdir()?;
+        let config = cairn::Config::load(&args.config, Some(profile))?;
+        results.push(
+            checkpoint_suite::run(
+                &config,
+                profile,
+                base.path(),
+                args.keys.max(1),
+                args.value_size,
+            )
+            .await?,
+        );
+    }
+    print!("{}", checkpoint_suite::report(&results));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)
             .with_context(|| format!("writing {}", path.display()))?;

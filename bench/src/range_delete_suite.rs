@@ -7,7 +7,8 @@
 //! the other half is there. Last, 200 range deletes over slices of the deleted half are
 //! timed for a median.
 
-use anyhow::{Context, Result, ensure};
+use crate::loaded::{key, loaded};
+use anyhow::{Result, ensure};
 use bytes::Bytes;
 use cairn::{Config, KeyRange, Router};
 use futures::TryStreamExt;
@@ -44,10 +45,6 @@ pub struct Phase {
     pub scan_us: f64,
 }
 
-fn key(i: u64) -> Bytes {
-    Bytes::from(format!("key{i:012}"))
-}
-
 pub async fn run(
     config: &Config,
     profile: &str,
@@ -57,20 +54,13 @@ pub async fn run(
     scan_length: usize,
 ) -> Result<RangeDeleteResult> {
     ensure!(keys >= 2, "the range-delete suite needs at least 2 keys");
-    let mut c = config.clone();
-    c.data_dir = base.join("db");
-    c.journal.dir = None;
-    c.storage.dir = None;
-    let router = cairn::open_router(&c)
-        .await
-        .context("opening the database")?;
+    let router = loaded(config, base, keys, value_size).await?;
     // Runs the range-delete path once before it is timed: a first call pays for page faults
-    // of code and memory no write has touched yet. The compaction below drops the tombstone.
+    // of code and memory no write has touched yet. The compaction drops the tombstone, so
+    // that the first phase reads with none in view.
     router.delete_range("warm-up", "warm-up~").await?;
-    let value = Bytes::from(vec![b'v'; value_size]);
-    let entries = (0..keys).map(|i| Ok((key(i), value.clone())));
-    router.import(futures::stream::iter(entries)).await?;
     router.compact().await?;
+    let value = Bytes::from(vec![b'v'; value_size]);
 
     let mut puts = Vec::with_capacity(200);
     for i in 0..200u64 {

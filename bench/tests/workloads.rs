@@ -224,6 +224,32 @@ fn the_range_delete_suite_reads_through_every_phase_of_a_tombstone() {
     }
 }
 
+/// The checkpoint suite: twenty checkpoints made and deleted on a loaded database.
+#[test]
+fn the_checkpoint_suite_makes_and_deletes_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .arg("--config")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml"))
+        .args(["--suite", "checkpoint", "--keys", "3000", "--quiet"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run cairn-bench");
+    assert!(
+        out.status.success(),
+        "cairn-bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = &report[0];
+    assert_eq!(r["keys"], 3000, "{r}");
+    assert!(r["bytes"].as_u64().unwrap() > 300_000, "{r}");
+    assert!(r["median_ms"].as_f64().unwrap() > 0.0, "{r}");
+}
+
 /// With `--metrics-listen`, the engines' metrics are served while the bench runs: a scrape
 /// during a get workload sees the gets counted.
 #[test]

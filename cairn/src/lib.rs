@@ -23,7 +23,9 @@ pub use cairn_common::{
     RangeTombstone, Result, SeqNo, TableMeta, ValueType, WriteBatch,
 };
 pub use cairn_compaction::{CompactionJob, Compactor, LocalCompactor, PickerOptions};
-pub use cairn_engine::{Components, Db, DbIter, DbStats, EngineOptions, LevelStats, Snapshot};
+pub use cairn_engine::{
+    CheckpointInfo, Components, Db, DbIter, DbStats, EngineOptions, LevelStats, Snapshot,
+};
 pub use cairn_filestore::{
     Compression, FilterKind, SstOptions, SstStorage, Storage, Table, TableBuilder,
 };
@@ -32,6 +34,6 @@ pub use cairn_memtable::{
     Memtable, MemtableFactory, MemtableOptions, ShardedMemtable, SingleLockMemtable,
 };
 pub use cairn_router::{
-    Cluster, GrpcShard, LocalShard, PairStream, Partitioner, Router, Shard, ShardIdentity,
-    ShardStats,
+    CheckpointOp, Cluster, GrpcShard, LocalShard, PairStream, Partitioner, Router, Shard,
+    ShardIdentity, ShardStats,
 };

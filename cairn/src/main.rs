@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use cairn::{AggregateOp, Config, KeyRange, ValueType};
+use cairn::{AggregateOp, CheckpointOp, Config, KeyRange, ValueType};
 use clap::{Parser, Subcommand};
 use futures::TryStreamExt;
 use std::io::Write;
@@ -33,6 +33,10 @@ struct Cli {
     /// open so).
     #[arg(long, global = true)]
     read_only: bool,
+    /// Read checkpoint NAME instead of the database as it is now (`get`, `scan`,
+    /// `aggregate`, `stats`).
+    #[arg(long, global = true, value_name = "NAME")]
+    checkpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -124,11 +128,31 @@ enum Command {
         #[arg(long, value_name = "INDEX")]
         shard: Option<u32>,
     },
+    /// Named checkpoints: durable, read-only views of the database that share its tables
+    /// (read one with `--checkpoint NAME`).
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Flush, then record checkpoint NAME of the database as it is now (one of that name is
+    /// replaced). Nothing is copied: it takes the same time whatever the database's size.
+    Create { name: String },
+    /// List the checkpoints: name, newest sequence number, tables, bytes, creation time.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete checkpoint NAME; the tables only it referenced are deleted.
+    Delete { name: String },
 }
 
 #[derive(Subcommand)]
@@ -186,6 +210,13 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let mut config = Config::load(&cli.config, cli.profile.as_deref())?;
     config.read_only |= cli.read_only;
+    if let Some(name) = &cli.checkpoint {
+        anyhow::ensure!(
+            cli.command.reads_only(),
+            "--checkpoint applies to get, scan, aggregate and stats"
+        );
+        config.checkpoint = Some(name.clone());
+    }
     if let Command::Config {
         command: ConfigCommand::Show,
     } = &cli.command
@@ -396,6 +427,36 @@ async fn execute(db: &cairn::Router, command: Command) -> Result<ExitCode> {
             };
             let n = db.import(import_lines(reader)).await?;
             writeln!(out, "imported {n} entries")?;
+        }
+        Command::Checkpoint { command } => {
+            let (op, json) = match command {
+                CheckpointCommand::Create { name } => (CheckpointOp::Create(name), false),
+                CheckpointCommand::Delete { name } => (CheckpointOp::Delete(name), false),
+                CheckpointCommand::List { json } => (CheckpointOp::List, json),
+            };
+            let listing = matches!(op, CheckpointOp::List);
+            let shards = db.checkpoint(op).await?;
+            if json {
+                let value = match shards.as_slice() {
+                    [one] if db.cluster().is_none() => serde_json::to_value(one)?,
+                    _ => serde_json::to_value(&shards)?,
+                };
+                writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+            } else if listing {
+                let many = shards.len() > 1;
+                for (i, list) in shards.iter().enumerate() {
+                    for c in list {
+                        if many {
+                            write!(out, "shard {i}\t")?;
+                        }
+                        writeln!(
+                            out,
+                            "{}\tseq {}\t{} tables\t{} bytes\tcreated at {} ms",
+                            c.name, c.seq, c.tables, c.bytes, c.created_ms
+                        )?;
+                    }
+                }
+            }
         }
         Command::Config { .. } | Command::Serve { .. } => {}
     }

@@ -157,9 +157,16 @@ async fn components_with(config: &Config, journal: Arc<dyn Journal>) -> Result<C
     })
 }
 
-/// Builds the components and opens the database under `config.data_dir`: as its writer, or
-/// as a reader that follows the writer when `config.read_only` is set.
+/// Builds the components and opens the database under `config.data_dir`: as its writer, as
+/// a reader that follows the writer when `config.read_only` is set, or as one of its
+/// checkpoints when `config.checkpoint` names one.
 pub async fn open(config: &Config) -> Result<Db> {
+    if let Some(name) = &config.checkpoint {
+        // A checkpoint is tables alone: no journal is read.
+        let comps = components_with(config, Arc::new(MemoryJournal::new())).await?;
+        let lock = config.reader_dir.as_ref().unwrap_or(&config.data_dir);
+        return Db::open_checkpoint(lock, config.engine_options(), comps, name).await;
+    }
     if config.read_only {
         // A file or memory journal is its writer's own, unreachable from here: the reader
         // then follows the tables (flushes) only.
@@ -194,6 +201,12 @@ pub async fn open_router(config: &Config) -> Result<Router> {
                     shard = shard.with_import_table_bytes(b);
                 }
                 Arc::new(shard)
+            }
+            ShardKind::Grpc if config.checkpoint.is_some() => {
+                return Err(Error::InvalidArgument(format!(
+                    "shard {i} is served elsewhere ({}): reading its checkpoints through the shard service is not supported yet",
+                    s.url.as_deref().unwrap_or_default()
+                )));
             }
             ShardKind::Grpc => Arc::new(GrpcShard::new(
                 config

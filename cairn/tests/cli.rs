@@ -682,3 +682,57 @@ fn a_read_only_process_without_the_writers_journal_says_it_follows_flushes_only(
     let json = ok(dir.path(), &["--read-only", "stats", "--json"]);
     assert!(json.contains("\"follows_flushes_only\": true"), "{json}");
 }
+
+/// Checkpoints across processes: made, listed, read while the database moves on (also on
+/// the sharded profile, every shard at once), and deleted.
+#[test]
+fn checkpoints_are_made_read_and_deleted_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    ok(data, &["put", "a", "1"]);
+    ok(data, &["put", "b", "1"]);
+    ok(data, &["checkpoint", "create", "before"]);
+    ok(data, &["put", "a", "2"]);
+    ok(data, &["delete", "b"]);
+    ok(data, &["compact"]);
+    assert_eq!(ok(data, &["--checkpoint", "before", "get", "a"]), "1\n");
+    assert_eq!(
+        ok(data, &["--checkpoint", "before", "scan"]),
+        "a\t1\nb\t1\n"
+    );
+    assert_eq!(ok(data, &["get", "a"]), "2\n");
+    let list = ok(data, &["checkpoint", "list"]);
+    assert!(list.starts_with("before\tseq 2\t"), "{list}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(data, &["checkpoint", "list", "--json"])).unwrap();
+    assert_eq!(json[0]["name"], "before", "{json}");
+
+    let write = cairn(data, &["--checkpoint", "before", "put", "x", "y"]);
+    assert_eq!(write.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&write.stderr).contains("--checkpoint applies to"));
+    ok(data, &["checkpoint", "delete", "before"]);
+    assert_eq!(ok(data, &["checkpoint", "list"]), "");
+    let gone = cairn(data, &["--checkpoint", "before", "get", "a"]);
+    assert_eq!(gone.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(err.contains("no checkpoint named \"before\""), "{err}");
+    assert_eq!(ok(data, &["scan"]), "a\t2\n");
+
+    let sharded = |args: &[&str]| {
+        let mut a = vec!["--profile", "sharded"];
+        a.extend_from_slice(args);
+        ok(data, &a)
+    };
+    for i in 0..20 {
+        sharded(&["put", &format!("k{i:02}"), "old"]);
+    }
+    sharded(&["checkpoint", "create", "s"]);
+    sharded(&["delete", "--from", "k", "--to", "l"]);
+    assert_eq!(sharded(&["scan"]), "");
+    assert_eq!(sharded(&["--checkpoint", "s", "scan"]).lines().count(), 20);
+    assert_eq!(
+        sharded(&["checkpoint", "list"]).lines().count(),
+        3,
+        "one per shard"
+    );
+}

@@ -22,4 +22,4 @@ pub use metered::MeteredShard;
 pub use partition::{Partitioner, SCHEME};
 pub use replicated::ReplicatedShard;
 pub use router::{Router, ShardStats};
-pub use shard::{ImportStream, PairStream, Shard};
+pub use shard::{CheckpointOp, ImportStream, PairStream, Shard};

@@ -2,11 +2,11 @@
 //! server wraps one of these too.
 
 use crate::cluster::{IdentitySlot, ShardIdentity};
-use crate::shard::{ImportStream, PairStream, Shard};
+use crate::shard::{CheckpointOp, ImportStream, PairStream, Shard};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{AggregateState, KeyRange, Result, SeqNo, ValueType, WriteBatch};
-use cairn_engine::{Db, DbStats};
+use cairn_engine::{CheckpointInfo, Db, DbStats};
 use futures::StreamExt;
 
 /// Bytes of entries an import gathers into one table: one `Import::add`.
@@ -150,6 +150,17 @@ impl Shard for LocalShard {
 
     async fn stats(&self) -> Result<DbStats> {
         Ok(self.db.stats())
+    }
+
+    async fn checkpoint(&self, op: CheckpointOp) -> Result<Vec<CheckpointInfo>> {
+        match op {
+            CheckpointOp::Create(name) => {
+                self.db.create_checkpoint(&name).await?;
+            }
+            CheckpointOp::Delete(name) => self.db.delete_checkpoint(&name).await?,
+            CheckpointOp::List => {}
+        }
+        self.db.checkpoints().await
     }
 
     async fn close(&self) -> Result<()> {

@@ -2,11 +2,11 @@
 //! shard, labelled with the shard's index and the operation, so an operator sees which shard is
 //! slow or failing. A scan's failure while it streams counts too.
 
-use crate::shard::{ImportStream, PairStream, Shard};
+use crate::shard::{CheckpointOp, ImportStream, PairStream, Shard};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{AggregateState, KeyRange, Result, SeqNo, ValueType, WriteBatch};
-use cairn_engine::DbStats;
+use cairn_engine::{CheckpointInfo, DbStats};
 use futures::StreamExt;
 use metrics::{Counter, Histogram};
 use std::future::Future;
@@ -128,6 +128,10 @@ impl Shard for MeteredShard {
 
     async fn stats(&self) -> Result<DbStats> {
         self.admin.time(self.inner.stats()).await
+    }
+
+    async fn checkpoint(&self, op: CheckpointOp) -> Result<Vec<CheckpointInfo>> {
+        self.admin.time(self.inner.checkpoint(op)).await
     }
 
     async fn close(&self) -> Result<()> {

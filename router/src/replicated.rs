@@ -7,11 +7,11 @@
 //! polls fail) refuses reads once it is `engine.reader_max_staleness_ms` behind, so they
 //! go to the shard rather than to an ever older view.
 
-use crate::shard::{ImportStream, PairStream, Shard};
+use crate::shard::{CheckpointOp, ImportStream, PairStream, Shard};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{AggregateState, KeyRange, Result, SeqNo, ValueType, WriteBatch};
-use cairn_engine::DbStats;
+use cairn_engine::{CheckpointInfo, DbStats};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -123,6 +123,10 @@ impl Shard for ReplicatedShard {
 
     async fn stats(&self) -> Result<DbStats> {
         self.primary.stats().await
+    }
+
+    async fn checkpoint(&self, op: CheckpointOp) -> Result<Vec<CheckpointInfo>> {
+        self.primary.checkpoint(op).await
     }
 
     async fn close(&self) -> Result<()> {

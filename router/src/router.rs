@@ -5,12 +5,12 @@
 
 use crate::cluster::Cluster;
 use crate::partition::Partitioner;
-use crate::shard::{ImportStream, PairStream, Shard};
+use crate::shard::{CheckpointOp, ImportStream, PairStream, Shard};
 use bytes::Bytes;
 use cairn_common::{
     AggregateState, Entry, EntryKind, Error, KeyRange, Result, ValueType, WriteBatch, merge_sorted,
 };
-use cairn_engine::DbStats;
+use cairn_engine::{CheckpointInfo, DbStats};
 use futures::{Stream, StreamExt, TryStreamExt};
 use std::sync::Arc;
 
@@ -342,6 +342,14 @@ impl Router {
     /// Compacts every shard, all at once, like `flush`.
     pub async fn compact(&self) -> Result<()> {
         first_error(futures::future::join_all(self.shards.iter().map(|s| s.compact())).await)
+    }
+
+    /// Runs `op` on every shard, all at once: each shard's checkpoint is its own point in
+    /// time (a checkpoint across shards is not atomic). Answers each shard's checkpoints, in
+    /// shard order; the first error if any shard failed.
+    pub async fn checkpoint(&self, op: CheckpointOp) -> Result<Vec<Vec<CheckpointInfo>>> {
+        let calls = self.shards.iter().map(|s| s.checkpoint(op.clone()));
+        futures::future::join_all(calls).await.into_iter().collect()
     }
 
     /// Every shard's stats, in shard order; a shard that cannot answer has its error.

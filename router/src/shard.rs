@@ -5,7 +5,15 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{AggregateState, BoxStream, KeyRange, Result, SeqNo, ValueType, WriteBatch};
-use cairn_engine::DbStats;
+use cairn_engine::{CheckpointInfo, DbStats};
+
+/// What to do with a shard's named checkpoints (see `Db::create_checkpoint`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointOp {
+    Create(String),
+    Delete(String),
+    List,
+}
 
 /// Key-value pairs in key order.
 pub type PairStream = BoxStream<Result<(Bytes, Bytes)>>;
@@ -37,6 +45,9 @@ pub trait Shard: Send + Sync {
     async fn flush(&self) -> Result<()>;
     async fn compact(&self) -> Result<()>;
     async fn stats(&self) -> Result<DbStats>;
+    /// Creates or deletes a named checkpoint, or does nothing (`List`); answers the
+    /// checkpoints the shard holds after it, oldest first.
+    async fn checkpoint(&self, op: CheckpointOp) -> Result<Vec<CheckpointInfo>>;
     /// Closes a local shard's database; a remote shard's server stays up.
     async fn close(&self) -> Result<()>;
 }

@@ -61,6 +61,10 @@ pub struct Config {
     /// `data_dir`. Not a config key.
     #[serde(skip)]
     pub reader_dir: Option<PathBuf>,
+    /// Open this named checkpoint, read-only, instead of the database (`Db::open_checkpoint`;
+    /// `cairn --checkpoint NAME` on a read command). Not a config key.
+    #[serde(skip)]
+    pub checkpoint: Option<String>,
 }
 
 /// Where `cairn serve` exports its metrics in Prometheus' text format (`GET /metrics`). Off
