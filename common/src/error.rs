@@ -33,6 +33,10 @@ pub enum Error {
     /// lease keeps two writers apart): it must stop, or its lease run out, first.
     #[error("held by another writer: {0}")]
     Held(String),
+    /// A transaction's commit found a key changed since its snapshot: nothing of it was
+    /// written, and it may be run again.
+    #[error("transaction conflict: {0}")]
+    Conflict(String),
 }
 
 impl Error {
@@ -81,6 +85,7 @@ impl Error {
             Error::Component { component, detail } => Error::component(component, detail),
             Error::Fenced(m) => Error::Fenced(m.clone()),
             Error::Held(m) => Error::Held(m.clone()),
+            Error::Conflict(m) => Error::Conflict(m.clone()),
         }
     }
 }

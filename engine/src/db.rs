@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     pub lease: Option<Arc<LeaseClock>>,
     /// What background work shares with the foreground (`jobs.rs`).
     pub jobs: Jobs,
+    /// Transactions check their commits one at a time (`transaction.rs`).
+    pub commits: crate::transaction::Commits,
     pub closed: AtomicBool,
     pub deleter: mpsc::UnboundedSender<Deletion>,
     pub metrics: crate::metrics::EngineMetrics,
@@ -85,7 +87,7 @@ pub(crate) struct Inner {
 }
 
 pub struct Db {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     bg: Mutex<Option<Background>>,
 }
 
@@ -938,6 +940,7 @@ fn assemble(p: Parts) -> Arc<Inner> {
         lease: p.lease,
         follower: p.follower,
         jobs: Jobs::default(),
+        commits: Default::default(),
         closed: AtomicBool::new(false),
         deleter: p.deleter,
         metrics: crate::metrics::EngineMetrics::new(&p.state.database),
@@ -1051,21 +1054,31 @@ async fn in_tables(
     snapshot: SeqNo,
     lookup: &mut Lookup,
 ) -> Result<Option<Entry>> {
-    let l0 = version.levels[0].iter().filter(|t| {
-        t.meta.smallest.as_slice() <= key
-            && key <= t.meta.largest.as_slice()
-            && t.meta.min_seq <= snapshot
-    });
-    let deeper = version.levels[1..]
-        .iter()
-        .filter_map(|level| Version::find_in_level(level, key));
-    for t in l0.chain(deeper) {
+    for t in tables_for(version, key, snapshot) {
         let tombstone = t.ranges.as_ref().and_then(|r| r.covering(key, snapshot));
         if let Some(answer) = lookup.source(tombstone, t.table.get(key, snapshot).await?) {
             return Ok(answer);
         }
     }
     Ok(None)
+}
+
+/// The tables that can hold versions of `key` at `snapshot`, newest first: the L0 tables
+/// whose range holds it, then the one table of each deeper level that can.
+pub(crate) fn tables_for<'a>(
+    version: &'a Version,
+    key: &'a [u8],
+    snapshot: SeqNo,
+) -> impl Iterator<Item = &'a Arc<TableHandle>> + 'a {
+    let l0 = version.levels[0].iter().filter(move |t| {
+        t.meta.smallest.as_slice() <= key
+            && key <= t.meta.largest.as_slice()
+            && t.meta.min_seq <= snapshot
+    });
+    let deeper = version.levels[1..]
+        .iter()
+        .filter_map(move |level| Version::find_in_level(level, key));
+    l0.chain(deeper)
 }
 
 fn live_value(e: Entry) -> Option<Bytes> {

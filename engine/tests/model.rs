@@ -1,5 +1,5 @@
-//! The engine's backbone test: thousands of random puts, deletes, range deletes, batches, bulk
-//! imports, gets, scans,
+//! The engine's backbone test: thousands of random puts, deletes, range deletes, batches,
+//! transactions (some met by a conflicting write), bulk imports, gets, scans,
 //! snapshots, flushes, compactions and reopens (clean and crash-like), every read checked
 //! against a `BTreeMap`, over every pairing of journal and memtable kind.
 //! `CAIRN_MODEL_SEEDS=N` runs more seeds.
@@ -8,7 +8,7 @@ mod support;
 
 use bytes::Bytes;
 use cairn_common::{AggregateState, KeyRange, ValueType, WriteBatch};
-use cairn_engine::{Db, Snapshot};
+use cairn_engine::{Db, Isolation, Snapshot};
 use cairn_memtable::MemtableOptions;
 use cairn_testkit::model::{Model, model_range, random_range, remove_range};
 use rand::rngs::StdRng;
@@ -114,10 +114,71 @@ async fn run_model_on(
             down_steps += 1;
         }
         match rng.random_range(0..1000u32) {
-            0..=389 => {
+            0..=369 => {
                 let (k, v) = (key(&mut rng), value(&mut rng, step));
                 db.put(k.clone(), v.clone()).await.unwrap();
                 model.insert(k, v);
+            }
+            370..=389 => {
+                // A transaction reads a few keys and writes some of them; now and then a
+                // plain write lands on one of them between its reads and its commit, which
+                // must then fail if it wrote that key (or, serializable, read it).
+                let serializable = rng.random_bool(0.5);
+                let isolation = if serializable {
+                    Isolation::Serializable
+                } else {
+                    Isolation::Snapshot
+                };
+                let mut t = db.begin(isolation).unwrap();
+                let reads: Vec<Bytes> =
+                    (0..rng.random_range(1..4)).map(|_| key(&mut rng)).collect();
+                for k in &reads {
+                    assert_eq!(
+                        t.get(k).await.unwrap().as_ref(),
+                        model.get(k),
+                        "step {step}: txn get {k:?}"
+                    );
+                }
+                let mut writes: Vec<(Bytes, Option<Bytes>)> = Vec::new();
+                for k in &reads {
+                    if rng.random_bool(0.6) {
+                        let v = rng.random_bool(0.8).then(|| value(&mut rng, step));
+                        match &v {
+                            Some(v) => t.put(k.clone(), v.clone()),
+                            None => t.delete(k.clone()),
+                        }
+                        writes.push((k.clone(), v));
+                    }
+                }
+                let mut conflict = false;
+                if rng.random_ratio(1, 3) {
+                    let hit = if rng.random_bool(0.7) {
+                        reads[rng.random_range(0..reads.len())].clone()
+                    } else {
+                        key(&mut rng)
+                    };
+                    let v = value(&mut rng, step);
+                    db.put(hit.clone(), v.clone()).await.unwrap();
+                    model.insert(hit.clone(), v);
+                    conflict = !writes.is_empty()
+                        && (writes.iter().any(|(k, _)| *k == hit)
+                            || (serializable && reads.contains(&hit)));
+                }
+                match t.commit().await {
+                    Ok(_) => {
+                        assert!(!conflict, "step {step}: a conflicting commit went through");
+                        for (k, v) in writes {
+                            match v {
+                                Some(v) => model.insert(k, v),
+                                None => model.remove(&k),
+                            };
+                        }
+                    }
+                    Err(cairn_common::Error::Conflict(e)) => {
+                        assert!(conflict, "step {step}: a commit refused for nothing: {e}")
+                    }
+                    Err(e) => panic!("step {step}: {e}"),
+                }
             }
             390..=399 => {
                 // A bulk import, unsorted and with repeated keys (the last one wins).

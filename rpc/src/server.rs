@@ -31,7 +31,7 @@ pub fn status(e: Error) -> Status {
         Error::Closed => Status::failed_precondition("closed"),
         // Aborted is kept for fencing alone, so a client can map it back.
         Error::Fenced(m) => Status::aborted(without_paths(&m)),
-        Error::Held(m) => Status::failed_precondition(without_paths(&m)),
+        Error::Held(m) | Error::Conflict(m) => Status::failed_precondition(without_paths(&m)),
         other => Status::internal(without_paths(&other.to_string())),
     }
 }
