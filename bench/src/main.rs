@@ -17,6 +17,7 @@ mod router_suite;
 mod run;
 mod takeover_suite;
 mod target;
+mod transaction_suite;
 mod workload;
 
 use anyhow::{Context, Result, bail};
@@ -95,8 +96,9 @@ struct Args {
     /// against pulled rows, over --keys entries; `takeover` writes --keys entries, crashes
     /// the node and times a new node's open and first acknowledged write; `range-delete`
     /// times one range delete over half of --keys entries against a put, and reads before
-    /// and after it; `checkpoint` times making and deleting checkpoints of --keys entries
-    /// (see docs/benchmarks.md).
+    /// and after it; `checkpoint` times making and deleting checkpoints of --keys entries;
+    /// `transactions` runs read-modify-writes of two of --keys counters as transactions and
+    /// as plain batches (see docs/benchmarks.md).
     #[arg(long, value_enum)]
     suite: Option<Suite>,
     /// Export the Cairn engines' metrics (engine, journal, caches, RPC clients, router shards)
@@ -128,6 +130,7 @@ enum Suite {
     Takeover,
     RangeDelete,
     Checkpoint,
+    Transactions,
 }
 
 impl Args {
@@ -202,6 +205,9 @@ async fn run_bench(mut args: Args) -> Result<()> {
     }
     if args.suite == Some(Suite::Checkpoint) {
         return run_checkpoint_suite(&args).await;
+    }
+    if args.suite == Some(Suite::Transactions) {
+        return run_transaction_suite(&args).await;
     }
     let mut results: Vec<RunResult> = Vec::new();
     for profile in args.profiles.clone() {
@@ -403,6 +409,31 @@ async fn run_range_delete_suite(args: &Args) -> Result<()> {
         results.push(r);
     }
     print!("{}", range_delete_suite::report(&results));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn run_transaction_suite(args: &Args) -> Result<()> {
+    let mut results = Vec::new();
+    for profile in &args.profiles {
+        let base = tempfile::Builder::new().prefix("cairn-bench-").tempdir()?;
+        let config = cairn::Config::load(&args.config, Some(profile))?;
+        results.extend(
+            transaction_suite::run(
+                &config,
+                profile,
+                base.path(),
+                args.keys,
+                args.concurrency,
+                Duration::from_secs_f64(args.duration.max(0.01)),
+            )
+            .await?,
+        );
+    }
+    print!("{}", transaction_suite::report(&results));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -250,6 +250,46 @@ fn the_checkpoint_suite_makes_and_deletes_checkpoints() {
     assert!(r["median_ms"].as_f64().unwrap() > 0.0, "{r}");
 }
 
+/// The transactions suite: transactions lose no increment; its report says how many the
+/// plain read-modify-writes lost (any number, 0 included, on a quiet machine).
+#[test]
+fn the_transactions_suite_loses_no_increment_in_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .arg("--config")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml"))
+        .args([
+            "--suite",
+            "transactions",
+            "--profile",
+            "nosync",
+            "--keys",
+            "20",
+            "--concurrency",
+            "8",
+            "--duration",
+            "0.5",
+            "--quiet",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run cairn-bench");
+    assert!(
+        out.status.success(),
+        "cairn-bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let txn = &report[0];
+    assert_eq!(txn["mode"], "transactions", "{report}");
+    assert!(txn["committed"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(txn["lost_increments"], 0, "{report}");
+    assert_eq!(report[1]["mode"], "plain batches", "{report}");
+}
+
 /// With `--metrics-listen`, the engines' metrics are served while the bench runs: a scrape
 /// during a get workload sees the gets counted.
 #[test]

@@ -24,7 +24,8 @@ pub use cairn_common::{
 };
 pub use cairn_compaction::{CompactionJob, Compactor, LocalCompactor, PickerOptions};
 pub use cairn_engine::{
-    CheckpointInfo, Components, Db, DbIter, DbStats, EngineOptions, LevelStats, Snapshot,
+    CheckpointInfo, Components, Db, DbIter, DbStats, EngineOptions, Isolation, LevelStats,
+    Snapshot, Transaction,
 };
 pub use cairn_filestore::{
     Compression, FilterKind, SstOptions, SstStorage, Storage, Table, TableBuilder,
