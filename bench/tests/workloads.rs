@@ -19,6 +19,27 @@ const WORKLOADS: &[&str] = &[
     "ycsb-f",
 ];
 
+/// Runs `cairn-bench` on the shipped config with `args` and `--json`: the JSON report.
+fn suite_report(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .arg("--config")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml"))
+        .args(args)
+        .arg("--quiet")
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run cairn-bench");
+    assert!(
+        out.status.success(),
+        "cairn-bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
 #[test]
 fn every_workload_runs_and_reports_its_fields() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,31 +162,14 @@ fn unknown_profile_and_missing_rocksdb_feature_are_clear_errors() {
 /// so its "new node" is a restart): every key written before the crash is checked after it.
 #[test]
 fn the_takeover_suite_restarts_a_local_profile_and_reports_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("out.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
-        .arg("--config")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml"))
-        .args([
-            "--suite",
-            "takeover",
-            "--keys",
-            "3000",
-            "--concurrency",
-            "8",
-            "--quiet",
-        ])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run cairn-bench");
-    assert!(
-        out.status.success(),
-        "cairn-bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = suite_report(&[
+        "--suite",
+        "takeover",
+        "--keys",
+        "3000",
+        "--concurrency",
+        "8",
+    ]);
     let r = &report[0];
     assert_eq!(r["mode"], "restart", "{r}");
     assert_eq!(r["keys"], 3000, "{r}");
@@ -181,33 +185,16 @@ fn the_takeover_suite_restarts_a_local_profile_and_reports_it() {
 /// phase, that the deleted half is gone and the rest is there.
 #[test]
 fn the_range_delete_suite_reads_through_every_phase_of_a_tombstone() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("out.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
-        .arg("--config")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml"))
-        .args([
-            "--suite",
-            "range-delete",
-            "--profile",
-            "default",
-            "--profile",
-            "sharded",
-            "--keys",
-            "4000",
-            "--quiet",
-        ])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run cairn-bench");
-    assert!(
-        out.status.success(),
-        "cairn-bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = suite_report(&[
+        "--suite",
+        "range-delete",
+        "--profile",
+        "default",
+        "--profile",
+        "sharded",
+        "--keys",
+        "4000",
+    ]);
     for r in report.as_array().unwrap() {
         let phases: Vec<&str> = r["phases"]
             .as_array()
@@ -227,23 +214,7 @@ fn the_range_delete_suite_reads_through_every_phase_of_a_tombstone() {
 /// The checkpoint suite: twenty checkpoints made and deleted on a loaded database.
 #[test]
 fn the_checkpoint_suite_makes_and_deletes_checkpoints() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("out.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
-        .arg("--config")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml"))
-        .args(["--suite", "checkpoint", "--keys", "3000", "--quiet"])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run cairn-bench");
-    assert!(
-        out.status.success(),
-        "cairn-bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = suite_report(&["--suite", "checkpoint", "--keys", "3000"]);
     let r = &report[0];
     assert_eq!(r["keys"], 3000, "{r}");
     assert!(r["bytes"].as_u64().unwrap() > 300_000, "{r}");
@@ -254,35 +225,18 @@ fn the_checkpoint_suite_makes_and_deletes_checkpoints() {
 /// plain read-modify-writes lost (any number, 0 included, on a quiet machine).
 #[test]
 fn the_transactions_suite_loses_no_increment_in_transactions() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("out.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
-        .arg("--config")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml"))
-        .args([
-            "--suite",
-            "transactions",
-            "--profile",
-            "nosync",
-            "--keys",
-            "20",
-            "--concurrency",
-            "8",
-            "--duration",
-            "0.5",
-            "--quiet",
-        ])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run cairn-bench");
-    assert!(
-        out.status.success(),
-        "cairn-bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = suite_report(&[
+        "--suite",
+        "transactions",
+        "--profile",
+        "nosync",
+        "--keys",
+        "20",
+        "--concurrency",
+        "8",
+        "--duration",
+        "0.5",
+    ]);
     let txn = &report[0];
     assert_eq!(txn["mode"], "transactions", "{report}");
     assert!(txn["committed"].as_u64().unwrap() > 0, "{report}");

@@ -221,11 +221,9 @@ fn cairn_profile(data: &Path, profile: &str, env: &[(&str, &str)], args: &[&str]
     String::from_utf8(out.stdout).expect("utf8 output")
 }
 
-/// Writes numbers, flushes, overwrites one after the flush, and checks the aggregate includes
-/// the fresh write (memtable merged with the Parquet table at one snapshot).
-fn numbers_flush_and_aggregate(data: &Path, profile: &str, env: &[(&str, &str)]) {
-    let run = |args: &[&str]| cairn_profile(data, profile, env, args);
-    for i in 1..=5 {
+/// Puts `n{i}` = 10 * i as an 8-byte number for each `i` in `keys`.
+fn put_tens(run: &impl Fn(&[&str]) -> String, keys: std::ops::RangeInclusive<u32>) {
+    for i in keys {
         run(&[
             "put",
             &format!("n{i}"),
@@ -234,6 +232,13 @@ fn numbers_flush_and_aggregate(data: &Path, profile: &str, env: &[(&str, &str)])
             "i64",
         ]);
     }
+}
+
+/// Writes numbers, flushes, overwrites one after the flush, and checks the aggregate includes
+/// the fresh write (memtable merged with the Parquet table at one snapshot).
+fn numbers_flush_and_aggregate(data: &Path, profile: &str, env: &[(&str, &str)]) {
+    let run = |args: &[&str]| cairn_profile(data, profile, env, args);
+    put_tens(&run, 1..=5);
     run(&["flush"]);
     assert_eq!(run(&["aggregate", "--op", "sum"]), "150\n");
     run(&["put", "n5", "0", "--number", "i64"]);
@@ -282,15 +287,7 @@ fn hybrid_profile_writes_parquet_that_pyarrow_and_duckdb_read_back() {
     let data = dir.path();
     numbers_flush_and_aggregate(data, "hybrid", &[]);
     let run = |args: &[&str]| cairn_profile(data, "hybrid", &[], args);
-    for i in 6..=8 {
-        run(&[
-            "put",
-            &format!("n{i}"),
-            &format!("{}", i * 10),
-            "--number",
-            "i64",
-        ]);
-    }
+    put_tens(&run, 6..=8);
     run(&["flush"]);
     run(&["delete", "--from", "n6", "--to", "n8"]);
     run(&["put", "n7", "77", "--number", "i64"]);

@@ -1,14 +1,15 @@
 //! The pairing matrix: every journal kind (memory, file, grpc, object) x storage kind (sstable,
 //! parquet, hybrid, grpc) x compactor kind (local, grpc), wired from config exactly as a user's
-//! profile would be, runs one engine scenario (writes, overwrites, deletes, batches, gets,
-//! scans, flushes, compactions, reopens) checked against a `BTreeMap`. The grpc kinds talk to
+//! profile would be, runs one engine scenario (writes, overwrites, deletes, range deletes,
+//! batches, transactions, gets, scans, flushes, compactions, reopens) checked against a
+//! `BTreeMap`. The grpc kinds talk to
 //! real servers on 127.0.0.1 started with `cairn::serve`, as `cairn serve` starts them.
 
 mod support;
 
 use bytes::Bytes;
 use cairn::{Config, KeyRange, WriteBatch};
-use cairn_testkit::model::model_range;
+use cairn_testkit::model::{model_range, remove_range};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -36,12 +37,37 @@ async fn scenario(j: J, s: S, c: C) {
                 db.put(k.clone(), v.clone()).await.unwrap();
                 model.insert(k, v);
             }
-            40..=54 => {
+            40..=51 => {
                 let k = key(&mut rng);
                 db.delete(k.clone()).await.unwrap();
                 model.remove(&k);
             }
-            55..=62 => {
+            52..=54 => {
+                let a = rng.random_range(0..300u32);
+                let (from, to) = (
+                    Bytes::from(format!("k{a:04}")),
+                    Bytes::from(format!("k{:04}", a + rng.random_range(1..40u32))),
+                );
+                db.delete_range(from.clone(), to.clone()).await.unwrap();
+                remove_range(&mut model, &from, &to);
+            }
+            55..=56 => {
+                let mut t = db.begin(cairn::Isolation::Snapshot).unwrap();
+                let (a, b) = (key(&mut rng), key(&mut rng));
+                assert_eq!(
+                    t.get(&a).await.unwrap().as_ref(),
+                    model.get(&a),
+                    "step {step}: txn get"
+                );
+                let v = Bytes::from(format!("t{step}"));
+                t.put(a.clone(), v.clone());
+                t.delete(b.clone());
+                t.commit().await.unwrap();
+                // The delete comes after the put: when `b` is `a`, it wins.
+                model.insert(a, v);
+                model.remove(&b);
+            }
+            57..=62 => {
                 let mut b = WriteBatch::new();
                 for i in 0..rng.random_range(1..10) {
                     let k = key(&mut rng);

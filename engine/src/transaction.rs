@@ -135,7 +135,8 @@ impl Transaction<'_> {
         }
         let commits = &self.db.inner.commits;
         let mut in_flight = None;
-        let pending = {
+        // Holds this commit's keys in `pending` until its write is visible.
+        let _pending = {
             let _one_at_a_time = commits.check.lock().await;
             let view = self.db.inner.view();
             for key in self.writes.keys().chain(self.reads.iter()) {
@@ -173,7 +174,6 @@ impl Transaction<'_> {
                 String::from_utf8_lossy(&key)
             )));
         }
-        let _pending = pending;
         let mut batch = WriteBatch::new();
         for (k, v) in self.writes {
             match v {
