@@ -949,7 +949,7 @@ fn assemble(p: Parts) -> Arc<Inner> {
 }
 
 /// A checkpoint, as `Db::checkpoints` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CheckpointInfo {
     pub name: String,
     /// Milliseconds since the Unix epoch, by the clock of the writer that made it.

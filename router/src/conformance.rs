@@ -1,7 +1,7 @@
 //! The conformance suite every `Shard` implementation runs (local, over gRPC, decorated).
 //! Call [`run`] with a fresh, empty shard; it panics with a description on the first violation.
 
-use crate::shard::{ImportStream, Shard};
+use crate::shard::{CheckpointOp, ImportStream, Shard};
 use bytes::Bytes;
 use cairn_common::{AggregateOp, AggregateValue, KeyRange, ValueType, WriteBatch};
 use futures::TryStreamExt;
@@ -18,6 +18,33 @@ pub async fn run(shard: Arc<dyn Shard>) {
     aggregates_fold_the_range(&shard).await;
     imports_load_and_later_writes_win(&shard).await;
     flush_compact_and_stats(&shard).await;
+    checkpoints_are_made_listed_and_deleted(&shard).await;
+}
+
+async fn checkpoints_are_made_listed_and_deleted(shard: &Arc<dyn Shard>) {
+    let mut batch = WriteBatch::new();
+    batch.put("c:k", "before");
+    shard.write(batch).await.expect("write");
+    let made = shard
+        .checkpoint(CheckpointOp::Create("conformance".into()))
+        .await
+        .expect("create a checkpoint");
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0].name, "conformance");
+    assert!(made[0].tables > 0, "it holds the flushed write: {made:?}");
+    let listed = shard.checkpoint(CheckpointOp::List).await.expect("list");
+    assert_eq!(listed, made);
+    let left = shard
+        .checkpoint(CheckpointOp::Delete("conformance".into()))
+        .await
+        .expect("delete");
+    assert!(left.is_empty(), "{left:?}");
+    let e = shard
+        .checkpoint(CheckpointOp::Delete("conformance".into()))
+        .await
+        .expect_err("deleting one that is gone")
+        .to_string();
+    assert!(e.contains("no checkpoint named"), "{e}");
 }
 
 fn b(s: impl Into<String>) -> Bytes {

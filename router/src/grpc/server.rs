@@ -3,12 +3,13 @@
 
 use super::pb::shard_server::{Shard as ShardRpc, ShardServer};
 use super::pb::{
-    AggregateRequest, GetRequest, GetResponse, ImportRequest, MultiGetRequest, MultiGetResponse,
-    Pairs, ScanRequest, ShardTag, StatsResponse, Tagged, WriteRequest, WriteResponse,
+    AggregateRequest, CheckpointRequest, CheckpointResponse, GetRequest, GetResponse,
+    ImportRequest, MultiGetRequest, MultiGetResponse, Pairs, ScanRequest, ShardTag, StatsResponse,
+    Tagged, WriteRequest, WriteResponse,
 };
 use super::{CHUNK_BYTES, pair_bytes, pairs_message, pairs_of};
 use crate::local::LocalShard;
-use crate::shard::{ImportStream, Shard};
+use crate::shard::{CheckpointOp, ImportStream, Shard};
 use cairn_common::{Error, ValueType, WriteBatch};
 use cairn_rpc::pb::{AggregateState, Empty, Progress};
 use cairn_rpc::{
@@ -219,5 +220,26 @@ impl ShardRpc for ShardService {
         let stats = self.shard.stats().await.map_err(status)?;
         let json = serde_json::to_string(&stats).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(StatsResponse { json }))
+    }
+
+    async fn checkpoint(
+        &self,
+        req: Request<CheckpointRequest>,
+    ) -> Result<Response<CheckpointResponse>, Status> {
+        let r = req.into_inner();
+        self.admit(r.tag)?;
+        let op = match r.op {
+            0 => CheckpointOp::List,
+            1 => CheckpointOp::Create(r.name),
+            2 => CheckpointOp::Delete(r.name),
+            k => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown checkpoint op {k}"
+                )));
+            }
+        };
+        let list = self.shard.checkpoint(op).await.map_err(status)?;
+        let json = serde_json::to_string(&list).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(CheckpointResponse { json }))
     }
 }
