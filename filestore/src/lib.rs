@@ -16,6 +16,7 @@ mod object_location;
 mod parquet_store;
 mod prefix_index;
 mod sstable;
+mod table_file;
 mod tracker;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -32,6 +33,7 @@ pub use object_location::{
 };
 pub use parquet_store::{ParquetOptions, ParquetStorage, TABLE_META_KEY, table_schema};
 pub use sstable::{Compression, FilterKind, SstOptions, SstStorage};
+pub use table_file::{TableFile, read_table_file};
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -360,7 +360,7 @@ impl SstTable {
         }
     }
 
-    fn open(path: PathBuf, meta: TableMeta, cache: BlockCache) -> Result<Self> {
+    pub(crate) fn open(path: PathBuf, meta: TableMeta, cache: BlockCache) -> Result<Self> {
         let file = File::open(&path).at(&path)?;
         let len = file.metadata().at(&path)?.len();
         let corrupt =

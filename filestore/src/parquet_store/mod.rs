@@ -5,7 +5,7 @@
 
 mod checksum;
 mod reader;
-mod schema;
+pub(crate) mod schema;
 mod table;
 mod writer;
 
