@@ -112,6 +112,14 @@ enum Command {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Load table files built elsewhere (Cairn SSTables, or Parquet files with Cairn's
+    /// columns) in one import: each file's newest version of each key, a later file newer,
+    /// each table at the deepest level it does not overlap. One database, not a sharded
+    /// profile (use `import` there).
+    Ingest {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Serve this profile's journal, storage, a compactor over its storage, or a shard (a
     /// whole engine, for routers), over gRPC, until SIGTERM or Ctrl-C. Prints `serving
     /// COMPONENT on URL` once listening.
@@ -239,6 +247,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             (c, None) => *c,
         };
         return serve(&config, component, listen.as_deref()).await;
+    }
+    if let Command::Ingest { files } = &cli.command {
+        anyhow::ensure!(
+            config.router.is_none(),
+            "ingest loads files into one database; on a sharded profile, `import` spreads KEY<TAB>VALUE lines over the shards"
+        );
+        let db = cairn::open(&config)
+            .await
+            .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+        let loaded = db.ingest(files).await;
+        let closed = db.close().await.context("closing the database");
+        let seq = loaded?;
+        closed?;
+        println!("ingested {} files (sequence number {seq})", files.len());
+        return Ok(ExitCode::SUCCESS);
     }
     // Read commands change nothing: they open as readers that follow the writer (no epoch
     // taken, nothing reserved or written), so they may run beside a live writer, locking a
@@ -458,7 +481,7 @@ async fn execute(db: &cairn::Router, command: Command) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Config { .. } | Command::Serve { .. } => {}
+        Command::Config { .. } | Command::Serve { .. } | Command::Ingest { .. } => {}
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

@@ -733,3 +733,34 @@ fn checkpoints_are_made_read_and_deleted_from_the_command_line() {
         "one per shard"
     );
 }
+
+/// `cairn ingest` loads a Parquet file pyarrow wrote, rows in no order, with a delete among
+/// them; a sharded profile is sent to `import`.
+#[test]
+fn ingest_loads_a_file_pyarrow_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    ok(data, &["put", "a", "old"]);
+    ok(data, &["put", "gone", "soon"]);
+    let file = data.join("built.parquet");
+    let script = r#"
+import sys, pyarrow as pa, pyarrow.parquet as pq
+rows = [(b"c", 1, 0, b"c1"), (b"a", 4, 0, b"a4"), (b"gone", 2, 1, b""), (b"a", 9, 0, b"a9")]
+cols = list(zip(*rows))
+t = pa.table({"key": pa.array(cols[0], pa.binary()), "seq": pa.array(cols[1], pa.uint64()),
+              "kind": pa.array(cols[2], pa.uint8()), "value": pa.array(cols[3], pa.binary())})
+pq.write_table(t, sys.argv[1])
+"#;
+    if python_over(script, std::slice::from_ref(&file), "pyarrow").is_none() {
+        return;
+    }
+    let path = file.to_str().unwrap();
+    assert_eq!(
+        ok(data, &["ingest", path]),
+        "ingested 1 files (sequence number 3)\n"
+    );
+    assert_eq!(ok(data, &["scan"]), "a\ta9\nc\tc1\n");
+    let sharded = cairn(data, &["--profile", "sharded", "ingest", path]);
+    assert_eq!(sharded.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&sharded.stderr).contains("`import` spreads"));
+}

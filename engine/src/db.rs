@@ -621,6 +621,39 @@ impl Db {
     /// writes a table, `finish` installs them together, and an import dropped unfinished
     /// leaves nothing behind. Compaction waits until it ends, and so do the acknowledgements
     /// of writes made after its first `add`.
+    /// Loads table files built elsewhere (`cairn_filestore::read_table_file`: Cairn
+    /// SSTables, or Parquet files with Cairn's schema, sorted or not) in one import: each
+    /// file's newest version of each key, put or delete, under a sequence number of its own
+    /// (a later file is newer), placed at the deepest level it does not overlap. A file with
+    /// range tombstones is refused: their order against the file's versions would not survive
+    /// renumbering (apply them with `delete_range`). Returns the last file's number.
+    pub async fn ingest(&self, files: &[PathBuf]) -> Result<SeqNo> {
+        let mut import = self.begin_import().await?;
+        for path in files {
+            let p = path.clone();
+            let file = tokio::task::spawn_blocking(move || cairn_filestore::read_table_file(&p))
+                .await
+                .map_err(|e| Error::component("ingest", e))??;
+            if !file.range_deletes.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} holds {} range tombstones: ingest takes puts and deletes (apply range deletes with delete_range)",
+                    path.display(),
+                    file.range_deletes.len()
+                )));
+            }
+            let mut newest: Vec<(Bytes, Option<Bytes>)> = Vec::with_capacity(file.entries.len());
+            for e in file.entries {
+                if newest.last().is_some_and(|(k, _)| *k == e.key) {
+                    continue; // an older version: the file's newest decides
+                }
+                let value = (e.kind == EntryKind::Put).then_some(e.value);
+                newest.push((e.key, value));
+            }
+            import.add_versions(newest).await?;
+        }
+        import.finish().await
+    }
+
     pub async fn begin_import(&self) -> Result<Import> {
         self.inner.check_writable()?;
         let handle = self.bg.lock().as_ref().map(Background::handle);

@@ -1,7 +1,9 @@
-//! Bulk import: entries written as level-0 tables and installed directly, past the journal
-//! and the memtable (RocksDB's external file ingestion, for tables built here). An import
-//! is any number of tables installed together in one manifest edit, so it lands whole or
-//! not at all.
+//! Bulk import: entries written as tables and installed directly, past the journal and the
+//! memtable (RocksDB's external file ingestion; `Db::ingest` feeds it files built elsewhere).
+//! An import is any number of tables installed together in one manifest edit, so it lands
+//! whole or not at all. Each table goes to the deepest level where no table of that level
+//! or any above overlaps it (level 0 if that is none), as RocksDB places ingested files: its
+//! writes are newer than everything below it, and nothing above it holds its keys.
 //!
 //! Each table takes a sequence number of its own, S, for all its entries (so a key repeated
 //! in a later table of the same import is newer). Three things keep each S ordered against
@@ -25,8 +27,9 @@
 use crate::db::Inner;
 use crate::manifest::VersionEdit;
 use crate::version::TableHandle;
+use crate::version::Version;
 use bytes::Bytes;
-use cairn_common::{Entry, EntryKind, Error, Result, SeqNo, key_prefix_after, shared_prefix_len};
+use cairn_common::{Entry, Error, Result, SeqNo, TableMeta, key_prefix_after, shared_prefix_len};
 use cairn_filestore::write_table_from;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -63,11 +66,17 @@ impl Import {
     /// Writes `entries` (puts, in any order; of repeated keys the last wins, here and over
     /// earlier `add`s) as one table. Nothing is visible until `finish`.
     pub async fn add(&mut self, entries: Vec<(Bytes, Bytes)>) -> Result<()> {
+        self.add_versions(entries.into_iter().map(|(k, v)| (k, Some(v))).collect())
+            .await
+    }
+
+    /// Like `add`, with deletes: a `None` value deletes its key.
+    pub async fn add_versions(&mut self, entries: Vec<(Bytes, Option<Bytes>)>) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
         for (k, v) in &entries {
-            cairn_common::limits::check_pair(k, v)?;
+            cairn_common::limits::check_pair(k, v.as_deref().unwrap_or_default())?;
         }
         self.inner.check_open()?;
         let inner = self.inner.clone();
@@ -110,8 +119,13 @@ impl Import {
             .flatten()
             .map(|h| h.meta.max_seq)
             .max();
+        let levels = placement(&inner.versions.current(), &tables);
         let edit = VersionEdit {
-            added: tables.iter().map(|t| (0, t.meta.clone())).collect(),
+            added: tables
+                .iter()
+                .zip(levels)
+                .map(|(t, level)| (level, t.meta.clone()))
+                .collect(),
             last_seq: Some(self.last_seq.max(flushed.unwrap_or(0))),
             ..VersionEdit::default()
         };
@@ -155,20 +169,44 @@ impl Drop for Import {
     }
 }
 
+/// The level of each of `tables` (oldest first): the deepest where neither that level nor
+/// any above holds a table that overlaps it, the tables placed before it included; else 0.
+fn placement(version: &Version, tables: &[Arc<TableHandle>]) -> Vec<u32> {
+    let overlaps = |a: &TableMeta, b: &TableMeta| a.overlaps_keys(&b.smallest, &b.largest);
+    let mut placed: Vec<(usize, &TableMeta)> = Vec::new();
+    let mut out = Vec::with_capacity(tables.len());
+    for t in tables {
+        let clear = |level: usize| {
+            version.levels[level]
+                .iter()
+                .all(|o| !overlaps(&o.meta, &t.meta))
+                && placed
+                    .iter()
+                    .all(|(l, m)| *l != level || !overlaps(m, &t.meta))
+        };
+        let above = (0..version.levels.len()).take_while(|&l| clear(l)).last();
+        let level = match above {
+            Some(l) if l > 0 => l,
+            _ => 0,
+        };
+        placed.push((level, &t.meta));
+        out.push(level as u32);
+    }
+    out
+}
+
 /// Writes one table of `entries`, every entry under sequence number `seq`.
 async fn write_at(
     inner: &Arc<Inner>,
     seq: SeqNo,
-    mut entries: Vec<(Bytes, Bytes)>,
+    mut entries: Vec<(Bytes, Option<Bytes>)>,
 ) -> Result<Arc<TableHandle>> {
     inner.check_open()?;
     sort_last_wins(&mut entries);
     let id = inner.versions.reserve_table_ids(1).await?.start;
-    let entries = entries.into_iter().map(|(key, value)| Entry {
-        key,
-        seq,
-        kind: EntryKind::Put,
-        value,
+    let entries = entries.into_iter().map(|(key, value)| match value {
+        Some(value) => Entry::put(key, seq, value),
+        None => Entry::delete(key, seq),
     });
     let meta = write_table_from(inner.comps.storage.as_ref(), id, entries).await?;
     let table = inner.comps.storage.open_table(&meta).await?;
@@ -179,7 +217,7 @@ async fn write_at(
 /// case for a load, is only checked. Otherwise the sort orders small (prefix, position) pairs
 /// instead of chasing every key's pointer: the 8 key bytes after the prefix all keys share
 /// decide almost every comparison, and only ties read the keys.
-fn sort_last_wins(entries: &mut Vec<(Bytes, Bytes)>) {
+fn sort_last_wins<V: Default>(entries: &mut Vec<(Bytes, V)>) {
     if entries.windows(2).all(|w| w[0].0 < w[1].0) {
         return;
     }
