@@ -106,6 +106,10 @@ struct Args {
     /// then `curl 127.0.0.1:9464/metrics`. The RocksDB peer records none.
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Serve --metrics-listen beyond loopback (it has no token and no TLS, and names every
+    /// database the bench opens); refused otherwise, as `metrics.allow_open` does for servers.
+    #[arg(long)]
+    metrics_allow_open: bool,
     /// Run as one side of a writer and a read replica in two processes on the same remote
     /// components or bucket: `writer` runs the workloads (default overwrite) and sets a
     /// marker every 10 ms; `reader` opens the database read-only, runs the workloads
@@ -169,6 +173,7 @@ fn main() -> Result<()> {
 
 async fn run_bench(mut args: Args) -> Result<()> {
     if let Some(at) = &args.metrics_listen {
+        cairn::check_metrics_exposure(at, args.metrics_allow_open).context("--metrics-listen")?;
         cairn::export_metrics(at).context("--metrics-listen")?;
     }
     if args.workloads.is_empty() {

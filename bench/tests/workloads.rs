@@ -244,6 +244,24 @@ fn the_transactions_suite_loses_no_increment_in_transactions() {
     assert_eq!(report[1]["mode"], "plain batches", "{report}");
 }
 
+/// Metrics beyond loopback need an explicit yes, as servers' do.
+#[test]
+fn metrics_beyond_loopback_are_refused_without_an_explicit_yes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .arg("--config")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml"))
+        .args(["--keys", "10", "--duration", "0.1", "--quiet"])
+        .args(["--metrics-listen", "0.0.0.0:0"])
+        .output()
+        .expect("run cairn-bench");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to serve metrics on 0.0.0.0"),
+        "{err}"
+    );
+}
+
 /// With `--metrics-listen`, the engines' metrics are served while the bench runs: a scrape
 /// during a get workload sees the gets counted.
 #[test]
