@@ -141,13 +141,6 @@ impl RangeDeletes {
     pub fn deletes(&self, key: &[u8], seq: SeqNo, snapshot: SeqNo) -> bool {
         self.covering(key, snapshot).is_some_and(|t| t > seq)
     }
-
-    /// Whether any tombstone that `snapshot` sees overlaps the keys `[smallest, largest]`.
-    pub fn overlaps(&self, smallest: &[u8], largest: &[u8], snapshot: SeqNo) -> bool {
-        self.tombstones
-            .iter()
-            .any(|t| t.seq <= snapshot && t.start.as_ref() <= largest && smallest < t.end.as_ref())
-    }
 }
 
 /// `entries` (in internal order) with `tombstones` put in among them at their start keys, in
@@ -234,9 +227,6 @@ mod tests {
             ]
         );
         assert_eq!(r.tombstones().len(), 2, "the duplicate is kept once");
-        assert!(r.overlaps(b"l", b"z", 3));
-        assert!(!r.overlaps(b"m", b"z", 100));
-        assert!(!r.overlaps(b"a", b"z", 2));
     }
 
     #[test]

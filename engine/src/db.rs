@@ -6,6 +6,7 @@ use crate::follow::CatchUp;
 use crate::import::Import;
 use crate::jobs::Jobs;
 use crate::lease::LeaseClock;
+use crate::lookup::{Found, in_memtables, in_tables};
 use crate::manifest::{Manifest, ManifestLog, VersionEdit};
 use crate::options::EngineOptions;
 use crate::recovery::{adopt_journal, leftovers, open_manifest, replay_journal};
@@ -17,8 +18,7 @@ use crate::version_set::VersionSet;
 use crate::write_path::WritePath;
 use bytes::Bytes;
 use cairn_common::{
-    AggregateState, Entry, EntryKind, Error, IoContext, KeyRange, Result, SeqNo, ValueType,
-    WriteBatch,
+    AggregateState, Error, IoContext, KeyRange, Result, SeqNo, ValueType, WriteBatch,
 };
 use cairn_compaction::{Compactor, LeveledPicker};
 use cairn_filestore::Storage;
@@ -88,7 +88,7 @@ pub(crate) struct Inner {
 
 pub struct Db {
     pub(crate) inner: Arc<Inner>,
-    bg: Mutex<Option<Background>>,
+    pub(crate) bg: Mutex<Option<Background>>,
 }
 
 const LOCK_FILE: &str = "LOCK";
@@ -255,91 +255,6 @@ impl Db {
             inner,
             bg: Mutex::new(Some(bg)),
         })
-    }
-
-    /// Opens checkpoint `name` of the database in `comps.storage`, read-only: its tables as
-    /// they were when it was made, with nothing from the journal (`comps.journal` is not
-    /// read). `dir` holds only its lock. The checkpoint's tables stay until it is deleted.
-    pub async fn open_checkpoint(
-        dir: impl AsRef<Path>,
-        opts: EngineOptions,
-        comps: Components,
-        name: &str,
-    ) -> Result<Db> {
-        let dir = dir.as_ref().to_path_buf();
-        let lock_file = lock_dir(&dir)?;
-        let store = comps.storage.manifests();
-        let location = store.location();
-        let loaded = crate::manifest::load(store.as_ref())
-            .await?
-            .ok_or_else(|| Error::InvalidArgument(format!("{location} holds no database")))?;
-        let checkpoint = loaded.state.checkpoint(name).cloned().ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "database {} has no checkpoint named {name:?} (cairn checkpoint list shows them)",
-                loaded.state.database
-            ))
-        })?;
-        let mut state = loaded.state;
-        state.levels = checkpoint.levels;
-        state.last_seq = checkpoint.seq;
-        // Nothing here retires a table: the channel has no receiver.
-        let deleter = mpsc::unbounded_channel().0;
-        let version =
-            crate::follow::open_version(&state, None, comps.storage.as_ref(), &deleter).await?;
-        let inner = assemble(Parts {
-            dir,
-            opts,
-            active: MemSlot::new((comps.memtables)(), 0),
-            comps,
-            version,
-            last_seq: checkpoint.seq,
-            manifest_version: loaded.version,
-            manifest_location: location,
-            state,
-            log: None,
-            follower: None,
-            lease: None,
-            deleter,
-            lock_file,
-        });
-        Ok(Db {
-            inner,
-            bg: Mutex::new(None),
-        })
-    }
-
-    /// Records checkpoint `name`: a durable, read-only view of the database as it is now,
-    /// which shares its tables (nothing is copied; creating one takes a flush and a manifest
-    /// version, whatever the database's size). Every write acknowledged before the call is
-    /// in it. A checkpoint of the same name is replaced. Its tables are kept, even once
-    /// compacted away, until it is deleted.
-    pub async fn create_checkpoint(&self, name: &str) -> Result<CheckpointInfo> {
-        self.inner.check_writable()?;
-        check_checkpoint_name(name)?;
-        self.inner.flush_all().await?;
-        let made = self.inner.versions.create_checkpoint(name).await?;
-        Ok(CheckpointInfo::of(&made))
-    }
-
-    /// Deletes checkpoint `name`; the tables only it referenced are deleted after
-    /// `engine.table_grace_ms`, as compacted ones are.
-    pub async fn delete_checkpoint(&self, name: &str) -> Result<()> {
-        self.inner.check_writable()?;
-        for id in self.inner.versions.delete_checkpoint(name).await? {
-            let _ = self.inner.deleter.send(Deletion { id, was_live: true });
-        }
-        Ok(())
-    }
-
-    /// The database's checkpoints, oldest first, as its storage holds them now.
-    pub async fn checkpoints(&self) -> Result<Vec<CheckpointInfo>> {
-        self.inner.check_open()?;
-        let store = self.inner.comps.storage.manifests();
-        let state = crate::manifest::load(store.as_ref())
-            .await?
-            .map(|l| l.state.checkpoints)
-            .unwrap_or_default();
-        Ok(state.iter().map(CheckpointInfo::of).collect())
     }
 
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<SeqNo> {
@@ -621,39 +536,6 @@ impl Db {
     /// writes a table, `finish` installs them together, and an import dropped unfinished
     /// leaves nothing behind. Compaction waits until it ends, and so do the acknowledgements
     /// of writes made after its first `add`.
-    /// Loads table files built elsewhere (`cairn_filestore::read_table_file`: Cairn
-    /// SSTables, or Parquet files with Cairn's schema, sorted or not) in one import: each
-    /// file's newest version of each key, put or delete, under a sequence number of its own
-    /// (a later file is newer), placed at the deepest level it does not overlap. A file with
-    /// range tombstones is refused: their order against the file's versions would not survive
-    /// renumbering (apply them with `delete_range`). Returns the last file's number.
-    pub async fn ingest(&self, files: &[PathBuf]) -> Result<SeqNo> {
-        let mut import = self.begin_import().await?;
-        for path in files {
-            let p = path.clone();
-            let file = tokio::task::spawn_blocking(move || cairn_filestore::read_table_file(&p))
-                .await
-                .map_err(|e| Error::component("ingest", e))??;
-            if !file.range_deletes.is_empty() {
-                return Err(Error::InvalidArgument(format!(
-                    "{} holds {} range tombstones: ingest takes puts and deletes (apply range deletes with delete_range)",
-                    path.display(),
-                    file.range_deletes.len()
-                )));
-            }
-            let mut newest: Vec<(Bytes, Option<Bytes>)> = Vec::with_capacity(file.entries.len());
-            for e in file.entries {
-                if newest.last().is_some_and(|(k, _)| *k == e.key) {
-                    continue; // an older version: the file's newest decides
-                }
-                let value = (e.kind == EntryKind::Put).then_some(e.value);
-                newest.push((e.key, value));
-            }
-            import.add_versions(newest).await?;
-        }
-        import.finish().await
-    }
-
     pub async fn begin_import(&self) -> Result<Import> {
         self.inner.check_writable()?;
         let handle = self.bg.lock().as_ref().map(Background::handle);
@@ -791,20 +673,19 @@ impl Inner {
         // Memtables before tables: a flush installs its table before it drops the memtable,
         // so loading in this order never misses a write. Memtable lookups never await, so a
         // short-lived guard does; the version is held across table reads and is cloned.
-        let mut lookup = Lookup::default();
         let found = {
             let mem = self.writes.mem();
-            in_memtables(&mem, key, snapshot, &mut lookup)
+            in_memtables(&mem, key, snapshot)
         };
         let found = match found {
-            Some(answer) => Ok(answer),
+            Some(found) => Ok(Some(found)),
             None => {
                 fail::fail_point!("get-between-memtables-and-tables");
-                in_tables(&self.versions.current(), key, tables_at, &mut lookup).await
+                in_tables(&self.versions.current(), key, tables_at).await
             }
         };
         self.record_get(started);
-        found.map(|e| e.and_then(live_value))
+        found.map(|f| f.and_then(Found::value))
     }
 
     /// The same read through memtables and tables the caller loaded together, for reads
@@ -817,13 +698,12 @@ impl Inner {
         tables_at: SeqNo,
     ) -> Result<Option<Bytes>> {
         let started = std::time::Instant::now();
-        let mut lookup = Lookup::default();
-        let found = match in_memtables(&view.mem, key, snapshot, &mut lookup) {
-            Some(answer) => Ok(answer),
-            None => in_tables(&view.version, key, tables_at, &mut lookup).await,
+        let found = match in_memtables(&view.mem, key, snapshot) {
+            Some(found) => Ok(Some(found)),
+            None => in_tables(&view.version, key, tables_at).await,
         };
         self.record_get(started);
-        found.map(|e| e.and_then(live_value))
+        found.map(|f| f.and_then(Found::value))
     }
 
     fn record_get(&self, started: std::time::Instant) {
@@ -928,24 +808,24 @@ impl Inner {
     }
 }
 
-struct Parts {
-    dir: PathBuf,
-    opts: EngineOptions,
-    comps: Components,
-    active: MemSlot,
-    version: Version,
-    last_seq: SeqNo,
-    state: Manifest,
-    manifest_version: u64,
-    manifest_location: String,
-    log: Option<ManifestLog>,
-    follower: Option<crate::follow::Follower>,
-    lease: Option<Arc<LeaseClock>>,
-    deleter: mpsc::UnboundedSender<Deletion>,
-    lock_file: File,
+pub(crate) struct Parts {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: EngineOptions,
+    pub(crate) comps: Components,
+    pub(crate) active: MemSlot,
+    pub(crate) version: Version,
+    pub(crate) last_seq: SeqNo,
+    pub(crate) state: Manifest,
+    pub(crate) manifest_version: u64,
+    pub(crate) manifest_location: String,
+    pub(crate) log: Option<ManifestLog>,
+    pub(crate) follower: Option<crate::follow::Follower>,
+    pub(crate) lease: Option<Arc<LeaseClock>>,
+    pub(crate) deleter: mpsc::UnboundedSender<Deletion>,
+    pub(crate) lock_file: File,
 }
 
-fn assemble(p: Parts) -> Arc<Inner> {
+pub(crate) fn assemble(p: Parts) -> Arc<Inner> {
     let writes = WritePath::new(
         p.active,
         p.last_seq,
@@ -981,51 +861,8 @@ fn assemble(p: Parts) -> Arc<Inner> {
     })
 }
 
-/// A checkpoint, as `Db::checkpoints` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CheckpointInfo {
-    pub name: String,
-    /// Milliseconds since the Unix epoch, by the clock of the writer that made it.
-    pub created_ms: u64,
-    /// The newest sequence number it holds.
-    pub seq: SeqNo,
-    pub tables: usize,
-    /// The size of its tables (shared with the database and other checkpoints).
-    pub bytes: u64,
-}
-
-impl CheckpointInfo {
-    fn of(c: &crate::manifest::NamedCheckpoint) -> CheckpointInfo {
-        let tables = c.levels.iter().flatten();
-        CheckpointInfo {
-            name: c.name.clone(),
-            created_ms: c.created_ms,
-            seq: c.seq,
-            tables: tables.clone().count(),
-            bytes: tables.map(|t| t.size).sum(),
-        }
-    }
-}
-
-/// A name a checkpoint may have: 1 to 200 letters, digits, `-`, `_` and `.`, so that it is
-/// the same word in a shell, a URL and a file name.
-fn check_checkpoint_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "{name:?} is not a checkpoint name: use 1 to 200 letters, digits, '-', '_' and '.'"
-        )))
-    }
-}
-
 /// Creates `dir` and takes its lock: one process at a time opens a data directory.
-fn lock_dir(dir: &Path) -> Result<File> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
     cairn_common::durable::create_dir_durably(dir)?;
     let lock_path = dir.join(LOCK_FILE);
     let lock_file = File::options()
@@ -1038,85 +875,5 @@ fn lock_dir(dir: &Path) -> Result<File> {
         Ok(()) => Ok(lock_file),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(dir.to_path_buf())),
         Err(std::fs::TryLockError::Error(e)) => Err(Error::io(lock_path, e)),
-    }
-}
-
-/// What the sources of a lookup read so far, newest first, say of one key. A source's
-/// range tombstones cover every older version of the keys they span, so once one covers the
-/// key, no older source can hold its answer.
-#[derive(Default)]
-struct Lookup {
-    /// The newest range tombstone over the key met so far.
-    covered: Option<SeqNo>,
-}
-
-impl Lookup {
-    /// Takes one source's newest tombstone over the key and its version of the key; the
-    /// answer (a version, or `None` for none), once it is decided.
-    fn source(&mut self, tombstone: Option<SeqNo>, found: Option<Entry>) -> Option<Option<Entry>> {
-        self.covered = self.covered.max(tombstone);
-        match (found, self.covered) {
-            (Some(e), Some(t)) if t > e.seq => Some(None),
-            (Some(e), _) => Some(Some(e)),
-            (None, Some(_)) => Some(None),
-            (None, None) => None,
-        }
-    }
-}
-
-/// The answer for `key` at `snapshot` from the memtables, newest first, if they decide it.
-fn in_memtables(
-    mem: &MemState,
-    key: &[u8],
-    snapshot: SeqNo,
-    lookup: &mut Lookup,
-) -> Option<Option<Entry>> {
-    std::iter::once(&mem.active)
-        .chain(mem.immutables.iter())
-        .find_map(|m| {
-            let tombstone = m.ranges.get().and_then(|r| r.covering(key, snapshot));
-            lookup.source(tombstone, m.table.get(key, snapshot))
-        })
-}
-
-/// The answer for `key` at `snapshot` from the tables: L0 newest first, then the one table
-/// of each deeper level that can hold it.
-async fn in_tables(
-    version: &Version,
-    key: &[u8],
-    snapshot: SeqNo,
-    lookup: &mut Lookup,
-) -> Result<Option<Entry>> {
-    for t in tables_for(version, key, snapshot) {
-        let tombstone = t.ranges.as_ref().and_then(|r| r.covering(key, snapshot));
-        if let Some(answer) = lookup.source(tombstone, t.table.get(key, snapshot).await?) {
-            return Ok(answer);
-        }
-    }
-    Ok(None)
-}
-
-/// The tables that can hold versions of `key` at `snapshot`, newest first: the L0 tables
-/// whose range holds it, then the one table of each deeper level that can.
-pub(crate) fn tables_for<'a>(
-    version: &'a Version,
-    key: &'a [u8],
-    snapshot: SeqNo,
-) -> impl Iterator<Item = &'a Arc<TableHandle>> + 'a {
-    let l0 = version.levels[0].iter().filter(move |t| {
-        t.meta.smallest.as_slice() <= key
-            && key <= t.meta.largest.as_slice()
-            && t.meta.min_seq <= snapshot
-    });
-    let deeper = version.levels[1..]
-        .iter()
-        .filter_map(move |level| Version::find_in_level(level, key));
-    l0.chain(deeper)
-}
-
-fn live_value(e: Entry) -> Option<Bytes> {
-    match e.kind {
-        EntryKind::Put => Some(e.value),
-        EntryKind::Delete | EntryKind::RangeDelete => None,
     }
 }

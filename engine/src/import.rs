@@ -29,8 +29,11 @@ use crate::manifest::VersionEdit;
 use crate::version::TableHandle;
 use crate::version::Version;
 use bytes::Bytes;
-use cairn_common::{Entry, Error, Result, SeqNo, TableMeta, key_prefix_after, shared_prefix_len};
+use cairn_common::{
+    Entry, EntryKind, Error, Result, SeqNo, TableMeta, key_prefix_after, shared_prefix_len,
+};
 use cairn_filestore::write_table_from;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::OwnedMutexGuard;
@@ -166,6 +169,41 @@ impl Drop for Import {
             t.mark_abandoned();
         }
         self.release();
+    }
+}
+
+impl crate::Db {
+    /// Loads table files built elsewhere (`cairn_filestore::read_table_file`: Cairn
+    /// SSTables, or Parquet files with Cairn's schema, sorted or not) in one import: each
+    /// file's newest version of each key, put or delete, under a sequence number of its own
+    /// (a later file is newer), placed at the deepest level it does not overlap. A file with
+    /// range tombstones is refused: their order against the file's versions would not survive
+    /// renumbering (apply them with `delete_range`). Returns the last file's number.
+    pub async fn ingest(&self, files: &[PathBuf]) -> Result<SeqNo> {
+        let mut import = self.begin_import().await?;
+        for path in files {
+            let p = path.clone();
+            let file = tokio::task::spawn_blocking(move || cairn_filestore::read_table_file(&p))
+                .await
+                .map_err(|e| Error::component("ingest", e))??;
+            if !file.range_deletes.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} holds {} range tombstones: ingest takes puts and deletes (apply range deletes with delete_range)",
+                    path.display(),
+                    file.range_deletes.len()
+                )));
+            }
+            let mut newest: Vec<(Bytes, Option<Bytes>)> = Vec::with_capacity(file.entries.len());
+            for e in file.entries {
+                if newest.last().is_some_and(|(k, _)| *k == e.key) {
+                    continue; // an older version: the file's newest decides
+                }
+                let value = (e.kind == EntryKind::Put).then_some(e.value);
+                newest.push((e.key, value));
+            }
+            import.add_versions(newest).await?;
+        }
+        import.finish().await
     }
 }
 

@@ -6,6 +6,7 @@
 mod aggregate;
 mod background;
 mod changes;
+mod checkpoint;
 mod completing;
 mod db;
 mod follow;
@@ -13,6 +14,7 @@ mod import;
 mod jobs;
 mod lease;
 mod legacy_manifest;
+mod lookup;
 pub mod manifest;
 mod mem_ranges;
 mod metrics;
@@ -27,7 +29,8 @@ mod version;
 mod version_set;
 mod write_path;
 
-pub use db::{CheckpointInfo, Components, Db};
+pub use checkpoint::CheckpointInfo;
+pub use db::{Components, Db};
 pub use follow::ReaderStats;
 pub use import::Import;
 pub use options::EngineOptions;

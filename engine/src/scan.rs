@@ -134,7 +134,8 @@ pub(crate) fn range_deletes_in(
         .levels
         .iter()
         .flatten()
-        .filter(|t| range.overlaps(&t.meta.smallest, &t.meta.largest))
+        // The pointer check first: nearly every table has no tombstones.
+        .filter(|t| t.ranges.is_some() && range.overlaps(&t.meta.smallest, &t.meta.largest))
         .filter_map(|t| t.ranges.clone());
     let mut sources: Vec<Arc<RangeDeletes>> = in_mem.chain(in_tables).collect();
     let over = |t: &RangeTombstone| {

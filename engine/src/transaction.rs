@@ -11,7 +11,8 @@
 //! plain write acknowledged before a commit's check is seen by it; one still in flight may
 //! not be (it is not part of a transaction).
 
-use crate::db::{Db, MemState, ReadView, tables_for};
+use crate::db::{Db, ReadView};
+use crate::lookup::{in_memtables, in_tables};
 use crate::snapshot::Snapshot;
 use bytes::Bytes;
 use cairn_common::{Error, Result, SeqNo, WriteBatch};
@@ -188,26 +189,9 @@ impl Transaction<'_> {
 /// The sequence number of the newest change to `key`: its newest version or the newest range
 /// tombstone over it, whichever is newer, from the newest source that has either.
 async fn newest_change(view: &ReadView, key: &[u8]) -> Result<Option<SeqNo>> {
-    let ReadView { mem, version } = view;
-    if let Some(s) = in_memtables(mem, key) {
-        return Ok(Some(s));
-    }
-    for t in tables_for(version, key, SeqNo::MAX) {
-        let covered = t.ranges.as_ref().and_then(|r| r.covering(key, SeqNo::MAX));
-        let found = t.table.get(key, SeqNo::MAX).await?.map(|e| e.seq);
-        if let Some(s) = found.max(covered) {
-            return Ok(Some(s));
-        }
-    }
-    Ok(None)
-}
-
-fn in_memtables(mem: &MemState, key: &[u8]) -> Option<SeqNo> {
-    std::iter::once(&mem.active)
-        .chain(mem.immutables.iter())
-        .find_map(|m| {
-            let covered = m.ranges.get().and_then(|r| r.covering(key, SeqNo::MAX));
-            let found = m.table.get(key, SeqNo::MAX).map(|e| e.seq);
-            found.max(covered)
-        })
+    let found = match in_memtables(&view.mem, key, SeqNo::MAX) {
+        Some(found) => Some(found),
+        None => in_tables(&view.version, key, SeqNo::MAX).await?,
+    };
+    Ok(found.and_then(|f| f.newest_change()))
 }
