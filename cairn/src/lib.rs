@@ -19,8 +19,9 @@ pub use metrics::{check_exposure as check_metrics_exposure, export_metrics};
 pub use wiring::{components, open, open_router};
 
 pub use cairn_common::{
-    AggregateOp, AggregateState, AggregateValue, Entry, EntryKind, Error, KeyRange, RangeDeletes,
-    RangeTombstone, Result, SeqNo, TableMeta, ValueType, WriteBatch,
+    AggregateOp, AggregateState, AggregateValue, Clock, CompactionFilter, Entry, EntryKind, Error,
+    FilterDecision, KeyRange, ManualClock, MergeOperator, Operators, RangeDeletes, RangeTombstone,
+    Result, SeqNo, SharedClock, SystemClock, TableMeta, ValueType, WriteBatch,
 };
 pub use cairn_compaction::{CompactionJob, Compactor, LocalCompactor, PickerOptions};
 pub use cairn_engine::{

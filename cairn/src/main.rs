@@ -51,6 +51,20 @@ enum Command {
         /// Store VALUE as an 8-byte little-endian integer (or float), for `aggregate`.
         #[arg(long, value_name = "TYPE")]
         number: Option<ValueType>,
+        /// The put expires after this long (`500ms`, `30s`, `10m`, `2h`, `7d`), and reads
+        /// as deleted from then on.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// Add OPERAND to KEY with the merge operator OP (`add` and `max` take an i64, `append`
+    /// bytes); OP must be the database's `engine.merge_operator`, or becomes it for this
+    /// command when none is configured.
+    Merge {
+        #[arg(long)]
+        op: String,
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        operand: String,
     },
     /// Print the value of KEY; exit code 1 and `not found` on stderr when absent.
     Get {
@@ -225,6 +239,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         );
         config.checkpoint = Some(name.clone());
     }
+    if let Command::Merge { op, .. } = &cli.command {
+        match &config.engine.merge_operator {
+            Some(configured) => anyhow::ensure!(
+                configured == op,
+                "--op {op}: the database's merge operator is `{configured}` (engine.merge_operator)"
+            ),
+            None => config.engine.merge_operator = Some(op.clone()),
+        }
+    }
     if let Command::Config {
         command: ConfigCommand::Show,
     } = &cli.command
@@ -332,7 +355,24 @@ async fn shutdown_signal() {
 async fn execute(db: &cairn::Router, command: Command) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
-        Command::Put { key, value, number } => {
+        Command::Merge { op, key, operand } => {
+            let bytes = match op.as_str() {
+                "add" | "max" => {
+                    let n: i64 = operand
+                        .parse()
+                        .with_context(|| format!("`{operand}` is not an i64 (`{op}` adds i64s)"))?;
+                    Bytes::copy_from_slice(&n.to_le_bytes())
+                }
+                _ => Bytes::from(operand),
+            };
+            db.merge(key, bytes).await?;
+        }
+        Command::Put {
+            key,
+            value,
+            number,
+            ttl,
+        } => {
             let bytes = match number {
                 None => Bytes::from(value),
                 Some(ValueType::I64) => {
@@ -348,7 +388,15 @@ async fn execute(db: &cairn::Router, command: Command) -> Result<ExitCode> {
                     Bytes::copy_from_slice(&n.to_le_bytes())
                 }
             };
-            db.put(key, bytes).await?;
+            match ttl {
+                None => db.put(key, bytes).await?,
+                Some(ttl) => {
+                    let now = cairn::Clock::now_ms(&cairn::SystemClock);
+                    let mut b = cairn::WriteBatch::new();
+                    b.put_expiring(key, &bytes, now.saturating_add(ttl.as_millis() as u64));
+                    db.write(b).await?;
+                }
+            }
         }
         Command::Get { key, number } => match db.get(key.as_bytes()).await? {
             Some(v) => match (number, <[u8; 8]>::try_from(&v[..])) {
@@ -564,4 +612,22 @@ fn import_lines(
             }
         })
     }))
+}
+
+/// `500ms`, `30s`, `10m`, `2h`, `7d`, or a bare number of seconds.
+fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (500ms, 30s, 10m, 2h, 7d)"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h, d)")),
+    };
+    Ok(std::time::Duration::from_millis(n.saturating_mul(ms)))
 }

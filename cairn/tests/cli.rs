@@ -285,13 +285,19 @@ fn python_over(script: &str, files: &[PathBuf], module: &str) -> Option<String> 
 fn hybrid_profile_writes_parquet_that_pyarrow_and_duckdb_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    numbers_flush_and_aggregate(data, "hybrid", &[]);
-    let run = |args: &[&str]| cairn_profile(data, "hybrid", &[], args);
+    // Every command names the merge operator, as a profile would with engine.merge_operator.
+    let env = [("CAIRN_ENGINE__MERGE_OPERATOR", "add")];
+    numbers_flush_and_aggregate(data, "hybrid", &env);
+    let run = |args: &[&str]| cairn_profile(data, "hybrid", &env, args);
     put_tens(&run, 6..=8);
     run(&["flush"]);
     run(&["delete", "--from", "n6", "--to", "n8"]);
     run(&["put", "n7", "77", "--number", "i64"]);
     assert_eq!(run(&["aggregate", "--op", "sum"]), "247\n");
+    run(&["merge", "--op", "add", "n2", "5"]);
+    run(&["merge", "--op", "add", "n9", "3"]);
+    assert_eq!(run(&["get", "n2", "--number", "i64"]), "25\n");
+    assert_eq!(run(&["aggregate", "--op", "sum"]), "255\n");
     let files = parquet_files(&data.join("parquet"));
     // Each process flushes at close, so there are several tables.
     assert!(files.len() >= 2, "a table per flush: {files:?}");
@@ -301,26 +307,35 @@ fn hybrid_profile_writes_parquet_that_pyarrow_and_duckdb_read_back() {
         "the primary holds SSTables"
     );
 
-    // The same data through readers with no Cairn code in them: every table's rows, the
-    // newest version of each key deciding it unless a newer range tombstone (kind 2, the
-    // key its start, the value its end) covers it, as the engine would (FORMAT.md).
+    // The same data through readers with no Cairn code in them, as the engine reads it
+    // (FORMAT.md): per key, versions newest first (a version appears in more than one file
+    // while a compacted table waits out its grace period); merge operands (kind 3) add up until a
+    // put (kind 0) or a tombstone (kind 1), or a newer range tombstone (kind 2, the key its
+    // start, the value its end) that covers the key, ends them.
     let pyarrow = r#"
 import sys, pyarrow.parquet as pq
-newest, ranges = {}, []
+versions, ranges = {}, []
 for path in sys.argv[1:]:
     t = pq.read_table(path)
     assert t.schema.names == ["key", "seq", "kind", "value"], t.schema.names
     for k, s, kind, v in zip(*(t.column(c).to_pylist() for c in t.schema.names)):
         if kind == 2:
             ranges.append((k, v, s))
-        elif k not in newest or s > newest[k][0]:
-            newest[k] = (s, kind, v)
-for k in sorted(newest):
-    s, kind, v = newest[k]
-    if kind == 0 and not any(a <= k < b and s < rs for a, b, rs in ranges):
-        print(k.decode(), int.from_bytes(v, "little", signed=True))
+        else:
+            versions.setdefault(k, set()).add((s, kind, v))
+for k in sorted(versions):
+    total, live = 0, False
+    for s, kind, v in sorted(versions[k], reverse=True):
+        if any(a <= k < b and s < rs for a, b, rs in ranges) or kind == 1:
+            break
+        total += int.from_bytes(v, "little", signed=True)
+        live = True
+        if kind == 0:
+            break
+    if live:
+        print(k.decode(), total)
 "#;
-    let want = "n2 20\nn3 30\nn4 40\nn5 0\nn7 77\nn8 80\n";
+    let want = "n2 25\nn3 30\nn4 40\nn5 0\nn7 77\nn8 80\nn9 3\n";
     if let Some(out) = python_over(pyarrow, &files, "pyarrow") {
         assert_eq!(out, want);
     }
@@ -328,16 +343,23 @@ for k in sorted(newest):
 import sys, duckdb
 rows = duckdb.read_parquet(sys.argv[1:])
 live = duckdb.sql("""
-    WITH newest AS (
-        SELECT key, seq, kind, value FROM rows WHERE kind < 2
-        QUALIFY row_number() OVER (PARTITION BY key ORDER BY seq DESC) = 1)
-    SELECT decode(n.key) AS key, n.value FROM newest n
-    WHERE n.kind = 0 AND NOT EXISTS (
-        SELECT 1 FROM rows r
-        WHERE r.kind = 2 AND r.key <= n.key AND n.key < r.value AND r.seq > n.seq)
-    ORDER BY n.key""").fetchall()
-for k, v in live:
-    print(k, int.from_bytes(v, "little", signed=True))
+    WITH v AS (SELECT DISTINCT key, seq, kind, value FROM rows WHERE kind <> 2),
+    floor AS (
+        SELECT k.key,
+            (SELECT max(seq) FROM v WHERE v.key = k.key AND v.kind IN (0, 1)) AS bs,
+            (SELECT max(r.seq) FROM rows r
+             WHERE r.kind = 2 AND r.key <= k.key AND k.key < r.value) AS rs
+        FROM (SELECT DISTINCT key FROM v) k)
+    SELECT decode(f.key),
+        (SELECT v.value FROM v WHERE v.key = f.key AND v.seq = f.bs AND v.kind = 0
+            AND f.bs > coalesce(f.rs, 0)) AS base,
+        (SELECT list(v.value) FROM v WHERE v.key = f.key AND v.kind = 3
+            AND v.seq > greatest(coalesce(f.bs, 0), coalesce(f.rs, 0))) AS operands
+    FROM floor f ORDER BY f.key""").fetchall()
+n = lambda b: int.from_bytes(b, "little", signed=True)
+for k, base, operands in live:
+    if base is not None or operands:
+        print(k, (n(base) if base is not None else 0) + sum(n(o) for o in operands or []))
 "#;
     if let Some(out) = python_over(duckdb, &files, "duckdb") {
         assert_eq!(out, want);
@@ -763,4 +785,36 @@ pq.write_table(t, sys.argv[1])
     let sharded = cairn(data, &["--profile", "sharded", "ingest", path]);
     assert_eq!(sharded.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&sharded.stderr).contains("`import` spreads"));
+}
+
+#[test]
+fn merges_and_expiring_puts_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let env = [("CAIRN_ENGINE__MERGE_OPERATOR", "add")];
+    let run = |args: &[&str]| cairn_profile(data, "default", &env, args);
+    run(&["merge", "--op", "add", "hits", "5"]);
+    run(&["merge", "--op", "add", "hits", "-2"]);
+    assert_eq!(run(&["get", "hits", "--number", "i64"]), "3\n");
+    // --op must be the database's operator.
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--config")
+        .arg(repo_config())
+        .args(["merge", "--op", "max", "hits", "9"])
+        .env("CAIRN_DATA_DIR", data)
+        .envs(env)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("engine.merge_operator"), "{err}");
+
+    run(&["put", "session", "s1", "--ttl", "1h"]);
+    run(&["put", "flash", "f", "--ttl", "1ms"]);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(run(&["get", "session"]), "s1\n");
+    let gone = cairn(data, &["get", "flash"]);
+    assert_eq!(gone.status.code(), Some(1), "expired: not found");
+    let bad = cairn(data, &["put", "k", "v", "--ttl", "5 parsecs"]);
+    assert_eq!(bad.status.code(), Some(2));
 }

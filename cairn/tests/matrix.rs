@@ -1,6 +1,6 @@
 //! The pairing matrix: every journal kind (memory, file, grpc, object) x storage kind (sstable,
 //! parquet, hybrid, grpc) x compactor kind (local, grpc), wired from config exactly as a user's
-//! profile would be, runs one engine scenario (writes, overwrites, deletes, range deletes,
+//! profile would be, runs one engine scenario (writes, overwrites, deletes, range deletes, merges,
 //! batches, transactions, gets, scans, flushes, compactions, reopens) checked against a
 //! `BTreeMap`. The grpc kinds talk to
 //! real servers on 127.0.0.1 started with `cairn::serve`, as `cairn serve` starts them.
@@ -29,13 +29,21 @@ async fn scenario(j: J, s: S, c: C) {
     let (mut flushes, mut compactions, mut reopens) = (0, 0, 0);
     for step in 0..700 {
         match rng.random_range(0..100u32) {
-            0..=39 => {
+            0..=34 => {
                 let (k, v) = (
                     key(&mut rng),
                     Bytes::from(format!("v{step}-{}", "x".repeat(step % 50))),
                 );
                 db.put(k.clone(), v.clone()).await.unwrap();
                 model.insert(k, v);
+            }
+            35..=39 => {
+                // `append`, folded by the engine on read and flush, and by the compactor,
+                // local or a server that looks the name up.
+                let (k, v) = (key(&mut rng), Bytes::from(format!("+{step}")));
+                db.merge(k.clone(), v.clone()).await.unwrap();
+                let old = model.get(&k).cloned().unwrap_or_default();
+                model.insert(k, Bytes::from([&old[..], &v[..]].concat()));
             }
             40..=51 => {
                 let k = key(&mut rng);

@@ -1,4 +1,5 @@
-//! The router's model test (puts, deletes, range deletes, batches, imports, reads): three shards (one in this process, two served by real shard
+//! The router's model test (puts, deletes, range deletes, merges, expiring puts, batches,
+//! imports, reads): three shards (one in this process, two served by real shard
 //! servers on 127.0.0.1, started as `cairn serve shard` starts them), wired from a profile's
 //! `[router]` section. Random puts, deletes, cross-shard batches, gets, multi-gets, ordered and
 //! unordered scans, aggregates, bulk imports, flushes, compactions, router reopens and shard
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 
 /// Small sizes, so a run flushes and compacts every shard several times.
 const ENGINE: &str = "[default.engine]\nmemtable_bytes = 8192\nmax_immutable_memtables = 2\n\
+     merge_operator = \"append\"\n\
      l0_stop_writes = 12\nbackground_threads = 1\n\
      [default.compaction]\nl0_trigger = 2\nlevels = 3\nbase_level_bytes = 32768\n\
      level_size_ratio = 4\ntarget_table_bytes = 8192\n\
@@ -132,10 +134,32 @@ async fn run_model(seed: u64, steps: usize) {
 
     for step in 0..steps {
         match rng.random_range(0..1000u32) {
-            0..=299 => {
+            0..=259 => {
                 let (k, v) = (key(&mut rng), value(&mut rng, step));
                 router.put(k.clone(), v.clone()).await.unwrap();
                 model.insert(k, v);
+            }
+            260..=284 => {
+                // Folded by each shard's `append`, locally and in the servers' engines.
+                let (k, v) = (key(&mut rng), value(&mut rng, step));
+                router.merge(k.clone(), v.clone()).await.unwrap();
+                let old = model.get(&k).cloned().unwrap_or_default();
+                model.insert(k, Bytes::from([&old[..], &v[..]].concat()));
+            }
+            285..=299 => {
+                // Expiring puts on the shards' own (system) clocks: one that expired long
+                // ago hides the key as a tombstone would; one far off reads as a put.
+                let (k, v) = (key(&mut rng), value(&mut rng, step));
+                let expired = rng.random_bool(0.5);
+                let at = if expired { 1 } else { u64::MAX };
+                let mut b = WriteBatch::new();
+                b.put_expiring(k.clone(), &v, at);
+                router.write(b).await.unwrap();
+                if expired {
+                    model.remove(&k);
+                } else {
+                    model.insert(k, v);
+                }
             }
             300..=364 => {
                 let k = key(&mut rng);

@@ -75,6 +75,10 @@ pub struct AggregateState {
     pub max: Option<f64>,
     pub min_i: Option<i64>,
     pub max_i: Option<i64>,
+    /// Keys whose newest version a part could not fold alone (a merge operand, or an
+    /// expiring put, which needs the reader's clock): the engine then folds a merged scan.
+    #[serde(default)]
+    pub unresolved: u64,
 }
 
 /// The answer to one aggregate.
@@ -110,6 +114,7 @@ impl AggregateState {
             max: None,
             min_i: None,
             max_i: None,
+            unresolved: 0,
         }
     }
 
@@ -141,6 +146,7 @@ impl AggregateState {
         self.rows += other.rows;
         self.numeric += other.numeric;
         self.skipped += other.skipped;
+        self.unresolved += other.unresolved;
         self.sum_i += other.sum_i;
         self.sum_f += other.sum_f;
         let pick = |a: Option<f64>, b: Option<f64>, f: fn(f64, f64) -> f64| match (a, b) {

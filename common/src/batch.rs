@@ -52,6 +52,42 @@ impl WriteBatch {
         self
     }
 
+    /// A merge operand for `key`, folded into its value by the database's merge operator.
+    pub fn merge(&mut self, key: impl Into<Bytes>, operand: impl Into<Bytes>) -> &mut Self {
+        let (key, value) = (key.into(), operand.into());
+        self.bytes += key.len() + value.len();
+        self.ops.push(BatchOp {
+            kind: EntryKind::Merge,
+            key,
+            value,
+        });
+        self
+    }
+
+    /// A put that reads as deleted from `expires_at_ms` (unix milliseconds) on.
+    pub fn put_expiring(
+        &mut self,
+        key: impl Into<Bytes>,
+        value: &[u8],
+        expires_at_ms: u64,
+    ) -> &mut Self {
+        let (key, value) = (key.into(), crate::expiring_value(value, expires_at_ms));
+        self.bytes += key.len() + value.len();
+        self.ops.push(BatchOp {
+            kind: EntryKind::Expiring,
+            key,
+            value,
+        });
+        self
+    }
+
+    /// Appends an operation as it is (one taken from another batch).
+    pub fn push(&mut self, op: BatchOp) -> &mut Self {
+        self.bytes += op.key.len() + op.value.len();
+        self.ops.push(op);
+        self
+    }
+
     /// Deletes every key in `[start, end)` that the batch's writes before this do not set
     /// again after it: one operation, whatever the number of keys.
     pub fn delete_range(&mut self, start: impl Into<Bytes>, end: impl Into<Bytes>) -> &mut Self {
@@ -90,7 +126,8 @@ impl WriteBatch {
 
     /// Encodes `[format u8 = 2][first_seq u64][count u32][mark u64]` then per op
     /// `[kind u8][key_len u32][key][value_len u32][value]`, integers little-endian. A range
-    /// delete (kind 2) has its start as the key and its end as the value. `mark`
+    /// delete (kind 2) has its start as the key and its end as the value; a merge (kind 3)
+    /// its operand as the value; an expiring put (kind 4) its expiry and value, as stored. `mark`
     /// is the writer's visible sequence number as it encodes: every batch at or below it
     /// that the writer ever showed was journaled before this one, so a replica that has
     /// applied the journal up to here may show everything up to the mark.
@@ -179,7 +216,9 @@ mod tests {
         b.put("a", "1")
             .delete("b")
             .put("", "")
-            .delete_range("c", "f");
+            .delete_range("c", "f")
+            .merge("m", "+")
+            .put_expiring("e", b"v", 99);
         let enc = b.encode(42, 40);
         let (seq, mark, back) = WriteBatch::decode_marked(&enc).unwrap();
         assert_eq!((seq, mark), (42, 40));

@@ -17,6 +17,12 @@ pub enum EntryKind {
     /// A range tombstone: `key` is the first key it deletes, `value` the end (excluded).
     /// It deletes every version of the keys in `[key, value)` older than its own `seq`.
     RangeDelete = 2,
+    /// A merge operand: folded with the versions below it by the database's merge operator
+    /// (`crate::MergeOperator`), on read and by flush and compaction.
+    Merge = 3,
+    /// A put that expires: the value is `[expires_at u64 big-endian, unix ms][value]`. From
+    /// its expiry on it reads as a tombstone, and compaction turns it into one.
+    Expiring = 4,
 }
 
 impl EntryKind {
@@ -29,6 +35,8 @@ impl EntryKind {
             0 => Some(EntryKind::Put),
             1 => Some(EntryKind::Delete),
             2 => Some(EntryKind::RangeDelete),
+            3 => Some(EntryKind::Merge),
+            4 => Some(EntryKind::Expiring),
             _ => None,
         }
     }
@@ -72,6 +80,39 @@ impl Entry {
         }
     }
 
+    /// A merge operand for `key`.
+    pub fn merge(key: impl Into<Bytes>, seq: SeqNo, operand: impl Into<Bytes>) -> Self {
+        Entry {
+            key: key.into(),
+            seq,
+            kind: EntryKind::Merge,
+            value: operand.into(),
+        }
+    }
+
+    /// A put that reads as deleted from `expires_at_ms` (unix milliseconds) on.
+    pub fn expiring(key: impl Into<Bytes>, seq: SeqNo, value: &[u8], expires_at_ms: u64) -> Self {
+        Entry {
+            key: key.into(),
+            seq,
+            kind: EntryKind::Expiring,
+            value: expiring_value(value, expires_at_ms),
+        }
+    }
+
+    /// What a reader at time `now_ms` makes of this version, the key's newest.
+    pub fn read(&self, now_ms: u64) -> Read {
+        match self.kind {
+            EntryKind::Put => Read::Value(self.value.clone()),
+            EntryKind::Expiring => match split_expiring(&self.value) {
+                Some((at, v)) if now_ms < at => Read::Value(v),
+                _ => Read::Absent,
+            },
+            EntryKind::Merge => Read::Operand,
+            EntryKind::Delete | EntryKind::RangeDelete => Read::Absent,
+        }
+    }
+
     /// A point tombstone (not a range one).
     pub fn is_delete(&self) -> bool {
         self.kind == EntryKind::Delete
@@ -89,6 +130,32 @@ impl Entry {
     pub fn cmp_internal(&self, other: &Entry) -> Ordering {
         compare_internal(&self.key, self.seq, &other.key, other.seq)
     }
+}
+
+/// What one version of a key says of its value to a reader (`Entry::read`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// This value, whatever is older.
+    Value(Bytes),
+    /// No value (deleted, or expired), whatever is older.
+    Absent,
+    /// A merge operand: the value depends on older versions too.
+    Operand,
+}
+
+/// The stored value of an expiring put: its expiry, then the value.
+pub fn expiring_value(value: &[u8], expires_at_ms: u64) -> Bytes {
+    let mut v = Vec::with_capacity(8 + value.len());
+    v.extend_from_slice(&expires_at_ms.to_be_bytes());
+    v.extend_from_slice(value);
+    Bytes::from(v)
+}
+
+/// The expiry and the value of an expiring put's stored value; `None` if it is too short to
+/// hold an expiry, which reads as expired.
+pub fn split_expiring(stored: &Bytes) -> Option<(u64, Bytes)> {
+    let at = u64::from_be_bytes(stored.get(..8)?.try_into().ok()?);
+    Some((at, stored.slice(8..)))
 }
 
 /// Order of (key, seq) pairs: key ascending, then seq descending.

@@ -4,23 +4,27 @@
 mod aggregate;
 pub mod backoff;
 mod batch;
+pub mod clock;
 pub mod durable;
 mod entry;
 mod error;
 pub mod limits;
 mod merge;
 mod meta;
+mod operators;
 mod range_delete;
 
 pub use aggregate::{AggregateOp, AggregateState, AggregateValue, ValueType};
 pub use batch::{BatchOp, WriteBatch};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use entry::{
-    Entry, EntryKind, InternalKey, KeyRange, SeqNo, compare_internal, key_prefix_after,
-    shared_prefix_len,
+    Entry, EntryKind, InternalKey, KeyRange, Read, SeqNo, compare_internal, expiring_value,
+    key_prefix_after, shared_prefix_len, split_expiring,
 };
 pub use error::{Error, IoContext, Result};
 pub use merge::{Merge, MergeHead, MergeSource, merge_sorted};
 pub use meta::TableMeta;
+pub use operators::{CompactionFilter, FilterDecision, MergeOperator, Operators};
 pub use range_delete::{Interleave, RangeDeletes, RangeTombstone, check_bounds, interleave};
 
 /// A boxed, sendable stream: what the object-safe async traits return for scans and replays.

@@ -44,6 +44,11 @@ pub fn check_batch(batch: &WriteBatch) -> Result<()> {
             check_pair(&op.value, b"")?;
             crate::check_bounds(&op.key, &op.value)?;
         }
+        if op.kind == crate::EntryKind::Expiring && op.value.len() < 8 {
+            return Err(Error::InvalidArgument(
+                "an expiring put's value must start with its 8-byte expiry".into(),
+            ));
+        }
         check_pair(&op.key, &op.value)
     })
 }

@@ -14,6 +14,75 @@ pub async fn run(compactor: Arc<dyn Compactor>, storage: Arc<dyn Storage>) {
     missing_input_is_an_error(&compactor, &storage).await;
     applies_range_tombstones(&compactor, &storage).await;
     never_cuts_inside_a_range_tombstone(&compactor, &storage).await;
+    runs_operators_by_name(&compactor, &storage).await;
+    an_unknown_operator_fails_the_job(&compactor, &storage).await;
+}
+
+fn n(v: i64) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(&v.to_le_bytes())
+}
+
+/// Merge operands fold with the operator the job names, expired puts become tombstones by
+/// the job's clock, and the job's filter runs: all on the compactor's side.
+async fn runs_operators_by_name(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>) {
+    let newer = write_table(
+        s.as_ref(),
+        90_000,
+        &[
+            Entry::merge("count", 30, n(5)),
+            Entry::put("empty", 31, ""),
+            Entry::expiring("gone", 32, b"v", 1_000),
+            Entry::expiring("kept", 33, b"v", 5_000),
+            Entry::merge("orphan", 34, n(2)),
+        ],
+    )
+    .await
+    .expect("input");
+    let older = write_table(
+        s.as_ref(),
+        90_001,
+        &[
+            Entry::merge("count", 20, n(3)),
+            Entry::put("count", 10, n(100)),
+            Entry::put("gone", 11, "old"),
+            Entry::merge("orphan", 12, n(1)),
+        ],
+    )
+    .await
+    .expect("input");
+    let mut j = job(vec![newer, older], 91_000, u64::MAX, false);
+    j.merge_operator = Some("add".into());
+    j.compaction_filter = Some("remove-empty-values".into());
+    j.now_ms = 2_000;
+    let got = read_all(s, &c.compact(j).await.expect("compact")).await;
+    assert_eq!(
+        got,
+        vec![
+            Entry::put("count", 30, n(108)),
+            Entry::delete("empty", 31),
+            Entry::delete("gone", 32),
+            Entry::expiring("kept", 33, b"v", 5_000),
+            Entry::merge("orphan", 34, n(3)),
+        ],
+        "operands fold over their base or into one, the expired put and the filtered \
+         value become tombstones"
+    );
+}
+
+async fn an_unknown_operator_fails_the_job(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>) {
+    let input = write_table(s.as_ref(), 90_002, &[Entry::merge("k", 1, n(1))])
+        .await
+        .expect("input");
+    let before: HashSet<u64> = s.list_tables().await.expect("list").into_iter().collect();
+    let mut j = job(vec![input], 92_000, u64::MAX, true);
+    j.merge_operator = Some("no-such-operator".into());
+    let e = c
+        .compact(j)
+        .await
+        .expect_err("an unknown operator fails the job");
+    assert!(e.to_string().contains("no-such-operator"), "{e}");
+    let after: HashSet<u64> = s.list_tables().await.expect("list").into_iter().collect();
+    assert_eq!(before, after, "a refused job writes nothing");
 }
 
 /// Every output's range tombstones, in key order.
@@ -52,6 +121,7 @@ fn job(
         oldest_snapshot,
         drop_tombstones,
         target_table_bytes: 64 << 20,
+        ..CompactionJob::default()
     }
 }
 

@@ -1,11 +1,9 @@
-//! A compaction job, as the engine describes it to any compactor, local or remote, and the
-//! garbage-collection rule every compactor applies to the merged versions.
+//! A compaction job, as the engine describes it to any compactor, local or remote.
 
-use bytes::Bytes;
-use cairn_common::{Entry, SeqNo, TableId, TableMeta};
+use cairn_common::{Operators, SeqNo, TableId, TableMeta};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompactionJob {
     /// Input tables, from any levels; their versions are merged by internal key.
     pub inputs: Vec<TableMeta>,
@@ -20,39 +18,14 @@ pub struct CompactionJob {
     pub drop_tombstones: bool,
     /// Outputs are cut once this large, between keys (a key never spans two tables).
     pub target_table_bytes: u64,
-}
-
-/// Decides, entry by entry in internal order, which versions survive a compaction.
-pub struct GcFilter {
-    oldest_snapshot: SeqNo,
-    drop_tombstones: bool,
-    current: Option<Bytes>,
-    /// Whether the newest version at or below the oldest snapshot has been met for `current`.
-    settled: bool,
-}
-
-impl GcFilter {
-    pub fn new(oldest_snapshot: SeqNo, drop_tombstones: bool) -> Self {
-        GcFilter {
-            oldest_snapshot,
-            drop_tombstones,
-            current: None,
-            settled: false,
-        }
-    }
-
-    pub fn keep(&mut self, e: &Entry) -> bool {
-        if self.current.as_ref() != Some(&e.key) {
-            self.current = Some(e.key.clone());
-            self.settled = false;
-        }
-        if e.seq > self.oldest_snapshot {
-            return true;
-        }
-        if self.settled {
-            return false; // shadowed for every reader
-        }
-        self.settled = true;
-        !(e.is_delete() && self.drop_tombstones)
-    }
+    /// The database's merge operator and compaction filter, by name: the compactor runs its
+    /// own registered copies, and refuses a name it does not know.
+    pub merge_operator: Option<String>,
+    pub compaction_filter: Option<String>,
+    /// The database's clock when the job was made: expiring puts are judged against it, so
+    /// a worker's clock does not matter.
+    pub now_ms: u64,
+    /// The engine's own registry, for a compactor in its process; not sent over the wire.
+    #[serde(skip)]
+    pub operators: Option<Operators>,
 }

@@ -7,14 +7,16 @@ pub mod grpc;
 mod job;
 mod local;
 mod picker;
+mod versions;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 pub use grpc::{GrpcCompactor, RemoteCompactionStats, compaction_service};
-pub use job::{CompactionJob, GcFilter};
+pub use job::CompactionJob;
 pub use local::LocalCompactor;
 pub use picker::{LeveledPicker, Pick, PickerOptions};
+pub use versions::{Rules, Survivors, VersionFilter};
 
 use async_trait::async_trait;
 use cairn_common::{Result, TableMeta};

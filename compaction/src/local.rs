@@ -1,17 +1,21 @@
 //! The local compactor: reads its inputs from a storage, merges them, filters versions and
 //! writes outputs to the same storage, cut at the target size between keys.
 //!
+//! Which versions survive, and what merge operands, expired puts and the compaction filter
+//! become, is `VersionFilter`'s rule (`versions.rs`), shared with flushes.
+//!
 //! Range tombstones: a version that a tombstone every reader sees covers is dropped; the
 //! tombstone itself goes on into the outputs at its start key, unless the job drops
 //! tombstones and every reader sees it. An output is never cut inside a tombstone it holds,
 //! so the outputs of a level do not overlap (a table's key range reaches its tombstones'
 //! ends).
 
-use crate::{CompactionJob, Compactor, GcFilter};
+use crate::{CompactionJob, Compactor, Rules, VersionFilter};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{
-    Entry, Error, KeyRange, RangeDeletes, RangeTombstone, Result, SeqNo, TableMeta, merge_sorted,
+    Entry, Error, KeyRange, Operators, RangeDeletes, RangeTombstone, Result, TableMeta,
+    merge_sorted,
 };
 use cairn_filestore::{Storage, TableBuilder};
 use futures::StreamExt;
@@ -19,16 +23,31 @@ use std::sync::Arc;
 
 pub struct LocalCompactor {
     storage: Arc<dyn Storage>,
+    /// Where the operators a job names are looked up, unless the job brings its own.
+    operators: Operators,
 }
 
 const CHUNK: usize = 256;
 
 impl LocalCompactor {
+    /// A compactor with the built-in merge operators and compaction filters.
     pub fn new(storage: Arc<dyn Storage>) -> Self {
-        LocalCompactor { storage }
+        LocalCompactor {
+            storage,
+            operators: Operators::default(),
+        }
+    }
+
+    /// Runs jobs with the operators of `registry` (a worker serving databases that use
+    /// operators of their own).
+    pub fn with_operators(mut self, registry: Operators) -> Self {
+        self.operators = registry;
+        self
     }
 
     async fn run(&self, job: &CompactionJob, outputs: &mut Vec<TableMeta>) -> Result<()> {
+        // Before reading anything: an unknown operator fails the job at once.
+        let rules = Rules::of(job, &self.operators)?;
         let mut sources = Vec::with_capacity(job.inputs.len());
         let mut tombstones = Vec::new();
         for meta in &job.inputs {
@@ -37,7 +56,6 @@ impl LocalCompactor {
             sources.push(table.scan(&KeyRange::all()).await?);
         }
         let mut merged = merge_sorted(sources);
-        let mut gc = GcFilter::new(job.oldest_snapshot, job.drop_tombstones);
         // What every reader sees deletes what it covers.
         let seen_by_all = RangeDeletes::new(
             tombstones
@@ -45,6 +63,8 @@ impl LocalCompactor {
                 .filter(|t| t.seq <= job.oldest_snapshot)
                 .cloned(),
         );
+        let mut versions = VersionFilter::new(rules, seen_by_all);
+        let mut survivors = Vec::new();
         let mut kept: Vec<Entry> = RangeDeletes::new(
             tombstones
                 .into_iter()
@@ -65,15 +85,21 @@ impl LocalCompactor {
             chunk: Vec::with_capacity(CHUNK),
         };
         let result: Result<()> = async {
-            while let Some(e) = merged.next().await {
-                let e = e?;
-                if seen_by_all.deletes(&e.key, e.seq, SeqNo::MAX) || !gc.keep(&e) {
-                    continue;
+            let mut more = true;
+            while more {
+                match merged.next().await {
+                    Some(e) => versions.push(e?, &mut survivors)?,
+                    None => {
+                        versions.finish(&mut survivors)?;
+                        more = false;
+                    }
                 }
-                while let Some(t) = kept.pop_if(|t| t.cmp_internal(&e).is_lt()) {
-                    out.push(t).await?;
+                for e in survivors.drain(..) {
+                    while let Some(t) = kept.pop_if(|t| t.cmp_internal(&e).is_lt()) {
+                        out.push(t).await?;
+                    }
+                    out.push(e).await?;
                 }
-                out.push(e).await?;
             }
             while let Some(t) = kept.pop() {
                 out.push(t).await?;

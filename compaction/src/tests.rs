@@ -1,8 +1,9 @@
-//! The compactor conformance suite on the local compactor, the GC rule against a brute-force
-//! reading of every snapshot, and the picker's choices.
+//! The compactor conformance suite on the local compactor, the version rule against a
+//! brute-force reading of every snapshot, and the picker's choices.
 
 use crate::*;
-use cairn_common::{Entry, TableMeta};
+use bytes::Bytes;
+use cairn_common::{Entry, EntryKind, MergeOperator, Operators, RangeDeletes, Read, TableMeta};
 use cairn_filestore::{SstOptions, SstStorage, Storage};
 use std::sync::Arc;
 
@@ -14,49 +15,140 @@ async fn conformance_local() {
     conformance::run(Arc::new(LocalCompactor::new(storage.clone())), storage).await;
 }
 
-/// What a reader at `snap` sees of one key's versions (newest first): the first at or below.
-fn visible(versions: &[Entry], snap: u64) -> Option<&Entry> {
-    versions
-        .iter()
-        .find(|e| e.seq <= snap)
-        .filter(|e| !e.is_delete())
+/// What a reader at `snap` and time `now` reads of one key's versions (newest first), with
+/// the `add` operator: operands fold over the first put, expiring put or tombstone below them.
+fn read(versions: &[Entry], snap: u64, now: u64) -> Option<Bytes> {
+    let add = Operators::default().merge("add").unwrap();
+    let mut operands = Vec::new();
+    for e in versions.iter().filter(|e| e.seq <= snap) {
+        let base = match e.read(now) {
+            Read::Operand => {
+                operands.insert(0, e.value.clone());
+                continue;
+            }
+            Read::Value(v) => Some(v),
+            Read::Absent => None,
+        };
+        return finish(&*add, &operands, base);
+    }
+    finish(&*add, &operands, None)
+}
+
+fn finish(add: &dyn MergeOperator, operands: &[Bytes], base: Option<Bytes>) -> Option<Bytes> {
+    if operands.is_empty() {
+        return base;
+    }
+    Some(add.full_merge(b"k", base.as_deref(), operands).unwrap())
+}
+
+fn n(v: u64) -> Bytes {
+    Bytes::copy_from_slice(&(v as i64).to_le_bytes())
+}
+
+fn rules(oldest: u64, drop: bool, now: u64) -> Rules {
+    Rules {
+        oldest_snapshot: oldest,
+        drop_tombstones: drop,
+        now_ms: now,
+        merge: Some(Operators::default().merge("add").unwrap()),
+        filter: None,
+    }
+}
+
+fn filtered(rules: Rules, versions: &[Entry]) -> Vec<Entry> {
+    let mut f = VersionFilter::new(rules, RangeDeletes::default());
+    let mut out = Vec::new();
+    for e in versions {
+        f.push(e.clone(), &mut out).unwrap();
+    }
+    f.finish(&mut out).unwrap();
+    out
 }
 
 #[test]
-fn gc_filter_preserves_every_reader_at_or_after_the_oldest_snapshot() {
-    // Exhaustive over small histories: 1-5 versions, any mix of puts and deletes.
-    for n in 1..=5u64 {
-        for mask in 0..(1u32 << n) {
-            let versions: Vec<Entry> = (0..n)
+fn version_filter_preserves_every_reader_at_or_after_the_oldest_snapshot() {
+    // Exhaustive over small histories: 1-4 versions, any mix of puts, tombstones, merge
+    // operands and puts that expire before or after the time of the job and of the reads.
+    let now = 100;
+    for n_versions in 1..=4u32 {
+        for mix in 0..5u32.pow(n_versions) {
+            let versions: Vec<Entry> = (0..n_versions)
                 .map(|i| {
-                    let seq = (n - i) * 10;
-                    if mask & (1 << i) != 0 {
-                        Entry::delete("k", seq)
-                    } else {
-                        Entry::put("k", seq, seq.to_string())
+                    let seq = u64::from(n_versions - i) * 10;
+                    match mix / 5u32.pow(i) % 5 {
+                        0 => Entry::put("k", seq, n(seq)),
+                        1 => Entry::delete("k", seq),
+                        2 => Entry::merge("k", seq, n(seq)),
+                        3 => Entry::expiring("k", seq, &n(seq), 50),
+                        _ => Entry::expiring("k", seq, &n(seq), 150),
                     }
                 })
                 .collect();
             for oldest in [0, 5, 10, 15, 25, 35, 100] {
                 for drop in [false, true] {
-                    let mut f = GcFilter::new(oldest, drop);
-                    let kept: Vec<Entry> = versions.iter().filter(|e| f.keep(e)).cloned().collect();
+                    let kept = filtered(rules(oldest, drop, now), &versions);
                     for snap in (oldest..=60).step_by(5) {
-                        assert_eq!(
-                            visible(&kept, snap),
-                            visible(&versions, snap),
-                            "history {versions:?} oldest {oldest} drop {drop} snapshot {snap}"
-                        );
+                        for at in [now, 200] {
+                            assert_eq!(
+                                read(&kept, snap, at),
+                                read(&versions, snap, at),
+                                "history {versions:?} oldest {oldest} drop {drop} snapshot {snap} read at {at}, kept {kept:?}"
+                            );
+                        }
                     }
-                    let older_than_oldest = kept.iter().filter(|e| e.seq <= oldest).count();
+                    let older = kept.iter().filter(|e| e.seq <= oldest).count();
+                    let expiring_below = versions
+                        .iter()
+                        .any(|e| e.seq <= oldest && e.kind == EntryKind::Expiring);
                     assert!(
-                        older_than_oldest <= 1,
-                        "at most one version at or below the oldest snapshot survives"
+                        older <= 1 || expiring_below,
+                        "one version at or below the oldest snapshot survives, or operands and the live expiring put below them: {kept:?}"
                     );
                 }
             }
         }
     }
+}
+
+#[test]
+fn a_filter_removes_or_changes_the_value_every_reader_sees_and_nothing_newer() {
+    let mut r = rules(20, false, 0);
+    r.filter = Some(Operators::default().filter("remove-empty-values").unwrap());
+    let versions = [
+        Entry::put("a", 30, ""),
+        Entry::put("a", 20, ""),
+        Entry::put("a", 10, "old"),
+        Entry::put("b", 15, ""),
+        Entry::put("b", 5, "old"),
+        Entry::put("c", 12, "v"),
+    ];
+    assert_eq!(
+        filtered(r.clone(), &versions),
+        vec![
+            Entry::put("a", 30, ""),
+            Entry::delete("a", 20),
+            Entry::delete("b", 15),
+            Entry::put("c", 12, "v"),
+        ]
+    );
+    r.drop_tombstones = true;
+    let at_bottom = filtered(r, &versions);
+    assert_eq!(
+        at_bottom,
+        vec![Entry::put("a", 30, ""), Entry::put("c", 12, "v")]
+    );
+}
+
+#[test]
+fn operands_without_an_operator_are_kept_as_they_are() {
+    let mut r = rules(100, true, 0);
+    r.merge = None;
+    let versions = [
+        Entry::merge("k", 3, "x"),
+        Entry::merge("k", 2, "y"),
+        Entry::put("k", 1, "z"),
+    ];
+    assert_eq!(filtered(r, &versions), versions.to_vec());
 }
 
 fn meta(id: u64, lo: &str, hi: &str, size: u64) -> TableMeta {

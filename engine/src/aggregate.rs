@@ -5,13 +5,15 @@
 //! passed down as `shadowed`, so a key is counted once, at its newest visible version, even
 //! when that version was written a moment ago.
 //!
-//! Where a range tombstone is in view over the range, the aggregate folds a merged scan
-//! instead, until compaction has applied and dropped the tombstone.
+//! Where a range tombstone is in view over the range, or a merge operand or an expiring put
+//! decides a key (the tables' folds know neither the operator nor the reader's clock), the
+//! aggregate folds a merged scan instead.
 //!
 //! The shadowed keys are held in memory: with leveled compaction the upper levels are a small
 //! fraction of the data (a tenth at the default size ratio).
 
 use crate::db::ReadView;
+use crate::operators::ReadRules;
 use crate::scan::{DbIter, range_deletes_in, sources};
 use bytes::Bytes;
 use cairn_common::{AggregateState, EntryKind, KeyRange, Merge, Result, SeqNo, ValueType};
@@ -22,6 +24,7 @@ pub(crate) async fn run(
     range: KeyRange,
     snapshot: SeqNo,
     value_type: ValueType,
+    rules: ReadRules,
 ) -> Result<AggregateState> {
     let mut state = AggregateState::new(value_type);
     if range.is_empty() {
@@ -31,11 +34,7 @@ pub(crate) async fn run(
     if range_deletes_in(mem, version, &range, snapshot).is_some() {
         // A range tombstone may cover keys of any level below it, which the tables' own
         // folds cannot know: fold the merged scan, which applies it.
-        let mut it = DbIter::over(view.clone(), range, snapshot, None, false).await?;
-        while let Some((_, v)) = it.next().await? {
-            state.add(&v);
-        }
-        return Ok(state);
+        return by_scan(view, range, snapshot, value_type, rules).await;
     }
     let base = (1..version.levels.len())
         .rev()
@@ -49,8 +48,12 @@ pub(crate) async fn run(
         if e.seq > snapshot || shadowed.last() == Some(&e.key) {
             continue;
         }
-        if e.kind == EntryKind::Put {
-            state.add(&e.value);
+        match e.kind {
+            EntryKind::Put => state.add(&e.value),
+            EntryKind::Merge | EntryKind::Expiring => {
+                return by_scan(view, range, snapshot, value_type, rules).await;
+            }
+            EntryKind::Delete | EntryKind::RangeDelete => {}
         }
         shadowed.push(e.key);
     }
@@ -75,6 +78,26 @@ pub(crate) async fn run(
             .await
             .map_err(|e| cairn_common::Error::component("aggregate", e))??;
         state.merge(&part);
+    }
+    if state.unresolved > 0 {
+        // A table met a merge operand or an expiring put, which it cannot fold alone.
+        return by_scan(view, range, snapshot, value_type, rules).await;
+    }
+    Ok(state)
+}
+
+/// The aggregate of a merged scan, which resolves everything a table's fold cannot.
+async fn by_scan(
+    view: &ReadView,
+    range: KeyRange,
+    snapshot: SeqNo,
+    value_type: ValueType,
+    rules: ReadRules,
+) -> Result<AggregateState> {
+    let mut state = AggregateState::new(value_type);
+    let mut it = DbIter::over(view.clone(), range, snapshot, None, false, rules).await?;
+    while let Some((_, v)) = it.next().await? {
+        state.add(&v);
     }
     Ok(state)
 }

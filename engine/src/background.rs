@@ -8,8 +8,8 @@ use crate::manifest::VersionEdit;
 use crate::version::{Deletion, TableHandle};
 use crate::write_path::MemSlot;
 use cairn_common::backoff::Backoff;
-use cairn_common::{Error, KeyRange, Result, TableId, TableMeta, interleave};
-use cairn_compaction::{CompactionJob, Pick};
+use cairn_common::{Error, KeyRange, RangeDeletes, Result, TableId, TableMeta, interleave};
+use cairn_compaction::{CompactionJob, Pick, Survivors, VersionFilter};
 use cairn_filestore::write_table_from;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -209,11 +209,26 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
     } else {
         let id = inner.versions.reserve_table_ids(1).await?.start;
         let ranges = slot.ranges.get().unwrap_or_default();
-        let entries = interleave(
-            slot.table.scan(&KeyRange::all(), u64::MAX),
-            ranges.tombstones(),
+        // Versions no reader can tell apart go now, as compaction would drop them: merge
+        // operands fold, shadowed versions and expired puts go. The range tombstones join
+        // the survivors afterwards, in order.
+        let oldest = inner.snapshots.oldest(|| inner.writes.visible());
+        let seen_by_all = ranges
+            .tombstones()
+            .iter()
+            .filter(|t| t.seq <= oldest)
+            .cloned();
+        let versions = VersionFilter::new(
+            inner.ops.flush_rules(oldest),
+            RangeDeletes::new(seen_by_all),
         );
+        let mut survivors = Survivors::new(slot.table.scan(&KeyRange::all(), u64::MAX), versions);
+        let entries = interleave(&mut survivors, ranges.tombstones());
         let meta = write_table_from(inner.comps.storage.as_ref(), id, entries).await?;
+        if let Some(e) = survivors.error {
+            let _ = inner.comps.storage.delete_table(id).await;
+            return Err(e);
+        }
         let table = inner.comps.storage.open_table(&meta).await?;
         Some(TableHandle::new(table, inner.deleter.clone()))
     };
@@ -399,14 +414,16 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
             .versions
             .reserve_table_ids((input_bytes / target + 2) * 2 + 8)
             .await?;
-        let job = CompactionJob {
+        let mut job = CompactionJob {
             inputs: pick.inputs.clone(),
             output_level: pick.output_level as u32,
             output_ids: ids.collect(),
             oldest_snapshot: inner.snapshots.oldest(|| inner.writes.visible()),
             drop_tombstones: pick.drop_tombstones,
             target_table_bytes: target,
+            ..CompactionJob::default()
         };
+        inner.ops.fill_job(&mut job);
         inner.comps.compactor.compact(job).await?
     };
     // A moved table keeps its open handle; only newly written outputs are opened.

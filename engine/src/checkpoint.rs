@@ -22,6 +22,7 @@ impl Db {
         name: &str,
     ) -> Result<Db> {
         let dir = dir.as_ref().to_path_buf();
+        let ops = crate::operators::DbOperators::new(&opts)?;
         let lock_file = lock_dir(&dir)?;
         let store = comps.storage.manifests();
         let location = store.location();
@@ -44,6 +45,7 @@ impl Db {
         let inner = assemble(Parts {
             dir,
             opts,
+            ops,
             active: MemSlot::new((comps.memtables)(), 0),
             comps,
             version,

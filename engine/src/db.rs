@@ -6,8 +6,9 @@ use crate::follow::CatchUp;
 use crate::import::Import;
 use crate::jobs::Jobs;
 use crate::lease::LeaseClock;
-use crate::lookup::{Found, in_memtables, in_tables};
+use crate::lookup::{Answer, in_memtables, in_tables};
 use crate::manifest::{Manifest, ManifestLog, VersionEdit};
+use crate::operators::DbOperators;
 use crate::options::EngineOptions;
 use crate::recovery::{adopt_journal, leftovers, open_manifest, replay_journal};
 use crate::scan::DbIter;
@@ -57,6 +58,8 @@ pub(crate) struct ReadView {
 pub(crate) struct Inner {
     pub dir: PathBuf,
     pub opts: EngineOptions,
+    /// The merge operator, compaction filter, TTL and clock (`operators.rs`).
+    pub ops: DbOperators,
     pub comps: Components,
     pub picker: LeveledPicker,
     /// How a write becomes visible: numbers, the journal, memtables (`write_path.rs`).
@@ -106,6 +109,8 @@ impl Db {
     /// the journal. Must be called within a Tokio runtime.
     pub async fn open(dir: impl AsRef<Path>, opts: EngineOptions, comps: Components) -> Result<Db> {
         let dir = dir.as_ref().to_path_buf();
+        // Before anything is claimed: an unknown operator name fails the open.
+        let ops = DbOperators::new(&opts)?;
         let lock_file = lock_dir(&dir)?;
 
         let levels = opts.compaction.levels.max(2);
@@ -159,6 +164,7 @@ impl Db {
         let inner = assemble(Parts {
             dir,
             opts,
+            ops,
             comps,
             active,
             version,
@@ -194,6 +200,7 @@ impl Db {
         comps: Components,
     ) -> Result<Db> {
         let dir = dir.as_ref().to_path_buf();
+        let ops = DbOperators::new(&opts)?;
         let lock_file = lock_dir(&dir)?;
         let started = tokio::time::Instant::now();
         let location = comps.storage.manifests().location();
@@ -237,6 +244,7 @@ impl Db {
         let inner = assemble(Parts {
             dir,
             opts,
+            ops,
             comps,
             active: view.active,
             version: view.version,
@@ -269,6 +277,33 @@ impl Db {
         self.write(b).await
     }
 
+    /// Adds a merge operand to `key`: the database's merge operator (`merge_operator` in the
+    /// options) folds it into the key's value on read, and flushes and compactions fold the
+    /// operands for good. Refused without an operator, or with an operand it cannot fold.
+    pub async fn merge(&self, key: impl Into<Bytes>, operand: impl Into<Bytes>) -> Result<SeqNo> {
+        let mut b = WriteBatch::new();
+        b.merge(key, operand);
+        self.write(b).await
+    }
+
+    /// A put that reads as deleted once `ttl` has passed on the database's clock; compaction
+    /// then drops it.
+    pub async fn put_with_ttl(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl AsRef<[u8]>,
+        ttl: std::time::Duration,
+    ) -> Result<SeqNo> {
+        let expires = self
+            .inner
+            .ops
+            .now_ms()
+            .saturating_add(ttl.as_millis() as u64);
+        let mut b = WriteBatch::new();
+        b.put_expiring(key, value.as_ref(), expires);
+        self.write(b).await
+    }
+
     /// Deletes every key in `[start, end)` at once: one journal record and one tombstone,
     /// whatever the number of keys. Reads skip what it covers; compaction drops it.
     pub async fn delete_range(
@@ -290,6 +325,7 @@ impl Db {
         if batch.is_empty() {
             return Ok(inner.writes.visible());
         }
+        let batch = inner.ops.prepare(batch)?;
         cairn_common::limits::check_batch(&batch)?;
         let started = std::time::Instant::now();
         inner.wait_for_room().await?;
@@ -322,8 +358,19 @@ impl Db {
         // the newest: the tables are read at the newest version rather than at the number
         // visible when the get began. They only ever hold acknowledged writes, so the answer
         // is a value the key had at some moment during the call.
-        self.retried(|| self.inner.get(key, self.inner.writes.visible(), SeqNo::MAX))
-            .await
+        let answer = self
+            .retried(|| self.inner.get(key, self.inner.writes.visible(), SeqNo::MAX))
+            .await?;
+        match answer {
+            Answer::Value(v) => Ok(v),
+            Answer::Operands => {
+                // Folding needs every operand down to a base, which compaction must not
+                // fold meanwhile: read at a snapshot.
+                let snap = self.snapshot();
+                let view = self.inner.view_of(&snap);
+                self.inner.merged_get(&view, key, snap.seq()).await
+            }
+        }
     }
 
     /// The value of `key` as of `snapshot`.
@@ -442,7 +489,8 @@ impl Db {
         self.retried(|| async {
             let snap = self.snapshot();
             let view = self.inner.view_of(&snap);
-            crate::aggregate::run(&view, range.clone(), snap.seq(), value_type).await
+            let rules = self.inner.ops.read_rules();
+            crate::aggregate::run(&view, range.clone(), snap.seq(), value_type, rules).await
         })
         .await
     }
@@ -663,12 +711,7 @@ impl Inner {
 
     /// `key` as of `snapshot` in the memtables and `tables_at` in the tables (the same, or
     /// newer for a get with no registered snapshot).
-    pub async fn get(
-        &self,
-        key: &[u8],
-        snapshot: SeqNo,
-        tables_at: SeqNo,
-    ) -> Result<Option<Bytes>> {
+    pub async fn get(&self, key: &[u8], snapshot: SeqNo, tables_at: SeqNo) -> Result<Answer> {
         let started = std::time::Instant::now();
         // Memtables before tables: a flush installs its table before it drops the memtable,
         // so loading in this order never misses a write. Memtable lookups never await, so a
@@ -685,7 +728,8 @@ impl Inner {
             }
         };
         self.record_get(started);
-        found.map(|f| f.and_then(Found::value))
+        let now = || self.ops.now_ms();
+        Ok(found?.map_or(Answer::Value(None), |f| f.answer(now)))
     }
 
     /// The same read through memtables and tables the caller loaded together, for reads
@@ -703,7 +747,27 @@ impl Inner {
             None => in_tables(&view.version, key, tables_at).await,
         };
         self.record_get(started);
-        found.map(|f| f.and_then(Found::value))
+        match found?.map_or(Answer::Value(None), |f| f.answer(|| self.ops.now_ms())) {
+            Answer::Value(v) => Ok(v),
+            Answer::Operands => self.merged_get(view, key, snapshot).await,
+        }
+    }
+
+    /// `key` at `snapshot` through a merged read of every source, which folds its merge
+    /// operands over the version below them.
+    pub async fn merged_get(
+        &self,
+        view: &ReadView,
+        key: &[u8],
+        snapshot: SeqNo,
+    ) -> Result<Option<Bytes>> {
+        let point = KeyRange {
+            start: std::ops::Bound::Included(Bytes::copy_from_slice(key)),
+            end: std::ops::Bound::Included(Bytes::copy_from_slice(key)),
+        };
+        let rules = self.ops.read_rules();
+        let mut it = DbIter::over(view.clone(), point, snapshot, None, false, rules).await?;
+        Ok(it.next().await?.map(|(_, v)| v))
     }
 
     fn record_get(&self, started: std::time::Instant) {
@@ -811,6 +875,7 @@ impl Inner {
 pub(crate) struct Parts {
     pub(crate) dir: PathBuf,
     pub(crate) opts: EngineOptions,
+    pub(crate) ops: DbOperators,
     pub(crate) comps: Components,
     pub(crate) active: MemSlot,
     pub(crate) version: Version,
@@ -837,6 +902,7 @@ pub(crate) fn assemble(p: Parts) -> Arc<Inner> {
         dir: p.dir,
         picker: LeveledPicker::new(p.opts.compaction.clone()),
         opts: p.opts,
+        ops: p.ops,
         comps: p.comps,
         writes,
         versions: VersionSet::new(

@@ -198,7 +198,17 @@ impl crate::Db {
                 if newest.last().is_some_and(|(k, _)| *k == e.key) {
                     continue; // an older version: the file's newest decides
                 }
-                let value = (e.kind == EntryKind::Put).then_some(e.value);
+                let value = match e.kind {
+                    EntryKind::Put => Some(e.value),
+                    EntryKind::Delete => None,
+                    kind => {
+                        return Err(Error::InvalidArgument(format!(
+                            "{} holds a version of kind {kind:?} (key {:?}): ingest takes puts and deletes",
+                            path.display(),
+                            String::from_utf8_lossy(&e.key)
+                        )));
+                    }
+                };
                 newest.push((e.key, value));
             }
             import.add_versions(newest).await?;

@@ -18,6 +18,7 @@ mod lookup;
 pub mod manifest;
 mod mem_ranges;
 mod metrics;
+mod operators;
 mod options;
 mod recovery;
 mod scan;

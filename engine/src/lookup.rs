@@ -1,12 +1,13 @@
 //! Point lookups: the sources of a key are read newest first (memtables, level-0 tables, the
 //! one table of each deeper level that can hold it), and the first that knows anything of
 //! it, a version or a range tombstone over it, decides: no older source can hold a newer
-//! change. Gets answer from what it found; a transaction's commit asks how new it is.
+//! change. Gets answer from what it found (unless it is a merge operand, which a merged read
+//! of the key resolves); a transaction's commit asks how new it is.
 
 use crate::version::{TableHandle, Version};
 use crate::write_path::MemState;
 use bytes::Bytes;
-use cairn_common::{Entry, EntryKind, Result, SeqNo};
+use cairn_common::{Entry, EntryKind, Read, Result, SeqNo};
 use std::sync::Arc;
 
 /// What the deciding source holds of a key.
@@ -21,19 +22,39 @@ impl Found {
         (version.is_some() || covered.is_some()).then_some(Found { version, covered })
     }
 
-    /// The key's value: `None` if absent, deleted, or covered by a newer range tombstone.
-    pub fn value(self) -> Option<Bytes> {
-        let e = self.version?;
-        if self.covered.is_some_and(|t| t > e.seq) || e.kind != EntryKind::Put {
-            return None;
+    /// The key's value, read at `now_ms` (a closure: only an expiring put needs the time).
+    pub fn answer(self, now_ms: impl FnOnce() -> u64) -> Answer {
+        let Some(e) = self.version else {
+            return Answer::Value(None);
+        };
+        if self.covered.is_some_and(|t| t > e.seq) {
+            return Answer::Value(None);
         }
-        Some(e.value)
+        match e.kind {
+            EntryKind::Put => Answer::Value(Some(e.value)),
+            EntryKind::Merge => Answer::Operands,
+            EntryKind::Expiring => match e.read(now_ms()) {
+                Read::Value(v) => Answer::Value(Some(v)),
+                _ => Answer::Value(None),
+            },
+            EntryKind::Delete | EntryKind::RangeDelete => Answer::Value(None),
+        }
     }
 
     /// The sequence number of the key's newest change, a version or a tombstone.
     pub fn newest_change(&self) -> Option<SeqNo> {
         self.version.as_ref().map(|e| e.seq).max(self.covered)
     }
+}
+
+/// What a point read found.
+pub(crate) enum Answer {
+    /// The value, or `None` if absent, deleted, expired or covered by a newer range
+    /// tombstone.
+    Value(Option<Bytes>),
+    /// Merge operands: the value depends on older versions too, which a merged read of the
+    /// key gathers.
+    Operands,
 }
 
 /// What the memtables, newest first, know of `key` at `snapshot`, if anything.

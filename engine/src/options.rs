@@ -1,5 +1,6 @@
 //! Engine tuning: memtable size, write-stall thresholds and the compaction policy.
 
+use cairn_common::{Operators, SharedClock};
 use cairn_compaction::PickerOptions;
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,22 @@ pub struct EngineOptions {
     /// a renewal before taking over. 0: no lease (a single-node deployment, where nobody
     /// else can take over). Journals every node reaches fence by themselves and need none.
     pub lease_ms: u64,
+    /// The merge operator `Db::merge` folds with, by name: a built-in (`add`, `max`,
+    /// `append`) or one registered in `operators`. Unknown names fail the open.
+    pub merge_operator: Option<String>,
+    /// The compaction filter compactions run, by name: the built-in `remove-empty-values`
+    /// or one registered in `operators`.
+    pub compaction_filter: Option<String>,
+    /// Puts expire this long after they are written, unless they carry an expiry of their
+    /// own (`Db::put_with_ttl`); 0: they do not.
+    pub ttl_ms: u64,
+    /// Where `merge_operator` and `compaction_filter` are looked up (the built-ins unless an
+    /// embedder adds its own). Code, not configuration.
+    #[serde(skip)]
+    pub operators: Operators,
+    /// The clock expiries are set and judged by. Code, not configuration: tests move it.
+    #[serde(skip)]
+    pub clock: SharedClock,
     /// The compaction policy. Configured in its own `[compaction]` section by the `cairn`
     /// crate, so it is not part of this struct's serialized form.
     #[serde(skip)]
@@ -50,6 +67,11 @@ impl Default for EngineOptions {
             reader_max_staleness_ms: 5_000,
             table_grace_ms: 30_000,
             lease_ms: 10_000,
+            merge_operator: None,
+            compaction_filter: None,
+            ttl_ms: 0,
+            operators: Operators::default(),
+            clock: SharedClock::default(),
             compaction: PickerOptions::default(),
         }
     }

@@ -1,7 +1,9 @@
 //! Range scans: a merge of every memtable and every table that can hold keys of the range,
 //! reduced to the newest version of each key visible at the scan's snapshot, tombstones
 //! hidden: point tombstones where they stand, range tombstones by checking each key against
-//! every one in view that overlaps the range, gathered when the scan starts. Deeper levels
+//! every one in view that overlaps the range, gathered when the scan starts. Merge operands
+//! fold over the version below them with the database's operator; expiring puts read as
+//! absent from their expiry on (the time the scan started). Deeper levels
 //! are read one table after another, opened only when reached.
 //!
 //! Memtables and tables that read without waiting (`Table::scan_ready`: SSTables on local
@@ -9,12 +11,13 @@
 //! directly, so a local scan makes no future per entry.
 
 use crate::db::{Inner, MemState, ReadView};
+use crate::operators::ReadRules;
 use crate::snapshot::Snapshot;
 use crate::version::TableHandle;
 use crate::version::Version;
 use bytes::Bytes;
 use cairn_common::{
-    BoxStream, Entry, EntryKind, KeyRange, Merge, MergeSource, RangeDeletes, RangeTombstone,
+    BoxStream, Entry, EntryKind, KeyRange, Merge, MergeSource, RangeDeletes, RangeTombstone, Read,
     Result, SeqNo,
 };
 use futures::future::BoxFuture;
@@ -27,6 +30,11 @@ use std::task::{Context, Poll};
 pub struct DbIter {
     merged: Merge,
     snapshot: SeqNo,
+    rules: ReadRules,
+    /// Merge operands of `last_key`, newest first, while they wait for their base.
+    operands: Vec<Bytes>,
+    /// An entry read past the end of a fold, for the next call.
+    stash: Option<Entry>,
     /// The range tombstones in view over the range, if any.
     ranges: Option<Arc<RangeDeletes>>,
     last_key: Option<Bytes>,
@@ -47,7 +55,8 @@ impl DbIter {
         analytic: bool,
     ) -> Result<DbIter> {
         inner.metrics.scans.increment(1);
-        Self::over(view, range, snapshot, guard, analytic).await
+        let rules = inner.ops.read_rules();
+        Self::over(view, range, snapshot, guard, analytic, rules).await
     }
 
     /// The scan itself, without the metrics: aggregates fold one where range tombstones are
@@ -58,6 +67,7 @@ impl DbIter {
         snapshot: SeqNo,
         guard: Option<Snapshot>,
         analytic: bool,
+        rules: ReadRules,
     ) -> Result<DbIter> {
         let ReadView { mem, version } = view;
         let levels = version.levels.len();
@@ -65,6 +75,9 @@ impl DbIter {
         Ok(DbIter {
             merged: Merge::new(sources),
             snapshot,
+            rules,
+            operands: Vec::new(),
+            stash: None,
             ranges: range_deletes_in(&mem, &version, &range, snapshot),
             last_key: None,
             _snapshot: guard,
@@ -96,25 +109,72 @@ impl Stream for DbIter {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
-            let e = match this.merged.poll_next_unpin(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Some(Ok(e))) => e,
+            let e = match this.stash.take() {
+                Some(e) => e,
+                None => match this.merged.poll_next_unpin(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                    Poll::Ready(Some(Ok(e))) => e,
+                    // Operands with nothing below them fold over no value.
+                    Poll::Ready(None) => return Poll::Ready(this.fold(None)),
+                },
             };
-            if e.seq > this.snapshot || this.last_key.as_ref() == Some(&e.key) {
+            if e.seq > this.snapshot {
                 continue;
+            }
+            let covered = |this: &Self, e: &Entry| {
+                this.ranges
+                    .as_ref()
+                    .is_some_and(|r| r.deletes(&e.key, e.seq, this.snapshot))
+            };
+            if this.last_key.as_ref() == Some(&e.key) {
+                // An older version: shadowed, unless operands above it wait for their base.
+                if this.operands.is_empty() {
+                    continue;
+                }
+                if covered(this, &e) {
+                    return Poll::Ready(this.fold(None));
+                }
+                match e.read(this.rules.now_ms) {
+                    Read::Operand => this.operands.push(e.value),
+                    Read::Value(v) => return Poll::Ready(this.fold(Some(&v))),
+                    Read::Absent => return Poll::Ready(this.fold(None)),
+                }
+                continue;
+            }
+            if !this.operands.is_empty() {
+                // A new key ends the previous one's operands, with no value below them.
+                this.stash = Some(e);
+                return Poll::Ready(this.fold(None));
             }
             // The first version at or below the snapshot decides the key.
             this.last_key = Some(e.key.clone());
-            let covered = this
-                .ranges
-                .as_ref()
-                .is_some_and(|r| r.deletes(&e.key, e.seq, this.snapshot));
-            if e.kind == EntryKind::Put && !covered {
-                return Poll::Ready(Some(Ok((e.key, e.value))));
+            if covered(this, &e) {
+                continue;
+            }
+            match e.kind {
+                EntryKind::Put => return Poll::Ready(Some(Ok((e.key, e.value)))),
+                EntryKind::Delete | EntryKind::RangeDelete => {}
+                EntryKind::Merge => this.operands.push(e.value),
+                EntryKind::Expiring => {
+                    if let Read::Value(v) = e.read(this.rules.now_ms) {
+                        return Poll::Ready(Some(Ok((e.key, v))));
+                    }
+                }
             }
         }
+    }
+}
+
+impl DbIter {
+    /// The value `last_key`'s operands fold into over `base`, if it has operands.
+    fn fold(&mut self, base: Option<&[u8]>) -> Option<Result<(Bytes, Bytes)>> {
+        if self.operands.is_empty() {
+            return None;
+        }
+        let key = self.last_key.clone().unwrap_or_default();
+        let operands = std::mem::take(&mut self.operands);
+        Some(self.rules.fold(&key, base, operands).map(|v| (key, v)))
     }
 }
 

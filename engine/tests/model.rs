@@ -1,4 +1,5 @@
-//! The engine's backbone test: thousands of random puts, deletes, range deletes, batches,
+//! The engine's backbone test: thousands of random puts, deletes, range deletes, merges
+//! (`append`), puts that expire on a clock the test moves, batches,
 //! transactions (some met by a conflicting write), bulk imports, gets, scans,
 //! snapshots, flushes, compactions and reopens (clean and crash-like), every read checked
 //! against a `BTreeMap`, over every pairing of journal and memtable kind.
@@ -7,12 +8,15 @@
 mod support;
 
 use bytes::Bytes;
-use cairn_common::{AggregateState, KeyRange, ValueType, WriteBatch};
+use cairn_common::{
+    AggregateState, Clock, KeyRange, ManualClock, SharedClock, ValueType, WriteBatch,
+};
 use cairn_engine::{Db, Isolation, Snapshot};
 use cairn_memtable::MemtableOptions;
 use cairn_testkit::model::{Model, model_range, random_range, remove_range};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
 use support::{Harness, JournalKind, StorageKind};
 
 fn key(rng: &mut StdRng) -> Bytes {
@@ -58,12 +62,21 @@ async fn check_snapshots(db: &Db, snaps: &[(Snapshot, Model)], rng: &mut StdRng,
             .collect(None)
             .await
             .unwrap();
-        assert_eq!(
-            got,
-            model_range(frozen, &r),
-            "step {step}: scan {r:?} at snapshot {}",
-            snap.seq()
-        );
+        let want = model_range(frozen, &r);
+        if got != want {
+            let g: BTreeMap<_, _> = got.iter().cloned().collect();
+            let w: BTreeMap<_, _> = want.iter().cloned().collect();
+            let diff: Vec<_> = g
+                .keys()
+                .chain(w.keys())
+                .filter(|k| g.get(*k) != w.get(*k))
+                .map(|k| (k.clone(), g.get(k).cloned(), w.get(k).cloned()))
+                .collect();
+            panic!(
+                "step {step}: scan {r:?} at snapshot {}: (key, got, want) {diff:?}",
+                snap.seq()
+            );
+        }
     }
 }
 
@@ -71,6 +84,66 @@ async fn check_snapshots(db: &Db, snaps: &[(Snapshot, Model)], rng: &mut StdRng,
 fn secondary_up(h: &Harness) {
     if let Some(s3) = &h.s3 {
         s3.set_down(false);
+    }
+}
+
+/// A key whose newest put expires at `at`, and what it reads as from then on: the operands
+/// merged into it since, if any (`append` over no value).
+struct Expiring {
+    at: u64,
+    after: Option<Bytes>,
+}
+
+/// What the model knows of expiries, beside the model itself.
+#[derive(Default)]
+struct Expiries(BTreeMap<Bytes, Expiring>, Deadlines);
+
+/// Every expiry still ahead, those of puts overwritten since included: a snapshot from
+/// before the overwrite still reads the expiring put.
+#[derive(Default)]
+struct Deadlines(Vec<u64>);
+
+impl Expiries {
+    /// `k` was set or deleted for good.
+    fn forget(&mut self, k: &Bytes) {
+        self.0.remove(k);
+    }
+
+    fn forget_range(&mut self, a: &Bytes, b: &Bytes) {
+        self.0.retain(|k, _| k < a || k >= b);
+    }
+
+    fn merge(&mut self, model: &mut Model, k: &Bytes, operand: &Bytes) {
+        let appended = |v: Option<&Bytes>| [v.map_or(&b""[..], |v| &v[..]), &operand[..]].concat();
+        model.insert(k.clone(), Bytes::from(appended(model.get(k))));
+        if let Some(e) = self.0.get_mut(k) {
+            e.after = Some(Bytes::from(appended(e.after.as_ref())));
+        }
+    }
+
+    fn put(&mut self, k: Bytes, at: u64) {
+        self.1.0.push(at);
+        self.0.insert(k, Expiring { at, after: None });
+    }
+
+    /// Applies the expiries due at `now` to the model; whether any expiry passed, which
+    /// changes what snapshots read.
+    fn expire(&mut self, model: &mut Model, now: u64) -> bool {
+        let passed = self.1.0.iter().any(|&at| at <= now);
+        self.1.0.retain(|&at| at > now);
+        let due: Vec<Bytes> = self
+            .0
+            .iter()
+            .filter(|(_, e)| e.at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &due {
+            match self.0.remove(k).and_then(|e| e.after) {
+                Some(v) => model.insert(k.clone(), v),
+                None => model.remove(k),
+            };
+        }
+        passed
     }
 }
 
@@ -86,6 +159,10 @@ async fn run_model_on(
     storage: StorageKind,
 ) {
     let mut h = Harness::new(journal, memtable).with_storage(storage);
+    h.opts.merge_operator = Some("append".into());
+    let clock = ManualClock::new(1_000_000);
+    h.opts.clock = SharedClock(clock.clone());
+    let mut expiries = Expiries::default();
     if storage == StorageKind::Hybrid {
         // The manifest sits behind an S3 server in this process that the test takes down
         // now and then; on a loaded 2-core machine a renewal through it has taken over a
@@ -113,10 +190,31 @@ async fn run_model_on(
         if h.s3.as_ref().is_some_and(|s3| s3.is_down()) {
             down_steps += 1;
         }
+        // Time moves a millisecond a step. Snapshots read at the time of the read, so an
+        // expiry changes what they read: they go.
+        clock.advance(1);
+        if expiries.expire(&mut model, clock.now_ms()) {
+            snaps.clear();
+        }
         match rng.random_range(0..1000u32) {
-            0..=369 => {
+            0..=329 => {
                 let (k, v) = (key(&mut rng), value(&mut rng, step));
                 db.put(k.clone(), v.clone()).await.unwrap();
+                expiries.forget(&k);
+                model.insert(k, v);
+            }
+            330..=354 => {
+                let (k, v) = (key(&mut rng), value(&mut rng, step));
+                db.merge(k.clone(), v.clone()).await.unwrap();
+                expiries.merge(&mut model, &k, &v);
+            }
+            355..=369 => {
+                let (k, v) = (key(&mut rng), value(&mut rng, step));
+                let ttl = rng.random_range(5..300u64);
+                db.put_with_ttl(k.clone(), v.clone(), std::time::Duration::from_millis(ttl))
+                    .await
+                    .unwrap();
+                expiries.put(k.clone(), clock.now_ms() + ttl);
                 model.insert(k, v);
             }
             370..=389 => {
@@ -159,6 +257,7 @@ async fn run_model_on(
                     };
                     let v = value(&mut rng, step);
                     db.put(hit.clone(), v.clone()).await.unwrap();
+                    expiries.forget(&hit);
                     model.insert(hit.clone(), v);
                     conflict = !writes.is_empty()
                         && (writes.iter().any(|(k, _)| *k == hit)
@@ -168,6 +267,7 @@ async fn run_model_on(
                     Ok(_) => {
                         assert!(!conflict, "step {step}: a conflicting commit went through");
                         for (k, v) in writes {
+                            expiries.forget(&k);
                             match v {
                                 Some(v) => model.insert(k, v),
                                 None => model.remove(&k),
@@ -187,16 +287,19 @@ async fn run_model_on(
                     entries.push((key(&mut rng), value(&mut rng, step)));
                 }
                 db.import(entries.clone()).await.unwrap();
+                entries.iter().for_each(|(k, _)| expiries.forget(k));
                 model.extend(entries);
             }
             400..=529 => {
                 let k = key(&mut rng);
                 db.delete(k.clone()).await.unwrap();
+                expiries.forget(&k);
                 model.remove(&k);
             }
             530..=549 => {
                 let (a, b) = span(&mut rng);
                 db.delete_range(a.clone(), b.clone()).await.unwrap();
+                expiries.forget_range(&a, &b);
                 remove_range(&mut model, &a, &b);
             }
             550..=649 => {
@@ -206,13 +309,20 @@ async fn run_model_on(
                     if rng.random_ratio(1, 30) {
                         let (a, b) = span(&mut rng);
                         batch.delete_range(a.clone(), b.clone());
+                        expiries.forget_range(&a, &b);
                         remove_range(&mut model, &a, &b);
+                    } else if rng.random_ratio(1, 10) {
+                        let v = value(&mut rng, step);
+                        batch.merge(k.clone(), v.clone());
+                        expiries.merge(&mut model, &k, &v);
                     } else if rng.random_bool(0.7) {
                         let v = value(&mut rng, step);
                         batch.put(k.clone(), v.clone());
+                        expiries.forget(&k);
                         model.insert(k, v);
                     } else {
                         batch.delete(k.clone());
+                        expiries.forget(&k);
                         model.remove(&k);
                     }
                 }

@@ -1,7 +1,7 @@
 //! The conformance suite every `Storage` runs (SSTable, and later Parquet, hybrid and remote):
 //! write, reopen, versioned point lookups, bounded scans, multi-block tables, listing,
-//! deletion, refusal of out-of-order input, aggregates at snapshots, and range tombstones
-//! (kept aside, through reopens and copies).
+//! deletion, refusal of out-of-order input, aggregates at snapshots, range tombstones
+//! (kept aside, through reopens and copies), merge operands and expiring puts.
 
 use crate::{Storage, VisibleFold, copy_table, read_range, write_table};
 use bytes::Bytes;
@@ -19,6 +19,61 @@ pub async fn run(storage: Arc<dyn Storage>, first_id: u64) {
     aggregates(&storage, first_id + 4).await;
     aggregates_over_one_version_per_key(&storage, first_id + 5).await;
     range_tombstones(&storage, first_id + 6).await;
+    merge_operands_and_expiring_puts(&storage, first_id + 7).await;
+}
+
+/// Merge operands (kind 3) and expiring puts (kind 4) are versions like any other to a store:
+/// kept with their kind and value through writes, reopens and copies, met by gets and scans;
+/// an aggregate that meets one deciding a key says so, for the engine to fold a merged scan.
+async fn merge_operands_and_expiring_puts(storage: &Arc<dyn Storage>, id: u64) {
+    let entries = vec![
+        Entry::merge("m", 30, "+3"),
+        Entry::merge("m", 20, "+2"),
+        Entry::put("m", 10, "base"),
+        Entry::expiring("t", 40, b"soon", 1_234),
+        Entry::put("t", 5, "older"),
+        Entry::put("u", 7, 1i64.to_le_bytes().to_vec()),
+    ];
+    let meta = write_table(storage.as_ref(), id, &entries)
+        .await
+        .expect("write");
+    let t = storage.open_table(&meta).await.expect("open");
+    assert_eq!(
+        read_range(t.as_ref(), &KeyRange::all())
+            .await
+            .expect("scan"),
+        entries,
+        "kinds and values as written"
+    );
+    let got = t.get(b"m", 25).await.expect("get").expect("an operand");
+    assert_eq!(
+        (got.kind, got.seq, &got.value[..]),
+        (EntryKind::Merge, 20, &b"+2"[..])
+    );
+    let got = t.get(b"t", u64::MAX).await.expect("get").expect("the put");
+    assert_eq!(got, entries[3]);
+    let copy = copy_table(storage.as_ref(), id + 100, t.as_ref())
+        .await
+        .expect("copy");
+    let c = storage.open_table(&copy).await.expect("open copy");
+    assert_eq!(
+        read_range(c.as_ref(), &KeyRange::all())
+            .await
+            .expect("scan"),
+        entries
+    );
+    let agg = t
+        .aggregate(&KeyRange::all(), u64::MAX, ValueType::I64, &[])
+        .await
+        .expect("aggregate");
+    assert_eq!(
+        (agg.unresolved, agg.rows),
+        (2, 1),
+        "m and t are the engine's to fold"
+    );
+    for id in [id, id + 100] {
+        storage.delete_table(id).await.expect("delete");
+    }
 }
 
 fn sample(n: u32) -> Vec<Entry> {

@@ -51,8 +51,11 @@ impl<'a> VisibleFold<'a> {
         {
             return;
         }
-        if kind == EntryKind::Put {
-            self.state.add(value);
+        match kind {
+            EntryKind::Put => self.state.add(value),
+            // The fold knows neither the merge operator nor the reader's clock.
+            EntryKind::Merge | EntryKind::Expiring => self.state.unresolved += 1,
+            EntryKind::Delete | EntryKind::RangeDelete => {}
         }
     }
 

@@ -102,6 +102,14 @@ impl Router {
         self.write(b).await
     }
 
+    /// A merge operand for `key`, folded by its shard's merge operator (every shard's
+    /// database names the same one in its configuration).
+    pub async fn merge(&self, key: impl Into<Bytes>, operand: impl Into<Bytes>) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.merge(key, operand);
+        self.write(b).await
+    }
+
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<()> {
         let mut b = WriteBatch::new();
         b.delete(key);
@@ -141,11 +149,7 @@ impl Router {
                 }
                 continue;
             }
-            let part = &mut parts[self.shard_of(&op.key)];
-            match op.kind {
-                EntryKind::Put => part.put(op.key, op.value),
-                _ => part.delete(op.key),
-            };
+            parts[self.shard_of(&op.key)].push(op);
         }
         let writes = parts
             .into_iter()

@@ -142,6 +142,7 @@ impl From<&AggregateState> for pb::AggregateState {
             max: s.max,
             min_i: s.min_i,
             max_i: s.max_i,
+            unresolved: s.unresolved,
         }
     }
 }
@@ -163,6 +164,7 @@ impl TryFrom<pb::AggregateState> for AggregateState {
             max: s.max,
             min_i: s.min_i,
             max_i: s.max_i,
+            unresolved: s.unresolved,
         })
     }
 }

@@ -31,6 +31,7 @@ pub enum C {
 
 /// Small sizes, so a few hundred operations flush and compact several times.
 pub const ENGINE: &str = "[default.engine]\nmemtable_bytes = 8192\nmax_immutable_memtables = 2\n\
+     merge_operator = \"append\"\n\
      l0_stop_writes = 12\nbackground_threads = 1\n\
      [default.compaction]\nl0_trigger = 2\nlevels = 3\nbase_level_bytes = 32768\n\
      level_size_ratio = 4\ntarget_table_bytes = 8192\n";

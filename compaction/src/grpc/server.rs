@@ -39,6 +39,9 @@ impl From<&CompactionJob> for Job {
             oldest_snapshot: j.oldest_snapshot,
             drop_tombstones: j.drop_tombstones,
             target_table_bytes: j.target_table_bytes,
+            merge_operator: j.merge_operator.clone(),
+            compaction_filter: j.compaction_filter.clone(),
+            now_ms: j.now_ms,
         }
     }
 }
@@ -52,6 +55,10 @@ impl From<Job> for CompactionJob {
             oldest_snapshot: j.oldest_snapshot,
             drop_tombstones: j.drop_tombstones,
             target_table_bytes: j.target_table_bytes,
+            merge_operator: j.merge_operator,
+            compaction_filter: j.compaction_filter,
+            now_ms: j.now_ms,
+            operators: None,
         }
     }
 }

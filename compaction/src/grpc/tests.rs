@@ -104,6 +104,7 @@ async fn inputs(storage: &dyn Storage) -> CompactionJob {
         oldest_snapshot: 10,
         drop_tombstones: true,
         target_table_bytes: 1 << 20,
+        ..CompactionJob::default()
     }
 }
 

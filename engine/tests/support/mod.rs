@@ -36,6 +36,7 @@ pub fn tiny_options() -> EngineOptions {
             level_size_ratio: 4,
             target_table_bytes: 16 << 10,
         },
+        ..EngineOptions::default()
     }
 }
 

@@ -129,16 +129,9 @@ impl Shard for GrpcShard {
         };
         for op in batch.into_ops() {
             req.keys.push(op.key);
-            match op.kind {
-                EntryKind::Put => {
-                    req.kinds.push(0);
-                    req.values.push(op.value);
-                }
-                EntryKind::Delete => req.kinds.push(1),
-                EntryKind::RangeDelete => {
-                    req.kinds.push(2);
-                    req.values.push(op.value);
-                }
+            req.kinds.push(u32::from(op.kind.as_u8()));
+            if op.kind != EntryKind::Delete {
+                req.values.push(op.value);
             }
         }
         let r = self

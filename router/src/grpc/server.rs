@@ -10,7 +10,8 @@ use super::pb::{
 use super::{CHUNK_BYTES, pair_bytes, pairs_message, pairs_of};
 use crate::local::LocalShard;
 use crate::shard::{CheckpointOp, ImportStream, Shard};
-use cairn_common::{Error, ValueType, WriteBatch};
+use bytes::Bytes;
+use cairn_common::{BatchOp, EntryKind, Error, ValueType, WriteBatch};
 use cairn_rpc::pb::{AggregateState, Empty, Progress};
 use cairn_rpc::{
     ServerAuth, ServerOptions, StatusStream, chunked, counting_progress, decode_range,
@@ -95,24 +96,19 @@ impl ShardRpc for ShardService {
         let mut batch = WriteBatch::new();
         let mut values = req.values.into_iter();
         for (key, kind) in req.keys.into_iter().zip(req.kinds) {
-            match kind {
-                0 => {
-                    let v = values
-                        .next()
-                        .ok_or_else(|| Status::invalid_argument("a value for every put"))?;
-                    batch.put(key, v);
-                }
-                1 => {
-                    batch.delete(key);
-                }
-                2 => {
-                    let end = values
-                        .next()
-                        .ok_or_else(|| Status::invalid_argument("an end for every range delete"))?;
-                    batch.delete_range(key, end);
-                }
-                k => return Err(Status::invalid_argument(format!("unknown write kind {k}"))),
-            }
+            let kind = u8::try_from(kind)
+                .ok()
+                .and_then(EntryKind::from_u8)
+                .ok_or_else(|| Status::invalid_argument(format!("unknown write kind {kind}")))?;
+            let value = match kind {
+                EntryKind::Delete => Bytes::new(),
+                _ => values.next().ok_or_else(|| {
+                    Status::invalid_argument(
+                        "a value (a range delete's end) for every write but a delete",
+                    )
+                })?,
+            };
+            batch.push(BatchOp { kind, key, value });
         }
         let seq = self.shard.write(batch).await.map_err(status)?;
         Ok(Response::new(WriteResponse { seq }))
