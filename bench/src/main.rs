@@ -8,6 +8,7 @@
 mod checkpoint_suite;
 mod loaded;
 mod measure;
+mod merge_suite;
 mod range_delete_suite;
 mod replica;
 mod report;
@@ -98,7 +99,8 @@ struct Args {
     /// times one range delete over half of --keys entries against a put, and reads before
     /// and after it; `checkpoint` times making and deleting checkpoints of --keys entries;
     /// `transactions` runs read-modify-writes of two of --keys counters as transactions and
-    /// as plain batches (see docs/benchmarks.md).
+    /// as plain batches; `merge` increments --keys counters with the `add` merge operator
+    /// against a get and a put (see docs/benchmarks.md).
     #[arg(long, value_enum)]
     suite: Option<Suite>,
     /// Export the Cairn engines' metrics (engine, journal, caches, RPC clients, router shards)
@@ -135,6 +137,7 @@ enum Suite {
     RangeDelete,
     Checkpoint,
     Transactions,
+    Merge,
 }
 
 impl Args {
@@ -213,6 +216,9 @@ async fn run_bench(mut args: Args) -> Result<()> {
     }
     if args.suite == Some(Suite::Transactions) {
         return run_transaction_suite(&args).await;
+    }
+    if args.suite == Some(Suite::Merge) {
+        return run_merge_suite(&args).await;
     }
     let mut results: Vec<RunResult> = Vec::new();
     for profile in args.profiles.clone() {
@@ -439,6 +445,31 @@ async fn run_transaction_suite(args: &Args) -> Result<()> {
         );
     }
     print!("{}", transaction_suite::report(&results));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn run_merge_suite(args: &Args) -> Result<()> {
+    let mut results = Vec::new();
+    for profile in &args.profiles {
+        let base = tempfile::Builder::new().prefix("cairn-bench-").tempdir()?;
+        let config = cairn::Config::load(&args.config, Some(profile))?;
+        results.extend(
+            merge_suite::run(
+                &config,
+                profile,
+                base.path(),
+                args.keys,
+                args.concurrency,
+                Duration::from_secs_f64(args.duration.max(0.01)),
+            )
+            .await?,
+        );
+    }
+    print!("{}", merge_suite::report(&results));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -244,6 +244,29 @@ fn the_transactions_suite_loses_no_increment_in_transactions() {
     assert_eq!(report[1]["mode"], "plain batches", "{report}");
 }
 
+/// The merge suite: merges lose no increment, and both modes report a rate.
+#[test]
+fn the_merge_suite_loses_no_increment_with_merges() {
+    let report = suite_report(&[
+        "--suite",
+        "merge",
+        "--profile",
+        "nosync",
+        "--keys",
+        "50",
+        "--concurrency",
+        "4",
+        "--duration",
+        "0.5",
+    ]);
+    let merge = &report[0];
+    assert_eq!(merge["mode"], "merge", "{report}");
+    assert!(merge["increments"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(merge["lost_increments"], 0, "{report}");
+    assert_eq!(report[1]["mode"], "get+put", "{report}");
+    assert!(report[1]["per_second"].as_f64().unwrap() > 0.0, "{report}");
+}
+
 /// Metrics beyond loopback need an explicit yes, as servers' do.
 #[test]
 fn metrics_beyond_loopback_are_refused_without_an_explicit_yes() {
