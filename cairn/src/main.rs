@@ -33,6 +33,11 @@ struct Cli {
     /// open so).
     #[arg(long, global = true)]
     read_only: bool,
+    /// Send the command to the shard server at URL (`cairn serve shard`) instead of opening
+    /// the database here: a served database is read and written as its clients do, with no
+    /// take-over. The profile gives the client's rpc settings (token, TLS).
+    #[arg(long, global = true, value_name = "URL")]
+    connect: Option<String>,
     /// Read checkpoint NAME instead of the database as it is now (`get`, `scan`,
     /// `aggregate`, `stats`).
     #[arg(long, global = true, value_name = "NAME")]
@@ -254,6 +259,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     {
         print!("{}", config.resolved().to_toml()?);
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(url) = &cli.connect {
+        anyhow::ensure!(
+            !matches!(cli.command, Command::Ingest { .. } | Command::Serve { .. })
+                && cli.checkpoint.is_none(),
+            "--connect sends commands to a shard server; serve, ingest and --checkpoint open the database here"
+        );
+        let shard = cairn::GrpcShard::identified(config.rpc.client(url, None))
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        let router = cairn::Router::single(std::sync::Arc::new(shard));
+        return execute(&router, cli.command).await;
     }
     if let Command::Serve {
         component,

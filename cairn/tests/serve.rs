@@ -257,3 +257,61 @@ async fn killed_shard_servers_fail_their_calls_by_name_and_come_back_whole() {
         assert!(status.success(), "{} exited with {status}", server.url);
     }
 }
+
+/// `cairn --connect URL` sends each command to a running shard server as a client: puts,
+/// merges, gets, scans, range deletes, flushes, checkpoints and stats all reach the served
+/// database, and the server stays its writer (its epoch does not move).
+#[test]
+fn the_cli_reaches_a_served_database_as_a_client_without_taking_it_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::node_config(dir.path(), "node");
+    let env = [("CAIRN_ENGINE__MERGE_OPERATOR", "add")];
+    let server = serve_args(
+        &config,
+        &["serve", "shard", "--listen", "127.0.0.1:0"],
+        &env,
+    );
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--connect", &server.url])
+            .args(args)
+            .env_remove("CAIRN_PROFILE")
+            .output()
+            .expect("run cairn");
+        assert!(
+            out.status.success(),
+            "cairn --connect {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let epoch = |stats: &str| {
+        let v: serde_json::Value = serde_json::from_str(stats).unwrap();
+        v["epoch"].as_u64().unwrap()
+    };
+    let first = epoch(&cli(&["stats", "--json"]));
+    cli(&["put", "apple", "red"]);
+    cli(&["put", "banana", "yellow"]);
+    cli(&["merge", "--op", "add", "hits", "4"]);
+    cli(&["merge", "--op", "add", "hits", "3"]);
+    assert_eq!(cli(&["get", "apple"]), "red\n");
+    assert_eq!(cli(&["get", "hits", "--number", "i64"]), "7\n");
+    cli(&["flush"]);
+    cli(&["checkpoint", "create", "c1"]);
+    cli(&["delete", "--from", "b", "--to", "c"]);
+    assert_eq!(cli(&["scan"]), format!("apple\tred\nhits\t{}\n", raw(7)));
+    assert!(cli(&["checkpoint", "list"]).contains("c1"));
+    assert_eq!(
+        epoch(&cli(&["stats", "--json"])),
+        first,
+        "the server is still the writer"
+    );
+    drop(server);
+}
+
+/// An 8-byte little-endian number as the scan prints its raw bytes.
+fn raw(n: i64) -> String {
+    String::from_utf8_lossy(&n.to_le_bytes()).into_owned()
+}

@@ -21,7 +21,8 @@ use futures::StreamExt;
 
 pub struct GrpcShard {
     rpc: RpcClient,
-    tag: ShardTag,
+    /// The identity calls carry; none for a database no router has claimed.
+    tag: Option<ShardTag>,
     name: String,
 }
 
@@ -31,9 +32,30 @@ impl GrpcShard {
         let name = format!("shard {} at {}", id.index, opts.url);
         Ok(GrpcShard {
             rpc: connect(format!("shard {}", id.index), opts)?,
-            tag: id.into(),
+            tag: Some(id.into()),
             name,
         })
+    }
+
+    /// Whatever database the server at `opts.url` serves, as the identity it answers with:
+    /// a client for a served database that knows only its URL (`cairn --connect`).
+    pub async fn identified(opts: ClientOptions) -> Result<GrpcShard> {
+        let name = format!("the server at {}", opts.url);
+        let mut shard = GrpcShard {
+            rpc: connect(name.clone(), opts)?,
+            tag: None,
+            name,
+        };
+        let r = shard
+            .rpc
+            .retry("identify", || {
+                let mut c = shard.client();
+                let req = shard.rpc.request(cairn_rpc::pb::Empty {});
+                async move { c.identify(req).await }
+            })
+            .await?;
+        shard.tag = r.into_inner().tag;
+        Ok(shard)
     }
 
     fn client(&self) -> ShardClient<RpcChannel> {
@@ -44,9 +66,7 @@ impl GrpcShard {
     }
 
     fn tagged(&self) -> Tagged {
-        Tagged {
-            tag: Some(self.tag),
-        }
+        Tagged { tag: self.tag }
     }
 }
 
@@ -77,7 +97,7 @@ impl Shard for GrpcShard {
             .retry("get", || {
                 let mut c = self.client();
                 let req = self.rpc.request(GetRequest {
-                    tag: Some(self.tag),
+                    tag: self.tag,
                     key: Bytes::copy_from_slice(key),
                 });
                 async move { c.get(req).await }
@@ -94,7 +114,7 @@ impl Shard for GrpcShard {
             .retry("multi_get", || {
                 let mut c = self.client();
                 let req = self.rpc.request(MultiGetRequest {
-                    tag: Some(self.tag),
+                    tag: self.tag,
                     keys: keys.clone(),
                 });
                 async move { c.multi_get(req).await }
@@ -122,7 +142,7 @@ impl Shard for GrpcShard {
     async fn write(&self, batch: WriteBatch) -> Result<SeqNo> {
         let n = batch.len();
         let mut req = WriteRequest {
-            tag: Some(self.tag),
+            tag: self.tag,
             keys: Vec::with_capacity(n),
             kinds: Vec::with_capacity(n),
             values: Vec::with_capacity(n),
@@ -149,7 +169,7 @@ impl Shard for GrpcShard {
             .retry("scan", || {
                 let mut c = self.client();
                 let req = self.rpc.request(ScanRequest {
-                    tag: Some(self.tag),
+                    tag: self.tag,
                     range: Some(range.clone()),
                     limit: limit.map_or(0, |l| l as u64),
                 });
@@ -167,7 +187,7 @@ impl Shard for GrpcShard {
             .retry("aggregate", || {
                 let mut c = self.client();
                 let req = self.rpc.request(AggregateRequest {
-                    tag: Some(self.tag),
+                    tag: self.tag,
                     range: Some(range.clone()),
                     value_type: value_type.into(),
                 });
@@ -185,7 +205,7 @@ impl Shard for GrpcShard {
         let tag = self.tag;
         let feed = tokio::spawn(async move {
             let first = ImportRequest {
-                tag: Some(tag),
+                tag,
                 pairs: None,
                 finish: false,
             };
@@ -281,7 +301,7 @@ impl Shard for GrpcShard {
             CheckpointOp::Delete(name) => (2, name),
         };
         let req = CheckpointRequest {
-            tag: Some(self.tag),
+            tag: self.tag,
             op: code,
             name,
         };

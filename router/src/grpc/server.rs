@@ -1,11 +1,12 @@
 //! Serves one local shard. Each call must carry the identity its router expects; the first
-//! call to a data directory that is no shard yet gives it that identity.
+//! call to a data directory that is no shard yet gives it that identity. A database no router
+//! has claimed also takes calls without one (a single served database, `cairn --connect`).
 
 use super::pb::shard_server::{Shard as ShardRpc, ShardServer};
 use super::pb::{
     AggregateRequest, CheckpointRequest, CheckpointResponse, GetRequest, GetResponse,
-    ImportRequest, MultiGetRequest, MultiGetResponse, Pairs, ScanRequest, ShardTag, StatsResponse,
-    Tagged, WriteRequest, WriteResponse,
+    IdentifyResponse, ImportRequest, MultiGetRequest, MultiGetResponse, Pairs, ScanRequest,
+    ShardTag, StatsResponse, Tagged, WriteRequest, WriteResponse,
 };
 use super::{CHUNK_BYTES, pair_bytes, pairs_message, pairs_of};
 use crate::local::LocalShard;
@@ -42,10 +43,13 @@ pub fn shard_service(
 
 impl ShardService {
     fn admit(&self, tag: Option<ShardTag>) -> Result<(), Status> {
-        let tag = tag.ok_or_else(|| {
-            Status::invalid_argument("a shard call must say which shard it means (tag)")
-        })?;
-        self.shard.claim(tag.into()).map_err(status)
+        match (tag, self.shard.identity()) {
+            (Some(tag), _) => self.shard.claim(tag.into()).map_err(status),
+            (None, None) => Ok(()),
+            (None, Some(id)) => Err(Status::invalid_argument(format!(
+                "this server's database is {id}: a call must say which shard it means (tag); Identify tells"
+            ))),
+        }
     }
 }
 
@@ -59,6 +63,12 @@ impl ShardRpc for ShardService {
     type ImportStream = StatusStream<Progress>;
     type FlushStream = StatusStream<Progress>;
     type CompactStream = StatusStream<Progress>;
+
+    async fn identify(&self, _req: Request<Empty>) -> Result<Response<IdentifyResponse>, Status> {
+        Ok(Response::new(IdentifyResponse {
+            tag: self.shard.identity().map(ShardTag::from),
+        }))
+    }
 
     async fn claim(&self, req: Request<Tagged>) -> Result<Response<Empty>, Status> {
         self.admit(req.into_inner().tag)?;

@@ -451,3 +451,43 @@ async fn conformance_through_the_replicated_decorator() {
     conformance::run(shard.clone()).await;
     shard.close().await.unwrap();
 }
+
+/// A client that knows only the URL: an unclaimed database takes its untagged calls; once a
+/// router has claimed it, the server says which shard it is and untagged calls are refused,
+/// so a client that identifies itself first reaches it as that shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_only_the_url_identifies_the_shard_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, served) = start(dir.path()).await;
+    let plain = GrpcShard::identified(client_opts(server.url()))
+        .await
+        .unwrap();
+    let mut b = cairn_common::WriteBatch::new();
+    b.put("k", "v");
+    plain.write(b).await.unwrap();
+    assert_eq!(
+        plain.get(b"k").await.unwrap(),
+        Some(bytes::Bytes::from("v"))
+    );
+    assert!(
+        served.identity().is_none(),
+        "an untagged call claims nothing"
+    );
+
+    GrpcShard::new(client_opts(server.url()), identity(2))
+        .unwrap()
+        .check()
+        .await
+        .unwrap();
+    let e = plain.get(b"k").await.unwrap_err().to_string();
+    assert!(e.contains("shard 2 of 3"), "{e}");
+    let again = GrpcShard::identified(client_opts(server.url()))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.get(b"k").await.unwrap(),
+        Some(bytes::Bytes::from("v"))
+    );
+    server.stop().await.unwrap();
+    served.close().await.unwrap();
+}
