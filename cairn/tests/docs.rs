@@ -1,6 +1,7 @@
-//! Every link in the README and in `docs/` resolves: a relative link names a file of the
-//! repository, and a `#fragment` names a heading of the page it points to (GitHub's anchors).
-//! Links to other sites are not followed (tests reach no network beyond loopback).
+//! The docs cannot drift from the code: every link in the README and in `docs/` resolves (a
+//! relative link names a file of the repository, and a `#fragment` names a heading of the
+//! page it points to, GitHub's anchors; links to other sites are not followed: tests reach no
+//! network beyond loopback), and every shell example of the README's tour runs as written.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -99,4 +100,118 @@ fn every_link_in_the_readme_and_docs_resolves() {
     }
     assert!(checked > 10, "only {checked} links found");
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// The shell blocks of the README's tour, each a list of lines.
+fn tour_blocks(readme: &str) -> Vec<Vec<String>> {
+    let tour = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("A five-minute tour"))
+        .expect("the README has a tour");
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<String>> = None;
+    for line in tour.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, l) if l.starts_with("```sh") => current = Some(Vec::new()),
+            (Some(_), l) if l.starts_with("```") => blocks.extend(current.take()),
+            (Some(b), _) => b.push(line.to_string()),
+            _ => {}
+        }
+    }
+    blocks
+}
+
+/// One tour block as a bash script: the build line goes (the binaries are built), servers
+/// (`serve`, `cairn-s3`) start in the background and are waited for until they say they
+/// serve, and every other line must exit 0, or the code its comment names ("exit code 1").
+fn tour_script(block: &[String]) -> String {
+    let mut s = String::from(
+        "set -u\nbg=()\ntrap 'kill ${bg[@]+\"${bg[@]}\"} 2>/dev/null; wait 2>/dev/null' EXIT\n\
+         serving() { for _ in $(seq 300); do grep -q serving \"$1\" && return 0; sleep 0.1; done; \
+         echo \"no 'serving' line in $1:\"; cat \"$1\"; exit 1; }\n",
+    );
+    for (n, raw) in block.iter().enumerate() {
+        let line = raw
+            .replace("./target/release/", "$BIN/")
+            .replace("/tmp/", "$WORK/tmp-");
+        if line.trim_start().starts_with("cargo build") {
+            continue;
+        }
+        let (cmd, comment) = match line.find(" # ") {
+            Some(at) => (line[..at].trim(), &line[at + 3..]),
+            None => (line.trim(), ""),
+        };
+        if cmd.is_empty() {
+            continue;
+        }
+        let n = n + 1;
+        if cmd.starts_with("export ") {
+            s += &format!("{cmd}\n");
+        } else if cmd.contains(" serve ") || cmd.contains("cairn-s3") {
+            let cmd = cmd.trim_end_matches('&').trim();
+            s += &format!("{cmd} > bg{n}.log 2>&1 &\nbg+=($!)\nserving bg{n}.log\n");
+        } else {
+            let want = comment
+                .split("exit code ")
+                .nth(1)
+                .and_then(|c| c.split(|ch: char| !ch.is_ascii_digit()).next())
+                .unwrap_or("0");
+            s += &format!(
+                "( {cmd} ); got=$?\n[ $got -eq {want} ] || {{ echo \"line {n} exited $got, not {want}\"; exit 1; }}\n"
+            );
+        }
+    }
+    s
+}
+
+/// Every shell example of the README's tour runs as written, in a directory of its own with
+/// the repository's `cairn.toml`, `cairn` on the PATH and the servers it starts: docs that
+/// drift from the commands fail here.
+#[test]
+fn the_readme_tour_runs_as_written() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let blocks = tour_blocks(&readme);
+    assert!(blocks.len() >= 4, "the tour has its four blocks");
+    let bin = Path::new(env!("CARGO_BIN_EXE_cairn")).parent().unwrap();
+    for block in &blocks {
+        let text = block.join("\n");
+        if text.contains("cairn-s3") && !bin.join("cairn-s3").exists() {
+            // Built by `cargo test --workspace`, not by this crate's tests alone.
+            assert!(std::env::var_os("CI").is_none(), "cairn-s3 is not built");
+            eprintln!(
+                "skipping a tour block: cairn-s3 is not built (cargo build -p cairn-testkit)"
+            );
+            continue;
+        }
+        let work = tempfile::tempdir().unwrap();
+        std::fs::copy(root.join("cairn.toml"), work.path().join("cairn.toml")).unwrap();
+        std::fs::create_dir(work.path().join("bin")).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_cairn"), work.path().join("bin/cairn"))
+            .unwrap();
+        let path = format!(
+            "{}:{}",
+            work.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg("-c")
+            .arg(tour_script(block))
+            .current_dir(work.path())
+            .env("PATH", path)
+            .env("WORK", work.path())
+            .env("BIN", bin);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CAIRN_") {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "the tour block\n{text}\nfailed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
