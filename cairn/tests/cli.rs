@@ -818,3 +818,109 @@ fn merges_and_expiring_puts_from_the_cli() {
     let bad = cairn(data, &["put", "k", "v", "--ttl", "5 parsecs"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// Scoped tokens on a journal server shared by databases `a` and `b`, and on a shard server,
+/// with real processes: a tenant's token reaches its own database and not the other; a
+/// read-only token reads and cannot write; the server's own token reaches every database.
+#[test]
+fn scoped_tokens_reach_only_their_databases_and_read_only_ones_only_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shared.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\ndata_dir = \"{}\"\n[default.rpc]\ntoken = \"admin\"\nretries = 0\n\
+             scoped_tokens = [{{ token = \"tenant-a\", databases = [\"a\"] }}, \
+             {{ token = \"reader-a\", databases = [\"a\"], read_only = true }}, \
+             {{ token = \"reader\", databases = [\"default\"], read_only = true }}]\n",
+            dir.path().join("server").display()
+        ),
+    )
+    .unwrap();
+    let start = |component: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("--config")
+            .arg(&config)
+            .args(["serve", component, "--listen", "127.0.0.1:0"])
+            .env_remove("CAIRN_PROFILE")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let url = line.trim().rsplit(' ').next().unwrap().to_string();
+        assert!(url.starts_with("http://"), "{line}");
+        (child, url)
+    };
+    let (mut journal, url) = start("journal");
+    let client = |token: &str, database: &str, data: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("CAIRN_DATA_DIR", dir.path().join(data))
+            .env("CAIRN_JOURNAL__KIND", "grpc")
+            .env("CAIRN_JOURNAL__URL", &url)
+            .env("CAIRN_JOURNAL__DATABASE", database)
+            .env("CAIRN_RPC__TOKEN", token)
+            .env_remove("CAIRN_PROFILE")
+            .output()
+            .unwrap()
+    };
+    let refused = |out: Output, why: &str| {
+        assert!(!out.status.success(), "refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{err}");
+    };
+    let ok = |out: Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(client("tenant-a", "a", "node-a", &["put", "k", "v"]));
+    refused(
+        client("tenant-a", "b", "node-b", &["put", "k", "v"]),
+        "does not reach database `b`",
+    );
+    refused(
+        client("reader-a", "a", "node-a", &["put", "k", "w"]),
+        "only reads database `a`",
+    );
+    assert_eq!(ok(client("reader-a", "a", "node-a", &["get", "k"])), "v\n");
+    ok(client("admin", "b", "node-b", &["put", "k", "v"]));
+    let _ = journal.kill();
+    let _ = journal.wait();
+
+    let (mut shard, url) = start("shard");
+    let connect = |token: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--connect", &url])
+            .args(args)
+            .env("CAIRN_RPC__TOKEN", token)
+            .env_remove("CAIRN_PROFILE")
+            .output()
+            .unwrap()
+    };
+    ok(connect("admin", &["put", "k", "v"]));
+    assert_eq!(ok(connect("reader", &["get", "k"])), "v\n");
+    refused(
+        connect("reader", &["put", "k", "w"]),
+        "only reads database `default`",
+    );
+    refused(
+        connect("tenant-a", &["get", "k"]),
+        "does not reach database `default`",
+    );
+    refused(connect("nobody", &["get", "k"]), "wrong bearer token");
+    let _ = shard.kill();
+    let _ = shard.wait();
+}

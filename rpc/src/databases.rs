@@ -49,9 +49,11 @@ impl<T: ?Sized + Send + Sync + 'static> Databases<T> {
         this
     }
 
-    /// The database a call names (its name, and it), opened if this is its first call.
-    pub async fn of<M>(&self, req: &Request<M>) -> Result<(String, Arc<T>), Status> {
+    /// The database a call names (its name, and it), opened if this is its first call,
+    /// once the call's token is found to reach it (and to write, if the call `writes`).
+    pub async fn of<M>(&self, req: &Request<M>, writes: bool) -> Result<(String, Arc<T>), Status> {
         let name = database_of(req)?;
+        crate::check_access(req, &name, writes)?;
         let db = self.get(&name).await.map_err(status)?;
         Ok((name, db))
     }

@@ -4,6 +4,7 @@
 //! mapping between `Error` and gRPC status codes, so a remote failure names its component and
 //! URL and a corrupt table stays a corruption on the far side of the wire.
 
+mod access;
 mod client;
 mod coalesce;
 mod convert;
@@ -61,6 +62,7 @@ pub fn check_database_name(name: &str) -> cairn_common::Result<()> {
     }
 }
 
+pub use access::{Access, ScopedToken, check_access, check_unscoped};
 pub use client::{Auth, RpcChannel, RpcClient, connect};
 pub use convert::{decode_entries, decode_meta, decode_range, encode_entries};
 pub use databases::{Databases, MAX_DATABASES};

@@ -62,6 +62,9 @@ impl ClientOptions {
 pub struct ServerOptions {
     /// Calls without `authorization: Bearer <token>` are refused, when set.
     pub token: Option<String>,
+    /// Tokens that admit their calls to some databases only, perhaps to read only; with any,
+    /// calls carrying none of them (nor `token`) are refused.
+    pub scoped_tokens: Vec<crate::ScopedToken>,
     /// PEM certificate chain and private key: serve TLS when both are set.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,

@@ -2,10 +2,12 @@
 //! mapping of library errors to status codes a client maps back.
 
 use super::ServerOptions;
+use super::access::Access;
 use super::metered::MeteredLayer;
 use cairn_common::{Error, Result};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -63,35 +65,54 @@ fn without_paths(text: &str) -> String {
     out
 }
 
-/// Refuses calls that do not carry the configured bearer token.
+/// Refuses calls that do not carry the configured bearer token or one of the scoped tokens,
+/// and records on each call what its token admits it to (`Access`).
 #[derive(Clone)]
 pub struct ServerAuth {
     expected: Option<String>,
+    scoped: Arc<[(String, Access)]>,
 }
 
 impl ServerAuth {
     pub fn new(opts: &ServerOptions) -> Self {
         ServerAuth {
             expected: opts.token.as_ref().map(|t| format!("Bearer {t}")),
+            scoped: opts
+                .scoped_tokens
+                .iter()
+                .map(|t| (format!("Bearer {}", t.token), Access::from(t)))
+                .collect(),
         }
     }
 }
 
 impl tonic::service::Interceptor for ServerAuth {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.expected else {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if self.expected.is_none() && self.scoped.is_empty() {
             return Ok(req);
-        };
+        }
         let given = req
             .metadata()
             .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        // Compare in constant time: the token is a secret (`subtle` compares lengths too).
-        let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())));
-        if ok {
-            Ok(req)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        // Compare in constant time: tokens are secrets (`subtle` compares lengths too).
+        let same = |t: &str| bool::from(given.as_bytes().ct_eq(t.as_bytes()));
+        let access = if self.expected.as_deref().is_some_and(same) {
+            Some(Access::All)
         } else {
-            Err(Status::unauthenticated("missing or wrong bearer token"))
+            self.scoped
+                .iter()
+                .find(|(t, _)| same(t))
+                .map(|(_, a)| a.clone())
+        };
+        match access {
+            Some(a) => {
+                req.extensions_mut().insert(a);
+                Ok(req)
+            }
+            None => Err(Status::unauthenticated("missing or wrong bearer token")),
         }
     }
 }
@@ -150,7 +171,7 @@ pub fn check_exposure(addr: SocketAddr, opts: &ServerOptions) -> Result<()> {
     // TLS alone encrypts, but lets in any client: only a token or a verified client
     // certificate says who is calling.
     let clients_verified = opts.tls_cert.is_some() && opts.tls_client_ca.is_some();
-    let guarded = opts.token.is_some() || clients_verified;
+    let guarded = opts.token.is_some() || !opts.scoped_tokens.is_empty() || clients_verified;
     if addr.ip().is_loopback() || guarded || opts.allow_open {
         return Ok(());
     }

@@ -555,6 +555,21 @@ impl Config {
                 "sizes must be greater than 0".into(),
             );
         }
+        for t in &self.rpc.scoped_tokens {
+            if t.token.is_empty() || t.databases.is_empty() {
+                return bad(
+                    "rpc.scoped_tokens",
+                    "each needs a token and at least one database".into(),
+                );
+            }
+            if let Some(e) = t
+                .databases
+                .iter()
+                .find_map(|d| cairn_rpc::check_database_name(d).err())
+            {
+                return bad("rpc.scoped_tokens", e.to_string());
+            }
+        }
         let e = &self.engine;
         if e.l0_stop_writes <= c.l0_trigger {
             return bad(

@@ -2,7 +2,7 @@
 //! token, TLS files, deadlines, retries and the message size bound). Component sections
 //! name only their server's `url` and, where it differs, their own `timeout_ms`.
 
-use cairn_rpc::{ClientOptions, ServerOptions};
+use cairn_rpc::{ClientOptions, ScopedToken, ServerOptions};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,6 +14,11 @@ pub struct RpcSection {
     /// without it (default: none, no check).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Servers: more tokens, each admitting its calls to some of the server's databases (the
+    /// names calls give, `default` for a shard server's one), to read only if `read_only`:
+    /// a tenant of a shared server reaches only its own. Clients send theirs as `token`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scoped_tokens: Vec<ScopedToken>,
     /// PEM certificate chain and private key: with both set, servers speak TLS, and clients
     /// present them to servers that verify their clients.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,6 +107,7 @@ impl RpcSection {
     pub fn server(&self) -> ServerOptions {
         ServerOptions {
             token: self.token.clone(),
+            scoped_tokens: self.scoped_tokens.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             tls_client_ca: self.tls_client_ca.clone(),
@@ -115,6 +121,14 @@ impl RpcSection {
         let d = ClientOptions::new("");
         RpcSection {
             token: self.token.as_ref().map(|_| "(set)".into()),
+            scoped_tokens: self
+                .scoped_tokens
+                .iter()
+                .map(|t| ScopedToken {
+                    token: "(set)".into(),
+                    ..t.clone()
+                })
+                .collect(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             tls_client_ca: self.tls_client_ca.clone(),

@@ -441,6 +441,30 @@ fn grpc_keys_are_checked_against_their_kind() {
         assert_eq!(o.token.as_deref(), Some("s3cret"));
         assert_eq!(c.rpc.client("http://x:1", None).timeout.as_millis(), 250);
         assert_eq!(c.resolved().rpc.token.as_deref(), Some("(set)"));
+        let (err, _) = load_err(
+            &format!(
+                "{base}[default.rpc]\nscoped_tokens = [{{ token = \"t\", databases = [] }}]\n"
+            ),
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("rpc.scoped_tokens"), "{err}");
+        let (err, _) = load_err(
+            &format!(
+                "{base}[default.rpc]\nscoped_tokens = [{{ token = \"t\", databases = [\"../x\"] }}]\n"
+            ),
+            "default",
+        );
+        assert_eq!(err.key.as_deref(), Some("rpc.scoped_tokens"), "{err}");
+        let c = Config::from_toml_str(
+            &format!("{base}[default.rpc]\nscoped_tokens = [{{ token = \"t\", databases = [\"a\"], read_only = true }}]\n"),
+            None,
+        )
+        .unwrap();
+        let shown = c.resolved().rpc.scoped_tokens;
+        assert_eq!(
+            (shown[0].token.as_str(), shown[0].read_only),
+            ("(set)", true)
+        );
     });
 }
 

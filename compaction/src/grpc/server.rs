@@ -6,7 +6,8 @@ use super::pb::{Job, Outputs};
 use crate::{CompactionJob, Compactor};
 use cairn_rpc::pb::TableMeta as PbMeta;
 use cairn_rpc::{
-    ProgressMessage, ServerAuth, ServerOptions, StatusStream, heartbeat_interval, with_progress,
+    ProgressMessage, ServerAuth, ServerOptions, StatusStream, check_unscoped, heartbeat_interval,
+    with_progress,
 };
 use std::sync::Arc;
 use tonic::service::interceptor::InterceptedService;
@@ -81,6 +82,7 @@ impl CompactionRpc for CompactionService {
     type CompactStream = StatusStream<Outputs>;
 
     async fn compact(&self, req: Request<Job>) -> Result<Response<Self::CompactStream>, Status> {
+        check_unscoped(&req, "a compaction job")?;
         let every = heartbeat_interval(&req);
         let job = CompactionJob::from(req.into_inner());
         if job.inputs.is_empty() || job.output_ids.is_empty() {

@@ -12,7 +12,10 @@ async fn listener() -> tokio::net::TcpListener {
 }
 
 async fn start_compaction(compactor: Arc<dyn Compactor>) -> ServerHandle {
-    let opts = ServerOptions::default();
+    start_compaction_with(compactor, ServerOptions::default()).await
+}
+
+async fn start_compaction_with(compactor: Arc<dyn Compactor>, opts: ServerOptions) -> ServerHandle {
     let (drain, _) = tokio::sync::watch::channel(false);
     let router = builder(&opts)
         .unwrap()
@@ -191,4 +194,33 @@ impl Compactor for Slow {
         tokio::time::sleep(Duration::from_millis(600)).await;
         self.0.compact(job).await
     }
+}
+
+/// A job names no database, so a token scoped to databases cannot run one; the server's own
+/// token can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_scoped_to_databases_cannot_run_a_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = sst(dir.path());
+    let sopts = ServerOptions {
+        token: Some("admin".into()),
+        scoped_tokens: vec![cairn_rpc::ScopedToken {
+            token: "tenant".into(),
+            databases: vec!["a".into()],
+            read_only: false,
+        }],
+        ..ServerOptions::default()
+    };
+    let server = start_compaction_with(Arc::new(LocalCompactor::new(sst(dir.path()))), sopts).await;
+    let with = |token: &str| {
+        let mut o = opts(server.url());
+        o.token = Some(token.into());
+        o.retries = 0;
+        GrpcCompactor::new(o, None).unwrap()
+    };
+    let job = inputs(storage.as_ref()).await;
+    let e = with("tenant").compact(job.clone()).await.unwrap_err();
+    assert!(e.to_string().contains("names no database"), "{e}");
+    assert_eq!(with("admin").compact(job).await.unwrap().len(), 1);
+    server.stop().await.unwrap();
 }

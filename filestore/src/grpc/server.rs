@@ -58,7 +58,7 @@ impl StorageService {
         req: &Request<M>,
         meta: Option<PbMeta>,
     ) -> Result<Arc<dyn Table>, Status> {
-        let (db, storage) = self.dbs.of(req).await?;
+        let (db, storage) = self.dbs.of(req, false).await?;
         let meta = decode_meta(meta).map_err(status)?;
         let key = (db, meta.id);
         if let Some(t) = self.tables.get(&key)
@@ -71,8 +71,12 @@ impl StorageService {
         Ok(t)
     }
 
-    async fn manifests<M>(&self, req: &Request<M>) -> Result<Arc<dyn ManifestStore>, Status> {
-        Ok(self.dbs.of(req).await?.1.manifests())
+    async fn manifests<M>(
+        &self,
+        req: &Request<M>,
+        writes: bool,
+    ) -> Result<Arc<dyn ManifestStore>, Status> {
+        Ok(self.dbs.of(req, writes).await?.1.manifests())
     }
 }
 
@@ -84,7 +88,7 @@ impl StorageRpc for StorageService {
         &self,
         req: Request<Streaming<WriteRequest>>,
     ) -> Result<Response<PbMeta>, Status> {
-        let (_, storage) = self.dbs.of(&req).await?;
+        let (_, storage) = self.dbs.of(&req, true).await?;
         let mut input = req.into_inner();
         let first = input
             .message()
@@ -211,7 +215,7 @@ impl StorageRpc for StorageService {
     }
 
     async fn delete_table(&self, req: Request<DeleteRequest>) -> Result<Response<Empty>, Status> {
-        let (db, storage) = self.dbs.of(&req).await?;
+        let (db, storage) = self.dbs.of(&req, true).await?;
         let id = req.into_inner().id;
         self.tables.remove(&(db, id));
         storage.delete_table(id).await.map_err(status)?;
@@ -219,13 +223,18 @@ impl StorageRpc for StorageService {
     }
 
     async fn list_tables(&self, req: Request<Empty>) -> Result<Response<TableList>, Status> {
-        let (_, storage) = self.dbs.of(&req).await?;
+        let (_, storage) = self.dbs.of(&req, false).await?;
         let ids = storage.list_tables().await.map_err(status)?;
         Ok(Response::new(TableList { ids }))
     }
 
     async fn list_manifests(&self, req: Request<Empty>) -> Result<Response<ManifestList>, Status> {
-        let versions = self.manifests(&req).await?.list().await.map_err(status)?;
+        let versions = self
+            .manifests(&req, false)
+            .await?
+            .list()
+            .await
+            .map_err(status)?;
         Ok(Response::new(ManifestList { versions }))
     }
 
@@ -233,7 +242,7 @@ impl StorageRpc for StorageService {
         &self,
         req: Request<ManifestRequest>,
     ) -> Result<Response<ManifestData>, Status> {
-        let store = self.manifests(&req).await?;
+        let store = self.manifests(&req, false).await?;
         let version = req.into_inner().version;
         let data = store.read(version).await.map_err(status)?;
         Ok(Response::new(ManifestData {
@@ -247,7 +256,7 @@ impl StorageRpc for StorageService {
         &self,
         req: Request<ManifestData>,
     ) -> Result<Response<ManifestCreated>, Status> {
-        let store = self.manifests(&req).await?;
+        let store = self.manifests(&req, true).await?;
         let r = req.into_inner();
         let created = store.create(r.version, r.data).await.map_err(status)?;
         Ok(Response::new(ManifestCreated { created }))
@@ -257,7 +266,7 @@ impl StorageRpc for StorageService {
         &self,
         req: Request<ManifestRequest>,
     ) -> Result<Response<Empty>, Status> {
-        let store = self.manifests(&req).await?;
+        let store = self.manifests(&req, true).await?;
         store
             .delete(req.into_inner().version)
             .await

@@ -67,7 +67,7 @@ impl JournalRpc for JournalService {
         &self,
         req: Request<Streaming<AppendBatch>>,
     ) -> Result<Response<Self::AppendStream>, Status> {
-        let (_, journal) = self.dbs.of(&req).await?;
+        let (_, journal) = self.dbs.of(&req, true).await?;
         let mut input = req.into_inner();
         let mut shutdown = self.shutdown.clone();
         let (tx, rx) = mpsc::channel(4096);
@@ -129,7 +129,7 @@ impl JournalRpc for JournalService {
         &self,
         req: Request<ReplayRequest>,
     ) -> Result<Response<Self::ReplayStream>, Status> {
-        let (_, journal) = self.dbs.of(&req).await?;
+        let (_, journal) = self.dbs.of(&req, false).await?;
         let records = journal
             .replay(req.into_inner().from)
             .await
@@ -151,7 +151,7 @@ impl JournalRpc for JournalService {
     }
 
     async fn truncate(&self, req: Request<TruncateRequest>) -> Result<Response<Empty>, Status> {
-        let (_, journal) = self.dbs.of(&req).await?;
+        let (_, journal) = self.dbs.of(&req, true).await?;
         journal
             .truncate(req.into_inner().upto)
             .await
@@ -160,7 +160,7 @@ impl JournalRpc for JournalService {
     }
 
     async fn claim(&self, req: Request<ClaimRequest>) -> Result<Response<ClaimResponse>, Status> {
-        let (_, journal) = self.dbs.of(&req).await?;
+        let (_, journal) = self.dbs.of(&req, true).await?;
         let r = req.into_inner();
         let claim = JournalClaim {
             database: r.database,

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use cairn_common::{BatchOp, EntryKind, Error, ValueType, WriteBatch};
 use cairn_rpc::pb::{AggregateState, Empty, Progress};
 use cairn_rpc::{
-    ServerAuth, ServerOptions, StatusStream, chunked, counting_progress, decode_range,
-    heartbeat_interval, status,
+    DEFAULT_DATABASE, ServerAuth, ServerOptions, StatusStream, check_access, chunked,
+    counting_progress, decode_range, heartbeat_interval, status,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -64,18 +64,21 @@ impl ShardRpc for ShardService {
     type FlushStream = StatusStream<Progress>;
     type CompactStream = StatusStream<Progress>;
 
-    async fn identify(&self, _req: Request<Empty>) -> Result<Response<IdentifyResponse>, Status> {
+    async fn identify(&self, req: Request<Empty>) -> Result<Response<IdentifyResponse>, Status> {
+        check_access(&req, DEFAULT_DATABASE, false)?;
         Ok(Response::new(IdentifyResponse {
             tag: self.shard.identity().map(ShardTag::from),
         }))
     }
 
     async fn claim(&self, req: Request<Tagged>) -> Result<Response<Empty>, Status> {
+        check_access(&req, DEFAULT_DATABASE, true)?;
         self.admit(req.into_inner().tag)?;
         Ok(Response::new(Empty {}))
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        check_access(&req, DEFAULT_DATABASE, false)?;
         let req = req.into_inner();
         self.admit(req.tag)?;
         let v = self.shard.get(&req.key).await.map_err(status)?;
@@ -89,6 +92,7 @@ impl ShardRpc for ShardService {
         &self,
         req: Request<MultiGetRequest>,
     ) -> Result<Response<MultiGetResponse>, Status> {
+        check_access(&req, DEFAULT_DATABASE, false)?;
         let req = req.into_inner();
         self.admit(req.tag)?;
         let got = self.shard.multi_get(req.keys).await.map_err(status)?;
@@ -98,6 +102,7 @@ impl ShardRpc for ShardService {
     }
 
     async fn write(&self, req: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+        check_access(&req, DEFAULT_DATABASE, true)?;
         let req = req.into_inner();
         self.admit(req.tag)?;
         if req.kinds.len() != req.keys.len() {
@@ -125,6 +130,7 @@ impl ShardRpc for ShardService {
     }
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<Self::ScanStream>, Status> {
+        check_access(&req, DEFAULT_DATABASE, false)?;
         let req = req.into_inner();
         self.admit(req.tag)?;
         let range = decode_range(req.range).map_err(status)?;
@@ -142,6 +148,7 @@ impl ShardRpc for ShardService {
         &self,
         req: Request<AggregateRequest>,
     ) -> Result<Response<AggregateState>, Status> {
+        check_access(&req, DEFAULT_DATABASE, false)?;
         let req = req.into_inner();
         self.admit(req.tag)?;
         let range = decode_range(req.range).map_err(status)?;
@@ -157,6 +164,7 @@ impl ShardRpc for ShardService {
         &self,
         req: Request<Streaming<ImportRequest>>,
     ) -> Result<Response<Self::ImportStream>, Status> {
+        check_access(&req, DEFAULT_DATABASE, true)?;
         let every = heartbeat_interval(&req);
         let mut input = req.into_inner();
         let first = input
@@ -204,6 +212,7 @@ impl ShardRpc for ShardService {
     }
 
     async fn flush(&self, req: Request<Tagged>) -> Result<Response<Self::FlushStream>, Status> {
+        check_access(&req, DEFAULT_DATABASE, true)?;
         let every = heartbeat_interval(&req);
         self.admit(req.into_inner().tag)?;
         let shard = self.shard.clone();
@@ -213,6 +222,7 @@ impl ShardRpc for ShardService {
     }
 
     async fn compact(&self, req: Request<Tagged>) -> Result<Response<Self::CompactStream>, Status> {
+        check_access(&req, DEFAULT_DATABASE, true)?;
         let every = heartbeat_interval(&req);
         self.admit(req.into_inner().tag)?;
         let shard = self.shard.clone();
@@ -222,6 +232,7 @@ impl ShardRpc for ShardService {
     }
 
     async fn stats(&self, req: Request<Tagged>) -> Result<Response<StatsResponse>, Status> {
+        check_access(&req, DEFAULT_DATABASE, false)?;
         self.admit(req.into_inner().tag)?;
         let stats = self.shard.stats().await.map_err(status)?;
         let json = serde_json::to_string(&stats).map_err(|e| Status::internal(e.to_string()))?;
@@ -232,6 +243,7 @@ impl ShardRpc for ShardService {
         &self,
         req: Request<CheckpointRequest>,
     ) -> Result<Response<CheckpointResponse>, Status> {
+        check_access(&req, DEFAULT_DATABASE, req.get_ref().op != 0)?;
         let r = req.into_inner();
         self.admit(r.tag)?;
         let op = match r.op {
