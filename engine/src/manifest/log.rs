@@ -326,7 +326,7 @@ impl ManifestLog {
                     {
                         if moved {
                             return Err(Error::Held(format!(
-                                "database {} in {}: its writer (epoch {}, on journal {}) renewed its lease of {} ms while this open waited, so it is alive; send writes to it, or stop it (a closed writer lets go at once, a dead one once its lease runs out)",
+                                "database {} in {}: its writer (epoch {}, on journal {}) renewed its lease of {} ms while this open waited, so it is alive; send commands to it (`cairn --connect URL` where it serves), or stop it (a closed writer lets go at once, a dead one once its lease runs out)",
                                 l.state.database,
                                 store.location(),
                                 l.state.epoch,
