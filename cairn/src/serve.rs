@@ -5,7 +5,7 @@
 use crate::config::{Config, JournalKind, ShardKind, StorageKind};
 use crate::wiring;
 use cairn_common::{Error, Result};
-use cairn_compaction::{LocalCompactor, compaction_service};
+use cairn_compaction::{Compactor, LocalCompactor, compaction_service_for};
 use cairn_filestore::storage_service_for;
 use cairn_journal::{Journal, journal_service_for};
 use cairn_router::{LocalShard, Shard, shard_service};
@@ -140,12 +140,13 @@ fn database_config(config: &Config, name: &str) -> Config {
 async fn databases<T, F, Fut>(config: &Config, open: F) -> Result<Arc<Databases<T>>>
 where
     T: ?Sized + Send + Sync + 'static,
-    F: Fn(Config) -> Fut + Send + Sync + 'static,
+    F: Fn(String, Config) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Arc<T>>> + Send + 'static,
 {
     let config = config.clone();
     let dbs = Arc::new(Databases::new(MAX_DATABASES, move |name: String| {
-        open(database_config(&config, &name))
+        let c = database_config(&config, &name);
+        open(name, c)
     }));
     dbs.get(DEFAULT_DATABASE).await?;
     Ok(dbs)
@@ -184,7 +185,7 @@ pub async fn start(
             if config.journal.kind == JournalKind::Grpc {
                 return refuse("journal.kind");
             }
-            let dbs = databases(config, |c| async move { wiring::journal(&c) }).await?;
+            let dbs = databases(config, |_, c| async move { wiring::journal(&c) }).await?;
             journals = Some(dbs.clone());
             builder(&opts)?.add_service(journal_service_for(dbs, &opts, draining))
         }
@@ -192,16 +193,28 @@ pub async fn start(
             if config.storage.kind == StorageKind::Grpc {
                 return refuse("storage.kind");
             }
-            let dbs = databases(config, |c| async move {
+            let dbs = databases(config, |_, c| async move {
                 Ok(wiring::storage(&c.storage, &c.data_dir, &c.rpc).await?.0)
             })
             .await?;
             builder(&opts)?.add_service(storage_service_for(dbs, &opts))
         }
         Component::Compaction => {
-            let storage = wiring::compaction_node_storage(config).await?;
-            let compactor = Arc::new(LocalCompactor::new(storage));
-            builder(&opts)?.add_service(compaction_service(compactor, &opts))
+            // A job names its database as the storage server knows it: the tables are that
+            // database's on the storage server, or where a storage server of this profile
+            // keeps it (`database_config`).
+            let dbs = databases(config, |name, mut c| async move {
+                if name != DEFAULT_DATABASE {
+                    let s = c.compaction.storage.as_mut().unwrap_or(&mut c.storage);
+                    if s.kind == StorageKind::Grpc {
+                        s.database = Some(name);
+                    }
+                }
+                let storage = wiring::compaction_node_storage(&c).await?;
+                Ok(Arc::new(LocalCompactor::new(storage)) as Arc<dyn Compactor>)
+            })
+            .await?;
+            builder(&opts)?.add_service(compaction_service_for(dbs, &opts))
         }
         Component::Shard(index) => {
             let engine = shard_engine_config(config, index)?;

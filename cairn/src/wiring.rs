@@ -123,9 +123,11 @@ fn compactor(config: &Config, local_storage: Arc<dyn Storage>) -> Result<Arc<dyn
                 CompactionFallback::None => None,
             };
             Arc::new(GrpcCompactor::new(
-                config
-                    .rpc
-                    .client(c.url.as_deref().unwrap_or_default(), c.timeout_ms),
+                config.rpc.client_of(
+                    c.url.as_deref().unwrap_or_default(),
+                    c.timeout_ms,
+                    &c.database,
+                ),
                 fallback,
             )?)
         }

@@ -315,3 +315,67 @@ fn the_cli_reaches_a_served_database_as_a_client_without_taking_it_over() {
 fn raw(n: i64) -> String {
     String::from_utf8_lossy(&n.to_le_bytes()).into_owned()
 }
+
+/// One compaction server runs the jobs of two databases that share a journal server and a
+/// storage server: each job names its database, and the server compacts that database's
+/// tables on the storage server. With no local fallback, every compaction ran there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_compaction_server_serves_the_databases_of_a_shared_storage_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = support::node_config(dir.path(), "node");
+    let journal = serve(&node, "journal", "127.0.0.1:0", &[]);
+    let storage = serve(&node, "storage", "127.0.0.1:0", &[]);
+    let compaction = serve(
+        &node,
+        "compaction",
+        "127.0.0.1:0",
+        &[
+            ("CAIRN_COMPACTION__STORAGE__KIND", "grpc"),
+            ("CAIRN_COMPACTION__STORAGE__URL", &storage.url),
+        ],
+    );
+    let engine = |db: &str| {
+        Config::from_toml_str(
+            &format!(
+                "[default]\ndata_dir = \"{}\"\n\
+                 [default.engine]\nmemtable_bytes = 8192\nbackground_threads = 1\n\
+                 [default.journal]\nkind = \"grpc\"\nurl = \"{}\"\ndatabase = \"{db}\"\n\
+                 [default.storage]\nkind = \"grpc\"\nurl = \"{}\"\ndatabase = \"{db}\"\n\
+                 [default.compaction]\nkind = \"grpc\"\nurl = \"{}\"\ndatabase = \"{db}\"\n\
+                 fallback = \"none\"\nl0_trigger = 2\ntarget_table_bytes = 8192\n",
+                dir.path().join(format!("engine-{db}")).display(),
+                journal.url,
+                storage.url,
+                compaction.url
+            ),
+            None,
+        )
+        .unwrap()
+    };
+    for db in ["a", "b"] {
+        let config = engine(db);
+        let d = cairn::open(&config).await.unwrap();
+        for i in 0..400 {
+            d.put(
+                format!("{db}{i:04}"),
+                format!("{db}-{i}-{}", "x".repeat(40)),
+            )
+            .await
+            .unwrap();
+        }
+        d.compact().await.unwrap();
+        assert!(d.stats().compactions > 0, "{db} compacted");
+        d.close().await.unwrap();
+        let d = cairn::open(&config).await.unwrap();
+        let all = d
+            .scan(KeyRange::all())
+            .await
+            .unwrap()
+            .collect(None)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 400, "{db} reads its own keys only");
+        assert!(all.iter().all(|(k, _)| k.starts_with(db.as_bytes())));
+        d.close().await.unwrap();
+    }
+}

@@ -55,13 +55,3 @@ pub fn check_access<T>(req: &Request<T>, database: &str, writes: bool) -> Result
         Some(Access::Scoped { .. }) => Ok(()),
     }
 }
-
-/// Refuses a scoped token for a call that names no database (a compaction job).
-pub fn check_unscoped<T>(req: &Request<T>, what: &str) -> Result<(), Status> {
-    match req.extensions().get::<Access>() {
-        Some(Access::Scoped { .. }) => Err(Status::permission_denied(format!(
-            "{what} names no database, so a token scoped to databases cannot run it"
-        ))),
-        _ => Ok(()),
-    }
-}

@@ -62,7 +62,7 @@ pub fn check_database_name(name: &str) -> cairn_common::Result<()> {
     }
 }
 
-pub use access::{Access, ScopedToken, check_access, check_unscoped};
+pub use access::{Access, ScopedToken, check_access};
 pub use client::{Auth, RpcChannel, RpcClient, connect};
 pub use convert::{decode_entries, decode_meta, decode_range, encode_entries};
 pub use databases::{Databases, MAX_DATABASES};

@@ -205,6 +205,11 @@ pub struct CompactionSection {
     /// grpc: "local" (default) or "none".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<CompactionFallback>,
+    /// grpc: the database whose tables the server's jobs read and write, as the server
+    /// knows it (a server runs jobs for many; default: `default`). A router's shards each
+    /// name their own, so they share one compaction server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
     /// `cairn serve compaction`: the storage jobs read and write, when not the profile's
     /// `[storage]` (for example the storage node: `kind = "grpc"`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -224,6 +229,7 @@ impl Default for CompactionSection {
             url: None,
             timeout_ms: None,
             fallback: None,
+            database: None,
             storage: None,
         }
     }
@@ -513,6 +519,7 @@ impl Config {
                 (c.url.is_some(), "compaction.url"),
                 (c.timeout_ms.is_some(), "compaction.timeout_ms"),
                 (c.fallback.is_some(), "compaction.fallback"),
+                (c.database.is_some(), "compaction.database"),
             ] {
                 if set {
                     return not_for(key, "compaction.kind = \"local\"");
@@ -520,6 +527,11 @@ impl Config {
             }
         } else if let Err(why) = check_server_url(c.url.as_deref()) {
             return bad("compaction.url", why);
+        }
+        if let Some(d) = &c.database
+            && let Err(e) = cairn_rpc::check_database_name(d)
+        {
+            return bad("compaction.database", e.to_string());
         }
         if let Some(s) = &c.storage
             && let Err((key, why)) = s.validate("compaction.storage", false)
@@ -533,7 +545,7 @@ impl Config {
             );
         }
         if let Some(r) = &self.router
-            && let Err((key, why)) = r.validate(self)
+            && let Err((key, why)) = r.validate()
         {
             return bad(&key, why);
         }

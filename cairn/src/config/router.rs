@@ -48,7 +48,7 @@ pub struct RouterSection {
 }
 
 impl RouterSection {
-    pub(super) fn validate(&self, config: &Config) -> Result<(), (String, String)> {
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: String, why: &str| Err((key, why.to_string()));
         if self.shards.is_empty() {
             return bad("router.shards".into(), "a router needs at least one shard");
@@ -81,17 +81,6 @@ impl RouterSection {
         }
         if self.import_table_bytes == Some(0) {
             return bad("router.import_table_bytes".into(), "must be greater than 0");
-        }
-        let locals = self.local_count();
-        // Local shards share journal and storage servers, each shard its own database on
-        // them; a compaction server reads and writes one storage's tables, so it cannot yet
-        // serve several shards.
-        if locals > 1 && config.compaction.kind == CompactionKind::Grpc {
-            return bad(
-                "compaction.kind".into(),
-                "a profile with several local shards cannot share one compaction server between them; \
-                 compact locally, or serve each shard whole (`cairn serve shard`) and list it as a grpc shard",
-            );
         }
         Ok(())
     }
@@ -145,6 +134,9 @@ impl Config {
                 .map(|u| format!("{}/{sub}", u.trim_end_matches('/')));
         }
         c.storage = self.storage.in_subdir(&sub);
+        if self.compaction.kind == CompactionKind::Grpc {
+            c.compaction.database = Some(sub_database(&self.compaction.database, &sub));
+        }
         c.compaction.storage = self.compaction.storage.as_ref().map(|s| s.in_subdir(&sub));
         c
     }

@@ -572,12 +572,6 @@ fn router_sections_are_checked_key_by_key() {
                 "is not http://host:port",
             ),
             (
-                "shards = [{ kind = \"local\" }, { kind = \"local\" }]",
-                "[default.compaction]\nkind = \"grpc\"\nurl = \"http://c:1\"",
-                "compaction.kind",
-                "cannot share one compaction server",
-            ),
-            (
                 "shards = [{ kind = \"local\" }]\nimport_table_bytes = 0",
                 "",
                 "router.import_table_bytes",
@@ -592,6 +586,16 @@ fn router_sections_are_checked_key_by_key() {
         assert!(e.message.contains("router.shards"), "{e}");
         let e = router_config("shard = []", "").unwrap_err();
         assert!(e.message.contains("router.shard"), "{e}");
+        // Local shards share one compaction server, each naming its own database there.
+        let c = router_config(
+            "shards = [{ kind = \"local\" }, { kind = \"local\" }]",
+            "[default.compaction]\nkind = \"grpc\"\nurl = \"http://c:1\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.shard_config(1).compaction.database.as_deref(),
+            Some("shard-1")
+        );
         // One local shard may use remote components: it is the only engine using them.
         router_config(
             "shards = [{ kind = \"local\" }, { kind = \"grpc\", url = \"http://h:1\" }]",

@@ -1,12 +1,14 @@
-//! Serves a compactor. A job is cancelled when its caller gives up (deadline or disconnect):
-//! the compactor drops its partial outputs, so a retry elsewhere starts clean.
+//! Serves compactors, one per database the server's jobs name (the `cairn-database`
+//! header, as journal and storage servers do), so one server runs the jobs of many databases.
+//! A job is cancelled when its caller gives up (deadline or disconnect): the compactor drops
+//! its partial outputs, so a retry elsewhere starts clean.
 
 use super::pb::compaction_server::{Compaction as CompactionRpc, CompactionServer};
 use super::pb::{Job, Outputs};
 use crate::{CompactionJob, Compactor};
 use cairn_rpc::pb::TableMeta as PbMeta;
 use cairn_rpc::{
-    ProgressMessage, ServerAuth, ServerOptions, StatusStream, check_unscoped, heartbeat_interval,
+    Databases, ProgressMessage, ServerAuth, ServerOptions, StatusStream, heartbeat_interval,
     with_progress,
 };
 use std::sync::Arc;
@@ -14,17 +16,26 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 pub struct CompactionService {
-    compactor: Arc<dyn Compactor>,
+    dbs: Arc<Databases<dyn Compactor>>,
 }
 
-/// The service, behind the token check and the message size bounds.
+/// The service for one compactor (the `default` database), behind the token check and the
+/// message size bounds.
 pub fn compaction_service(
     compactor: Arc<dyn Compactor>,
     opts: &ServerOptions,
 ) -> InterceptedService<CompactionServer<CompactionService>, ServerAuth> {
+    compaction_service_for(Arc::new(Databases::single(compactor)), opts)
+}
+
+/// The service for the compactors of many databases, each opened on its first job.
+pub fn compaction_service_for(
+    dbs: Arc<Databases<dyn Compactor>>,
+    opts: &ServerOptions,
+) -> InterceptedService<CompactionServer<CompactionService>, ServerAuth> {
     let max = opts.max_message_bytes();
     InterceptedService::new(
-        CompactionServer::new(CompactionService { compactor })
+        CompactionServer::new(CompactionService { dbs })
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
         ServerAuth::new(opts),
@@ -82,7 +93,7 @@ impl CompactionRpc for CompactionService {
     type CompactStream = StatusStream<Outputs>;
 
     async fn compact(&self, req: Request<Job>) -> Result<Response<Self::CompactStream>, Status> {
-        check_unscoped(&req, "a compaction job")?;
+        let (_, compactor) = self.dbs.of(&req, true).await?;
         let every = heartbeat_interval(&req);
         let job = CompactionJob::from(req.into_inner());
         if job.inputs.is_empty() || job.output_ids.is_empty() {
@@ -90,7 +101,6 @@ impl CompactionRpc for CompactionService {
                 "a compaction job needs inputs and output ids",
             ));
         }
-        let compactor = self.compactor.clone();
         Ok(Response::new(with_progress(every, async move {
             let started = std::time::Instant::now();
             let outputs = compactor.compact(job).await?;

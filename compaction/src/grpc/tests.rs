@@ -12,10 +12,7 @@ async fn listener() -> tokio::net::TcpListener {
 }
 
 async fn start_compaction(compactor: Arc<dyn Compactor>) -> ServerHandle {
-    start_compaction_with(compactor, ServerOptions::default()).await
-}
-
-async fn start_compaction_with(compactor: Arc<dyn Compactor>, opts: ServerOptions) -> ServerHandle {
+    let opts = ServerOptions::default();
     let (drain, _) = tokio::sync::watch::channel(false);
     let router = builder(&opts)
         .unwrap()
@@ -196,31 +193,59 @@ impl Compactor for Slow {
     }
 }
 
-/// A job names no database, so a token scoped to databases cannot run one; the server's own
-/// token can.
+/// One server runs the jobs of many databases: each job names its own (the client's
+/// `database`), and its tables are read and written where that database's are; a token
+/// scoped to one database runs its jobs and not another's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_scoped_to_databases_cannot_run_a_job() {
+async fn one_server_runs_the_jobs_of_many_databases_each_in_its_own_tables() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = sst(dir.path());
+    let root = dir.path().to_path_buf();
+    let dbs = Arc::new(cairn_rpc::Databases::new(8, move |name: String| {
+        let tables = root.join(name);
+        async move { Ok(Arc::new(LocalCompactor::new(sst(&tables))) as Arc<dyn Compactor>) }
+    }));
     let sopts = ServerOptions {
         token: Some("admin".into()),
         scoped_tokens: vec![cairn_rpc::ScopedToken {
-            token: "tenant".into(),
+            token: "tenant-a".into(),
             databases: vec!["a".into()],
             read_only: false,
         }],
         ..ServerOptions::default()
     };
-    let server = start_compaction_with(Arc::new(LocalCompactor::new(sst(dir.path()))), sopts).await;
-    let with = |token: &str| {
+    let (drain, _) = tokio::sync::watch::channel(false);
+    let router = builder(&sopts)
+        .unwrap()
+        .add_service(super::compaction_service_for(dbs, &sopts));
+    let server = serve(
+        router,
+        &[],
+        listener().await,
+        false,
+        drain,
+        std::future::pending(),
+    )
+    .unwrap();
+    let client = |database: &str, token: &str| {
         let mut o = opts(server.url());
+        o.database = Some(database.into());
         o.token = Some(token.into());
         o.retries = 0;
         GrpcCompactor::new(o, None).unwrap()
     };
-    let job = inputs(storage.as_ref()).await;
-    let e = with("tenant").compact(job.clone()).await.unwrap_err();
-    assert!(e.to_string().contains("names no database"), "{e}");
-    assert_eq!(with("admin").compact(job).await.unwrap().len(), 1);
+    for db in ["a", "b"] {
+        let storage = sst(&dir.path().join(db));
+        let job = inputs(storage.as_ref()).await;
+        let token = if db == "a" { "tenant-a" } else { "admin" };
+        let out = client(db, token).compact(job).await.unwrap();
+        assert_eq!(out.len(), 1);
+        assert!(
+            storage.list_tables().await.unwrap().contains(&out[0].id),
+            "the output is among {db}'s tables"
+        );
+    }
+    let job = inputs(sst(&dir.path().join("b")).as_ref()).await;
+    let e = client("b", "tenant-a").compact(job).await.unwrap_err();
+    assert!(e.to_string().contains("does not reach database `b`"), "{e}");
     server.stop().await.unwrap();
 }
