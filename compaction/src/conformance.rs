@@ -243,12 +243,13 @@ async fn cuts_outputs_between_keys(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>)
 
     // Fewer ids than the target size would need (a budget made from compressed sizes, say):
     // the last output takes the rest rather than failing the job, which would fail on
-    // every retry.
+    // every retry. (A remote compactor may keep some of the ids for another attempt.)
     let mut j = job(vec![t_again(s, &entries).await], 450, 2, false);
     j.target_table_bytes = 32 << 10;
     j.output_ids.truncate(2);
     let out = c.compact(j).await.expect("compact with two ids");
-    assert_eq!(out.len(), 2);
+    assert!((1..=2).contains(&out.len()), "{} outputs", out.len());
+    assert!(out.iter().all(|t| (450..452).contains(&t.id)));
     assert_eq!(read_all(s, &out).await.len(), 4000);
 }
 

@@ -412,7 +412,9 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
         let target = inner.opts.compaction.target_table_bytes.max(1);
         let ids = inner
             .versions
-            .reserve_table_ids((input_bytes / target + 2) * 2 + 8)
+            // Twice the outputs the job can need, for each of up to six attempts at it (a
+            // remote compactor gives each its own ids); ids cost nothing.
+            .reserve_table_ids((input_bytes / target + 2) * 12 + 8)
             .await?;
         let mut job = CompactionJob {
             inputs: pick.inputs.clone(),

@@ -55,14 +55,19 @@ impl GrpcCompactor {
 #[async_trait]
 impl Compactor for GrpcCompactor {
     async fn compact(&self, job: CompactionJob) -> Result<Vec<TableMeta>> {
-        let msg = Job::from(&job);
+        // A node that stops answering may still be working: each attempt, and the fallback,
+        // writes ids of its own, so a late writer never overwrites what another installed.
+        let attempts = self.rpc.opts.retries as usize + 1 + usize::from(self.fallback.is_some());
+        let mut slices = id_slices(&job.output_ids, attempts).into_iter();
         let max = self.rpc.opts.max_message_bytes;
         let mut attempt = 0;
         let unreachable = loop {
+            let mut msg = Job::from(&job);
+            msg.output_ids = slices.next().unwrap_or_default();
             let mut c = CompactionClient::new(self.rpc.channel.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
-            let outcome = match c.compact(self.rpc.request(msg.clone())).await {
+            let outcome = match c.compact(self.rpc.request(msg)).await {
                 Ok(progress) => self.rpc.progress_status(progress.into_inner()).await,
                 Err(s) => Err(s),
             };
@@ -93,6 +98,8 @@ impl Compactor for GrpcCompactor {
             Some(local) => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %unreachable, "running the compaction job locally");
+                let mut job = job;
+                job.output_ids = slices.next_back().unwrap_or_default();
                 local.compact(job).await.map_err(|e| {
                     Error::component(
                         "compaction (local fallback)",
@@ -103,4 +110,13 @@ impl Compactor for GrpcCompactor {
             None => Err(unreachable),
         }
     }
+}
+
+/// `ids` cut into `n` runs as even as they go, each of at least one id while there are
+/// enough (a compactor's last id takes whatever is left, so fewer ids only make bigger tables).
+fn id_slices(ids: &[u64], n: usize) -> Vec<Vec<u64>> {
+    let n = n.clamp(1, ids.len().max(1));
+    (0..n)
+        .map(|i| ids[i * ids.len() / n..(i + 1) * ids.len() / n].to_vec())
+        .collect()
 }

@@ -182,6 +182,58 @@ async fn a_node_that_stops_answering_times_out_and_the_job_runs_locally() {
     server.stop().await.unwrap();
 }
 
+/// A job the remote node cannot finish in time runs elsewhere under ids of its own: a stalled
+/// node that carries on (its progress frozen, not its work) writes only ids no other attempt
+/// was given, so nothing the fallback installs can be overwritten or deleted by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_attempt_at_a_job_writes_ids_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = sst(dir.path());
+    let job = inputs(&*storage).await;
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::<u64>::new()));
+    let server = start_compaction(Arc::new(Recording(
+        Arc::new(Slow(Arc::new(LocalCompactor::new(sst(dir.path()))))),
+        seen.clone(),
+    )))
+    .await;
+    let proxy = cairn_testkit::FreezableProxy::start(server.addr).await;
+    let mut o = opts(proxy.url());
+    o.timeout = Duration::from_millis(200);
+    o.retries = 1;
+    proxy.freeze(true);
+    let c = GrpcCompactor::new(o, Some(Arc::new(LocalCompactor::new(storage)))).unwrap();
+    let local = c.compact(job.clone()).await.unwrap();
+    proxy.freeze(false);
+    // Let the remote attempts run to their end.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let remote: Vec<u64> = seen.lock().clone();
+    assert!(!remote.is_empty(), "the remote node was given the job");
+    for t in &local {
+        assert!(
+            job.output_ids.contains(&t.id),
+            "within the job's reserved ids"
+        );
+        assert!(
+            !remote.contains(&t.id),
+            "id {} was given to a remote attempt too",
+            t.id
+        );
+    }
+    drop(proxy);
+    server.stop().await.unwrap();
+}
+
+/// Records the output ids of every job it is given.
+struct Recording(Arc<dyn Compactor>, Arc<parking_lot::Mutex<Vec<u64>>>);
+
+#[async_trait]
+impl Compactor for Recording {
+    async fn compact(&self, job: CompactionJob) -> Result<Vec<TableMeta>> {
+        self.1.lock().extend(&job.output_ids);
+        self.0.compact(job).await
+    }
+}
+
 /// A compactor that takes 600 ms before it starts.
 struct Slow(Arc<dyn Compactor>);
 
