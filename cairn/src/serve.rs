@@ -5,7 +5,7 @@
 use crate::config::{Config, JournalKind, ShardKind, StorageKind};
 use crate::wiring;
 use cairn_common::{Error, Result};
-use cairn_compaction::{Compactor, LocalCompactor, compaction_service_for};
+use cairn_compaction::{Compactor, DEFAULT_SLOTS, LocalCompactor, compaction_service_for};
 use cairn_filestore::storage_service_for;
 use cairn_journal::{Journal, journal_service_for};
 use cairn_router::{LocalShard, Shard, shard_service};
@@ -214,7 +214,10 @@ pub async fn start(
                 Ok(Arc::new(LocalCompactor::new(storage)) as Arc<dyn Compactor>)
             })
             .await?;
-            builder(&opts)?.add_service(compaction_service_for(dbs, &opts))
+            let slots = config.compaction.slots.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(DEFAULT_SLOTS, |n| n.get())
+            });
+            builder(&opts)?.add_service(compaction_service_for(dbs, &opts, slots))
         }
         Component::Shard(index) => {
             let engine = shard_engine_config(config, index)?;

@@ -122,14 +122,15 @@ fn compactor(config: &Config, local_storage: Arc<dyn Storage>) -> Result<Arc<dyn
                 CompactionFallback::Local => Some(Arc::new(LocalCompactor::new(local_storage))),
                 CompactionFallback::None => None,
             };
-            Arc::new(GrpcCompactor::new(
-                config.rpc.client_of(
-                    c.url.as_deref().unwrap_or_default(),
-                    c.timeout_ms,
-                    &c.database,
-                ),
-                fallback,
-            )?)
+            let urls: Vec<&str> = match c.url.as_deref() {
+                Some(u) => vec![u],
+                None => c.urls.iter().map(String::as_str).collect(),
+            };
+            let workers = urls
+                .into_iter()
+                .map(|u| config.rpc.client_of(u, c.timeout_ms, &c.database))
+                .collect();
+            Arc::new(GrpcCompactor::pool(workers, fallback)?)
         }
     })
 }

@@ -12,7 +12,9 @@ mod versions;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use grpc::{GrpcCompactor, RemoteCompactionStats, compaction_service, compaction_service_for};
+pub use grpc::{
+    DEFAULT_SLOTS, GrpcCompactor, RemoteCompactionStats, compaction_service, compaction_service_for,
+};
 pub use job::CompactionJob;
 pub use local::LocalCompactor;
 pub use picker::{LeveledPicker, Pick, PickerOptions};

@@ -198,6 +198,13 @@ pub struct CompactionSection {
     /// grpc: the compaction server, `http://host:port`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// grpc: several compaction servers instead of `url`: each job goes to the least busy,
+    /// and to the next when one is down or stops answering.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    /// `cairn serve compaction`: jobs run at once (default: the machine's cores); more wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<usize>,
     /// grpc: the longest wait for a job's progress in ms (default `rpc.timeout_ms`); the
     /// server reports progress while the job runs, so a job may take longer.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -227,6 +234,8 @@ impl Default for CompactionSection {
             level_size_ratio: p.level_size_ratio,
             target_table_bytes: p.target_table_bytes,
             url: None,
+            urls: Vec::new(),
+            slots: None,
             timeout_ms: None,
             fallback: None,
             database: None,
@@ -386,8 +395,10 @@ impl Config {
         if self.compaction.kind == CompactionKind::Local {
             for (key, slot) in [
                 ("compaction.url", &mut self.compaction.url as &mut dyn Clear),
+                ("compaction.urls", &mut self.compaction.urls),
                 ("compaction.timeout_ms", &mut self.compaction.timeout_ms),
                 ("compaction.fallback", &mut self.compaction.fallback),
+                ("compaction.database", &mut self.compaction.database),
             ] {
                 if inherited(key, "compaction.kind") {
                     slot.clear();
@@ -517,6 +528,7 @@ impl Config {
         if c.kind == CompactionKind::Local {
             for (set, key) in [
                 (c.url.is_some(), "compaction.url"),
+                (!c.urls.is_empty(), "compaction.urls"),
                 (c.timeout_ms.is_some(), "compaction.timeout_ms"),
                 (c.fallback.is_some(), "compaction.fallback"),
                 (c.database.is_some(), "compaction.database"),
@@ -525,8 +537,23 @@ impl Config {
                     return not_for(key, "compaction.kind = \"local\"");
                 }
             }
+        } else if !c.urls.is_empty() {
+            if c.url.is_some() {
+                return bad(
+                    "compaction.urls",
+                    "name the servers in `url` or in `urls`, not both".into(),
+                );
+            }
+            for (i, u) in c.urls.iter().enumerate() {
+                if let Err(why) = check_server_url(Some(u)) {
+                    return bad(&format!("compaction.urls[{i}]"), why);
+                }
+            }
         } else if let Err(why) = check_server_url(c.url.as_deref()) {
             return bad("compaction.url", why);
+        }
+        if c.slots == Some(0) {
+            return bad("compaction.slots", "must be at least 1".into());
         }
         if let Some(d) = &c.database
             && let Err(e) = cairn_rpc::check_database_name(d)
@@ -726,6 +753,12 @@ trait Clear {
 impl<T> Clear for Option<T> {
     fn clear(&mut self) {
         *self = None;
+    }
+}
+
+impl<T> Clear for Vec<T> {
+    fn clear(&mut self) {
+        Vec::clear(self);
     }
 }
 

@@ -424,6 +424,20 @@ fn grpc_keys_are_checked_against_their_kind() {
             "default",
         );
         assert_eq!(err.key.as_deref(), Some("compaction.fallback"), "{err}");
+        for (section, key) in [
+            ("urls = [\"http://h:1\", \"h:2\"]", "compaction.urls[1]"),
+            (
+                "url = \"http://h:1\"\nurls = [\"http://h:2\"]",
+                "compaction.urls",
+            ),
+            ("url = \"http://h:1\"\nslots = 0", "compaction.slots"),
+        ] {
+            let (err, _) = load_err(
+                &format!("{base}[default.compaction]\nkind = \"grpc\"\n{section}\n"),
+                "default",
+            );
+            assert_eq!(err.key.as_deref(), Some(key), "{err}");
+        }
         let (err, _) = load_err(
             &format!("{base}[default.rpc]\ntls_cert = \"c.pem\"\n"),
             "default",

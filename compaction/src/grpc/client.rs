@@ -1,7 +1,10 @@
-//! `GrpcCompactor`. Compaction is background work: it is never lost and never applied twice.
-//! The engine installs a job's outputs only when `compact` returns them, and a job always
-//! writes to the ids it was given, so a retried or fallen-back job overwrites whatever an
-//! earlier attempt left rather than adding to it.
+//! `GrpcCompactor`: a client of one compaction server or of a pool of them. Compaction is
+//! background work: it is never lost and never applied twice. The engine installs a job's
+//! outputs only when `compact` returns them. Each attempt at a job (on one server, on the next,
+//! in a later round, or the local fallback) writes table ids of its own, cut from the job's:
+//! an attempt given up on may still finish on a node that stopped answering, and then writes
+//! tables no one installs, which the database deletes when it next opens (reserved ids the
+//! manifest never named).
 
 use super::pb::Job;
 use super::pb::compaction_client::CompactionClient;
@@ -22,7 +25,8 @@ pub struct RemoteCompactionStats {
 }
 
 pub struct GrpcCompactor {
-    rpc: RpcClient,
+    /// The compaction servers jobs may go to: each job to the least busy that answers.
+    workers: Vec<RpcClient>,
     fallback: Option<Arc<dyn Compactor>>,
     remote_jobs: AtomicU64,
     retries: AtomicU64,
@@ -34,8 +38,23 @@ impl GrpcCompactor {
     /// the job's progress, which the server reports while it works; a job may run for long.
     /// With a `fallback`, a job the server cannot take after `opts.retries` retries runs there.
     pub fn new(opts: ClientOptions, fallback: Option<Arc<dyn Compactor>>) -> Result<Self> {
+        Self::pool(vec![opts], fallback)
+    }
+
+    /// A client of several compaction servers: a job goes to the least busy (fewest queued
+    /// jobs, then most free slots), and to the next when one is down or stops answering
+    /// within its deadline; `retries` rounds over all of them, then the `fallback`.
+    pub fn pool(workers: Vec<ClientOptions>, fallback: Option<Arc<dyn Compactor>>) -> Result<Self> {
+        if workers.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a compaction pool needs at least one server".into(),
+            ));
+        }
         Ok(GrpcCompactor {
-            rpc: connect("compaction", opts)?,
+            workers: workers
+                .into_iter()
+                .map(|o| connect("compaction", o))
+                .collect::<Result<_>>()?,
             fallback,
             remote_jobs: AtomicU64::new(0),
             retries: AtomicU64::new(0),
@@ -50,6 +69,35 @@ impl GrpcCompactor {
             fallbacks: self.fallbacks.load(Ordering::Relaxed),
         }
     }
+
+    fn client(&self, w: &RpcClient) -> CompactionClient<cairn_rpc::RpcChannel> {
+        let max = w.opts.max_message_bytes;
+        CompactionClient::new(w.channel.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+
+    /// The workers, least busy first; those that do not say how busy they are, last.
+    async fn by_load(&self) -> Vec<&RpcClient> {
+        if self.workers.len() == 1 {
+            return self.workers.iter().collect();
+        }
+        let asks = self.workers.iter().map(|w| async move {
+            let mut req = w.request(cairn_rpc::pb::Empty {});
+            req.set_timeout(w.opts.connect_timeout.min(w.opts.timeout));
+            match self.client(w).load(req).await {
+                Ok(b) => {
+                    let b = b.into_inner();
+                    (0, i64::from(b.queued) - i64::from(b.free_slots))
+                }
+                Err(_) => (1, 0),
+            }
+        });
+        let scores = futures::future::join_all(asks).await;
+        let mut order: Vec<usize> = (0..self.workers.len()).collect();
+        order.sort_by_key(|&i| scores[i]);
+        order.into_iter().map(|i| &self.workers[i]).collect()
+    }
 }
 
 #[async_trait]
@@ -57,49 +105,58 @@ impl Compactor for GrpcCompactor {
     async fn compact(&self, job: CompactionJob) -> Result<Vec<TableMeta>> {
         // A node that stops answering may still be working: each attempt, and the fallback,
         // writes ids of its own, so a late writer never overwrites what another installed.
-        let attempts = self.rpc.opts.retries as usize + 1 + usize::from(self.fallback.is_some());
-        let mut slices = id_slices(&job.output_ids, attempts).into_iter();
-        let max = self.rpc.opts.max_message_bytes;
-        let mut attempt = 0;
-        let unreachable = loop {
-            let mut msg = Job::from(&job);
-            msg.output_ids = slices.next().unwrap_or_default();
-            let mut c = CompactionClient::new(self.rpc.channel.clone())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max);
-            let outcome = match c.compact(self.rpc.request(msg)).await {
-                Ok(progress) => self.rpc.progress_status(progress.into_inner()).await,
-                Err(s) => Err(s),
-            };
-            match outcome {
-                Ok(out) => {
-                    self.remote_jobs.fetch_add(1, Ordering::Relaxed);
-                    return Ok(out.tables.into_iter().map(Into::into).collect());
-                }
-                // A node that is down or too slow: try again, then elsewhere.
-                Err(s)
-                    if matches!(
-                        s.code(),
-                        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
-                    ) =>
-                {
-                    if attempt >= self.rpc.opts.retries {
-                        break self.rpc.error("compact", s);
-                    }
-                    attempt += 1;
-                    self.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(who = %self.rpc.who(), attempt, "compaction job: {}; retrying", s.message());
-                    tokio::time::sleep(self.rpc.opts.backoff(attempt)).await;
-                }
-                Err(s) => return Err(self.rpc.error("compact", s)),
-            }
+        let rounds = self.workers[0].opts.retries as usize + 1;
+        let attempts = rounds * self.workers.len() + usize::from(self.fallback.is_some());
+        let mut slices = id_slices(&job.output_ids, attempts);
+        let fallback_ids = match self.fallback {
+            Some(_) if slices.len() > 1 => slices.pop(),
+            _ => None,
         };
-        match &self.fallback {
-            Some(local) => {
+        let mut slices = slices.into_iter();
+        let mut unreachable = None;
+        'rounds: for round in 0..rounds {
+            if round > 0 {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(self.workers[0].opts.backoff(round as u32)).await;
+            }
+            for w in self.by_load().await {
+                let Some(ids) = slices.next() else {
+                    break 'rounds;
+                };
+                let mut msg = Job::from(&job);
+                msg.output_ids = ids;
+                let outcome = match self.client(w).compact(w.request(msg)).await {
+                    Ok(progress) => w.progress_status(progress.into_inner()).await,
+                    Err(s) => Err(s),
+                };
+                match outcome {
+                    Ok(out) => {
+                        self.remote_jobs.fetch_add(1, Ordering::Relaxed);
+                        return Ok(out.tables.into_iter().map(Into::into).collect());
+                    }
+                    // A node that is down or too slow: try another, then again, then here.
+                    Err(s)
+                        if matches!(
+                            s.code(),
+                            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+                        ) =>
+                    {
+                        tracing::warn!(who = %w.who(), round, "compaction job: {}; trying elsewhere", s.message());
+                        unreachable = Some(w.error("compact", s));
+                    }
+                    Err(s) => return Err(w.error("compact", s)),
+                }
+            }
+        }
+        let unreachable = unreachable.unwrap_or_else(|| {
+            Error::component("compaction", "no table ids left for another attempt")
+        });
+        match (&self.fallback, fallback_ids) {
+            (Some(local), Some(ids)) => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %unreachable, "running the compaction job locally");
                 let mut job = job;
-                job.output_ids = slices.next_back().unwrap_or_default();
+                job.output_ids = ids;
                 local.compact(job).await.map_err(|e| {
                     Error::component(
                         "compaction (local fallback)",
@@ -107,7 +164,7 @@ impl Compactor for GrpcCompactor {
                     )
                 })
             }
-            None => Err(unreachable),
+            _ => Err(unreachable),
         }
     }
 }

@@ -17,7 +17,7 @@ pub mod pb {
 }
 
 pub use client::{GrpcCompactor, RemoteCompactionStats};
-pub use server::{CompactionService, compaction_service, compaction_service_for};
+pub use server::{CompactionService, DEFAULT_SLOTS, compaction_service, compaction_service_for};
 
 #[cfg(test)]
 mod tests;

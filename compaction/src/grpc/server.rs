@@ -4,19 +4,26 @@
 //! its partial outputs, so a retry elsewhere starts clean.
 
 use super::pb::compaction_server::{Compaction as CompactionRpc, CompactionServer};
-use super::pb::{Job, Outputs};
+use super::pb::{Busy, Job, Outputs};
 use crate::{CompactionJob, Compactor};
+use cairn_common::Error;
+use cairn_rpc::pb::Empty;
 use cairn_rpc::pb::TableMeta as PbMeta;
 use cairn_rpc::{
     Databases, ProgressMessage, ServerAuth, ServerOptions, StatusStream, heartbeat_interval,
     with_progress,
 };
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use tokio::sync::Semaphore;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 pub struct CompactionService {
     dbs: Arc<Databases<dyn Compactor>>,
+    /// A permit per job that may run at once; jobs beyond wait for one, counted in `queued`.
+    slots: Arc<Semaphore>,
+    queued: Arc<AtomicU32>,
 }
 
 /// The service for one compactor (the `default` database), behind the token check and the
@@ -25,17 +32,27 @@ pub fn compaction_service(
     compactor: Arc<dyn Compactor>,
     opts: &ServerOptions,
 ) -> InterceptedService<CompactionServer<CompactionService>, ServerAuth> {
-    compaction_service_for(Arc::new(Databases::single(compactor)), opts)
+    compaction_service_for(Arc::new(Databases::single(compactor)), opts, DEFAULT_SLOTS)
 }
 
+/// Jobs a server runs at once unless told otherwise.
+pub const DEFAULT_SLOTS: usize = 2;
+
 /// The service for the compactors of many databases, each opened on its first job.
+/// `slots` jobs run at once; more wait their turn.
 pub fn compaction_service_for(
     dbs: Arc<Databases<dyn Compactor>>,
     opts: &ServerOptions,
+    slots: usize,
 ) -> InterceptedService<CompactionServer<CompactionService>, ServerAuth> {
     let max = opts.max_message_bytes();
+    let service = CompactionService {
+        dbs,
+        slots: Arc::new(Semaphore::new(slots.max(1))),
+        queued: Arc::default(),
+    };
     InterceptedService::new(
-        CompactionServer::new(CompactionService { dbs })
+        CompactionServer::new(service)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
         ServerAuth::new(opts),
@@ -101,7 +118,12 @@ impl CompactionRpc for CompactionService {
                 "a compaction job needs inputs and output ids",
             ));
         }
+        let (slots, queued) = (self.slots.clone(), self.queued.clone());
         Ok(Response::new(with_progress(every, async move {
+            queued.fetch_add(1, Ordering::Relaxed);
+            let permit = slots.acquire_owned().await;
+            queued.fetch_sub(1, Ordering::Relaxed);
+            let _permit = permit.map_err(|_| Error::Closed)?;
             let started = std::time::Instant::now();
             let outputs = compactor.compact(job).await?;
             tracing::info!(
@@ -114,5 +136,12 @@ impl CompactionRpc for CompactionService {
                 done: true,
             })
         })))
+    }
+
+    async fn load(&self, _req: Request<Empty>) -> Result<Response<Busy>, Status> {
+        Ok(Response::new(Busy {
+            free_slots: self.slots.available_permits() as u32,
+            queued: self.queued.load(Ordering::Relaxed),
+        }))
     }
 }

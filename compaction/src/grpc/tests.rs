@@ -268,7 +268,7 @@ async fn one_server_runs_the_jobs_of_many_databases_each_in_its_own_tables() {
     let (drain, _) = tokio::sync::watch::channel(false);
     let router = builder(&sopts)
         .unwrap()
-        .add_service(super::compaction_service_for(dbs, &sopts));
+        .add_service(super::compaction_service_for(dbs, &sopts, 2));
     let server = serve(
         router,
         &[],
@@ -300,4 +300,79 @@ async fn one_server_runs_the_jobs_of_many_databases_each_in_its_own_tables() {
     let e = client("b", "tenant-a").compact(job).await.unwrap_err();
     assert!(e.to_string().contains("does not reach database `b`"), "{e}");
     server.stop().await.unwrap();
+}
+
+/// A server of one slot running `compactor`, over `dir`'s tables.
+async fn one_slot_server(compactor: Arc<dyn Compactor>) -> ServerHandle {
+    let sopts = ServerOptions::default();
+    let (drain, _) = tokio::sync::watch::channel(false);
+    let dbs = Arc::new(cairn_rpc::Databases::single(compactor));
+    let router = builder(&sopts)
+        .unwrap()
+        .add_service(super::compaction_service_for(dbs, &sopts, 1));
+    serve(
+        router,
+        &[],
+        listener().await,
+        false,
+        drain,
+        std::future::pending(),
+    )
+    .unwrap()
+}
+
+/// A pool sends a job to the least busy server (the idle one, not the one whose slot is
+/// taken), and when that server stops answering mid-job, gives the job to the next, under
+/// ids of its own: what the first may still write collides with nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_picks_the_least_busy_server_and_moves_a_job_off_one_that_stalls() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = sst(dir.path());
+    let job = inputs(&*storage).await;
+    let (seen_a, seen_b) = (Arc::default(), Arc::default());
+    let worker = |seen: &Arc<parking_lot::Mutex<Vec<u64>>>| -> Arc<dyn Compactor> {
+        Arc::new(Recording(
+            Arc::new(Slow(Arc::new(LocalCompactor::new(sst(dir.path()))))),
+            seen.clone(),
+        ))
+    };
+    let a = one_slot_server(worker(&seen_a)).await;
+    let b = one_slot_server(worker(&seen_b)).await;
+    let (pa, pb) = (
+        cairn_testkit::FreezableProxy::start(a.addr).await,
+        cairn_testkit::FreezableProxy::start(b.addr).await,
+    );
+    let client = |url: String| {
+        let mut o = opts(url);
+        o.timeout = Duration::from_millis(300);
+        o.retries = 0;
+        o
+    };
+    // B's one slot is taken by a job of its own.
+    let busy = GrpcCompactor::new(client(pb.url()), None).unwrap();
+    let mut other = job.clone();
+    other.output_ids = (1000..1010).collect();
+    let running = tokio::spawn(async move { busy.compact(other).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    let pool = GrpcCompactor::pool(vec![client(pa.url()), client(pb.url())], None).unwrap();
+    let stall_a = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        pa.freeze(true);
+    };
+    let (out, ()) = tokio::join!(pool.compact(job.clone()), stall_a);
+    let out = out.unwrap();
+    running.await.unwrap().unwrap();
+    let (a_ids, b_ids) = (seen_a.lock().clone(), seen_b.lock().clone());
+    assert!(!a_ids.is_empty(), "the idle server was picked first");
+    assert!(
+        out.iter()
+            .all(|t| b_ids.contains(&t.id) && !a_ids.contains(&t.id)),
+        "the job finished on the other server, under ids the stalled one was not given"
+    );
+    assert_eq!(pool.stats().remote_jobs, 1);
+    pa.freeze(false);
+    drop((pa, pb));
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }
