@@ -395,12 +395,7 @@ async fn run_takeover_suite(args: &Args) -> Result<()> {
         }
         results.push(r);
     }
-    print!("{}", takeover_suite::report(&results));
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&results)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    finish(args, &takeover_suite::report(&results), &results)
 }
 
 async fn run_range_delete_suite(args: &Args) -> Result<()> {
@@ -419,59 +414,62 @@ async fn run_range_delete_suite(args: &Args) -> Result<()> {
         .await?;
         results.push(r);
     }
-    print!("{}", range_delete_suite::report(&results));
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&results)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    finish(args, &range_delete_suite::report(&results), &results)
 }
 
 async fn run_transaction_suite(args: &Args) -> Result<()> {
-    let mut results = Vec::new();
-    for profile in &args.profiles {
-        let base = tempfile::Builder::new().prefix("cairn-bench-").tempdir()?;
-        let config = cairn::Config::load(&args.config, Some(profile))?;
-        results.extend(
-            transaction_suite::run(
-                &config,
-                profile,
-                base.path(),
-                args.keys,
-                args.concurrency,
-                Duration::from_secs_f64(args.duration.max(0.01)),
-            )
-            .await?,
-        );
-    }
-    print!("{}", transaction_suite::report(&results));
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&results)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    let results = on_each_profile(args, |config, profile, base, duration| async move {
+        transaction_suite::run(
+            &config,
+            &profile,
+            base.path(),
+            args.keys,
+            args.concurrency,
+            duration,
+        )
+        .await
+    })
+    .await?;
+    finish(args, &transaction_suite::report(&results), &results)
 }
 
 async fn run_merge_suite(args: &Args) -> Result<()> {
+    let results = on_each_profile(args, |config, profile, base, duration| async move {
+        merge_suite::run(
+            &config,
+            &profile,
+            base.path(),
+            args.keys,
+            args.concurrency,
+            duration,
+        )
+        .await
+    })
+    .await?;
+    finish(args, &merge_suite::report(&results), &results)
+}
+
+/// Runs a timed suite on each profile in a fresh directory of its own, for `--duration`.
+async fn on_each_profile<R, F, Fut>(args: &Args, run: F) -> Result<Vec<R>>
+where
+    F: Fn(cairn::Config, String, tempfile::TempDir, Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<R>>>,
+{
     let mut results = Vec::new();
     for profile in &args.profiles {
         let base = tempfile::Builder::new().prefix("cairn-bench-").tempdir()?;
         let config = cairn::Config::load(&args.config, Some(profile))?;
-        results.extend(
-            merge_suite::run(
-                &config,
-                profile,
-                base.path(),
-                args.keys,
-                args.concurrency,
-                Duration::from_secs_f64(args.duration.max(0.01)),
-            )
-            .await?,
-        );
+        let duration = Duration::from_secs_f64(args.duration.max(0.01));
+        results.extend(run(config, profile.clone(), base, duration).await?);
     }
-    print!("{}", merge_suite::report(&results));
+    Ok(results)
+}
+
+/// Prints a suite's report, and writes its results as JSON where `--json` says.
+fn finish<R: serde::Serialize>(args: &Args, report: &str, results: &[R]) -> Result<()> {
+    print!("{report}");
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+        std::fs::write(path, serde_json::to_string_pretty(results)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
@@ -493,12 +491,7 @@ async fn run_checkpoint_suite(args: &Args) -> Result<()> {
             .await?,
         );
     }
-    print!("{}", checkpoint_suite::report(&results));
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&results)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    finish(args, &checkpoint_suite::report(&results), &results)
 }
 
 fn spec(args: &Args, label: String) -> RunSpec {

@@ -22,12 +22,25 @@ fn cairn(data: &Path, args: &[&str]) -> Output {
 /// Starts `cairn serve journal --listen LISTEN` in `data` with `env` set: the process, and
 /// the first line it printed (`serving journal on URL`, once it serves).
 fn serve_journal(data: &Path, listen: &str, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let data = data.display().to_string();
+    let mut env = env.to_vec();
+    env.push(("CAIRN_DATA_DIR", &data));
+    serve_with(
+        &repo_config(),
+        &["serve", "journal", "--listen", listen],
+        &env,
+    )
+}
+
+/// Starts `cairn --config CONFIG ARGS` (a `serve` command): the process, and the first line
+/// it printed, once it serves.
+fn serve_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .arg("--config")
-        .arg(repo_config())
-        .args(["serve", "journal", "--listen", listen])
-        .env("CAIRN_DATA_DIR", data)
+        .arg(config)
+        .args(args)
         .envs(env.iter().copied())
+        .env_remove("CAIRN_PROFILE")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -838,20 +851,11 @@ fn scoped_tokens_reach_only_their_databases_and_read_only_ones_only_read() {
     )
     .unwrap();
     let start = |component: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .arg("--config")
-            .arg(&config)
-            .args(["serve", component, "--listen", "127.0.0.1:0"])
-            .env_remove("CAIRN_PROFILE")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
+        let (child, line) = serve_with(
+            &config,
+            &["serve", component, "--listen", "127.0.0.1:0"],
+            &[],
+        );
         let url = line.trim().rsplit(' ').next().unwrap().to_string();
         assert!(url.starts_with("http://"), "{line}");
         (child, url)

@@ -12,11 +12,20 @@ async fn listener() -> tokio::net::TcpListener {
 }
 
 async fn start_compaction(compactor: Arc<dyn Compactor>) -> ServerHandle {
-    let opts = ServerOptions::default();
+    let dbs = Arc::new(cairn_rpc::Databases::single(compactor));
+    start_pool_member(dbs, ServerOptions::default(), super::DEFAULT_SLOTS).await
+}
+
+/// A server of `slots` slots for the compactors of `dbs`.
+async fn start_pool_member(
+    dbs: Arc<cairn_rpc::Databases<dyn Compactor>>,
+    opts: ServerOptions,
+    slots: usize,
+) -> ServerHandle {
     let (drain, _) = tokio::sync::watch::channel(false);
     let router = builder(&opts)
         .unwrap()
-        .add_service(compaction_service(compactor, &opts));
+        .add_service(super::compaction_service_for(dbs, &opts, slots));
     serve(
         router,
         &[],
@@ -265,19 +274,7 @@ async fn one_server_runs_the_jobs_of_many_databases_each_in_its_own_tables() {
         }],
         ..ServerOptions::default()
     };
-    let (drain, _) = tokio::sync::watch::channel(false);
-    let router = builder(&sopts)
-        .unwrap()
-        .add_service(super::compaction_service_for(dbs, &sopts, 2));
-    let server = serve(
-        router,
-        &[],
-        listener().await,
-        false,
-        drain,
-        std::future::pending(),
-    )
-    .unwrap();
+    let server = start_pool_member(dbs, sopts, 2).await;
     let client = |database: &str, token: &str| {
         let mut o = opts(server.url());
         o.database = Some(database.into());
@@ -302,25 +299,6 @@ async fn one_server_runs_the_jobs_of_many_databases_each_in_its_own_tables() {
     server.stop().await.unwrap();
 }
 
-/// A server of one slot running `compactor`, over `dir`'s tables.
-async fn one_slot_server(compactor: Arc<dyn Compactor>) -> ServerHandle {
-    let sopts = ServerOptions::default();
-    let (drain, _) = tokio::sync::watch::channel(false);
-    let dbs = Arc::new(cairn_rpc::Databases::single(compactor));
-    let router = builder(&sopts)
-        .unwrap()
-        .add_service(super::compaction_service_for(dbs, &sopts, 1));
-    serve(
-        router,
-        &[],
-        listener().await,
-        false,
-        drain,
-        std::future::pending(),
-    )
-    .unwrap()
-}
-
 /// A pool sends a job to the least busy server (the idle one, not the one whose slot is
 /// taken), and when that server stops answering mid-job, gives the job to the next, under
 /// ids of its own: what the first may still write collides with nothing.
@@ -336,8 +314,15 @@ async fn a_pool_picks_the_least_busy_server_and_moves_a_job_off_one_that_stalls(
             seen.clone(),
         ))
     };
-    let a = one_slot_server(worker(&seen_a)).await;
-    let b = one_slot_server(worker(&seen_b)).await;
+    let one_slot = |c| {
+        start_pool_member(
+            Arc::new(cairn_rpc::Databases::single(c)),
+            ServerOptions::default(),
+            1,
+        )
+    };
+    let a = one_slot(worker(&seen_a)).await;
+    let b = one_slot(worker(&seen_b)).await;
     let (pa, pb) = (
         cairn_testkit::FreezableProxy::start(a.addr).await,
         cairn_testkit::FreezableProxy::start(b.addr).await,
