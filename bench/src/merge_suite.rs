@@ -4,6 +4,7 @@
 //! seconds in each mode; then every counter is read back (merged reads fold operands) and
 //! summed: a merge loses nothing, while concurrent read-modify-writes overwrite each other.
 
+use crate::transaction_suite::{key, number};
 use anyhow::{Result, ensure};
 use bytes::Bytes;
 use cairn::{Config, Db};
@@ -28,15 +29,6 @@ pub struct MergeResult {
     pub read_back_us: f64,
     /// Increments missing from the counters' sum.
     pub lost_increments: i64,
-}
-
-fn key(i: u64) -> Bytes {
-    Bytes::from(format!("counter{i:08}"))
-}
-
-fn number(v: Option<Bytes>) -> i64 {
-    v.and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
-        .map_or(0, i64::from_le_bytes)
 }
 
 const MODES: [&str; 2] = ["merge", "get+put"];

@@ -34,11 +34,13 @@ pub struct TransactionResult {
     pub lost_increments: i64,
 }
 
-fn key(i: u64) -> Bytes {
+/// Counter `i`'s key (the merge suite's counters too).
+pub(crate) fn key(i: u64) -> Bytes {
     Bytes::from(format!("counter{i:08}"))
 }
 
-fn number(v: Option<Bytes>) -> i64 {
+/// A counter's value: an 8-byte little-endian i64, 0 when absent.
+pub(crate) fn number(v: Option<Bytes>) -> i64 {
     v.and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
         .map_or(0, i64::from_le_bytes)
 }
