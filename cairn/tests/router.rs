@@ -304,12 +304,14 @@ async fn run_model(seed: u64, steps: usize) {
         outages > 0 && reopens > 0 && restarts > 0 && refused > 0,
         "seed {seed}: outages {outages}, reopens {reopens}, restarts {restarts}, refusals {refused}"
     );
+    // Counters restart with each reopen and server restart; the tables stay: a run that
+    // flushed has some, wherever it was in its reopens when it ended.
     let stats = router.stats().await;
-    let flushes: u64 = stats
+    let tables: usize = stats
         .iter()
-        .map(|s| s.stats.as_ref().unwrap().flushes)
+        .map(|s| s.stats.as_ref().unwrap().table_count())
         .sum();
-    assert!(flushes > 0, "seed {seed}: flushes happened");
+    assert!(tables > 0, "seed {seed}: flushes happened");
     assert_eq!(
         scan(&router, KeyRange::all(), None).await,
         model_range(&model, &KeyRange::all()),
