@@ -294,3 +294,49 @@ async fn a_flush_keeps_order_around_operands_it_holds() {
     assert_eq!(db.get(b"a").await.unwrap(), Some(Bytes::from("+3")));
     db.close().await.unwrap();
 }
+
+/// A read replica folds the operands it follows from the journal and from the tables with
+/// its own operator, and reads expiring puts by its own clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_folds_what_it_follows() {
+    let mut h = Harness::new(JournalKind::Memory, MemtableOptions::default());
+    h.opts.merge_operator = Some("append".into());
+    let clock = ManualClock::new(1_000);
+    h.opts.clock = SharedClock(clock.clone());
+    let writer = h.open().await;
+    writer.put("log", "a").await.unwrap();
+    writer.flush().await.unwrap();
+    writer.merge("log", "b").await.unwrap();
+    writer
+        .put_with_ttl("lease", "held", Duration::from_millis(500))
+        .await
+        .unwrap();
+    let reader = h.open_reader("reader").await;
+    assert_eq!(reader.get(b"log").await.unwrap(), Some(Bytes::from("ab")));
+    assert_eq!(
+        reader.get(b"lease").await.unwrap(),
+        Some(Bytes::from("held"))
+    );
+    writer.merge("log", "c").await.unwrap();
+    let mut seen = None;
+    for _ in 0..1000 {
+        seen = reader.get(b"log").await.unwrap();
+        if seen.as_deref() == Some(&b"abc"[..]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        seen,
+        Some(Bytes::from("abc")),
+        "the journal's operand folded too"
+    );
+    clock.advance(500);
+    assert_eq!(
+        reader.get(b"lease").await.unwrap(),
+        None,
+        "expired by the replica's clock"
+    );
+    reader.close().await.unwrap();
+    writer.close().await.unwrap();
+}
