@@ -277,33 +277,6 @@ impl Db {
         self.write(b).await
     }
 
-    /// Adds a merge operand to `key`: the database's merge operator (`merge_operator` in the
-    /// options) folds it into the key's value on read, and flushes and compactions fold the
-    /// operands for good. Refused without an operator, or with an operand it cannot fold.
-    pub async fn merge(&self, key: impl Into<Bytes>, operand: impl Into<Bytes>) -> Result<SeqNo> {
-        let mut b = WriteBatch::new();
-        b.merge(key, operand);
-        self.write(b).await
-    }
-
-    /// A put that reads as deleted once `ttl` has passed on the database's clock; compaction
-    /// then drops it.
-    pub async fn put_with_ttl(
-        &self,
-        key: impl Into<Bytes>,
-        value: impl AsRef<[u8]>,
-        ttl: std::time::Duration,
-    ) -> Result<SeqNo> {
-        let expires = self
-            .inner
-            .ops
-            .now_ms()
-            .saturating_add(ttl.as_millis() as u64);
-        let mut b = WriteBatch::new();
-        b.put_expiring(key, value.as_ref(), expires);
-        self.write(b).await
-    }
-
     /// Deletes every key in `[start, end)` at once: one journal record and one tombstone,
     /// whatever the number of keys. Reads skip what it covers; compaction drops it.
     pub async fn delete_range(
@@ -368,7 +341,7 @@ impl Db {
                 // fold meanwhile: read at a snapshot.
                 let snap = self.snapshot();
                 let view = self.inner.view_of(&snap);
-                self.inner.merged_get(&view, key, snap.seq()).await
+                crate::lookup::merged(&view, key, snap.seq(), self.inner.ops.read_rules()).await
             }
         }
     }
@@ -749,25 +722,10 @@ impl Inner {
         self.record_get(started);
         match found?.map_or(Answer::Value(None), |f| f.answer(|| self.ops.now_ms())) {
             Answer::Value(v) => Ok(v),
-            Answer::Operands => self.merged_get(view, key, snapshot).await,
+            Answer::Operands => {
+                crate::lookup::merged(view, key, snapshot, self.ops.read_rules()).await
+            }
         }
-    }
-
-    /// `key` at `snapshot` through a merged read of every source, which folds its merge
-    /// operands over the version below them.
-    pub async fn merged_get(
-        &self,
-        view: &ReadView,
-        key: &[u8],
-        snapshot: SeqNo,
-    ) -> Result<Option<Bytes>> {
-        let point = KeyRange {
-            start: std::ops::Bound::Included(Bytes::copy_from_slice(key)),
-            end: std::ops::Bound::Included(Bytes::copy_from_slice(key)),
-        };
-        let rules = self.ops.read_rules();
-        let mut it = DbIter::over(view.clone(), point, snapshot, None, false, rules).await?;
-        Ok(it.next().await?.map(|(_, v)| v))
     }
 
     fn record_get(&self, started: std::time::Instant) {

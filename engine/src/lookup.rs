@@ -4,10 +4,13 @@
 //! change. Gets answer from what it found (unless it is a merge operand, which a merged read
 //! of the key resolves); a transaction's commit asks how new it is.
 
+use crate::db::ReadView;
+use crate::operators::ReadRules;
+use crate::scan::DbIter;
 use crate::version::{TableHandle, Version};
 use crate::write_path::MemState;
 use bytes::Bytes;
-use cairn_common::{Entry, EntryKind, Read, Result, SeqNo};
+use cairn_common::{Entry, EntryKind, KeyRange, Read, Result, SeqNo};
 use std::sync::Arc;
 
 /// What the deciding source holds of a key.
@@ -98,4 +101,20 @@ fn tables_for<'a>(
         .iter()
         .filter_map(move |level| Version::find_in_level(level, key));
     l0.chain(deeper)
+}
+
+/// `key` at `snapshot` through a merged read of every source, which folds its merge operands
+/// over the version below them (`Answer::Operands`).
+pub(crate) async fn merged(
+    view: &ReadView,
+    key: &[u8],
+    snapshot: SeqNo,
+    rules: ReadRules,
+) -> Result<Option<Bytes>> {
+    let point = KeyRange {
+        start: std::ops::Bound::Included(Bytes::copy_from_slice(key)),
+        end: std::ops::Bound::Included(Bytes::copy_from_slice(key)),
+    };
+    let mut it = DbIter::over(view.clone(), point, snapshot, None, false, rules).await?;
+    Ok(it.next().await?.map(|(_, v)| v))
 }

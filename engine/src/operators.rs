@@ -1,9 +1,13 @@
 //! What the database's merge operator, compaction filter, TTL and clock make of its writes,
-//! reads and jobs. Resolved from the options once, at open: an unknown name fails the open.
+//! reads and jobs, and the writes that use them (`Db::merge`, `Db::put_with_ttl`). Resolved
+//! from the options once, at open: an unknown name fails the open.
 
+use crate::db::Db;
 use crate::options::EngineOptions;
 use bytes::Bytes;
-use cairn_common::{EntryKind, Error, MergeOperator, Operators, Result, SharedClock, WriteBatch};
+use cairn_common::{
+    EntryKind, Error, MergeOperator, Operators, Result, SeqNo, SharedClock, WriteBatch,
+};
 use cairn_compaction::{CompactionJob, Rules};
 use std::sync::Arc;
 
@@ -58,8 +62,7 @@ impl DbOperators {
             };
             m.check_operand(&op.value)?;
         }
-        let puts = batch.ops().iter().any(|op| op.kind == EntryKind::Put);
-        if self.ttl_ms == 0 || !puts {
+        if self.ttl_ms == 0 || !batch.ops().iter().any(|op| op.kind == EntryKind::Put) {
             return Ok(batch);
         }
         let expires = self.now_ms().saturating_add(self.ttl_ms);
@@ -101,6 +104,35 @@ impl DbOperators {
             now_ms: self.now_ms(),
             merge: self.merge.clone(),
         }
+    }
+}
+
+impl Db {
+    /// Adds a merge operand to `key`: the database's merge operator (`merge_operator` in the
+    /// options) folds it into the key's value on read, and flushes and compactions fold the
+    /// operands for good. Refused without an operator, or with an operand it cannot fold.
+    pub async fn merge(&self, key: impl Into<Bytes>, operand: impl Into<Bytes>) -> Result<SeqNo> {
+        let mut b = WriteBatch::new();
+        b.merge(key, operand);
+        self.write(b).await
+    }
+
+    /// A put that reads as deleted once `ttl` has passed on the database's clock; compaction
+    /// then drops it.
+    pub async fn put_with_ttl(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl AsRef<[u8]>,
+        ttl: std::time::Duration,
+    ) -> Result<SeqNo> {
+        let expires = self
+            .inner
+            .ops
+            .now_ms()
+            .saturating_add(ttl.as_millis() as u64);
+        let mut b = WriteBatch::new();
+        b.put_expiring(key, value.as_ref(), expires);
+        self.write(b).await
     }
 }
 
