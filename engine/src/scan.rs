@@ -33,6 +33,10 @@ pub struct DbIter {
     rules: ReadRules,
     /// Merge operands of `last_key`, newest first, while they wait for their base.
     operands: Vec<Bytes>,
+    /// The sequence number of the last version of `last_key` taken: the merge passes exact
+    /// duplicates on (a memtable and the table it was just flushed into, both in view), which
+    /// a fold must take once.
+    last_seq: SeqNo,
     /// An entry read past the end of a fold, for the next call.
     stash: Option<Entry>,
     /// The range tombstones in view over the range, if any.
@@ -77,6 +81,7 @@ impl DbIter {
             snapshot,
             rules,
             operands: Vec::new(),
+            last_seq: 0,
             stash: None,
             ranges: range_deletes_in(&mem, &version, &range, snapshot),
             last_key: None,
@@ -129,9 +134,10 @@ impl Stream for DbIter {
             };
             if this.last_key.as_ref() == Some(&e.key) {
                 // An older version: shadowed, unless operands above it wait for their base.
-                if this.operands.is_empty() {
+                if this.operands.is_empty() || e.seq == this.last_seq {
                     continue;
                 }
+                this.last_seq = e.seq;
                 if covered(this, &e) {
                     return Poll::Ready(this.fold(None));
                 }
@@ -149,6 +155,7 @@ impl Stream for DbIter {
             }
             // The first version at or below the snapshot decides the key.
             this.last_key = Some(e.key.clone());
+            this.last_seq = e.seq;
             if covered(this, &e) {
                 continue;
             }
