@@ -16,6 +16,44 @@ pub async fn run(compactor: Arc<dyn Compactor>, storage: Arc<dyn Storage>) {
     never_cuts_inside_a_range_tombstone(&compactor, &storage).await;
     runs_operators_by_name(&compactor, &storage).await;
     an_unknown_operator_fails_the_job(&compactor, &storage).await;
+    reads_inputs_shared_from_another_store(&compactor, &storage).await;
+}
+
+/// A clone's job names inputs that live in its parent's store: the compactor reads them
+/// there (reached by the reference the job gives), writes its outputs to its own store, and
+/// leaves the parent's table where it was.
+async fn reads_inputs_shared_from_another_store(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>) {
+    let reference = format!("{}-parent", s.reference().expect("a store names itself"));
+    let parent = s.open_reference(&reference).expect("the parent's store");
+    let theirs = write_table(
+        parent.as_ref(),
+        93_000,
+        &[Entry::put("p", 5, "parent"), Entry::put("q", 6, "old")],
+    )
+    .await
+    .expect("the parent's table");
+    let ours = write_table(s.as_ref(), 93_001, &[Entry::put("q", 20, "clone")])
+        .await
+        .expect("the clone's table");
+    let mut j = job(vec![ours, theirs.clone()], 94_000, u64::MAX, true);
+    j.shared = vec![cairn_filestore::TablesAt {
+        reference,
+        ids: vec![theirs.id],
+    }];
+    let out = c.compact(j).await.expect("compact");
+    assert_eq!(
+        read_all(s, &out).await,
+        vec![Entry::put("p", 5, "parent"), Entry::put("q", 20, "clone")]
+    );
+    assert!(
+        parent
+            .list_tables()
+            .await
+            .expect("list")
+            .contains(&theirs.id),
+        "the parent's table stays"
+    );
+    parent.delete_table(theirs.id).await.expect("clean up");
 }
 
 fn n(v: i64) -> bytes::Bytes {

@@ -1,6 +1,7 @@
 //! A compaction job, as the engine describes it to any compactor, local or remote.
 
 use cairn_common::{Operators, SeqNo, TableId, TableMeta};
+use cairn_filestore::TablesAt;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +26,9 @@ pub struct CompactionJob {
     /// The database's clock when the job was made: expiring puts are judged against it, so
     /// a worker's clock does not matter.
     pub now_ms: u64,
+    /// Inputs that live in another database's store (a clone's parent), and where: the
+    /// compactor reads them there and writes its outputs to its own store.
+    pub shared: Vec<TablesAt>,
     /// The engine's own registry, for a compactor in its process; not sent over the wire.
     #[serde(skip)]
     pub operators: Option<Operators>,

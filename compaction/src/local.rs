@@ -17,7 +17,7 @@ use cairn_common::{
     Entry, Error, KeyRange, Operators, RangeDeletes, RangeTombstone, Result, TableMeta,
     merge_sorted,
 };
-use cairn_filestore::{Storage, TableBuilder};
+use cairn_filestore::{SharedTables, Storage, TableBuilder};
 use futures::StreamExt;
 use std::sync::Arc;
 
@@ -50,8 +50,9 @@ impl LocalCompactor {
         let rules = Rules::of(job, &self.operators)?;
         let mut sources = Vec::with_capacity(job.inputs.len());
         let mut tombstones = Vec::new();
+        let inputs = SharedTables::wrap(self.storage.clone(), &job.shared)?;
         for meta in &job.inputs {
-            let table = self.storage.open_table(meta).await?;
+            let table = inputs.open_table(meta).await?;
             tombstones.extend(table.range_deletes().iter().cloned());
             sources.push(table.scan(&KeyRange::all()).await?);
         }

@@ -20,6 +20,33 @@ pub async fn run(storage: Arc<dyn Storage>, first_id: u64) {
     aggregates_over_one_version_per_key(&storage, first_id + 5).await;
     range_tombstones(&storage, first_id + 6).await;
     merge_operands_and_expiring_puts(&storage, first_id + 7).await;
+    reached_by_reference(&storage, first_id + 8).await;
+}
+
+/// A store reached by its own reference reads the tables written through it, and one reached
+/// by a reference nobody used yet holds nothing: how a clone reads its parent's tables.
+async fn reached_by_reference(storage: &Arc<dyn Storage>, id: u64) {
+    let reference = storage.reference().expect("every store names itself");
+    let entries = vec![Entry::put("r", 3, "by reference"), Entry::delete("s", 2)];
+    let meta = write_table(storage.as_ref(), id, &entries)
+        .await
+        .expect("write");
+    let same = storage
+        .open_reference(&reference)
+        .expect("open by reference");
+    let t = same.open_table(&meta).await.expect("open through it");
+    assert_eq!(
+        read_range(t.as_ref(), &KeyRange::all())
+            .await
+            .expect("scan"),
+        entries
+    );
+    let fresh = storage
+        .open_reference(&format!("{reference}-unused"))
+        .expect("a store not made yet");
+    assert!(fresh.list_tables().await.expect("list").is_empty());
+    assert!(fresh.manifests().list().await.expect("list").is_empty());
+    storage.delete_table(id).await.expect("clean up");
 }
 
 /// Merge operands (kind 3) and expiring puts (kind 4) are versions like any other to a store:

@@ -119,6 +119,14 @@ impl Storage for FaultyStorage {
             outage: self.manifest_outage.clone(),
         })
     }
+
+    fn reference(&self) -> Option<String> {
+        self.inner.reference()
+    }
+
+    fn open_reference(&self, reference: &str) -> Result<Arc<dyn Storage>> {
+        self.inner.open_reference(reference)
+    }
 }
 
 /// A builder whose seal waits (or stalls) first, and whose adds go at the throttle's rate.

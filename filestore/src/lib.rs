@@ -15,6 +15,7 @@ pub mod manifest_store;
 mod object_location;
 mod parquet_store;
 mod prefix_index;
+mod shared;
 mod sstable;
 mod table_file;
 mod tracker;
@@ -32,6 +33,7 @@ pub use object_location::{
     ObjectLocation, ObjectStoreOptions, check_object_url, open_object_store,
 };
 pub use parquet_store::{ParquetOptions, ParquetStorage, TABLE_META_KEY, table_schema};
+pub use shared::{SharedTables, TablesAt};
 pub use sstable::{Compression, FilterKind, SstOptions, SstStorage};
 pub use table_file::{TableFile, read_table_file};
 
@@ -59,6 +61,22 @@ pub trait Storage: Send + Sync + 'static {
     /// Where this store keeps the manifest of the database its tables belong to: beside the
     /// tables, so whoever reaches the tables finds the database.
     fn manifests(&self) -> Arc<dyn ManifestStore>;
+
+    /// How a store of the same kind elsewhere names this one (a directory, a URL, a database
+    /// on a server), for a database that shares its tables by reference (a clone); `None`
+    /// when this store cannot be reached from another (the default).
+    fn reference(&self) -> Option<String> {
+        None
+    }
+
+    /// The store another one's `reference` named, reached the way this store is reached (the
+    /// same server, endpoint and credentials): where a clone reads the tables it shares with
+    /// its parent. Only reads go through it.
+    fn open_reference(&self, reference: &str) -> Result<Arc<dyn Storage>> {
+        Err(cairn_common::Error::InvalidArgument(format!(
+            "this storage cannot read another database's tables (asked for {reference})"
+        )))
+    }
 }
 
 /// Receives a table's entries in internal order, then seals it.

@@ -122,12 +122,22 @@ impl Storage for SstStorage {
     async fn create_table(&self, id: TableId) -> Result<Box<dyn TableBuilder>> {
         let path = self.path_of(id);
         let tmp = self.opts.dir.join(format!("{id:020}.{TMP_SUFFIX}"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .at(&tmp)?;
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+        };
+        let file = match create() {
+            // A store reached by reference is made by its first table.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                cairn_common::durable::create_dir_durably(&self.opts.dir)?;
+                create()
+            }
+            file => file,
+        }
+        .at(&tmp)?;
         // Held until the file is closed: tells another store's sweep the build is alive.
         file.lock().at(&tmp)?;
         Ok(Box::new(SstBuilder {
@@ -166,7 +176,12 @@ impl Storage for SstStorage {
 
     async fn list_tables(&self) -> Result<Vec<TableId>> {
         let mut ids = Vec::new();
-        for ent in std::fs::read_dir(&self.opts.dir).at(&self.opts.dir)? {
+        // A store reached by reference may not exist yet (where a clone goes).
+        let listing = match std::fs::read_dir(&self.opts.dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+            listing => listing.at(&self.opts.dir)?,
+        };
+        for ent in listing {
             let path = ent.at(&self.opts.dir)?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if let Some(id) = name.strip_suffix(".sst").and_then(|s| s.parse().ok()) {
@@ -178,6 +193,28 @@ impl Storage for SstStorage {
 
     fn manifests(&self) -> Arc<dyn ManifestStore> {
         self.manifests.clone()
+    }
+
+    fn reference(&self) -> Option<String> {
+        let dir = std::path::absolute(&self.opts.dir).ok()?;
+        dir.to_str().map(str::to_string)
+    }
+
+    /// The directory `reference` names, with this store's options and block cache (table ids
+    /// of a parent and its clone never meet: a clone numbers its own tables after its
+    /// parent's). Nothing is swept or created there: it is another database's directory,
+    /// or one a clone is about to be made in.
+    fn open_reference(&self, reference: &str) -> Result<Arc<dyn Storage>> {
+        let dir = PathBuf::from(reference);
+        let manifests = Arc::new(DirManifestStore::at(dir.join(MANIFEST_DIR)));
+        Ok(Arc::new(SstStorage {
+            opts: SstOptions {
+                dir,
+                ..self.opts.clone()
+            },
+            cache: self.cache.clone(),
+            manifests,
+        }))
     }
 }
 

@@ -222,6 +222,16 @@ impl Storage for HybridStore {
         self.shared.secondary.manifests()
     }
 
+    /// The secondary's, for the same reason: a clone on another node reads its parent's
+    /// tables from the durable copy, since the primary is on the parent's disk.
+    fn reference(&self) -> Option<String> {
+        self.shared.secondary.reference()
+    }
+
+    fn open_reference(&self, reference: &str) -> Result<Arc<dyn Storage>> {
+        self.shared.secondary.open_reference(reference)
+    }
+
     async fn list_tables(&self) -> Result<Vec<TableId>> {
         let (p, s) = futures::join!(
             self.shared.primary.list_tables(),

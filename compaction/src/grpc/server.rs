@@ -4,9 +4,10 @@
 //! its partial outputs, so a retry elsewhere starts clean.
 
 use super::pb::compaction_server::{Compaction as CompactionRpc, CompactionServer};
-use super::pb::{Busy, Job, Outputs};
+use super::pb::{Busy, Job, Outputs, Shared};
 use crate::{CompactionJob, Compactor};
 use cairn_common::Error;
+use cairn_filestore::TablesAt;
 use cairn_rpc::pb::Empty;
 use cairn_rpc::pb::TableMeta as PbMeta;
 use cairn_rpc::{
@@ -71,6 +72,14 @@ impl From<&CompactionJob> for Job {
             merge_operator: j.merge_operator.clone(),
             compaction_filter: j.compaction_filter.clone(),
             now_ms: j.now_ms,
+            shared: j
+                .shared
+                .iter()
+                .map(|s| Shared {
+                    reference: s.reference.clone(),
+                    ids: s.ids.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -87,6 +96,14 @@ impl From<Job> for CompactionJob {
             merge_operator: j.merge_operator,
             compaction_filter: j.compaction_filter,
             now_ms: j.now_ms,
+            shared: j
+                .shared
+                .into_iter()
+                .map(|s| TablesAt {
+                    reference: s.reference,
+                    ids: s.ids,
+                })
+                .collect(),
             operators: None,
         }
     }

@@ -2,7 +2,9 @@ use super::*;
 use crate::{CompactionJob, Compactor, LocalCompactor, conformance};
 use async_trait::async_trait;
 use cairn_common::{Entry, Result, TableMeta};
-use cairn_filestore::{GrpcStorage, SstOptions, SstStorage, Storage, storage_service, write_table};
+use cairn_filestore::{
+    GrpcStorage, SstOptions, SstStorage, Storage, storage_service_for, write_table,
+};
 use cairn_rpc::{ClientOptions, ServerHandle, ServerOptions, builder, serve};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,9 +71,15 @@ async fn conformance_over_grpc_with_the_tables_on_a_storage_node() {
     let dir = tempfile::tempdir().unwrap();
     let sopts = ServerOptions::default();
     let (drain, _) = tokio::sync::watch::channel(false);
+    // Many databases: a clone's job reads its parent's tables from another one.
+    let root = dir.path().to_path_buf();
+    let dbs = cairn_rpc::Databases::new(8, move |name| {
+        let store = sst(&root.join(name));
+        async move { Ok(store) }
+    });
     let router = builder(&sopts)
         .unwrap()
-        .add_service(storage_service(sst(dir.path()), &sopts));
+        .add_service(storage_service_for(Arc::new(dbs), &sopts));
     let storage_node = serve(
         router,
         &[],

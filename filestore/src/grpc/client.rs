@@ -155,6 +155,25 @@ impl Storage for GrpcStorage {
     fn manifests(&self) -> Arc<dyn ManifestStore> {
         Arc::new(GrpcManifestStore::new(self.rpc.clone()))
     }
+
+    /// The database's name on its server.
+    fn reference(&self) -> Option<String> {
+        let name = self.rpc.opts.database.as_deref();
+        Some(name.unwrap_or(cairn_rpc::DEFAULT_DATABASE).to_string())
+    }
+
+    /// Database `reference` of the same server, with this client's options and block cache
+    /// (a clone's own table ids come after its parent's, so the two never meet in it).
+    fn open_reference(&self, reference: &str) -> Result<Arc<dyn Storage>> {
+        let opts = ClientOptions {
+            database: Some(reference.to_string()),
+            ..self.rpc.opts.clone()
+        };
+        Ok(Arc::new(GrpcStorage {
+            rpc: connect("storage", opts)?,
+            cache: self.cache.clone(),
+        }))
+    }
 }
 
 struct GrpcBuilder {

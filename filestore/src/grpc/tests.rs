@@ -10,11 +10,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 async fn start(storage: Arc<dyn Storage>, opts: ServerOptions) -> ServerHandle {
+    start_for(Arc::new(cairn_rpc::Databases::single(storage)), opts).await
+}
+
+/// A server of many databases, each opened by `open(name)` on its first call.
+async fn start_many(
+    open: impl Fn(String) -> Arc<dyn Storage> + Send + Sync + 'static,
+) -> ServerHandle {
+    let open = Arc::new(open);
+    let dbs = cairn_rpc::Databases::new(8, move |name| {
+        let open = open.clone();
+        async move { Ok(open(name)) }
+    });
+    start_for(Arc::new(dbs), ServerOptions::default()).await
+}
+
+async fn start_for(
+    dbs: Arc<cairn_rpc::Databases<dyn Storage>>,
+    opts: ServerOptions,
+) -> ServerHandle {
     let (drain, _) = tokio::sync::watch::channel(false);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let router = builder(&opts)
         .unwrap()
-        .add_service(storage_service(storage, &opts));
+        .add_service(storage_service_for(dbs, &opts));
     serve(router, &[], listener, false, drain, std::future::pending()).unwrap()
 }
 
@@ -35,7 +54,8 @@ fn sst(dir: &std::path::Path) -> Arc<dyn Storage> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_over_grpc_on_sstables() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(sst(dir.path()), ServerOptions::default()).await;
+    let root = dir.path().to_path_buf();
+    let server = start_many(move |name| sst(&root.join(name))).await;
     let remote = Arc::new(GrpcStorage::new(client_opts(server.url()), 1 << 20).unwrap());
     conformance::run(remote, 1).await;
     server.stop().await.unwrap();
@@ -43,15 +63,14 @@ async fn conformance_over_grpc_on_sstables() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_over_grpc_on_parquet_without_blocks_and_without_a_cache() {
-    let o = ParquetOptions {
-        url: "memory://grpc-conformance".into(),
-        row_group_rows: 64,
-        ..ParquetOptions::default()
-    };
-    let server = start(
-        Arc::new(ParquetStorage::open(o).unwrap()),
-        ServerOptions::default(),
-    )
+    let server = start_many(|name| {
+        let o = ParquetOptions {
+            url: format!("memory://grpc-conformance/{name}"),
+            row_group_rows: 64,
+            ..ParquetOptions::default()
+        };
+        Arc::new(ParquetStorage::open(o).unwrap())
+    })
     .await;
     let remote = Arc::new(GrpcStorage::new(client_opts(server.url()), 0).unwrap());
     conformance::run(remote, 1).await;

@@ -27,6 +27,13 @@ impl DirManifestStore {
         Ok(DirManifestStore { dir })
     }
 
+    /// The store at `dir` without creating anything: a missing directory holds no versions,
+    /// and is made by the first version created (where a clone goes, or a store that a
+    /// check only reads).
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        DirManifestStore { dir: dir.into() }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -40,7 +47,11 @@ impl DirManifestStore {
 impl ManifestStore for DirManifestStore {
     async fn list(&self) -> Result<Vec<ManifestVersion>> {
         let mut out = Vec::new();
-        for ent in std::fs::read_dir(&self.dir).at(&self.dir)? {
+        let listing = match std::fs::read_dir(&self.dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            listing => listing.at(&self.dir)?,
+        };
+        for ent in listing {
             let ent = ent.at(&self.dir)?;
             if let Some(n) = ent.file_name().to_str().and_then(parse_version_name) {
                 out.push(n);
@@ -89,6 +100,9 @@ impl ManifestStore for DirManifestStore {
 
 /// Writes `data` to `tmp`, syncs it and links it in as `path` unless `path` exists (false).
 fn create_linked(dir: &Path, tmp: &Path, path: &Path, data: &[u8]) -> Result<bool> {
+    if !dir.is_dir() {
+        cairn_common::durable::create_dir_durably(dir)?;
+    }
     let written = (|| {
         let mut f = File::create(tmp)?;
         f.write_all(data)?;

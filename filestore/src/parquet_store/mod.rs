@@ -267,6 +267,18 @@ impl Storage for ParquetStorage {
             self.loc.local_dir.clone(),
         ))
     }
+
+    fn reference(&self) -> Option<String> {
+        Some(self.opts.url.clone())
+    }
+
+    /// The store at URL `reference`, with this store's endpoint, credentials and options.
+    fn open_reference(&self, reference: &str) -> Result<Arc<dyn Storage>> {
+        Ok(Arc::new(ParquetStorage::open(ParquetOptions {
+            url: reference.to_string(),
+            ..self.opts.clone()
+        })?))
+    }
 }
 
 #[cfg(test)]
