@@ -423,6 +423,7 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
             oldest_snapshot: inner.snapshots.oldest(|| inner.writes.visible()),
             drop_tombstones: pick.drop_tombstones,
             target_table_bytes: target,
+            shared: crate::clone::shared_inputs(&inner.shared, &pick.inputs),
             ..CompactionJob::default()
         };
         inner.ops.fill_job(&mut job);

@@ -18,7 +18,7 @@ impl Db {
     pub async fn open_checkpoint(
         dir: impl AsRef<Path>,
         opts: EngineOptions,
-        comps: Components,
+        mut comps: Components,
         name: &str,
     ) -> Result<Db> {
         let dir = dir.as_ref().to_path_buf();
@@ -38,6 +38,7 @@ impl Db {
         let mut state = loaded.state;
         state.levels = checkpoint.levels;
         state.last_seq = checkpoint.seq;
+        comps.storage = crate::clone::shared_storage(comps.storage, &state)?;
         // Nothing here retires a table: the channel has no receiver.
         let deleter = mpsc::unbounded_channel().0;
         let version =
@@ -68,20 +69,25 @@ impl Db {
     /// Records checkpoint `name`: a durable, read-only view of the database as it is now,
     /// which shares its tables (nothing is copied; creating one takes a flush and a manifest
     /// version, whatever the database's size). Every write acknowledged before the call is
-    /// in it. A checkpoint of the same name is replaced. Its tables are kept, even once
-    /// compacted away, until it is deleted.
+    /// in it. A checkpoint of the same name is replaced, unless a clone holds it. Its tables
+    /// are kept, even once compacted away, until it is deleted.
     pub async fn create_checkpoint(&self, name: &str) -> Result<CheckpointInfo> {
         self.inner.check_writable()?;
         check_checkpoint_name(name)?;
+        let _one = self.inner.checkpoint_ops.lock().await;
+        self.check_unheld(name).await?;
         self.inner.flush_all().await?;
         let made = self.inner.versions.create_checkpoint(name).await?;
         Ok(CheckpointInfo::of(&made))
     }
 
     /// Deletes checkpoint `name`; the tables only it referenced are deleted after
-    /// `engine.table_grace_ms`, as compacted ones are.
+    /// `engine.table_grace_ms`, as compacted ones are. Refused while a clone made from it
+    /// still references its tables (`Db::create_clone`).
     pub async fn delete_checkpoint(&self, name: &str) -> Result<()> {
         self.inner.check_writable()?;
+        let _one = self.inner.checkpoint_ops.lock().await;
+        self.check_unheld(name).await?;
         for id in self.inner.versions.delete_checkpoint(name).await? {
             let _ = self.inner.deleter.send(Deletion { id, was_live: true });
         }

@@ -22,7 +22,7 @@ use cairn_common::{
     AggregateState, Error, IoContext, KeyRange, Result, SeqNo, ValueType, WriteBatch,
 };
 use cairn_compaction::{Compactor, LeveledPicker};
-use cairn_filestore::Storage;
+use cairn_filestore::{Storage, TablesAt};
 use cairn_journal::{Journal, JournalClaim};
 use cairn_memtable::MemtableFactory;
 use parking_lot::Mutex;
@@ -79,6 +79,12 @@ pub(crate) struct Inner {
     pub jobs: Jobs,
     /// Transactions check their commits one at a time (`transaction.rs`).
     pub commits: crate::transaction::Commits,
+    /// For a clone, the tables it shares with the databases it came from, where they are
+    /// (a compaction job that reads them says so: `clone.rs`).
+    pub shared: Vec<TablesAt>,
+    /// Checkpoints are created, cloned and deleted one at a time: a deletion's check that
+    /// no clone holds a checkpoint must not interleave with a clone taking a hold.
+    pub checkpoint_ops: tokio::sync::Mutex<()>,
     pub closed: AtomicBool,
     pub deleter: mpsc::UnboundedSender<Deletion>,
     pub metrics: crate::metrics::EngineMetrics,
@@ -107,7 +113,11 @@ const READER_RETRY: cairn_common::backoff::Backoff = cairn_common::backoff::Back
 impl Db {
     /// Opens the database whose manifest lives in `dir`, recovering from the manifest and
     /// the journal. Must be called within a Tokio runtime.
-    pub async fn open(dir: impl AsRef<Path>, opts: EngineOptions, comps: Components) -> Result<Db> {
+    pub async fn open(
+        dir: impl AsRef<Path>,
+        opts: EngineOptions,
+        mut comps: Components,
+    ) -> Result<Db> {
         let dir = dir.as_ref().to_path_buf();
         // Before anything is claimed: an unknown operator name fails the open.
         let ops = DbOperators::new(&opts)?;
@@ -117,6 +127,7 @@ impl Db {
         let holder = crate::lease::holder(comps.journal.as_ref(), opts.lease_ms);
         let lease = holder.as_ref().map(|h| h.clock.clone());
         let mut log = open_manifest(&dir, levels, comps.storage.as_ref(), holder).await?;
+        comps.storage = crate::clone::shared_storage(comps.storage, log.state())?;
         let claimed = comps
             .journal
             .claim(&JournalClaim {
@@ -197,13 +208,17 @@ impl Db {
     pub async fn open_reader(
         dir: impl AsRef<Path>,
         opts: EngineOptions,
-        comps: Components,
+        mut comps: Components,
     ) -> Result<Db> {
         let dir = dir.as_ref().to_path_buf();
         let ops = DbOperators::new(&opts)?;
         let lock_file = lock_dir(&dir)?;
         let started = tokio::time::Instant::now();
         let location = comps.storage.manifests().location();
+        // A clone's shared tables are where its first version says (they only go from there).
+        if let Some(l) = crate::manifest::load(comps.storage.manifests().as_ref()).await? {
+            comps.storage = crate::clone::shared_storage(comps.storage, &l.state)?;
+        }
         let follower_deleter = mpsc::unbounded_channel().0;
         let mut opened = None;
         let mut attempt = 0;
@@ -878,6 +893,8 @@ pub(crate) fn assemble(p: Parts) -> Arc<Inner> {
         follower: p.follower,
         jobs: Jobs::default(),
         commits: Default::default(),
+        shared: p.state.shared_tables(),
+        checkpoint_ops: Default::default(),
         closed: AtomicBool::new(false),
         deleter: p.deleter,
         metrics: crate::metrics::EngineMetrics::new(&p.state.database),

@@ -7,6 +7,7 @@ mod aggregate;
 mod background;
 mod changes;
 mod checkpoint;
+mod clone;
 mod completing;
 mod db;
 mod follow;
@@ -31,6 +32,7 @@ mod version_set;
 mod write_path;
 
 pub use checkpoint::CheckpointInfo;
+pub use clone::CloneInfo;
 pub use db::{Components, Db};
 pub use follow::ReaderStats;
 pub use import::Import;

@@ -39,6 +39,7 @@ pub(crate) async fn open_manifest(
             journal: String::new(),
             levels: m.levels.clone(),
             checkpoints: Vec::new(),
+            origins: Vec::new(),
         }),
         None if !tables.is_empty() => Err(Error::InvalidArgument(format!(
             "{location} has no manifest but its storage holds {} tables: they belong to a database whose manifest is elsewhere or lost; refusing to create a new database over them (nothing was deleted)",
@@ -191,6 +192,6 @@ pub(crate) async fn replay_journal(
 }
 
 /// 128 random bits, in hex.
-fn new_database_id() -> String {
+pub(crate) fn new_database_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }

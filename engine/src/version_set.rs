@@ -9,7 +9,9 @@
 //! - `manifest_version` and `reserved_ids` mirror the log after every change, for `stats`
 //!   and for a reader's check of whether its view moved, neither of which takes the lock.
 
-use crate::manifest::{CheckpointEdit, ManifestLog, NamedCheckpoint, VersionEdit};
+use crate::manifest::{
+    CheckpointEdit, CloneHold, Manifest, ManifestLog, NamedCheckpoint, VersionEdit,
+};
 use crate::version::{TableHandle, Version};
 use arc_swap::ArcSwap;
 use cairn_common::{Error, Result, TableId};
@@ -142,6 +144,28 @@ impl VersionSet {
                 format!("{name} is missing after its creation"),
             )
         })
+    }
+
+    /// The checkpoint named `name`, as the writer's manifest holds it now.
+    pub async fn checkpoint(&self, name: &str) -> Result<Option<NamedCheckpoint>> {
+        Ok(self.log()?.lock().await.state().checkpoint(name).cloned())
+    }
+
+    /// Records that `clone` was made from checkpoint `name`; returns the manifest after.
+    pub async fn hold_checkpoint(&self, name: &str, clone: CloneHold) -> Result<Manifest> {
+        let mut log = self.log()?.lock().await;
+        let committed = log
+            .commit(VersionEdit {
+                checkpoint: Some(CheckpointEdit::Hold {
+                    name: name.to_string(),
+                    clone,
+                }),
+                ..VersionEdit::default()
+            })
+            .await;
+        self.mirror(&log);
+        committed?;
+        Ok(log.state().clone())
     }
 
     /// Deletes the checkpoint `name`; returns the tables nothing references any more, for

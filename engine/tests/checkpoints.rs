@@ -6,20 +6,10 @@
 mod support;
 
 use bytes::Bytes;
-use cairn_common::KeyRange;
 use cairn_engine::Db;
 use cairn_memtable::MemtableOptions;
 use std::collections::BTreeMap;
-use support::{Harness, JournalKind};
-
-async fn all(db: &Db) -> Vec<(Bytes, Bytes)> {
-    db.scan(KeyRange::all())
-        .await
-        .unwrap()
-        .collect(None)
-        .await
-        .unwrap()
-}
+use support::{Harness, JournalKind, all};
 
 async fn open_checkpoint(h: &Harness, node: &str, name: &str) -> cairn_common::Result<Db> {
     Db::open_checkpoint(

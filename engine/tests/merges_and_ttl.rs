@@ -10,19 +10,10 @@ use cairn_common::{KeyRange, ManualClock, SharedClock, ValueType};
 use cairn_engine::Db;
 use cairn_memtable::MemtableOptions;
 use std::time::Duration;
-use support::{Harness, JournalKind, StorageKind};
+use support::{Harness, JournalKind, StorageKind, all};
 
 fn n(v: i64) -> Bytes {
     Bytes::copy_from_slice(&v.to_le_bytes())
-}
-
-async fn all(db: &Db) -> Vec<(Bytes, Bytes)> {
-    db.scan(KeyRange::all())
-        .await
-        .unwrap()
-        .collect(None)
-        .await
-        .unwrap()
 }
 
 fn harness(kind: StorageKind) -> Harness {

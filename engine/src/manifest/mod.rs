@@ -37,6 +37,33 @@ pub struct Manifest {
     pub levels: Vec<Vec<TableMeta>>,
     /// Named checkpoints, oldest first. Their tables are not deleted while they exist.
     pub checkpoints: Vec<NamedCheckpoint>,
+    /// For a clone: the databases whose tables it started from, and which of its tables
+    /// are theirs (it never deletes those). Set when the clone is made, never changed.
+    pub origins: Vec<Origin>,
+}
+
+/// Tables a clone shares with the database it was cloned from (or with that database's own
+/// origins, for a clone of a clone).
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Origin {
+    /// The id of the database the tables belong to.
+    pub database: String,
+    /// Its storage, as `Storage::reference` names it.
+    pub reference: String,
+    /// The checkpoint of it that keeps the tables (it refuses to delete the checkpoint while
+    /// the clone references any of them).
+    pub checkpoint: String,
+    pub ids: Vec<TableId>,
+}
+
+/// A clone made from a checkpoint, which holds the checkpoint's tables while it references
+/// any of them.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct CloneHold {
+    /// The clone's database id.
+    pub database: String,
+    /// Its storage, as `Storage::reference` names it.
+    pub reference: String,
 }
 
 /// A durable, named view of the database: the tables of the manifest version that created it.
@@ -48,6 +75,8 @@ pub struct NamedCheckpoint {
     /// The newest sequence number in its tables: what a reader of it shows.
     pub seq: SeqNo,
     pub levels: Vec<Vec<TableMeta>>,
+    /// The clones made from it.
+    pub clones: Vec<CloneHold>,
 }
 
 /// A change to the named checkpoints, made by a `VersionEdit`.
@@ -60,6 +89,11 @@ pub enum CheckpointEdit {
     },
     Delete {
         name: String,
+    },
+    /// A clone was made from checkpoint `name`.
+    Hold {
+        name: String,
+        clone: CloneHold,
     },
 }
 
@@ -74,6 +108,7 @@ impl Manifest {
             journal: String::new(),
             levels: vec![Vec::new(); levels.max(2)],
             checkpoints: Vec::new(),
+            origins: Vec::new(),
         }
     }
 
@@ -105,6 +140,25 @@ impl Manifest {
             .any(|c| c.levels.iter().flatten().any(|t| t.id == id))
     }
 
+    /// The tables of each origin that a clone's levels or checkpoints still reference:
+    /// where its storage reads them (`SharedTables`).
+    pub fn shared_tables(&self) -> Vec<cairn_filestore::TablesAt> {
+        let live: std::collections::HashSet<TableId> = self.live_ids().collect();
+        self.origins
+            .iter()
+            .map(|o| cairn_filestore::TablesAt {
+                reference: o.reference.clone(),
+                ids: o
+                    .ids
+                    .iter()
+                    .copied()
+                    .filter(|id| live.contains(id))
+                    .collect(),
+            })
+            .filter(|t| !t.ids.is_empty())
+            .collect()
+    }
+
     pub fn checkpoint(&self, name: &str) -> Option<&NamedCheckpoint> {
         self.checkpoints.iter().find(|c| c.name == name)
     }
@@ -134,9 +188,15 @@ impl Manifest {
                     created_ms: *created_ms,
                     seq: next.newest_seq(),
                     levels: next.levels.clone(),
+                    clones: Vec::new(),
                 });
             }
             Some(CheckpointEdit::Delete { name }) => next.checkpoints.retain(|c| &c.name != name),
+            Some(CheckpointEdit::Hold { name, clone }) => {
+                if let Some(c) = next.checkpoints.iter_mut().find(|c| &c.name == name) {
+                    c.clones.push(clone.clone());
+                }
+            }
             None => {}
         }
         next

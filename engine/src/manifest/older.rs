@@ -1,11 +1,77 @@
-//! Manifest versions as earlier Cairn wrote them, read into today's types: version 3
-//! (`CAIRNMV3`), before named checkpoints, and version 2 (`CAIRNMV2`), before leases too.
+//! Manifest versions as earlier Cairn wrote them, read into today's types: version 4
+//! (`CAIRNMV4`), before clones, version 3 (`CAIRNMV3`), before named checkpoints, and
+//! version 2 (`CAIRNMV2`), before leases too.
 //! Their bincode bodies are these structs, field for field; nothing here is ever written.
 
-use super::record::{Body, Lease, MAGIC_V2, Record, config};
-use super::{Manifest, VersionEdit};
+use super::record::{Body, Lease, MAGIC_V2, MAGIC_V4, Record, config};
+use super::{Manifest, NamedCheckpoint, VersionEdit};
 use bincode::error::DecodeError;
 use cairn_common::{Lsn, SeqNo, TableId, TableMeta};
+
+#[derive(bincode::Encode, bincode::Decode)]
+pub(super) struct RecordV4 {
+    pub database: String,
+    pub epoch: u64,
+    pub writer: u64,
+    pub body: BodyV4,
+    pub lease: Option<Lease>,
+}
+
+/// Today's edits read as they were: clones only added a `CheckpointEdit` variant.
+#[derive(bincode::Encode, bincode::Decode)]
+pub(super) enum BodyV4 {
+    Checkpoint(ManifestV4),
+    Edit(VersionEdit),
+}
+
+#[derive(bincode::Encode, bincode::Decode)]
+pub(super) struct ManifestV4 {
+    pub database: String,
+    pub epoch: u64,
+    pub next_table_id: TableId,
+    pub last_seq: SeqNo,
+    pub flushed_lsn: Lsn,
+    pub journal: String,
+    pub levels: Vec<Vec<TableMeta>>,
+    pub checkpoints: Vec<NamedCheckpointV4>,
+}
+
+#[derive(bincode::Encode, bincode::Decode)]
+pub(super) struct NamedCheckpointV4 {
+    pub name: String,
+    pub created_ms: u64,
+    pub seq: SeqNo,
+    pub levels: Vec<Vec<TableMeta>>,
+}
+
+impl From<BodyV4> for Body {
+    fn from(b: BodyV4) -> Body {
+        match b {
+            BodyV4::Checkpoint(m) => Body::Checkpoint(Manifest {
+                database: m.database,
+                epoch: m.epoch,
+                next_table_id: m.next_table_id,
+                last_seq: m.last_seq,
+                flushed_lsn: m.flushed_lsn,
+                journal: m.journal,
+                levels: m.levels,
+                checkpoints: m
+                    .checkpoints
+                    .into_iter()
+                    .map(|c| NamedCheckpoint {
+                        name: c.name,
+                        created_ms: c.created_ms,
+                        seq: c.seq,
+                        levels: c.levels,
+                        clones: Vec::new(),
+                    })
+                    .collect(),
+                origins: Vec::new(),
+            }),
+            BodyV4::Edit(e) => Body::Edit(e),
+        }
+    }
+}
 
 #[derive(bincode::Encode, bincode::Decode)]
 pub(super) struct RecordV3 {
@@ -63,6 +129,7 @@ impl From<BodyV3> for Body {
                 journal: m.journal,
                 levels: m.levels,
                 checkpoints: Vec::new(),
+                origins: Vec::new(),
             }),
             BodyV3::Edit(e) => Body::Edit(VersionEdit {
                 added: e.added,
@@ -77,8 +144,19 @@ impl From<BodyV3> for Body {
     }
 }
 
-/// Decodes the body of a version 3 record, or of a version 2 one if `magic` says so.
+/// Decodes the body of a version 4, 3 or 2 record, as `magic` says.
 pub(super) fn decode(magic: &[u8], body: &[u8]) -> Result<(Record, usize), DecodeError> {
+    if magic == MAGIC_V4 {
+        let (r, used): (RecordV4, usize) = bincode::decode_from_slice(body, config())?;
+        let r = Record {
+            database: r.database,
+            epoch: r.epoch,
+            writer: r.writer,
+            body: r.body.into(),
+            lease: r.lease,
+        };
+        return Ok((r, used));
+    }
     if magic == MAGIC_V2 {
         let (r, used): (RecordV2, usize) = bincode::decode_from_slice(body, config())?;
         let r = Record {
@@ -169,5 +247,62 @@ mod tests {
         assert_eq!((m.next_table_id, m.last_seq, m.flushed_lsn), (8, 9, 3));
         assert!(m.checkpoints.is_empty());
         assert_eq!(r.lease.map(|l| l.ms), Some(10_000));
+    }
+
+    /// A version written before clones (format 4) reads with its checkpoints, none of them
+    /// held, and no origins; its edits read as they were.
+    #[test]
+    fn a_version_4_record_is_read_with_no_clones() {
+        let meta = TableMeta {
+            id: 3,
+            smallest: b"a".to_vec(),
+            largest: b"b".to_vec(),
+            min_seq: 1,
+            max_seq: 2,
+            entries: 2,
+            size: 50,
+        };
+        let state = RecordV4 {
+            database: "db".into(),
+            epoch: 3,
+            writer: 1,
+            body: BodyV4::Checkpoint(ManifestV4 {
+                database: "db".into(),
+                epoch: 3,
+                next_table_id: 4,
+                last_seq: 2,
+                flushed_lsn: 1,
+                journal: "j".into(),
+                levels: vec![vec![meta.clone()], vec![]],
+                checkpoints: vec![NamedCheckpointV4 {
+                    name: "c".into(),
+                    created_ms: 77,
+                    seq: 2,
+                    levels: vec![vec![meta.clone()], vec![]],
+                }],
+            }),
+            lease: None,
+        };
+        let data = framed(MAGIC_V4, bincode::encode_to_vec(&state, config()).unwrap());
+        let Body::Checkpoint(m) = Record::decode(&data, "v4").unwrap().body else {
+            panic!("a full state");
+        };
+        let c = m.checkpoint("c").expect("the checkpoint");
+        assert_eq!((c.created_ms, c.seq, &c.levels), (77, 2, &m.levels));
+        assert!(c.clones.is_empty() && m.origins.is_empty());
+
+        let edit = VersionEdit {
+            checkpoint: Some(super::super::CheckpointEdit::Delete { name: "c".into() }),
+            ..VersionEdit::default()
+        };
+        let old = RecordV4 {
+            database: "db".into(),
+            epoch: 3,
+            writer: 1,
+            body: BodyV4::Edit(edit.clone()),
+            lease: None,
+        };
+        let data = framed(MAGIC_V4, bincode::encode_to_vec(&old, config()).unwrap());
+        assert_eq!(Record::decode(&data, "v4").unwrap().body, Body::Edit(edit));
     }
 }

@@ -12,6 +12,16 @@ use cairn_testkit::S3Endpoint;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Every pair the database shows now, in key order.
+pub async fn all(db: &Db) -> Vec<(bytes::Bytes, bytes::Bytes)> {
+    db.scan(cairn_common::KeyRange::all())
+        .await
+        .unwrap()
+        .collect(None)
+        .await
+        .unwrap()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JournalKind {
     Memory,
@@ -142,6 +152,33 @@ impl Harness {
                         retry_initial_ms: 20,
                         retry_max_ms: 500,
                     },
+                )
+                .await
+                .expect("hybrid store");
+                (Arc::new(hybrid.clone()), Arc::new(hybrid.compaction_view()))
+            }
+        }
+    }
+
+    /// A store of the harness's kind for another database, `name`, beside this one's (on
+    /// the same S3 endpoint for the hybrid store), and the view its compactor reads through.
+    pub async fn storages_of(&self, name: &str) -> (Arc<dyn Storage>, Arc<dyn Storage>) {
+        let dir = self.dir.path().join(name);
+        match self.storage_kind {
+            StorageKind::Sst => {
+                let s = self.sst_in(&dir);
+                (s.clone(), s)
+            }
+            StorageKind::Parquet => {
+                let s = self.parquet(format!("file://{}/parquet", dir.display()));
+                (s.clone(), s)
+            }
+            StorageKind::Hybrid => {
+                let s3 = self.s3.as_ref().expect("hybrid harness has an endpoint");
+                let hybrid = HybridStore::open(
+                    self.sst_in(&dir),
+                    self.parquet(s3.url(name)),
+                    HybridOptions::default(),
                 )
                 .await
                 .expect("hybrid store");
