@@ -2,7 +2,9 @@
 //! the database. `--keys` entries of `--value-size` bytes are imported and compacted, one put
 //! leaves something to flush, and 20 checkpoints are made one after another (each flushes,
 //! then writes one manifest version) and deleted; the first and the median are reported with
-//! the database's size. Nothing is copied, so the time should not grow with the size.
+//! the database's size. On a one-shard profile whose tables sit at a path or URL, 5 clones
+//! of the last checkpoint are made beside them and timed too. Nothing is copied, so neither
+//! time should grow with the size.
 
 use crate::loaded::loaded;
 use anyhow::Result;
@@ -21,6 +23,9 @@ pub struct CheckpointResult {
     pub first_ms: f64,
     pub median_ms: f64,
     pub delete_median_ms: f64,
+    /// `None` where the profile's stores cannot be named for a clone (several shards, or a
+    /// storage server).
+    pub clone_median_ms: Option<f64>,
 }
 
 pub async fn run(
@@ -47,7 +52,31 @@ pub async fn run(
             .await?;
         made.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    for i in 0..20 {
+    // Clones go beside the tables: `<tables>-clone<i>`, from where the manifest lives.
+    let stats = router.stats().await;
+    let beside = match stats.as_slice() {
+        [one] => one.stats.as_ref().ok().and_then(|s| {
+            let at = s.manifest_location.strip_suffix("/manifest")?;
+            (at.starts_with('/') || at.contains("://")).then(|| at.to_string())
+        }),
+        _ => None,
+    };
+    let mut cloned = Vec::new();
+    if let Some(tables) = beside {
+        for i in 0..5 {
+            let t = Instant::now();
+            router
+                .checkpoint(CheckpointOp::Clone {
+                    name: "c19".into(),
+                    into: format!("{tables}-clone{i}"),
+                })
+                .await?;
+            cloned.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    // The clones hold the last one.
+    let last = if cloned.is_empty() { 20 } else { 19 };
+    for i in 0..last {
         let t = Instant::now();
         router
             .checkpoint(CheckpointOp::Delete(format!("c{i}")))
@@ -67,6 +96,7 @@ pub async fn run(
         first_ms,
         median_ms: median(made),
         delete_median_ms: median(deleted),
+        clone_median_ms: (!cloned.is_empty()).then(|| median(cloned)),
     })
 }
 
@@ -74,19 +104,21 @@ pub fn report(results: &[CheckpointResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:>10} {:>10} {:>10} {:>10} {:>12}",
-        "profile", "keys", "MB", "first ms", "median ms", "delete ms"
+        "{:<16} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10}",
+        "profile", "keys", "MB", "first ms", "median ms", "delete ms", "clone ms"
     );
     for r in results {
         let _ = writeln!(
             out,
-            "{:<16} {:>10} {:>10.1} {:>10.2} {:>10.2} {:>12.2}",
+            "{:<16} {:>10} {:>10.1} {:>10.2} {:>10.2} {:>12.2} {:>10}",
             r.profile,
             r.keys,
             r.bytes as f64 / 1e6,
             r.first_ms,
             r.median_ms,
-            r.delete_median_ms
+            r.delete_median_ms,
+            r.clone_median_ms
+                .map_or_else(|| "-".to_string(), |ms| format!("{ms:.2}"))
         );
     }
     out

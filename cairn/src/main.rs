@@ -178,8 +178,18 @@ enum CheckpointCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete checkpoint NAME; the tables only it referenced are deleted.
+    /// Delete checkpoint NAME; the tables only it referenced are deleted. Refused while a
+    /// clone made from it still references its tables.
     Delete { name: String },
+    /// Make a new writable database from checkpoint NAME that shares its tables (nothing is
+    /// copied), in the store INTO names: a directory for SSTables, a URL for Parquet, a
+    /// database name for a storage server. With several shards, `{shard}` in INTO becomes
+    /// each shard's index. Open the clone with a profile whose storage is there.
+    Clone {
+        name: String,
+        #[arg(long)]
+        into: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -520,10 +530,23 @@ async fn execute(db: &cairn::Router, command: Command) -> Result<ExitCode> {
             let (op, json) = match command {
                 CheckpointCommand::Create { name } => (CheckpointOp::Create(name), false),
                 CheckpointCommand::Delete { name } => (CheckpointOp::Delete(name), false),
+                CheckpointCommand::Clone { name, into } => {
+                    (CheckpointOp::Clone { name, into }, false)
+                }
                 CheckpointCommand::List { json } => (CheckpointOp::List, json),
             };
             let listing = matches!(op, CheckpointOp::List);
+            let cloned = match &op {
+                CheckpointOp::Clone { name, into } => Some((name.clone(), into.clone())),
+                _ => None,
+            };
             let shards = db.checkpoint(op).await?;
+            if let Some((name, into)) = cloned {
+                for i in 0..shards.len() {
+                    let into = into.replace("{shard}", &i.to_string());
+                    writeln!(out, "cloned checkpoint {name} into {into}")?;
+                }
+            }
             if json {
                 let value = match shards.as_slice() {
                     [one] if db.cluster().is_none() => serde_json::to_value(one)?,

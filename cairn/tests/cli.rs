@@ -769,6 +769,63 @@ fn checkpoints_are_made_read_and_deleted_from_the_command_line() {
     );
 }
 
+/// A clone made from the command line reads its checkpoint and takes writes of its own; the
+/// checkpoint stays held until the clone has compacted; on the sharded profile each shard is
+/// cloned into its own store.
+#[test]
+fn clones_are_made_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, copy) = (dir.path().join("data"), dir.path().join("copy"));
+    ok(&data, &["put", "a", "1"]);
+    ok(&data, &["put", "b", "1"]);
+    ok(&data, &["checkpoint", "create", "base"]);
+    ok(&data, &["put", "a", "2"]);
+    let into = copy.join("tables").display().to_string();
+    let made = ok(&data, &["checkpoint", "clone", "base", "--into", &into]);
+    assert_eq!(made, format!("cloned checkpoint base into {into}\n"));
+    assert_eq!(ok(&copy, &["scan"]), "a\t1\nb\t1\n");
+    ok(&copy, &["put", "c", "3"]);
+    assert_eq!(ok(&copy, &["scan"]), "a\t1\nb\t1\nc\t3\n");
+    assert_eq!(ok(&data, &["scan"]), "a\t2\nb\t1\n");
+
+    let held = cairn(&data, &["checkpoint", "delete", "base"]);
+    assert_eq!(held.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&held.stderr);
+    assert!(err.contains("is held") && err.contains(&into), "{err}");
+    ok(&copy, &["compact"]);
+    ok(&data, &["checkpoint", "delete", "base"]);
+    assert_eq!(ok(&copy, &["scan"]), "a\t1\nb\t1\nc\t3\n");
+
+    let sharded = |data: &Path, args: &[&str]| {
+        let mut a = vec!["--profile", "sharded"];
+        a.extend_from_slice(args);
+        ok(data, &a)
+    };
+    for i in 0..20 {
+        sharded(&data, &["put", &format!("k{i:02}"), "old"]);
+    }
+    sharded(&data, &["checkpoint", "create", "s"]);
+    let many = dir.path().join("many");
+    let into = format!("{}/shard-{{shard}}/tables", many.display());
+    let one = cairn(
+        &data,
+        &[
+            "--profile",
+            "sharded",
+            "checkpoint",
+            "clone",
+            "s",
+            "--into",
+            "x",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&one.stderr).contains("{shard}"));
+    sharded(&data, &["checkpoint", "clone", "s", "--into", &into]);
+    sharded(&data, &["delete", "--from", "k", "--to", "l"]);
+    assert_eq!(sharded(&many, &["scan"]).lines().count(), 20);
+    assert_eq!(sharded(&data, &["scan"]), "");
+}
+
 /// `cairn ingest` loads a Parquet file pyarrow wrote, rows in no order, with a delete among
 /// them; a sharded profile is sent to `import`.
 #[test]

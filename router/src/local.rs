@@ -158,6 +158,9 @@ impl Shard for LocalShard {
                 self.db.create_checkpoint(&name).await?;
             }
             CheckpointOp::Delete(name) => self.db.delete_checkpoint(&name).await?,
+            CheckpointOp::Clone { name, into } => {
+                self.db.create_clone(&name, &into).await?;
+            }
             CheckpointOp::List => {}
         }
         self.db.checkpoints().await

@@ -351,8 +351,28 @@ impl Router {
     /// Runs `op` on every shard, all at once: each shard's checkpoint is its own point in
     /// time (a checkpoint across shards is not atomic). Answers each shard's checkpoints, in
     /// shard order; the first error if any shard failed.
+    /// A clone's `into` names one store per shard: with several shards it must hold
+    /// `{shard}`, which becomes each shard's index.
     pub async fn checkpoint(&self, op: CheckpointOp) -> Result<Vec<Vec<CheckpointInfo>>> {
-        let calls = self.shards.iter().map(|s| s.checkpoint(op.clone()));
+        if let CheckpointOp::Clone { into, .. } = &op
+            && self.shards.len() > 1
+            && !into.contains("{shard}")
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{} shards need a store each for their clones: put {{shard}} in {into:?}",
+                self.shards.len()
+            )));
+        }
+        let calls = self.shards.iter().enumerate().map(|(i, s)| {
+            let op = match &op {
+                CheckpointOp::Clone { name, into } => CheckpointOp::Clone {
+                    name: name.clone(),
+                    into: into.replace("{shard}", &i.to_string()),
+                },
+                op => op.clone(),
+            };
+            s.checkpoint(op)
+        });
         futures::future::join_all(calls).await.into_iter().collect()
     }
 

@@ -13,6 +13,11 @@ pub enum CheckpointOp {
     Create(String),
     Delete(String),
     List,
+    /// Make a clone of checkpoint `name` in the store `into` names (`Db::create_clone`).
+    Clone {
+        name: String,
+        into: String,
+    },
 }
 
 /// Key-value pairs in key order.

@@ -291,19 +291,21 @@ impl Shard for GrpcShard {
     }
 
     async fn checkpoint(&self, op: CheckpointOp) -> Result<Vec<CheckpointInfo>> {
-        let (code, name) = match op {
-            CheckpointOp::List => (0, String::new()),
+        let (code, name, into) = match op {
+            CheckpointOp::List => (0, String::new(), String::new()),
             CheckpointOp::Create(name) => {
                 // The flush, which may be long, under a deadline on its progress.
                 self.flush().await?;
-                (1, name)
+                (1, name, String::new())
             }
-            CheckpointOp::Delete(name) => (2, name),
+            CheckpointOp::Delete(name) => (2, name, String::new()),
+            CheckpointOp::Clone { name, into } => (3, name, into),
         };
         let req = CheckpointRequest {
             tag: self.tag,
             op: code,
             name,
+            into,
         };
         // Not retried: a delete whose answer was lost would fail again as "no such
         // checkpoint".

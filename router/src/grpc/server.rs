@@ -250,6 +250,10 @@ impl ShardRpc for ShardService {
             0 => CheckpointOp::List,
             1 => CheckpointOp::Create(r.name),
             2 => CheckpointOp::Delete(r.name),
+            3 => CheckpointOp::Clone {
+                name: r.name,
+                into: r.into,
+            },
             k => {
                 return Err(Status::invalid_argument(format!(
                     "unknown checkpoint op {k}"

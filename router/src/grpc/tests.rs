@@ -1,6 +1,7 @@
 use super::*;
+use crate::shard::CheckpointOp;
 use crate::{Cluster, LocalShard, Router, Shard, conformance};
-use cairn_common::{Error, KeyRange, ValueType};
+use cairn_common::{Error, KeyRange, ValueType, WriteBatch};
 use cairn_compaction::LocalCompactor;
 use cairn_engine::{Components, Db, EngineOptions};
 use cairn_filestore::{SstOptions, SstStorage, Storage};
@@ -102,6 +103,48 @@ async fn conformance_over_grpc() {
         Some(identity(1)),
         "the first call claimed it"
     );
+    server.stop().await.unwrap();
+    served.close().await.unwrap();
+}
+
+/// A clone asked of a shard server is made where the server's storage reaches, and holds
+/// the checkpoint it came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_shard_clones_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, served) = start(&dir.path().join("served")).await;
+    let remote = GrpcShard::new(client_opts(server.url()), identity(1)).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put("k", "at the checkpoint");
+    remote.write(batch).await.unwrap();
+    remote
+        .checkpoint(CheckpointOp::Create("c".into()))
+        .await
+        .unwrap();
+    let into = dir.path().join("clone").join("tables");
+    let after = remote
+        .checkpoint(CheckpointOp::Clone {
+            name: "c".into(),
+            into: into.display().to_string(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    let mut batch = WriteBatch::new();
+    batch.put("k", "later");
+    remote.write(batch).await.unwrap();
+
+    let clone = open_db(&dir.path().join("clone")).await;
+    assert_eq!(
+        clone.get(b"k").await.unwrap().as_deref(),
+        Some(&b"at the checkpoint"[..])
+    );
+    let e = remote
+        .checkpoint(CheckpointOp::Delete("c".into()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("is held"), "{e}");
+    clone.close().await.unwrap();
     server.stop().await.unwrap();
     served.close().await.unwrap();
 }
