@@ -17,6 +17,78 @@ pub async fn run(compactor: Arc<dyn Compactor>, storage: Arc<dyn Storage>) {
     runs_operators_by_name(&compactor, &storage).await;
     an_unknown_operator_fails_the_job(&compactor, &storage).await;
     reads_inputs_shared_from_another_store(&compactor, &storage).await;
+    subcompactions_keep_to_their_ranges(&compactor, &storage).await;
+}
+
+/// A job cut into key ranges: each part writes only its keys and its piece of each range
+/// tombstone, with its own ids, and the parts' outputs together are the whole job's.
+async fn subcompactions_keep_to_their_ranges(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>) {
+    let newer = write_table(
+        s.as_ref(),
+        95_000,
+        &[
+            Entry::put("a", 20, "a20"),
+            RangeTombstone::new("c", "p", 19).to_entry(),
+            Entry::put("k", 18, "k18"),
+            Entry::put("x", 17, "x17"),
+        ],
+    )
+    .await
+    .expect("input");
+    let older = write_table(
+        s.as_ref(),
+        95_001,
+        &[
+            Entry::put("b", 5, "b5"),
+            Entry::put("d", 6, "d6"),
+            Entry::put("m", 7, "m7"),
+            Entry::put("q", 8, "q8"),
+        ],
+    )
+    .await
+    .expect("input");
+    let whole = job(vec![newer.clone(), older.clone()], 96_000, 10, false);
+    let want_entries = read_all(s, &c.compact(whole.clone()).await.expect("whole")).await;
+
+    let mut parts = Vec::new();
+    for (i, (lower, upper)) in [(None, Some("g")), (Some("g"), Some("n")), (Some("n"), None)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut part = job(
+            vec![newer.clone(), older.clone()],
+            97_000 + 100 * i as u64,
+            10,
+            false,
+        );
+        part.lower = lower.map(bytes::Bytes::from);
+        part.upper = upper.map(bytes::Bytes::from);
+        let out = c.compact(part.clone()).await.expect("part");
+        for t in &out {
+            assert!(part.output_ids.contains(&t.id), "its own ids");
+            // A tombstone's end is excluded: a table may name the range's end as its largest.
+            let inside = part.lower.as_ref().is_none_or(|l| t.smallest[..] >= l[..])
+                && part.upper.as_ref().is_none_or(|u| t.largest[..] <= u[..]);
+            assert!(inside, "part {i} wrote {t:?} outside its range");
+        }
+        parts.push(out);
+    }
+    let mut got = Vec::new();
+    let mut tombstones = Vec::new();
+    for out in &parts {
+        got.extend(read_all(s, out).await);
+        tombstones.extend(tombstones_of(s, out).await);
+    }
+    assert_eq!(got, want_entries, "the parts' entries are the whole job's");
+    assert_eq!(
+        tombstones,
+        vec![
+            RangeTombstone::new("c", "g", 19),
+            RangeTombstone::new("g", "n", 19),
+            RangeTombstone::new("n", "p", 19),
+        ],
+        "the tombstone is cut at the ranges' bounds"
+    );
 }
 
 /// A clone's job names inputs that live in its parent's store: the compactor reads them

@@ -1,6 +1,7 @@
 //! A compaction job, as the engine describes it to any compactor, local or remote.
 
-use cairn_common::{Operators, SeqNo, TableId, TableMeta};
+use bytes::Bytes;
+use cairn_common::{KeyRange, Operators, RangeTombstone, SeqNo, TableId, TableMeta};
 use cairn_filestore::TablesAt;
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +30,33 @@ pub struct CompactionJob {
     /// Inputs that live in another database's store (a clone's parent), and where: the
     /// compactor reads them there and writes its outputs to its own store.
     pub shared: Vec<TablesAt>,
+    /// Only the keys from `lower` (included) to `upper` (excluded), either side open when
+    /// `None`: one of the subcompactions a large job is split into, each a key range of it,
+    /// run at once on different workers. Range tombstones are cut to the range, so the
+    /// outputs of two subcompactions never overlap.
+    pub lower: Option<Bytes>,
+    pub upper: Option<Bytes>,
     /// The engine's own registry, for a compactor in its process; not sent over the wire.
     #[serde(skip)]
     pub operators: Option<Operators>,
+}
+
+impl CompactionJob {
+    /// The keys this job covers.
+    pub fn key_range(&self) -> KeyRange {
+        KeyRange::new(self.lower.clone(), self.upper.clone())
+    }
+
+    /// `t` cut to the job's key range; `None` if nothing of it is inside.
+    pub fn clip(&self, t: &RangeTombstone) -> Option<RangeTombstone> {
+        let start = match &self.lower {
+            Some(l) if *l > t.start => l.clone(),
+            _ => t.start.clone(),
+        };
+        let end = match &self.upper {
+            Some(u) if *u < t.end => u.clone(),
+            _ => t.end.clone(),
+        };
+        (start < end).then(|| RangeTombstone::new(start, end, t.seq))
+    }
 }

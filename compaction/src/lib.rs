@@ -7,6 +7,7 @@ pub mod grpc;
 mod job;
 mod local;
 mod picker;
+mod split;
 mod versions;
 
 #[cfg(any(test, feature = "conformance"))]

@@ -14,8 +14,7 @@ use crate::{CompactionJob, Compactor, Rules, VersionFilter};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{
-    Entry, Error, KeyRange, Operators, RangeDeletes, RangeTombstone, Result, TableMeta,
-    merge_sorted,
+    Entry, Error, Operators, RangeDeletes, RangeTombstone, Result, TableMeta, merge_sorted,
 };
 use cairn_filestore::{SharedTables, Storage, TableBuilder};
 use futures::StreamExt;
@@ -51,10 +50,11 @@ impl LocalCompactor {
         let mut sources = Vec::with_capacity(job.inputs.len());
         let mut tombstones = Vec::new();
         let inputs = SharedTables::wrap(self.storage.clone(), &job.shared)?;
+        let range = job.key_range();
         for meta in &job.inputs {
             let table = inputs.open_table(meta).await?;
-            tombstones.extend(table.range_deletes().iter().cloned());
-            sources.push(table.scan(&KeyRange::all()).await?);
+            tombstones.extend(table.range_deletes().iter().filter_map(|t| job.clip(t)));
+            sources.push(table.scan(&range).await?);
         }
         let mut merged = merge_sorted(sources);
         // What every reader sees deletes what it covers.

@@ -19,6 +19,10 @@ pub struct PickerOptions {
     pub level_size_ratio: u64,
     /// Compaction outputs are cut at this size.
     pub target_table_bytes: u64,
+    /// A compaction of more than `target_table_bytes` of input is cut by key range into
+    /// up to this many subcompactions that run at once: on the workers of a compaction pool,
+    /// or on the background threads. 1 runs every job whole.
+    pub subcompactions: usize,
 }
 
 impl Default for PickerOptions {
@@ -29,6 +33,7 @@ impl Default for PickerOptions {
             base_level_bytes: 256 << 20,
             level_size_ratio: 10,
             target_table_bytes: 64 << 20,
+            subcompactions: 1,
         }
     }
 }

@@ -170,6 +170,7 @@ fn picker() -> LeveledPicker {
         base_level_bytes: 1000,
         level_size_ratio: 10,
         target_table_bytes: 100,
+        subcompactions: 1,
     })
 }
 

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use cairn_common::{Error, Result, TableMeta};
 use cairn_rpc::{ClientOptions, RpcClient, connect};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use tonic::Code;
 
 /// What the client did, for `stats` and tests.
@@ -27,6 +27,12 @@ pub struct RemoteCompactionStats {
 pub struct GrpcCompactor {
     /// The compaction servers jobs may go to: each job to the least busy that answers.
     workers: Vec<RpcClient>,
+    /// Jobs this client has running on each worker. A server's own count misses a job sent
+    /// but not arrived yet, so the parts of one job asking at once would all pick the same
+    /// idle server; this spreads them.
+    running: Vec<AtomicU32>,
+    /// Held while a job sorts the workers and counts its pick.
+    picking: parking_lot::Mutex<()>,
     fallback: Option<Arc<dyn Compactor>>,
     remote_jobs: AtomicU64,
     retries: AtomicU64,
@@ -51,6 +57,8 @@ impl GrpcCompactor {
             ));
         }
         Ok(GrpcCompactor {
+            running: workers.iter().map(|_| AtomicU32::new(0)).collect(),
+            picking: parking_lot::Mutex::new(()),
             workers: workers
                 .into_iter()
                 .map(|o| connect("compaction", o))
@@ -77,10 +85,13 @@ impl GrpcCompactor {
             .max_encoding_message_size(max)
     }
 
-    /// The workers, least busy first; those that do not say how busy they are, last.
-    async fn by_load(&self) -> Vec<&RpcClient> {
+    /// The workers' indexes, least busy first (fewest of this client's jobs, then fewest
+    /// queued, then most free slots); those that do not say how busy they are, last. The
+    /// first is counted as running a job of this client's already (the guard returned), and
+    /// under a lock with the sorting: jobs picking at the same moment see each other's pick.
+    async fn by_load(&self) -> (Vec<usize>, Running<'_>) {
         if self.workers.len() == 1 {
-            return self.workers.iter().collect();
+            return (vec![0], Running::on(&self.running[0]));
         }
         let asks = self.workers.iter().map(|w| async move {
             let mut req = w.request(cairn_rpc::pb::Empty {});
@@ -95,8 +106,13 @@ impl GrpcCompactor {
         });
         let scores = futures::future::join_all(asks).await;
         let mut order: Vec<usize> = (0..self.workers.len()).collect();
-        order.sort_by_key(|&i| scores[i]);
-        order.into_iter().map(|i| &self.workers[i]).collect()
+        let _picking = self.picking.lock();
+        order.sort_by_key(|&i| {
+            let (down, busy) = scores[i];
+            (down, self.running[i].load(Ordering::Relaxed), busy)
+        });
+        let first = Running::on(&self.running[order[0]]);
+        (order, first)
     }
 }
 
@@ -119,15 +135,23 @@ impl Compactor for GrpcCompactor {
                 self.retries.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(self.workers[0].opts.backoff(round as u32)).await;
             }
-            for w in self.by_load().await {
+            let (order, first) = self.by_load().await;
+            let mut first = Some(first);
+            for i in order {
                 let Some(ids) = slices.next() else {
                     break 'rounds;
                 };
+                let w = &self.workers[i];
                 let mut msg = Job::from(&job);
                 msg.output_ids = ids;
-                let outcome = match self.client(w).compact(w.request(msg)).await {
-                    Ok(progress) => w.progress_status(progress.into_inner()).await,
-                    Err(s) => Err(s),
+                let outcome = {
+                    let _running = first
+                        .take()
+                        .unwrap_or_else(|| Running::on(&self.running[i]));
+                    match self.client(w).compact(w.request(msg)).await {
+                        Ok(progress) => w.progress_status(progress.into_inner()).await,
+                        Err(s) => Err(s),
+                    }
                 };
                 match outcome {
                     Ok(out) => {
@@ -166,6 +190,23 @@ impl Compactor for GrpcCompactor {
             }
             _ => Err(unreachable),
         }
+    }
+}
+
+/// One job counted as running on a worker while it lives (a job given up on, its future
+/// dropped, stops counting too).
+struct Running<'a>(&'a AtomicU32);
+
+impl<'a> Running<'a> {
+    fn on(count: &'a AtomicU32) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Running(count)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -80,6 +80,8 @@ impl From<&CompactionJob> for Job {
                     ids: s.ids.clone(),
                 })
                 .collect(),
+            lower: j.lower.clone(),
+            upper: j.upper.clone(),
         }
     }
 }
@@ -104,6 +106,8 @@ impl From<Job> for CompactionJob {
                     ids: s.ids,
                 })
                 .collect(),
+            lower: j.lower,
+            upper: j.upper,
             operators: None,
         }
     }

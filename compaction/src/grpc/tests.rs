@@ -369,3 +369,42 @@ async fn a_pool_picks_the_least_busy_server_and_moves_a_job_off_one_that_stalls(
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// The parts of one job, sent at once to a pool of idle one-slot servers, go one to each
+/// rather than all to the first that says it is idle (where they would wait in turn).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_parts_of_one_job_go_to_different_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = sst(dir.path());
+    let job = inputs(&*storage).await;
+    let (mut first, mut second) = (job.clone(), job);
+    first.upper = Some("b".into());
+    first.output_ids = (10..15).collect();
+    second.lower = Some("b".into());
+    second.output_ids = (15..20).collect();
+    let (seen_a, seen_b) = (Arc::default(), Arc::default());
+    let worker = |seen: &Arc<parking_lot::Mutex<Vec<u64>>>| {
+        let c: Arc<dyn Compactor> = Arc::new(Recording(
+            Arc::new(Slow(Arc::new(LocalCompactor::new(sst(dir.path()))))),
+            seen.clone(),
+        ));
+        start_pool_member(
+            Arc::new(cairn_rpc::Databases::single(c)),
+            ServerOptions::default(),
+            1,
+        )
+    };
+    let (a, b) = (worker(&seen_a).await, worker(&seen_b).await);
+    let pool = GrpcCompactor::pool(vec![opts(a.url()), opts(b.url())], None).unwrap();
+    let (x, y) = tokio::join!(pool.compact(first), pool.compact(second));
+    x.unwrap();
+    y.unwrap();
+    assert!(
+        !seen_a.lock().is_empty() && !seen_b.lock().is_empty(),
+        "one part on each server: {:?} and {:?}",
+        seen_a.lock(),
+        seen_b.lock()
+    );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
