@@ -21,6 +21,9 @@ use tracing::Instrument;
 pub struct Counters {
     pub flushes: AtomicU64,
     pub compactions: AtomicU64,
+    /// Compactions cut into subcompactions, and the parts they ran as.
+    pub split_compactions: AtomicU64,
+    pub subcompactions: AtomicU64,
     pub journal_bytes: AtomicU64,
     pub bytes_flushed: AtomicU64,
     pub bytes_compacted: AtomicU64,
@@ -402,6 +405,40 @@ pub async fn compact_all(inner: &Arc<Inner>) -> Result<()> {
     Ok(())
 }
 
+/// Runs a job's parts (its subcompactions, or the job whole) at once, each a task of its
+/// own, so a pool's workers or a local compactor's threads share them; returns their outputs
+/// in key order. If one fails, the others' outputs, which nothing will install, go at once.
+async fn run_parts(inner: &Arc<Inner>, mut parts: Vec<CompactionJob>) -> Result<Vec<TableMeta>> {
+    if parts.len() == 1
+        && let Some(job) = parts.pop()
+    {
+        return inner.comps.compactor.compact(job).await;
+    }
+    let tasks: Vec<_> = parts
+        .into_iter()
+        .map(|part| {
+            let compactor = inner.comps.compactor.clone();
+            tokio::spawn(async move { compactor.compact(part).await })
+        })
+        .collect();
+    let mut outputs = Vec::new();
+    let mut failed = None;
+    for task in tasks {
+        match task.await {
+            Ok(Ok(out)) => outputs.extend(out),
+            Ok(Err(e)) => drop(failed.get_or_insert(e)),
+            Err(e) => drop(failed.get_or_insert(Error::component("subcompaction", e))),
+        }
+    }
+    if let Some(e) = failed {
+        for t in &outputs {
+            let _ = inner.comps.storage.delete_table(t.id).await;
+        }
+        return Err(e);
+    }
+    Ok(outputs)
+}
+
 async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
     let started = std::time::Instant::now();
     let input_ids: Vec<TableId> = pick.inputs.iter().map(|t| t.id).collect();
@@ -414,7 +451,11 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
             .versions
             // Twice the outputs the job can need, for each of up to six attempts at it (a
             // remote compactor gives each its own ids); ids cost nothing.
-            .reserve_table_ids((input_bytes / target + 2) * 12 + 8)
+            // Subcompactions cut them up among themselves.
+            .reserve_table_ids(
+                ((input_bytes / target + 2) * 12 + 8)
+                    * inner.opts.compaction.subcompactions.max(1) as u64,
+            )
             .await?;
         let mut job = CompactionJob {
             inputs: pick.inputs.clone(),
@@ -427,7 +468,19 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
             ..CompactionJob::default()
         };
         inner.ops.fill_job(&mut job);
-        inner.comps.compactor.compact(job).await?
+        let parts = if input_bytes > target {
+            job.split(inner.opts.compaction.subcompactions)
+        } else {
+            vec![job]
+        };
+        if parts.len() > 1 {
+            let c = inner.jobs.counters();
+            c.split_compactions.fetch_add(1, Ordering::Relaxed);
+            c.subcompactions
+                .fetch_add(parts.len() as u64, Ordering::Relaxed);
+            inner.metrics.subcompactions.increment(parts.len() as u64);
+        }
+        run_parts(inner, parts).await?
     };
     // A moved table keeps its open handle; only newly written outputs are opened.
     let mut opened = Vec::new();

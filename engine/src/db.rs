@@ -542,6 +542,8 @@ impl Db {
             live_snapshots: inner.snapshots.count(),
             flushes: c.flushes.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
+            split_compactions: c.split_compactions.load(Ordering::Relaxed),
+            subcompactions: c.subcompactions.load(Ordering::Relaxed),
             journal_bytes: c.journal_bytes.load(Ordering::Relaxed),
             bytes_flushed: c.bytes_flushed.load(Ordering::Relaxed),
             bytes_compacted: c.bytes_compacted.load(Ordering::Relaxed),

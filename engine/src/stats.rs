@@ -34,6 +34,12 @@ pub struct DbStats {
     pub live_snapshots: usize,
     pub flushes: u64,
     pub compactions: u64,
+    /// Compactions run as subcompactions (`compaction.subcompactions`), and the parts they
+    /// were cut into.
+    #[serde(default)]
+    pub split_compactions: u64,
+    #[serde(default)]
+    pub subcompactions: u64,
     /// Journal record bytes appended by this process (payloads, without record headers).
     pub journal_bytes: u64,
     /// Bytes of tables written by flushes and by compactions, since open.

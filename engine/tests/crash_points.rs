@@ -54,6 +54,7 @@ async fn open(dir: &Path) -> Db {
             base_level_bytes: 32 << 10,
             level_size_ratio: 4,
             target_table_bytes: 8 << 10,
+            subcompactions: 1,
         },
         ..EngineOptions::default()
     };

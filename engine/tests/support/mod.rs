@@ -45,6 +45,8 @@ pub fn tiny_options() -> EngineOptions {
             base_level_bytes: 48 << 10,
             level_size_ratio: 4,
             target_table_bytes: 16 << 10,
+            // Jobs of 32 KiB and more run as subcompactions, on every test of the engine.
+            subcompactions: 3,
         },
         ..EngineOptions::default()
     }
