@@ -16,6 +16,7 @@ mod report;
 mod rocks;
 mod router_suite;
 mod run;
+mod subcompaction_suite;
 mod takeover_suite;
 mod target;
 mod transaction_suite;
@@ -100,7 +101,8 @@ struct Args {
     /// and after it; `checkpoint` times making and deleting checkpoints of --keys entries;
     /// `transactions` runs read-modify-writes of two of --keys counters as transactions and
     /// as plain batches; `merge` increments --keys counters with the `add` merge operator
-    /// against a get and a put (see docs/benchmarks.md).
+    /// against a get and a put; `subcompaction` times a full compaction of --keys entries on
+    /// 1, 2 and 3 compaction servers cut into as many parts (see docs/benchmarks.md).
     #[arg(long, value_enum)]
     suite: Option<Suite>,
     /// Export the Cairn engines' metrics (engine, journal, caches, RPC clients, router shards)
@@ -138,6 +140,7 @@ enum Suite {
     Checkpoint,
     Transactions,
     Merge,
+    Subcompaction,
 }
 
 impl Args {
@@ -219,6 +222,9 @@ async fn run_bench(mut args: Args) -> Result<()> {
     }
     if args.suite == Some(Suite::Merge) {
         return run_merge_suite(&args).await;
+    }
+    if args.suite == Some(Suite::Subcompaction) {
+        return run_subcompaction_suite(&args).await;
     }
     let mut results: Vec<RunResult> = Vec::new();
     for profile in args.profiles.clone() {
@@ -473,6 +479,25 @@ fn finish<R: serde::Serialize>(args: &Args, report: &str, results: &[R]) -> Resu
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+async fn run_subcompaction_suite(args: &Args) -> Result<()> {
+    let mut results = Vec::new();
+    for profile in &args.profiles {
+        let base = tempfile::Builder::new().prefix("cairn-bench-").tempdir()?;
+        let config = cairn::Config::load(&args.config, Some(profile))?;
+        results.extend(
+            subcompaction_suite::run(
+                &config,
+                profile,
+                base.path(),
+                args.keys.max(1),
+                args.value_size,
+            )
+            .await?,
+        );
+    }
+    finish(args, &subcompaction_suite::report(&results), &results)
 }
 
 async fn run_checkpoint_suite(args: &Args) -> Result<()> {

@@ -615,6 +615,11 @@ fn print_stats(out: &mut impl Write, s: &cairn::DbStats) -> Result<()> {
         "memtable: {} entries, {} bytes; {} frozen",
         s.memtable_entries, s.memtable_bytes, s.immutable_memtables
     )?;
+    writeln!(
+        out,
+        "since open: {} flushes, {} compactions ({} of them cut into {} subcompactions), {} bytes compacted",
+        s.flushes, s.compactions, s.split_compactions, s.subcompactions, s.bytes_compacted
+    )?;
     writeln!(out, "last sequence number: {}", s.last_seq)?;
     writeln!(out, "table ids reserved below: {}", s.next_table_id)?;
     if let Some(e) = &s.background_error {

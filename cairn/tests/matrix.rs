@@ -1,7 +1,8 @@
 //! The pairing matrix: every journal kind (memory, file, grpc, object) x storage kind (sstable,
 //! parquet, hybrid, grpc) x compactor kind (local, grpc), wired from config exactly as a user's
 //! profile would be, runs one engine scenario (writes, overwrites, deletes, range deletes, merges,
-//! batches, transactions, gets, scans, flushes, compactions, reopens) checked against a
+//! batches, transactions, gets, scans, flushes, compactions and subcompactions, reopens)
+//! checked against a
 //! `BTreeMap`. The grpc kinds talk to
 //! real servers on 127.0.0.1 started with `cairn::serve`, as `cairn serve` starts them.
 
@@ -27,6 +28,8 @@ async fn scenario(j: J, s: S, c: C) {
     let mut rng = StdRng::seed_from_u64(7);
     let mut model: BTreeMap<Bytes, Bytes> = BTreeMap::new();
     let (mut flushes, mut compactions, mut reopens) = (0, 0, 0);
+    // Compactions cut into subcompactions (`subcompactions = 2` in the layout).
+    let mut split = 0;
     for step in 0..700 {
         match rng.random_range(0..100u32) {
             0..=34 => {
@@ -120,6 +123,7 @@ async fn scenario(j: J, s: S, c: C) {
                 let s = db.stats();
                 flushes += s.flushes;
                 compactions += s.compactions;
+                split += s.split_compactions;
                 reopens += 1;
                 // A memory journal does not outlive its process: only a clean close keeps
                 // its writes. The others also survive a close without the final flush.
@@ -144,9 +148,10 @@ async fn scenario(j: J, s: S, c: C) {
     let s = db.stats();
     flushes += s.flushes;
     compactions += s.compactions;
+    split += s.split_compactions;
     assert!(
-        flushes > 0 && compactions > 0 && reopens > 0,
-        "the run must flush ({flushes}), compact ({compactions}) and reopen ({reopens})"
+        flushes > 0 && compactions > 0 && split > 0 && reopens > 0,
+        "the run must flush ({flushes}), compact ({compactions}, {split} of them in parts) and reopen ({reopens})"
     );
     assert_eq!(s.background_error, None);
     if j == J::Memory {

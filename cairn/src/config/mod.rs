@@ -195,6 +195,10 @@ pub struct CompactionSection {
     pub base_level_bytes: u64,
     pub level_size_ratio: u64,
     pub target_table_bytes: u64,
+    /// A compaction of more than `target_table_bytes` is cut by key range into up to
+    /// this many subcompactions run at once (on a pool's servers, or the background
+    /// threads); 1, the default, runs each whole.
+    pub subcompactions: usize,
     /// grpc: the compaction server, `http://host:port`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -233,6 +237,7 @@ impl Default for CompactionSection {
             base_level_bytes: p.base_level_bytes,
             level_size_ratio: p.level_size_ratio,
             target_table_bytes: p.target_table_bytes,
+            subcompactions: p.subcompactions,
             url: None,
             urls: Vec::new(),
             slots: None,
@@ -252,6 +257,7 @@ impl CompactionSection {
             base_level_bytes: self.base_level_bytes,
             level_size_ratio: self.level_size_ratio,
             target_table_bytes: self.target_table_bytes,
+            subcompactions: self.subcompactions,
         }
     }
 }
@@ -584,6 +590,12 @@ impl Config {
         }
         if c.l0_trigger == 0 {
             return bad("compaction.l0_trigger", "must be at least 1".into());
+        }
+        if c.subcompactions == 0 || c.subcompactions > 64 {
+            return bad(
+                "compaction.subcompactions",
+                format!("must be from 1 to 64, got {}", c.subcompactions),
+            );
         }
         if c.level_size_ratio < 2 {
             return bad("compaction.level_size_ratio", "must be at least 2".into());

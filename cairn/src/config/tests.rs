@@ -431,6 +431,10 @@ fn grpc_keys_are_checked_against_their_kind() {
                 "compaction.urls",
             ),
             ("url = \"http://h:1\"\nslots = 0", "compaction.slots"),
+            (
+                "url = \"http://h:1\"\nsubcompactions = 0",
+                "compaction.subcompactions",
+            ),
         ] {
             let (err, _) = load_err(
                 &format!("{base}[default.compaction]\nkind = \"grpc\"\n{section}\n"),

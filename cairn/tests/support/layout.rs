@@ -34,7 +34,7 @@ pub const ENGINE: &str = "[default.engine]\nmemtable_bytes = 8192\nmax_immutable
      merge_operator = \"append\"\n\
      l0_stop_writes = 12\nbackground_threads = 1\n\
      [default.compaction]\nl0_trigger = 2\nlevels = 3\nbase_level_bytes = 32768\n\
-     level_size_ratio = 4\ntarget_table_bytes = 8192\n";
+     level_size_ratio = 4\ntarget_table_bytes = 4096\nsubcompactions = 2\n";
 
 /// The storage section (as TOML lines after a `[...storage]` header) for local kinds.
 fn local_storage(kind: S, dir: &Path, header: &str) -> String {
