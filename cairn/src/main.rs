@@ -620,6 +620,23 @@ fn print_stats(out: &mut impl Write, s: &cairn::DbStats) -> Result<()> {
         "since open: {} flushes, {} compactions ({} of them cut into {} subcompactions), {} bytes compacted",
         s.flushes, s.compactions, s.split_compactions, s.subcompactions, s.bytes_compacted
     )?;
+    if let Some(c) = &s.compacting {
+        let places: Vec<&str> = c
+            .parts
+            .iter()
+            .map(|p| p.as_deref().unwrap_or("here"))
+            .collect();
+        writeln!(
+            out,
+            "compacting L{} into L{}: {} bytes in {} part(s), {} ms so far, on {}",
+            c.level,
+            c.output_level,
+            c.input_bytes,
+            c.parts.len(),
+            c.running_ms,
+            places.join(", ")
+        )?;
+    }
     writeln!(out, "last sequence number: {}", s.last_seq)?;
     writeln!(out, "table ids reserved below: {}", s.next_table_id)?;
     if let Some(e) = &s.background_error {

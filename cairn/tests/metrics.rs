@@ -252,3 +252,48 @@ async fn a_storage_servers_written_bytes_and_page_cache() {
         "later reads of it hit:\n{text}"
     );
 }
+
+/// A compaction server counts the jobs an engine sends it and the bytes they wrote; the
+/// engine counts its jobs running there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_servers_job_metrics_move_with_an_engines_compactions() {
+    let dir = tempfile::tempdir().unwrap();
+    // The server's data_dir is the engine's: it compacts the same SSTables.
+    let (server, metrics_at) = serve_with_metrics(dir.path(), "compaction", &[]);
+    let engine = Config::from_toml_str(
+        &format!(
+            "[default]\ndata_dir = \"{}\"\n[default.compaction]\nkind = \"grpc\"\nurl = \"{}\"\nfallback = \"none\"\n",
+            dir.path().join("compaction").display(),
+            server.url
+        ),
+        None,
+    )
+    .unwrap();
+    let db = cairn::open(&engine).await.unwrap();
+    for round in 0..3 {
+        for i in 0..50 {
+            db.put(format!("k{i:03}"), format!("v{round}")).await.unwrap();
+        }
+        db.flush().await.unwrap();
+    }
+    db.compact().await.unwrap();
+    assert!(db.stats().compactions > 0);
+    db.close().await.unwrap();
+    let text = scrape(&metrics_at);
+    let after = parse(&text);
+    assert!(
+        counter(&after, "cairn_compaction_server_jobs_total") >= 1.0,
+        "jobs counted:\n{text}"
+    );
+    assert!(
+        counter(&after, "cairn_compaction_server_written_bytes_total") > 0.0,
+        "bytes counted:\n{text}"
+    );
+    assert!(
+        after
+            .samples
+            .iter()
+            .any(|s| s.metric == "cairn_compaction_server_queued_jobs"),
+        "the queue depth is exported:\n{text}"
+    );
+}

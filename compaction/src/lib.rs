@@ -22,13 +22,26 @@ pub use picker::{LeveledPicker, Pick, PickerOptions};
 pub use versions::{Rules, Survivors, VersionFilter};
 
 use async_trait::async_trait;
-use cairn_common::{Result, TableMeta};
+use cairn_common::{Result, TableId, TableMeta};
 
 #[async_trait]
 pub trait Compactor: Send + Sync + 'static {
     /// Runs `job` and returns the output tables, already durable in the job's storage, in key
     /// order. On error, outputs written so far are deleted; the inputs are never touched.
     async fn compact(&self, job: CompactionJob) -> Result<Vec<TableMeta>>;
+
+    /// Where the jobs running now run, for `stats`; nothing (the default) when they run in
+    /// this process.
+    fn placements(&self) -> Vec<Placement> {
+        Vec::new()
+    }
+}
+
+/// Where one attempt at a job runs: the first output id it was given, and the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub first_id: TableId,
+    pub worker: String,
 }
 
 #[cfg(test)]

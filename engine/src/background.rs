@@ -473,6 +473,13 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
         } else {
             vec![job]
         };
+        let _shown = inner.jobs.show(crate::jobs::InProgress {
+            level: pick.level,
+            output_level: pick.output_level,
+            input_bytes,
+            parts: parts.iter().map(|p| p.output_ids.clone()).collect(),
+            started,
+        });
         if parts.len() > 1 {
             let c = inner.jobs.counters();
             c.split_compactions.fetch_add(1, Ordering::Relaxed);

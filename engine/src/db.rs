@@ -552,6 +552,23 @@ impl Db {
             bytes_imported: c.bytes_imported.load(Ordering::Relaxed),
             background_error: inner.jobs.last_failure(),
             reader: inner.follower.as_ref().map(|f| f.stats()),
+            compacting: inner.jobs.in_progress().map(|c| {
+                let placed = inner.comps.compactor.placements();
+                crate::stats::CompactionInProgress {
+                    level: c.level,
+                    output_level: c.output_level,
+                    input_bytes: c.input_bytes,
+                    running_ms: c.started.elapsed().as_millis() as u64,
+                    parts: c
+                        .parts
+                        .iter()
+                        .map(|ids| {
+                            let p = placed.iter().find(|p| ids.contains(&p.first_id));
+                            p.map(|p| p.worker.clone())
+                        })
+                        .collect(),
+                }
+            }),
         }
     }
 

@@ -32,6 +32,28 @@ pub(crate) struct Jobs {
     failure: Mutex<Option<(String, u32, bool)>>,
     counters: Counters,
     compaction: Arc<tokio::sync::Mutex<()>>,
+    /// The compaction running now, for `stats`.
+    running: Mutex<Option<InProgress>>,
+}
+
+/// A compaction while it runs: its levels, its input, and each part's output ids (a part's
+/// attempts take their ids from these, which is how `stats` finds where each part runs).
+#[derive(Clone)]
+pub(crate) struct InProgress {
+    pub level: usize,
+    pub output_level: usize,
+    pub input_bytes: u64,
+    pub parts: Vec<Vec<cairn_common::TableId>>,
+    pub started: std::time::Instant,
+}
+
+/// Shows a compaction in `stats` while it lives.
+pub(crate) struct Shown<'a>(&'a Jobs);
+
+impl Drop for Shown<'_> {
+    fn drop(&mut self) {
+        self.0.running.lock().take();
+    }
 }
 
 impl Default for Jobs {
@@ -44,11 +66,21 @@ impl Default for Jobs {
             failure: Mutex::new(None),
             counters: Counters::default(),
             compaction: Arc::default(),
+            running: Mutex::new(None),
         }
     }
 }
 
 impl Jobs {
+    pub fn show(&self, c: InProgress) -> Shown<'_> {
+        *self.running.lock() = Some(c);
+        Shown(self)
+    }
+
+    pub fn in_progress(&self) -> Option<InProgress> {
+        self.running.lock().clone()
+    }
+
     /// Wakes the flush loop: a memtable is frozen, or a caller waits for one to be flushed.
     pub fn want_flush(&self) {
         self.flush_wanted.notify_one();

@@ -39,5 +39,5 @@ pub use import::Import;
 pub use options::EngineOptions;
 pub use scan::DbIter;
 pub use snapshot::Snapshot;
-pub use stats::{DbStats, LevelStats};
+pub use stats::{CompactionInProgress, DbStats, LevelStats};
 pub use transaction::{Isolation, Transaction};

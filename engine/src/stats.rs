@@ -56,6 +56,21 @@ pub struct DbStats {
     /// For a reader (`Db::open_reader`): how far behind its writer it may be.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reader: Option<crate::follow::ReaderStats>,
+    /// The compaction running now, if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compacting: Option<CompactionInProgress>,
+}
+
+/// A compaction running now, and where each of its parts runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactionInProgress {
+    pub level: usize,
+    pub output_level: usize,
+    pub input_bytes: u64,
+    pub running_ms: u64,
+    /// Per part (one for a compaction that is not cut): the compaction server it runs on, or
+    /// `None` when it runs in this process (or is between attempts).
+    pub parts: Vec<Option<String>>,
 }
 
 impl DbStats {

@@ -102,3 +102,56 @@ async fn a_failed_part_fails_the_compaction_and_leaves_no_tables_behind() {
     assert_eq!(all(&db).await, want);
     db.close().await.unwrap();
 }
+
+/// Holds every part until the test lets them go.
+struct Gate {
+    inner: LocalCompactor,
+    open: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl Compactor for Gate {
+    async fn compact(&self, job: CompactionJob) -> Result<Vec<TableMeta>> {
+        drop(self.open.acquire().await);
+        self.inner.compact(job).await
+    }
+}
+
+/// While a compaction runs, `stats` shows it: its levels, its input, and its parts (here,
+/// run in this process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_show_a_running_compaction_and_its_parts() {
+    let mut h = Harness::new(JournalKind::Memory, MemtableOptions::default());
+    h.opts.compaction.l0_trigger = 1_000;
+    h.opts.l0_stop_writes = 2_000;
+    let storage = h.storage();
+    let gate = Arc::new(Gate {
+        inner: LocalCompactor::new(storage.clone()),
+        open: tokio::sync::Semaphore::new(0),
+    });
+    let mut comps = h.components(storage);
+    comps.compactor = gate.clone();
+    let db = Arc::new(Db::open(h.path(), h.opts.clone(), comps).await.unwrap());
+    let mut model = BTreeMap::new();
+    fill(&db, &mut model, 1).await;
+    db.flush().await.unwrap();
+    assert_eq!(db.stats().compacting, None);
+    let compacting = tokio::spawn({
+        let db = db.clone();
+        async move { db.compact().await }
+    });
+    let seen = loop {
+        if let Some(c) = db.stats().compacting {
+            break c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert_eq!((seen.level, seen.output_level), (0, 1));
+    assert!(seen.input_bytes > 0);
+    assert_eq!(seen.parts, vec![None; 3], "three parts, in this process");
+    gate.open.add_permits(1_000);
+    compacting.await.unwrap().unwrap();
+    assert_eq!(db.stats().compacting, None);
+    let want: Vec<(Bytes, Bytes)> = model.into_iter().collect();
+    assert_eq!(all(&db).await, want);
+}

@@ -8,9 +8,9 @@
 
 use super::pb::Job;
 use super::pb::compaction_client::CompactionClient;
-use crate::{CompactionJob, Compactor};
+use crate::{CompactionJob, Compactor, Placement};
 use async_trait::async_trait;
-use cairn_common::{Error, Result, TableMeta};
+use cairn_common::{Error, Result, TableId, TableMeta};
 use cairn_rpc::{ClientOptions, RpcClient, connect};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -33,6 +33,11 @@ pub struct GrpcCompactor {
     running: Vec<AtomicU32>,
     /// Held while a job sorts the workers and counts its pick.
     picking: parking_lot::Mutex<()>,
+    /// The attempts running now, for `placements`.
+    placed: parking_lot::Mutex<Vec<Placement>>,
+    /// `cairn_compaction_jobs_running{worker}`, one per worker.
+    running_gauges: Vec<metrics::Gauge>,
+    reassignments: metrics::Counter,
     fallback: Option<Arc<dyn Compactor>>,
     remote_jobs: AtomicU64,
     retries: AtomicU64,
@@ -59,6 +64,14 @@ impl GrpcCompactor {
         Ok(GrpcCompactor {
             running: workers.iter().map(|_| AtomicU32::new(0)).collect(),
             picking: parking_lot::Mutex::new(()),
+            placed: Default::default(),
+            running_gauges: workers
+                .iter()
+                .map(
+                    |o| metrics::gauge!("cairn_compaction_jobs_running", "worker" => o.url.clone()),
+                )
+                .collect(),
+            reassignments: metrics::counter!("cairn_compaction_reassignments_total"),
             workers: workers
                 .into_iter()
                 .map(|o| connect("compaction", o))
@@ -91,7 +104,7 @@ impl GrpcCompactor {
     /// under a lock with the sorting: jobs picking at the same moment see each other's pick.
     async fn by_load(&self) -> (Vec<usize>, Running<'_>) {
         if self.workers.len() == 1 {
-            return (vec![0], Running::on(&self.running[0]));
+            return (vec![0], Running::on(self, 0));
         }
         let asks = self.workers.iter().map(|w| async move {
             let mut req = w.request(cairn_rpc::pb::Empty {});
@@ -111,13 +124,17 @@ impl GrpcCompactor {
             let (down, busy) = scores[i];
             (down, self.running[i].load(Ordering::Relaxed), busy)
         });
-        let first = Running::on(&self.running[order[0]]);
+        let first = Running::on(self, order[0]);
         (order, first)
     }
 }
 
 #[async_trait]
 impl Compactor for GrpcCompactor {
+    fn placements(&self) -> Vec<Placement> {
+        self.placed.lock().clone()
+    }
+
     async fn compact(&self, job: CompactionJob) -> Result<Vec<TableMeta>> {
         // A node that stops answering may still be working: each attempt, and the fallback,
         // writes ids of its own, so a late writer never overwrites what another installed.
@@ -143,11 +160,11 @@ impl Compactor for GrpcCompactor {
                 };
                 let w = &self.workers[i];
                 let mut msg = Job::from(&job);
+                let first_id = ids.first().copied();
                 msg.output_ids = ids;
                 let outcome = {
-                    let _running = first
-                        .take()
-                        .unwrap_or_else(|| Running::on(&self.running[i]));
+                    let running = first.take().unwrap_or_else(|| Running::on(self, i));
+                    let _placed = first_id.map(|id| running.placed(id));
                     match self.client(w).compact(w.request(msg)).await {
                         Ok(progress) => w.progress_status(progress.into_inner()).await,
                         Err(s) => Err(s),
@@ -166,6 +183,7 @@ impl Compactor for GrpcCompactor {
                         ) =>
                     {
                         tracing::warn!(who = %w.who(), round, "compaction job: {}; trying elsewhere", s.message());
+                        self.reassignments.increment(1);
                         unreachable = Some(w.error("compact", s));
                     }
                     Err(s) => return Err(w.error("compact", s)),
@@ -193,20 +211,50 @@ impl Compactor for GrpcCompactor {
     }
 }
 
-/// One job counted as running on a worker while it lives (a job given up on, its future
+/// One job counted as running on worker `i` while it lives (a job given up on, its future
 /// dropped, stops counting too).
-struct Running<'a>(&'a AtomicU32);
+struct Running<'a> {
+    pool: &'a GrpcCompactor,
+    i: usize,
+}
 
 impl<'a> Running<'a> {
-    fn on(count: &'a AtomicU32) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Running(count)
+    fn on(pool: &'a GrpcCompactor, i: usize) -> Self {
+        pool.running[i].fetch_add(1, Ordering::Relaxed);
+        pool.running_gauges[i].increment(1.0);
+        Running { pool, i }
+    }
+
+    /// Lists the attempt whose first output id is `first_id` in `placements` while the
+    /// returned guard lives.
+    fn placed(&self, first_id: TableId) -> Placed<'a> {
+        let worker = self.pool.workers[self.i].opts.url.clone();
+        self.pool.placed.lock().push(Placement { first_id, worker });
+        Placed {
+            pool: self.pool,
+            first_id,
+        }
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.pool.running[self.i].fetch_sub(1, Ordering::Relaxed);
+        self.pool.running_gauges[self.i].decrement(1.0);
+    }
+}
+
+struct Placed<'a> {
+    pool: &'a GrpcCompactor,
+    first_id: TableId,
+}
+
+impl Drop for Placed<'_> {
+    fn drop(&mut self) {
+        self.pool
+            .placed
+            .lock()
+            .retain(|p| p.first_id != self.first_id);
     }
 }
 

@@ -113,6 +113,53 @@ impl From<Job> for CompactionJob {
     }
 }
 
+/// What a compaction server reports, per database: jobs waiting for a slot and running (the
+/// queue depth and the slots in use), jobs done and the bytes they wrote.
+struct ServerMetrics {
+    queued: metrics::Gauge,
+    running: metrics::Gauge,
+    jobs: metrics::Counter,
+    written: metrics::Counter,
+}
+
+impl ServerMetrics {
+    fn of(database: &str) -> Self {
+        let l = [("database", database.to_string())];
+        ServerMetrics {
+            queued: metrics::gauge!("cairn_compaction_server_queued_jobs", &l),
+            running: metrics::gauge!("cairn_compaction_server_running_jobs", &l),
+            jobs: metrics::counter!("cairn_compaction_server_jobs_total", &l),
+            written: metrics::counter!("cairn_compaction_server_written_bytes_total", &l),
+        }
+    }
+}
+
+/// A job counted in a gauge (and in the server's own count of waiting jobs, for `Load`)
+/// while it lives: a job whose client went away, its work dropped, stops counting too.
+struct Gauged<'a> {
+    count: Option<&'a AtomicU32>,
+    gauge: &'a metrics::Gauge,
+}
+
+impl<'a> Gauged<'a> {
+    fn up(count: Option<&'a AtomicU32>, gauge: &'a metrics::Gauge) -> Self {
+        if let Some(c) = count {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        gauge.increment(1.0);
+        Gauged { count, gauge }
+    }
+}
+
+impl Drop for Gauged<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.count {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.gauge.decrement(1.0);
+    }
+}
+
 impl ProgressMessage for Outputs {
     fn heartbeat() -> Self {
         Outputs {
@@ -131,7 +178,7 @@ impl CompactionRpc for CompactionService {
     type CompactStream = StatusStream<Outputs>;
 
     async fn compact(&self, req: Request<Job>) -> Result<Response<Self::CompactStream>, Status> {
-        let (_, compactor) = self.dbs.of(&req, true).await?;
+        let (database, compactor) = self.dbs.of(&req, true).await?;
         let every = heartbeat_interval(&req);
         let job = CompactionJob::from(req.into_inner());
         if job.inputs.is_empty() || job.output_ids.is_empty() {
@@ -140,15 +187,23 @@ impl CompactionRpc for CompactionService {
             ));
         }
         let (slots, queued) = (self.slots.clone(), self.queued.clone());
+        let m = ServerMetrics::of(&database);
         Ok(Response::new(with_progress(every, async move {
-            queued.fetch_add(1, Ordering::Relaxed);
+            let waiting = Gauged::up(Some(&queued), &m.queued);
             let permit = slots.acquire_owned().await;
-            queued.fetch_sub(1, Ordering::Relaxed);
+            drop(waiting);
             let _permit = permit.map_err(|_| Error::Closed)?;
+            let running = Gauged::up(None, &m.running);
             let started = std::time::Instant::now();
             let outputs = compactor.compact(job).await?;
+            drop(running);
+            let written: u64 = outputs.iter().map(|t| t.size).sum();
+            m.jobs.increment(1);
+            m.written.increment(written);
             tracing::info!(
+                %database,
                 outputs = outputs.len(),
+                bytes = written,
                 ms = started.elapsed().as_millis() as u64,
                 "compaction job done"
             );

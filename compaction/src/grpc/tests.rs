@@ -408,3 +408,27 @@ async fn the_parts_of_one_job_go_to_different_servers() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// While an attempt runs, the pool says where (`placements`, which `stats` shows); once it
+/// is done, it says nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_says_where_each_running_job_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = sst(dir.path());
+    let job = inputs(&*storage).await;
+    let slow: Arc<dyn Compactor> = Arc::new(Slow(Arc::new(LocalCompactor::new(sst(dir.path())))));
+    let server = start_compaction(slow).await;
+    let pool = Arc::new(GrpcCompactor::pool(vec![opts(server.url())], None).unwrap());
+    let running = tokio::spawn({
+        let (pool, job) = (pool.clone(), job.clone());
+        async move { pool.compact(job).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let placed = pool.placements();
+    assert_eq!(placed.len(), 1, "{placed:?}");
+    assert_eq!(placed[0].worker, server.url());
+    assert!(job.output_ids.contains(&placed[0].first_id), "{placed:?}");
+    running.await.unwrap().unwrap();
+    assert_eq!(pool.placements(), vec![]);
+    server.stop().await.unwrap();
+}
