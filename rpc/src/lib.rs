@@ -67,7 +67,9 @@ pub use client::{Auth, RpcChannel, RpcClient, connect};
 pub use convert::{decode_entries, decode_meta, decode_range, encode_entries};
 pub use databases::{Databases, MAX_DATABASES};
 pub use options::{ClientOptions, ServerOptions};
-pub use progress::{ProgressMessage, counting_progress, heartbeat_interval, with_progress};
+pub use progress::{
+    ProgressMessage, counting_progress, heartbeat_interval, lost_server, with_progress,
+};
 pub use server::{
     DRAIN_GRACE, ServerAuth, ServerHandle, ServerRouter, StatusStream, builder, check_exposure,
     chunked, serve, status,

@@ -129,7 +129,7 @@ impl RpcClient {
                         "the server ended the call without its result",
                     ));
                 }
-                Ok(Err(s)) => return Err(s),
+                Ok(Err(s)) => return Err(lost_server(s)),
                 Err(_) => {
                     return Err(Status::deadline_exceeded("the server reported no progress"));
                 }
@@ -138,9 +138,38 @@ impl RpcClient {
     }
 }
 
+/// A stream that broke under the call (the server's process died, its connection was
+/// reset) comes from tonic as `Unknown` with the transport's error beneath: it says the
+/// server is gone, not what the server answered, so it is `Unavailable`, which callers
+/// retry elsewhere. A status the server sent has no source.
+pub fn lost_server(s: Status) -> Status {
+    if s.code() == tonic::Code::Unknown && std::error::Error::source(&s).is_some() {
+        Status::unavailable(format!(
+            "the server went away during the call: {}",
+            s.message()
+        ))
+    } else {
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_stream_is_a_lost_server_and_a_sent_status_is_itself() {
+        let broken = Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        )));
+        assert_eq!(broken.code(), tonic::Code::Unknown);
+        assert_eq!(lost_server(broken).code(), tonic::Code::Unavailable);
+        let sent = Status::unknown("the server said so");
+        assert_eq!(lost_server(sent).code(), tonic::Code::Unknown);
+        let refused = Status::invalid_argument("no-such-operator");
+        assert_eq!(lost_server(refused).code(), tonic::Code::InvalidArgument);
+    }
 
     #[test]
     fn grpc_timeouts_parse() {

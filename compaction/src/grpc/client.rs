@@ -3,8 +3,10 @@
 //! outputs only when `compact` returns them. Each attempt at a job (on one server, on the next,
 //! in a later round, or the local fallback) writes table ids of its own, cut from the job's:
 //! an attempt given up on may still finish on a node that stopped answering, and then writes
-//! tables no one installs, which the database deletes when it next opens (reserved ids the
-//! manifest never named).
+//! tables no one installs: the engine deletes what such attempts wrote once the job is done
+//! (after its grace period), and the database what they write later still when it next opens
+//! (reserved ids the manifest never named). A call whose stream breaks under it (the server's
+//! process died) counts as the server being down, not as its answer.
 
 use super::pb::Job;
 use super::pb::compaction_client::CompactionClient;
@@ -167,7 +169,7 @@ impl Compactor for GrpcCompactor {
                     let _placed = first_id.map(|id| running.placed(id));
                     match self.client(w).compact(w.request(msg)).await {
                         Ok(progress) => w.progress_status(progress.into_inner()).await,
-                        Err(s) => Err(s),
+                        Err(s) => Err(cairn_rpc::lost_server(s)),
                     }
                 };
                 match outcome {
