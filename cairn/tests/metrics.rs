@@ -272,7 +272,9 @@ async fn a_compaction_servers_job_metrics_move_with_an_engines_compactions() {
     let db = cairn::open(&engine).await.unwrap();
     for round in 0..3 {
         for i in 0..50 {
-            db.put(format!("k{i:03}"), format!("v{round}")).await.unwrap();
+            db.put(format!("k{i:03}"), format!("v{round}"))
+                .await
+                .unwrap();
         }
         db.flush().await.unwrap();
     }

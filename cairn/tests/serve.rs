@@ -2,7 +2,8 @@
 //! is an error for the writer naming the journal and its URL, and nothing it acknowledged is
 //! lost; a dead compaction node is retried and the job runs locally; a dead storage node fails
 //! reads and flushes with an error naming it, and flushes resume once it is back; a dead shard
-//! server fails the router's calls that need it, by name, and comes back with its data.
+//! server fails the router's calls that need it, by name, and comes back with its data; a pool
+//! of compaction servers loses nothing to a killed, stopped or terminated one.
 
 mod support;
 
@@ -389,5 +390,123 @@ async fn one_compaction_server_serves_the_databases_of_a_shared_storage_server()
         assert_eq!(all.len(), 400, "{db} reads its own keys only");
         assert!(all.iter().all(|(k, _)| k.starts_with(db.as_bytes())));
         d.close().await.unwrap();
+    }
+}
+
+/// A pool of four real compaction servers (one slot each), every compaction cut in three: a
+/// worker holding a part is SIGKILLed, then another SIGSTOPped, then another SIGTERMed. Each
+/// time the compaction completes (the part moves to a live worker once the dead one's stream
+/// breaks or its progress deadline passes, or the terminated one finishes it in its grace),
+/// the database reads every key, and once the grace period has passed the storage holds only
+/// the database's tables: what the given-up attempts wrote is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_loses_nothing_to_a_killed_a_stopped_or_a_terminated_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = support::node_config(dir.path(), "node");
+    let storage = serve(&node, "storage", "127.0.0.1:0", &[]);
+    let worker = || {
+        serve(
+            &node,
+            "compaction",
+            "127.0.0.1:0",
+            &[
+                ("CAIRN_COMPACTION__STORAGE__KIND", "grpc"),
+                ("CAIRN_COMPACTION__STORAGE__URL", &storage.url),
+                ("CAIRN_COMPACTION__SLOTS", "1"),
+            ],
+        )
+    };
+    let workers = [worker(), worker(), worker(), worker()];
+    let urls: Vec<String> = workers.iter().map(|w| format!("\"{}\"", w.url)).collect();
+    let config = Config::from_toml_str(
+        &format!(
+            "[default]\ndata_dir = \"{}\"\n\
+             [default.engine]\ntable_grace_ms = 300\n\
+             [default.storage]\nkind = \"grpc\"\nurl = \"{}\"\ndatabase = \"a\"\n\
+             [default.compaction]\nkind = \"grpc\"\nurls = [{}]\ndatabase = \"a\"\n\
+             fallback = \"none\"\ntimeout_ms = 1000\nsubcompactions = 3\n\
+             target_table_bytes = 262144\n",
+            dir.path().join("engine").display(),
+            storage.url,
+            urls.join(", ")
+        ),
+        None,
+    )
+    .unwrap();
+    let db = Arc::new(cairn::open(&config).await.unwrap());
+    let value = Bytes::from(vec![b'v'; 200]);
+    let keys = 60_000u32;
+    let entries = (0..keys).map(|i| (Bytes::from(format!("k{i:06}")), value.clone()));
+    db.import(entries.collect()).await.unwrap();
+    db.compact().await.unwrap();
+    let tables = cairn_filestore::GrpcStorage::new(
+        {
+            let mut o = cairn_rpc::ClientOptions::new(storage.url.clone());
+            o.database = Some("a".into());
+            o
+        },
+        0,
+    )
+    .unwrap();
+    use cairn_filestore::Storage as _;
+
+    type Signal = fn(&mut support::Served);
+    let signals: [(&str, Signal); 3] = [
+        ("SIGKILL", |w| w.kill()),
+        ("SIGSTOP", |w| w.pause()),
+        ("SIGTERM", |w| w.terminate()),
+    ];
+    let mut workers = workers;
+    let mut hit = Vec::new();
+    for (name, send) in signals {
+        let before = tables.list_tables().await.unwrap().len();
+        let compacting = tokio::spawn({
+            let db = db.clone();
+            async move { db.compact().await }
+        });
+        // A worker that holds a part now, and that no earlier round signalled.
+        let victim = loop {
+            let placed = db.stats().compacting.map(|c| c.parts).unwrap_or_default();
+            let on = placed.into_iter().flatten().find(|u| !hit.contains(u));
+            if let Some(url) = on {
+                break url;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        // Once the parts have sealed a few outputs each, so that the victim leaves some.
+        while tables.list_tables().await.unwrap().len() < before + 6 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let w = workers.iter_mut().find(|w| w.url == victim).unwrap();
+        send(w);
+        hit.push(victim.clone());
+        compacting
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("the compaction after {name} to {victim}: {e}"));
+        let all = db
+            .scan(KeyRange::all())
+            .await
+            .unwrap()
+            .collect(None)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), keys as usize, "after {name}");
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let stored = tables.list_tables().await.unwrap().len();
+        let live = db.stats().table_count();
+        assert_eq!(
+            stored, live,
+            "after {name}: the storage holds the database's tables only"
+        );
+    }
+    let db = Arc::try_unwrap(db).ok().unwrap();
+    db.close().await.unwrap();
+    for w in &workers {
+        // The stopped one, so that it can be killed.
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(w.child.id().to_string())
+            .status();
     }
 }

@@ -408,25 +408,50 @@ pub async fn compact_all(inner: &Arc<Inner>) -> Result<()> {
 /// Runs a job's parts (its subcompactions, or the job whole) at once, each a task of its
 /// own, so a pool's workers or a local compactor's threads share them; returns their outputs
 /// in key order. If one fails, the others' outputs, which nothing will install, go at once.
+///
+/// A part's attempts given up on (a worker killed, stopped or cut off) may have left tables,
+/// or may still write them: each attempt writes ids of its own, cut in order from the part's,
+/// and outputs take their attempt's ids from its first, so the part's ids below its first
+/// output are those of abandoned attempts. They are deleted after `engine.table_grace_ms`
+/// (a deletion of one never written costs nothing on a disk); one written later still, by
+/// a worker that resumed, goes at the next open.
 async fn run_parts(inner: &Arc<Inner>, mut parts: Vec<CompactionJob>) -> Result<Vec<TableMeta>> {
+    let abandoned = |ids: &[TableId], out: &[TableMeta]| -> Vec<TableId> {
+        let first = out.iter().map(|t| t.id).min();
+        first.map_or_else(Vec::new, |first| {
+            ids.iter().copied().filter(|id| *id < first).collect()
+        })
+    };
+    let retire = |ids: Vec<TableId>| {
+        for id in ids {
+            let _ = inner.deleter.send(Deletion { id, was_live: true });
+        }
+    };
     if parts.len() == 1
         && let Some(job) = parts.pop()
     {
-        return inner.comps.compactor.compact(job).await;
+        let ids = job.output_ids.clone();
+        let out = inner.comps.compactor.compact(job).await?;
+        retire(abandoned(&ids, &out));
+        return Ok(out);
     }
     let tasks: Vec<_> = parts
         .into_iter()
         .map(|part| {
             let compactor = inner.comps.compactor.clone();
-            tokio::spawn(async move { compactor.compact(part).await })
+            let ids = part.output_ids.clone();
+            tokio::spawn(async move { (ids, compactor.compact(part).await) })
         })
         .collect();
     let mut outputs = Vec::new();
     let mut failed = None;
     for task in tasks {
         match task.await {
-            Ok(Ok(out)) => outputs.extend(out),
-            Ok(Err(e)) => drop(failed.get_or_insert(e)),
+            Ok((ids, Ok(out))) => {
+                retire(abandoned(&ids, &out));
+                outputs.extend(out);
+            }
+            Ok((_, Err(e))) => drop(failed.get_or_insert(e)),
             Err(e) => drop(failed.get_or_insert(Error::component("subcompaction", e))),
         }
     }
