@@ -66,6 +66,27 @@ async fn conformance_over_grpc_sharing_a_directory() {
     server.stop().await.unwrap();
 }
 
+/// A pool of three servers over the same tables passes the same suite: each job goes to one
+/// of them, whichever is least busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_over_a_pool_of_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = sst(dir.path());
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(start_compaction(Arc::new(LocalCompactor::new(sst(dir.path())))).await);
+    }
+    let pool = Arc::new(
+        GrpcCompactor::pool(servers.iter().map(|s| opts(s.url())).collect(), None).unwrap(),
+    );
+    conformance::run(pool.clone(), storage).await;
+    assert!(pool.stats().remote_jobs > 0);
+    assert_eq!(pool.stats().fallbacks, 0);
+    for s in servers {
+        s.stop().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_over_grpc_with_the_tables_on_a_storage_node() {
     let dir = tempfile::tempdir().unwrap();
