@@ -455,7 +455,7 @@ async fn run_merge_suite(args: &Args) -> Result<()> {
     finish(args, &merge_suite::report(&results), &results)
 }
 
-/// Runs a timed suite on each profile in a fresh directory of its own, for `--duration`.
+/// Runs a suite on each profile in a fresh directory of its own (a timed one for `--duration`).
 async fn on_each_profile<R, F, Fut>(args: &Args, run: F) -> Result<Vec<R>>
 where
     F: Fn(cairn::Config, String, tempfile::TempDir, Duration) -> Fut,
@@ -482,40 +482,32 @@ fn finish<R: serde::Serialize>(args: &Args, report: &str, results: &[R]) -> Resu
 }
 
 async fn run_subcompaction_suite(args: &Args) -> Result<()> {
-    let mut results = Vec::new();
-    for profile in &args.profiles {
-        let base = tempfile::Builder::new().prefix("cairn-bench-").tempdir()?;
-        let config = cairn::Config::load(&args.config, Some(profile))?;
-        results.extend(
-            subcompaction_suite::run(
-                &config,
-                profile,
-                base.path(),
-                args.keys.max(1),
-                args.value_size,
-            )
-            .await?,
-        );
-    }
+    let results = on_each_profile(args, |config, profile, base, _| async move {
+        subcompaction_suite::run(
+            &config,
+            &profile,
+            base.path(),
+            args.keys.max(1),
+            args.value_size,
+        )
+        .await
+    })
+    .await?;
     finish(args, &subcompaction_suite::report(&results), &results)
 }
 
 async fn run_checkpoint_suite(args: &Args) -> Result<()> {
-    let mut results = Vec::new();
-    for profile in &args.profiles {
-        let base = tempfile::Builder::new().prefix("cairn-bench-").tempdir()?;
-        let config = cairn::Config::load(&args.config, Some(profile))?;
-        results.push(
-            checkpoint_suite::run(
-                &config,
-                profile,
-                base.path(),
-                args.keys.max(1),
-                args.value_size,
-            )
-            .await?,
+    let results = on_each_profile(args, |config, profile, base, _| async move {
+        let r = checkpoint_suite::run(
+            &config,
+            &profile,
+            base.path(),
+            args.keys.max(1),
+            args.value_size,
         );
-    }
+        Ok(vec![r.await?])
+    })
+    .await?;
     finish(args, &checkpoint_suite::report(&results), &results)
 }
 

@@ -143,13 +143,7 @@ async fn killed_servers_give_errors_retries_and_fallbacks_and_lose_no_acknowledg
     };
     db.flush().await.expect("flushes resume");
 
-    let all = db
-        .scan(KeyRange::all())
-        .await
-        .unwrap()
-        .collect(None)
-        .await
-        .unwrap();
+    let all = support::scan_all(&db).await;
     let want: Vec<(Bytes, Bytes)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     // Writes that failed may or may not have reached the journal; every acknowledged one did.
     let got: BTreeMap<Bytes, Bytes> = all.into_iter().collect();
@@ -380,13 +374,7 @@ async fn one_compaction_server_serves_the_databases_of_a_shared_storage_server()
         assert!(d.stats().compactions > 0, "{db} compacted");
         d.close().await.unwrap();
         let d = cairn::open(&config).await.unwrap();
-        let all = d
-            .scan(KeyRange::all())
-            .await
-            .unwrap()
-            .collect(None)
-            .await
-            .unwrap();
+        let all = support::scan_all(&d).await;
         assert_eq!(all.len(), 400, "{db} reads its own keys only");
         assert!(all.iter().all(|(k, _)| k.starts_with(db.as_bytes())));
         d.close().await.unwrap();
@@ -484,13 +472,7 @@ async fn a_pool_loses_nothing_to_a_killed_a_stopped_or_a_terminated_worker() {
             .await
             .unwrap()
             .unwrap_or_else(|e| panic!("the compaction after {name} to {victim}: {e}"));
-        let all = db
-            .scan(KeyRange::all())
-            .await
-            .unwrap()
-            .collect(None)
-            .await
-            .unwrap();
+        let all = support::scan_all(&db).await;
         assert_eq!(all.len(), keys as usize, "after {name}");
         tokio::time::sleep(Duration::from_millis(900)).await;
         let stored = tables.list_tables().await.unwrap().len();

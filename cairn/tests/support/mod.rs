@@ -16,6 +16,16 @@ pub fn node_config(dir: &Path, data: &str) -> std::path::PathBuf {
     path
 }
 
+/// Every pair the database shows now, in key order.
+pub async fn scan_all(db: &cairn::Db) -> Vec<(bytes::Bytes, bytes::Bytes)> {
+    db.scan(cairn::KeyRange::all())
+        .await
+        .unwrap()
+        .collect(None)
+        .await
+        .unwrap()
+}
+
 pub struct Served {
     pub child: Child,
     pub url: String,
