@@ -36,13 +36,7 @@ pub async fn run(
     value_size: usize,
 ) -> Result<CheckpointResult> {
     let router = loaded(config, base, keys, value_size).await?;
-    let bytes = router
-        .stats()
-        .await
-        .iter()
-        .filter_map(|s| s.stats.as_ref().ok())
-        .flat_map(|s| s.levels.iter().map(|l| l.bytes))
-        .sum();
+    let bytes = crate::loaded::table_bytes(&router).await;
     let (mut made, mut deleted) = (Vec::new(), Vec::new());
     for i in 0..20 {
         router.put(format!("put{i}"), "v").await?;

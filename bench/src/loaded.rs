@@ -24,3 +24,14 @@ pub async fn loaded(config: &Config, base: &Path, keys: u64, value_size: usize) 
     router.compact().await?;
     Ok(router)
 }
+
+/// The bytes of every table of every shard that answers.
+pub async fn table_bytes(router: &Router) -> u64 {
+    router
+        .stats()
+        .await
+        .iter()
+        .filter_map(|s| s.stats.as_ref().ok())
+        .flat_map(|s| s.levels.iter().map(|l| l.bytes))
+        .sum()
+}

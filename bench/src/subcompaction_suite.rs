@@ -63,7 +63,7 @@ pub async fn run(
         c.compaction.urls = servers.iter().map(|s| s.url()).collect();
         c.compaction.subcompactions = workers;
         let router = cairn::open_router(&c).await.context("reopening")?;
-        let bytes = table_bytes(&router).await;
+        let bytes = crate::loaded::table_bytes(&router).await;
         let (t, cpu) = (Instant::now(), crate::measure::cpu_seconds());
         router.compact().await?;
         let seconds = t.elapsed().as_secs_f64();
@@ -94,16 +94,6 @@ pub async fn run(
         });
     }
     Ok(results)
-}
-
-async fn table_bytes(router: &cairn::Router) -> u64 {
-    router
-        .stats()
-        .await
-        .iter()
-        .filter_map(|s| s.stats.as_ref().ok())
-        .flat_map(|s| s.levels.iter().map(|l| l.bytes))
-        .sum()
 }
 
 pub fn report(results: &[SubcompactionResult]) -> String {

@@ -415,46 +415,34 @@ pub async fn compact_all(inner: &Arc<Inner>) -> Result<()> {
 /// output are those of abandoned attempts. They are deleted after `engine.table_grace_ms`
 /// (a deletion of one never written costs nothing on a disk); one written later still, by
 /// a worker that resumed, goes at the next open.
-async fn run_parts(inner: &Arc<Inner>, mut parts: Vec<CompactionJob>) -> Result<Vec<TableMeta>> {
-    let abandoned = |ids: &[TableId], out: &[TableMeta]| -> Vec<TableId> {
-        let first = out.iter().map(|t| t.id).min();
-        first.map_or_else(Vec::new, |first| {
-            ids.iter().copied().filter(|id| *id < first).collect()
-        })
-    };
-    let retire = |ids: Vec<TableId>| {
-        for id in ids {
-            let _ = inner.deleter.send(Deletion { id, was_live: true });
-        }
-    };
-    if parts.len() == 1
-        && let Some(job) = parts.pop()
-    {
-        let ids = job.output_ids.clone();
-        let out = inner.comps.compactor.compact(job).await?;
-        retire(abandoned(&ids, &out));
-        return Ok(out);
+async fn run_parts(inner: &Arc<Inner>, parts: Vec<CompactionJob>) -> Result<Vec<TableMeta>> {
+    // A JoinSet aborts the parts still running when this future is dropped (a database
+    // dropped without close), as a single job's future would stop.
+    let mut tasks = tokio::task::JoinSet::new();
+    let n = parts.len();
+    for (i, part) in parts.into_iter().enumerate() {
+        let compactor = inner.comps.compactor.clone();
+        let ids = part.output_ids.clone();
+        tasks.spawn(async move { (i, ids, compactor.compact(part).await) });
     }
-    let tasks: Vec<_> = parts
-        .into_iter()
-        .map(|part| {
-            let compactor = inner.comps.compactor.clone();
-            let ids = part.output_ids.clone();
-            tokio::spawn(async move { (ids, compactor.compact(part).await) })
-        })
-        .collect();
-    let mut outputs = Vec::new();
+    let mut outputs: Vec<Vec<TableMeta>> = vec![Vec::new(); n];
     let mut failed = None;
-    for task in tasks {
-        match task.await {
-            Ok((ids, Ok(out))) => {
-                retire(abandoned(&ids, &out));
-                outputs.extend(out);
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((i, ids, Ok(out))) => {
+                // Ids below the part's first output are its abandoned attempts'.
+                if let Some(first) = out.iter().map(|t| t.id).min() {
+                    for id in ids.into_iter().filter(|id| *id < first) {
+                        let _ = inner.deleter.send(Deletion { id, was_live: true });
+                    }
+                }
+                outputs[i] = out;
             }
-            Ok((_, Err(e))) => drop(failed.get_or_insert(e)),
+            Ok((_, _, Err(e))) => drop(failed.get_or_insert(e)),
             Err(e) => drop(failed.get_or_insert(Error::component("subcompaction", e))),
         }
     }
+    let outputs: Vec<TableMeta> = outputs.into_iter().flatten().collect();
     if let Some(e) = failed {
         for t in &outputs {
             let _ = inner.comps.storage.delete_table(t.id).await;

@@ -13,7 +13,6 @@ use crate::options::EngineOptions;
 use crate::recovery::{adopt_journal, leftovers, open_manifest, replay_journal};
 use crate::scan::DbIter;
 use crate::snapshot::{Snapshot, SnapshotList};
-use crate::stats::{DbStats, LevelStats};
 use crate::version::{Deletion, TableHandle, Version};
 use crate::version_set::VersionSet;
 use crate::write_path::WritePath;
@@ -510,66 +509,6 @@ impl Db {
         self.inner.check_writable()?;
         self.inner.flush_all().await?;
         background::compact_all(&self.inner).await
-    }
-
-    pub fn stats(&self) -> DbStats {
-        let inner = &self.inner;
-        let version = inner.versions.current();
-        let mem = inner.writes.mem();
-        let c = inner.jobs.counters();
-        DbStats {
-            database: inner.database.clone(),
-            // A reader reports the epoch of the writer it follows now.
-            epoch: inner.follower.as_ref().map_or(inner.epoch, |f| f.epoch()),
-            manifest_version: inner.versions.manifest_version(),
-            manifest_location: inner.versions.location().to_string(),
-            levels: version
-                .levels
-                .iter()
-                .enumerate()
-                .map(|(level, tables)| LevelStats {
-                    level,
-                    tables: tables.len(),
-                    bytes: tables.iter().map(|t| t.meta.size).sum(),
-                    entries: tables.iter().map(|t| t.meta.entries).sum(),
-                })
-                .collect(),
-            memtable_bytes: mem.active.approximate_bytes() as u64,
-            memtable_entries: mem.active.table.len() as u64,
-            immutable_memtables: mem.immutables.len(),
-            last_seq: inner.writes.visible(),
-            next_table_id: inner.versions.reserved_ids(),
-            live_snapshots: inner.snapshots.count(),
-            flushes: c.flushes.load(Ordering::Relaxed),
-            compactions: c.compactions.load(Ordering::Relaxed),
-            split_compactions: c.split_compactions.load(Ordering::Relaxed),
-            subcompactions: c.subcompactions.load(Ordering::Relaxed),
-            journal_bytes: c.journal_bytes.load(Ordering::Relaxed),
-            bytes_flushed: c.bytes_flushed.load(Ordering::Relaxed),
-            bytes_compacted: c.bytes_compacted.load(Ordering::Relaxed),
-            write_stalls: c.stalls.load(Ordering::Relaxed),
-            imports: c.imports.load(Ordering::Relaxed),
-            bytes_imported: c.bytes_imported.load(Ordering::Relaxed),
-            background_error: inner.jobs.last_failure(),
-            reader: inner.follower.as_ref().map(|f| f.stats()),
-            compacting: inner.jobs.in_progress().map(|c| {
-                let placed = inner.comps.compactor.placements();
-                crate::stats::CompactionInProgress {
-                    level: c.level,
-                    output_level: c.output_level,
-                    input_bytes: c.input_bytes,
-                    running_ms: c.started.elapsed().as_millis() as u64,
-                    parts: c
-                        .parts
-                        .iter()
-                        .map(|ids| {
-                            let p = placed.iter().find(|p| ids.contains(&p.first_id));
-                            p.map(|p| p.worker.clone())
-                        })
-                        .collect(),
-                }
-            }),
-        }
     }
 
     /// Bulk load: writes `entries` (puts, in any order; of repeated keys the last wins) as

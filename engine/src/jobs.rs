@@ -47,6 +47,26 @@ pub(crate) struct InProgress {
     pub started: std::time::Instant,
 }
 
+impl InProgress {
+    /// As `stats` shows it: each part where the compactor's `placements` put it.
+    pub fn shown(&self, placed: &[cairn_compaction::Placement]) -> crate::CompactionInProgress {
+        crate::CompactionInProgress {
+            level: self.level,
+            output_level: self.output_level,
+            input_bytes: self.input_bytes,
+            running_ms: self.started.elapsed().as_millis() as u64,
+            parts: self
+                .parts
+                .iter()
+                .map(|ids| {
+                    let p = placed.iter().find(|p| ids.contains(&p.first_id));
+                    p.map(|p| p.worker.clone())
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Shows a compaction in `stats` while it lives.
 pub(crate) struct Shown<'a>(&'a Jobs);
 

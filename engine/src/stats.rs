@@ -1,7 +1,59 @@
-//! What `Db::stats` reports: per-level table counts and sizes, memtables, sequence numbers and
-//! background-work counters. Serializable for `cairn stats --json`.
+//! What `Db::stats` reports, and how it is gathered: per-level table counts and sizes,
+//! memtables, sequence numbers, background-work counters and the compaction running now.
+//! Serializable for `cairn stats --json`.
 
+use crate::db::Db;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+
+impl Db {
+    pub fn stats(&self) -> DbStats {
+        let inner = &self.inner;
+        let version = inner.versions.current();
+        let mem = inner.writes.mem();
+        let c = inner.jobs.counters();
+        DbStats {
+            database: inner.database.clone(),
+            // A reader reports the epoch of the writer it follows now.
+            epoch: inner.follower.as_ref().map_or(inner.epoch, |f| f.epoch()),
+            manifest_version: inner.versions.manifest_version(),
+            manifest_location: inner.versions.location().to_string(),
+            levels: version
+                .levels
+                .iter()
+                .enumerate()
+                .map(|(level, tables)| LevelStats {
+                    level,
+                    tables: tables.len(),
+                    bytes: tables.iter().map(|t| t.meta.size).sum(),
+                    entries: tables.iter().map(|t| t.meta.entries).sum(),
+                })
+                .collect(),
+            memtable_bytes: mem.active.approximate_bytes() as u64,
+            memtable_entries: mem.active.table.len() as u64,
+            immutable_memtables: mem.immutables.len(),
+            last_seq: inner.writes.visible(),
+            next_table_id: inner.versions.reserved_ids(),
+            live_snapshots: inner.snapshots.count(),
+            flushes: c.flushes.load(Ordering::Relaxed),
+            compactions: c.compactions.load(Ordering::Relaxed),
+            split_compactions: c.split_compactions.load(Ordering::Relaxed),
+            subcompactions: c.subcompactions.load(Ordering::Relaxed),
+            journal_bytes: c.journal_bytes.load(Ordering::Relaxed),
+            bytes_flushed: c.bytes_flushed.load(Ordering::Relaxed),
+            bytes_compacted: c.bytes_compacted.load(Ordering::Relaxed),
+            write_stalls: c.stalls.load(Ordering::Relaxed),
+            imports: c.imports.load(Ordering::Relaxed),
+            bytes_imported: c.bytes_imported.load(Ordering::Relaxed),
+            background_error: inner.jobs.last_failure(),
+            reader: inner.follower.as_ref().map(|f| f.stats()),
+            compacting: inner
+                .jobs
+                .in_progress()
+                .map(|c| c.shown(&inner.comps.compactor.placements())),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LevelStats {
