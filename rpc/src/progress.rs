@@ -63,22 +63,31 @@ impl ProgressMessage for pb::Progress {
 
 /// Runs `work` for a client, sending a heartbeat every `interval` until it ends, then its
 /// result (or its error as the stream's status). A client that goes away stops the work: it
-/// is dropped at its next await.
+/// is aborted at its next await.
+///
+/// The work is a task of its own: were it polled beside the heartbeats, one long stretch of
+/// CPU between its awaits (a heavy codec encoding a run of blocks) would hold the heartbeats
+/// back past the client's deadline, and a busy worker would pass for a dead one.
 pub fn with_progress<M, F>(interval: Duration, work: F) -> StatusStream<M>
 where
     M: ProgressMessage,
     F: Future<Output = Result<M>> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut work = tokio::spawn(work);
     tokio::spawn(async move {
-        let mut work = std::pin::pin!(work);
+        let _stop = AbortOnDrop(work.abort_handle());
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tokio::select! {
                 r = &mut work => {
-                    let _ = tx.send(r.map_err(status)).await;
+                    let r = match r {
+                        Ok(r) => r.map_err(status),
+                        Err(e) => Err(Status::internal(format!("the call's work failed: {e}"))),
+                    };
+                    let _ = tx.send(r).await;
                     return;
                 }
                 _ = tick.tick() => {
@@ -90,6 +99,15 @@ where
         }
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Stops a task when its follower goes: a client's stream dropped mid-call.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// `with_progress` for work whose result is a count (`pb::Progress`).
@@ -179,6 +197,52 @@ mod tests {
         assert_eq!(parse_grpc_timeout("m"), None);
         assert_eq!(parse_grpc_timeout("123456789m"), None);
         assert_eq!(parse_grpc_timeout("5x"), None);
+    }
+
+    /// Work that holds its thread for a long stretch between awaits (as a heavy codec does)
+    /// still has its heartbeats sent on time, so its client does not take it for dead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn heartbeats_go_out_while_the_work_holds_its_thread() {
+        use futures::StreamExt;
+        let mut stream = with_progress(Duration::from_millis(10), async {
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(pb::Progress {
+                done: true,
+                count: 7,
+            })
+        });
+        let mut heartbeats = 0;
+        while let Some(m) = stream.next().await {
+            let m = m.unwrap();
+            if m.done {
+                assert_eq!(m.count, 7);
+                break;
+            }
+            heartbeats += 1;
+        }
+        assert!(heartbeats >= 5, "{heartbeats} heartbeats in 300 ms");
+    }
+
+    /// A client that goes away stops the work.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_stream_stops_the_work() {
+        use futures::StreamExt;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let steps = Arc::new(AtomicU64::new(0));
+        let counted = steps.clone();
+        let mut stream = counting_progress(Duration::from_millis(5), async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        assert!(!stream.next().await.unwrap().unwrap().done);
+        drop(stream);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stopped = steps.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(steps.load(Ordering::Relaxed), stopped, "the work went on");
     }
 
     #[test]
