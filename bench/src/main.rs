@@ -6,6 +6,7 @@
 //! profile's real `data_dir`.
 
 mod checkpoint_suite;
+mod compression_suite;
 mod loaded;
 mod measure;
 mod merge_suite;
@@ -102,7 +103,9 @@ struct Args {
     /// `transactions` runs read-modify-writes of two of --keys counters as transactions and
     /// as plain batches; `merge` increments --keys counters with the `add` merge operator
     /// against a get and a put; `subcompaction` times a full compaction of --keys entries on
-    /// 1, 2 and 3 compaction servers cut into as many parts (see docs/benchmarks.md).
+    /// 1, 2 and 3 compaction servers cut into as many parts; `compression` rewrites --keys
+    /// text rows on a compaction server with each codec, for the bytes and the CPU (see
+    /// docs/benchmarks.md).
     #[arg(long, value_enum)]
     suite: Option<Suite>,
     /// Export the Cairn engines' metrics (engine, journal, caches, RPC clients, router shards)
@@ -141,6 +144,7 @@ enum Suite {
     Transactions,
     Merge,
     Subcompaction,
+    Compression,
 }
 
 impl Args {
@@ -225,6 +229,9 @@ async fn run_bench(mut args: Args) -> Result<()> {
     }
     if args.suite == Some(Suite::Subcompaction) {
         return run_subcompaction_suite(&args).await;
+    }
+    if args.suite == Some(Suite::Compression) {
+        return run_compression_suite(&args).await;
     }
     let mut results: Vec<RunResult> = Vec::new();
     for profile in args.profiles.clone() {
@@ -494,6 +501,21 @@ async fn run_subcompaction_suite(args: &Args) -> Result<()> {
     })
     .await?;
     finish(args, &subcompaction_suite::report(&results), &results)
+}
+
+async fn run_compression_suite(args: &Args) -> Result<()> {
+    let results = on_each_profile(args, |config, profile, base, _| async move {
+        compression_suite::run(
+            &config,
+            &profile,
+            base.path(),
+            args.keys.max(1),
+            args.value_size,
+        )
+        .await
+    })
+    .await?;
+    finish(args, &compression_suite::report(&results), &results)
 }
 
 async fn run_checkpoint_suite(args: &Args) -> Result<()> {

@@ -40,10 +40,30 @@ impl RocksTarget {
         o.set_max_bytes_for_level_base(c.base_level_bytes);
         o.set_max_bytes_for_level_multiplier(c.level_size_ratio as f64);
         o.set_target_file_size_base(c.target_table_bytes);
-        o.set_compression_type(match s.compression {
+        let kind = |c: cairn::Compression| match c {
             cairn::Compression::None => DBCompressionType::None,
             cairn::Compression::Lz4 => DBCompressionType::Lz4,
-        });
+            cairn::Compression::Zstd(_) => DBCompressionType::Zstd,
+        };
+        o.set_compression_type(kind(s.compression));
+        if !s.compression_per_level.is_empty() {
+            o.set_compression_per_level(
+                &(0..c.levels)
+                    .map(|l| kind(s.compression_at(l)))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        // RocksDB has one zstd level for every level: the heaviest one asked for.
+        let zstd = std::iter::once(s.compression)
+            .chain(s.compression_per_level.iter().copied())
+            .filter_map(|c| match c {
+                cairn::Compression::Zstd(l) => Some(l),
+                _ => None,
+            })
+            .max();
+        if let Some(level) = zstd {
+            o.set_compression_options(-14, level, 0, 0);
+        }
         let mut t = BlockBasedOptions::default();
         t.set_block_size(s.block_bytes);
         if s.filter == cairn::FilterKind::Bloom {

@@ -82,8 +82,10 @@ impl LocalCompactor {
             builder: None,
             reach: None,
             target: job.target_table_bytes,
+            level: job.output_level,
             done: outputs,
             chunk: Vec::with_capacity(CHUNK),
+            ran: std::time::Instant::now(),
         };
         let result: Result<()> = async {
             let mut more = true;
@@ -129,18 +131,31 @@ struct Outputs<'a, I> {
     /// The furthest end of the range tombstones in the current builder.
     reach: Option<Bytes>,
     target: u64,
+    /// The level the outputs are written for, which may choose their encoding.
+    level: u32,
     done: &'a mut Vec<TableMeta>,
     chunk: Vec<Entry>,
+    /// When the job last yielded its thread.
+    ran: std::time::Instant,
 }
+
+/// The longest a job holds its thread between yields.
+const RUN_BEFORE_YIELD: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl<I: ExactSizeIterator<Item = u64>> Outputs<'_, I> {
     async fn push(&mut self, e: Entry) -> Result<()> {
         let new_key = self.chunk.last().is_none_or(|l| l.key != e.key);
         if new_key && self.chunk.len() >= CHUNK {
             // A merge of cached blocks never waits, so it would hold its worker for the
-            // whole job; this yields once the task's budget is spent, letting the flushes
-            // and I/O that share the worker in.
-            tokio::task::consume_budget().await;
+            // whole job; this yields once the task's budget is spent, or once a stretch of
+            // encoding ran long (a heavy codec spends a budget's worth of chunks in
+            // seconds), letting the flushes and I/O that share the worker in.
+            if self.ran.elapsed() >= RUN_BEFORE_YIELD {
+                tokio::task::yield_now().await;
+                self.ran = std::time::Instant::now();
+            } else {
+                tokio::task::consume_budget().await;
+            }
             self.flush(Some(&e.key)).await?;
         }
         self.chunk.push(e);
@@ -188,7 +203,8 @@ impl<I: ExactSizeIterator<Item = u64>> Outputs<'_, I> {
                 let id = self.ids.next().ok_or_else(|| {
                     Error::InvalidArgument("a compaction job needs output ids".into())
                 })?;
-                self.builder.insert(self.storage.create_table(id).await?)
+                self.builder
+                    .insert(self.storage.create_table(id, self.level).await?)
             }
         };
         b.add(chunk).await

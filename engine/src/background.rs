@@ -227,7 +227,7 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
         );
         let mut survivors = Survivors::new(slot.table.scan(&KeyRange::all(), u64::MAX), versions);
         let entries = interleave(&mut survivors, ranges.tombstones());
-        let meta = write_table_from(inner.comps.storage.as_ref(), id, entries).await?;
+        let meta = write_table_from(inner.comps.storage.as_ref(), id, 0, entries).await?;
         if let Some(e) = survivors.error {
             let _ = inner.comps.storage.delete_table(id).await;
             return Err(e);

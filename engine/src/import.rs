@@ -256,7 +256,7 @@ async fn write_at(
         Some(value) => Entry::put(key, seq, value),
         None => Entry::delete(key, seq),
     });
-    let meta = write_table_from(inner.comps.storage.as_ref(), id, entries).await?;
+    let meta = write_table_from(inner.comps.storage.as_ref(), id, 0, entries).await?;
     let table = inner.comps.storage.open_table(&meta).await?;
     Ok(TableHandle::new(table, inner.deleter.clone()))
 }

@@ -113,9 +113,9 @@ struct Stepped {
 
 #[async_trait::async_trait]
 impl Storage for Stepped {
-    async fn create_table(&self, id: TableId) -> Result<Box<dyn TableBuilder>> {
+    async fn create_table(&self, id: TableId, level: u32) -> Result<Box<dyn TableBuilder>> {
         tokio::time::sleep(self.dice.millis(0..3)).await;
-        let inner = self.inner.create_table(id).await?;
+        let inner = self.inner.create_table(id, level).await?;
         Ok(Box::new(SteppedBuilder {
             inner,
             dice: self.dice.clone(),

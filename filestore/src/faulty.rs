@@ -77,7 +77,7 @@ impl FaultyStorage {
 
 #[async_trait]
 impl Storage for FaultyStorage {
-    async fn create_table(&self, id: TableId) -> Result<Box<dyn TableBuilder>> {
+    async fn create_table(&self, id: TableId, level: u32) -> Result<Box<dyn TableBuilder>> {
         drop(
             self.hold
                 .acquire()
@@ -92,7 +92,7 @@ impl Storage for FaultyStorage {
         if failing {
             return Err(Error::component("faulty storage", "injected failure"));
         }
-        let inner = self.inner.create_table(id).await?;
+        let inner = self.inner.create_table(id, level).await?;
         Ok(Box::new(SlowBuilder {
             inner,
             delay: Duration::from_micros(self.delay_micros.load(Ordering::Relaxed)),

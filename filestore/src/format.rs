@@ -16,6 +16,7 @@ pub const TRAILER_LEN: usize = 5;
 
 pub const COMPRESSION_NONE: u8 = 0;
 pub const COMPRESSION_LZ4: u8 = 1;
+pub const COMPRESSION_ZSTD: u8 = 2;
 
 pub fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -143,23 +144,51 @@ pub fn decode_range_deletes(payload: &[u8], count: u32) -> Result<Vec<RangeTombs
         .collect()
 }
 
+/// How a writer compresses the blocks of one table. zstd keeps its context between blocks:
+/// building one per 4 KiB block would cost more than compressing it.
+pub enum BlockCodec {
+    None,
+    Lz4,
+    Zstd(Box<zstd::bulk::Compressor<'static>>),
+}
+
+impl BlockCodec {
+    pub fn zstd(level: i32) -> Result<Self, String> {
+        zstd::bulk::Compressor::new(level)
+            .map(|c| BlockCodec::Zstd(Box::new(c)))
+            .map_err(|e| format!("zstd level {level}: {e}"))
+    }
+}
+
 /// Frames a block payload: optional compression, then the trailer with the checksum of the
-/// stored bytes and the compression byte.
-pub fn frame_block(payload: &[u8], compression: u8, out: &mut Vec<u8>) {
+/// stored bytes and the compression byte. A compressed payload starts with its uncompressed
+/// length (u32 LE), for both codecs.
+pub fn frame_block(payload: &[u8], codec: &mut BlockCodec, out: &mut Vec<u8>) {
     let start = out.len();
-    let compression = if compression == COMPRESSION_LZ4 {
-        let compressed = lz4_flex::block::compress_prepend_size(payload);
+    let compressed = match codec {
+        BlockCodec::None => None,
+        BlockCodec::Lz4 => Some((
+            lz4_flex::block::compress_prepend_size(payload),
+            COMPRESSION_LZ4,
+        )),
+        BlockCodec::Zstd(c) => u32::try_from(payload.len()).ok().and_then(|len| {
+            let mut stored = len.to_le_bytes().to_vec();
+            // A codec that fails (it cannot on a buffer it sizes itself) leaves the block raw.
+            let body = c.compress(payload).ok()?;
+            stored.extend_from_slice(&body);
+            Some((stored, COMPRESSION_ZSTD))
+        }),
+    };
+    let compression = match compressed {
         // Keep the raw payload when compression does not pay for itself.
-        if compressed.len() < payload.len() - payload.len() / 8 {
-            out.extend_from_slice(&compressed);
-            COMPRESSION_LZ4
-        } else {
+        Some((stored, kind)) if stored.len() < payload.len() - payload.len() / 8 => {
+            out.extend_from_slice(&stored);
+            kind
+        }
+        _ => {
             out.extend_from_slice(payload);
             COMPRESSION_NONE
         }
-    } else {
-        out.extend_from_slice(payload);
-        COMPRESSION_NONE
     };
     out.push(compression);
     let crc = crc32c::crc32c(&out[start..]);
@@ -187,8 +216,34 @@ pub fn unframe_block(framed: Vec<u8>) -> Result<Bytes, String> {
         COMPRESSION_LZ4 => lz4_flex::block::decompress_size_prepended(payload)
             .map(Bytes::from)
             .map_err(|e| format!("lz4: {e}")),
+        COMPRESSION_ZSTD => unzstd(payload).map(Bytes::from),
         other => Err(format!("unknown compression type {other}")),
     }
+}
+
+fn unzstd(payload: &[u8]) -> Result<Vec<u8>, String> {
+    thread_local! {
+        static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let (len, body) = payload
+        .split_first_chunk::<4>()
+        .ok_or("zstd block shorter than its length")?;
+    let len = u32::from_le_bytes(*len) as usize;
+    DECOMPRESSOR.with_borrow_mut(|d| {
+        let d = match d {
+            Some(d) => d,
+            None => d.insert(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?),
+        };
+        let out = d.decompress(body, len).map_err(|e| format!("zstd: {e}"))?;
+        if out.len() != len {
+            return Err(format!(
+                "zstd: {} bytes where the block says {len}",
+                out.len()
+            ));
+        }
+        Ok(out)
+    })
 }
 
 pub fn encode_data_block(entries: &[Entry]) -> Result<Vec<u8>, String> {
@@ -283,7 +338,10 @@ mod tests {
         let block = encode_data_block(&entries).unwrap();
         let bloom = encode(&crate::bloom::Bloom::build(&[1, 2, 3], 10)).unwrap();
         let mut framed = Vec::new();
-        frame_block(&block, COMPRESSION_LZ4, &mut framed);
+        frame_block(&block, &mut BlockCodec::Lz4, &mut framed);
+        let mut zstd_framed = Vec::new();
+        frame_block(&block, &mut BlockCodec::zstd(3).unwrap(), &mut zstd_framed);
+        assert_eq!(zstd_framed[zstd_framed.len() - 5], COMPRESSION_ZSTD);
         let footer = Footer {
             filter: Handle { offset: 1, len: 2 },
             index: Handle { offset: 3, len: 4 },
@@ -291,12 +349,12 @@ mod tests {
             range_deletes: 1,
         }
         .encode();
-        let valid = [block, bloom, framed, footer.to_vec()];
+        let valid = [block, bloom, framed, footer.to_vec(), zstd_framed];
         for round in 0..20_000 {
             let input: Vec<u8> = if round % 2 == 0 {
                 (0..next() % 300).map(|_| next() as u8).collect()
             } else {
-                let mut v = valid[(next() % 4) as usize].clone();
+                let mut v = valid[(next() % valid.len() as u64) as usize].clone();
                 v.truncate((next() as usize) % (v.len() + 1));
                 for _ in 0..next() % 4 {
                     if !v.is_empty() {
@@ -314,6 +372,35 @@ mod tests {
     }
 
     use super::*;
+
+    /// Every codec gives back the payload it framed; one that does not pay for itself (random
+    /// bytes) leaves the block raw.
+    #[test]
+    fn every_codec_round_trips() {
+        use rand::{RngCore, SeedableRng};
+        let text: Vec<u8> = (0..5000u32)
+            .flat_map(|i| format!("key{:06} ", i % 97).into_bytes())
+            .collect();
+        let mut noise = vec![0u8; 5000];
+        rand::rngs::StdRng::seed_from_u64(5).fill_bytes(&mut noise);
+        let codecs = || {
+            [
+                (BlockCodec::None, COMPRESSION_NONE),
+                (BlockCodec::Lz4, COMPRESSION_LZ4),
+                (BlockCodec::zstd(1).unwrap(), COMPRESSION_ZSTD),
+                (BlockCodec::zstd(19).unwrap(), COMPRESSION_ZSTD),
+            ]
+        };
+        for (mut codec, kind) in codecs() {
+            for (payload, compressible) in [(&text, true), (&noise, false)] {
+                let mut framed = Vec::new();
+                frame_block(payload, &mut codec, &mut framed);
+                let stored = framed[framed.len() - 5];
+                assert_eq!(stored, if compressible { kind } else { COMPRESSION_NONE });
+                assert_eq!(unframe_block(framed).unwrap(), payload[..]);
+            }
+        }
+    }
 
     /// The example in FORMAT.md, byte for byte.
     #[test]

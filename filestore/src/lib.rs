@@ -47,8 +47,10 @@ use std::sync::Arc;
 
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
-    /// Starts writing table `id`. Nothing is visible under `id` until `finish` succeeds.
-    async fn create_table(&self, id: TableId) -> Result<Box<dyn TableBuilder>>;
+    /// Starts writing table `id` for `level` of the tree (0 for a flush, the output level
+    /// for a compaction): a store may encode levels differently, as with a heavier codec
+    /// for the bottom ones. Nothing is visible under `id` until `finish` succeeds.
+    async fn create_table(&self, id: TableId, level: u32) -> Result<Box<dyn TableBuilder>>;
 
     async fn open_table(&self, meta: &TableMeta) -> Result<Arc<dyn Table>>;
 
@@ -164,27 +166,29 @@ pub async fn read_range(table: &dyn Table, range: &KeyRange) -> Result<Vec<Entry
     table.scan(range).await?.try_collect().await
 }
 
-/// Writes `entries` (in internal order) as table `id` in one go.
+/// Writes `entries` (in internal order) as table `id` of level 0 in one go.
 pub async fn write_table(
     storage: &dyn Storage,
     id: TableId,
     entries: &[Entry],
 ) -> Result<TableMeta> {
-    write_table_from(storage, id, entries.iter().cloned()).await
+    write_table_from(storage, id, 0, entries.iter().cloned()).await
 }
 
-/// Writes the entries an iterator yields (in internal order) as table `id`, handing them to
-/// the builder 1024 at a time; a failure abandons the table, so none is left half-written.
+/// Writes the entries an iterator yields (in internal order) as table `id` of `level`,
+/// handing them to the builder 1024 at a time; a failure abandons the table, so none is left
+/// half-written.
 pub async fn write_table_from<I>(
     storage: &dyn Storage,
     id: TableId,
+    level: u32,
     entries: I,
 ) -> Result<TableMeta>
 where
     I: IntoIterator<Item = Entry>,
     I::IntoIter: Send,
 {
-    let mut b = storage.create_table(id).await?;
+    let mut b = storage.create_table(id, level).await?;
     let mut entries = entries.into_iter();
     let mut chunk = Vec::with_capacity(1024);
     loop {
@@ -202,10 +206,12 @@ where
 }
 
 /// Copies `source`, its range tombstones included, into `storage` as table `id`, 1024
-/// entries at a time; a failure abandons the copy. For moving a table between stores.
+/// entries at a time, encoded for `level`; a failure abandons the copy. For moving a table
+/// between stores.
 pub async fn copy_table(
     storage: &dyn Storage,
     id: TableId,
+    level: u32,
     source: &dyn Table,
 ) -> Result<TableMeta> {
     use futures::StreamExt;
@@ -216,7 +222,7 @@ pub async fn copy_table(
         .map(RangeTombstone::to_entry)
         .collect();
     ranges.sort_by(|a, b| b.cmp_internal(a)); // the first to go in last
-    let mut b = storage.create_table(id).await?;
+    let mut b = storage.create_table(id, level).await?;
     let mut chunk = Vec::with_capacity(1024);
     loop {
         let next = match entries.next().await.transpose() {

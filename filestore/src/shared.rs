@@ -43,13 +43,13 @@ impl SharedTables {
 
 #[async_trait]
 impl Storage for SharedTables {
-    async fn create_table(&self, id: TableId) -> Result<Box<dyn TableBuilder>> {
+    async fn create_table(&self, id: TableId, level: u32) -> Result<Box<dyn TableBuilder>> {
         if self.elsewhere.contains_key(&id) {
             return Err(Error::InvalidArgument(format!(
                 "table {id} belongs to another database this one shares tables with; it is never written here"
             )));
         }
-        self.own.create_table(id).await
+        self.own.create_table(id, level).await
     }
 
     async fn open_table(&self, meta: &TableMeta) -> Result<Arc<dyn Table>> {

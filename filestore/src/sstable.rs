@@ -21,12 +21,75 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// How a table's blocks are compressed. Written in configuration as `none`, `lz4`, `zstd`
+/// (level 3) or `zstd:N` (N from 1, fastest, to 22).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String", into = "String")]
 pub enum Compression {
     #[default]
     None,
     Lz4,
+    Zstd(i32),
+}
+
+impl Compression {
+    pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
+
+    fn codec(self) -> Result<format::BlockCodec> {
+        Ok(match self {
+            Compression::None => format::BlockCodec::None,
+            Compression::Lz4 => format::BlockCodec::Lz4,
+            Compression::Zstd(level) => {
+                format::BlockCodec::zstd(level).map_err(Error::InvalidArgument)?
+            }
+        })
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let level = |l: &str| match l.parse::<i32>() {
+            Ok(l) if (1..=22).contains(&l) => Ok(l),
+            _ => Err(format!("zstd level {l:?}: expected 1 to 22")),
+        };
+        match s {
+            "none" => Ok(Compression::None),
+            "lz4" => Ok(Compression::Lz4),
+            "zstd" => Ok(Compression::Zstd(Self::ZSTD_DEFAULT_LEVEL)),
+            _ => match s.strip_prefix("zstd:") {
+                Some(l) => level(l).map(Compression::Zstd),
+                None => Err(format!(
+                    "compression {s:?}: expected none, lz4, zstd or zstd:LEVEL"
+                )),
+            },
+        }
+    }
+}
+
+impl TryFrom<String> for Compression {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Compression> for String {
+    fn from(c: Compression) -> String {
+        c.to_string()
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Compression::None => f.write_str("none"),
+            Compression::Lz4 => f.write_str("lz4"),
+            Compression::Zstd(level) => write!(f, "zstd:{level}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -43,6 +106,11 @@ pub struct SstOptions {
     /// Target size of a data block before compression.
     pub block_bytes: usize,
     pub compression: Compression,
+    /// The compression of tables written for each level of the tree, from level 0; levels
+    /// past the list take its last entry. Empty: every level takes `compression`. Lower
+    /// levels hold most of the bytes and are rewritten least often, so a heavier codec there
+    /// saves the most space for the least CPU (as RocksDB's `compression_per_level`).
+    pub compression_per_level: Vec<Compression>,
     pub filter: FilterKind,
     pub bloom_bits_per_key: u32,
     /// Bytes of decoded blocks kept in memory; 0 disables the cache.
@@ -50,11 +118,21 @@ pub struct SstOptions {
 }
 
 impl SstOptions {
+    /// The compression of a table written for `level`.
+    pub fn compression_at(&self, level: u32) -> Compression {
+        let last = self.compression_per_level.len().saturating_sub(1);
+        self.compression_per_level
+            .get((level as usize).min(last))
+            .copied()
+            .unwrap_or(self.compression)
+    }
+
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         SstOptions {
             dir: dir.into(),
             block_bytes: 4096,
             compression: Compression::None,
+            compression_per_level: Vec::new(),
             filter: FilterKind::Bloom,
             bloom_bits_per_key: 10,
             block_cache_bytes: 64 << 20,
@@ -119,7 +197,8 @@ impl SstStorage {
 
 #[async_trait]
 impl Storage for SstStorage {
-    async fn create_table(&self, id: TableId) -> Result<Box<dyn TableBuilder>> {
+    async fn create_table(&self, id: TableId, level: u32) -> Result<Box<dyn TableBuilder>> {
+        let codec = self.opts.compression_at(level).codec()?;
         let path = self.path_of(id);
         let tmp = self.opts.dir.join(format!("{id:020}.{TMP_SUFFIX}"));
         let create = || {
@@ -146,6 +225,7 @@ impl Storage for SstStorage {
             tmp,
             out: BufWriter::with_capacity(256 << 10, file),
             opts: self.opts.clone(),
+            codec,
             offset: 0,
             block: Vec::new(),
             block_bytes: 0,
@@ -224,6 +304,7 @@ struct SstBuilder {
     tmp: PathBuf,
     out: BufWriter<File>,
     opts: SstOptions,
+    codec: format::BlockCodec,
     offset: u64,
     block: Vec<Entry>,
     block_bytes: usize,
@@ -235,17 +316,9 @@ struct SstBuilder {
 }
 
 impl SstBuilder {
-    fn compression(&self) -> u8 {
-        match self.opts.compression {
-            Compression::None => format::COMPRESSION_NONE,
-            Compression::Lz4 => format::COMPRESSION_LZ4,
-        }
-    }
-
     fn write_framed(&mut self, payload: &[u8]) -> Result<Handle> {
         self.scratch.clear();
-        let compression = self.compression();
-        format::frame_block(payload, compression, &mut self.scratch);
+        format::frame_block(payload, &mut self.codec, &mut self.scratch);
         self.out.write_all(&self.scratch).at(&self.tmp)?;
         let h = Handle {
             offset: self.offset,

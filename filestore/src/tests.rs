@@ -29,6 +29,60 @@ async fn conformance_sstable_lz4_no_filter_no_cache_small_blocks() {
     conformance::run(s, 1).await;
 }
 
+#[tokio::test]
+async fn conformance_sstable_zstd_and_a_codec_per_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path(), |o| {
+        o.compression_per_level =
+            vec![Compression::Zstd(1), Compression::Lz4, Compression::Zstd(9)];
+        o.block_bytes = 1024;
+    });
+    conformance::run(s, 1).await;
+}
+
+/// Each level's tables take its codec, the levels past the list the last one's; the bytes
+/// say so (compressible values: none > lz4 > zstd), and every table reads back the same.
+#[tokio::test]
+async fn each_level_takes_its_compression() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path(), |o| {
+        o.compression = Compression::Zstd(1); // ruled out by the list
+        o.compression_per_level = vec![Compression::None, Compression::Lz4, Compression::Zstd(9)];
+    });
+    let written: Vec<Entry> = (0..5000u32)
+        .map(|i| {
+            Entry::put(
+                format!("k{i:06}"),
+                1,
+                format!("value {} of a row; ", i % 13).repeat(4),
+            )
+        })
+        .collect();
+    let mut sizes = Vec::new();
+    for level in 0..5u32 {
+        let id = u64::from(level) + 1;
+        let meta = write_table_from(s.as_ref(), id, level, written.iter().cloned())
+            .await
+            .unwrap();
+        let t = s.open_table(&meta).await.unwrap();
+        assert_eq!(
+            read_range(t.as_ref(), &KeyRange::all()).await.unwrap(),
+            written
+        );
+        sizes.push(meta.size);
+    }
+    assert!(sizes[0] > sizes[1] && sizes[1] > sizes[2], "{sizes:?}");
+    assert_eq!(
+        sizes[2], sizes[3],
+        "past the list, the last entry: {sizes:?}"
+    );
+    assert_eq!(sizes[2], sizes[4], "{sizes:?}");
+    assert!(
+        sizes[2] * 3 < sizes[0],
+        "zstd shrinks repetitive values: {sizes:?}"
+    );
+}
+
 /// A table written before range tombstones (format version 1: the same layout, with 0 where
 /// version 2 counts them) still opens and reads.
 #[tokio::test]
@@ -137,7 +191,7 @@ async fn unfinished_builds_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = storage(dir.path(), |_| {});
-        let mut b = s.create_table(9).await.unwrap();
+        let mut b = s.create_table(9, 0).await.unwrap();
         b.add(&entries(10)).await.unwrap();
         drop(b);
         assert!(s.list_tables().await.unwrap().is_empty());
@@ -156,7 +210,7 @@ async fn unfinished_builds_leave_nothing_behind() {
 async fn opening_a_store_sweeps_dead_builds_but_not_live_ones() {
     let dir = tempfile::tempdir().unwrap();
     let writer = storage(dir.path(), |_| {});
-    let mut live = writer.create_table(21).await.unwrap();
+    let mut live = writer.create_table(21, 0).await.unwrap();
     live.add(&entries(10)).await.unwrap();
     // What a build killed mid-write leaves: a temporary file nobody holds.
     std::fs::write(dir.path().join(format!("{:020}.sst.tmp", 22)), b"half").unwrap();

@@ -26,9 +26,13 @@ pub(crate) struct HybridBuilder {
 const QUEUE: usize = 8;
 
 impl HybridBuilder {
-    pub(crate) async fn start(shared: Arc<Shared>, id: TableId) -> Result<Box<dyn TableBuilder>> {
-        let primary = shared.primary.create_table(id).await?;
-        let secondary = match shared.secondary.create_table(id).await {
+    pub(crate) async fn start(
+        shared: Arc<Shared>,
+        id: TableId,
+        level: u32,
+    ) -> Result<Box<dyn TableBuilder>> {
+        let primary = shared.primary.create_table(id, level).await?;
+        let secondary = match shared.secondary.create_table(id, level).await {
             Ok(b) => {
                 let (tx, rx) = mpsc::channel(QUEUE);
                 tokio::spawn(feed(b, rx));

@@ -177,8 +177,8 @@ impl HybridStore {
 
 #[async_trait]
 impl Storage for HybridStore {
-    async fn create_table(&self, id: TableId) -> Result<Box<dyn TableBuilder>> {
-        builder::HybridBuilder::start(self.shared.clone(), id).await
+    async fn create_table(&self, id: TableId, level: u32) -> Result<Box<dyn TableBuilder>> {
+        builder::HybridBuilder::start(self.shared.clone(), id, level).await
     }
 
     async fn open_table(&self, meta: &TableMeta) -> Result<Arc<dyn Table>> {
@@ -271,7 +271,8 @@ impl Shared {
         let copy = async {
             let source = self.secondary.open_table(meta).await?;
             self.primary.delete_table(meta.id).await?;
-            let built = copy_table(self.primary.as_ref(), meta.id, source.as_ref()).await?;
+            // A table's level is not in its metadata: the copy takes level 0's encoding.
+            let built = copy_table(self.primary.as_ref(), meta.id, 0, source.as_ref()).await?;
             let same = built.entries == meta.entries
                 && built.smallest == meta.smallest
                 && built.largest == meta.largest

@@ -81,7 +81,9 @@ impl Shared {
 async fn copy(s: &Shared, meta: &TableMeta) -> Result<()> {
     let table = s.primary.open_table(meta).await?;
     let mut entries = table.scan(&cairn_common::KeyRange::all()).await?;
-    let mut b = s.secondary.create_table(meta.id).await?;
+    // The level a table was built for is not in its metadata: a late copy takes level 0's
+    // encoding (the next compaction of the table rewrites it at its own).
+    let mut b = s.secondary.create_table(meta.id, 0).await?;
     let mut chunk = Vec::with_capacity(1024);
     let res: Result<()> = async {
         while let Some(e) = entries.next().await {

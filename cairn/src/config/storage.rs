@@ -40,9 +40,13 @@ pub struct StorageSection {
     /// sstable: data block size before compression (default 4096).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_bytes: Option<usize>,
-    /// sstable: "none" or "lz4" (default none).
+    /// sstable: "none", "lz4", "zstd" or "zstd:LEVEL" (default none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compression: Option<Compression>,
+    /// sstable: the compression of each level's tables from level 0, the last entry for
+    /// the levels past the list, e.g. ["lz4", "lz4", "zstd:9"] (default: `compression`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression_per_level: Option<Vec<Compression>>,
     /// sstable: "bloom" or "none" (default bloom).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<FilterKind>,
@@ -83,6 +87,10 @@ pub struct StorageSection {
     /// parquet: zstd level (default 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zstd_level: Option<i32>,
+    /// parquet: the zstd level of each level's tables from level 0, the last entry for the
+    /// levels past the list (default: `zstd_level`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zstd_level_per_level: Option<Vec<i32>>,
     /// parquet: multipart upload part size, at least 5 MiB (default 8 MiB).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_part_bytes: Option<usize>,
@@ -118,12 +126,26 @@ fn applies(key: &str, kind: StorageKind) -> bool {
     use StorageKind::*;
     let kinds: &[StorageKind] = match key {
         "block_cache_bytes" => &[Sstable, Grpc],
-        "dir" | "block_bytes" | "compression" | "filter" | "bloom_bits_per_key" => &[Sstable],
+        "dir"
+        | "block_bytes"
+        | "compression"
+        | "compression_per_level"
+        | "filter"
+        | "bloom_bits_per_key" => &[Sstable],
         "url" | "timeout_ms" => &[Parquet, Grpc],
         "database" => &[Grpc],
-        "endpoint" | "region" | "access_key_id" | "secret_access_key" | "allow_http"
-        | "row_group_rows" | "page_bytes" | "zstd_level" | "upload_part_bytes"
-        | "page_cache_bytes" | "max_retries" => &[Parquet],
+        "endpoint"
+        | "region"
+        | "access_key_id"
+        | "secret_access_key"
+        | "allow_http"
+        | "row_group_rows"
+        | "page_bytes"
+        | "zstd_level"
+        | "zstd_level_per_level"
+        | "upload_part_bytes"
+        | "page_cache_bytes"
+        | "max_retries" => &[Parquet],
         _ => &[Hybrid],
     };
     kinds.contains(&kind)
@@ -151,6 +173,7 @@ impl StorageSection {
             dir,
             block_bytes,
             compression,
+            compression_per_level,
             filter,
             bloom_bits_per_key,
             block_cache_bytes,
@@ -163,6 +186,7 @@ impl StorageSection {
             row_group_rows,
             page_bytes,
             zstd_level,
+            zstd_level_per_level,
             upload_part_bytes,
             page_cache_bytes,
             timeout_ms,
@@ -209,6 +233,13 @@ impl StorageSection {
         }
         if zero(self.row_group_rows) || zero(self.page_bytes) {
             return Err((key("row_group_rows"), "sizes must be greater than 0".into()));
+        }
+        let zstd = self.zstd_level.iter().map(|l| ("zstd_level", l));
+        let per_level = self.zstd_level_per_level.iter().flatten();
+        for (k, l) in zstd.chain(per_level.map(|l| ("zstd_level_per_level", l))) {
+            if !(1..=22).contains(l) {
+                return Err((key(k), format!("zstd level {l}: expected 1 to 22")));
+            }
         }
         if self.upload_part_bytes.is_some_and(|b| b < 5 << 20) {
             return Err((
@@ -276,6 +307,9 @@ impl StorageSection {
         if let Some(v) = self.compression {
             o.compression = v;
         }
+        if let Some(v) = &self.compression_per_level {
+            o.compression_per_level = v.clone();
+        }
         if let Some(v) = self.filter {
             o.filter = v;
         }
@@ -311,6 +345,7 @@ impl StorageSection {
             row_group_bytes: d.row_group_bytes,
             page_bytes: self.page_bytes.unwrap_or(d.page_bytes),
             zstd_level: self.zstd_level.unwrap_or(d.zstd_level),
+            zstd_level_per_level: self.zstd_level_per_level.clone().unwrap_or_default(),
             upload_part_bytes: self.upload_part_bytes.unwrap_or(d.upload_part_bytes),
             page_cache_bytes: self.page_cache_bytes.unwrap_or(d.page_cache_bytes),
             timeout_ms: self.timeout_ms.unwrap_or(d.timeout_ms),
@@ -345,6 +380,7 @@ impl StorageSection {
                 s.dir = Some(o.dir);
                 s.block_bytes = Some(o.block_bytes);
                 s.compression = Some(o.compression);
+                s.compression_per_level = Some(o.compression_per_level);
                 s.filter = Some(o.filter);
                 s.bloom_bits_per_key = Some(o.bloom_bits_per_key);
                 s.block_cache_bytes = Some(o.block_cache_bytes);
@@ -360,6 +396,7 @@ impl StorageSection {
                 s.row_group_rows = Some(o.row_group_rows);
                 s.page_bytes = Some(o.page_bytes);
                 s.zstd_level = Some(o.zstd_level);
+                s.zstd_level_per_level = Some(o.zstd_level_per_level);
                 s.upload_part_bytes = Some(o.upload_part_bytes);
                 s.page_cache_bytes = Some(o.page_cache_bytes);
                 s.timeout_ms = Some(o.timeout_ms);

@@ -284,6 +284,53 @@ fn the_shipped_hybrid_and_cloud_profiles_load_and_drop_inherited_sstable_keys() 
     });
 }
 
+/// Per-level codecs parse from their spelled names; a bad name or level is an error naming
+/// the key and the file, as is a parquet key on an sstable store.
+#[test]
+fn compression_per_level_is_read_and_checked() {
+    jailed(|_| {
+        let sst = |extra: &str| {
+            format!("[default]\ndata_dir = \"d\"\n[default.storage]\nkind = \"sstable\"\n{extra}")
+        };
+        let c = Config::from_toml_str(
+            &sst(
+                "compression = \"zstd\"\ncompression_per_level = [\"none\", \"lz4\", \"zstd:9\"]\n",
+            ),
+            None,
+        )
+        .unwrap();
+        let o = c.storage.sst_options(std::path::Path::new("d"));
+        assert_eq!(o.compression, cairn_filestore::Compression::Zstd(3));
+        assert_eq!(o.compression_at(0), cairn_filestore::Compression::None);
+        assert_eq!(o.compression_at(6), cairn_filestore::Compression::Zstd(9));
+        for (bad, key) in [
+            ("compression = \"zstd:23\"\n", "storage.compression"),
+            (
+                "compression_per_level = [\"lz4\", \"brotli\"]\n",
+                "storage.compression_per_level.1",
+            ),
+        ] {
+            let (err, file) = load_err(&sst(bad), "default");
+            assert_eq!(err.key.as_deref(), Some(key), "{err}");
+            assert!(err.to_string().contains(&file), "{err}");
+        }
+        let (err, _) = load_err(&sst("zstd_level_per_level = [1, 9]\n"), "default");
+        assert_eq!(
+            err.key.as_deref(),
+            Some("storage.zstd_level_per_level"),
+            "{err}"
+        );
+        let pq = "[default]\ndata_dir = \"d\"\n[default.storage]\nkind = \"parquet\"\n\
+                  zstd_level_per_level = [1, 30]\n";
+        let (err, _) = load_err(pq, "default");
+        assert_eq!(
+            err.key.as_deref(),
+            Some("storage.zstd_level_per_level"),
+            "{err}"
+        );
+    });
+}
+
 #[test]
 fn storage_keys_are_checked_against_their_kind_at_every_depth() {
     jailed(|_| {

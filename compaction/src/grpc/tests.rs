@@ -1,9 +1,9 @@
 use super::*;
 use crate::{CompactionJob, Compactor, LocalCompactor, conformance};
 use async_trait::async_trait;
-use cairn_common::{Entry, Result, TableMeta};
+use cairn_common::{Entry, KeyRange, Result, TableMeta};
 use cairn_filestore::{
-    GrpcStorage, SstOptions, SstStorage, Storage, storage_service_for, write_table,
+    GrpcStorage, SstOptions, SstStorage, Storage, read_range, storage_service_for, write_table,
 };
 use cairn_rpc::{ClientOptions, ServerHandle, ServerOptions, builder, serve};
 use std::sync::Arc;
@@ -144,6 +144,59 @@ async fn inputs(storage: &dyn Storage) -> CompactionJob {
         target_table_bytes: 1 << 20,
         ..CompactionJob::default()
     }
+}
+
+/// A worker writes its outputs with its own store's codec for the job's output level (zstd
+/// where the compute node writes none): it spends the CPU, the compute node reads the
+/// smaller tables as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_writes_each_level_with_its_own_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = sst(dir.path());
+    let mut heavy = SstOptions::new(dir.path());
+    heavy.compression_per_level = vec![
+        cairn_filestore::Compression::None,
+        cairn_filestore::Compression::Zstd(9),
+    ];
+    let worker: Arc<dyn Storage> = Arc::new(SstStorage::open(heavy).unwrap());
+    let server = start_compaction(Arc::new(LocalCompactor::new(worker))).await;
+    let remote = GrpcCompactor::new(opts(server.url()), None).unwrap();
+    let rows: Vec<Entry> = (0..4000u32)
+        .map(|i| {
+            Entry::put(
+                format!("row{i:06}"),
+                1,
+                format!("state={} ", i % 5).repeat(12),
+            )
+        })
+        .collect();
+    let input = write_table(storage.as_ref(), 1, &rows).await.unwrap();
+    let job = |output_level, first| CompactionJob {
+        inputs: vec![input.clone()],
+        output_level,
+        output_ids: (first..first + 4).collect(),
+        oldest_snapshot: 10,
+        target_table_bytes: 64 << 20,
+        ..CompactionJob::default()
+    };
+    let same = remote.compact(job(0, 10)).await.unwrap();
+    let lower = remote.compact(job(2, 20)).await.unwrap();
+    assert_eq!(
+        same[0].size, input.size,
+        "level 0 takes none, as the input was written"
+    );
+    assert!(
+        lower[0].size * 4 < input.size,
+        "{} against {}",
+        lower[0].size,
+        input.size
+    );
+    let t = storage.open_table(&lower[0]).await.unwrap();
+    assert_eq!(
+        read_range(t.as_ref(), &KeyRange::all()).await.unwrap(),
+        rows
+    );
+    server.stop().await.unwrap();
 }
 
 /// A URL where nothing listens.

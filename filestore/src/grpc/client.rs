@@ -63,7 +63,7 @@ pub(super) fn client(rpc: &RpcClient) -> StorageClient<RpcChannel> {
 
 #[async_trait]
 impl Storage for GrpcStorage {
-    async fn create_table(&self, id: TableId) -> Result<Box<dyn TableBuilder>> {
+    async fn create_table(&self, id: TableId, level: u32) -> Result<Box<dyn TableBuilder>> {
         let (tx, rx) = mpsc::channel::<WriteRequest>(4);
         let mut c = client(&self.rpc);
         // No deadline on the stream: it lasts as long as the flush or compaction feeding it.
@@ -87,6 +87,7 @@ impl Storage for GrpcStorage {
             id,
             block: None,
             finish: false,
+            level,
         })
         .await?;
         Ok(Box::new(b))
@@ -244,6 +245,7 @@ impl GrpcBuilder {
             id: 0,
             block,
             finish,
+            level: 0,
         })
         .await
     }

@@ -94,7 +94,10 @@ impl StorageRpc for StorageService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty table stream"))?;
-        let mut builder = storage.create_table(first.id).await.map_err(status)?;
+        let mut builder = storage
+            .create_table(first.id, first.level)
+            .await
+            .map_err(status)?;
         let mut next = Some(first);
         let fed: Result<(), Status> = async {
             while let Some(msg) = next.take() {

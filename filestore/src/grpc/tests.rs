@@ -77,6 +77,42 @@ async fn conformance_over_grpc_on_parquet_without_blocks_and_without_a_cache() {
     server.stop().await.unwrap();
 }
 
+/// The level a client writes a table for reaches the server's store, which encodes it with
+/// that level's codec (here none at level 0, zstd below): the server is where CPU is spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_encodes_each_level_with_its_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = SstOptions::new(dir.path());
+    o.compression_per_level = vec![crate::Compression::None, crate::Compression::Zstd(6)];
+    let server = start(
+        Arc::new(SstStorage::open(o).unwrap()),
+        ServerOptions::default(),
+    )
+    .await;
+    let remote = GrpcStorage::new(client_opts(server.url()), 0).unwrap();
+    let written = entries(3000);
+    let top = crate::write_table_from(&remote, 1, 0, written.iter().cloned())
+        .await
+        .unwrap();
+    let bottom = crate::write_table_from(&remote, 2, 4, written.iter().cloned())
+        .await
+        .unwrap();
+    assert!(
+        bottom.size * 4 < top.size,
+        "{} against {}",
+        bottom.size,
+        top.size
+    );
+    let t = remote.open_table(&bottom).await.unwrap();
+    assert_eq!(
+        crate::read_range(t.as_ref(), &KeyRange::all())
+            .await
+            .unwrap(),
+        written
+    );
+    server.stop().await.unwrap();
+}
+
 fn entries(n: usize) -> Vec<Entry> {
     (0..n)
         .map(|i| Entry::put(format!("key{i:06}"), 1, vec![b'v'; 100]))
@@ -118,16 +154,16 @@ async fn a_table_stream_that_breaks_off_leaves_no_table() {
     let local = sst(dir.path());
     let server = start(local.clone(), ServerOptions::default()).await;
     let remote = GrpcStorage::new(client_opts(server.url()), 0).unwrap();
-    let mut b = remote.create_table(3).await.unwrap();
+    let mut b = remote.create_table(3, 0).await.unwrap();
     b.add(&entries(5000)).await.unwrap();
     drop(b); // neither finish nor abandon: a client that died mid-flush
-    let mut b = remote.create_table(4).await.unwrap();
+    let mut b = remote.create_table(4, 0).await.unwrap();
     b.add(&entries(10)).await.unwrap();
     b.abandon().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(local.list_tables().await.unwrap(), Vec::<u64>::new());
     // Out of order is refused at the add, before anything crosses the wire.
-    let mut b = remote.create_table(5).await.unwrap();
+    let mut b = remote.create_table(5, 0).await.unwrap();
     let mut bad = entries(3);
     bad.reverse();
     assert!(b.add(&bad).await.is_err());
@@ -165,6 +201,7 @@ async fn malformed_and_oversized_requests_get_errors_and_the_server_lives_on() {
             id: 1,
             block: None,
             finish: false,
+            level: 0,
         },
         WriteRequest {
             id: 0,
@@ -177,6 +214,7 @@ async fn malformed_and_oversized_requests_get_errors_and_the_server_lives_on() {
                 }],
             }),
             finish: true,
+            level: 0,
         },
     ];
     let err = raw
@@ -188,6 +226,7 @@ async fn malformed_and_oversized_requests_get_errors_and_the_server_lives_on() {
         id: 2,
         block: Some(cairn_rpc::encode_entries(&entries(2000))),
         finish: true,
+        level: 0,
     }];
     let err = raw
         .create_table(futures::stream::iter(huge))
@@ -226,7 +265,7 @@ async fn a_table_stream_may_outlast_the_call_deadline() {
     let mut opts = client_opts(server.url());
     opts.timeout = Duration::from_millis(400);
     let remote = GrpcStorage::new(opts, 1 << 20).unwrap();
-    let mut b = remote.create_table(7).await.unwrap();
+    let mut b = remote.create_table(7, 0).await.unwrap();
     for i in 0..8u32 {
         let e = Entry {
             key: Bytes::from(format!("k{i:03}")),

@@ -45,6 +45,9 @@ pub struct ParquetOptions {
     /// Target size of a data page, the unit the page index prunes within a row group.
     pub page_bytes: usize,
     pub zstd_level: i32,
+    /// The zstd level of tables written for each level of the tree, from level 0; levels
+    /// past the list take its last entry. Empty: every level takes `zstd_level`.
+    pub zstd_level_per_level: Vec<i32>,
     /// Bytes buffered before an upload switches to a multipart upload, and the part size.
     pub upload_part_bytes: usize,
     /// Decoded pages kept in memory for point lookups; 0 disables the cache.
@@ -55,6 +58,15 @@ pub struct ParquetOptions {
 }
 
 impl ParquetOptions {
+    /// The zstd level of a table written for `level` of the tree.
+    pub fn zstd_level_at(&self, level: u32) -> i32 {
+        let last = self.zstd_level_per_level.len().saturating_sub(1);
+        self.zstd_level_per_level
+            .get((level as usize).min(last))
+            .copied()
+            .unwrap_or(self.zstd_level)
+    }
+
     /// Where the tables are and how to reach them.
     pub fn store_options(&self) -> ObjectStoreOptions {
         ObjectStoreOptions {
@@ -83,6 +95,7 @@ impl Default for ParquetOptions {
             row_group_bytes: 128 << 20,
             page_bytes: 64 * 1024,
             zstd_level: 1,
+            zstd_level_per_level: Vec::new(),
             upload_part_bytes: 8 << 20,
             page_cache_bytes: 64 << 20,
             timeout_ms: 30_000,
@@ -210,12 +223,13 @@ pub(crate) fn store_error(
 
 #[async_trait]
 impl Storage for ParquetStorage {
-    async fn create_table(&self, id: TableId) -> Result<Box<dyn TableBuilder>> {
+    async fn create_table(&self, id: TableId, level: u32) -> Result<Box<dyn TableBuilder>> {
         Ok(Box::new(writer::ParquetBuilder::new(
             id,
             self.table_path(id),
             self.loc.clone(),
             &self.opts,
+            level,
         )?))
     }
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::{conformance, read_range, write_table};
+use crate::{conformance, read_range, write_table, write_table_from};
 use bytes::Bytes;
 use cairn_common::{Entry, KeyRange};
 use cairn_testkit::S3Endpoint;
@@ -67,6 +67,43 @@ fn entries(n: u32) -> Vec<Entry> {
         .collect()
 }
 
+/// Each level's tables take its zstd level; both read back the same.
+#[tokio::test]
+async fn each_level_takes_its_zstd_level() {
+    let s = ParquetStorage::open(ParquetOptions {
+        zstd_level_per_level: vec![1, 19],
+        ..small("memory://per-level".into())
+    })
+    .unwrap();
+    let mut noise = cairn_testkit::Noise::new(7);
+    let written: Vec<Entry> = (0..20_000u32)
+        .map(|i| {
+            let mut v = noise.bytes(8, true);
+            v.extend_from_slice(format!("status=ok region={} tier={}", i % 7, i % 3).as_bytes());
+            Entry::put(format!("k{i:08}"), 1, v)
+        })
+        .collect();
+    let light = write_table_from(&s, 1, 0, written.iter().cloned())
+        .await
+        .unwrap();
+    let heavy = write_table_from(&s, 2, 3, written.iter().cloned())
+        .await
+        .unwrap();
+    assert!(
+        heavy.size < light.size,
+        "{} against {}",
+        heavy.size,
+        light.size
+    );
+    for meta in [light, heavy] {
+        let t = s.open_table(&meta).await.unwrap();
+        assert_eq!(
+            read_range(t.as_ref(), &KeyRange::all()).await.unwrap(),
+            written
+        );
+    }
+}
+
 #[tokio::test]
 async fn lookups_read_one_row_group_and_few_pages() {
     let s = ParquetStorage::open(small("memory://pruning".into())).unwrap();
@@ -110,7 +147,7 @@ async fn big_tables_upload_in_parts_and_an_abandoned_upload_leaves_nothing() {
     let t = s.open_table(&meta).await.unwrap();
     assert_eq!(t.get(b"k00069999", 1).await.unwrap().unwrap(), big[69_999]);
 
-    let mut b = s.create_table(8).await.unwrap();
+    let mut b = s.create_table(8, 0).await.unwrap();
     b.add(&big).await.unwrap();
     b.abandon().await.unwrap();
     assert_eq!(s.list_tables().await.unwrap(), vec![7]);

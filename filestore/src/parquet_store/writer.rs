@@ -62,10 +62,10 @@ pub(crate) struct ParquetBuilder {
     shut: bool,
 }
 
-fn properties(opts: &ParquetOptions) -> Result<WriterProperties> {
-    let level = ZstdLevel::try_new(opts.zstd_level).map_err(|e| {
-        Error::InvalidArgument(format!("parquet: zstd_level {}: {e}", opts.zstd_level))
-    })?;
+fn properties(opts: &ParquetOptions, level: u32) -> Result<WriterProperties> {
+    let zstd = opts.zstd_level_at(level);
+    let level = ZstdLevel::try_new(zstd)
+        .map_err(|e| Error::InvalidArgument(format!("parquet: zstd level {zstd}: {e}")))?;
     let unique = |name: &str| ColumnPath::from(name);
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
@@ -128,11 +128,12 @@ impl ParquetBuilder {
         path: Path,
         loc: Arc<Location>,
         opts: &ParquetOptions,
+        level: u32,
     ) -> Result<Self> {
         let err = |e: parquet::errors::ParquetError| {
             store_error(&opts.url, format_args!("table {id}"), e)
         };
-        let options = ArrowWriterOptions::new().with_properties(properties(opts)?);
+        let options = ArrowWriterOptions::new().with_properties(properties(opts, level)?);
         let (file, factory) =
             ArrowWriter::try_new_with_options(Vec::new(), schema::table_schema(), options)
                 .and_then(|w| w.into_serialized_writer())
