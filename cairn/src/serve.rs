@@ -2,7 +2,7 @@
 //! storage, or a whole engine as a shard) served over gRPC, for engines whose profile names
 //! it `kind = "grpc"` and for routers whose `[router]` lists it as a grpc shard.
 
-use crate::config::{Config, JournalKind, ShardKind, StorageKind};
+use crate::config::{Config, JournalKind, ShardKind, StorageKind, shard_dir_name};
 use crate::wiring;
 use cairn_common::{Error, Result};
 use cairn_compaction::{Compactor, DEFAULT_SLOTS, LocalCompactor, compaction_service_for};
@@ -123,11 +123,22 @@ async fn close(
 }
 
 /// The part of a server's profile that holds database `name`: the profile itself for the
-/// `default` database (where a single-database server always kept it), else the same
-/// components under `<data_dir>/db/<name>`.
+/// `default` database (where a single-database server always kept it); for `shard-<i>` of
+/// a profile whose router lists shard `i`, that shard's part, where its engine keeps it (so
+/// compaction workers started with the profile of a sharded layout on the same disk serve
+/// its shards); else the same components under `<data_dir>/db/<name>`.
 fn database_config(config: &Config, name: &str) -> Config {
     if name == DEFAULT_DATABASE {
         return config.clone();
+    }
+    let shard = name
+        .strip_prefix("shard-")
+        .and_then(|i| i.parse::<u32>().ok());
+    if let (Some(r), Some(i)) = (&config.router, shard)
+        && (i as usize) < r.shards.len()
+        && shard_dir_name(i) == name
+    {
+        return config.shard_config(i);
     }
     let sub = format!("db/{name}");
     let mut c = config.shard_config_in(&sub);

@@ -492,3 +492,129 @@ async fn a_pool_loses_nothing_to_a_killed_a_stopped_or_a_terminated_worker() {
             .status();
     }
 }
+
+/// Three real compaction workers serve every shard of a sharded router at once (each shard
+/// names its own database on them and cuts its jobs into three parts). One worker is killed
+/// (SIGKILL) while it holds a part, then another is stopped (SIGSTOP): each time every
+/// shard's compaction completes on the workers left, every key reads back, and once the
+/// grace period has passed each shard's directory holds that shard's tables only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_serve_every_shard_and_lose_nothing_to_a_kill_or_a_stop() {
+    use futures::TryStreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The sharded layout; its workers run with the same profile, on the same disk: a job
+    // names its shard's database, which the profile places where the shard keeps it.
+    let layout = format!(
+        "[default]\ndata_dir = \"{}\"\n\
+         [default.router]\nshards = [{{ kind = \"local\" }}, {{ kind = \"local\" }}, {{ kind = \"local\" }}]\n\
+         [default.engine]\ntable_grace_ms = 300\n",
+        data.display()
+    );
+    let node = dir.path().join("sharded.toml");
+    std::fs::write(&node, &layout).unwrap();
+    let worker = || {
+        serve(
+            &node,
+            "compaction",
+            "127.0.0.1:0",
+            &[("CAIRN_COMPACTION__SLOTS", "1")],
+        )
+    };
+    let mut workers = [worker(), worker(), worker()];
+    let urls: Vec<String> = workers.iter().map(|w| format!("\"{}\"", w.url)).collect();
+    let config = Config::from_toml_str(
+        &format!(
+            "{layout}[default.compaction]\nkind = \"grpc\"\nurls = [{}]\n\
+             fallback = \"none\"\ntimeout_ms = 1000\nsubcompactions = 3\n\
+             target_table_bytes = 131072\n",
+            urls.join(", ")
+        ),
+        None,
+    )
+    .unwrap();
+    let router = Arc::new(cairn::open_router(&config).await.unwrap());
+    let value = Bytes::from(vec![b'v'; 200]);
+    let keys = 90_000u32;
+    let entries = (0..keys).map(|i| Ok((Bytes::from(format!("k{i:06}")), value.clone())));
+    router.import(futures::stream::iter(entries)).await.unwrap();
+    router.compact().await.unwrap();
+    let shard_dirs: Vec<_> = (0..3)
+        .map(|i| data.join(format!("shard-{i}/tables")))
+        .collect();
+    let files = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "sst")
+            })
+            .count()
+    };
+    let stored = || shard_dirs.iter().map(|d| files(d)).sum::<usize>();
+
+    type Signal = fn(&mut support::Served);
+    let signals: [(&str, Signal); 2] = [("SIGKILL", |w| w.kill()), ("SIGSTOP", |w| w.pause())];
+    let mut hit = Vec::new();
+    for (name, send) in signals {
+        let before = stored();
+        let compacting = tokio::spawn({
+            let router = router.clone();
+            async move { router.compact().await }
+        });
+        // A worker that holds a part of some shard's job now, and that no earlier round hit.
+        let victim = loop {
+            let placed: Vec<String> = router
+                .stats()
+                .await
+                .into_iter()
+                .filter_map(|s| s.stats.ok()?.compacting)
+                .flat_map(|c| c.parts.into_iter().flatten())
+                .collect();
+            if let Some(url) = placed.into_iter().find(|u| !hit.contains(u)) {
+                break url;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        // Once some parts have sealed outputs, so that the victim leaves some behind.
+        while stored() < before + 6 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let w = workers.iter_mut().find(|w| w.url == victim).unwrap();
+        send(w);
+        hit.push(victim.clone());
+        compacting
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("the compactions after {name} to {victim}: {e}"));
+        let read: Vec<(Bytes, Bytes)> = router
+            .scan(KeyRange::all(), None)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(read.len(), keys as usize, "after {name}");
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        for (i, s) in router.stats().await.into_iter().enumerate() {
+            let live = s.stats.unwrap().table_count();
+            assert_eq!(
+                files(&shard_dirs[i]),
+                live,
+                "after {name}: shard {i}'s directory holds its tables only"
+            );
+        }
+    }
+    let router = Arc::try_unwrap(router).ok().unwrap();
+    router.close().await.unwrap();
+    for w in &workers {
+        // The stopped one, so that it can be killed (the killed one is gone).
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(w.child.id().to_string())
+            .status();
+    }
+}
