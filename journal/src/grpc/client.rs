@@ -2,6 +2,10 @@
 //! flight at once and the server's group commit sees them together. A broken stream fails the
 //! appends waiting on it (their outcome is unknown to the caller, as with any lost reply) and
 //! the next append opens a new one. Replay and truncate are idempotent and retried.
+//!
+//! An append costs the caller a map entry and a one-shot channel, nothing more: the deadline
+//! of every waiting append is kept by the task that reads the acknowledgements, which fails
+//! the ones past it on a tick, where a timer per append cost more than the rest of the path.
 
 use super::pb::journal_client::JournalClient;
 use super::pb::{
@@ -16,10 +20,19 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Code, Status};
 
-type Waiters = Mutex<HashMap<u64, oneshot::Sender<Result<Lsn, Status>>>>;
+/// An append waiting for its acknowledgement, and since when.
+struct Waiter {
+    done: oneshot::Sender<Result<Lsn, Status>>,
+    since: Instant,
+}
+
+/// Ids are a counter: a multiplicative hash spreads them, where SipHash would cost more
+/// than the rest of an append's bookkeeping.
+type Waiters = Mutex<HashMap<u64, Waiter, rustc_hash::FxBuildHasher>>;
 
 /// One open append stream.
 struct Pipe {
@@ -87,7 +100,12 @@ impl GrpcJournal {
                 .into_inner();
         let waiting: Arc<Waiters> = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
-        tokio::spawn(read_acks(responses, waiting.clone(), alive.clone()));
+        tokio::spawn(read_acks(
+            responses,
+            waiting.clone(),
+            alive.clone(),
+            self.rpc.opts.timeout,
+        ));
         let p = Arc::new(Pipe { tx, waiting, alive });
         *self.pipe.write() = Some(p.clone());
         Ok(p)
@@ -116,14 +134,25 @@ fn batches(
     })
 }
 
-/// Hands each acknowledgement to its waiter; when the stream ends, fails those still waiting.
+/// Hands each acknowledgement to its waiter, and fails the appends that waited past
+/// `timeout` (checked every quarter of it); when the stream ends, fails those still waiting.
 async fn read_acks(
     mut responses: tonic::Streaming<AppendAcks>,
     waiting: Arc<Waiters>,
     alive: Arc<AtomicBool>,
+    timeout: Duration,
 ) {
+    let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end = loop {
-        match responses.message().await {
+        let message = tokio::select! {
+            m = responses.message() => m,
+            _ = tick.tick() => {
+                expire(&waiting, timeout);
+                continue;
+            }
+        };
+        match message {
             Ok(Some(batch)) => {
                 let mut waiting = waiting.lock();
                 for r in batch.acks {
@@ -133,7 +162,7 @@ async fn read_acks(
                         Err(Status::new(Code::from(r.error_code as i32), r.error))
                     };
                     if let Some(w) = waiting.remove(&r.id) {
-                        let _ = w.send(result);
+                        let _ = w.done.send(result);
                     }
                 }
             }
@@ -143,13 +172,31 @@ async fn read_acks(
     };
     alive.store(false, Ordering::Release);
     for (_, w) in waiting.lock().drain() {
-        let _ = w.send(Err(Status::new(
+        let _ = w.done.send(Err(Status::new(
             end.code(),
             format!(
                 "append stream broke before the record was acknowledged; it may or may not be durable: {}",
                 end.message()
             ),
         )));
+    }
+}
+
+/// Fails the appends that have waited longer than `timeout` for their acknowledgement.
+fn expire(waiting: &Waiters, timeout: Duration) {
+    let now = Instant::now();
+    let mut waiting = waiting.lock();
+    let late: Vec<u64> = waiting
+        .iter()
+        .filter(|(_, w)| now.duration_since(w.since) >= timeout)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in late {
+        if let Some(w) = waiting.remove(&id) {
+            let _ = w
+                .done
+                .send(Err(Status::deadline_exceeded("no acknowledgement")));
+        }
     }
 }
 
@@ -184,7 +231,8 @@ impl Journal for GrpcJournal {
         let pipe = self.pipe().await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (done, ack) = oneshot::channel();
-        pipe.waiting.lock().insert(id, done);
+        let since = Instant::now();
+        pipe.waiting.lock().insert(id, Waiter { done, since });
         if pipe
             .tx
             .send(AppendRequest {
@@ -201,18 +249,12 @@ impl Journal for GrpcJournal {
                 .rpc
                 .error("append", Status::unavailable("the append stream is closed")));
         }
-        match tokio::time::timeout(self.rpc.opts.timeout, ack).await {
-            Ok(Ok(Ok(lsn))) => Ok(lsn),
-            Ok(Ok(Err(s))) => Err(self.rpc.error("append", s)),
-            Ok(Err(_)) => Err(self
+        match ack.await {
+            Ok(Ok(lsn)) => Ok(lsn),
+            Ok(Err(s)) => Err(self.rpc.error("append", s)),
+            Err(_) => Err(self
                 .rpc
                 .error("append", Status::unavailable("the append stream dropped"))),
-            Err(_) => {
-                pipe.waiting.lock().remove(&id);
-                Err(self
-                    .rpc
-                    .error("append", Status::deadline_exceeded("no acknowledgement")))
-            }
         }
     }
 

@@ -341,3 +341,43 @@ async fn health_is_serving_then_not_serving_at_shutdown() {
     drop(watch);
     stopping.await.unwrap().unwrap();
 }
+
+/// A server that stops answering (a stopped process, a partition) fails each waiting append
+/// with "no acknowledgement" once its deadline passes, and the journal works again once the
+/// server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_to_a_server_that_stopped_answering_fail_at_their_deadline() {
+    let server = start(Arc::new(MemoryJournal::new()), ServerOptions::default()).await;
+    let proxy = cairn_testkit::FreezableProxy::start(server.addr).await;
+    let mut o = client(proxy.url());
+    o.timeout = Duration::from_millis(300);
+    let remote = Arc::new(GrpcJournal::new(o).unwrap());
+    remote.append(0, Bytes::from("before")).await.unwrap();
+    proxy.freeze(true);
+    let waiting: Vec<_> = (0..8)
+        .map(|i| {
+            let remote = remote.clone();
+            tokio::spawn(async move { remote.append(0, Bytes::from(format!("r{i}"))).await })
+        })
+        .collect();
+    for w in waiting {
+        let err = tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .expect("the append ends by itself")
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no acknowledgement"), "{err}");
+    }
+    proxy.freeze(false);
+    let mut answered = false;
+    for _ in 0..50 {
+        if remote.append(0, Bytes::from("after")).await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "appends succeed again once the server answers");
+    server.stop().await.unwrap();
+}
