@@ -421,7 +421,7 @@ fn the_shipped_remote_profiles_load_with_grpc_kinds_and_drop_inherited_local_key
             (cs.kind, cs.url.as_deref()),
             (StorageKind::Grpc, Some("http://127.0.0.1:10002"))
         );
-        for mixed in ["remote-journal", "remote-compaction"] {
+        for mixed in ["remote-journal", "remote-compaction", "remote-tables"] {
             Config::load(&path, Some(mixed)).unwrap();
         }
     });
