@@ -48,7 +48,7 @@ impl RocksTarget {
         o.set_compression_type(kind(s.compression));
         if !s.compression_per_level.is_empty() {
             o.set_compression_per_level(
-                &(0..c.levels)
+                &(0..c.levels as u32)
                     .map(|l| kind(s.compression_at(l)))
                     .collect::<Vec<_>>(),
             );
