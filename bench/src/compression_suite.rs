@@ -98,10 +98,7 @@ pub async fn run(
     keys: u64,
     value_size: usize,
 ) -> Result<Vec<CompressionResult>> {
-    let mut c = config.clone();
-    c.data_dir = base.join("db");
-    c.journal.dir = None;
-    c.storage.dir = None;
+    let mut c = crate::loaded::in_base(config, base);
     c.storage.compression = Some(Compression::None);
     c.storage.compression_per_level = None;
     let router = cairn::open_router(&c)

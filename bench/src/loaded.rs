@@ -10,11 +10,17 @@ pub fn key(i: u64) -> Bytes {
     Bytes::from(format!("key{i:012}"))
 }
 
-pub async fn loaded(config: &Config, base: &Path, keys: u64, value_size: usize) -> Result<Router> {
+/// `config` with its database in `base/db`, where every suite keeps the one it loads.
+pub fn in_base(config: &Config, base: &Path) -> Config {
     let mut c = config.clone();
     c.data_dir = base.join("db");
     c.journal.dir = None;
     c.storage.dir = None;
+    c
+}
+
+pub async fn loaded(config: &Config, base: &Path, keys: u64, value_size: usize) -> Result<Router> {
+    let c = in_base(config, base);
     let router = cairn::open_router(&c)
         .await
         .context("opening the database")?;

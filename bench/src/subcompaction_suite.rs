@@ -44,10 +44,7 @@ pub async fn run(
     router.close().await?;
     let mut results: Vec<SubcompactionResult> = Vec::new();
     for workers in 1..=3usize {
-        let mut c = config.clone();
-        c.data_dir = base.join("db");
-        c.journal.dir = None;
-        c.storage.dir = None;
+        let mut c = crate::loaded::in_base(config, base);
         c.compaction.slots = Some(1);
         let mut servers = Vec::new();
         for _ in 0..workers {
