@@ -208,17 +208,24 @@ impl Storage for SstStorage {
                 .truncate(true)
                 .open(&tmp)
         };
-        let file = match create() {
-            // A store reached by reference is made by its first table.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                cairn_common::durable::create_dir_durably(&self.opts.dir)?;
-                create()
+        let file = loop {
+            let file = match create() {
+                // A store reached by reference is made by its first table.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    cairn_common::durable::create_dir_durably(&self.opts.dir)?;
+                    create()
+                }
+                file => file,
             }
-            file => file,
-        }
-        .at(&tmp)?;
-        // Held until the file is closed: tells another store's sweep the build is alive.
-        file.lock().at(&tmp)?;
+            .at(&tmp)?;
+            // Held until the file is closed: tells another store's sweep the build is alive.
+            file.lock().at(&tmp)?;
+            // A sweep may have taken the file between its creation and the lock (it was not
+            // locked yet): then the name is gone or someone else's, and the build starts over.
+            if still_named(&file, &tmp)? {
+                break file;
+            }
+        };
         Ok(Box::new(SstBuilder {
             id,
             path,
@@ -295,6 +302,17 @@ impl Storage for SstStorage {
             cache: self.cache.clone(),
             manifests,
         }))
+    }
+}
+
+/// Whether `path` still names the open `file`.
+fn still_named(file: &File, path: &std::path::Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = file.metadata().at(path)?;
+    match std::fs::metadata(path) {
+        Ok(named) => Ok(named.dev() == held.dev() && named.ino() == held.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(path, e)),
     }
 }
 
