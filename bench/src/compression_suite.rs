@@ -10,8 +10,7 @@
 use crate::loaded::key;
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use cairn::serve::Component;
-use cairn::{CompactionKind, Compression, Config, KeyRange};
+use cairn::{Compression, Config, KeyRange};
 use futures::TryStreamExt;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -112,25 +111,10 @@ pub async fn run(
     for codec in CODECS {
         let mut worker = c.clone();
         worker.storage.compression_per_level = Some(vec![codec]);
-        worker.compaction.slots = Some(1);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let server = cairn::serve::start(
-            &worker,
-            Component::Compaction,
-            listener,
-            std::future::pending(),
-        )
-        .await
-        .context("starting a compaction server")?;
-        let mut db = c.clone();
-        db.compaction.kind = CompactionKind::Grpc;
-        db.compaction.url = Some(server.url());
-        db.compaction.urls = Vec::new();
+        let servers = crate::workers::start(&worker, 1).await?;
+        let db = crate::workers::pooled(&c, &servers);
         let router = cairn::open_router(&db).await.context("reopening")?;
-        let (t, cpu) = (Instant::now(), crate::measure::cpu_seconds());
-        router.compact().await?;
-        let compaction_seconds = t.elapsed().as_secs_f64();
-        let cpu_seconds = crate::measure::cpu_seconds() - cpu;
+        let (compaction_seconds, cpu_seconds) = crate::workers::timed_compaction(&router).await?;
         let bytes = crate::loaded::table_bytes(&router).await;
         let t = Instant::now();
         let scanned: u64 = router
@@ -141,7 +125,7 @@ pub async fn run(
         let scan_seconds = t.elapsed().as_secs_f64();
         anyhow::ensure!(scanned == keys, "scanned {scanned} rows of {keys}");
         router.close().await?;
-        server.stop().await?;
+        crate::workers::stop(servers).await?;
         let (raw, raw_cpu) = results
             .first()
             .map_or((bytes, cpu_seconds), |r| (r.bytes, r.cpu_seconds));

@@ -21,6 +21,7 @@ mod subcompaction_suite;
 mod takeover_suite;
 mod target;
 mod transaction_suite;
+mod workers;
 mod workload;
 
 use anyhow::{Context, Result, bail};

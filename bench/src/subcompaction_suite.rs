@@ -9,12 +9,10 @@
 
 use crate::loaded::loaded;
 use anyhow::{Context, Result};
-use cairn::serve::Component;
-use cairn::{CompactionKind, Config};
+use cairn::Config;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Instant;
 
 #[derive(Debug, Serialize)]
 pub struct SubcompactionResult {
@@ -44,27 +42,13 @@ pub async fn run(
     router.close().await?;
     let mut results: Vec<SubcompactionResult> = Vec::new();
     for workers in 1..=3usize {
-        let mut c = crate::loaded::in_base(config, base);
-        c.compaction.slots = Some(1);
-        let mut servers = Vec::new();
-        for _ in 0..workers {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            servers.push(
-                cairn::serve::start(&c, Component::Compaction, listener, std::future::pending())
-                    .await
-                    .context("starting a compaction server")?,
-            );
-        }
-        c.compaction.kind = CompactionKind::Grpc;
-        c.compaction.url = None;
-        c.compaction.urls = servers.iter().map(|s| s.url()).collect();
+        let c = crate::loaded::in_base(config, base);
+        let servers = crate::workers::start(&c, workers).await?;
+        let mut c = crate::workers::pooled(&c, &servers);
         c.compaction.subcompactions = workers;
         let router = cairn::open_router(&c).await.context("reopening")?;
         let bytes = crate::loaded::table_bytes(&router).await;
-        let (t, cpu) = (Instant::now(), crate::measure::cpu_seconds());
-        router.compact().await?;
-        let seconds = t.elapsed().as_secs_f64();
-        let cpu_seconds = crate::measure::cpu_seconds() - cpu;
+        let (seconds, cpu_seconds) = crate::workers::timed_compaction(&router).await?;
         let (split, parts) = router
             .stats()
             .await
@@ -74,9 +58,7 @@ pub async fn run(
                 (a + s.split_compactions, b + s.subcompactions)
             });
         router.close().await?;
-        for s in servers {
-            s.stop().await?;
-        }
+        crate::workers::stop(servers).await?;
         let one = results.first().map_or(seconds, |r| r.seconds);
         results.push(SubcompactionResult {
             profile: profile.to_string(),
