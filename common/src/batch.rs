@@ -132,12 +132,21 @@ impl WriteBatch {
     /// that the writer ever showed was journaled before this one, so a replica that has
     /// applied the journal up to here may show everything up to the mark.
     pub fn encode(&self, first_seq: SeqNo, mark: SeqNo) -> Bytes {
-        let mut out = Vec::with_capacity(21 + self.bytes + self.ops.len() * 9);
+        Self::encode_group(&[self], first_seq, mark)
+    }
+
+    /// Encodes `batches` as one record, as if they were one batch of their operations in
+    /// order, numbered from `first_seq`: a write group's leader journals its group so.
+    pub fn encode_group(batches: &[&WriteBatch], first_seq: SeqNo, mark: SeqNo) -> Bytes {
+        let (bytes, count) = batches
+            .iter()
+            .fold((0, 0), |(b, n), w| (b + w.bytes, n + w.ops.len()));
+        let mut out = Vec::with_capacity(21 + bytes + count * 9);
         out.push(BATCH_FORMAT);
         out.extend_from_slice(&first_seq.to_le_bytes());
-        out.extend_from_slice(&(self.ops.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(count as u32).to_le_bytes());
         out.extend_from_slice(&mark.to_le_bytes());
-        for op in &self.ops {
+        for op in batches.iter().flat_map(|b| &b.ops) {
             out.push(op.kind.as_u8());
             out.extend_from_slice(&(op.key.len() as u32).to_le_bytes());
             out.extend_from_slice(&op.key);
@@ -223,6 +232,23 @@ mod tests {
         let (seq, mark, back) = WriteBatch::decode_marked(&enc).unwrap();
         assert_eq!((seq, mark), (42, 40));
         assert_eq!(back, b);
+    }
+
+    #[test]
+    fn a_group_reads_back_as_one_batch_of_its_operations() {
+        let (mut a, mut b) = (WriteBatch::new(), WriteBatch::new());
+        a.put("a", "1").delete("b");
+        b.delete_range("c", "f").merge("m", "+");
+        let enc = WriteBatch::encode_group(&[&a, &b], 42, 40);
+        let (seq, mark, back) = WriteBatch::decode_marked(&enc).unwrap();
+        assert_eq!((seq, mark), (42, 40));
+        let mut whole = WriteBatch::new();
+        whole
+            .put("a", "1")
+            .delete("b")
+            .delete_range("c", "f")
+            .merge("m", "+");
+        assert_eq!(back, whole);
     }
 
     /// Format 1, written before marks, reads with mark 0.

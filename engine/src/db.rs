@@ -828,6 +828,7 @@ pub(crate) fn assemble(p: Parts) -> Arc<Inner> {
         p.comps.memtables.clone(),
         p.opts.memtable_bytes,
         p.opts.max_immutable_memtables,
+        p.opts.write_groups_in_flight,
     );
     Arc::new(Inner {
         dir: p.dir,

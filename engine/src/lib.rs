@@ -29,6 +29,7 @@ mod stats;
 mod transaction;
 mod version;
 mod version_set;
+mod write_group;
 mod write_path;
 
 pub use checkpoint::CheckpointInfo;

@@ -12,6 +12,11 @@ pub struct EngineOptions {
     /// Frozen memtables waiting for flush; when the queue is full and the active memtable is
     /// full too, writes wait for a flush instead of growing memory without bound.
     pub max_immutable_memtables: usize,
+    /// Write groups in the journal at once (`write_group`): writers that arrive while these
+    /// are out queue, and the oldest of them leads the next group when one returns. 1 makes
+    /// the largest groups; 2 lets the next group reach a journal that commits in groups (a
+    /// synced file, a journal server) while the one before it syncs.
+    pub write_groups_in_flight: usize,
     /// Writes wait while L0 holds this many tables, until compaction catches up.
     pub l0_stop_writes: usize,
     /// Threads of the background runtime that runs flushes and compactions. 0: no runtime
@@ -61,6 +66,7 @@ impl Default for EngineOptions {
         EngineOptions {
             memtable_bytes: 64 << 20,
             max_immutable_memtables: 2,
+            write_groups_in_flight: 2,
             l0_stop_writes: 20,
             background_threads: 2,
             reader_poll_ms: 100,

@@ -6,6 +6,7 @@
 use cairn_common::SeqNo;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::oneshot;
 
@@ -44,6 +45,20 @@ impl SeqTracker {
         s.next += n;
         s.in_flight.insert(first);
         first
+    }
+
+    /// Reserves consecutive numbers for a write group's batches, `counts` of them each, and
+    /// returns each batch's first: one record numbers them all in a row.
+    pub fn begin_group(&self, counts: impl Iterator<Item = u64>) -> Vec<SeqNo> {
+        let mut s = self.inner.lock();
+        counts
+            .map(|n| {
+                let first = s.next;
+                s.next += n;
+                s.in_flight.insert(first);
+                first
+            })
+            .collect()
     }
 
     /// Marks the batch starting at `first` applied (or abandoned) and advances visibility.
@@ -99,6 +114,25 @@ impl SeqTracker {
     }
 }
 
+/// A batch's numbers, finished when dropped: however its write ends (applied, failed, or
+/// abandoned), visibility is not held back by it.
+pub(crate) struct Taken {
+    seq: Arc<SeqTracker>,
+    pub first: SeqNo,
+}
+
+impl Taken {
+    pub fn new(seq: Arc<SeqTracker>, first: SeqNo) -> Taken {
+        Taken { seq, first }
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        self.seq.finish(self.first);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +164,22 @@ mod tests {
         t.finish(a);
         waiter.await.unwrap();
         t.wait_visible(12).await;
+    }
+
+    #[test]
+    fn a_group_numbers_its_batches_in_a_row_and_each_finishes_alone() {
+        let t = Arc::new(SeqTracker::new(10));
+        let firsts = t.begin_group([2, 1, 3].into_iter());
+        assert_eq!(firsts, vec![11, 13, 14]);
+        let mut taken: Vec<_> = firsts
+            .into_iter()
+            .map(|f| Taken::new(t.clone(), f))
+            .collect();
+        drop(taken.remove(1));
+        assert_eq!(t.visible(), 10, "11-12 are still in flight");
+        drop(taken.remove(0));
+        assert_eq!(t.visible(), 13);
+        drop(taken);
+        assert_eq!(t.visible(), 16);
     }
 }

@@ -1,6 +1,6 @@
-//! The write path: how a write becomes visible. A write takes sequence numbers, is
-//! journaled, is applied to the active memtable, and becomes visible once every write
-//! numbered before it has been applied too. Flushes freeze memtables from here; imports
+//! The write path: how a write becomes visible. A write joins a write group, whose leader
+//! takes its sequence numbers and journals it (`write_group`); it is applied to the active
+//! memtable, and becomes visible once every write numbered before it has been applied too. Flushes freeze memtables from here; imports
 //! take numbers here that hold visibility back until they are installed.
 //!
 //! Invariants:
@@ -9,14 +9,15 @@
 //!   journaled for, and the numbers in a frozen memtable are all below those after it.
 //! - Visibility (`SeqTracker`) passes a number only once it is finished: applied, failed or
 //!   abandoned. A number left unfinished stops visibility for good, so every path that takes
-//!   one finishes it (`FinishOnDrop`, an import's `release`).
+//!   one finishes it (`Taken`, an import's `release`).
 //! - Readers load the memtables before the tables (`Inner::view`), and a flushed memtable
 //!   is retired only after its table is installed, so a read never misses a write.
 
 use crate::mem_ranges::MemRanges;
-use crate::seq::SeqTracker;
+use crate::seq::{SeqTracker, Taken};
+use crate::write_group::{Joined, Journaled, Leading, Turn, WriteGroups};
 use arc_swap::ArcSwap;
-use cairn_common::{Entry, EntryKind, RangeTombstone, Result, SeqNo, WriteBatch};
+use cairn_common::{Entry, EntryKind, Error, RangeTombstone, Result, SeqNo, WriteBatch};
 use cairn_journal::Journal;
 use cairn_memtable::{Memtable, MemtableFactory};
 use parking_lot::Mutex;
@@ -66,7 +67,8 @@ pub(crate) struct Applied {
 
 pub(crate) struct WritePath {
     gate: RwLock<()>,
-    seq: SeqTracker,
+    seq: Arc<SeqTracker>,
+    groups: WriteGroups,
     mem: ArcSwap<MemState>,
     /// Serialises changes to `mem` (a freeze, a flushed memtable's retirement).
     mem_lock: Mutex<()>,
@@ -85,10 +87,12 @@ impl WritePath {
         memtables: MemtableFactory,
         memtable_bytes: usize,
         max_immutables: usize,
+        groups_in_flight: usize,
     ) -> WritePath {
         WritePath {
             gate: RwLock::new(()),
-            seq: SeqTracker::new(last_seq),
+            seq: Arc::new(SeqTracker::new(last_seq)),
+            groups: WriteGroups::new(groups_in_flight),
             mem: ArcSwap::from_pointee(MemState {
                 active: Arc::new(active),
                 immutables: Vec::new(),
@@ -101,9 +105,11 @@ impl WritePath {
         }
     }
 
-    /// Takes the batch's numbers, journals it (its record carries what is visible now, for
-    /// replicas), and applies it to the memtable it was journaled for. `open` is checked
-    /// once the gate is held, so nothing is journaled after a close has begun.
+    /// Journals the batch and applies it to the memtable it was journaled for. The batch
+    /// joins a write group (`write_group`): its leader takes the group's numbers and journals
+    /// it as one record, which carries what is visible now (for replicas); each writer then
+    /// applies its own batch. `open` is checked once the gate is held, so nothing is
+    /// journaled after a close has begun.
     pub async fn journal_and_apply(
         &self,
         journal: &dyn Journal,
@@ -111,24 +117,101 @@ impl WritePath {
         batch: WriteBatch,
         open: impl FnOnce() -> Result<()>,
     ) -> Result<Applied> {
-        let n = batch.len() as u64;
+        // Every writer of a group holds the gate until it has applied its batch, so the
+        // memtable cannot be frozen between the group's append and any of its inserts.
         let _shared = self.gate.read().await;
         open()?;
-        let first = self.seq.begin(n);
-        // Finishes the numbers however this ends, a failed append included.
-        let _taken = FinishOnDrop(&self.seq, first);
-        let record = batch.encode(first, self.seq.visible());
+        let mine = match self.groups.join(batch) {
+            Joined::Lead(batch) => self.lead(journal, epoch, batch).await?,
+            Joined::Wait(turn) => match turn.await {
+                Ok(Turn::Lead(batch)) => self.lead(journal, epoch, batch).await?,
+                Ok(Turn::Journaled(j)) => j,
+                Ok(Turn::Failed(e)) => return Err(e),
+                // Its leader was dropped mid-append, which only a runtime's end does.
+                Err(_) => return Err(Error::Closed),
+            },
+        };
+        Ok(self.apply_journaled(mine))
+    }
+
+    /// Journals `batch` with the writers queued behind it, as one record, and hands each of
+    /// them its batch back journaled (or the failure). The lead passes on as soon as the
+    /// append is done.
+    async fn lead(
+        &self,
+        journal: &dyn Journal,
+        epoch: u64,
+        batch: WriteBatch,
+    ) -> Result<Journaled> {
+        let leading = Leading(&self.groups);
+        let followers = self.groups.followers(batch.payload_bytes());
+        let counts = std::iter::once(&batch)
+            .chain(followers.iter().map(|f| &f.batch))
+            .map(|b| b.len() as u64);
+        // Guards for every batch's numbers at once, before anything can fail: a number not
+        // in a guard would never be finished, and visibility would stop at it.
+        let taken: Vec<Taken> = self
+            .seq
+            .begin_group(counts)
+            .into_iter()
+            .map(|first| Taken::new(self.seq.clone(), first))
+            .collect();
+        let mut taken = taken.into_iter();
+        // `begin_group` numbered the leader's batch first.
+        let Some(mine) = taken.next() else {
+            return Err(Error::Closed);
+        };
+        let record = {
+            let mut all = Vec::with_capacity(followers.len() + 1);
+            all.push(&batch);
+            all.extend(followers.iter().map(|f| &f.batch));
+            WriteBatch::encode_group(&all, mine.first, self.seq.visible())
+        };
         let record_bytes = record.len() as u64;
-        let lsn = journal.append(epoch, record).await?;
-        // The gate keeps the memtable from being frozen between the append and here.
-        let mem = self.mem.load();
-        apply(&mem.active, first, batch);
-        mem.active.max_lsn.fetch_max(lsn, Ordering::Relaxed);
-        Ok(Applied {
-            last: first + n - 1,
+        let appended = journal.append(epoch, record).await;
+        drop(leading);
+        let lsn = match appended {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                for f in followers {
+                    let _ = f.turn.send(Turn::Failed(e.duplicate()));
+                }
+                return Err(e);
+            }
+        };
+        for (f, taken) in followers.into_iter().zip(taken) {
+            let journaled = Journaled {
+                batch: f.batch,
+                taken,
+                lsn,
+                record_bytes: 0,
+            };
+            // A follower whose call was dropped (only as the runtime ends) no longer holds
+            // the gate, but this leader does: what was journaled is applied here.
+            if let Err(Turn::Journaled(j)) = f.turn.send(Turn::Journaled(journaled)) {
+                self.apply_journaled(j);
+            }
+        }
+        Ok(Journaled {
+            batch,
+            taken: mine,
+            lsn,
             record_bytes,
-            memtable_bytes: mem.active.approximate_bytes(),
         })
+    }
+
+    /// Inserts a journaled batch into the active memtable; its numbers are finished as it
+    /// returns.
+    fn apply_journaled(&self, j: Journaled) -> Applied {
+        let last = j.taken.first + j.batch.len() as u64 - 1;
+        let mem = self.mem.load();
+        apply(&mem.active, j.taken.first, j.batch);
+        mem.active.max_lsn.fetch_max(j.lsn, Ordering::Relaxed);
+        Applied {
+            last,
+            record_bytes: j.record_bytes,
+            memtable_bytes: mem.active.approximate_bytes(),
+        }
     }
 
     /// The newest number every reader may see.
@@ -239,15 +322,6 @@ impl WritePath {
     /// every write in flight finishes before the journal does.
     pub async fn drain(&self) {
         drop(self.gate.write().await);
-    }
-}
-
-/// Marks a write's sequence numbers finished when dropped.
-struct FinishOnDrop<'a>(&'a SeqTracker, SeqNo);
-
-impl Drop for FinishOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.finish(self.1);
     }
 }
 

@@ -478,6 +478,76 @@ async fn a_write_abandoned_midway_still_completes_before_later_writes_are_seen()
     db.close().await.unwrap();
 }
 
+/// Writers that arrive while an append is in the journal form the next write group: one
+/// record for all of them. When a group's append fails, every writer in it is refused, none
+/// of it is ever seen, and later writes carry on (their numbers are not held back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_queued_behind_an_append_share_one_record_and_one_fate() {
+    let mut h = file_harness();
+    // One group at a time, so that holding one append holds every writer after it.
+    h.opts.write_groups_in_flight = 1;
+    let mut comps = h.components(h.storage());
+    let journal = cairn_journal::FaultyJournal::new(comps.journal);
+    comps.journal = journal.clone();
+    let db = Arc::new(Db::open(h.path(), h.opts.clone(), comps).await.unwrap());
+    let put_all = |prefix: &'static str, n: usize| {
+        (0..n)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move { db.put(format!("{prefix}{i:03}"), "v").await })
+            })
+            .collect::<Vec<_>>()
+    };
+    let wait_queued = || tokio::time::sleep(std::time::Duration::from_millis(100));
+
+    let before = journal.appends();
+    journal.hold_next_append();
+    let leader = put_all("lead", 1);
+    wait_queued().await;
+    let group = put_all("group", 50);
+    wait_queued().await;
+    journal.release();
+    for w in leader.into_iter().chain(group) {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        journal.appends() - before,
+        2,
+        "the leader's record, then one for the 50 writers queued behind it"
+    );
+
+    journal.hold_next_append();
+    let leader = put_all("held", 1);
+    wait_queued().await;
+    let failing = put_all("failed", 20);
+    wait_queued().await;
+    journal.fail_next(1);
+    journal.release();
+    leader.into_iter().next().unwrap().await.unwrap().unwrap();
+    for w in failing {
+        let e = w.await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("injected failure"), "{e}");
+    }
+    db.put("after", "v").await.unwrap();
+    let expect = |k: &str| !k.starts_with("failed");
+    let keys: Vec<Bytes> = scan_all(&db).await.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), 53, "1 + 50 + 1 + the one after");
+    assert!(keys.iter().all(|k| expect(std::str::from_utf8(k).unwrap())));
+    Arc::into_inner(db)
+        .unwrap()
+        .close_without_flush()
+        .await
+        .unwrap();
+
+    let db = h.open().await;
+    let reopened: Vec<Bytes> = scan_all(&db).await.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        reopened, keys,
+        "the journal holds exactly what was acknowledged"
+    );
+    db.close().await.unwrap();
+}
+
 /// A write whose caller gave up while its journal append was on the way (a timeout, a dropped
 /// stream: a journal server finishes appends of clients that left) lands in the journal after
 /// a newer write of the same key was flushed. Replay must not put the old value back in front

@@ -640,6 +640,9 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        if e.write_groups_in_flight == 0 {
+            return bad("engine.write_groups_in_flight", "must be at least 1".into());
+        }
         Ok(())
     }
 
