@@ -828,7 +828,12 @@ pub(crate) fn assemble(p: Parts) -> Arc<Inner> {
         p.comps.memtables.clone(),
         p.opts.memtable_bytes,
         p.opts.max_immutable_memtables,
-        p.opts.write_groups_in_flight,
+        // Where an append is its caller's own quick write, every writer appends for itself.
+        if p.comps.journal.appends_wait() {
+            p.opts.write_groups_in_flight
+        } else {
+            usize::MAX
+        },
     );
     Arc::new(Inner {
         dir: p.dir,

@@ -15,7 +15,8 @@ pub struct EngineOptions {
     /// Write groups in the journal at once (`write_group`): writers that arrive while these
     /// are out queue, and the oldest of them leads the next group when one returns. 1 makes
     /// the largest groups; 2 lets the next group reach a journal that commits in groups (a
-    /// synced file, a journal server) while the one before it syncs.
+    /// synced file, a journal server) while the one before it syncs. A journal whose appends
+    /// do not wait (`Journal::appends_wait`: an unsynced file) has no limit, and no groups.
     pub write_groups_in_flight: usize,
     /// Writes wait while L0 holds this many tables, until compaction catches up.
     pub l0_stop_writes: usize,

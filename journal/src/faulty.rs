@@ -98,6 +98,12 @@ impl Journal for FaultyJournal {
         self.inner.reach()
     }
 
+    /// Its appends may be held, delayed and reordered, as on the wire to a journal server,
+    /// so writers queue in groups behind them whatever the journal inside.
+    fn appends_wait(&self) -> bool {
+        true
+    }
+
     async fn claim(&self, claim: &JournalClaim) -> Result<Claimed> {
         self.inner.claim(claim).await
     }

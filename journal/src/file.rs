@@ -217,6 +217,11 @@ impl Journal for FileJournal {
         }
     }
 
+    /// Unsynced, an append is one `write` made by its caller.
+    fn appends_wait(&self) -> bool {
+        self.sync
+    }
+
     async fn claim(&self, claim: &JournalClaim) -> Result<Claimed> {
         self.check_open()?;
         // Under the writer's lock, so it falls between two groups: appends written before it

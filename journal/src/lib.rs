@@ -99,6 +99,14 @@ pub trait Journal: Send + Sync + 'static {
     /// (group commit). Refused (`Fenced`) if a newer epoch has claimed the journal.
     async fn append(&self, epoch: u64, record: Bytes) -> Result<Lsn>;
 
+    /// Whether an append waits on something slower than its caller's own work (an fsync, a
+    /// round trip, an object write), so that writers gain by sharing one (the engine's write
+    /// groups). False where an append completes in its caller (an unsynced file): there a
+    /// queue of writers would add a wake-up to every write and save nothing.
+    fn appends_wait(&self) -> bool {
+        true
+    }
+
     /// Streams the records with `lsn >= from`, in LSN order. A record whose checksum fails
     /// anywhere but the torn tail is an error, never skipped.
     async fn replay(&self, from: Lsn) -> Result<BoxStream<Result<JournalRecord>>>;

@@ -43,6 +43,10 @@ impl Journal for MemoryJournal {
         }
     }
 
+    fn appends_wait(&self) -> bool {
+        false
+    }
+
     async fn claim(&self, claim: &JournalClaim) -> Result<Claimed> {
         let mut s = self.inner.lock();
         check_claim("in memory", s.claim.as_ref(), claim)?;

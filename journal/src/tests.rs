@@ -35,7 +35,21 @@ async fn conformance_file_without_sync() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = opts(dir.path());
     o.sync = false;
-    conformance::run(Arc::new(FileJournal::open(o).unwrap())).await;
+    let j = FileJournal::open(o).unwrap();
+    assert!(
+        !j.appends_wait(),
+        "an unsynced append is its caller's own write"
+    );
+    conformance::run(Arc::new(j)).await;
+}
+
+/// The engine groups writers only behind appends that wait.
+#[test]
+fn appends_wait_where_they_sync_or_cross_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(FileJournal::open(opts(dir.path())).unwrap().appends_wait());
+    assert!(!MemoryJournal::new().appends_wait());
+    assert!(FaultyJournal::new(Arc::new(MemoryJournal::new())).appends_wait());
 }
 
 /// Without sync each caller writes its own record under the journal's lock: once acknowledged
