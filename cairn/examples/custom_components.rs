@@ -33,6 +33,9 @@ impl Journal for CountingJournal {
         self.appends.fetch_add(1, Ordering::Relaxed);
         self.inner.append(epoch, record).await
     }
+    fn appends_wait(&self) -> bool {
+        self.inner.appends_wait()
+    }
     async fn replay(&self, from: Lsn) -> Result<BoxStream<Result<JournalRecord>>> {
         self.inner.replay(from).await
     }

@@ -47,18 +47,19 @@ impl SeqTracker {
         first
     }
 
-    /// Reserves consecutive numbers for a write group's batches, `counts` of them each, and
-    /// returns each batch's first: one record numbers them all in a row.
-    pub fn begin_group(&self, counts: impl Iterator<Item = u64>) -> Vec<SeqNo> {
+    /// Reserves consecutive numbers for a write group: `lead` for its leader's batch, then
+    /// `rest` for each of the others'. Returns each batch's first: one record numbers them
+    /// all in a row.
+    pub fn begin_group(&self, lead: u64, rest: impl Iterator<Item = u64>) -> (SeqNo, Vec<SeqNo>) {
         let mut s = self.inner.lock();
-        counts
-            .map(|n| {
-                let first = s.next;
-                s.next += n;
-                s.in_flight.insert(first);
-                first
-            })
-            .collect()
+        let mut take = |n: u64| {
+            let first = s.next;
+            s.next += n;
+            s.in_flight.insert(first);
+            first
+        };
+        let first = take(lead);
+        (first, rest.map(take).collect())
     }
 
     /// Marks the batch starting at `first` applied (or abandoned) and advances visibility.
@@ -169,10 +170,10 @@ mod tests {
     #[test]
     fn a_group_numbers_its_batches_in_a_row_and_each_finishes_alone() {
         let t = Arc::new(SeqTracker::new(10));
-        let firsts = t.begin_group([2, 1, 3].into_iter());
-        assert_eq!(firsts, vec![11, 13, 14]);
-        let mut taken: Vec<_> = firsts
-            .into_iter()
+        let (lead, rest) = t.begin_group(2, [1, 3].into_iter());
+        assert_eq!((lead, rest.clone()), (11, vec![13, 14]));
+        let mut taken: Vec<_> = std::iter::once(lead)
+            .chain(rest)
             .map(|f| Taken::new(t.clone(), f))
             .collect();
         drop(taken.remove(1));

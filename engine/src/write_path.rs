@@ -1,7 +1,8 @@
 //! The write path: how a write becomes visible. A write joins a write group, whose leader
 //! takes its sequence numbers and journals it (`write_group`); it is applied to the active
-//! memtable, and becomes visible once every write numbered before it has been applied too. Flushes freeze memtables from here; imports
-//! take numbers here that hold visibility back until they are installed.
+//! memtable, and becomes visible once every write numbered before it has been applied too.
+//! Flushes freeze memtables from here; imports take numbers here that hold visibility back
+//! until they are installed.
 //!
 //! Invariants:
 //! - A write holds the gate shared from taking its numbers until it is in the memtable; a
@@ -145,22 +146,17 @@ impl WritePath {
     ) -> Result<Journaled> {
         let leading = Leading(&self.groups);
         let followers = self.groups.followers(batch.payload_bytes());
-        let counts = std::iter::once(&batch)
-            .chain(followers.iter().map(|f| &f.batch))
-            .map(|b| b.len() as u64);
         // Guards for every batch's numbers at once, before anything can fail: a number not
         // in a guard would never be finished, and visibility would stop at it.
-        let taken: Vec<Taken> = self
-            .seq
-            .begin_group(counts)
+        let (first, rest) = self.seq.begin_group(
+            batch.len() as u64,
+            followers.iter().map(|f| f.batch.len() as u64),
+        );
+        let mine = Taken::new(self.seq.clone(), first);
+        let taken: Vec<Taken> = rest
             .into_iter()
             .map(|first| Taken::new(self.seq.clone(), first))
             .collect();
-        let mut taken = taken.into_iter();
-        // `begin_group` numbered the leader's batch first.
-        let Some(mine) = taken.next() else {
-            return Err(Error::Closed);
-        };
         let record = {
             let mut all = Vec::with_capacity(followers.len() + 1);
             all.push(&batch);
