@@ -9,6 +9,7 @@
 use cairn_common::{Error, Lsn, WriteBatch};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use crate::seq::Taken;
@@ -27,7 +28,7 @@ pub(crate) struct Joiner {
 /// What a waiting writer is told.
 pub(crate) enum Turn {
     /// Lead the next group, starting with this batch (its own, given back).
-    Lead(WriteBatch),
+    Lead(WriteBatch, Leading),
     /// A leader journaled this batch in its group: apply it.
     Journaled(Journaled),
     /// The group's append failed: nothing of the batch was acknowledged.
@@ -45,7 +46,7 @@ pub(crate) struct Journaled {
 
 /// How a writer joined: it leads now, or waits for its turn.
 pub(crate) enum Joined {
-    Lead(WriteBatch),
+    Lead(WriteBatch, Leading),
     Wait(oneshot::Receiver<Turn>),
 }
 
@@ -70,12 +71,12 @@ impl WriteGroups {
         }
     }
 
-    /// Leads at once if no group is under way, or queues behind it.
-    pub fn join(&self, batch: WriteBatch) -> Joined {
+    /// Leads at once if fewer than the bound of groups are under way, or queues behind them.
+    pub fn join(self: &Arc<Self>, batch: WriteBatch) -> Joined {
         let mut s = self.state.lock();
         if s.leaders < self.max_leaders {
             s.leaders += 1;
-            return Joined::Lead(batch);
+            return Joined::Lead(batch, Leading(Some(self.clone())));
         }
         let (turn, rx) = oneshot::channel();
         s.queue.push_back(Joiner { batch, turn });
@@ -99,26 +100,34 @@ impl WriteGroups {
     }
 
     /// The lead passes to the oldest queued writer, or lapses if none is queued.
-    fn hand_over(&self) {
+    fn hand_over(self: &Arc<Self>) {
         let mut s = self.state.lock();
         while let Some(next) = s.queue.pop_front() {
-            // A writer whose call was dropped while queued (only as the runtime ends) has
-            // nothing taken and nothing journaled: its batch goes with it.
-            if next.turn.send(Turn::Lead(next.batch)).is_ok() {
-                return;
+            let lead = Leading(Some(self.clone()));
+            match next.turn.send(Turn::Lead(next.batch, lead)) {
+                Ok(()) => return,
+                // A writer whose call was dropped while queued (only as a runtime ends) has
+                // nothing taken and nothing journaled: its batch goes with it, and the lead
+                // comes back here (defused: this lock is held).
+                Err(Turn::Lead(_, mut lead)) => lead.0 = None,
+                Err(_) => {}
             }
         }
         s.leaders -= 1;
     }
 }
 
-/// A group's lead, handed over when dropped: the leader drops it once its append is done,
-/// so the next group's append can overlap this group's memtable inserts.
-pub(crate) struct Leading<'a>(pub &'a WriteGroups);
+/// A group's lead: an owned token, handed over wherever it is dropped. Its leader drops it
+/// once its append is done, so the next group's append can overlap this group's memtable
+/// inserts; one sent to a writer whose call is dropped before it takes it up passes on too,
+/// or the groups it counts would be stuck for good.
+pub(crate) struct Leading(Option<Arc<WriteGroups>>);
 
-impl Drop for Leading<'_> {
+impl Drop for Leading {
     fn drop(&mut self) {
-        self.0.hand_over();
+        if let Some(groups) = self.0.take() {
+            groups.hand_over();
+        }
     }
 }
 
@@ -132,40 +141,68 @@ mod tests {
         b
     }
 
+    fn lead(j: Joined) -> Leading {
+        match j {
+            Joined::Lead(_, lead) => lead,
+            Joined::Wait(_) => panic!("it should lead"),
+        }
+    }
+
+    fn wait(j: Joined) -> oneshot::Receiver<Turn> {
+        match j {
+            Joined::Wait(rx) => rx,
+            Joined::Lead(..) => panic!("it should wait"),
+        }
+    }
+
     #[test]
     fn the_first_writer_leads_and_the_next_queue_behind_it() {
-        let g = WriteGroups::new(1);
-        assert!(matches!(g.join(batch(10)), Joined::Lead(_)));
-        let (Joined::Wait(mut a), Joined::Wait(mut b)) = (g.join(batch(10)), g.join(batch(10)))
-        else {
-            panic!("a group is under way");
+        let g = Arc::new(WriteGroups::new(1));
+        let first = lead(g.join(batch(10)));
+        let (mut a, mut b) = (wait(g.join(batch(10))), wait(g.join(batch(10))));
+        drop(first);
+        let Ok(Turn::Lead(_, second)) = a.try_recv() else {
+            panic!("the oldest leads next");
         };
-        drop(Leading(&g));
-        assert!(
-            matches!(a.try_recv(), Ok(Turn::Lead(_))),
-            "the oldest leads next"
-        );
         assert!(b.try_recv().is_err(), "the other still waits");
         assert_eq!(g.followers(10).len(), 1);
-        drop(Leading(&g));
-        assert!(
-            matches!(g.join(batch(10)), Joined::Lead(_)),
-            "the lead lapsed"
-        );
+        drop(second);
+        lead(g.join(batch(10)));
     }
 
     #[test]
     fn a_group_stops_at_its_byte_bound_and_skips_writers_gone() {
-        let g = WriteGroups::new(1);
-        let _lead = g.join(batch(10));
-        let waits: Vec<_> = (0..4).map(|_| g.join(batch(GROUP_BYTES / 3))).collect();
+        let g = Arc::new(WriteGroups::new(1));
+        let first = lead(g.join(batch(10)));
+        let waits: Vec<_> = (0..4)
+            .map(|_| wait(g.join(batch(GROUP_BYTES / 3))))
+            .collect();
         let taken = g.followers(10);
         assert_eq!(taken.len(), 2, "a third would pass GROUP_BYTES");
         drop(waits);
-        drop(Leading(&g));
-        assert!(
-            matches!(g.join(batch(10)), Joined::Lead(_)),
-            "the writers left in the queue were gone, so the lead lapsed"
-        );
+        drop(first);
+        lead(g.join(batch(10)));
+    }
+
+    /// A writer told to lead whose call is dropped before it takes the lead up (its
+    /// runtime ended) passes it on, or every later writer would queue for good.
+    #[test]
+    fn a_lead_dropped_unopened_passes_to_the_next_writer() {
+        let g = Arc::new(WriteGroups::new(1));
+        let first = lead(g.join(batch(10)));
+        let (gone, mut next) = (wait(g.join(batch(10))), wait(g.join(batch(10))));
+        drop(first);
+        drop(gone);
+        assert!(matches!(next.try_recv(), Ok(Turn::Lead(..))));
+    }
+
+    #[test]
+    fn up_to_the_bound_of_groups_lead_at_once() {
+        let g = Arc::new(WriteGroups::new(2));
+        let (a, b) = (lead(g.join(batch(10))), lead(g.join(batch(10))));
+        let mut c = wait(g.join(batch(10)));
+        drop(a);
+        assert!(matches!(c.try_recv(), Ok(Turn::Lead(..))));
+        drop(b);
     }
 }

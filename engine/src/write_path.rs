@@ -69,7 +69,7 @@ pub(crate) struct Applied {
 pub(crate) struct WritePath {
     gate: RwLock<()>,
     seq: Arc<SeqTracker>,
-    groups: WriteGroups,
+    groups: Arc<WriteGroups>,
     mem: ArcSwap<MemState>,
     /// Serialises changes to `mem` (a freeze, a flushed memtable's retirement).
     mem_lock: Mutex<()>,
@@ -93,7 +93,7 @@ impl WritePath {
         WritePath {
             gate: RwLock::new(()),
             seq: Arc::new(SeqTracker::new(last_seq)),
-            groups: WriteGroups::new(groups_in_flight),
+            groups: Arc::new(WriteGroups::new(groups_in_flight)),
             mem: ArcSwap::from_pointee(MemState {
                 active: Arc::new(active),
                 immutables: Vec::new(),
@@ -123,9 +123,9 @@ impl WritePath {
         let _shared = self.gate.read().await;
         open()?;
         let mine = match self.groups.join(batch) {
-            Joined::Lead(batch) => self.lead(journal, epoch, batch).await?,
+            Joined::Lead(batch, leading) => self.lead(journal, epoch, batch, leading).await?,
             Joined::Wait(turn) => match turn.await {
-                Ok(Turn::Lead(batch)) => self.lead(journal, epoch, batch).await?,
+                Ok(Turn::Lead(batch, leading)) => self.lead(journal, epoch, batch, leading).await?,
                 Ok(Turn::Journaled(j)) => j,
                 Ok(Turn::Failed(e)) => return Err(e),
                 // Its leader was dropped mid-append, which only a runtime's end does.
@@ -143,8 +143,8 @@ impl WritePath {
         journal: &dyn Journal,
         epoch: u64,
         batch: WriteBatch,
+        leading: Leading,
     ) -> Result<Journaled> {
-        let leading = Leading(&self.groups);
         let followers = self.groups.followers(batch.payload_bytes());
         // Guards for every batch's numbers at once, before anything can fail: a number not
         // in a guard would never be finished, and visibility would stop at it.
