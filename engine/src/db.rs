@@ -829,11 +829,10 @@ pub(crate) fn assemble(p: Parts) -> Arc<Inner> {
         p.opts.memtable_bytes,
         p.opts.max_immutable_memtables,
         // Where an append is its caller's own quick write, every writer appends for itself.
-        if p.comps.journal.appends_wait() {
-            p.opts.write_groups_in_flight
-        } else {
-            usize::MAX
-        },
+        p.comps
+            .journal
+            .appends_wait()
+            .then_some(p.opts.write_groups_in_flight),
     );
     Arc::new(Inner {
         dir: p.dir,

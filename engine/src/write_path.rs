@@ -1,8 +1,9 @@
 //! The write path: how a write becomes visible. A write joins a write group, whose leader
-//! takes its sequence numbers and journals it (`write_group`); it is applied to the active
-//! memtable, and becomes visible once every write numbered before it has been applied too.
-//! Flushes freeze memtables from here; imports take numbers here that hold visibility back
-//! until they are installed.
+//! takes its sequence numbers and journals it (`write_group`), or, where the journal's appends
+//! do not wait, takes them and journals itself. It is applied to the active memtable, and
+//! becomes visible once every write numbered before it has been applied too. Flushes freeze
+//! memtables from here; imports take numbers here that hold visibility back until they are
+//! installed.
 //!
 //! Invariants:
 //! - A write holds the gate shared from taking its numbers until it is in the memtable; a
@@ -69,7 +70,8 @@ pub(crate) struct Applied {
 pub(crate) struct WritePath {
     gate: RwLock<()>,
     seq: Arc<SeqTracker>,
-    groups: Arc<WriteGroups>,
+    /// None where the journal's appends do not wait: every writer appends for itself.
+    groups: Option<Arc<WriteGroups>>,
     mem: ArcSwap<MemState>,
     /// Serialises changes to `mem` (a freeze, a flushed memtable's retirement).
     mem_lock: Mutex<()>,
@@ -88,12 +90,12 @@ impl WritePath {
         memtables: MemtableFactory,
         memtable_bytes: usize,
         max_immutables: usize,
-        groups_in_flight: usize,
+        groups_in_flight: Option<usize>,
     ) -> WritePath {
         WritePath {
             gate: RwLock::new(()),
             seq: Arc::new(SeqTracker::new(last_seq)),
-            groups: Arc::new(WriteGroups::new(groups_in_flight)),
+            groups: groups_in_flight.map(|n| Arc::new(WriteGroups::new(n))),
             mem: ArcSwap::from_pointee(MemState {
                 active: Arc::new(active),
                 immutables: Vec::new(),
@@ -122,10 +124,18 @@ impl WritePath {
         // memtable cannot be frozen between the group's append and any of its inserts.
         let _shared = self.gate.read().await;
         open()?;
-        let mine = match self.groups.join(batch) {
-            Joined::Lead(batch, leading) => self.lead(journal, epoch, batch, leading).await?,
+        let Some(groups) = &self.groups else {
+            let alone = self.append_alone(journal, epoch, batch).await?;
+            return Ok(self.apply_journaled(alone));
+        };
+        let mine = match groups.join(batch) {
+            Joined::Lead(batch, leading) => {
+                self.lead(groups, journal, epoch, batch, leading).await?
+            }
             Joined::Wait(turn) => match turn.await {
-                Ok(Turn::Lead(batch, leading)) => self.lead(journal, epoch, batch, leading).await?,
+                Ok(Turn::Lead(batch, leading)) => {
+                    self.lead(groups, journal, epoch, batch, leading).await?
+                }
                 Ok(Turn::Journaled(j)) => j,
                 Ok(Turn::Failed(e)) => return Err(e),
                 // Its leader was dropped mid-append, which only a runtime's end does.
@@ -135,17 +145,44 @@ impl WritePath {
         Ok(self.apply_journaled(mine))
     }
 
+    /// Takes the batch's numbers and journals it as a record of its own: a writer with no
+    /// group, or a leader no one queued behind.
+    async fn append_alone(
+        &self,
+        journal: &dyn Journal,
+        epoch: u64,
+        batch: WriteBatch,
+    ) -> Result<Journaled> {
+        // Finishes the numbers however this ends, a failed append included.
+        let taken = Taken::new(self.seq.clone(), self.seq.begin(batch.len() as u64));
+        let record = batch.encode(taken.first, self.seq.visible());
+        let record_bytes = record.len() as u64;
+        let lsn = journal.append(epoch, record).await?;
+        Ok(Journaled {
+            batch,
+            taken,
+            lsn,
+            record_bytes,
+        })
+    }
+
     /// Journals `batch` with the writers queued behind it, as one record, and hands each of
     /// them its batch back journaled (or the failure). The lead passes on as soon as the
     /// append is done.
     async fn lead(
         &self,
+        groups: &WriteGroups,
         journal: &dyn Journal,
         epoch: u64,
         batch: WriteBatch,
         leading: Leading,
     ) -> Result<Journaled> {
-        let followers = self.groups.followers(batch.payload_bytes());
+        let followers = groups.followers(batch.payload_bytes());
+        if followers.is_empty() {
+            let alone = self.append_alone(journal, epoch, batch).await;
+            drop(leading);
+            return alone;
+        }
         // Guards for every batch's numbers at once, before anything can fail: a number not
         // in a guard would never be finished, and visibility would stop at it.
         let (first, rest) = self.seq.begin_group(

@@ -186,17 +186,10 @@ async fn read_acks(
 fn expire(waiting: &Waiters, timeout: Duration) {
     let now = Instant::now();
     let mut waiting = waiting.lock();
-    let late: Vec<u64> = waiting
-        .iter()
-        .filter(|(_, w)| now.duration_since(w.since) >= timeout)
-        .map(|(id, _)| *id)
-        .collect();
-    for id in late {
-        if let Some(w) = waiting.remove(&id) {
-            let _ = w
-                .done
-                .send(Err(Status::deadline_exceeded("no acknowledgement")));
-        }
+    for (_, w) in waiting.extract_if(|_, w| now.duration_since(w.since) >= timeout) {
+        let _ = w
+            .done
+            .send(Err(Status::deadline_exceeded("no acknowledgement")));
     }
 }
 
