@@ -2,11 +2,14 @@
 //! default an in-process `s3s-fs` server on 127.0.0.1 (a port of its own, files in a temporary
 //! directory), so `cargo test` needs nothing installed; with `CAIRN_TEST_S3_ENDPOINT` set, the
 //! same tests use that endpoint instead (MinIO, say), with the usual `AWS_*` credentials.
-//! `model` holds what the model-based tests share; `FreezableProxy` stands for a stopped node.
+//! `model` holds what the model-based tests share; `FreezableProxy` stands for a stopped node;
+//! `EtcdServer` is a real etcd on loopback.
 
+mod etcd;
 pub mod model;
 mod proxy;
 
+pub use etcd::EtcdServer;
 pub use proxy::FreezableProxy;
 
 use s3s::auth::SimpleAuth;
@@ -175,6 +178,10 @@ impl S3Server {
         let requests = Arc::new(AtomicU64::new(0));
         let (stop, mut stopped) = oneshot::channel::<()>();
         let (d, r) = (down.clone(), requests.clone());
+        // s3s-fs checks a put's condition and then writes, so two conditional puts of one
+        // key can both succeed; S3 decides them atomically, and the manifest and cluster map
+        // rely on that. Taking them one at a time restores it.
+        let conditional = Arc::new(tokio::sync::Mutex::new(()));
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -198,8 +205,10 @@ impl S3Server {
                     // small write waits for the client's delayed ACK (40 ms on Linux).
                     let _ = socket.set_nodelay(true);
                     let (service, down, requests) = (service.clone(), d.clone(), r.clone());
+                    let conditional = conditional.clone();
                     let svc = hyper::service::service_fn(move |req| {
                         let service = service.clone();
+                        let conditional = conditional.clone();
                         let down = down.load(Ordering::SeqCst);
                         requests.fetch_add(1, Ordering::Relaxed);
                         async move {
@@ -216,6 +225,14 @@ impl S3Server {
                             {
                                 return list(&service, req).await;
                             }
+                            let _one_at_a_time = if req.method() == http::Method::PUT
+                                && (req.headers().contains_key(http::header::IF_NONE_MATCH)
+                                    || req.headers().contains_key(http::header::IF_MATCH))
+                            {
+                                Some(conditional.lock().await)
+                            } else {
+                                None
+                            };
                             hyper::service::Service::call(&service, req).await
                         }
                     });
