@@ -9,6 +9,7 @@ mod cluster;
 pub mod conformance;
 pub mod grpc;
 mod local;
+pub mod map;
 mod metered;
 mod partition;
 mod replicated;
