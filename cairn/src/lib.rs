@@ -11,12 +11,12 @@ pub mod serve;
 mod wiring;
 
 pub use config::{
-    CompactionFallback, CompactionKind, CompactionSection, Config, ConfigError, JournalKind,
-    JournalSection, MemtableKind, MemtableSection, RouterSection, RpcSection, ShardKind,
-    ShardSection, StorageKind, StorageSection, shard_dir_name,
+    ClusterSection, CompactionFallback, CompactionKind, CompactionSection, Config, ConfigError,
+    JournalKind, JournalSection, MapKind, MemtableKind, MemtableSection, RouterSection, RpcSection,
+    ShardKind, ShardSection, StorageKind, StorageSection, check_node_id, shard_dir_name,
 };
 pub use metrics::{check_exposure as check_metrics_exposure, export_metrics};
-pub use wiring::{components, open, open_router};
+pub use wiring::{components, map_store, open, open_router};
 
 pub use cairn_common::{
     AggregateOp, AggregateState, AggregateValue, Clock, CompactionFilter, Entry, EntryKind, Error,
@@ -35,7 +35,8 @@ pub use cairn_journal::{FileJournal, FileJournalOptions, Journal, JournalClaim, 
 pub use cairn_memtable::{
     Memtable, MemtableFactory, MemtableOptions, ShardedMemtable, SingleLockMemtable,
 };
+pub use cairn_router::map::{ClusterMap, MapStore};
 pub use cairn_router::{
-    CheckpointOp, Cluster, GrpcShard, LocalShard, PairStream, Partitioner, Router, Shard,
+    CheckpointOp, Cluster, GrpcShard, LocalShard, Node, PairStream, Partitioner, Router, Shard,
     ShardIdentity, ShardStats,
 };

@@ -10,6 +10,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cluster_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "cairn",
@@ -154,6 +156,14 @@ enum Command {
         /// `<data_dir>/shard-<INDEX>`).
         #[arg(long, value_name = "INDEX")]
         shard: Option<u32>,
+        /// node: this node's id in the profile's [cluster] (or `cluster.node`).
+        #[arg(long, value_name = "ID")]
+        node: Option<String>,
+    },
+    /// A cluster placed by a map ([cluster]): status, drain.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster_cmd::ClusterCommand,
     },
     /// Named checkpoints: durable, read-only views of the database that share its tables
     /// (read one with `--checkpoint NAME`).
@@ -282,12 +292,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         let router = cairn::Router::single(std::sync::Arc::new(shard));
         return execute(&router, cli.command).await;
     }
+    if let Command::Cluster { command } = cli.command {
+        return cluster_cmd::run(&config, command).await;
+    }
     if let Command::Serve {
         component,
         listen,
         shard,
+        node,
     } = &cli.command
     {
+        if let Some(id) = node {
+            anyhow::ensure!(
+                *component == cairn::serve::Component::Node,
+                "--node applies to `serve node` only"
+            );
+            cairn::check_node_id(id).map_err(|e| anyhow::anyhow!("--node {e}"))?;
+            let Some(c) = config.cluster.as_mut() else {
+                anyhow::bail!("serve node: this profile has no [cluster] section");
+            };
+            c.node = Some(id.clone());
+        }
         let component = match (component, shard) {
             (cairn::serve::Component::Shard(_), i) => cairn::serve::Component::Shard(*i),
             (_, Some(_)) => anyhow::bail!("--shard applies to `serve shard` only"),
@@ -569,7 +594,10 @@ async fn execute(db: &cairn::Router, command: Command) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Config { .. } | Command::Serve { .. } | Command::Ingest { .. } => {}
+        Command::Config { .. }
+        | Command::Serve { .. }
+        | Command::Ingest { .. }
+        | Command::Cluster { .. } => {}
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

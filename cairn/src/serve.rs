@@ -1,6 +1,7 @@
 //! `cairn serve`: one component of a profile (its journal, its storage, a compactor over its
 //! storage, or a whole engine as a shard) served over gRPC, for engines whose profile names
-//! it `kind = "grpc"` and for routers whose `[router]` lists it as a grpc shard.
+//! it `kind = "grpc"` and for routers whose `[router]` lists it as a grpc shard; or a node of
+//! the profile's `[cluster]`, serving the shards its map gives the node.
 
 use crate::config::{Config, JournalKind, ShardKind, StorageKind, shard_dir_name};
 use crate::wiring;
@@ -8,7 +9,8 @@ use cairn_common::{Error, Result};
 use cairn_compaction::{Compactor, DEFAULT_SLOTS, LocalCompactor, compaction_service_for};
 use cairn_filestore::storage_service_for;
 use cairn_journal::{Journal, journal_service_for};
-use cairn_router::{LocalShard, Shard, shard_service};
+use cairn_router::map::ShardEntry;
+use cairn_router::{LocalShard, Node, NodeOptions, OpenShard, Shard, host_service, shard_service};
 use cairn_rpc::{
     DEFAULT_DATABASE, Databases, MAX_DATABASES, ServerHandle, builder, check_exposure, serve,
 };
@@ -25,11 +27,15 @@ pub enum Component {
     /// A whole engine, as a router's shard: shard `i` of the profile's `[router]`, or the
     /// profile's one database when it has no router.
     Shard(Option<u32>),
+    /// A node of the profile's `[cluster]` (`cluster.node` names it).
+    Node,
 }
 
 /// Where `cairn serve shard` listens unless told otherwise: the `cluster` profile's first
 /// remote shard.
 const SHARD_LISTEN: &str = "127.0.0.1:10011";
+/// Where `cairn serve node` listens unless told otherwise.
+const NODE_LISTEN: &str = "127.0.0.1:10021";
 
 impl Component {
     pub fn name(self) -> &'static str {
@@ -38,6 +44,7 @@ impl Component {
             Component::Storage => "storage",
             Component::Compaction => "compaction",
             Component::Shard(_) => "shard",
+            Component::Node => "node",
         }
     }
 
@@ -48,6 +55,7 @@ impl Component {
             Component::Storage => "127.0.0.1:10002",
             Component::Compaction => "127.0.0.1:10003",
             Component::Shard(_) => SHARD_LISTEN,
+            Component::Node => NODE_LISTEN,
         }
     }
 
@@ -73,8 +81,9 @@ impl std::str::FromStr for Component {
             "storage" => Ok(Component::Storage),
             "compaction" => Ok(Component::Compaction),
             "shard" => Ok(Component::Shard(None)),
+            "node" => Ok(Component::Node),
             other => Err(format!(
-                "cannot serve `{other}` (journal, storage, compaction, shard)"
+                "cannot serve `{other}` (journal, storage, compaction, shard, node)"
             )),
         }
     }
@@ -85,6 +94,7 @@ pub struct ComponentServer {
     handle: ServerHandle,
     journals: Option<Arc<Databases<dyn Journal>>>,
     shard: Option<Arc<LocalShard>>,
+    node: Option<Arc<Node>>,
     pub component: Component,
 }
 
@@ -97,22 +107,32 @@ impl ComponentServer {
     /// so every append the server acknowledged is durable and no new one was taken.
     pub async fn wait(self) -> Result<()> {
         let served = self.handle.wait().await;
-        served.and(close(self.journals, self.shard).await)
+        served.and(close(self.journals, self.shard, self.node).await)
     }
 
     /// Stops now, as the signal would.
     pub async fn stop(self) -> Result<()> {
         let served = self.handle.stop().await;
-        served.and(close(self.journals, self.shard).await)
+        served.and(close(self.journals, self.shard, self.node).await)
+    }
+
+    /// The node it runs, for `serve node`.
+    pub fn node(&self) -> Option<&Arc<Node>> {
+        self.node.as_ref()
     }
 }
 
-/// Closes what the server owned: the journals it served, or the shard's database (flushed).
+/// Closes what the server owned: the journals it served, the shard's database (flushed), or
+/// the node's shards (flushed, its lease released so others take them at once).
 async fn close(
     journals: Option<Arc<Databases<dyn Journal>>>,
     shard: Option<Arc<LocalShard>>,
+    node: Option<Arc<Node>>,
 ) -> Result<()> {
     let mut result = Ok(());
+    if let Some(n) = node {
+        result = result.and(n.stop().await);
+    }
     for (_, j) in journals.map(|j| j.all()).unwrap_or_default() {
         result = result.and(j.close().await);
     }
@@ -167,6 +187,7 @@ where
 pub fn check(config: &Config, component: Component) -> Result<()> {
     match component {
         Component::Shard(index) => shard_engine_config(config, index).map(|_| ()),
+        Component::Node => node_id(config).map(|_| ()),
         _ => Ok(()),
     }
 }
@@ -191,6 +212,7 @@ pub async fn start(
     let (drain, draining) = tokio::sync::watch::channel(false);
     let mut journals = None;
     let mut shard = None;
+    let mut node = None;
     let router = match component {
         Component::Journal => {
             if config.journal.kind == JournalKind::Grpc {
@@ -237,12 +259,17 @@ pub async fn start(
             shard = Some(served.clone());
             builder(&opts)?.add_service(shard_service(served, &opts))
         }
+        Component::Node => {
+            let n = start_node(config, addr, opts.tls_cert.is_some()).await?;
+            node = Some(n.clone());
+            builder(&opts)?.add_service(host_service(n, &opts))
+        }
     };
     let descriptors = match component {
         Component::Journal => cairn_journal::grpc::pb::FILE_DESCRIPTOR_SET,
         Component::Storage => cairn_filestore::grpc::pb::FILE_DESCRIPTOR_SET,
         Component::Compaction => cairn_compaction::grpc::pb::FILE_DESCRIPTOR_SET,
-        Component::Shard(_) => cairn_router::grpc::pb::FILE_DESCRIPTOR_SET,
+        Component::Shard(_) | Component::Node => cairn_router::grpc::pb::FILE_DESCRIPTOR_SET,
     };
     let tls = opts.tls_cert.is_some();
     let handle = serve(router, &[descriptors], listener, tls, drain, signal)?;
@@ -250,8 +277,48 @@ pub async fn start(
         handle,
         journals,
         shard,
+        node,
         component,
     })
+}
+
+/// The node's id: `cluster.node` (or `--node`).
+fn node_id(config: &Config) -> Result<String> {
+    let Some(c) = &config.cluster else {
+        return Err(Error::InvalidArgument(
+            "serve node: this profile has no [cluster] section".into(),
+        ));
+    };
+    c.node.clone().ok_or_else(|| {
+        Error::InvalidArgument(
+            "serve node: name the node with --node ID (or cluster.node); it must stay the same across restarts".into(),
+        )
+    })
+}
+
+/// Joins the profile's cluster as a node reached at `addr`, serving the shards the map gives
+/// it, each opened from the profile's components in the shard's part of them.
+async fn start_node(config: &Config, addr: std::net::SocketAddr, tls: bool) -> Result<Arc<Node>> {
+    let id = node_id(config)?;
+    let Some(c) = &config.cluster else {
+        return Err(Error::InvalidArgument("no [cluster] section".into()));
+    };
+    let url = c.url.clone().unwrap_or_else(|| {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{addr}")
+    });
+    let opts = NodeOptions {
+        id,
+        url,
+        lease: c.lease(),
+        initial_shards: c.shards.unwrap_or(crate::config::SHARDS),
+    };
+    let profile = config.clone();
+    let open: OpenShard = Arc::new(move |s: ShardEntry| {
+        let c = profile.shard_config_in(&wiring::cluster_part(&s.database));
+        Box::pin(async move { wiring::open(&c).await })
+    });
+    Node::start(opts, wiring::map_store(config).await?, open).await
 }
 
 /// The engine a shard server runs: shard `index` of the profile's router, under

@@ -2,19 +2,23 @@
 //! implementation, local or gRPC-remote, and the engine receives only `Arc<dyn Trait>`s.
 
 use crate::config::{
-    CompactionFallback, CompactionKind, Config, GRPC_CACHE_BYTES, JournalKind, MemtableKind,
-    RpcSection, ShardKind, StorageKind, StorageSection,
+    CompactionFallback, CompactionKind, Config, GRPC_CACHE_BYTES, JournalKind, MapKind,
+    MemtableKind, RpcSection, ShardKind, StorageKind, StorageSection,
 };
 use cairn_common::{Error, Result};
 use cairn_compaction::{Compactor, GrpcCompactor, LocalCompactor};
 use cairn_engine::{Components, Db};
-use cairn_filestore::{GrpcStorage, ParquetStorage, SstStorage, Storage};
+use cairn_filestore::{GrpcStorage, ManifestStore, ParquetStorage, SstStorage, Storage};
 use cairn_hybrid_store::HybridStore;
 use cairn_journal::{
     FileJournal, FileJournalOptions, GrpcJournal, Journal, MemoryJournal, ObjectJournal,
 };
 use cairn_memtable::MemtableOptions;
-use cairn_router::{Cluster, GrpcShard, LocalShard, MeteredShard, ReplicatedShard, Router, Shard};
+use cairn_router::map::{EtcdMapStore, HeartbeatStores, MapStore, StorageMapStore};
+use cairn_router::{
+    Cluster, Connect, GrpcShard, LocalShard, MapFollower, MeteredShard, ReplicatedShard, Router,
+    Shard,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -25,25 +29,7 @@ pub async fn storage(
     data_dir: &Path,
     rpc: &RpcSection,
 ) -> Result<(Arc<dyn Storage>, Arc<dyn Storage>)> {
-    let leaf = |s: &StorageSection, sub: &str| -> Result<Arc<dyn Storage>> {
-        Ok(match s.kind {
-            StorageKind::Sstable => Arc::new(SstStorage::open(s.sst_options_in(data_dir, sub))?),
-            StorageKind::Parquet => Arc::new(ParquetStorage::open(s.parquet_options(data_dir))?),
-            StorageKind::Grpc => Arc::new(GrpcStorage::new(
-                rpc.client_of(
-                    s.url.as_deref().unwrap_or_default(),
-                    s.timeout_ms,
-                    &s.database,
-                ),
-                s.block_cache_bytes.unwrap_or(GRPC_CACHE_BYTES),
-            )?),
-            StorageKind::Hybrid => {
-                return Err(Error::InvalidArgument(
-                    "a hybrid storage cannot nest another hybrid storage".into(),
-                ));
-            }
-        })
-    };
+    let leaf = |s: &StorageSection, sub: &str| leaf_storage(s, data_dir, rpc, sub);
     match section.kind {
         StorageKind::Hybrid => {
             fn half<'a>(
@@ -66,6 +52,66 @@ pub async fn storage(
             Ok((s.clone(), s))
         }
     }
+}
+
+/// One storage that is not hybrid; `sub` names its folder under `data_dir` when its section
+/// names none.
+fn leaf_storage(
+    s: &StorageSection,
+    data_dir: &Path,
+    rpc: &RpcSection,
+    sub: &str,
+) -> Result<Arc<dyn Storage>> {
+    Ok(match s.kind {
+        StorageKind::Sstable => Arc::new(SstStorage::open(s.sst_options_in(data_dir, sub))?),
+        StorageKind::Parquet => Arc::new(ParquetStorage::open(s.parquet_options(data_dir))?),
+        StorageKind::Grpc => Arc::new(GrpcStorage::new(
+            rpc.client_of(
+                s.url.as_deref().unwrap_or_default(),
+                s.timeout_ms,
+                &s.database,
+            ),
+            s.block_cache_bytes.unwrap_or(GRPC_CACHE_BYTES),
+        )?),
+        StorageKind::Hybrid => {
+            return Err(Error::InvalidArgument(
+                "a hybrid storage cannot nest another hybrid storage".into(),
+            ));
+        }
+    })
+}
+
+/// The part of a cluster's storage (and journal) that holds `name`: a folder, URL suffix or
+/// storage-server database of its own.
+pub fn cluster_part(name: &str) -> String {
+    format!("cluster-{name}")
+}
+
+/// Where the profile's cluster keeps its map and its nodes' leases: etcd, or numbered
+/// objects beside the tables, in the manifest stores of the `cluster-map` and
+/// `cluster-node-<id>` parts of the profile's storage.
+pub async fn map_store(config: &Config) -> Result<Arc<dyn MapStore>> {
+    let Some(cluster) = &config.cluster else {
+        return Err(Error::InvalidArgument(
+            "this profile has no [cluster] section".into(),
+        ));
+    };
+    if cluster.map == MapKind::Etcd {
+        return Ok(Arc::new(
+            EtcdMapStore::connect(&cluster.etcd, cluster.prefix()).await?,
+        ));
+    }
+    let manifests_at = {
+        let config = config.clone();
+        move |sub: &str| -> Result<Arc<dyn ManifestStore>> {
+            let c = config.shard_config_in(sub);
+            Ok(leaf_storage(&c.storage, &c.data_dir, &c.rpc, "tables")?.manifests())
+        }
+    };
+    let maps = manifests_at(&cluster_part("map"))?;
+    let beats: HeartbeatStores =
+        Box::new(move |node: &str| manifests_at(&cluster_part(&format!("node-{node}"))));
+    Ok(Arc::new(StorageMapStore::new(maps, beats)))
 }
 
 /// The journal the profile describes: a file, memory, a journal server or objects in a store.
@@ -188,6 +234,17 @@ pub async fn open(config: &Config) -> Result<Db> {
 /// Opens what the profile describes as a [`Router`]: over its shards if it has a `[router]`
 /// section (creating the cluster on first use), else over the one database it describes.
 pub async fn open_router(config: &Config) -> Result<Router> {
+    if let Some(cluster) = &config.cluster {
+        if config.checkpoint.is_some() {
+            return Err(Error::InvalidArgument(
+                "the shards of a cluster are served by its nodes: reading their checkpoints through them is not supported yet".into(),
+            ));
+        }
+        let rpc = config.rpc.clone();
+        let connect: Connect = Box::new(move |url: &str| rpc.client(url, None));
+        let follower = MapFollower::new(map_store(config).await?, connect, cluster.retry());
+        return Router::following(follower).await;
+    }
     let Some(section) = &config.router else {
         let db = open(config).await?;
         return Ok(Router::single(Arc::new(LocalShard::unsharded(db)?)));

@@ -343,6 +343,7 @@ async fn kill_and_replace(dir: &Path, layout: &str) {
             cluster: 7,
             index: 0,
             count: 1,
+            generation: 0,
         };
         Arc::new(GrpcShard::new(o, id).unwrap())
     };

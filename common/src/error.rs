@@ -37,6 +37,15 @@ pub enum Error {
     /// written, and it may be run again.
     #[error("transaction conflict: {0}")]
     Conflict(String),
+    /// The shard a call named is not served where it was sent (it moved, or waits for an
+    /// owner): the caller routed by a stale cluster map. Nothing of the call was applied, so
+    /// it may be sent again where the map now says.
+    #[error("moved: {0}")]
+    Moved(String),
+    /// The server could not be reached (its connection was refused): the call was never
+    /// sent, so nothing of it was applied.
+    #[error("{0}: server unavailable, nothing was sent")]
+    Unreached(String),
 }
 
 impl Error {
@@ -69,6 +78,16 @@ impl Error {
         matches!(self, Error::Fenced(_))
     }
 
+    pub fn is_moved(&self) -> bool {
+        matches!(self, Error::Moved(_))
+    }
+
+    /// Whether the call certainly changed nothing where it was sent, so it may be sent again
+    /// (to where a fresh cluster map says): the shard moved, or the server was not reached.
+    pub fn not_applied(&self) -> bool {
+        matches!(self, Error::Moved(_) | Error::Unreached(_))
+    }
+
     /// The same error again, for each of the callers a shared failure answers (a group
     /// commit's writers, the calls after a sticky failure). An I/O error keeps its kind and
     /// message.
@@ -86,6 +105,8 @@ impl Error {
             Error::Fenced(m) => Error::Fenced(m.clone()),
             Error::Held(m) => Error::Held(m.clone()),
             Error::Conflict(m) => Error::Conflict(m.clone()),
+            Error::Moved(m) => Error::Moved(m.clone()),
+            Error::Unreached(m) => Error::Unreached(m.clone()),
         }
     }
 }

@@ -11,16 +11,26 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// Which shard of which cluster.
+/// Which shard of which cluster. In a cluster placed by a map (`map`), `count` is 0, `index`
+/// the shard's id and `generation` its count of owner changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardIdentity {
     pub cluster: u64,
     pub index: u32,
     pub count: u32,
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl std::fmt::Display for ShardIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.count == 0 {
+            return write!(
+                f,
+                "shard {} (generation {}) in cluster {:016x}",
+                self.index, self.generation, self.cluster
+            );
+        }
         write!(
             f,
             "shard {} of {} in cluster {:016x}",
@@ -80,6 +90,7 @@ impl Cluster {
             cluster: self.cluster,
             index,
             count: self.shards,
+            generation: 0,
         }
     }
 }

@@ -36,6 +36,12 @@ impl LocalShard {
         })
     }
 
+    /// Shard `id` of a cluster placed by a map, held by a node that checks every call's
+    /// identity itself (`node.rs`).
+    pub fn placed(db: Db, id: u64) -> Result<LocalShard> {
+        Self::build(db, None, |_| format!("shard {id}"))
+    }
+
     /// The whole database, when not sharded: a router of one shard that needs no identity.
     pub fn unsharded(db: Db) -> Result<LocalShard> {
         Self::build(db, None, |_| "database".to_string())

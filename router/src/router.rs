@@ -2,16 +2,25 @@
 //! to its one shard (a direct call for a local shard, one RPC for a remote one), a batch split
 //! per shard, a multi-get as one batched call per shard, scans and aggregates to every shard
 //! at once, merged (scans, in key order) or combined (aggregates, from one partial per shard).
+//!
+//! Which shards there are and which keys each holds is a `Routing`: a fixed list (keys by
+//! hash), or one version of a cluster map (keys by range). A router that follows a map
+//! (`following.rs`) swaps in a new routing when the map changes, and when a call finds its
+//! map stale it refreshes and sends the call again: a read freely, a write only when the
+//! answer proves it was not applied (`Error::not_applied`).
 
 use crate::cluster::Cluster;
-use crate::partition::Partitioner;
+use crate::following::MapFollower;
+use crate::routing::Routing;
 use crate::shard::{CheckpointOp, ImportStream, PairStream, Shard};
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use cairn_common::{
     AggregateState, Entry, EntryKind, Error, KeyRange, Result, ValueType, WriteBatch, merge_sorted,
 };
 use cairn_engine::{CheckpointInfo, DbStats};
 use futures::{Stream, StreamExt, TryStreamExt};
+use std::future::Future;
 use std::sync::Arc;
 
 /// Entries an import hands a shard at a time.
@@ -20,9 +29,19 @@ const IMPORT_BATCH: usize = 4096;
 const IMPORT_QUEUE: usize = 4;
 
 pub struct Router {
-    shards: Vec<Arc<dyn Shard>>,
-    partitioner: Partitioner,
+    routing: Arc<ArcSwap<Routing>>,
     cluster: Option<Cluster>,
+    follower: Option<Arc<MapFollower>>,
+}
+
+/// Whether a failed call may be sent again after the map is refreshed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// A read: whenever it failed for want of the right shard (moved, or its node
+    /// unreachable).
+    Freely,
+    /// A write: only when it was certainly not applied.
+    IfNotApplied,
 }
 
 /// One shard's stats, or why they could not be had.
@@ -64,36 +83,97 @@ impl Router {
             }
         }
         Ok(Router {
-            partitioner: Partitioner::new(cluster.shards),
-            shards,
+            routing: Arc::new(ArcSwap::from_pointee(Routing::hashed(
+                cluster.shards,
+                shards,
+            ))),
             cluster: Some(cluster),
+            follower: None,
         })
     }
 
     /// A router over one shard that is the whole database: an unsharded profile.
     pub fn single(shard: Arc<dyn Shard>) -> Router {
         Router {
-            shards: vec![shard],
-            partitioner: Partitioner::new(1),
+            routing: Arc::new(ArcSwap::from_pointee(Routing::hashed(1, vec![shard]))),
             cluster: None,
+            follower: None,
         }
     }
 
-    pub fn shards(&self) -> &[Arc<dyn Shard>] {
-        &self.shards
+    /// A router that follows the cluster map `follower` reads, starting from its newest
+    /// version, and keeps following it in the background while the router lives.
+    pub async fn following(follower: MapFollower) -> Result<Router> {
+        let follower = Arc::new(follower);
+        let routing = Arc::new(ArcSwap::from_pointee(follower.first().await?));
+        follower.clone().watch(Arc::downgrade(&routing));
+        Ok(Router {
+            routing,
+            cluster: None,
+            follower: Some(follower),
+        })
+    }
+
+    /// The shards of the current routing, in its order.
+    pub fn shards(&self) -> Vec<Arc<dyn Shard>> {
+        self.routing.load().shards.clone()
+    }
+
+    /// The routing calls use now.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.load_full()
     }
 
     pub fn cluster(&self) -> Option<&Cluster> {
         self.cluster.as_ref()
     }
 
-    /// The shard that holds `key`.
+    /// The shard that holds `key`, by its position in the current routing.
     pub fn shard_of(&self, key: &[u8]) -> usize {
-        self.partitioner.shard_of(key)
+        self.routing.load().shard_of(key)
+    }
+
+    /// Runs `call` on the current routing; for a router that follows a map, a call that
+    /// found the map stale is sent again on a refreshed one, within the follower's retry
+    /// bound, as `resend` allows.
+    async fn routed<T, F, Fut>(&self, resend: Resend, call: F) -> Result<T>
+    where
+        F: Fn(Arc<Routing>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let Some(follower) = &self.follower else {
+            return call(self.routing.load_full()).await;
+        };
+        let deadline = tokio::time::Instant::now() + follower.retry_for();
+        let mut attempt = 0u32;
+        loop {
+            let routing = self.routing.load_full();
+            let err = match call(routing.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let stale = err.not_applied() || matches!(err, Error::Component { .. });
+            if !stale {
+                return Err(err);
+            }
+            // Whatever happens to this call, the next ones should not meet the same node.
+            follower.refresh(&self.routing, routing.version).await;
+            let again = err.not_applied() || resend == Resend::Freely;
+            if !again || tokio::time::Instant::now() >= deadline {
+                return Err(err);
+            }
+            metrics::counter!("cairn_router_resends_total").increment(1);
+            tracing::debug!(error = %err, attempt, "sending a call again on a refreshed map");
+            tokio::time::sleep(follower.backoff(attempt)).await;
+            attempt += 1;
+        }
     }
 
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        self.shards[self.shard_of(key)].get(key).await
+        self.routed(Resend::Freely, |r| async move {
+            r.shards[r.shard_of(key)].get(key).await
+        })
+        .await
     }
 
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
@@ -132,15 +212,40 @@ impl Router {
         if batch.is_empty() {
             return Ok(());
         }
-        let n = self.shards.len();
-        let first = self.shard_of(&batch.ops()[0].key);
-        let on_first = |op: &cairn_common::BatchOp| {
-            op.kind != EntryKind::RangeDelete && self.shard_of(&op.key) == first
+        let on_one = {
+            let r = self.routing.load();
+            let first = r.shard_of(&batch.ops()[0].key);
+            r.shards.len() == 1
+                || batch
+                    .ops()
+                    .iter()
+                    .all(|op| op.kind != EntryKind::RangeDelete && r.shard_of(&op.key) == first)
         };
-        if n == 1 || batch.ops().iter().all(on_first) {
-            self.shards[first].write(batch).await?;
-            return Ok(());
+        if on_one && self.follower.is_none() {
+            let r = self.routing.load();
+            return r.shards[r.shard_of(&batch.ops()[0].key)]
+                .write(batch)
+                .await
+                .map(|_| ());
         }
+        if on_one {
+            // Each send needs a batch of its own; a clone shares the keys and values.
+            return self
+                .routed(Resend::IfNotApplied, |r| {
+                    let batch = batch.clone();
+                    async move {
+                        r.shards[r.shard_of(&batch.ops()[0].key)]
+                            .write(batch)
+                            .await
+                            .map(|_| ())
+                    }
+                })
+                .await;
+        }
+        // A batch across shards is sent once, split by the routing of the moment: resending
+        // only the parts that moved would need each part's own retry.
+        let r = self.routing.load_full();
+        let n = r.shards.len();
         let mut parts: Vec<WriteBatch> = (0..n).map(|_| WriteBatch::new()).collect();
         for op in batch.into_ops() {
             if op.kind == EntryKind::RangeDelete {
@@ -149,47 +254,27 @@ impl Router {
                 }
                 continue;
             }
-            parts[self.shard_of(&op.key)].push(op);
+            parts[r.shard_of(&op.key)].push(op);
         }
         let writes = parts
             .into_iter()
             .enumerate()
             .filter(|(_, b)| !b.is_empty())
-            .map(|(i, b)| self.shards[i].write(b));
+            .map(|(i, b)| r.shards[i].write(b));
         // Every part runs to its end even when another fails: a write abandoned midway would
         // leave its outcome unknown.
         let done = futures::future::join_all(writes).await;
-        done.into_iter().try_for_each(|r| r.map(|_| ()))
+        let result = done.into_iter().try_for_each(|r| r.map(|_| ()));
+        if let (Err(_), Some(f)) = (&result, &self.follower) {
+            f.refresh(&self.routing, r.version).await;
+        }
+        result
     }
 
     /// The values of `keys`, in their order: one batched call per shard, all shards at once.
     /// Each shard reads its keys at one snapshot of its own.
     pub async fn multi_get(&self, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>> {
-        let n = self.shards.len();
-        if n == 1 {
-            return self.shards[0].multi_get(keys.to_vec()).await;
-        }
-        let mut groups: Vec<(Vec<usize>, Vec<Bytes>)> = vec![(Vec::new(), Vec::new()); n];
-        for (i, k) in keys.iter().enumerate() {
-            let g = &mut groups[self.shard_of(k)];
-            g.0.push(i);
-            g.1.push(k.clone());
-        }
-        let calls = groups
-            .into_iter()
-            .enumerate()
-            .filter(|(_, g)| !g.0.is_empty())
-            .map(|(s, (at, ks))| {
-                let shard = &self.shards[s];
-                async move { Ok::<_, Error>((at, shard.multi_get(ks).await?)) }
-            });
-        let mut out = vec![None; keys.len()];
-        for (at, values) in futures::future::try_join_all(calls).await? {
-            for (i, v) in at.into_iter().zip(values) {
-                out[i] = v;
-            }
-        }
-        Ok(out)
+        self.routed(Resend::Freely, |r| multi_get_on(r, keys)).await
     }
 
     /// Live pairs of `range` in key order, up to `limit`: every shard streams its part at
@@ -226,9 +311,19 @@ impl Router {
         Ok(Box::pin(futures::stream::select_all(streams)))
     }
 
+    /// Opens the scans of the shards `range` may reach. A stream that breaks later ends
+    /// with its error: a scan is not resumed on another owner.
     async fn open_scans(&self, range: KeyRange, limit: Option<usize>) -> Result<Vec<PairStream>> {
-        let opens = self.shards.iter().map(|s| s.scan(range.clone(), limit));
-        futures::future::try_join_all(opens).await
+        self.routed(Resend::Freely, |r| {
+            let range = range.clone();
+            async move {
+                let opens = r
+                    .overlapping(&range)
+                    .map(|i| r.shards[i].scan(range.clone(), limit));
+                futures::future::try_join_all(opens).await
+            }
+        })
+        .await
     }
 
     /// count, sum, min, max and avg of `range`, pushed down: each shard folds its own part
@@ -239,15 +334,20 @@ impl Router {
         range: KeyRange,
         value_type: ValueType,
     ) -> Result<AggregateState> {
-        let parts = self
-            .shards
-            .iter()
-            .map(|s| s.aggregate(range.clone(), value_type));
-        let mut total = AggregateState::new(value_type);
-        for part in futures::future::try_join_all(parts).await? {
-            total.merge(&part);
-        }
-        Ok(total)
+        self.routed(Resend::Freely, |r| {
+            let range = range.clone();
+            async move {
+                let parts = r
+                    .overlapping(&range)
+                    .map(|i| r.shards[i].aggregate(range.clone(), value_type));
+                let mut total = AggregateState::new(value_type);
+                for part in futures::future::try_join_all(parts).await? {
+                    total.merge(&part);
+                }
+                Ok(total)
+            }
+        })
+        .await
     }
 
     /// The same aggregate the slow way, every row pulled to the router and folded here; kept
@@ -274,10 +374,12 @@ impl Router {
     where
         S: Stream<Item = Result<(Bytes, Bytes)>> + Send,
     {
-        let n = self.shards.len();
+        // One routing for the whole import: a shard that moves meanwhile fails its part.
+        let r = self.routing.load_full();
+        let n = r.shards.len();
         let mut senders = Vec::with_capacity(n);
         let mut loads = Vec::with_capacity(n);
-        for shard in &self.shards {
+        for shard in &r.shards {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<(Bytes, Bytes)>>>(IMPORT_QUEUE);
             senders.push(tx);
             let batches: ImportStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
@@ -299,7 +401,7 @@ impl Router {
                         return Err(e);
                     }
                 };
-                let s = self.shard_of(&k);
+                let s = r.shard_of(&k);
                 buffers[s].push((k, v));
                 if buffers[s].len() >= IMPORT_BATCH {
                     let batch = std::mem::take(&mut buffers[s]);
@@ -320,7 +422,7 @@ impl Router {
         drop(senders);
         let mut loaded = 0;
         let mut first_error = split.err();
-        for (shard, load) in self.shards.iter().zip(loads) {
+        for (shard, load) in r.shards.iter().zip(loads) {
             match load.await {
                 Ok(Ok(n)) => loaded += n,
                 Ok(Err(e)) => {
@@ -340,12 +442,14 @@ impl Router {
     /// Flushes every shard's memtable, all at once; each runs to its end, and the first
     /// failure is returned.
     pub async fn flush(&self) -> Result<()> {
-        first_error(futures::future::join_all(self.shards.iter().map(|s| s.flush())).await)
+        let r = self.routing.load_full();
+        first_error(futures::future::join_all(r.shards.iter().map(|s| s.flush())).await)
     }
 
     /// Compacts every shard, all at once, like `flush`.
     pub async fn compact(&self) -> Result<()> {
-        first_error(futures::future::join_all(self.shards.iter().map(|s| s.compact())).await)
+        let r = self.routing.load_full();
+        first_error(futures::future::join_all(r.shards.iter().map(|s| s.compact())).await)
     }
 
     /// Runs `op` on every shard, all at once: each shard's checkpoint is its own point in
@@ -354,16 +458,17 @@ impl Router {
     /// A clone's `into` names one store per shard: with several shards it must hold
     /// `{shard}`, which becomes each shard's index.
     pub async fn checkpoint(&self, op: CheckpointOp) -> Result<Vec<Vec<CheckpointInfo>>> {
+        let r = self.routing.load_full();
         if let CheckpointOp::Clone { into, .. } = &op
-            && self.shards.len() > 1
+            && r.shards.len() > 1
             && !into.contains("{shard}")
         {
             return Err(Error::InvalidArgument(format!(
                 "{} shards need a store each for their clones: put {{shard}} in {into:?}",
-                self.shards.len()
+                r.shards.len()
             )));
         }
-        let calls = self.shards.iter().enumerate().map(|(i, s)| {
+        let calls = r.shards.iter().enumerate().map(|(i, s)| {
             let op = match &op {
                 CheckpointOp::Clone { name, into } => CheckpointOp::Clone {
                     name: name.clone(),
@@ -378,8 +483,9 @@ impl Router {
 
     /// Every shard's stats, in shard order; a shard that cannot answer has its error.
     pub async fn stats(&self) -> Vec<ShardStats> {
-        let all = futures::future::join_all(self.shards.iter().map(|s| s.stats())).await;
-        self.shards
+        let r = self.routing.load_full();
+        let all = futures::future::join_all(r.shards.iter().map(|s| s.stats())).await;
+        r.shards
             .iter()
             .zip(all)
             .map(|(s, stats)| ShardStats {
@@ -391,8 +497,38 @@ impl Router {
 
     /// Closes the local shards (flushing them); remote shards stay up.
     pub async fn close(&self) -> Result<()> {
-        first_error(futures::future::join_all(self.shards.iter().map(|s| s.close())).await)
+        let r = self.routing.load_full();
+        first_error(futures::future::join_all(r.shards.iter().map(|s| s.close())).await)
     }
+}
+
+/// `Router::multi_get` on one routing: one batched call per shard, all shards at once.
+async fn multi_get_on(r: Arc<Routing>, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>> {
+    let n = r.shards.len();
+    if n == 1 {
+        return r.shards[0].multi_get(keys.to_vec()).await;
+    }
+    let mut groups: Vec<(Vec<usize>, Vec<Bytes>)> = vec![(Vec::new(), Vec::new()); n];
+    for (i, k) in keys.iter().enumerate() {
+        let g = &mut groups[r.shard_of(k)];
+        g.0.push(i);
+        g.1.push(k.clone());
+    }
+    let calls = groups
+        .into_iter()
+        .enumerate()
+        .filter(|(_, g)| !g.0.is_empty())
+        .map(|(s, (at, ks))| {
+            let shard = &r.shards[s];
+            async move { Ok::<_, Error>((at, shard.multi_get(ks).await?)) }
+        });
+    let mut out = vec![None; keys.len()];
+    for (at, values) in futures::future::try_join_all(calls).await? {
+        for (i, v) in at.into_iter().zip(values) {
+            out[i] = v;
+        }
+    }
+    Ok(out)
 }
 
 fn first_error(all: Vec<Result<()>>) -> Result<()> {

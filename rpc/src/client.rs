@@ -149,6 +149,9 @@ impl RpcClient {
     /// Turns a failed call into the library's error, keeping what kind of failure it was.
     pub fn error(&self, what: &str, s: Status) -> Error {
         let who = self.who();
+        if s.metadata().contains_key(crate::server::MOVED_HEADER) {
+            return Error::Moved(format!("{who}: {}", s.message()));
+        }
         match s.code() {
             Code::InvalidArgument => Error::InvalidArgument(format!("{who}: {}", s.message())),
             Code::DataLoss => Error::corruption(who, s.message()),

@@ -68,7 +68,7 @@ pub use convert::{decode_entries, decode_meta, decode_range, encode_entries};
 pub use databases::{Databases, MAX_DATABASES};
 pub use options::{ClientOptions, ServerOptions};
 pub use progress::{
-    ProgressMessage, counting_progress, heartbeat_interval, lost_server, with_progress,
+    ProgressMessage, counting_progress, heartbeat_interval, lost_server, never_sent, with_progress,
 };
 pub use server::{
     DRAIN_GRACE, ServerAuth, ServerHandle, ServerRouter, StatusStream, builder, check_exposure,

@@ -171,9 +171,39 @@ pub fn lost_server(s: Status) -> Status {
     }
 }
 
+/// Whether a call failed before anything was sent: the connection to the server was
+/// refused, so the call cannot have been applied and may be sent again, there or elsewhere.
+pub fn never_sent(s: &Status) -> bool {
+    let mut cause = std::error::Error::source(s);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_connection_was_never_sent() {
+        let refused = Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        )));
+        assert!(never_sent(&refused));
+        let reset = Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        )));
+        assert!(!never_sent(&reset));
+        assert!(!never_sent(&Status::unavailable("no source")));
+    }
 
     #[test]
     fn a_broken_stream_is_a_lost_server_and_a_sent_status_is_itself() {

@@ -16,12 +16,16 @@ use tonic::transport::server::Router;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
+/// Marks a status that carries `Error::Moved`, so the client can tell it from the other
+/// failed preconditions: a moved call was not applied and may be sent again.
+pub const MOVED_HEADER: &str = "cairn-moved";
+
 /// The status a library error travels as. Clients learn what failed, not where the server
 /// keeps its files: paths are cut to their last component (the full error is logged here).
 pub fn status(e: Error) -> Status {
     if !matches!(
         e,
-        Error::InvalidArgument(_) | Error::Closed | Error::Fenced(_)
+        Error::InvalidArgument(_) | Error::Closed | Error::Fenced(_) | Error::Moved(_)
     ) {
         tracing::warn!(error = %e, "call failed");
     }
@@ -34,6 +38,14 @@ pub fn status(e: Error) -> Status {
         // Aborted is kept for fencing alone, so a client can map it back.
         Error::Fenced(m) => Status::aborted(without_paths(&m)),
         Error::Held(m) | Error::Conflict(m) => Status::failed_precondition(without_paths(&m)),
+        Error::Moved(m) => {
+            let mut s = Status::failed_precondition(m);
+            s.metadata_mut().insert(
+                MOVED_HEADER,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+            s
+        }
         other => Status::internal(without_paths(&other.to_string())),
     }
 }

@@ -11,10 +11,12 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+mod cluster;
 mod router;
 mod rpc;
 mod storage;
 
+pub use cluster::{ClusterSection, MapKind, SHARDS, check_node_id};
 pub use router::{RouterSection, ShardKind, ShardSection, shard_dir_name};
 pub use rpc::RpcSection;
 pub use storage::{GRPC_CACHE_BYTES, StorageKind, StorageSection};
@@ -52,6 +54,9 @@ pub struct Config {
     /// Present in a sharded profile: the shards its keys are spread over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<RouterSection>,
+    /// Present in a profile whose shards a cluster map places on nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSection>,
     /// Open the database as a read replica that follows its writer (`Db::open_reader`):
     /// `cairn --read-only ...`, `cairn serve shard --read-only`, or `CAIRN_READ_ONLY=true`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -579,6 +584,11 @@ impl Config {
         }
         if let Some(r) = &self.router
             && let Err((key, why)) = r.validate()
+        {
+            return bad(&key, why);
+        }
+        if let Some(c) = &self.cluster
+            && let Err((key, why)) = c.validate(self)
         {
             return bad(&key, why);
         }

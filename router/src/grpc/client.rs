@@ -158,7 +158,14 @@ impl Shard for GrpcShard {
             .client()
             .write(self.rpc.request(req))
             .await
-            .map_err(|s| self.rpc.error("write", s))?;
+            .map_err(|s| {
+                if cairn_rpc::never_sent(&s) {
+                    // Refused before a byte was sent: certainly not applied.
+                    Error::Unreached(format!("{}: write ({})", self.name, s.message()))
+                } else {
+                    self.rpc.error("write", s)
+                }
+            })?;
         Ok(r.into_inner().seq)
     }
 

@@ -15,7 +15,7 @@ pub mod pb {
 }
 
 pub use client::GrpcShard;
-pub use server::{ShardService, shard_service};
+pub use server::{ShardHost, ShardService, host_service, shard_service};
 
 /// Scans and imports move pairs in messages of about this many bytes.
 const CHUNK_BYTES: usize = 64 << 10;
@@ -30,6 +30,7 @@ impl From<ShardIdentity> for pb::ShardTag {
             cluster: id.cluster,
             index: id.index,
             count: id.count,
+            generation: id.generation,
         }
     }
 }
@@ -40,6 +41,7 @@ impl From<pb::ShardTag> for ShardIdentity {
             cluster: t.cluster,
             index: t.index,
             count: t.count,
+            generation: t.generation,
         }
     }
 }

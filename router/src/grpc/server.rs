@@ -1,6 +1,7 @@
-//! Serves one local shard. Each call must carry the identity its router expects; the first
-//! call to a data directory that is no shard yet gives it that identity. A database no router
-//! has claimed also takes calls without one (a single served database, `cairn --connect`).
+//! Serves local shards: one (`cairn serve shard`), or those a node holds (`ShardHost`). Each
+//! call must carry the identity its router expects; the first call to a data directory that is
+//! no shard yet gives it that identity. A database no router has claimed also takes calls
+//! without one (a single served database, `cairn --connect`).
 
 use super::pb::shard_server::{Shard as ShardRpc, ShardServer};
 use super::pb::{
@@ -9,10 +10,11 @@ use super::pb::{
     ShardTag, StatsResponse, Tagged, WriteRequest, WriteResponse,
 };
 use super::{CHUNK_BYTES, pair_bytes, pairs_message, pairs_of};
+use crate::cluster::ShardIdentity;
 use crate::local::LocalShard;
 use crate::shard::{CheckpointOp, ImportStream, Shard};
 use bytes::Bytes;
-use cairn_common::{BatchOp, EntryKind, Error, ValueType, WriteBatch};
+use cairn_common::{BatchOp, EntryKind, Error, Result, ValueType, WriteBatch};
 use cairn_rpc::pb::{AggregateState, Empty, Progress};
 use cairn_rpc::{
     DEFAULT_DATABASE, ServerAuth, ServerOptions, StatusStream, check_access, chunked,
@@ -23,18 +25,57 @@ use std::sync::Arc;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 
-pub struct ShardService {
-    shard: Arc<LocalShard>,
+/// Which local shard answers a call, by the identity the call carries.
+pub trait ShardHost: Send + Sync + 'static {
+    /// The shard `tag` names, or why this server does not serve it (`Error::Moved` when the
+    /// caller's map is stale).
+    fn shard_for(&self, tag: Option<ShardIdentity>) -> Result<Arc<LocalShard>>;
+    /// What `Identify` answers.
+    fn identity(&self) -> Option<ShardIdentity>;
 }
 
-/// The service, behind the token check and the message size bounds.
+/// A server of one shard: calls must carry its identity once it has one.
+struct OneShard(Arc<LocalShard>);
+
+impl ShardHost for OneShard {
+    fn shard_for(&self, tag: Option<ShardIdentity>) -> Result<Arc<LocalShard>> {
+        match (tag, self.0.identity()) {
+            (Some(tag), _) => self.0.claim(tag)?,
+            (None, None) => {}
+            (None, Some(id)) => {
+                return Err(Error::InvalidArgument(format!(
+                    "this server's database is {id}: a call must say which shard it means (tag); Identify tells"
+                )));
+            }
+        }
+        Ok(self.0.clone())
+    }
+
+    fn identity(&self) -> Option<ShardIdentity> {
+        self.0.identity()
+    }
+}
+
+pub struct ShardService {
+    host: Arc<dyn ShardHost>,
+}
+
+/// The service of one shard, behind the token check and the message size bounds.
 pub fn shard_service(
     shard: Arc<LocalShard>,
     opts: &ServerOptions,
 ) -> InterceptedService<ShardServer<ShardService>, ServerAuth> {
+    host_service(Arc::new(OneShard(shard)), opts)
+}
+
+/// The service of the shards `host` holds.
+pub fn host_service(
+    host: Arc<dyn ShardHost>,
+    opts: &ServerOptions,
+) -> InterceptedService<ShardServer<ShardService>, ServerAuth> {
     let max = opts.max_message_bytes();
     InterceptedService::new(
-        ShardServer::new(ShardService { shard })
+        ShardServer::new(ShardService { host })
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
         ServerAuth::new(opts),
@@ -42,14 +83,8 @@ pub fn shard_service(
 }
 
 impl ShardService {
-    fn admit(&self, tag: Option<ShardTag>) -> Result<(), Status> {
-        match (tag, self.shard.identity()) {
-            (Some(tag), _) => self.shard.claim(tag.into()).map_err(status),
-            (None, None) => Ok(()),
-            (None, Some(id)) => Err(Status::invalid_argument(format!(
-                "this server's database is {id}: a call must say which shard it means (tag); Identify tells"
-            ))),
-        }
+    fn shard(&self, tag: Option<ShardTag>) -> Result<Arc<LocalShard>, Status> {
+        self.host.shard_for(tag.map(Into::into)).map_err(status)
     }
 }
 
@@ -67,21 +102,21 @@ impl ShardRpc for ShardService {
     async fn identify(&self, req: Request<Empty>) -> Result<Response<IdentifyResponse>, Status> {
         check_access(&req, DEFAULT_DATABASE, false)?;
         Ok(Response::new(IdentifyResponse {
-            tag: self.shard.identity().map(ShardTag::from),
+            tag: self.host.identity().map(ShardTag::from),
         }))
     }
 
     async fn claim(&self, req: Request<Tagged>) -> Result<Response<Empty>, Status> {
         check_access(&req, DEFAULT_DATABASE, true)?;
-        self.admit(req.into_inner().tag)?;
+        self.shard(req.into_inner().tag)?;
         Ok(Response::new(Empty {}))
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         check_access(&req, DEFAULT_DATABASE, false)?;
         let req = req.into_inner();
-        self.admit(req.tag)?;
-        let v = self.shard.get(&req.key).await.map_err(status)?;
+        let shard = self.shard(req.tag)?;
+        let v = shard.get(&req.key).await.map_err(status)?;
         Ok(Response::new(GetResponse {
             found: v.is_some(),
             value: v.unwrap_or_default(),
@@ -94,8 +129,8 @@ impl ShardRpc for ShardService {
     ) -> Result<Response<MultiGetResponse>, Status> {
         check_access(&req, DEFAULT_DATABASE, false)?;
         let req = req.into_inner();
-        self.admit(req.tag)?;
-        let got = self.shard.multi_get(req.keys).await.map_err(status)?;
+        let shard = self.shard(req.tag)?;
+        let got = shard.multi_get(req.keys).await.map_err(status)?;
         let found = got.iter().map(Option::is_some).collect();
         let values = got.into_iter().flatten().collect();
         Ok(Response::new(MultiGetResponse { found, values }))
@@ -104,7 +139,7 @@ impl ShardRpc for ShardService {
     async fn write(&self, req: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
         check_access(&req, DEFAULT_DATABASE, true)?;
         let req = req.into_inner();
-        self.admit(req.tag)?;
+        let shard = self.shard(req.tag)?;
         if req.kinds.len() != req.keys.len() {
             return Err(Status::invalid_argument("a kind for every key"));
         }
@@ -125,17 +160,17 @@ impl ShardRpc for ShardService {
             };
             batch.push(BatchOp { kind, key, value });
         }
-        let seq = self.shard.write(batch).await.map_err(status)?;
+        let seq = shard.write(batch).await.map_err(status)?;
         Ok(Response::new(WriteResponse { seq }))
     }
 
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<Self::ScanStream>, Status> {
         check_access(&req, DEFAULT_DATABASE, false)?;
         let req = req.into_inner();
-        self.admit(req.tag)?;
+        let shard = self.shard(req.tag)?;
         let range = decode_range(req.range).map_err(status)?;
         let limit = (req.limit > 0).then_some(req.limit as usize);
-        let pairs = self.shard.scan(range, limit).await.map_err(status)?;
+        let pairs = shard.scan(range, limit).await.map_err(status)?;
         Ok(Response::new(chunked(
             pairs,
             CHUNK_BYTES,
@@ -150,10 +185,9 @@ impl ShardRpc for ShardService {
     ) -> Result<Response<AggregateState>, Status> {
         check_access(&req, DEFAULT_DATABASE, false)?;
         let req = req.into_inner();
-        self.admit(req.tag)?;
+        let shard = self.shard(req.tag)?;
         let range = decode_range(req.range).map_err(status)?;
-        let state = self
-            .shard
+        let state = shard
             .aggregate(range, value_type(req.value_type)?)
             .await
             .map_err(status)?;
@@ -171,7 +205,7 @@ impl ShardRpc for ShardService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty import stream"))?;
-        self.admit(first.tag)?;
+        let shard = self.shard(first.tag)?;
         // The stream's batches, until the one marked finish; ending without it is an error,
         // so the shard does not load the tail of an import broken off.
         let batches =
@@ -205,7 +239,6 @@ impl ShardRpc for ShardService {
         let batches: ImportStream = Box::pin(
             batches.filter(|b| futures::future::ready(!matches!(b, Ok(v) if v.is_empty()))),
         );
-        let shard = self.shard.clone();
         Ok(Response::new(counting_progress(every, async move {
             shard.import(batches).await
         })))
@@ -214,8 +247,7 @@ impl ShardRpc for ShardService {
     async fn flush(&self, req: Request<Tagged>) -> Result<Response<Self::FlushStream>, Status> {
         check_access(&req, DEFAULT_DATABASE, true)?;
         let every = heartbeat_interval(&req);
-        self.admit(req.into_inner().tag)?;
-        let shard = self.shard.clone();
+        let shard = self.shard(req.into_inner().tag)?;
         Ok(Response::new(counting_progress(every, async move {
             shard.flush().await.map(|()| 0)
         })))
@@ -224,8 +256,7 @@ impl ShardRpc for ShardService {
     async fn compact(&self, req: Request<Tagged>) -> Result<Response<Self::CompactStream>, Status> {
         check_access(&req, DEFAULT_DATABASE, true)?;
         let every = heartbeat_interval(&req);
-        self.admit(req.into_inner().tag)?;
-        let shard = self.shard.clone();
+        let shard = self.shard(req.into_inner().tag)?;
         Ok(Response::new(counting_progress(every, async move {
             shard.compact().await.map(|()| 0)
         })))
@@ -233,8 +264,8 @@ impl ShardRpc for ShardService {
 
     async fn stats(&self, req: Request<Tagged>) -> Result<Response<StatsResponse>, Status> {
         check_access(&req, DEFAULT_DATABASE, false)?;
-        self.admit(req.into_inner().tag)?;
-        let stats = self.shard.stats().await.map_err(status)?;
+        let shard = self.shard(req.into_inner().tag)?;
+        let stats = shard.stats().await.map_err(status)?;
         let json = serde_json::to_string(&stats).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(StatsResponse { json }))
     }
@@ -245,7 +276,7 @@ impl ShardRpc for ShardService {
     ) -> Result<Response<CheckpointResponse>, Status> {
         check_access(&req, DEFAULT_DATABASE, req.get_ref().op != 0)?;
         let r = req.into_inner();
-        self.admit(r.tag)?;
+        let shard = self.shard(r.tag)?;
         let op = match r.op {
             0 => CheckpointOp::List,
             1 => CheckpointOp::Create(r.name),
@@ -260,7 +291,7 @@ impl ShardRpc for ShardService {
                 )));
             }
         };
-        let list = self.shard.checkpoint(op).await.map_err(status)?;
+        let list = shard.checkpoint(op).await.map_err(status)?;
         let json = serde_json::to_string(&list).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(CheckpointResponse { json }))
     }

@@ -79,6 +79,7 @@ fn identity(index: u32) -> ShardIdentity {
         cluster: 0xc0ffee,
         index,
         count: 3,
+        generation: 0,
     }
 }
 

@@ -9,6 +9,7 @@
 //! consensus protocol of ours: both lean on one the store already has.
 
 mod etcd;
+pub mod placement;
 mod storage;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -17,7 +18,7 @@ pub mod conformance;
 mod tests;
 
 pub use etcd::EtcdMapStore;
-pub use storage::StorageMapStore;
+pub use storage::{HeartbeatStores, StorageMapStore, WAIT};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -61,6 +62,10 @@ pub struct ShardEntry {
     /// Counts changes of owner, so a call routed by an old map is refused by a node that
     /// has since given the shard up or taken it anew.
     pub generation: u64,
+    /// Where the owner is asked to hand it: the owner closes it, then installs the new owner
+    /// (so the two never serve it at once).
+    #[serde(default)]
+    pub moving_to: Option<NodeId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +121,7 @@ impl ClusterMap {
                 database: database_name(u64::from(i)),
                 owner: None,
                 generation: 0,
+                moving_to: None,
             })
             .collect();
         ClusterMap {
@@ -285,6 +291,27 @@ where
         }
         metrics::counter!("cairn_cluster_map_edit_conflicts_total").increment(1);
     }
+}
+
+/// Marks `node` draining (its shards are moved off and it gets no new ones) or not.
+pub async fn set_draining(store: &dyn MapStore, node: &str, draining: bool) -> Result<ClusterMap> {
+    edit(store, |m| {
+        let Some(n) = m.nodes.get(node) else {
+            return Err(Error::InvalidArgument(format!(
+                "no node `{node}` in the cluster map (nodes: {})",
+                m.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        };
+        if n.draining == draining {
+            return Ok(None);
+        }
+        let mut next = m.clone();
+        if let Some(n) = next.nodes.get_mut(node) {
+            n.draining = draining;
+        }
+        Ok(Some(next))
+    })
+    .await
 }
 
 /// The cluster's map, created as `initial` if there is none yet (of racing creators one

@@ -1,0 +1,190 @@
+//! `cairn cluster`: what an operator asks of a cluster placed by a map (`[cluster]`): its
+//! status, and draining a node before it stops.
+
+use anyhow::{Context, Result};
+use cairn::{ClusterMap, Config, MapKind, MapStore};
+use clap::Subcommand;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// The map's version; each shard's range, owner, generation, move and size; each node's
+    /// URL, lease and load.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Moves every shard off NODE (no table data is copied: each new owner takes the shard's
+    /// database over) and waits until it holds none; it may then be stopped.
+    Drain {
+        node: String,
+        /// How long to wait for the moves.
+        #[arg(long, default_value = "60", value_name = "SECONDS")]
+        wait: u64,
+    },
+    /// Lets NODE receive shards again after a drain.
+    Undrain { node: String },
+}
+
+pub async fn run(config: &Config, command: ClusterCommand) -> Result<ExitCode> {
+    anyhow::ensure!(
+        config.cluster.is_some(),
+        "`cairn cluster` works on a profile with a [cluster] section"
+    );
+    let store = cairn::map_store(config).await?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        ClusterCommand::Status { json } => {
+            let map = current(store.as_ref()).await?;
+            let sizes = sizes(config).await;
+            if config
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.map == MapKind::Storage)
+            {
+                // On the storage tier a lease runs out by the observer's clock: watch each
+                // node's heartbeats for as long as a node would before judging.
+                for id in map.nodes.keys() {
+                    store.alive(id).await?;
+                }
+                let lease = config
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.lease())
+                    .unwrap_or_default();
+                tokio::time::sleep(
+                    lease.mul_f64(cairn_router::map::WAIT) + Duration::from_millis(50),
+                )
+                .await;
+            }
+            let mut nodes = Vec::new();
+            for (id, n) in &map.nodes {
+                let alive = store.alive(id).await?;
+                nodes.push((id, n, alive, map.owned_by(id).count()));
+            }
+            if json {
+                let v = serde_json::json!({
+                    "version": map.version,
+                    "cluster": format!("{:016x}", map.cluster),
+                    "shards": map.shards.iter().map(|s| serde_json::json!({
+                        "id": s.id,
+                        "range": s.range_text(),
+                        "owner": s.owner,
+                        "generation": s.generation,
+                        "moving_to": s.moving_to,
+                        "bytes": sizes.get(&s.id),
+                    })).collect::<Vec<_>>(),
+                    "nodes": nodes.iter().map(|(id, n, alive, shards)| serde_json::json!({
+                        "id": id,
+                        "url": n.url,
+                        "lease": if *alive { "held" } else { "expired" },
+                        "draining": n.draining,
+                        "shards": shards,
+                    })).collect::<Vec<_>>(),
+                });
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "cluster {:016x}, map version {} at {}",
+                    map.cluster,
+                    map.version,
+                    store.location()
+                )?;
+                for s in &map.shards {
+                    let size = sizes
+                        .get(&s.id)
+                        .map_or_else(|| "size unknown".to_string(), |b| format!("{b} bytes"));
+                    let moving = s
+                        .moving_to
+                        .as_ref()
+                        .map(|t| format!("\tmoving to {t}"))
+                        .unwrap_or_default();
+                    writeln!(
+                        out,
+                        "shard {}\t{}\towner {}\tgeneration {}\t{size}{moving}",
+                        s.id,
+                        s.range_text(),
+                        s.owner.as_deref().unwrap_or("(none)"),
+                        s.generation
+                    )?;
+                }
+                for (id, n, alive, shards) in nodes {
+                    writeln!(
+                        out,
+                        "node {id}\t{}\tlease {}\t{shards} shards{}",
+                        n.url,
+                        if alive { "held" } else { "expired" },
+                        if n.draining { "\tdraining" } else { "" }
+                    )?;
+                }
+            }
+        }
+        ClusterCommand::Drain { node, wait } => {
+            cairn_router::map::set_draining(store.as_ref(), &node, true).await?;
+            writeln!(out, "draining {node}")?;
+            out.flush()?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+            loop {
+                let map = current(store.as_ref()).await?;
+                let left = holding(&map, &node);
+                if left == 0 {
+                    writeln!(out, "{node} holds no shards (map version {})", map.version)?;
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "{node} still holds {left} shards after {wait} s: are other nodes alive? (`cairn cluster status`)"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        ClusterCommand::Undrain { node } => {
+            let map = cairn_router::map::set_draining(store.as_ref(), &node, false).await?;
+            writeln!(
+                out,
+                "{node} takes shards again (map version {})",
+                map.version
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn current(store: &dyn MapStore) -> Result<ClusterMap> {
+    store.current().await?.with_context(|| {
+        format!(
+            "no cluster map at {}: no node has started",
+            store.location()
+        )
+    })
+}
+
+/// Shards `node` owns or is still handing over.
+fn holding(map: &ClusterMap, node: &str) -> usize {
+    map.owned_by(node).count()
+}
+
+/// Each served shard's bytes of tables, by shard id; shards that do not answer within a few
+/// seconds are left out.
+async fn sizes(config: &Config) -> std::collections::HashMap<u64, u64> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(Ok(router)) =
+        tokio::time::timeout(Duration::from_secs(3), cairn::open_router(config)).await
+    else {
+        return out;
+    };
+    let ids = router.routing().ids();
+    if let Ok(all) = tokio::time::timeout(Duration::from_secs(3), router.stats()).await {
+        for (id, s) in ids.into_iter().zip(all) {
+            if let Ok(stats) = s.stats {
+                out.insert(id, stats.levels.iter().map(|l| l.bytes).sum());
+            }
+        }
+    }
+    out
+}

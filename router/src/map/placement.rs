@@ -1,0 +1,220 @@
+//! Which node should serve which shard: the edit any live node proposes when the map and the
+//! leases disagree. A pure function of the map and of which nodes hold leases, so every node
+//! proposes the same edit and the map's compare-and-swap lets one through.
+//!
+//! In order: a shard with no owner, or whose owner's lease ran out, goes to the least loaded
+//! node at once (a failover: the new owner takes the database over, fencing the old one);
+//! a shard whose move target died or is draining stays; a draining node's shards are asked
+//! to move; then shards move from the most to the least loaded node while their counts differ
+//! by more than one. A live owner is only ever asked to move (`moving_to`): it closes the
+//! shard and installs the new owner itself, so two nodes never serve one shard at once.
+//! Load is the count of shards a node has or is receiving.
+
+use super::{ClusterMap, NodeId};
+use std::collections::BTreeSet;
+
+pub fn plan(map: &ClusterMap, live: &BTreeSet<NodeId>) -> Option<ClusterMap> {
+    let takers: Vec<NodeId> = map
+        .nodes
+        .iter()
+        .filter(|(id, n)| live.contains(*id) && !n.draining)
+        .map(|(id, _)| id.clone())
+        .collect();
+    if takers.is_empty() {
+        return None;
+    }
+    let mut next = map.clone();
+    let mut changed = false;
+    let load = |m: &ClusterMap, n: &str| {
+        m.shards
+            .iter()
+            .filter(|s| match &s.moving_to {
+                Some(to) => to == n,
+                None => s.owner.as_deref() == Some(n),
+            })
+            .count()
+    };
+    let least = |m: &ClusterMap, except: Option<&str>| {
+        takers
+            .iter()
+            .filter(|t| Some(t.as_str()) != except)
+            .min_by_key(|t| (load(m, t), t.as_str()))
+            .cloned()
+    };
+    let draining = |m: &ClusterMap, n: &str| m.nodes.get(n).is_none_or(|e| e.draining);
+
+    for i in 0..next.shards.len() {
+        let s = &next.shards[i];
+        let orphan = s.owner.as_ref().is_none_or(|o| !live.contains(o));
+        let stuck_move = s
+            .moving_to
+            .as_ref()
+            .is_some_and(|t| !live.contains(t) || draining(&next, t));
+        if orphan {
+            let to = least(&next, None);
+            let s = &mut next.shards[i];
+            s.owner = to;
+            s.generation += 1;
+            s.moving_to = None;
+            changed = true;
+        } else if stuck_move {
+            next.shards[i].moving_to = None;
+            changed = true;
+        }
+    }
+
+    for i in 0..next.shards.len() {
+        let s = &next.shards[i];
+        if s.moving_to.is_none()
+            && let Some(owner) = s.owner.clone()
+            && draining(&next, &owner)
+            && let Some(to) = least(&next, Some(&owner))
+        {
+            next.shards[i].moving_to = Some(to);
+            changed = true;
+        }
+    }
+
+    // One move in flight per node, as source or target, so a node never closes or opens
+    // many shards at once.
+    loop {
+        let busy: BTreeSet<&str> = next
+            .shards
+            .iter()
+            .filter_map(|s| Some([s.owner.as_deref()?, s.moving_to.as_deref()?]))
+            .flatten()
+            .collect();
+        let free: Vec<(usize, &NodeId)> = takers
+            .iter()
+            .filter(|t| !busy.contains(t.as_str()))
+            .map(|t| (load(&next, t), t))
+            .collect();
+        let (Some(&(most, from)), Some(&(fewest, to))) = (
+            free.iter().max_by_key(|(l, t)| (*l, std::cmp::Reverse(*t))),
+            free.iter().min_by_key(|(l, t)| (*l, *t)),
+        ) else {
+            break;
+        };
+        if most <= fewest + 1 {
+            break;
+        }
+        let (from, to) = (from.clone(), to.clone());
+        let Some(s) = next
+            .shards
+            .iter_mut()
+            .rev()
+            .find(|s| s.owner.as_ref() == Some(&from) && s.moving_to.is_none())
+        else {
+            break;
+        };
+        s.moving_to = Some(to);
+        changed = true;
+    }
+    changed.then_some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::map::NodeEntry;
+
+    fn map(shards: u16, nodes: &[&str]) -> ClusterMap {
+        let mut m = ClusterMap::initial(shards);
+        for n in nodes {
+            m.nodes.insert(
+                n.to_string(),
+                NodeEntry {
+                    url: format!("http://{n}"),
+                    draining: false,
+                },
+            );
+        }
+        m
+    }
+
+    fn live(nodes: &[&str]) -> BTreeSet<NodeId> {
+        nodes.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn counts(m: &ClusterMap) -> Vec<(String, usize)> {
+        m.nodes
+            .keys()
+            .map(|n| (n.clone(), m.owned_by(n).count()))
+            .collect()
+    }
+
+    /// Applies every move the plan asks for, as the owners would.
+    fn settle(mut m: ClusterMap, live_nodes: &BTreeSet<NodeId>) -> ClusterMap {
+        for _ in 0..100 {
+            match plan(&m, live_nodes) {
+                Some(next) => m = next,
+                None => return m,
+            }
+            for s in &mut m.shards {
+                if let Some(to) = s.moving_to.take() {
+                    s.owner = Some(to);
+                    s.generation += 1;
+                }
+            }
+            m.validate().unwrap();
+        }
+        panic!("placement did not settle: {m:?}");
+    }
+
+    #[test]
+    fn shards_without_owners_are_spread_evenly() {
+        let m = map(8, &["a", "b", "c"]);
+        let done = settle(m, &live(&["a", "b", "c"]));
+        let c: Vec<usize> = counts(&done).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(c.iter().sum::<usize>(), 8);
+        assert!(
+            c.iter().max().unwrap() - c.iter().min().unwrap() <= 1,
+            "{c:?}"
+        );
+        assert!(done.shards.iter().all(|s| s.generation >= 1));
+    }
+
+    #[test]
+    fn a_dead_owners_shards_go_to_the_living_in_one_edit() {
+        let done = settle(map(6, &["a", "b", "c"]), &live(&["a", "b", "c"]));
+        let lost: Vec<u64> = done.owned_by("b").map(|s| s.id).collect();
+        let next = plan(&done, &live(&["a", "c"])).expect("an edit");
+        for id in &lost {
+            let s = next.shard(*id).unwrap();
+            assert!(matches!(s.owner.as_deref(), Some("a" | "c")));
+            assert_eq!(s.generation, done.shard(*id).unwrap().generation + 1);
+            assert_eq!(s.moving_to, None, "a failover is immediate, not a move");
+        }
+        assert_eq!(plan(&next, &live(&["a", "c"])), None, "and then nothing");
+    }
+
+    #[test]
+    fn a_new_node_receives_shards_by_moves_and_a_draining_one_gives_them_up() {
+        let mut done = settle(map(6, &["a", "b"]), &live(&["a", "b"]));
+        done.nodes.insert(
+            "c".into(),
+            NodeEntry {
+                url: "http://c".into(),
+                draining: false,
+            },
+        );
+        let first = plan(&done, &live(&["a", "b", "c"])).unwrap();
+        assert!(
+            first.shards.iter().all(|s| s.owner.as_deref() != Some("c")),
+            "a live owner is asked to move, never replaced"
+        );
+        let done = settle(done, &live(&["a", "b", "c"]));
+        assert_eq!(done.owned_by("c").count(), 2, "{:?}", counts(&done));
+        let mut draining = done.clone();
+        draining.nodes.get_mut("a").unwrap().draining = true;
+        let done = settle(draining, &live(&["a", "b", "c"]));
+        assert_eq!(done.owned_by("a").count(), 0);
+        assert_eq!(done.owned_by("b").count() + done.owned_by("c").count(), 6);
+    }
+
+    #[test]
+    fn nothing_changes_without_a_live_taker() {
+        let m = map(2, &["a"]);
+        assert_eq!(plan(&m, &live(&[])), None);
+    }
+}

@@ -1,0 +1,386 @@
+//! A node of a cluster placed by a map (`cairn serve node`). It joins the map, holds a lease,
+//! opens as their writer the shards the map gives it (a take-over with epochs, so a previous
+//! owner is fenced), serves them through the shard service (`ShardHost`), closes the ones the
+//! map takes away, hands over the ones it is asked to move, and proposes placement edits
+//! (`placement.rs`) like every other live node; the map's compare-and-swap lets one through.
+//!
+//! A node answers for its shards only while its lease is trusted: a renewal that began less
+//! than `TRUST` of the lease ago succeeded. Others take its shards only once they see the
+//! lease run out (etcd's expiry, or `WAIT` of the lease on their own clock), which is later,
+//! so a node that lost its lease has stopped answering before anyone else starts; a node that
+//! lost it closes every shard before it answers again. Writes are fenced by the journal's
+//! epochs besides.
+
+use crate::cluster::ShardIdentity;
+use crate::grpc::ShardHost;
+use crate::local::LocalShard;
+use crate::map::{
+    ClusterMap, MapStore, NodeEntry, NodeId, ShardEntry, edit, open_or_create, placement,
+};
+use crate::shard::Shard;
+use cairn_common::{Error, Result};
+use cairn_engine::Db;
+use futures::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The share of its lease a node trusts a renewal for, from when the renewal began.
+pub const TRUST: f64 = 0.9;
+
+/// Opens, as its writer, the database of a shard the map gave this node.
+pub type OpenShard = Arc<dyn Fn(ShardEntry) -> BoxFuture<'static, Result<Db>> + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub id: NodeId,
+    /// Where routers reach its shard service.
+    pub url: String,
+    pub lease: Duration,
+    /// How many shards the map starts with if this node creates it.
+    pub initial_shards: u16,
+}
+
+struct Held {
+    generation: u64,
+    shard: Arc<LocalShard>,
+}
+
+pub struct Node {
+    opts: NodeOptions,
+    store: Arc<dyn MapStore>,
+    open: OpenShard,
+    cluster: u64,
+    held: RwLock<HashMap<u64, Held>>,
+    opening: Mutex<HashSet<u64>>,
+    base: Instant,
+    /// Until when its lease is trusted, in nanoseconds after `base`.
+    trusted_until: AtomicU64,
+    stopping: AtomicBool,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Node {
+    /// Joins the cluster whose map `store` keeps (creating the map if there is none) and
+    /// starts serving what the map gives this node; the work runs on tasks of its own until
+    /// `stop`.
+    pub async fn start(
+        opts: NodeOptions,
+        store: Arc<dyn MapStore>,
+        open: OpenShard,
+    ) -> Result<Arc<Node>> {
+        let map = open_or_create(store.as_ref(), ClusterMap::initial(opts.initial_shards)).await?;
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let node = Arc::new(Node {
+            cluster: map.cluster,
+            opts,
+            store,
+            open,
+            held: RwLock::new(HashMap::new()),
+            opening: Mutex::new(HashSet::new()),
+            base: Instant::now(),
+            trusted_until: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            stop,
+        });
+        node.renew().await?;
+        let (id, url) = (node.opts.id.clone(), node.opts.url.clone());
+        edit(node.store.as_ref(), |m| {
+            if m.nodes.get(&id).is_some_and(|n| n.url == url) {
+                return Ok(None);
+            }
+            let mut next = m.clone();
+            let draining = m.nodes.get(&id).is_some_and(|n| n.draining);
+            next.nodes.insert(
+                id.clone(),
+                NodeEntry {
+                    url: url.clone(),
+                    draining,
+                },
+            );
+            Ok(Some(next))
+        })
+        .await?;
+        tracing::info!(node = %node.opts.id, url = %node.opts.url, at = %node.store.location(), "joined the cluster");
+        tokio::spawn(node.clone().keep_lease());
+        tokio::spawn(node.clone().follow());
+        Ok(node)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.opts.id
+    }
+
+    /// The shards it serves now, by id.
+    pub fn serving(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.held.read().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    fn trusted(&self) -> bool {
+        !self.stopping.load(Ordering::Acquire)
+            && self.now() < self.trusted_until.load(Ordering::Acquire)
+    }
+
+    /// Renews the lease once; trusted for `TRUST` of it from when the renewal began.
+    async fn renew(&self) -> Result<()> {
+        let began = self.now();
+        self.store.renew(&self.opts.id, self.opts.lease).await?;
+        let until = began + self.opts.lease.mul_f64(TRUST).as_nanos() as u64;
+        let before = self.trusted_until.load(Ordering::Acquire);
+        if before != 0 && began >= before {
+            // The lease may have run out since the last renewal, and others may have taken
+            // the shards: close them all before answering again; the map gives back the
+            // ones still ours.
+            tracing::warn!(node = %self.opts.id, "the lease lapsed before this renewal; closing every shard");
+            metrics::counter!("cairn_cluster_lease_lapses_total").increment(1);
+            let all: Vec<u64> = self.serving();
+            for id in all {
+                self.let_go(id).await;
+            }
+        }
+        self.trusted_until.fetch_max(until, Ordering::AcqRel);
+        Ok(())
+    }
+
+    async fn keep_lease(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = self.renew().await {
+                tracing::warn!(node = %self.opts.id, error = %e, "renewing the lease failed; trying again");
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(self.opts.lease / 4) => {}
+            }
+        }
+    }
+
+    /// Follows the map: after every change, and at least every third of a lease.
+    async fn follow(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        let mut seen = 0;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.step().await {
+                Ok(v) => seen = v,
+                Err(e) => {
+                    tracing::warn!(node = %self.opts.id, error = %e, "following the cluster map failed; trying again")
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = self.store.next(seen, self.opts.lease / 3) => {}
+            }
+        }
+    }
+
+    /// One round: lets go, hands over and opens what the map says, then proposes placement.
+    /// Answers the version it acted on.
+    async fn step(self: &Arc<Self>) -> Result<u64> {
+        let map = self.current().await?;
+        let me = self.opts.id.as_str();
+        let gone: Vec<u64> = self
+            .held
+            .read()
+            .iter()
+            .filter(|(id, h)| {
+                map.shard(**id)
+                    .is_none_or(|s| s.owner.as_deref() != Some(me) || s.generation != h.generation)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.let_go(id).await;
+        }
+        for s in map.owned_by(me) {
+            if let Some(to) = &s.moving_to {
+                self.hand_over(s, to).await?;
+            } else if !self.held.read().contains_key(&s.id) && self.opening.lock().insert(s.id) {
+                tokio::spawn(self.clone().take(s.clone()));
+            }
+        }
+        self.place(&map).await?;
+        Ok(map.version)
+    }
+
+    async fn current(&self) -> Result<ClusterMap> {
+        self.store
+            .current()
+            .await?
+            .ok_or_else(|| Error::component(self.store.location(), "the cluster map is gone"))
+    }
+
+    /// Opens shard `s` and serves it, unless the map took it away meanwhile.
+    async fn take(self: Arc<Self>, s: ShardEntry) {
+        let started = std::time::Instant::now();
+        let opened = (self.open)(s.clone()).await;
+        let result = async {
+            let db = opened?;
+            let shard = Arc::new(LocalShard::placed(db, s.id)?);
+            let map = self.current().await?;
+            let still = map.shard(s.id).is_some_and(|now| {
+                now.owner.as_deref() == Some(self.opts.id.as_str())
+                    && now.generation == s.generation
+                    && now.moving_to.is_none()
+            });
+            if still && !self.stopping.load(Ordering::Acquire) {
+                self.held.write().insert(
+                    s.id,
+                    Held {
+                        generation: s.generation,
+                        shard,
+                    },
+                );
+                Ok(true)
+            } else {
+                shard.close().await?;
+                Ok::<_, Error>(false)
+            }
+        }
+        .await;
+        self.opening.lock().remove(&s.id);
+        match result {
+            Ok(true) => {
+                metrics::counter!("cairn_cluster_shards_taken_total").increment(1);
+                metrics::histogram!("cairn_cluster_shard_open_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                tracing::info!(node = %self.opts.id, shard = s.id, generation = s.generation, ms = started.elapsed().as_millis() as u64, "serving a shard");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(node = %self.opts.id, shard = s.id, error = %e, "opening a shard failed; the next round tries again")
+            }
+        }
+    }
+
+    /// Stops serving shard `id` and closes it (its memtable flushed).
+    async fn let_go(&self, id: u64) {
+        let Some(h) = self.held.write().remove(&id) else {
+            return;
+        };
+        metrics::counter!("cairn_cluster_shards_released_total").increment(1);
+        if let Err(e) = h.shard.close().await {
+            // A fenced close is the usual end of a shard another node took over.
+            tracing::info!(node = %self.opts.id, shard = id, error = %e, "closing a shard given up");
+        }
+    }
+
+    /// Closes shard `s` and installs `to` as its owner.
+    async fn hand_over(&self, s: &ShardEntry, to: &str) -> Result<()> {
+        self.let_go(s.id).await;
+        let (me, id, generation) = (self.opts.id.clone(), s.id, s.generation);
+        edit(self.store.as_ref(), |m| {
+            let mut next = m.clone();
+            match next.shards.iter_mut().find(|x| x.id == id) {
+                Some(x)
+                    if x.owner.as_deref() == Some(me.as_str())
+                        && x.generation == generation
+                        && x.moving_to.as_deref() == Some(to) =>
+                {
+                    x.owner = Some(to.to_string());
+                    x.generation += 1;
+                    x.moving_to = None;
+                    Ok(Some(next))
+                }
+                _ => Ok(None),
+            }
+        })
+        .await?;
+        metrics::counter!("cairn_cluster_moves_total").increment(1);
+        tracing::info!(node = %self.opts.id, shard = id, to, "handed a shard over");
+        Ok(())
+    }
+
+    /// Proposes the placement edit the map and the leases call for, if any.
+    async fn place(&self, map: &ClusterMap) -> Result<()> {
+        let mut live = BTreeSet::new();
+        for id in map.nodes.keys() {
+            if *id == self.opts.id || self.store.alive(id).await? {
+                live.insert(id.clone());
+            }
+        }
+        if placement::plan(map, &live).is_none() {
+            return Ok(());
+        }
+        let before = map.clone();
+        let next = edit(self.store.as_ref(), |m| Ok(placement::plan(m, &live))).await?;
+        let failed_over = next
+            .shards
+            .iter()
+            .filter(|s| {
+                before.shard(s.id).is_some_and(|b| {
+                    b.owner.is_some() && b.owner != s.owner && b.moving_to.is_none()
+                })
+            })
+            .count();
+        if failed_over > 0 {
+            metrics::counter!("cairn_cluster_failovers_total").increment(failed_over as u64);
+            tracing::warn!(node = %self.opts.id, shards = failed_over, "took over the shards of nodes whose leases ran out");
+        }
+        Ok(())
+    }
+
+    /// Stops: answers nothing more, closes every shard (flushed) and releases the lease, so
+    /// the others take the shards at once rather than after the lease.
+    pub async fn stop(&self) -> Result<()> {
+        self.stopping.store(true, Ordering::Release);
+        let _ = self.stop.send(true);
+        for id in self.serving() {
+            self.let_go(id).await;
+        }
+        self.store.release(&self.opts.id).await
+    }
+}
+
+impl ShardHost for Node {
+    fn shard_for(&self, tag: Option<ShardIdentity>) -> Result<Arc<LocalShard>> {
+        let Some(tag) = tag else {
+            return Err(Error::InvalidArgument(format!(
+                "node {} serves many shards: a call must name one (tag)",
+                self.opts.id
+            )));
+        };
+        if tag.count != 0 || tag.cluster != self.cluster {
+            return Err(Error::InvalidArgument(format!(
+                "node {} serves the shards of cluster {:016x}, placed by its map; the call names {tag}",
+                self.opts.id, self.cluster
+            )));
+        }
+        if !self.trusted() {
+            return Err(Error::Moved(format!(
+                "node {} holds no current lease, so it answers for no shard",
+                self.opts.id
+            )));
+        }
+        let id = u64::from(tag.index);
+        match self.held.read().get(&id) {
+            Some(h) if h.generation == tag.generation => Ok(h.shard.clone()),
+            Some(h) => Err(Error::Moved(format!(
+                "node {} serves generation {} of shard {id}, the call names {}",
+                self.opts.id, h.generation, tag.generation
+            ))),
+            None => Err(Error::Moved(format!(
+                "node {} does not serve shard {id}",
+                self.opts.id
+            ))),
+        }
+    }
+
+    fn identity(&self) -> Option<ShardIdentity> {
+        None
+    }
+}
