@@ -6,6 +6,7 @@
 //! profile's real `data_dir`.
 
 mod checkpoint_suite;
+mod cluster_suite;
 mod compression_suite;
 mod loaded;
 mod measure;
@@ -105,7 +106,10 @@ struct Args {
     /// as plain batches; `merge` increments --keys counters with the `add` merge operator
     /// against a get and a put; `subcompaction` times a full compaction of --keys entries on
     /// 1, 2 and 3 compaction servers cut into as many parts; `compression` rewrites --keys
-    /// text rows on a compaction server with each codec, for the bytes and the CPU (see
+    /// text rows on a compaction server with each codec, for the bytes and the CPU;
+    /// `cluster` runs `cairn serve node` processes of a [cluster] profile under
+    /// --concurrency writers of --keys keys, for the throughput while a node joins and one
+    /// fails over, and the failover time (--duration: each steady phase) (see
     /// docs/benchmarks.md).
     #[arg(long, value_enum)]
     suite: Option<Suite>,
@@ -146,6 +150,7 @@ enum Suite {
     Merge,
     Subcompaction,
     Compression,
+    Cluster,
 }
 
 impl Args {
@@ -230,6 +235,9 @@ async fn run_bench(mut args: Args) -> Result<()> {
     }
     if args.suite == Some(Suite::Subcompaction) {
         return run_subcompaction_suite(&args).await;
+    }
+    if args.suite == Some(Suite::Cluster) {
+        return run_cluster_suite(&args).await;
     }
     if args.suite == Some(Suite::Compression) {
         return run_compression_suite(&args).await;
@@ -487,6 +495,24 @@ fn finish<R: serde::Serialize>(args: &Args, report: &str, results: &[R]) -> Resu
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+async fn run_cluster_suite(args: &Args) -> Result<()> {
+    let results = on_each_profile(args, |config, profile, base, steady| async move {
+        let r = cluster_suite::run(
+            &config,
+            &profile,
+            base.path(),
+            args.keys.max(1),
+            args.value_size,
+            args.concurrency,
+            steady,
+        )
+        .await?;
+        Ok(vec![r])
+    })
+    .await?;
+    finish(args, &cluster_suite::report(&results), &results)
 }
 
 async fn run_subcompaction_suite(args: &Args) -> Result<()> {

@@ -31,9 +31,14 @@ pub struct MapFollower {
     connect: Connect,
     /// Clients by shard id, generation and URL, kept across versions that did not move them.
     clients: Mutex<HashMap<Placed, Arc<dyn Shard>>>,
-    refreshing: tokio::sync::Mutex<()>,
+    /// Held while the map is read for a refresh, with when the last such read began: calls
+    /// that all find the same node gone read the map once between them, not once each.
+    refreshing: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     retry_for: Duration,
 }
+
+/// The least time between two reads of the map for refreshes.
+const REFRESH_EVERY: Duration = Duration::from_millis(25);
 
 impl MapFollower {
     /// Follows the map in `store`; a call that finds its shard moved is sent again for up to
@@ -43,7 +48,7 @@ impl MapFollower {
             store,
             connect,
             clients: Mutex::new(HashMap::new()),
-            refreshing: tokio::sync::Mutex::new(()),
+            refreshing: tokio::sync::Mutex::new(None),
             retry_for,
         }
     }
@@ -56,10 +61,11 @@ impl MapFollower {
         self.retry_for
     }
 
-    /// How long to wait before sending a call again the `attempt`-th time: long enough for a
-    /// node to open a shard it was just given, short enough to notice it soon.
+    /// How long to wait before sending a call again the `attempt`-th time: short, since a
+    /// shard is unavailable for a lease or a take-over and the call should go as soon as
+    /// the map places it (the map read it needs is shared by every waiting call).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        Duration::from_millis(20u64 << attempt.min(5)).min(Duration::from_millis(500))
+        Duration::from_millis(10u64 << attempt.min(4)).min(Duration::from_millis(100))
     }
 
     /// The routing of the newest map.
@@ -115,10 +121,11 @@ impl MapFollower {
     /// already (another call refreshed it meanwhile). Failures are logged: the caller goes on
     /// with the routing it has.
     pub async fn refresh(&self, routing: &ArcSwap<Routing>, seen: u64) {
-        let _one = self.refreshing.lock().await;
-        if routing.load().version > seen {
+        let mut last = self.refreshing.lock().await;
+        if routing.load().version > seen || last.is_some_and(|at| at.elapsed() < REFRESH_EVERY) {
             return;
         }
+        *last = Some(tokio::time::Instant::now());
         metrics::counter!("cairn_router_map_refreshes_total").increment(1);
         match self.store.current().await {
             Ok(Some(map)) => self.install(routing, &map),

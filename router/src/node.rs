@@ -170,20 +170,25 @@ impl Node {
     /// Follows the map: after every change, and at least every third of a lease.
     async fn follow(self: Arc<Self>) {
         let mut stop = self.stop.subscribe();
-        let mut seen = 0;
         loop {
             if *stop.borrow() {
                 return;
             }
+            let round = self.opts.lease / 3;
             match self.step().await {
-                Ok(v) => seen = v,
-                Err(e) => {
-                    tracing::warn!(node = %self.opts.id, error = %e, "following the cluster map failed; trying again")
+                Ok(seen) => {
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = self.store.next(seen, round) => {}
+                    }
                 }
-            }
-            tokio::select! {
-                _ = stop.changed() => return,
-                _ = self.store.next(seen, self.opts.lease / 3) => {}
+                Err(e) => {
+                    tracing::warn!(node = %self.opts.id, error = %e, "following the cluster map failed; trying again");
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = tokio::time::sleep(round) => {}
+                    }
+                }
             }
         }
     }
