@@ -522,12 +522,19 @@ async fn execute(db: &cairn::Router, command: Command) -> Result<ExitCode> {
                 };
                 writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
             } else {
-                let sharded = db.cluster().is_some();
+                let sharded = db.cluster().is_some() || all.len() > 1;
+                let map_version = db.routing().version;
                 if let Some(c) = db.cluster() {
                     writeln!(
                         out,
                         "cluster {:016x}: {} shards, partitioning {}",
                         c.cluster, c.shards, c.partitioning
+                    )?;
+                } else if map_version > 0 {
+                    writeln!(
+                        out,
+                        "{} shards placed by cluster map version {map_version}",
+                        all.len()
                     )?;
                 }
                 for s in &all {

@@ -7,6 +7,7 @@
 mod support;
 
 use bytes::Bytes;
+use futures::TryStreamExt;
 use cairn::{Config, MapStore, Router};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -193,6 +194,33 @@ async fn fail_over_join_and_drain(dir: &Path, config_path: &Path) {
         })
     };
 
+    // A scanner reads the whole keyspace over and over: a scan either completes, in key
+    // order and with every write acknowledged before it began, or fails with an error.
+    let scanner = {
+        let (router, acked, stop) = (router.clone(), acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut complete, mut failed) = (0usize, 0usize);
+            while !stop.load(Ordering::Relaxed) {
+                let before = acked.lock().await.clone();
+                let scanned = match router.scan(cairn::KeyRange::all(), None).await {
+                    Ok(s) => s.try_collect::<Vec<(Bytes, Bytes)>>().await,
+                    Err(e) => Err(e),
+                };
+                let Ok(pairs) = scanned else {
+                    failed += 1;
+                    continue;
+                };
+                assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0), "a scan out of order");
+                let got: BTreeMap<Bytes, Bytes> = pairs.into_iter().collect();
+                for (k, v) in &before {
+                    assert_eq!(got.get(k), Some(v), "a completed scan lacks acknowledged {k:?}");
+                }
+                complete += 1;
+            }
+            (complete, failed)
+        })
+    };
+
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let victim = "n1";
     let lost: Vec<usize> = placed
@@ -262,6 +290,9 @@ async fn fail_over_join_and_drain(dir: &Path, config_path: &Path) {
         w.await.unwrap();
     }
     let checked = reader.await.unwrap();
+    let (complete, failed) = scanner.await.unwrap();
+    eprintln!("{complete} whole-keyspace scans completed and checked, {failed} failed clearly");
+    assert!(complete > 0, "some scans completed");
     let acked = acked.lock().await.clone();
     let errors = errors.lock().await.clone();
     eprintln!(
