@@ -7,8 +7,8 @@
 mod support;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
 use cairn::{Config, MapStore, Router};
+use futures::TryStreamExt;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -210,10 +210,17 @@ async fn fail_over_join_and_drain(dir: &Path, config_path: &Path) {
                     failed += 1;
                     continue;
                 };
-                assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0), "a scan out of order");
+                assert!(
+                    pairs.windows(2).all(|w| w[0].0 < w[1].0),
+                    "a scan out of order"
+                );
                 let got: BTreeMap<Bytes, Bytes> = pairs.into_iter().collect();
                 for (k, v) in &before {
-                    assert_eq!(got.get(k), Some(v), "a completed scan lacks acknowledged {k:?}");
+                    assert_eq!(
+                        got.get(k),
+                        Some(v),
+                        "a completed scan lacks acknowledged {k:?}"
+                    );
                 }
                 complete += 1;
             }

@@ -389,3 +389,163 @@ impl ShardHost for Node {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::map::{HeartbeatStores, StorageMapStore};
+    use cairn_common::WriteBatch;
+    use cairn_compaction::LocalCompactor;
+    use cairn_engine::{Components, EngineOptions};
+    use cairn_filestore::{DirManifestStore, ManifestStore, SstOptions, SstStorage, Storage};
+    use cairn_journal::{ObjectJournal, ObjectJournalOptions};
+    use cairn_memtable::MemtableOptions;
+    use object_store::memory::InMemory;
+    use std::path::PathBuf;
+
+    /// Nodes in this process sharing a map in `root`, tables under `root/tables` and
+    /// journals in one in-memory object store, as nodes on many machines share a bucket.
+    struct Shared {
+        root: PathBuf,
+        journals: Arc<InMemory>,
+    }
+
+    impl Shared {
+        fn store(&self) -> Arc<dyn MapStore> {
+            let root = self.root.clone();
+            let beats: HeartbeatStores = Box::new(move |node: &str| {
+                Ok(
+                    Arc::new(DirManifestStore::open(root.join("nodes").join(node))?)
+                        as Arc<dyn ManifestStore>,
+                )
+            });
+            let maps = Arc::new(DirManifestStore::open(self.root.join("map")).unwrap());
+            Arc::new(StorageMapStore::new(maps, beats))
+        }
+
+        async fn node(&self, id: &str) -> Arc<Node> {
+            let (root, journals, me) = (self.root.clone(), self.journals.clone(), id.to_string());
+            let open: OpenShard = Arc::new(move |s: ShardEntry| {
+                let (root, journals, me) = (root.clone(), journals.clone(), me.clone());
+                Box::pin(async move {
+                    let storage: Arc<dyn Storage> = Arc::new(SstStorage::open(SstOptions::new(
+                        root.join("tables").join(&s.database),
+                    ))?);
+                    let journal = ObjectJournal::new(
+                        journals,
+                        object_store::path::Path::from(s.database.clone()),
+                        "memory://journals",
+                        None,
+                        ObjectJournalOptions::default(),
+                    )?;
+                    let comps = Components {
+                        journal: Arc::new(journal),
+                        memtables: MemtableOptions::default().factory(),
+                        compactor: Arc::new(LocalCompactor::new(storage.clone())),
+                        storage,
+                    };
+                    let dir = root.join(&me).join(&s.database);
+                    Db::open(&dir, EngineOptions::default(), comps).await
+                })
+            });
+            let opts = NodeOptions {
+                id: id.into(),
+                url: format!("http://{id}"),
+                lease: Duration::from_millis(300),
+                initial_shards: 2,
+            };
+            Node::start(opts, self.store(), open).await.unwrap()
+        }
+    }
+
+    fn moved(r: Result<Arc<LocalShard>>) -> bool {
+        r.err().is_some_and(|e| e.is_moved())
+    }
+
+    async fn until(what: &str, ok: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn tag(map: &ClusterMap, id: u64) -> ShardIdentity {
+        ShardIdentity {
+            cluster: map.cluster,
+            index: id as u32,
+            count: 0,
+            generation: map.shard(id).unwrap().generation,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_serves_only_the_generation_the_map_gives_it_and_hands_shards_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Shared {
+            root: dir.path().into(),
+            journals: Arc::new(InMemory::new()),
+        };
+        let store = shared.store();
+        let a = shared.node("a").await;
+        until("a serves both shards", || a.serving() == [0, 1]).await;
+        let map = store.current().await.unwrap().unwrap();
+        for id in [0, 1] {
+            let mut b = WriteBatch::new();
+            b.put(format!("k{id}"), format!("v{id}"));
+            a.shard_for(Some(tag(&map, id)))
+                .unwrap()
+                .write(b)
+                .await
+                .unwrap();
+        }
+        let stale = ShardIdentity {
+            generation: tag(&map, 0).generation - 1,
+            ..tag(&map, 0)
+        };
+        assert!(moved(a.shard_for(Some(stale))));
+        let stranger = ShardIdentity {
+            cluster: map.cluster ^ 1,
+            ..tag(&map, 0)
+        };
+        assert!(matches!(
+            a.shard_for(Some(stranger)).err(),
+            Some(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            a.shard_for(None).err(),
+            Some(Error::InvalidArgument(_))
+        ));
+
+        // A second node: one shard moves to it, handed over by its owner.
+        let b = shared.node("b").await;
+        until("one shard each", || {
+            a.serving().len() == 1 && b.serving().len() == 1
+        })
+        .await;
+        let gone = b.serving()[0];
+        let map = store.current().await.unwrap().unwrap();
+        assert!(moved(a.shard_for(Some(tag(&map, gone)))));
+        let at_b = b.shard_for(Some(tag(&map, gone))).unwrap();
+        let key = format!("k{gone}");
+        assert_eq!(
+            at_b.get(key.as_bytes()).await.unwrap().unwrap(),
+            format!("v{gone}")
+        );
+
+        // A stopped node answers nothing and releases its lease: the other takes its shard
+        // at once, with its data.
+        a.stop().await.unwrap();
+        let kept = 1 - gone;
+        assert!(moved(a.shard_for(Some(tag(&map, kept)))));
+        until("b serves both shards", || b.serving() == [0, 1]).await;
+        let map = store.current().await.unwrap().unwrap();
+        let got = b.shard_for(Some(tag(&map, kept))).unwrap();
+        let key = format!("k{kept}");
+        assert_eq!(
+            got.get(key.as_bytes()).await.unwrap().unwrap(),
+            format!("v{kept}")
+        );
+        b.stop().await.unwrap();
+    }
+}

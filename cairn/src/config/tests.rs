@@ -769,3 +769,69 @@ fn the_shipped_sharded_and_cluster_profiles_load() {
         );
     });
 }
+
+/// A `[cluster]` profile needs a journal and tables every node reaches; each bad key is
+/// named with the file, and the shipped `elastic` profile loads.
+#[test]
+fn a_cluster_section_is_checked() {
+    jailed(|_| {
+        let shared = "[default]\ndata_dir = \"d\"\n[default.journal]\nkind = \"object\"\n\
+                      url = \"file:///tmp/j\"\n[default.storage]\ndir = \"/tmp/t\"\n";
+        let (_d, path) = write(&format!("{shared}[default.cluster]\nshards = 3\n"));
+        let c = Config::load(&path, None).unwrap();
+        let cluster = c.cluster.as_ref().unwrap();
+        assert_eq!(cluster.map, MapKind::Storage);
+        assert_eq!(cluster.lease(), std::time::Duration::from_millis(3000));
+        for (text, key) in [
+            (
+                "[default]\ndata_dir = \"d\"\n[default.storage]\ndir = \"/tmp/t\"\n[default.cluster]\n",
+                "journal.kind",
+            ),
+            (
+                "[default]\ndata_dir = \"d\"\n[default.journal]\nkind = \"object\"\n[default.storage]\ndir = \"/tmp/t\"\n[default.cluster]\n",
+                "journal.url",
+            ),
+            (
+                "[default]\ndata_dir = \"d\"\n[default.journal]\nkind = \"object\"\nurl = \"file:///tmp/j\"\n[default.cluster]\n",
+                "storage.dir",
+            ),
+            (
+                &format!("{shared}[default.cluster]\nmap = \"etcd\"\n"),
+                "cluster.etcd",
+            ),
+            (
+                &format!("{shared}[default.cluster]\netcd = [\"http://e:2379\"]\n"),
+                "cluster.etcd",
+            ),
+            (
+                &format!("{shared}[default.cluster]\nlease_ms = 5\n"),
+                "cluster.lease_ms",
+            ),
+            (
+                &format!("{shared}[default.cluster]\nshards = 0\n"),
+                "cluster.shards",
+            ),
+            (
+                &format!("{shared}[default.cluster]\nnode = \"a/b\"\n"),
+                "cluster.node",
+            ),
+            (
+                &format!("{shared}[default.cluster]\nleases = 1\n"),
+                "cluster.leases",
+            ),
+            (
+                &format!(
+                    "{shared}[default.cluster]\n[default.router]\nshards = [{{ kind = \"local\" }}]\n"
+                ),
+                "cluster",
+            ),
+        ] {
+            let (err, file) = load_err(text, "default");
+            assert_eq!(err.key.as_deref(), Some(key), "{err}");
+            assert!(err.to_string().contains(&file), "{err}");
+        }
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairn.toml");
+        let elastic = Config::load(&shipped, Some("elastic")).unwrap();
+        assert!(elastic.cluster.is_some());
+    });
+}
