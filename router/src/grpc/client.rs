@@ -163,7 +163,8 @@ impl Shard for GrpcShard {
                     // Refused before a byte was sent: certainly not applied.
                     Error::Unreached(format!("{}: write ({})", self.name, s.message()))
                 } else {
-                    self.rpc.error("write", s)
+                    // A connection that broke under the call: its outcome is unknown.
+                    self.rpc.error("write", cairn_rpc::lost_server(s))
                 }
             })?;
         Ok(r.into_inner().seq)
