@@ -408,16 +408,64 @@ mod tests {
     struct Shared {
         root: PathBuf,
         journals: Arc<InMemory>,
+        /// While set, leases cannot be renewed: the place they are kept is unreachable.
+        leases_down: Arc<AtomicBool>,
+    }
+
+    /// A manifest store that fails every call while `down` is set.
+    struct Unreachable {
+        inner: DirManifestStore,
+        down: Arc<AtomicBool>,
+    }
+
+    impl Unreachable {
+        fn check(&self) -> Result<()> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(Error::component("heartbeats", "unreachable"));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ManifestStore for Unreachable {
+        async fn list(&self) -> Result<Vec<u64>> {
+            self.check()?;
+            self.inner.list().await
+        }
+        async fn read(&self, n: u64) -> Result<Option<bytes::Bytes>> {
+            self.check()?;
+            self.inner.read(n).await
+        }
+        async fn create(&self, n: u64, data: bytes::Bytes) -> Result<bool> {
+            self.check()?;
+            self.inner.create(n, data).await
+        }
+        async fn delete(&self, n: u64) -> Result<()> {
+            self.check()?;
+            self.inner.delete(n).await
+        }
+        fn location(&self) -> String {
+            self.inner.location()
+        }
     }
 
     impl Shared {
+        fn new(root: &std::path::Path) -> Shared {
+            Shared {
+                root: root.into(),
+                journals: Arc::new(InMemory::new()),
+                leases_down: Arc::new(AtomicBool::new(false)),
+            }
+        }
+
         fn store(&self) -> Arc<dyn MapStore> {
-            let root = self.root.clone();
+            let (root, down) = (self.root.clone(), self.leases_down.clone());
             let beats: HeartbeatStores = Box::new(move |node: &str| {
-                Ok(
-                    Arc::new(DirManifestStore::open(root.join("nodes").join(node))?)
-                        as Arc<dyn ManifestStore>,
-                )
+                Ok(Arc::new(Unreachable {
+                    inner: DirManifestStore::open(root.join("nodes").join(node))?,
+                    down: down.clone(),
+                }) as Arc<dyn ManifestStore>)
             });
             let maps = Arc::new(DirManifestStore::open(self.root.join("map")).unwrap());
             Arc::new(StorageMapStore::new(maps, beats))
@@ -482,10 +530,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_node_serves_only_the_generation_the_map_gives_it_and_hands_shards_over() {
         let dir = tempfile::tempdir().unwrap();
-        let shared = Shared {
-            root: dir.path().into(),
-            journals: Arc::new(InMemory::new()),
-        };
+        let shared = Shared::new(dir.path());
         let store = shared.store();
         let a = shared.node("a").await;
         until("a serves both shards", || a.serving() == [0, 1]).await;
@@ -547,5 +592,40 @@ mod tests {
             format!("v{kept}")
         );
         b.stop().await.unwrap();
+    }
+
+    /// A node that cannot renew its lease stops answering before the lease could have run
+    /// out, and once it renews again it closes every shard and opens them anew (another
+    /// node may have written to them meanwhile) before it answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_that_cannot_renew_stops_answering_and_reopens_after_a_lapse() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Shared::new(dir.path());
+        let store = shared.store();
+        let a = shared.node("a").await;
+        until("a serves both shards", || a.serving() == [0, 1]).await;
+        let map = store.current().await.unwrap().unwrap();
+        let mut b = WriteBatch::new();
+        b.put("k", "v");
+        let first = a.shard_for(Some(tag(&map, 0))).unwrap();
+        first.write(b).await.unwrap();
+
+        shared.leases_down.store(true, Ordering::SeqCst);
+        until("a stops answering", || {
+            moved(a.shard_for(Some(tag(&map, 0))))
+        })
+        .await;
+        shared.leases_down.store(false, Ordering::SeqCst);
+        until("a answers again", || {
+            a.shard_for(Some(tag(&map, 0))).is_ok()
+        })
+        .await;
+        let again = a.shard_for(Some(tag(&map, 0))).unwrap();
+        assert!(
+            !Arc::ptr_eq(&first, &again),
+            "the shard was closed and opened anew after the lapse"
+        );
+        assert_eq!(again.get(b"k").await.unwrap().unwrap(), "v");
+        a.stop().await.unwrap();
     }
 }
