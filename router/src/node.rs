@@ -229,20 +229,34 @@ impl Node {
             .ok_or_else(|| Error::component(self.store.location(), "the cluster map is gone"))
     }
 
+    /// Whether the map still gives this node shard `s` as it was when the round began.
+    async fn still_mine(&self, s: &ShardEntry) -> Result<bool> {
+        let map = self.current().await?;
+        Ok(map.shard(s.id).is_some_and(|now| {
+            now.owner.as_deref() == Some(self.opts.id.as_str())
+                && now.generation == s.generation
+                && now.moving_to.is_none()
+        }))
+    }
+
     /// Opens shard `s` and serves it, unless the map took it away meanwhile.
     async fn take(self: Arc<Self>, s: ShardEntry) {
+        // Opening takes the database over, fencing whoever has it: only while the map still
+        // gives it to this node and its lease is trusted for long enough that no one else
+        // can have been given it by the time the open has taken it.
+        let margin = self.base.elapsed() + self.opts.lease / 2;
+        let trusted_long = !self.stopping.load(Ordering::Acquire)
+            && (margin.as_nanos() as u64) < self.trusted_until.load(Ordering::Acquire);
+        if !trusted_long || !matches!(self.still_mine(&s).await, Ok(true)) {
+            self.opening.lock().remove(&s.id);
+            return;
+        }
         let started = std::time::Instant::now();
         let opened = (self.open)(s.clone()).await;
         let result = async {
             let db = opened?;
             let shard = Arc::new(LocalShard::placed(db, s.id)?);
-            let map = self.current().await?;
-            let still = map.shard(s.id).is_some_and(|now| {
-                now.owner.as_deref() == Some(self.opts.id.as_str())
-                    && now.generation == s.generation
-                    && now.moving_to.is_none()
-            });
-            if still && !self.stopping.load(Ordering::Acquire) {
+            if self.still_mine(&s).await? && !self.stopping.load(Ordering::Acquire) {
                 self.held.write().insert(
                     s.id,
                     Held {
