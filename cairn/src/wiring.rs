@@ -89,7 +89,7 @@ pub fn cluster_part(name: &str) -> String {
 
 /// Where the profile's cluster keeps its map and its nodes' leases: etcd, or numbered
 /// objects beside the tables, in the manifest stores of the `cluster-map` and
-/// `cluster-node-<id>` parts of the profile's storage.
+/// `cluster-node-<id>` parts of the profile's storage (of a hybrid store's secondary).
 pub async fn map_store(config: &Config) -> Result<Arc<dyn MapStore>> {
     let Some(cluster) = &config.cluster else {
         return Err(Error::InvalidArgument(
@@ -105,7 +105,17 @@ pub async fn map_store(config: &Config) -> Result<Arc<dyn MapStore>> {
         let config = config.clone();
         move |sub: &str| -> Result<Arc<dyn ManifestStore>> {
             let c = config.shard_config_in(sub);
-            Ok(leaf_storage(&c.storage, &c.data_dir, &c.rpc, "tables")?.manifests())
+            // A hybrid store keeps its manifest in its secondary: so does the cluster.
+            let (section, folder) = match (c.storage.kind, c.storage.secondary.as_deref()) {
+                (StorageKind::Hybrid, Some(secondary)) => (secondary, "secondary"),
+                (StorageKind::Hybrid, None) => {
+                    return Err(Error::InvalidArgument(
+                        "a hybrid storage needs a [storage.secondary] section".into(),
+                    ));
+                }
+                _ => (&c.storage, "tables"),
+            };
+            Ok(leaf_storage(section, &c.data_dir, &c.rpc, folder)?.manifests())
         }
     };
     let maps = manifests_at(&cluster_part("map"))?;

@@ -1,6 +1,6 @@
-//! A cluster placed by a map, with real `cairn serve node` processes on the serverless layout
-//! (object journal and Parquet tables in the tests' S3 server, the map and leases beside the
-//! tables, or in a real etcd): a SIGKILLed node's shards are served by the others with every
+//! A cluster placed by a map, with real `cairn serve node` processes whose journal and tables
+//! are in the tests' S3 server (the serverless layout, with the map and leases beside the
+//! tables; or Parquet alone, with the map in a real etcd): a SIGKILLed node's shards are served by the others with every
 //! acknowledged write, a new node receives shards, a drained node gives them up, and no read
 //! is answered by a stale owner.
 
@@ -18,12 +18,29 @@ use tokio::sync::Mutex;
 
 const LEASE_MS: u64 = 1000;
 
-fn profile(dir: &Path, s3: &cairn_testkit::S3Endpoint, map: &str) -> std::path::PathBuf {
+/// The cluster profile: an object journal and the tables in `s3`, Parquet alone or (with
+/// `serverless`) the serverless layout's hybrid store, whose SSTable copies are each node's
+/// own cache; the map where `map` says.
+fn profile(
+    dir: &Path,
+    s3: &cairn_testkit::S3Endpoint,
+    map: &str,
+    serverless: bool,
+) -> std::path::PathBuf {
     let bucket = |url: String| {
         format!(
             "url = \"{url}\"\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\n\
              secret_access_key = \"{}\"\nallow_http = true\n",
             s3.endpoint, s3.region, s3.access_key_id, s3.secret_access_key
+        )
+    };
+    let layout = if serverless {
+        support::serverless_layout(s3, "")
+    } else {
+        format!(
+            "[default.journal]\nkind = \"object\"\n{}[default.storage]\nkind = \"parquet\"\n{}",
+            bucket(s3.url("journal")),
+            bucket(s3.url("tables")),
         )
     };
     let path = dir.join("cluster.toml");
@@ -32,13 +49,9 @@ fn profile(dir: &Path, s3: &cairn_testkit::S3Endpoint, map: &str) -> std::path::
         format!(
             "[default]\ndata_dir = \"{}\"\n\
              [default.rpc]\ntimeout_ms = 3000\nconnect_timeout_ms = 500\nretries = 1\nretry_initial_ms = 20\n\
-             [default.engine]\nmemtable_bytes = 262144\n\
-             [default.journal]\nkind = \"object\"\n{}\
-             [default.storage]\nkind = \"parquet\"\n{}\
+             [default.engine]\nmemtable_bytes = 262144\n{layout}\
              [default.cluster]\nlease_ms = {LEASE_MS}\nshards = 6\nretry_ms = 15000\n{map}",
             dir.join("router").display(),
-            bucket(s3.url("journal")),
-            bucket(s3.url("tables")),
         ),
     )
     .unwrap();
@@ -96,10 +109,10 @@ async fn check_acked(router: &Router, acked: &BTreeMap<Bytes, Bytes>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn nodes_fail_over_join_and_drain_with_the_map_on_the_storage_tier() {
+async fn serverless_nodes_fail_over_join_and_drain_with_the_map_on_the_storage_tier() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = cairn_testkit::S3Endpoint::start();
-    fail_over_join_and_drain(dir.path(), &profile(dir.path(), &s3, "")).await;
+    fail_over_join_and_drain(dir.path(), &profile(dir.path(), &s3, "", true)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -113,7 +126,7 @@ async fn nodes_fail_over_join_and_drain_with_the_map_on_etcd() {
         "map = \"etcd\"\netcd = [\"{}\"]\nprefix = \"/cairn-test\"\n",
         etcd.endpoint()
     );
-    fail_over_join_and_drain(dir.path(), &profile(dir.path(), &s3, &map)).await;
+    fail_over_join_and_drain(dir.path(), &profile(dir.path(), &s3, &map, false)).await;
 }
 
 async fn fail_over_join_and_drain(dir: &Path, config_path: &Path) {

@@ -148,16 +148,7 @@ impl ClusterSection {
             }
             _ => {}
         }
-        shared_storage(&config.storage, "storage")?;
-        if self.map == MapKind::Storage && config.storage.kind == StorageKind::Hybrid {
-            return bad(
-                "cluster.map",
-                "the map is kept beside the tables, and a hybrid storage keeps them in two \
-                 places: use map = \"etcd\", or a single storage"
-                    .into(),
-            );
-        }
-        Ok(())
+        shared_storage(&config.storage, "storage")
     }
 }
 
