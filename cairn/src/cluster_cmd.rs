@@ -129,7 +129,7 @@ pub async fn run(config: &Config, command: ClusterCommand) -> Result<ExitCode> {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
             loop {
                 let map = current(store.as_ref()).await?;
-                let left = holding(&map, &node);
+                let left = map.owned_by(&node).count();
                 if left == 0 {
                     writeln!(out, "{node} holds no shards (map version {})", map.version)?;
                     break;
@@ -162,11 +162,6 @@ async fn current(store: &dyn MapStore) -> Result<ClusterMap> {
             store.location()
         )
     })
-}
-
-/// Shards `node` owns or is still handing over.
-fn holding(map: &ClusterMap, node: &str) -> usize {
-    map.owned_by(node).count()
 }
 
 /// Each served shard's bytes of tables, by shard id; shards that do not answer within a few

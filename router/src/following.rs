@@ -53,10 +53,6 @@ impl MapFollower {
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn MapStore> {
-        &self.store
-    }
-
     pub fn retry_for(&self) -> Duration {
         self.retry_for
     }

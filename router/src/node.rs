@@ -110,10 +110,6 @@ impl Node {
         Ok(node)
     }
 
-    pub fn id(&self) -> &str {
-        &self.opts.id
-    }
-
     /// The shards it serves now, by id.
     pub fn serving(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self.held.read().keys().copied().collect();

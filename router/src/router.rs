@@ -29,9 +29,36 @@ const IMPORT_BATCH: usize = 4096;
 const IMPORT_QUEUE: usize = 4;
 
 pub struct Router {
-    routing: Arc<ArcSwap<Routing>>,
+    routes: Routes,
     cluster: Option<Cluster>,
-    follower: Option<Arc<MapFollower>>,
+}
+
+/// Where a router's routing comes from.
+enum Routes {
+    /// Set at open for good: calls borrow it, so a call costs no shared reference count.
+    Fixed(Arc<Routing>),
+    /// The map's newest version, swapped in by the follower.
+    Following {
+        current: Arc<ArcSwap<Routing>>,
+        follower: Arc<MapFollower>,
+    },
+}
+
+/// The routing one call uses.
+enum RoutingRef<'a> {
+    Fixed(&'a Routing),
+    Current(Arc<Routing>),
+}
+
+impl std::ops::Deref for RoutingRef<'_> {
+    type Target = Routing;
+
+    fn deref(&self) -> &Routing {
+        match self {
+            RoutingRef::Fixed(r) => r,
+            RoutingRef::Current(r) => r,
+        }
+    }
 }
 
 /// Whether a failed call may be sent again after the map is refreshed.
@@ -83,21 +110,16 @@ impl Router {
             }
         }
         Ok(Router {
-            routing: Arc::new(ArcSwap::from_pointee(Routing::hashed(
-                cluster.shards,
-                shards,
-            ))),
+            routes: Routes::Fixed(Arc::new(Routing::hashed(cluster.shards, shards))),
             cluster: Some(cluster),
-            follower: None,
         })
     }
 
     /// A router over one shard that is the whole database: an unsharded profile.
     pub fn single(shard: Arc<dyn Shard>) -> Router {
         Router {
-            routing: Arc::new(ArcSwap::from_pointee(Routing::hashed(1, vec![shard]))),
+            routes: Routes::Fixed(Arc::new(Routing::hashed(1, vec![shard]))),
             cluster: None,
-            follower: None,
         }
     }
 
@@ -105,23 +127,32 @@ impl Router {
     /// version, and keeps following it in the background while the router lives.
     pub async fn following(follower: MapFollower) -> Result<Router> {
         let follower = Arc::new(follower);
-        let routing = Arc::new(ArcSwap::from_pointee(follower.first().await?));
-        follower.clone().watch(Arc::downgrade(&routing));
+        let current = Arc::new(ArcSwap::from_pointee(follower.first().await?));
+        follower.clone().watch(Arc::downgrade(&current));
         Ok(Router {
-            routing,
+            routes: Routes::Following { current, follower },
             cluster: None,
-            follower: Some(follower),
         })
     }
 
     /// The shards of the current routing, in its order.
     pub fn shards(&self) -> Vec<Arc<dyn Shard>> {
-        self.routing.load().shards.clone()
+        self.routing_ref().shards.clone()
     }
 
     /// The routing calls use now.
     pub fn routing(&self) -> Arc<Routing> {
-        self.routing.load_full()
+        match &self.routes {
+            Routes::Fixed(r) => r.clone(),
+            Routes::Following { current, .. } => current.load_full(),
+        }
+    }
+
+    fn routing_ref(&self) -> RoutingRef<'_> {
+        match &self.routes {
+            Routes::Fixed(r) => RoutingRef::Fixed(r),
+            Routes::Following { current, .. } => RoutingRef::Current(current.load_full()),
+        }
     }
 
     pub fn cluster(&self) -> Option<&Cluster> {
@@ -130,25 +161,25 @@ impl Router {
 
     /// The shard that holds `key`, by its position in the current routing.
     pub fn shard_of(&self, key: &[u8]) -> usize {
-        self.routing.load().shard_of(key)
+        self.routing_ref().shard_of(key)
     }
 
     /// Runs `call` on the current routing; for a router that follows a map, a call that
     /// found the map stale is sent again on a refreshed one, within the follower's retry
     /// bound, as `resend` allows.
-    async fn routed<T, F, Fut>(&self, resend: Resend, call: F) -> Result<T>
+    async fn routed<'a, T, F, Fut>(&'a self, resend: Resend, call: F) -> Result<T>
     where
-        F: Fn(Arc<Routing>) -> Fut,
+        F: Fn(RoutingRef<'a>) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let Some(follower) = &self.follower else {
-            return call(self.routing.load_full()).await;
+        let Routes::Following { current, follower } = &self.routes else {
+            return call(self.routing_ref()).await;
         };
         let deadline = tokio::time::Instant::now() + follower.retry_for();
         let mut attempt = 0u32;
         loop {
-            let routing = self.routing.load_full();
-            let err = match call(routing.clone()).await {
+            let routing = current.load_full();
+            let err = match call(RoutingRef::Current(routing.clone())).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
@@ -157,7 +188,7 @@ impl Router {
                 return Err(err);
             }
             // Whatever happens to this call, the next ones should not meet the same node.
-            follower.refresh(&self.routing, routing.version).await;
+            follower.refresh(current, routing.version).await;
             let again = err.not_applied() || resend == Resend::Freely;
             if !again || tokio::time::Instant::now() >= deadline {
                 return Err(err);
@@ -212,21 +243,15 @@ impl Router {
         if batch.is_empty() {
             return Ok(());
         }
-        let on_one = {
-            let r = self.routing.load();
-            let first = r.shard_of(&batch.ops()[0].key);
-            r.shards.len() == 1
-                || batch
-                    .ops()
-                    .iter()
-                    .all(|op| op.kind != EntryKind::RangeDelete && r.shard_of(&op.key) == first)
-        };
-        if on_one && self.follower.is_none() {
-            let r = self.routing.load();
-            return r.shards[r.shard_of(&batch.ops()[0].key)]
-                .write(batch)
-                .await
-                .map(|_| ());
+        let r = self.routing_ref();
+        let first = r.shard_of(&batch.ops()[0].key);
+        let on_one = r.shards.len() == 1
+            || batch
+                .ops()
+                .iter()
+                .all(|op| op.kind != EntryKind::RangeDelete && r.shard_of(&op.key) == first);
+        if on_one && let RoutingRef::Fixed(fixed) = &r {
+            return fixed.shards[first].write(batch).await.map(|_| ());
         }
         if on_one {
             // Each send needs a batch of its own; a clone shares the keys and values.
@@ -244,7 +269,6 @@ impl Router {
         }
         // A batch across shards is sent once, split by the routing of the moment: resending
         // only the parts that moved would need each part's own retry.
-        let r = self.routing.load_full();
         let n = r.shards.len();
         let mut parts: Vec<WriteBatch> = (0..n).map(|_| WriteBatch::new()).collect();
         for op in batch.into_ops() {
@@ -265,8 +289,8 @@ impl Router {
         // leave its outcome unknown.
         let done = futures::future::join_all(writes).await;
         let result = done.into_iter().try_for_each(|r| r.map(|_| ()));
-        if let (Err(_), Some(f)) = (&result, &self.follower) {
-            f.refresh(&self.routing, r.version).await;
+        if let (Err(_), Routes::Following { current, follower }) = (&result, &self.routes) {
+            follower.refresh(current, r.version).await;
         }
         result
     }
@@ -375,7 +399,7 @@ impl Router {
         S: Stream<Item = Result<(Bytes, Bytes)>> + Send,
     {
         // One routing for the whole import: a shard that moves meanwhile fails its part.
-        let r = self.routing.load_full();
+        let r = self.routing_ref();
         let n = r.shards.len();
         let mut senders = Vec::with_capacity(n);
         let mut loads = Vec::with_capacity(n);
@@ -442,13 +466,13 @@ impl Router {
     /// Flushes every shard's memtable, all at once; each runs to its end, and the first
     /// failure is returned.
     pub async fn flush(&self) -> Result<()> {
-        let r = self.routing.load_full();
+        let r = self.routing_ref();
         first_error(futures::future::join_all(r.shards.iter().map(|s| s.flush())).await)
     }
 
     /// Compacts every shard, all at once, like `flush`.
     pub async fn compact(&self) -> Result<()> {
-        let r = self.routing.load_full();
+        let r = self.routing_ref();
         first_error(futures::future::join_all(r.shards.iter().map(|s| s.compact())).await)
     }
 
@@ -458,7 +482,7 @@ impl Router {
     /// A clone's `into` names one store per shard: with several shards it must hold
     /// `{shard}`, which becomes each shard's index.
     pub async fn checkpoint(&self, op: CheckpointOp) -> Result<Vec<Vec<CheckpointInfo>>> {
-        let r = self.routing.load_full();
+        let r = self.routing_ref();
         if let CheckpointOp::Clone { into, .. } = &op
             && r.shards.len() > 1
             && !into.contains("{shard}")
@@ -483,7 +507,7 @@ impl Router {
 
     /// Every shard's stats, in shard order; a shard that cannot answer has its error.
     pub async fn stats(&self) -> Vec<ShardStats> {
-        let r = self.routing.load_full();
+        let r = self.routing_ref();
         let all = futures::future::join_all(r.shards.iter().map(|s| s.stats())).await;
         r.shards
             .iter()
@@ -497,13 +521,13 @@ impl Router {
 
     /// Closes the local shards (flushing them); remote shards stay up.
     pub async fn close(&self) -> Result<()> {
-        let r = self.routing.load_full();
+        let r = self.routing_ref();
         first_error(futures::future::join_all(r.shards.iter().map(|s| s.close())).await)
     }
 }
 
 /// `Router::multi_get` on one routing: one batched call per shard, all shards at once.
-async fn multi_get_on(r: Arc<Routing>, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>> {
+async fn multi_get_on(r: RoutingRef<'_>, keys: &[Bytes]) -> Result<Vec<Option<Bytes>>> {
     let n = r.shards.len();
     if n == 1 {
         return r.shards[0].multi_get(keys.to_vec()).await;
