@@ -93,7 +93,8 @@ async fn subcompactions_keep_to_their_ranges(c: &Arc<dyn Compactor>, s: &Arc<dyn
 
 /// A clone's job names inputs that live in its parent's store: the compactor reads them
 /// there (reached by the reference the job gives), writes its outputs to its own store, and
-/// leaves the parent's table where it was.
+/// leaves the parent's table where it was; a clip on the shared tables leaves the keys
+/// outside it behind.
 async fn reads_inputs_shared_from_another_store(c: &Arc<dyn Compactor>, s: &Arc<dyn Storage>) {
     let reference = format!("{}-parent", s.reference().expect("a store names itself"));
     let parent = s.open_reference(&reference).expect("the parent's store");
@@ -107,15 +108,34 @@ async fn reads_inputs_shared_from_another_store(c: &Arc<dyn Compactor>, s: &Arc<
     let ours = write_table(s.as_ref(), 93_001, &[Entry::put("q", 20, "clone")])
         .await
         .expect("the clone's table");
-    let mut j = job(vec![ours, theirs.clone()], 94_000, u64::MAX, true);
+    let mut j = job(vec![ours.clone(), theirs.clone()], 94_000, u64::MAX, true);
     j.shared = vec![cairn_filestore::TablesAt {
-        reference,
+        reference: reference.clone(),
         ids: vec![theirs.id],
+        within: Default::default(),
     }];
     let out = c.compact(j).await.expect("compact");
     assert_eq!(
         read_all(s, &out).await,
         vec![Entry::put("p", 5, "parent"), Entry::put("q", 20, "clone")]
+    );
+
+    // The child of a split sees its parent's tables only within its range: the compaction
+    // writes out none of the keys beyond it.
+    let mut j = job(vec![ours, theirs.clone()], 94_100, u64::MAX, true);
+    j.shared = vec![cairn_filestore::TablesAt {
+        reference,
+        ids: vec![theirs.id],
+        within: cairn_filestore::Within {
+            lower: Some(b"q".to_vec()),
+            upper: None,
+        },
+    }];
+    let out = c.compact(j).await.expect("compact");
+    assert_eq!(
+        read_all(s, &out).await,
+        vec![Entry::put("q", 20, "clone")],
+        "the parent's key before the clip is left behind"
     );
     assert!(
         parent

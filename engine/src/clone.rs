@@ -10,7 +10,7 @@ use crate::db::Db;
 use crate::manifest::{Body, CloneHold, Manifest, NamedCheckpoint, Origin, Record};
 use bytes::Bytes;
 use cairn_common::{Error, Result, TableId, TableMeta};
-use cairn_filestore::{SharedTables, Storage, TablesAt};
+use cairn_filestore::{SharedTables, Storage, TablesAt, Within};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -38,6 +38,20 @@ impl Db {
     /// The checkpoint cannot be deleted or replaced while the clone references any of its
     /// tables; once the clone's compactions have rewritten them all, it can.
     pub async fn create_clone(&self, checkpoint: &str, target: &str) -> Result<CloneInfo> {
+        self.create_clone_within(checkpoint, target, &Within::default())
+            .await
+    }
+
+    /// `create_clone`, for a clone that sees only the keys `within` of the checkpoint: the
+    /// child of a shard split. It shares the tables that hold any of those keys and reads
+    /// them clipped (`cairn_filestore::Within`), so it never shows, and its compactions never
+    /// write, a key outside; writing one is the caller's to refuse.
+    pub async fn create_clone_within(
+        &self,
+        checkpoint: &str,
+        target: &str,
+        within: &Within,
+    ) -> Result<CloneInfo> {
         self.inner.check_writable()?;
         let _one = self.inner.checkpoint_ops.lock().await;
         let storage = &self.inner.comps.storage;
@@ -88,15 +102,8 @@ impl Db {
                 },
             )
             .await?;
-        let state = clone_state(&parent, &cp, database.clone(), reference);
-        let tables = cp.levels.iter().flatten();
-        let info = CloneInfo {
-            database: database.clone(),
-            reference: target.to_string(),
-            checkpoint: checkpoint.to_string(),
-            tables: tables.clone().count(),
-            bytes: tables.map(|t| t.size).sum(),
-        };
+        let state = clone_state(&parent, &cp, database.clone(), reference, within);
+        let info = CloneInfo::of(&state, target, checkpoint);
         let first = Record {
             database,
             epoch: 1,
@@ -111,6 +118,25 @@ impl Db {
         }
         tracing::info!(clone = %info.database, at = %target, checkpoint, tables = info.tables, "created a clone");
         Ok(info)
+    }
+
+    /// The clone of checkpoint `checkpoint` within `within` at `target`, if it was made
+    /// there: a split that failed over part way finds what it made and goes on.
+    pub async fn find_clone(
+        &self,
+        checkpoint: &str,
+        target: &str,
+        within: &Within,
+    ) -> Result<Option<CloneInfo>> {
+        self.inner.check_open()?;
+        let into = self.inner.comps.storage.open_reference(target)?;
+        let Some(made) = crate::manifest::load(into.manifests().as_ref()).await? else {
+            return Ok(None);
+        };
+        let same = made.state.origins.iter().any(|o| {
+            o.database == self.inner.database && o.checkpoint == checkpoint && o.within() == *within
+        });
+        Ok(same.then(|| CloneInfo::of(&made.state, target, checkpoint)))
     }
 
     /// The clones that still reference tables of checkpoint `cp`: each, and why it holds.
@@ -156,15 +182,46 @@ impl Db {
     }
 }
 
-/// The clone's first manifest: the checkpoint's tables and sequence number, its ids
-/// numbered after every id the parent ever reserved, and where each shared table lives.
+impl CloneInfo {
+    fn of(state: &Manifest, target: &str, checkpoint: &str) -> CloneInfo {
+        let tables = state.levels.iter().flatten();
+        CloneInfo {
+            database: state.database.clone(),
+            reference: target.to_string(),
+            checkpoint: checkpoint.to_string(),
+            tables: tables.clone().count(),
+            bytes: tables.map(|t| t.size).sum(),
+        }
+    }
+}
+
+/// The clone's first manifest: the checkpoint's tables that hold keys `within`, and its
+/// sequence number, its ids numbered after every id the parent ever reserved, and where
+/// each shared table lives and which of its keys the clone sees.
 fn clone_state(
     parent: &Manifest,
     cp: &NamedCheckpoint,
     database: String,
     reference: String,
+    within: &Within,
 ) -> Manifest {
-    let ids: Vec<TableId> = cp.levels.iter().flatten().map(|t| t.id).collect();
+    let overlaps = |t: &TableMeta| {
+        within
+            .lower
+            .as_deref()
+            .is_none_or(|l| t.largest.as_slice() >= l)
+            && within
+                .upper
+                .as_deref()
+                .is_none_or(|u| t.smallest.as_slice() < u)
+    };
+    // A table wholly outside is left out; the levels keep their order without it.
+    let levels: Vec<Vec<TableMeta>> = cp
+        .levels
+        .iter()
+        .map(|l| l.iter().filter(|t| overlaps(t)).cloned().collect())
+        .collect();
+    let ids: Vec<TableId> = levels.iter().flatten().map(|t| t.id).collect();
     // A table the parent itself shares is its origin's, not the parent's.
     let mut origins: Vec<Origin> = parent
         .origins
@@ -176,6 +233,8 @@ fn clone_state(
                 .copied()
                 .filter(|id| ids.contains(id))
                 .collect(),
+            lower: o.within().and(within).lower,
+            upper: o.within().and(within).upper,
             ..o.clone()
         })
         .filter(|o| !o.ids.is_empty())
@@ -189,11 +248,13 @@ fn clone_state(
             .into_iter()
             .filter(|id| !inherited.contains(id))
             .collect(),
+        lower: within.lower.clone(),
+        upper: within.upper.clone(),
     });
     let mut state = Manifest::new(database, parent.levels.len());
     state.next_table_id = parent.next_table_id;
     state.last_seq = cp.seq;
-    state.levels = cp.levels.clone();
+    state.levels = levels;
     state.levels.resize(parent.levels.len().max(2), Vec::new());
     state.origins = origins;
     state
@@ -220,6 +281,7 @@ pub(crate) fn shared_inputs(shared: &[TablesAt], inputs: &[TableMeta]) -> Vec<Ta
                 .copied()
                 .filter(|id| inputs.iter().any(|t| t.id == *id))
                 .collect(),
+            within: s.within.clone(),
         })
         .filter(|s| !s.ids.is_empty())
         .collect()

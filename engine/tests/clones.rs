@@ -9,6 +9,7 @@ mod support;
 use bytes::Bytes;
 use cairn_compaction::LocalCompactor;
 use cairn_engine::{Components, Db};
+use cairn_filestore::Within;
 use cairn_journal::MemoryJournal;
 use cairn_memtable::MemtableOptions;
 use std::collections::{BTreeMap, HashSet};
@@ -263,4 +264,105 @@ async fn a_clone_needs_a_checkpoint_and_an_empty_store_of_its_own() {
     assert!(reader.create_clone("c", &target).await.is_err());
     reader.close().await.unwrap();
     db.close().await.unwrap();
+}
+
+/// A shard split: two clones of one checkpoint, each within its side of a key. Each reads
+/// only its side (a range tombstone across the cut included), writes and compacts on its
+/// own, and the parent's checkpoint stays held until both have rewritten what they share.
+/// Making the split takes two manifest versions whatever the size; a retry finds each
+/// child made.
+async fn a_split_gives_each_child_its_side(kind: StorageKind) {
+    let h = quiet(Harness::new(JournalKind::Memory, MemtableOptions::default()).with_storage(kind));
+    let parent = h.open().await;
+    let mut m = Model::new();
+    put_all(&parent, &mut m, 0..600, "first").await;
+    parent.flush().await.unwrap();
+    put_all(&parent, &mut m, 500..700, "second").await;
+    delete_range(&parent, &mut m, 250, 350).await;
+    parent.create_checkpoint("split").await.unwrap();
+
+    let cut = key(300);
+    let sides = [
+        (
+            "left",
+            Within {
+                lower: None,
+                upper: Some(cut.to_vec()),
+            },
+        ),
+        (
+            "right",
+            Within {
+                lower: Some(cut.to_vec()),
+                upper: None,
+            },
+        ),
+    ];
+    let mut children = Vec::new();
+    for (name, within) in &sides {
+        let target = reference_of(&h, name).await;
+        assert_eq!(
+            parent.find_clone("split", &target, within).await.unwrap(),
+            None
+        );
+        let made = parent
+            .create_clone_within("split", &target, within)
+            .await
+            .unwrap();
+        let found = parent.find_clone("split", &target, within).await.unwrap();
+        assert_eq!(found.as_ref(), Some(&made), "a retry finds the child made");
+        let other = Within {
+            lower: Some(b"x".to_vec()),
+            upper: None,
+        };
+        assert_eq!(
+            parent.find_clone("split", &target, &other).await.unwrap(),
+            None
+        );
+        let journal = Arc::new(MemoryJournal::new());
+        let db = open_named(&h, name, &journal).await;
+        let mut side: Model = m.clone();
+        side.retain(|k, _| within.contains(k));
+        children.push((db, side, journal, *name));
+    }
+    for (db, side, _, name) in &children {
+        assert_eq!(all(db).await, rows(side), "{name} reads its side only");
+        let other_side = if *name == "left" { key(600) } else { key(10) };
+        assert_eq!(db.get(&other_side).await.unwrap(), None, "{name}");
+    }
+
+    // Each goes its own way, and compacts what it shares into tables of its own.
+    let (l, r) = children.split_at_mut(1);
+    put_all(&l[0].0, &mut l[0].1, 0..300, "left").await;
+    delete_range(&r[0].0, &mut r[0].1, 400, 450).await;
+    put_all(&r[0].0, &mut r[0].1, 300..320, "right").await;
+    for (db, side, _, name) in &children {
+        db.compact().await.unwrap();
+        assert_eq!(all(db).await, rows(side), "{name} after its compaction");
+    }
+    parent.delete_checkpoint("split").await.unwrap();
+    wait_for_garbage_collection(&h, &parent).await;
+    for (db, side, journal, name) in children {
+        db.close().await.unwrap();
+        let db = open_named(&h, name, &journal).await;
+        // The parent's tables it shared are gone: it reads its own alone.
+        assert_eq!(all(&db).await, rows(&side), "{name} reopened");
+        db.close().await.unwrap();
+    }
+    parent.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_on_sstables_gives_each_child_its_side() {
+    a_split_gives_each_child_its_side(StorageKind::Sst).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_on_parquet_gives_each_child_its_side() {
+    a_split_gives_each_child_its_side(StorageKind::Parquet).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_on_the_hybrid_store_gives_each_child_its_side() {
+    a_split_gives_each_child_its_side(StorageKind::Hybrid).await;
 }

@@ -7,6 +7,7 @@
 mod blocks;
 mod bloom;
 mod cache;
+mod clipped;
 mod faulty;
 mod fold;
 mod format;
@@ -33,7 +34,7 @@ pub use object_location::{
     ObjectLocation, ObjectStoreOptions, check_object_url, open_object_store,
 };
 pub use parquet_store::{ParquetOptions, ParquetStorage, TABLE_META_KEY, table_schema};
-pub use shared::{SharedTables, TablesAt};
+pub use shared::{SharedTables, TablesAt, Within};
 pub use sstable::{Compression, FilterKind, SstOptions, SstStorage};
 pub use table_file::{TableFile, read_table_file};
 

@@ -1,8 +1,10 @@
 //! `SharedTables`: a database's own store, plus tables it shares by reference with another
 //! database (a clone with its parent). Reads of a shared table go to the store that holds
 //! it; nothing is ever written to that store or deleted from it, since its own database
-//! deletes a table once nothing references it.
+//! deletes a table once nothing references it. Tables shared with a bound (`Within`: the
+//! children of a shard split) are read clipped to it (`Clipped`).
 
+use crate::clipped::Clipped;
 use crate::{ManifestStore, Storage, Table, TableBuilder};
 use async_trait::async_trait;
 use cairn_common::{Error, Result, TableId, TableMeta};
@@ -11,16 +13,45 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Tables that live in another database's store: that store's `Storage::reference`, and
-/// the tables' ids there.
+/// the tables' ids there, and the keys of them this database sees.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TablesAt {
     pub reference: String,
     pub ids: Vec<TableId>,
+    #[serde(default)]
+    pub within: Within,
+}
+
+/// The keys `[lower, upper)` of a shared table that a database sees; either side open when
+/// absent. All of them by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Within {
+    pub lower: Option<Vec<u8>>,
+    pub upper: Option<Vec<u8>>,
+}
+
+impl Within {
+    pub fn is_all(&self) -> bool {
+        self.lower.is_none() && self.upper.is_none()
+    }
+
+    /// The keys in both.
+    pub fn and(&self, other: &Within) -> Within {
+        let lower = match (&self.lower, &other.lower) {
+            (Some(a), Some(b)) => Some(a.max(b).clone()),
+            (a, b) => a.clone().or(b.clone()),
+        };
+        let upper = match (&self.upper, &other.upper) {
+            (Some(a), Some(b)) => Some(a.min(b).clone()),
+            (a, b) => a.clone().or(b.clone()),
+        };
+        Within { lower, upper }
+    }
 }
 
 pub struct SharedTables {
     own: Arc<dyn Storage>,
-    elsewhere: HashMap<TableId, Arc<dyn Storage>>,
+    elsewhere: HashMap<TableId, (Arc<dyn Storage>, Within)>,
 }
 
 impl SharedTables {
@@ -34,7 +65,7 @@ impl SharedTables {
         for s in shared.iter().filter(|s| !s.ids.is_empty()) {
             let store = own.open_reference(&s.reference)?;
             for id in &s.ids {
-                elsewhere.insert(*id, store.clone());
+                elsewhere.insert(*id, (store.clone(), s.within.clone()));
             }
         }
         Ok(Arc::new(SharedTables { own, elsewhere }))
@@ -54,7 +85,11 @@ impl Storage for SharedTables {
 
     async fn open_table(&self, meta: &TableMeta) -> Result<Arc<dyn Table>> {
         match self.elsewhere.get(&meta.id) {
-            Some(store) => store.open_table(meta).await,
+            Some((store, within)) if within.is_all() => store.open_table(meta).await,
+            Some((store, within)) => Ok(Arc::new(Clipped::new(
+                store.open_table(meta).await?,
+                within.clone(),
+            ))),
             None => self.own.open_table(meta).await,
         }
     }

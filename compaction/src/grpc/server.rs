@@ -7,7 +7,7 @@ use super::pb::compaction_server::{Compaction as CompactionRpc, CompactionServer
 use super::pb::{Busy, Job, Outputs, Shared};
 use crate::{CompactionJob, Compactor};
 use cairn_common::Error;
-use cairn_filestore::TablesAt;
+use cairn_filestore::{TablesAt, Within};
 use cairn_rpc::pb::Empty;
 use cairn_rpc::pb::TableMeta as PbMeta;
 use cairn_rpc::{
@@ -78,6 +78,8 @@ impl From<&CompactionJob> for Job {
                 .map(|s| Shared {
                     reference: s.reference.clone(),
                     ids: s.ids.clone(),
+                    lower: s.within.lower.clone().map(Into::into),
+                    upper: s.within.upper.clone().map(Into::into),
                 })
                 .collect(),
             lower: j.lower.clone(),
@@ -104,6 +106,10 @@ impl From<Job> for CompactionJob {
                 .map(|s| TablesAt {
                     reference: s.reference,
                     ids: s.ids,
+                    within: Within {
+                        lower: s.lower.map(Vec::from),
+                        upper: s.upper.map(Vec::from),
+                    },
                 })
                 .collect(),
             lower: j.lower,

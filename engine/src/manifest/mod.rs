@@ -54,6 +54,19 @@ pub struct Origin {
     /// the clone references any of them).
     pub checkpoint: String,
     pub ids: Vec<TableId>,
+    /// The keys `[lower, upper)` of these tables this database sees (either side open when
+    /// absent): a child of a shard split sees its parent's tables only within its range.
+    pub lower: Option<Vec<u8>>,
+    pub upper: Option<Vec<u8>>,
+}
+
+impl Origin {
+    pub fn within(&self) -> cairn_filestore::Within {
+        cairn_filestore::Within {
+            lower: self.lower.clone(),
+            upper: self.upper.clone(),
+        }
+    }
 }
 
 /// A clone made from a checkpoint, which holds the checkpoint's tables while it references
@@ -148,6 +161,7 @@ impl Manifest {
             .iter()
             .map(|o| cairn_filestore::TablesAt {
                 reference: o.reference.clone(),
+                within: o.within(),
                 ids: o
                     .ids
                     .iter()

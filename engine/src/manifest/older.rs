@@ -1,12 +1,80 @@
-//! Manifest versions as earlier Cairn wrote them, read into today's types: version 4
-//! (`CAIRNMV4`), before clones, version 3 (`CAIRNMV3`), before named checkpoints, and
+//! Manifest versions as earlier Cairn wrote them, read into today's types: version 5
+//! (`CAIRNMV5`), before a clone's origins had key bounds, version 4 (`CAIRNMV4`), before
+//! clones, version 3 (`CAIRNMV3`), before named checkpoints, and
 //! version 2 (`CAIRNMV2`), before leases too.
 //! Their bincode bodies are these structs, field for field; nothing here is ever written.
 
-use super::record::{Body, Lease, MAGIC_V2, MAGIC_V4, Record, config};
-use super::{Manifest, NamedCheckpoint, VersionEdit};
+use super::record::{Body, Lease, MAGIC_V2, MAGIC_V4, MAGIC_V5, Record, config};
+use super::{Manifest, NamedCheckpoint, Origin, VersionEdit};
 use bincode::error::DecodeError;
 use cairn_common::{Lsn, SeqNo, TableId, TableMeta};
+
+#[derive(bincode::Encode, bincode::Decode)]
+pub(super) struct RecordV5 {
+    pub database: String,
+    pub epoch: u64,
+    pub writer: u64,
+    pub body: BodyV5,
+    pub lease: Option<Lease>,
+}
+
+/// Today's edits read as they were: key bounds changed only a clone's `Origin`s.
+#[derive(bincode::Encode, bincode::Decode)]
+pub(super) enum BodyV5 {
+    Checkpoint(ManifestV5),
+    Edit(VersionEdit),
+}
+
+#[derive(bincode::Encode, bincode::Decode)]
+pub(super) struct ManifestV5 {
+    pub database: String,
+    pub epoch: u64,
+    pub next_table_id: TableId,
+    pub last_seq: SeqNo,
+    pub flushed_lsn: Lsn,
+    pub journal: String,
+    pub levels: Vec<Vec<TableMeta>>,
+    pub checkpoints: Vec<NamedCheckpoint>,
+    pub origins: Vec<OriginV5>,
+}
+
+#[derive(bincode::Encode, bincode::Decode)]
+pub(super) struct OriginV5 {
+    pub database: String,
+    pub reference: String,
+    pub checkpoint: String,
+    pub ids: Vec<TableId>,
+}
+
+impl From<BodyV5> for Body {
+    fn from(b: BodyV5) -> Body {
+        match b {
+            BodyV5::Checkpoint(m) => Body::Checkpoint(Manifest {
+                database: m.database,
+                epoch: m.epoch,
+                next_table_id: m.next_table_id,
+                last_seq: m.last_seq,
+                flushed_lsn: m.flushed_lsn,
+                journal: m.journal,
+                levels: m.levels,
+                checkpoints: m.checkpoints,
+                origins: m
+                    .origins
+                    .into_iter()
+                    .map(|o| Origin {
+                        database: o.database,
+                        reference: o.reference,
+                        checkpoint: o.checkpoint,
+                        ids: o.ids,
+                        lower: None,
+                        upper: None,
+                    })
+                    .collect(),
+            }),
+            BodyV5::Edit(e) => Body::Edit(e),
+        }
+    }
+}
 
 #[derive(bincode::Encode, bincode::Decode)]
 pub(super) struct RecordV4 {
@@ -144,8 +212,19 @@ impl From<BodyV3> for Body {
     }
 }
 
-/// Decodes the body of a version 4, 3 or 2 record, as `magic` says.
+/// Decodes the body of a version 5, 4, 3 or 2 record, as `magic` says.
 pub(super) fn decode(magic: &[u8], body: &[u8]) -> Result<(Record, usize), DecodeError> {
+    if magic == MAGIC_V5 {
+        let (r, used): (RecordV5, usize) = bincode::decode_from_slice(body, config())?;
+        let r = Record {
+            database: r.database,
+            epoch: r.epoch,
+            writer: r.writer,
+            body: r.body.into(),
+            lease: r.lease,
+        };
+        return Ok((r, used));
+    }
     if magic == MAGIC_V4 {
         let (r, used): (RecordV4, usize) = bincode::decode_from_slice(body, config())?;
         let r = Record {
@@ -247,6 +326,41 @@ mod tests {
         assert_eq!((m.next_table_id, m.last_seq, m.flushed_lsn), (8, 9, 3));
         assert!(m.checkpoints.is_empty());
         assert_eq!(r.lease.map(|l| l.ms), Some(10_000));
+    }
+
+    /// A clone written before origins had key bounds (format 5) sees all of its origins'
+    /// tables, as it did.
+    #[test]
+    fn a_version_5_clone_sees_all_of_its_origins_tables() {
+        let old = RecordV5 {
+            database: "clone".into(),
+            epoch: 1,
+            writer: 3,
+            body: BodyV5::Checkpoint(ManifestV5 {
+                database: "clone".into(),
+                epoch: 1,
+                next_table_id: 9,
+                last_seq: 4,
+                flushed_lsn: 0,
+                journal: String::new(),
+                levels: vec![vec![], vec![]],
+                checkpoints: Vec::new(),
+                origins: vec![OriginV5 {
+                    database: "parent".into(),
+                    reference: "/p".into(),
+                    checkpoint: "cp".into(),
+                    ids: vec![5, 6],
+                }],
+            }),
+            lease: None,
+        };
+        let data = framed(MAGIC_V5, bincode::encode_to_vec(&old, config()).unwrap());
+        let Body::Checkpoint(m) = Record::decode(&data, "v5").unwrap().body else {
+            panic!("a full state");
+        };
+        let o = &m.origins[0];
+        assert_eq!((o.database.as_str(), o.ids.clone()), ("parent", vec![5, 6]));
+        assert!(o.within().is_all());
     }
 
     /// A version written before clones (format 4) reads with its checkpoints, none of them
