@@ -10,6 +10,7 @@
 
 mod etcd;
 pub mod placement;
+mod resharding;
 mod storage;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -18,6 +19,9 @@ pub mod conformance;
 mod tests;
 
 pub use etcd::EtcdMapStore;
+pub use resharding::{
+    finish_merge, finish_split, merging_with, parse_key, request_merge, request_split,
+};
 pub use storage::{HeartbeatStores, StorageMapStore, WAIT};
 
 use async_trait::async_trait;
@@ -66,6 +70,21 @@ pub struct ShardEntry {
     /// (so the two never serve it at once).
     #[serde(default)]
     pub moving_to: Option<NodeId>,
+    /// A split or merge asked for and not yet done: its owner seals the shard (refusing
+    /// writes, which routers send again) and carries it out (`resharding.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Plan {
+    /// Into shard `left`, `[start, at)`, and shard `right`, `[at, end)`: two clones of
+    /// the shard's database that share its tables, each seeing its own side. The ids are
+    /// reserved when the split is asked for, so a retry after a failover makes the same.
+    Split { at: Bytes, left: u64, right: u64 },
+    /// With shard `right`, the next one, into shard `into`. Set on the left one; both must
+    /// be on one node, so the right one is moved to the left one's owner first.
+    Merge { right: u64, into: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +141,7 @@ impl ClusterMap {
                 owner: None,
                 generation: 0,
                 moving_to: None,
+                plan: None,
             })
             .collect();
         ClusterMap {
@@ -196,7 +216,8 @@ impl ClusterMap {
                 self.next_shard
             ));
         }
-        for s in &self.shards {
+        let mut reserved: Vec<u64> = Vec::new();
+        for (i, s) in self.shards.iter().enumerate() {
             if let Some(o) = &s.owner
                 && !self.nodes.contains_key(o)
             {
@@ -205,6 +226,43 @@ impl ClusterMap {
                     s.id
                 ));
             }
+            match &s.plan {
+                None => {}
+                Some(Plan::Split { at, left, right }) => {
+                    if !s.contains(at) || *at == s.start {
+                        return bad(format!(
+                            "shard {} {} cannot split at {}",
+                            s.id,
+                            s.range_text(),
+                            key_text(at)
+                        ));
+                    }
+                    reserved.extend([*left, *right]);
+                }
+                Some(Plan::Merge { right, into }) => {
+                    if self.shards.get(i + 1).map(|n| n.id) != Some(*right) {
+                        return bad(format!(
+                            "shard {} merges with shard {right}, which does not follow it",
+                            s.id
+                        ));
+                    }
+                    if self.shards[i + 1].plan.is_some() {
+                        return bad(format!("shard {right} has a plan of its own"));
+                    }
+                    reserved.push(*into);
+                }
+            }
+        }
+        reserved.sort_unstable();
+        let clash = reserved.windows(2).any(|w| w[0] == w[1])
+            || reserved
+                .iter()
+                .any(|r| *r >= self.next_shard || ids.binary_search(r).is_ok());
+        if clash {
+            return bad(format!(
+                "the ids plans reserve ({reserved:?}) repeat, are in use, or reach next_shard {}",
+                self.next_shard
+            ));
         }
         Ok(())
     }

@@ -8,9 +8,12 @@
 //! to move; then shards move from the most to the least loaded node while their counts differ
 //! by more than one. A live owner is only ever asked to move (`moving_to`): it closes the
 //! shard and installs the new owner itself, so two nodes never serve one shard at once.
-//! Load is the count of shards a node has or is receiving.
+//! Load is the count of shards a node has or is receiving. A shard with a plan (a split or
+//! merge under way) is not moved to balance, and the right shard of a merge is moved to the
+//! left one's owner, who carries the merge out.
 
-use super::{ClusterMap, NodeId};
+use super::resharding::merging_with;
+use super::{ClusterMap, NodeId, Plan};
 use std::collections::BTreeSet;
 
 pub fn plan(map: &ClusterMap, live: &BTreeSet<NodeId>) -> Option<ClusterMap> {
@@ -75,6 +78,21 @@ pub fn plan(map: &ClusterMap, live: &BTreeSet<NodeId>) -> Option<ClusterMap> {
         }
     }
 
+    for i in 0..next.shards.len().saturating_sub(1) {
+        let (l, r) = (&next.shards[i], &next.shards[i + 1]);
+        if matches!(l.plan, Some(Plan::Merge { .. }))
+            && l.moving_to.is_none()
+            && r.moving_to.is_none()
+            && l.owner != r.owner
+            && let Some(to) = l.owner.clone()
+            && live.contains(&to)
+            && !draining(&next, &to)
+        {
+            next.shards[i + 1].moving_to = Some(to);
+            changed = true;
+        }
+    }
+
     // One move in flight per node, as source or target, so a node never closes or opens
     // many shards at once.
     loop {
@@ -99,15 +117,16 @@ pub fn plan(map: &ClusterMap, live: &BTreeSet<NodeId>) -> Option<ClusterMap> {
             break;
         }
         let (from, to) = (from.clone(), to.clone());
-        let Some(s) = next
-            .shards
-            .iter_mut()
-            .rev()
-            .find(|s| s.owner.as_ref() == Some(&from) && s.moving_to.is_none())
-        else {
+        let Some(i) = (0..next.shards.len()).rev().find(|&i| {
+            let s = &next.shards[i];
+            s.owner.as_ref() == Some(&from)
+                && s.moving_to.is_none()
+                && s.plan.is_none()
+                && merging_with(&next, s.id).is_none()
+        }) else {
             break;
         };
-        s.moving_to = Some(to);
+        next.shards[i].moving_to = Some(to);
         changed = true;
     }
     changed.then_some(next)
@@ -210,6 +229,43 @@ mod tests {
         let done = settle(draining, &live(&["a", "b", "c"]));
         assert_eq!(done.owned_by("a").count(), 0);
         assert_eq!(done.owned_by("b").count() + done.owned_by("c").count(), 6);
+    }
+
+    #[test]
+    fn a_merge_brings_its_right_shard_to_the_left_ones_owner_and_plans_stay_put() {
+        let mut m = settle(map(4, &["a", "b"]), &live(&["a", "b"]));
+        let (l, r) = (m.shards[1].id, m.shards[2].id);
+        m.shards[2].owner = Some(
+            if m.shards[1].owner.as_deref() == Some("a") {
+                "b"
+            } else {
+                "a"
+            }
+            .into(),
+        );
+        m.next_shard += 1;
+        m.shards[1].plan = Some(Plan::Merge {
+            right: r,
+            into: m.next_shard - 1,
+        });
+        m.validate().unwrap();
+        let next = plan(&m, &live(&["a", "b"])).expect("a move");
+        assert_eq!(
+            next.shard(r).unwrap().moving_to,
+            next.shard(l).unwrap().owner
+        );
+        // A third node balances with the shards that have no plan.
+        let mut m = settle(m, &live(&["a", "b"]));
+        m.nodes.insert(
+            "c".into(),
+            NodeEntry {
+                url: "http://c".into(),
+                draining: false,
+            },
+        );
+        let done = settle(m.clone(), &live(&["a", "b", "c"]));
+        assert_eq!(done.shard(l).unwrap().owner, m.shard(l).unwrap().owner);
+        assert_eq!(done.shard(r).unwrap().owner, m.shard(l).unwrap().owner);
     }
 
     #[test]
