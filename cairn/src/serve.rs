@@ -7,13 +7,17 @@ use crate::config::{Config, JournalKind, ShardKind, StorageKind, shard_dir_name}
 use crate::wiring;
 use cairn_common::{Error, Result};
 use cairn_compaction::{Compactor, DEFAULT_SLOTS, LocalCompactor, compaction_service_for};
+use cairn_engine::Db;
 use cairn_filestore::storage_service_for;
 use cairn_journal::{Journal, journal_service_for};
 use cairn_router::map::ShardEntry;
-use cairn_router::{LocalShard, Node, NodeOptions, OpenShard, Shard, host_service, shard_service};
+use cairn_router::{
+    LocalShard, Node, NodeOptions, Shard, ShardDatabases, host_service, shard_service,
+};
 use cairn_rpc::{
     DEFAULT_DATABASE, Databases, MAX_DATABASES, ServerHandle, builder, check_exposure, serve,
 };
+use futures::future::BoxFuture;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -313,12 +317,32 @@ async fn start_node(config: &Config, addr: std::net::SocketAddr, tls: bool) -> R
         lease: c.lease(),
         initial_shards: c.shards.unwrap_or(crate::config::SHARDS),
     };
-    let profile = config.clone();
-    let open: OpenShard = Arc::new(move |s: ShardEntry| {
-        let c = profile.shard_config_in(&wiring::cluster_part(&s.database));
+    let databases = Arc::new(ProfileDatabases(config.clone()));
+    Node::start(opts, wiring::map_store(config).await?, databases).await
+}
+
+/// A cluster's shard databases: each opened from the profile's components, in the part of
+/// them its name gives (`wiring::cluster_part`).
+struct ProfileDatabases(Config);
+
+impl ShardDatabases for ProfileDatabases {
+    fn open(&self, s: &ShardEntry) -> BoxFuture<'static, Result<Db>> {
+        let c = self.0.shard_config_in(&wiring::cluster_part(&s.database));
         Box::pin(async move { wiring::open(&c).await })
-    });
-    Node::start(opts, wiring::map_store(config).await?, open).await
+    }
+
+    fn reference(&self, name: &str) -> BoxFuture<'static, Result<String>> {
+        let c = self.0.shard_config_in(&wiring::cluster_part(name));
+        let name = name.to_string();
+        Box::pin(async move {
+            let (storage, _) = wiring::storage(&c.storage, &c.data_dir, &c.rpc).await?;
+            storage.reference().ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "the profile's storage cannot name {name}'s store to another, so shards cannot split or merge"
+                ))
+            })
+        })
+    }
 }
 
 /// The engine a shard server runs: shard `index` of the profile's router, under

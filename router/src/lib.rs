@@ -9,6 +9,7 @@ mod cluster;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod following;
+mod gate;
 pub mod grpc;
 mod local;
 pub mod map;
@@ -25,7 +26,7 @@ pub use following::{Connect, MapFollower};
 pub use grpc::{GrpcShard, ShardHost, host_service, shard_service};
 pub use local::{IMPORT_TABLE_BYTES, LocalShard};
 pub use metered::MeteredShard;
-pub use node::{Node, NodeOptions, OpenShard};
+pub use node::{Node, NodeOptions, ShardDatabases};
 pub use partition::{Partitioner, SCHEME};
 pub use replicated::ReplicatedShard;
 pub use router::{Router, ShardStats};

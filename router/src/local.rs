@@ -2,6 +2,7 @@
 //! server wraps one of these too.
 
 use crate::cluster::{IdentitySlot, ShardIdentity};
+use crate::gate::WriteGate;
 use crate::shard::{CheckpointOp, ImportStream, PairStream, Shard};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -20,6 +21,8 @@ pub struct LocalShard {
     /// checks the identity every call carries instead.
     want: Option<ShardIdentity>,
     import_table_bytes: usize,
+    /// A placed shard's: sealed by its node before a split or merge.
+    gate: Option<WriteGate>,
 }
 
 impl LocalShard {
@@ -39,7 +42,9 @@ impl LocalShard {
     /// Shard `id` of a cluster placed by a map, held by a node that checks every call's
     /// identity itself (`node.rs`).
     pub fn placed(db: Db, id: u64) -> Result<LocalShard> {
-        Self::build(db, None, |_| format!("shard {id}"))
+        let mut shard = Self::build(db, None, |_| format!("shard {id}"))?;
+        shard.gate = Some(WriteGate::default());
+        Ok(shard)
     }
 
     /// The whole database, when not sharded: a router of one shard that needs no identity.
@@ -59,6 +64,7 @@ impl LocalShard {
             slot,
             want,
             import_table_bytes: IMPORT_TABLE_BYTES,
+            gate: None,
         })
     }
 
@@ -78,6 +84,18 @@ impl LocalShard {
 
     pub fn identity(&self) -> Option<ShardIdentity> {
         self.slot.get()
+    }
+
+    /// Refuses every write from now on (as not applied, saying `why`) and waits until
+    /// none is running. Only a placed shard has a gate; for any other this does nothing.
+    pub async fn seal(&self, why: String) {
+        if let Some(g) = &self.gate {
+            g.seal(why).await;
+        }
+    }
+
+    fn enter(&self) -> Result<Option<crate::gate::Entered<'_>>> {
+        self.gate.as_ref().map(WriteGate::enter).transpose()
     }
 }
 
@@ -107,6 +125,7 @@ impl Shard for LocalShard {
     }
 
     async fn write(&self, batch: WriteBatch) -> Result<SeqNo> {
+        let _running = self.enter()?;
         self.db.write(batch).await
     }
 
@@ -125,6 +144,7 @@ impl Shard for LocalShard {
     async fn import(&self, mut batches: ImportStream) -> Result<u64> {
         // One engine import of many tables: installed together at the end, or, if the input
         // fails or the caller goes away, dropped with nothing installed.
+        let _running = self.enter()?;
         let mut import = self.db.begin_import().await?;
         let mut table = Vec::new();
         let mut bytes = 0;

@@ -10,16 +10,25 @@
 //! so a node that lost its lease has stopped answering before anyone else starts; a node that
 //! lost it closes every shard before it answers again. Writes are fenced by the journal's
 //! epochs besides.
+//!
+//! A shard with a split or merge planned (`map::Plan`) is sealed by its owner: its running
+//! writes finish, later ones are refused as not applied, and routers send them again once
+//! the map has the new shards. The owner then makes the new shards' databases as clones of
+//! a checkpoint (tables shared, nothing copied; a merge copies the smaller side's entries),
+//! and installs them in the map. Every step finds what an earlier attempt made, so the owner
+//! that takes the shard after a failover carries the plan on.
 
 use crate::cluster::ShardIdentity;
 use crate::grpc::ShardHost;
 use crate::local::LocalShard;
 use crate::map::{
-    ClusterMap, MapStore, NodeEntry, NodeId, ShardEntry, edit, open_or_create, placement,
+    ClusterMap, MapStore, NodeEntry, NodeId, Plan, ShardEntry, database_name, edit, finish_merge,
+    finish_split, key_text, open_or_create, placement,
 };
 use crate::shard::Shard;
-use cairn_common::{Error, Result};
+use cairn_common::{Error, KeyRange, Result, WriteBatch};
 use cairn_engine::Db;
+use cairn_filestore::Within;
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -31,8 +40,18 @@ use tokio::time::Instant;
 /// The share of its lease a node trusts a renewal for, from when the renewal began.
 pub const TRUST: f64 = 0.9;
 
-/// Opens, as its writer, the database of a shard the map gave this node.
-pub type OpenShard = Arc<dyn Fn(ShardEntry) -> BoxFuture<'static, Result<Db>> + Send + Sync>;
+/// The databases of a cluster's shards, as a node reaches them.
+pub trait ShardDatabases: Send + Sync {
+    /// Opens, as its writer, the database of a shard the map gave this node.
+    fn open(&self, shard: &ShardEntry) -> BoxFuture<'static, Result<Db>>;
+
+    /// How a shard's store names the store of database `name` (`Storage::reference`):
+    /// where a split or merge makes a new shard's database.
+    fn reference(&self, name: &str) -> BoxFuture<'static, Result<String>>;
+}
+
+/// Bytes of entries a merge copies in one write.
+const MERGE_BATCH_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -52,10 +71,12 @@ struct Held {
 pub struct Node {
     opts: NodeOptions,
     store: Arc<dyn MapStore>,
-    open: OpenShard,
+    databases: Arc<dyn ShardDatabases>,
     cluster: u64,
     held: RwLock<HashMap<u64, Held>>,
     opening: Mutex<HashSet<u64>>,
+    /// Shards whose split or merge a task of this node is carrying out.
+    resharding: Mutex<HashSet<u64>>,
     base: Instant,
     /// Until when its lease is trusted, in nanoseconds after `base`.
     trusted_until: AtomicU64,
@@ -70,7 +91,7 @@ impl Node {
     pub async fn start(
         opts: NodeOptions,
         store: Arc<dyn MapStore>,
-        open: OpenShard,
+        databases: Arc<dyn ShardDatabases>,
     ) -> Result<Arc<Node>> {
         let map = open_or_create(store.as_ref(), ClusterMap::initial(opts.initial_shards)).await?;
         let (stop, _) = tokio::sync::watch::channel(false);
@@ -78,9 +99,10 @@ impl Node {
             cluster: map.cluster,
             opts,
             store,
-            open,
+            databases,
             held: RwLock::new(HashMap::new()),
             opening: Mutex::new(HashSet::new()),
+            resharding: Mutex::new(HashSet::new()),
             base: Instant::now(),
             trusted_until: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -208,14 +230,182 @@ impl Node {
             self.let_go(id).await;
         }
         for s in map.owned_by(me) {
+            let held = self.held.read().contains_key(&s.id);
             if let Some(to) = &s.moving_to {
                 self.hand_over(s, to).await?;
-            } else if !self.held.read().contains_key(&s.id) && self.opening.lock().insert(s.id) {
-                tokio::spawn(self.clone().take(s.clone()));
+            } else if !held {
+                if self.opening.lock().insert(s.id) {
+                    tokio::spawn(self.clone().take(s.clone()));
+                }
+            } else if s.plan.is_some() && self.resharding.lock().insert(s.id) {
+                // The task seals the shards it needs (a long write, such as an import,
+                // may hold the seal up; the map is followed meanwhile).
+                tokio::spawn(self.clone().reshard(map.clone(), s.id));
             }
         }
         self.place(&map).await?;
         Ok(map.version)
+    }
+
+    /// Carries out the plan of shard `id` as `map` has it, if this node holds every shard
+    /// it needs; logs a failure, and the next round tries again.
+    async fn reshard(self: Arc<Self>, map: ClusterMap, id: u64) {
+        let started = std::time::Instant::now();
+        let result = match map.shard(id) {
+            Some(s) => match &s.plan {
+                Some(Plan::Split { .. }) => self.split(s).await,
+                Some(Plan::Merge { right, .. }) => match map.shard(*right) {
+                    Some(r) => self.merge(s, r).await,
+                    None => Ok(false),
+                },
+                None => Ok(false),
+            },
+            None => Ok(false),
+        };
+        self.resharding.lock().remove(&id);
+        match result {
+            Ok(true) => {
+                let what = match map.shard(id).and_then(|s| s.plan.clone()) {
+                    Some(Plan::Split { .. }) => "split",
+                    _ => "merge",
+                };
+                metrics::counter!("cairn_cluster_reshards_total", "kind" => what).increment(1);
+                metrics::histogram!("cairn_cluster_reshard_seconds", "kind" => what)
+                    .record(started.elapsed().as_secs_f64());
+                tracing::info!(node = %self.opts.id, shard = id, ms = started.elapsed().as_millis() as u64, "{what} done");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(node = %self.opts.id, shard = id, error = %e, "a split or merge failed; the next round tries again")
+            }
+        }
+    }
+
+    /// The shard this node holds as `s`, sealed; `None` if it holds no such shard.
+    async fn sealed(&self, s: &ShardEntry, why: String) -> Option<Arc<LocalShard>> {
+        let shard = self
+            .held
+            .read()
+            .get(&s.id)
+            .filter(|h| h.generation == s.generation)
+            .map(|h| h.shard.clone())?;
+        shard.seal(why).await;
+        Some(shard)
+    }
+
+    /// Splits `s`: a checkpoint of its database, two clones of it, each seeing its side,
+    /// and the map edit that puts them in its place. Answers whether it did.
+    async fn split(&self, s: &ShardEntry) -> Result<bool> {
+        let Some(Plan::Split { at, left, right }) = &s.plan else {
+            return Ok(false);
+        };
+        let why = format!("shard {} is splitting at {}", s.id, key_text(at));
+        let Some(shard) = self.sealed(s, why).await else {
+            return Ok(false);
+        };
+        let db = shard.db();
+        let checkpoint = format!("split-{left}-{right}");
+        let lower = (!s.start.is_empty()).then(|| s.start.to_vec());
+        let sides = [
+            (
+                *left,
+                Within {
+                    lower,
+                    upper: Some(at.to_vec()),
+                },
+            ),
+            (
+                *right,
+                Within {
+                    lower: Some(at.to_vec()),
+                    upper: s.end.as_ref().map(|e| e.to_vec()),
+                },
+            ),
+        ];
+        self.checkpoint_once(db, &checkpoint).await?;
+        for (id, within) in &sides {
+            self.clone_once(db, &checkpoint, *id, within).await?;
+        }
+        fail::fail_point!(
+            &format!("node-{}-split-before-finish", self.opts.id),
+            |_| {
+                Err(Error::component(
+                    "failpoint",
+                    "the split stopped before its map edit",
+                ))
+            }
+        );
+        finish_split(self.store.as_ref(), s, &self.opts.id).await
+    }
+
+    /// Merges `l` and `r`, its right neighbour: a clone of the larger one's checkpoint as
+    /// the merged shard's database, and the smaller one's entries copied into it. Answers
+    /// whether it did (`false` while this node does not hold both).
+    async fn merge(&self, l: &ShardEntry, r: &ShardEntry) -> Result<bool> {
+        let Some(Plan::Merge { into, .. }) = l.plan else {
+            return Ok(false);
+        };
+        if r.owner != l.owner || r.moving_to.is_some() {
+            return Ok(false);
+        }
+        let why = format!("shards {} and {} are merging", l.id, r.id);
+        let (Some(ls), Some(rs)) = (self.sealed(l, why.clone()).await, self.sealed(r, why).await)
+        else {
+            return Ok(false);
+        };
+        let bytes = |s: &LocalShard| s.db().stats().levels.iter().map(|l| l.bytes).sum::<u64>();
+        let ((big, big_entry), (small, small_entry)) = if bytes(&ls) >= bytes(&rs) {
+            ((&ls, l), (&rs, r))
+        } else {
+            ((&rs, r), (&ls, l))
+        };
+        let checkpoint = format!("merge-{into}");
+        let within = Within {
+            lower: (!big_entry.start.is_empty()).then(|| big_entry.start.to_vec()),
+            upper: big_entry.end.as_ref().map(|e| e.to_vec()),
+        };
+        self.checkpoint_once(big.db(), &checkpoint).await?;
+        self.clone_once(big.db(), &checkpoint, into, &within)
+            .await?;
+
+        // The smaller side's entries, copied: writes of the same values, so a retry that
+        // copies them again changes nothing.
+        let merged = ShardEntry {
+            id: into,
+            start: l.start.clone(),
+            end: r.end.clone(),
+            database: database_name(into),
+            owner: Some(self.opts.id.clone()),
+            generation: 0,
+            moving_to: None,
+            plan: None,
+        };
+        let db = self.databases.open(&merged).await?;
+        let copied = copy_all(small.db(), &db).await;
+        let closed = db.close().await;
+        let copied = copied?;
+        closed?;
+        tracing::info!(node = %self.opts.id, from = small_entry.id, into, entries = copied, "copied the smaller shard's entries into the merged one");
+        finish_merge(self.store.as_ref(), l, r, &self.opts.id).await
+    }
+
+    /// Makes checkpoint `name` of `db` unless an earlier attempt made it (after the seal,
+    /// so it holds every write the shard acknowledged either way).
+    async fn checkpoint_once(&self, db: &Db, name: &str) -> Result<()> {
+        if !db.checkpoints().await?.iter().any(|c| c.name == name) {
+            db.create_checkpoint(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes shard `id`'s database a clone of checkpoint `name` of `db`, within `within`,
+    /// unless an earlier attempt made it.
+    async fn clone_once(&self, db: &Db, name: &str, id: u64, within: &Within) -> Result<()> {
+        let target = self.databases.reference(&database_name(id)).await?;
+        if db.find_clone(name, &target, within).await?.is_none() {
+            db.create_clone_within(name, &target, within).await?;
+        }
+        Ok(())
     }
 
     async fn current(&self) -> Result<ClusterMap> {
@@ -248,10 +438,15 @@ impl Node {
             return;
         }
         let started = std::time::Instant::now();
-        let opened = (self.open)(s.clone()).await;
+        let opened = self.databases.open(&s).await;
         let result = async {
             let db = opened?;
             let shard = Arc::new(LocalShard::placed(db, s.id)?);
+            // A shard with a plan is served sealed from the start: a write it took now
+            // could miss a checkpoint an earlier owner made.
+            if let Some(why) = sealed_for(&self.current().await?, s.id) {
+                shard.seal(why).await;
+            }
             if self.still_mine(&s).await? && !self.stopping.load(Ordering::Acquire) {
                 self.held.write().insert(
                     s.id,
@@ -359,6 +554,38 @@ impl Node {
         }
         self.store.release(&self.opts.id).await
     }
+}
+
+/// Why shard `id` must take no writes, if it must: a split or merge of it is planned.
+fn sealed_for(map: &ClusterMap, id: u64) -> Option<String> {
+    let s = map.shard(id)?;
+    match &s.plan {
+        Some(Plan::Split { at, .. }) => {
+            Some(format!("shard {id} is splitting at {}", key_text(at)))
+        }
+        Some(Plan::Merge { right, .. }) => Some(format!("shards {id} and {right} are merging")),
+        None => crate::map::merging_with(map, id)
+            .map(|l| format!("shards {} and {id} are merging", l.id)),
+    }
+}
+
+/// Copies every entry `from` shows now into `to`; answers how many.
+async fn copy_all(from: &Db, to: &Db) -> Result<u64> {
+    let mut it = from.scan(KeyRange::all()).await?;
+    let (mut batch, mut bytes, mut pending, mut copied) = (WriteBatch::new(), 0, 0, 0u64);
+    while let Some((k, v)) = it.next().await? {
+        bytes += k.len() + v.len();
+        batch.put(k, v);
+        (pending, copied) = (pending + 1, copied + 1);
+        if bytes >= MERGE_BATCH_BYTES {
+            to.write(std::mem::take(&mut batch)).await?;
+            (bytes, pending) = (0, 0);
+        }
+    }
+    if pending > 0 {
+        to.write(batch).await?;
+    }
+    Ok(copied)
 }
 
 impl ShardHost for Node {
@@ -482,29 +709,10 @@ mod tests {
         }
 
         async fn node(&self, id: &str) -> Arc<Node> {
-            let (root, journals, me) = (self.root.clone(), self.journals.clone(), id.to_string());
-            let open: OpenShard = Arc::new(move |s: ShardEntry| {
-                let (root, journals, me) = (root.clone(), journals.clone(), me.clone());
-                Box::pin(async move {
-                    let storage: Arc<dyn Storage> = Arc::new(SstStorage::open(SstOptions::new(
-                        root.join("tables").join(&s.database),
-                    ))?);
-                    let journal = ObjectJournal::new(
-                        journals,
-                        object_store::path::Path::from(s.database.clone()),
-                        "memory://journals",
-                        None,
-                        ObjectJournalOptions::default(),
-                    )?;
-                    let comps = Components {
-                        journal: Arc::new(journal),
-                        memtables: MemtableOptions::default().factory(),
-                        compactor: Arc::new(LocalCompactor::new(storage.clone())),
-                        storage,
-                    };
-                    let dir = root.join(&me).join(&s.database);
-                    Db::open(&dir, EngineOptions::default(), comps).await
-                })
+            let databases = Arc::new(Databases {
+                root: self.root.clone(),
+                journals: self.journals.clone(),
+                me: id.to_string(),
             });
             let opts = NodeOptions {
                 id: id.into(),
@@ -512,7 +720,52 @@ mod tests {
                 lease: Duration::from_millis(300),
                 initial_shards: 2,
             };
-            Node::start(opts, self.store(), open).await.unwrap()
+            Node::start(opts, self.store(), databases).await.unwrap()
+        }
+    }
+
+    /// Each shard's tables in `root/tables/<database>`, its journal in the shared object
+    /// store, and the node's lock directory under `root/<node>`.
+    struct Databases {
+        root: PathBuf,
+        journals: Arc<InMemory>,
+        me: String,
+    }
+
+    impl ShardDatabases for Databases {
+        fn open(&self, s: &ShardEntry) -> BoxFuture<'static, Result<Db>> {
+            let (root, journals, me) = (self.root.clone(), self.journals.clone(), self.me.clone());
+            let database = s.database.clone();
+            Box::pin(async move {
+                let storage: Arc<dyn Storage> = Arc::new(SstStorage::open(SstOptions::new(
+                    root.join("tables").join(&database),
+                ))?);
+                let journal = ObjectJournal::new(
+                    journals,
+                    object_store::path::Path::from(database.clone()),
+                    "memory://journals",
+                    None,
+                    ObjectJournalOptions::default(),
+                )?;
+                let comps = Components {
+                    journal: Arc::new(journal),
+                    memtables: MemtableOptions::default().factory(),
+                    compactor: Arc::new(LocalCompactor::new(storage.clone())),
+                    storage,
+                };
+                let dir = root.join(&me).join(&database);
+                Db::open(&dir, EngineOptions::default(), comps).await
+            })
+        }
+
+        fn reference(&self, name: &str) -> BoxFuture<'static, Result<String>> {
+            let dir = self.root.join("tables").join(name);
+            Box::pin(async move {
+                let storage = SstStorage::open(SstOptions::new(dir))?;
+                storage
+                    .reference()
+                    .ok_or_else(|| Error::InvalidArgument("no reference".into()))
+            })
         }
     }
 
@@ -637,5 +890,148 @@ mod tests {
         );
         assert_eq!(again.get(b"k").await.unwrap().unwrap(), "v");
         a.stop().await.unwrap();
+    }
+
+    async fn put(node: &Node, map: &ClusterMap, key: &str, value: &str) -> Result<()> {
+        let id = map.shard_of(key.as_bytes()).id;
+        let mut b = WriteBatch::new();
+        b.put(key.to_string(), value.to_string());
+        node.shard_for(Some(tag(map, id)))?
+            .write(b)
+            .await
+            .map(|_| ())
+    }
+
+    async fn get(node: &Node, map: &ClusterMap, key: &str) -> Option<bytes::Bytes> {
+        let id = map.shard_of(key.as_bytes()).id;
+        node.shard_for(Some(tag(map, id)))
+            .unwrap()
+            .get(key.as_bytes())
+            .await
+            .unwrap()
+    }
+
+    fn key(i: u32) -> String {
+        format!("k{i:03}")
+    }
+
+    async fn settled(
+        store: &Arc<dyn MapStore>,
+        what: &str,
+        ok: impl Fn(&ClusterMap) -> bool,
+    ) -> ClusterMap {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let m = store.current().await.unwrap().unwrap();
+            if ok(&m) {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "{what}: {m:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A split seals its shard (reads go on, writes are refused as not applied), and when
+    /// its owner stops half way (the clones made, the map not yet edited) the node that
+    /// takes the shard over finds what was made and finishes. Each child holds its side;
+    /// the two then merge back into one shard holding everything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_split_carried_on_after_a_failover_and_a_merge_keep_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Shared::new(dir.path());
+        let store = shared.store();
+        let a = shared.node("a").await;
+        until("a serves both shards", || a.serving() == [0, 1]).await;
+        let map = store.current().await.unwrap().unwrap();
+        for i in 0..200 {
+            put(&a, &map, &key(i), "first").await.unwrap();
+        }
+        // Some of it flushed, some only in the journal.
+        a.shard_for(Some(tag(&map, 0)))
+            .unwrap()
+            .flush()
+            .await
+            .unwrap();
+        for i in (0..200).step_by(3) {
+            put(&a, &map, &key(i), "second").await.unwrap();
+        }
+        let want = |i: u32| {
+            if i.is_multiple_of(3) {
+                "second"
+            } else {
+                "first"
+            }
+        };
+
+        fail::cfg("node-a-split-before-finish", "return").unwrap();
+        crate::map::request_split(store.as_ref(), 0, key(100).into())
+            .await
+            .unwrap();
+        let mut refused = false;
+        for _ in 0..500 {
+            match put(&a, &map, &key(7), "late").await {
+                Err(e) if e.not_applied() => {
+                    refused = true;
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+                Ok(()) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        assert!(refused, "the splitting shard refuses writes");
+        // What the last accepted write of key 7 wrote is what the children must show.
+        let seven = get(&a, &map, &key(7)).await.unwrap();
+        assert_eq!(
+            get(&a, &map, &key(150)).await.unwrap(),
+            want(150),
+            "reads go on"
+        );
+
+        // The owner stops before its map edit; another node takes the shard and finishes.
+        let b = shared.node("b").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            store.current().await.unwrap().unwrap().shard(0).is_some(),
+            "a never finishes"
+        );
+        a.stop().await.unwrap();
+        let map = settled(&store, "the split is done", |m| m.shard(0).is_none()).await;
+        fail::remove("node-a-split-before-finish");
+        let ids: Vec<u64> = map.shards.iter().map(|s| s.id).collect();
+        assert_eq!(ids, [2, 3, 1]);
+        until("b serves the children", || b.serving() == [1, 2, 3]).await;
+        for i in 0..200 {
+            let got = get(&b, &map, &key(i)).await;
+            let expect = if i == 7 {
+                seven.clone()
+            } else {
+                want(i).into()
+            };
+            assert_eq!(got, Some(expect), "{}", key(i));
+        }
+        // Each child sees its side only.
+        let left = b.shard_for(Some(tag(&map, 2))).unwrap();
+        assert_eq!(left.get(key(150).as_bytes()).await.unwrap(), None);
+        let right = b.shard_for(Some(tag(&map, 3))).unwrap();
+        assert_eq!(right.get(key(50).as_bytes()).await.unwrap(), None);
+        for i in 0..200 {
+            put(&b, &map, &key(i), "third").await.unwrap();
+        }
+
+        crate::map::request_merge(store.as_ref(), 3, 2)
+            .await
+            .unwrap();
+        let map = settled(&store, "the merge is done", |m| m.shard(4).is_some()).await;
+        assert_eq!(
+            map.shard(4).unwrap().range_text(),
+            map.shards[0].range_text()
+        );
+        until("b serves the merged shard", || b.serving() == [1, 4]).await;
+        for i in 0..200 {
+            assert_eq!(get(&b, &map, &key(i)).await.unwrap(), "third", "{}", key(i));
+        }
+        put(&b, &map, &key(5), "fourth").await.unwrap();
+        assert_eq!(get(&b, &map, &key(5)).await.unwrap(), "fourth");
+        b.stop().await.unwrap();
     }
 }
