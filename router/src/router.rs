@@ -394,12 +394,27 @@ impl Router {
     /// (`Db::import`). The input waits when a shard falls behind. Returns the entries loaded.
     /// Each shard loads all of its part or none of it; across shards the import is not
     /// atomic, and an import that fails may leave the parts of the shards that completed.
+    /// Through a router that follows a cluster map, an import starts on the shards' current
+    /// owners; a shard that moves, splits or merges while the import runs fails its part
+    /// (loading all of it or none), and the import returns that error.
     pub async fn import<S>(&self, entries: S) -> Result<u64>
     where
         S: Stream<Item = Result<(Bytes, Bytes)>> + Send,
     {
         // One routing for the whole import: a shard that moves meanwhile fails its part.
-        let r = self.routing_ref();
+        // A router that follows a map first has every shard's owner confirm it (a stale
+        // map is refreshed and confirmed again), so an import starts on current owners.
+        let r = match &self.routes {
+            Routes::Fixed(_) => self.routing_ref(),
+            Routes::Following { .. } => {
+                self.routed(Resend::Freely, |r| async move {
+                    let owners = futures::future::join_all(r.shards.iter().map(|s| s.stats()));
+                    owners.await.into_iter().collect::<Result<Vec<_>>>()?;
+                    Ok(r)
+                })
+                .await?
+            }
+        };
         let n = r.shards.len();
         let mut senders = Vec::with_capacity(n);
         let mut loads = Vec::with_capacity(n);
