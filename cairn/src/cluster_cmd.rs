@@ -1,5 +1,5 @@
 //! `cairn cluster`: what an operator asks of a cluster placed by a map (`[cluster]`): its
-//! status, and draining a node before it stops.
+//! status, draining a node before it stops, and splitting and merging shards.
 
 use anyhow::{Context, Result};
 use cairn::{ClusterMap, Config, MapKind, MapStore};
@@ -26,6 +26,25 @@ pub enum ClusterCommand {
     },
     /// Lets NODE receive shards again after a drain.
     Undrain { node: String },
+    /// Splits SHARD at KEY into two shards that share its tables (nothing is copied: the
+    /// time does not grow with the data), and waits until the map has them. Writes to the
+    /// shard wait meanwhile; reads go on.
+    Split {
+        shard: u64,
+        /// The first key of the second shard: text, with \xNN for any byte.
+        #[arg(long, value_name = "KEY")]
+        at: String,
+        #[arg(long, default_value = "60", value_name = "SECONDS")]
+        wait: u64,
+    },
+    /// Merges two neighbouring shards into one, and waits until the map has it. The larger
+    /// one's tables are shared; the smaller one's entries are copied.
+    Merge {
+        a: u64,
+        b: u64,
+        #[arg(long, default_value = "60", value_name = "SECONDS")]
+        wait: u64,
+    },
 }
 
 pub async fn run(config: &Config, command: ClusterCommand) -> Result<ExitCode> {
@@ -74,6 +93,7 @@ pub async fn run(config: &Config, command: ClusterCommand) -> Result<ExitCode> {
                         "owner": s.owner,
                         "generation": s.generation,
                         "moving_to": s.moving_to,
+                        "plan": s.plan.as_ref().map(plan_text),
                         "bytes": sizes.get(&s.id),
                     })).collect::<Vec<_>>(),
                     "nodes": nodes.iter().map(|(id, n, alive, shards)| serde_json::json!({
@@ -102,6 +122,10 @@ pub async fn run(config: &Config, command: ClusterCommand) -> Result<ExitCode> {
                         .as_ref()
                         .map(|t| format!("\tmoving to {t}"))
                         .unwrap_or_default();
+                    let moving = match &s.plan {
+                        Some(p) => format!("{moving}\t{}", plan_text(p)),
+                        None => moving,
+                    };
                     writeln!(
                         out,
                         "shard {}\t{}\towner {}\tgeneration {}\t{size}{moving}",
@@ -142,6 +166,47 @@ pub async fn run(config: &Config, command: ClusterCommand) -> Result<ExitCode> {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+        ClusterCommand::Split { shard, at, wait } => {
+            let at = cairn_router::map::parse_key(&at)?;
+            let asked = cairn_router::map::request_split(store.as_ref(), shard, at).await?;
+            let Some(cairn_router::map::Plan::Split { left, right, .. }) =
+                asked.shard(shard).and_then(|s| s.plan.clone())
+            else {
+                anyhow::bail!("shard {shard} has no split planned");
+            };
+            writeln!(
+                out,
+                "splitting shard {shard} into shards {left} and {right}"
+            )?;
+            out.flush()?;
+            let (map, ms) = wait_for(store.as_ref(), wait, |m| m.shard(shard).is_none()).await?;
+            for id in [left, right] {
+                if let Some(s) = map.shard(id) {
+                    writeln!(out, "shard {id}\t{}", s.range_text())?;
+                }
+            }
+            writeln!(out, "split in {ms} ms (map version {})", map.version)?;
+        }
+        ClusterCommand::Merge { a, b, wait } => {
+            let asked = cairn_router::map::request_merge(store.as_ref(), a, b).await?;
+            let into = asked
+                .shards
+                .iter()
+                .find_map(|s| match s.plan {
+                    Some(cairn_router::map::Plan::Merge { into, .. }) if s.id == a || s.id == b => {
+                        Some(into)
+                    }
+                    _ => None,
+                })
+                .context("no merge planned")?;
+            writeln!(out, "merging shards {a} and {b} into shard {into}")?;
+            out.flush()?;
+            let (map, ms) = wait_for(store.as_ref(), wait, |m| m.shard(into).is_some()).await?;
+            if let Some(s) = map.shard(into) {
+                writeln!(out, "shard {into}\t{}", s.range_text())?;
+            }
+            writeln!(out, "merged in {ms} ms (map version {})", map.version)?;
+        }
         ClusterCommand::Undrain { node } => {
             let map = cairn_router::map::set_draining(store.as_ref(), &node, false).await?;
             writeln!(
@@ -155,6 +220,31 @@ pub async fn run(config: &Config, command: ClusterCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Waits up to `wait` seconds for a map where `done` holds; answers it and the
+/// milliseconds it took.
+async fn wait_for(
+    store: &dyn MapStore,
+    wait: u64,
+    done: impl Fn(&ClusterMap) -> bool,
+) -> Result<(ClusterMap, u128)> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(wait);
+    loop {
+        let map = current(store).await?;
+        if done(&map) {
+            return Ok((map, started.elapsed().as_millis()));
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "not done after {wait} s; the shard's owner carries it on (`cairn cluster status` shows the plan)"
+        );
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        store
+            .next(map.version, left.min(Duration::from_secs(1)))
+            .await?;
+    }
+}
+
 async fn current(store: &dyn MapStore) -> Result<ClusterMap> {
     store.current().await?.with_context(|| {
         format!(
@@ -162,6 +252,18 @@ async fn current(store: &dyn MapStore) -> Result<ClusterMap> {
             store.location()
         )
     })
+}
+
+fn plan_text(p: &cairn_router::map::Plan) -> String {
+    match p {
+        cairn_router::map::Plan::Split { at, left, right } => format!(
+            "splitting at {} into {left} and {right}",
+            cairn_router::map::key_text(at)
+        ),
+        cairn_router::map::Plan::Merge { right, into } => {
+            format!("merging with {right} into {into}")
+        }
+    }
 }
 
 /// Each served shard's bytes of tables, by shard id; shards that do not answer within a few

@@ -35,7 +35,7 @@ pub use cairn_journal::{FileJournal, FileJournalOptions, Journal, JournalClaim, 
 pub use cairn_memtable::{
     Memtable, MemtableFactory, MemtableOptions, ShardedMemtable, SingleLockMemtable,
 };
-pub use cairn_router::map::{ClusterMap, MapStore};
+pub use cairn_router::map::{ClusterMap, MapStore, ShardEntry, request_merge, request_split};
 pub use cairn_router::{
     CheckpointOp, Cluster, GrpcShard, LocalShard, Node, PairStream, Partitioner, Router, Shard,
     ShardIdentity, ShardStats,

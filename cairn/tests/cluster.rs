@@ -97,6 +97,153 @@ async fn wait_for_map(
     }
 }
 
+/// Load through a router while the cluster changes under it: 64 writers, each writing keys
+/// of its own across every shard (a write that fails is sent again until acknowledged, so
+/// each key has one value, acknowledged or not); a reader checking acknowledged writes as it
+/// goes (a stale owner would not have them); a scanner reading the whole keyspace over and
+/// over (a scan either completes, in key order and with every write acknowledged before it
+/// began, or fails with an error).
+struct Load {
+    acked: Arc<Mutex<BTreeMap<Bytes, Bytes>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+    reader: tokio::task::JoinHandle<usize>,
+    scanner: tokio::task::JoinHandle<(usize, usize)>,
+}
+
+impl Load {
+    fn start(router: Arc<Router>) -> Load {
+        let acked = Arc::new(Mutex::new(BTreeMap::<Bytes, Bytes>::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+        let writers: Vec<_> = (0..64usize)
+            .map(|w| {
+                let (router, acked, stop, errors) =
+                    (router.clone(), acked.clone(), stop.clone(), errors.clone());
+                tokio::spawn(async move {
+                    let mut i = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = key_in((w + i) % 6, &format!("w{w:02}-{i:06}"));
+                        let value = Bytes::from(format!("{w}:{i}"));
+                        loop {
+                            match router.put(key.clone(), value.clone()).await {
+                                Ok(()) => break,
+                                Err(e) => {
+                                    errors.lock().await.push(e.to_string());
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                }
+                            }
+                        }
+                        acked.lock().await.insert(key, value);
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        let reader = {
+            let (router, acked, stop) = (router.clone(), acked.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut checked = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let sample: Vec<(Bytes, Bytes)> = {
+                        let a = acked.lock().await;
+                        a.iter()
+                            .rev()
+                            .step_by(7)
+                            .take(64)
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect()
+                    };
+                    for (k, v) in sample {
+                        if let Ok(got) = router.get(&k).await {
+                            assert_eq!(got, Some(v), "a read of acknowledged {k:?}");
+                            checked += 1;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                checked
+            })
+        };
+        let scanner = {
+            let (router, acked, stop) = (router.clone(), acked.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut complete, mut failed) = (0usize, 0usize);
+                while !stop.load(Ordering::Relaxed) {
+                    let before = acked.lock().await.clone();
+                    let scanned = match router.scan(cairn::KeyRange::all(), None).await {
+                        Ok(s) => s.try_collect::<Vec<(Bytes, Bytes)>>().await,
+                        Err(e) => Err(e),
+                    };
+                    let Ok(pairs) = scanned else {
+                        failed += 1;
+                        continue;
+                    };
+                    assert!(
+                        pairs.windows(2).all(|w| w[0].0 < w[1].0),
+                        "a scan out of order"
+                    );
+                    let got: BTreeMap<Bytes, Bytes> = pairs.into_iter().collect();
+                    for (k, v) in &before {
+                        assert_eq!(
+                            got.get(k),
+                            Some(v),
+                            "a completed scan lacks acknowledged {k:?}"
+                        );
+                    }
+                    complete += 1;
+                }
+                (complete, failed)
+            })
+        };
+        Load {
+            acked,
+            errors,
+            stop,
+            writers,
+            reader,
+            scanner,
+        }
+    }
+
+    /// Stops the load, and answers the acknowledged writes and the errors writers saw.
+    async fn stop(self) -> (BTreeMap<Bytes, Bytes>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.writers {
+            w.await.unwrap();
+        }
+        let checked = self.reader.await.unwrap();
+        let (complete, failed) = self.scanner.await.unwrap();
+        let acked = self.acked.lock().await.clone();
+        let errors = self.errors.lock().await.clone();
+        eprintln!(
+            "{} writes acknowledged, {checked} reads checked, {complete} whole-keyspace scans completed and checked, {failed} failed clearly, {} errors seen by writers",
+            acked.len(),
+            errors.len()
+        );
+        assert!(complete > 0, "some scans completed");
+        (acked, errors)
+    }
+}
+
+/// Runs `cairn ARGS` on the profile; answers its output, once it succeeded.
+fn cli(config: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("CAIRN_PROFILE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cairn {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Every acknowledged write reads back through the router.
 async fn check_acked(router: &Router, acked: &BTreeMap<Bytes, Bytes>) {
     let keys: Vec<Bytes> = acked.keys().cloned().collect();
@@ -129,6 +276,88 @@ async fn nodes_fail_over_join_and_drain_with_the_map_on_etcd() {
     fail_over_join_and_drain(dir.path(), &profile(dir.path(), &s3, &map, false)).await;
 }
 
+/// Under the same load, a shard splits at a key into two that share its tables (nothing
+/// copied), and the two merge back into one: writes to the shard wait and are sent again,
+/// reads go on, and every acknowledged write reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serverless_shards_split_and_merge_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = cairn_testkit::S3Endpoint::start();
+    let config_path = profile(dir.path(), &s3, "", true);
+    let config = Config::load(&config_path, None).unwrap();
+    let _nodes: Vec<support::Served> = ["n0", "n1"]
+        .iter()
+        .map(|id| node(&config_path, dir.path(), id))
+        .collect();
+    let store = cairn::map_store(&config).await.unwrap();
+    let placed = wait_for_map(
+        store.as_ref(),
+        Duration::from_secs(30),
+        "every shard placed",
+        |m| {
+            m.nodes.len() == 2
+                && m.shards
+                    .iter()
+                    .all(|s| s.owner.is_some() && s.moving_to.is_none())
+        },
+    )
+    .await;
+    let router = Arc::new(cairn::open_router(&config).await.unwrap());
+    let load = Load::start(router.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Half of every writer's keys in shard position 2 go to each child.
+    let parent = placed.shards[2].id;
+    let at = key_in(2, "w32");
+    let split = cli(
+        &config_path,
+        &[
+            "cluster",
+            "split",
+            &parent.to_string(),
+            "--at",
+            &cairn_router::map::key_text(&at),
+            "--wait",
+            "30",
+        ],
+    );
+    eprintln!("{split}");
+    let map = current(store.as_ref()).await;
+    assert_eq!(map.shards.len(), 7, "{map:#?}");
+    let (left, right) = (&map.shards[2], &map.shards[3]);
+    assert_eq!((left.end.as_ref(), &right.start), (Some(&at), &at));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let merge = cli(
+        &config_path,
+        &[
+            "cluster",
+            "merge",
+            &left.id.to_string(),
+            &right.id.to_string(),
+            "--wait",
+            "30",
+        ],
+    );
+    eprintln!("{merge}");
+    let map = current(store.as_ref()).await;
+    assert_eq!(map.shards.len(), 6, "{map:#?}");
+    assert_eq!(map.shards[2].range_text(), placed.shards[2].range_text());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let (acked, _) = load.stop().await;
+    let in_parent = acked
+        .keys()
+        .filter(|k| placed.shards[2].contains(k))
+        .count();
+    assert!(
+        in_parent > 0,
+        "writes reached the shard that split and merged"
+    );
+    check_acked(&router, &acked).await;
+    router.close().await.unwrap();
+}
+
 async fn fail_over_join_and_drain(dir: &Path, config_path: &Path) {
     let config = Config::load(config_path, None).unwrap();
     let mut nodes: BTreeMap<String, support::Served> = BTreeMap::new();
@@ -151,95 +380,8 @@ async fn fail_over_join_and_drain(dir: &Path, config_path: &Path) {
     .await;
     let router = Arc::new(cairn::open_router(&config).await.unwrap());
 
-    // 64 writers, each writing keys of its own across every shard; a write that fails is
-    // sent again until acknowledged, so each key has one value, acknowledged or not.
-    let acked = Arc::new(Mutex::new(BTreeMap::<Bytes, Bytes>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let writers: Vec<_> = (0..64usize)
-        .map(|w| {
-            let (router, acked, stop, errors) =
-                (router.clone(), acked.clone(), stop.clone(), errors.clone());
-            tokio::spawn(async move {
-                let mut i = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = key_in((w + i) % 6, &format!("w{w:02}-{i:06}"));
-                    let value = Bytes::from(format!("{w}:{i}"));
-                    loop {
-                        match router.put(key.clone(), value.clone()).await {
-                            Ok(()) => break,
-                            Err(e) => {
-                                errors.lock().await.push(e.to_string());
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                            }
-                        }
-                    }
-                    acked.lock().await.insert(key, value);
-                    i += 1;
-                }
-            })
-        })
-        .collect();
-    // A reader checks acknowledged writes as it goes: a stale owner would not have them.
-    let reader = {
-        let (router, acked, stop) = (router.clone(), acked.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut checked = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let sample: Vec<(Bytes, Bytes)> = {
-                    let a = acked.lock().await;
-                    a.iter()
-                        .rev()
-                        .step_by(7)
-                        .take(64)
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect()
-                };
-                for (k, v) in sample {
-                    if let Ok(got) = router.get(&k).await {
-                        assert_eq!(got, Some(v), "a read of acknowledged {k:?}");
-                        checked += 1;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            checked
-        })
-    };
-
-    // A scanner reads the whole keyspace over and over: a scan either completes, in key
-    // order and with every write acknowledged before it began, or fails with an error.
-    let scanner = {
-        let (router, acked, stop) = (router.clone(), acked.clone(), stop.clone());
-        tokio::spawn(async move {
-            let (mut complete, mut failed) = (0usize, 0usize);
-            while !stop.load(Ordering::Relaxed) {
-                let before = acked.lock().await.clone();
-                let scanned = match router.scan(cairn::KeyRange::all(), None).await {
-                    Ok(s) => s.try_collect::<Vec<(Bytes, Bytes)>>().await,
-                    Err(e) => Err(e),
-                };
-                let Ok(pairs) = scanned else {
-                    failed += 1;
-                    continue;
-                };
-                assert!(
-                    pairs.windows(2).all(|w| w[0].0 < w[1].0),
-                    "a scan out of order"
-                );
-                let got: BTreeMap<Bytes, Bytes> = pairs.into_iter().collect();
-                for (k, v) in &before {
-                    assert_eq!(
-                        got.get(k),
-                        Some(v),
-                        "a completed scan lacks acknowledged {k:?}"
-                    );
-                }
-                complete += 1;
-            }
-            (complete, failed)
-        })
-    };
+    let load = Load::start(router.clone());
+    let acked = load.acked.clone();
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let victim = "n1";
@@ -289,36 +431,14 @@ async fn fail_over_join_and_drain(dir: &Path, config_path: &Path) {
         |m| m.owned_by("n3").count() >= 2 && m.shards.iter().all(|s| s.moving_to.is_none()),
     )
     .await;
-    let drained = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("--config")
-        .arg(config_path)
-        .args(["cluster", "drain", "n0", "--wait", "30"])
-        .env_remove("CAIRN_PROFILE")
-        .output()
-        .unwrap();
-    assert!(
-        drained.status.success(),
-        "cairn cluster drain: {}",
-        String::from_utf8_lossy(&drained.stderr)
-    );
+    cli(config_path, &["cluster", "drain", "n0", "--wait", "30"]);
     let final_map = current(store.as_ref()).await;
     assert_eq!(final_map.owned_by("n0").count(), 0);
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
-    let checked = reader.await.unwrap();
-    let (complete, failed) = scanner.await.unwrap();
-    eprintln!("{complete} whole-keyspace scans completed and checked, {failed} failed clearly");
-    assert!(complete > 0, "some scans completed");
-    let acked = acked.lock().await.clone();
-    let errors = errors.lock().await.clone();
+    let (acked, errors) = load.stop().await;
     eprintln!(
-        "{} writes acknowledged, {checked} reads checked, {} errors seen by writers (map {} -> {}): {:?}",
-        acked.len(),
-        errors.len(),
+        "map {} -> {}; errors: {:?}",
         after.version,
         final_map.version,
         errors.iter().take(3).collect::<Vec<_>>()
@@ -327,19 +447,7 @@ async fn fail_over_join_and_drain(dir: &Path, config_path: &Path) {
     check_acked(&router, &acked).await;
 
     // `cairn cluster status` shows every shard and node.
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("--config")
-        .arg(config_path)
-        .args(["cluster", "status"])
-        .env_remove("CAIRN_PROFILE")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&status.stdout);
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    let text = cli(config_path, &["cluster", "status"]);
     assert_eq!(
         text.lines().filter(|l| l.starts_with("shard ")).count(),
         6,
