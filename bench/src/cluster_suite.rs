@@ -4,7 +4,9 @@
 //! that follows the map; the suite measures the throughput steady, while a fourth node joins
 //! and shards move to it, and while a SIGKILLed node's shards fail over, with the failover
 //! time (the kill to the first acknowledged write on a shard the dead node held) and the
-//! errors writers saw. Every acknowledged write is checked at the end.
+//! errors writers saw. With `--split-mb`, it then imports that much into one shard and
+//! splits it under the load: the time from the request to the map edit, and to the first
+//! acknowledged write on each side. Every acknowledged write is checked at the end.
 //!
 //! The profile's shared places are moved under the bench's temporary directory where they
 //! are local (a `file://` journal, SSTables in a directory); a bucket or an etcd is used as
@@ -34,12 +36,25 @@ pub struct ClusterResult {
     pub failover_ms: f64,
     /// Shards that changed owner while the fourth node joined.
     pub moved: usize,
+    pub splits: Vec<Split>,
     pub acknowledged: u64,
 }
 
 #[derive(Debug, Serialize)]
+pub struct Split {
+    pub shard: u64,
+    /// What the shard held: the import's bytes of keys and values, and its tables' bytes.
+    pub imported_bytes: u64,
+    pub table_bytes: u64,
+    /// From the request to the map edit that put the two new shards in its place.
+    pub split_ms: f64,
+    /// From the request to an acknowledged write on each new shard.
+    pub writable_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
 pub struct Phase {
-    pub name: &'static str,
+    pub name: String,
     pub seconds: f64,
     pub ops_per_sec: f64,
     /// Writes that failed (and were sent again by their writer).
@@ -230,7 +245,7 @@ fn start_load(
 
 /// The ops and errors of the load from `since` until `done` resolves.
 async fn phase<T>(
-    name: &'static str,
+    name: impl Into<String>,
     load: &Load,
     done: impl std::future::Future<Output = Result<T>>,
 ) -> Result<(Phase, T)> {
@@ -243,7 +258,7 @@ async fn phase<T>(
     let seconds = t.elapsed().as_secs_f64();
     Ok((
         Phase {
-            name,
+            name: name.into(),
             seconds,
             ops_per_sec: (load.ops.load(Ordering::Relaxed) - ops) as f64 / seconds,
             errors: load.errors.load(Ordering::Relaxed) - errors,
@@ -252,15 +267,28 @@ async fn phase<T>(
     ))
 }
 
+/// What the suite runs: the load, each steady phase's length, and the splits.
+pub struct Options<'a> {
+    pub keys: u64,
+    pub value_size: usize,
+    pub concurrency: usize,
+    pub steady: Duration,
+    pub split_mb: &'a [u64],
+}
+
 pub async fn run(
     config: &Config,
     profile: &str,
     base: &Path,
-    keys: u64,
-    value_size: usize,
-    concurrency: usize,
-    steady: Duration,
+    opts: Options<'_>,
 ) -> Result<ClusterResult> {
+    let Options {
+        keys,
+        value_size,
+        concurrency,
+        steady,
+        split_mb,
+    } = opts;
     let bin = cairn_binary()?;
     let file = profile_file(config, base)?;
     let config = Config::load(&file, None)?;
@@ -354,6 +382,21 @@ pub async fn run(
     .await?;
     phases.push(p);
 
+    let mut splits = Vec::new();
+    for (n, mb) in split_mb.iter().enumerate() {
+        let map = store.current().await?.context("the map")?;
+        let target = map.shards[n % map.shards.len()].clone();
+        let name = format!("split of {mb} MB");
+        let (p, s) = phase(
+            name,
+            &load,
+            split(&router, store.as_ref(), &target, mb << 20, value_size),
+        )
+        .await?;
+        phases.push(p);
+        splits.push(s);
+    }
+
     load.stop.store(true, Ordering::Relaxed);
     let mut last = HashMap::new();
     for w in load.writers {
@@ -383,7 +426,78 @@ pub async fn run(
         phases,
         failover_ms: failover.as_secs_f64() * 1e3,
         moved,
+        splits,
         acknowledged,
+    })
+}
+
+/// Imports `bytes` of entries into shard `s`, then splits it at its middle one and times
+/// the split; checks a sample of the import on both sides after.
+async fn split(
+    router: &Router,
+    store: &dyn MapStore,
+    s: &cairn::ShardEntry,
+    bytes: u64,
+    value_size: usize,
+) -> Result<Split> {
+    let prefix = if s.start.is_empty() {
+        vec![0]
+    } else {
+        s.start.to_vec()
+    };
+    let key = |i: u64| {
+        let mut k = prefix.clone();
+        k.extend_from_slice(format!("/import-{i:012}").as_bytes());
+        Bytes::from(k)
+    };
+    let value_size = value_size.max(16);
+    let count = (bytes / (value_size as u64 + 24)).max(2);
+    let value = Bytes::from(vec![b'i'; value_size]);
+    let entries = futures::stream::iter((0..count).map(|i| Ok((key(i), value.clone()))));
+    router.import(entries).await?;
+    let table_bytes = router
+        .stats()
+        .await
+        .into_iter()
+        .zip(router.routing().ids())
+        .filter(|(_, id)| *id == s.id)
+        .filter_map(|(st, _)| st.stats.ok())
+        .map(|st| st.levels.iter().map(|l| l.bytes).sum::<u64>())
+        .sum();
+
+    let at = key(count / 2);
+    let started = Instant::now();
+    cairn::request_split(store, s.id, at.clone()).await?;
+    wait_for(store, Duration::from_secs(120), "the split", |m| {
+        m.shard(s.id).is_none()
+    })
+    .await?;
+    let split_ms = started.elapsed().as_secs_f64() * 1e3;
+    for probe in [key(0), at.clone()] {
+        let mut tries = 0;
+        while let Err(e) = router.put(probe.clone(), value.clone()).await {
+            tries += 1;
+            ensure!(tries < 1000, "a write after the split keeps failing: {e}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let writable_ms = started.elapsed().as_secs_f64() * 1e3;
+    let sample: Vec<Bytes> = (0..count)
+        .step_by((count / 500).max(1) as usize)
+        .map(key)
+        .collect();
+    for (k, v) in sample.iter().zip(router.multi_get(&sample).await?) {
+        ensure!(
+            v.as_ref() == Some(&value),
+            "imported {k:?} is missing after the split"
+        );
+    }
+    Ok(Split {
+        shard: s.id,
+        imported_bytes: count * (value_size as u64 + 24),
+        table_bytes,
+        split_ms,
+        writable_ms,
     })
 }
 
@@ -405,6 +519,17 @@ pub fn report(results: &[ClusterResult]) -> String {
                 out,
                 "  {:<24} {:>9.2} {:>10.0} {:>8}",
                 p.name, p.seconds, p.ops_per_sec, p.errors
+            );
+        }
+        for s in &r.splits {
+            let _ = writeln!(
+                out,
+                "  split of shard {} ({} MB imported, {} MB of tables): map edit after {:.0} ms, both sides written after {:.0} ms",
+                s.shard,
+                s.imported_bytes >> 20,
+                s.table_bytes >> 20,
+                s.split_ms,
+                s.writable_ms
             );
         }
     }

@@ -63,6 +63,10 @@ struct Args {
     /// Concurrent workers (async tasks; OS threads for a blocking peer such as RocksDB).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// For `--suite cluster`: after the failover, import this many MB into one shard and
+    /// split it under the load, once per size (`100,1000`), timing each split.
+    #[arg(long, value_delimiter = ',', value_name = "MB")]
+    split_mb: Vec<u64>,
     /// Workers of the untimed load that precedes a read workload when no fill ran before it
     /// (default: the larger of 64 and --concurrency).
     #[arg(long)]
@@ -109,8 +113,8 @@ struct Args {
     /// text rows on a compaction server with each codec, for the bytes and the CPU;
     /// `cluster` runs `cairn serve node` processes of a [cluster] profile under
     /// --concurrency writers of --keys keys, for the throughput while a node joins and one
-    /// fails over, and the failover time (--duration: each steady phase) (see
-    /// docs/benchmarks.md).
+    /// fails over, and the failover time (--duration: each steady phase), and with
+    /// --split-mb the time to split a shard of each size (see docs/benchmarks.md).
     #[arg(long, value_enum)]
     suite: Option<Suite>,
     /// Export the Cairn engines' metrics (engine, journal, caches, RPC clients, router shards)
@@ -503,10 +507,13 @@ async fn run_cluster_suite(args: &Args) -> Result<()> {
             &config,
             &profile,
             base.path(),
-            args.keys.max(1),
-            args.value_size,
-            args.concurrency,
-            steady,
+            cluster_suite::Options {
+                keys: args.keys.max(1),
+                value_size: args.value_size,
+                concurrency: args.concurrency,
+                steady,
+                split_mb: &args.split_mb,
+            },
         )
         .await?;
         Ok(vec![r])
