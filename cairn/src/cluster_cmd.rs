@@ -10,8 +10,8 @@ use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
-    /// The map's version; each shard's range, owner, generation, move and size; each node's
-    /// URL, lease and load.
+    /// The map's version; each shard's range, owner, generation, move, plan, size and call
+    /// rate (as its owner last reported it); each node's URL, lease and count of shards.
     Status {
         #[arg(long)]
         json: bool,
@@ -94,6 +94,7 @@ pub async fn run(config: &Config, command: ClusterCommand) -> Result<ExitCode> {
                         "generation": s.generation,
                         "moving_to": s.moving_to,
                         "plan": s.plan.as_ref().map(plan_text),
+                        "calls_per_sec": s.load.map(|l| l.calls_per_sec),
                         "bytes": sizes.get(&s.id),
                     })).collect::<Vec<_>>(),
                     "nodes": nodes.iter().map(|(id, n, alive, shards)| serde_json::json!({
@@ -114,9 +115,12 @@ pub async fn run(config: &Config, command: ClusterCommand) -> Result<ExitCode> {
                     store.location()
                 )?;
                 for s in &map.shards {
-                    let size = sizes
+                    let mut size = sizes
                         .get(&s.id)
                         .map_or_else(|| "size unknown".to_string(), |b| format!("{b} bytes"));
+                    if let Some(l) = s.load {
+                        size.push_str(&format!(", {} calls/s", l.calls_per_sec));
+                    }
                     let moving = s
                         .moving_to
                         .as_ref()

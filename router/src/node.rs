@@ -22,8 +22,8 @@ use crate::cluster::ShardIdentity;
 use crate::grpc::ShardHost;
 use crate::local::LocalShard;
 use crate::map::{
-    ClusterMap, MapStore, NodeEntry, NodeId, Plan, ShardEntry, database_name, edit, finish_merge,
-    finish_split, key_text, open_or_create, placement,
+    ClusterMap, MapStore, NodeEntry, NodeId, Plan, ShardEntry, ShardLoad, database_name, edit,
+    finish_merge, finish_split, key_text, open_or_create, placement,
 };
 use crate::shard::Shard;
 use cairn_common::{Error, KeyRange, Result, WriteBatch};
@@ -66,7 +66,12 @@ pub struct NodeOptions {
 struct Held {
     generation: u64,
     shard: Arc<LocalShard>,
+    /// Calls it was asked to answer: its load, for placement.
+    calls: AtomicU64,
 }
+
+/// How many leases a node counts a shard's calls for before it reports a rate.
+const LOAD_WINDOW: u32 = 5;
 
 pub struct Node {
     opts: NodeOptions,
@@ -77,6 +82,8 @@ pub struct Node {
     opening: Mutex<HashSet<u64>>,
     /// Shards whose split or merge a task of this node is carrying out.
     resharding: Mutex<HashSet<u64>>,
+    /// Per shard held, when its calls were last counted and how many there were.
+    counted: Mutex<HashMap<u64, (Instant, u64)>>,
     base: Instant,
     /// Until when its lease is trusted, in nanoseconds after `base`.
     trusted_until: AtomicU64,
@@ -103,6 +110,7 @@ impl Node {
             held: RwLock::new(HashMap::new()),
             opening: Mutex::new(HashSet::new()),
             resharding: Mutex::new(HashSet::new()),
+            counted: Mutex::new(HashMap::new()),
             base: Instant::now(),
             trusted_until: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -244,7 +252,56 @@ impl Node {
             }
         }
         self.place(&map).await?;
+        self.report_load(&map).await?;
         Ok(map.version)
+    }
+
+    /// Records in the map the size and call rate of the shards it holds, where they moved
+    /// far from what the map has (`ShardLoad::differs_from`): what placement evens out.
+    async fn report_load(&self, map: &ClusterMap) -> Result<()> {
+        let now = Instant::now();
+        let mut news = Vec::new();
+        {
+            let held = self.held.read();
+            let mut counted = self.counted.lock();
+            counted.retain(|id, _| held.contains_key(id));
+            for (id, h) in held.iter() {
+                let calls = h.calls.load(Ordering::Relaxed);
+                let (since, before) = *counted.entry(*id).or_insert((now, calls));
+                let secs = now.duration_since(since).as_secs_f64();
+                if secs < (self.opts.lease * LOAD_WINDOW).as_secs_f64() {
+                    continue;
+                }
+                counted.insert(*id, (now, calls));
+                let load = ShardLoad {
+                    bytes: h.shard.db().stats().levels.iter().map(|l| l.bytes).sum(),
+                    calls_per_sec: (calls.saturating_sub(before) as f64 / secs) as u64,
+                };
+                if load.differs_from(map.shard(*id).and_then(|s| s.load)) {
+                    news.push((*id, h.generation, load));
+                }
+            }
+        }
+        if news.is_empty() {
+            return Ok(());
+        }
+        let me = self.opts.id.as_str();
+        edit(self.store.as_ref(), |m| {
+            let mut next = m.clone();
+            let mut any = false;
+            for (id, generation, load) in &news {
+                if let Some(s) = next.shards.iter_mut().find(|s| {
+                    s.id == *id && s.generation == *generation && s.owner.as_deref() == Some(me)
+                }) && s.load != Some(*load)
+                {
+                    s.load = Some(*load);
+                    any = true;
+                }
+            }
+            Ok(any.then_some(next))
+        })
+        .await?;
+        Ok(())
     }
 
     /// Carries out the plan of shard `id` as `map` has it, if this node holds every shard
@@ -379,6 +436,7 @@ impl Node {
             generation: 0,
             moving_to: None,
             plan: None,
+            load: None,
         };
         let db = self.databases.open(&merged).await?;
         let copied = copy_all(small.db(), &db).await;
@@ -453,6 +511,7 @@ impl Node {
                     Held {
                         generation: s.generation,
                         shard,
+                        calls: AtomicU64::new(0),
                     },
                 );
                 Ok(true)
@@ -610,7 +669,10 @@ impl ShardHost for Node {
         }
         let id = u64::from(tag.index);
         match self.held.read().get(&id) {
-            Some(h) if h.generation == tag.generation => Ok(h.shard.clone()),
+            Some(h) if h.generation == tag.generation => {
+                h.calls.fetch_add(1, Ordering::Relaxed);
+                Ok(h.shard.clone())
+            }
             Some(h) => Err(Error::Moved(format!(
                 "node {} serves generation {} of shard {id}, the call names {}",
                 self.opts.id, h.generation, tag.generation
@@ -1033,5 +1095,41 @@ mod tests {
         put(&b, &map, &key(5), "fourth").await.unwrap();
         assert_eq!(get(&b, &map, &key(5)).await.unwrap(), "fourth");
         b.stop().await.unwrap();
+    }
+
+    /// A node records in the map the size and call rate of the shards it serves.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_reports_its_shards_sizes_and_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Shared::new(dir.path());
+        let store = shared.store();
+        let a = shared.node("a").await;
+        until("a serves both shards", || a.serving() == [0, 1]).await;
+        let map = store.current().await.unwrap().unwrap();
+        for i in 0..100 {
+            put(&a, &map, &key(i), &"v".repeat(1000)).await.unwrap();
+        }
+        a.shard_for(Some(tag(&map, 0)))
+            .unwrap()
+            .flush()
+            .await
+            .unwrap();
+        let busy = Instant::now();
+        while busy.elapsed() < Duration::from_millis(1800) {
+            get(&a, &map, &key(1)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let map = settled(&store, "shard 0's load recorded", |m| {
+            m.shard(0)
+                .and_then(|s| s.load)
+                .is_some_and(|l| l.bytes > 100_000 && l.calls_per_sec > 50)
+        })
+        .await;
+        assert_eq!(
+            map.shard(1).unwrap().load,
+            None,
+            "an idle, empty shard has nothing to report"
+        );
+        a.stop().await.unwrap();
     }
 }

@@ -74,6 +74,30 @@ pub struct ShardEntry {
     /// writes, which routers send again) and carries it out (`resharding.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
+    /// Its size and load as its owner last reported them (when either changed by half or
+    /// double): what placement evens out once counts are even.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<ShardLoad>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ShardLoad {
+    /// Bytes of its tables.
+    pub bytes: u64,
+    /// Calls its owner answered a second, over the last few seconds.
+    pub calls_per_sec: u64,
+}
+
+impl ShardLoad {
+    /// Whether `self` is news after `before`: a factor of two from it, beyond noise (16 MB,
+    /// 50 calls a second), so the map is edited only when placement could care.
+    pub fn differs_from(&self, before: Option<ShardLoad>) -> bool {
+        let Some(b) = before else {
+            return self.bytes > 0 || self.calls_per_sec > 0;
+        };
+        let far = |a: u64, b: u64, floor: u64| a.max(b) > floor && a.max(b) > 2 * a.min(b);
+        far(self.bytes, b.bytes, 16 << 20) || far(self.calls_per_sec, b.calls_per_sec, 50)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +166,7 @@ impl ClusterMap {
                 generation: 0,
                 moving_to: None,
                 plan: None,
+                load: None,
             })
             .collect();
         ClusterMap {

@@ -8,12 +8,16 @@
 //! to move; then shards move from the most to the least loaded node while their counts differ
 //! by more than one. A live owner is only ever asked to move (`moving_to`): it closes the
 //! shard and installs the new owner itself, so two nodes never serve one shard at once.
-//! Load is the count of shards a node has or is receiving. A shard with a plan (a split or
-//! merge under way) is not moved to balance, and the right shard of a merge is moved to the
-//! left one's owner, who carries the merge out.
+//! Load is the count of shards a node has or is receiving. Once counts are even and nothing
+//! moves, nodes are evened by weight: each shard's share of all the shards' bytes plus its
+//! share of all their calls (as owners report them, `ShardLoad`). The heaviest node gives
+//! its lightest node a shard, or swaps one with it where counts are equal, only if that
+//! brings the heavier of the two down by a fifth, so a small difference moves nothing. A
+//! shard with a plan (a split or merge under way) is not moved to balance, and the right
+//! shard of a merge is moved to the left one's owner, who carries the merge out.
 
 use super::resharding::merging_with;
-use super::{ClusterMap, NodeId, Plan};
+use super::{ClusterMap, NodeId, Plan, ShardEntry};
 use std::collections::BTreeSet;
 
 pub fn plan(map: &ClusterMap, live: &BTreeSet<NodeId>) -> Option<ClusterMap> {
@@ -129,7 +133,86 @@ pub fn plan(map: &ClusterMap, live: &BTreeSet<NodeId>) -> Option<ClusterMap> {
         next.shards[i].moving_to = Some(to);
         changed = true;
     }
+    if !changed {
+        changed = even_weights(&mut next, &takers);
+    }
     changed.then_some(next)
+}
+
+/// A move worth less than this share of the heavier node's weight is not made.
+const WORTH: f64 = 0.2;
+
+/// Moves a shard, or swaps two, between the heaviest and lightest nodes by weight; `true`
+/// if it asked for one. Only when no move is under way, so counts are even.
+fn even_weights(m: &mut ClusterMap, takers: &[NodeId]) -> bool {
+    if takers.len() < 2 || m.shards.iter().any(|s| s.moving_to.is_some()) {
+        return false;
+    }
+    let total = |f: fn(&super::ShardLoad) -> u64| {
+        m.shards
+            .iter()
+            .filter_map(|s| s.load.as_ref())
+            .map(f)
+            .sum::<u64>()
+            .max(1) as f64
+    };
+    let (bytes, calls) = (total(|l| l.bytes), total(|l| l.calls_per_sec));
+    let weight = |s: &ShardEntry| {
+        s.load.map_or(0.0, |l| {
+            l.bytes as f64 / bytes + l.calls_per_sec as f64 / calls
+        })
+    };
+    let of = |n: &str| -> (f64, usize) {
+        let owned = m.shards.iter().filter(|s| s.owner.as_deref() == Some(n));
+        (owned.clone().map(weight).sum(), owned.count())
+    };
+    let by_weight = |a: &&NodeId, b: &&NodeId| of(a).0.total_cmp(&of(b).0).then(a.cmp(b));
+    let (Some(heavy), Some(light)) = (
+        takers.iter().max_by(by_weight),
+        takers.iter().min_by(by_weight),
+    ) else {
+        return false;
+    };
+    let ((wh, ch), (wl, cl)) = (of(heavy), of(light));
+    let movable = |n: &str| -> Vec<usize> {
+        (0..m.shards.len())
+            .filter(|&i| {
+                let s = &m.shards[i];
+                s.owner.as_deref() == Some(n) && s.plan.is_none() && merging_with(m, s.id).is_none()
+            })
+            .collect()
+    };
+    let (from, to) = (movable(heavy), movable(light));
+    // The heavier of the two after each candidate: a single move keeps counts even only
+    // from the node with more shards; a swap keeps them as they are.
+    let mut best: Option<(f64, usize, Option<usize>)> = None;
+    for &i in &from {
+        let wi = weight(&m.shards[i]);
+        if ch > cl {
+            let after = (wh - wi).max(wl + wi);
+            if best.is_none_or(|b| after < b.0) {
+                best = Some((after, i, None));
+            }
+        }
+        for &j in &to {
+            let d = wi - weight(&m.shards[j]);
+            let after = (wh - d).max(wl + d);
+            if best.is_none_or(|b| after < b.0) {
+                best = Some((after, i, Some(j)));
+            }
+        }
+    }
+    let Some((after, i, j)) = best else {
+        return false;
+    };
+    if heavy == light || after >= wh * (1.0 - WORTH) {
+        return false;
+    }
+    m.shards[i].moving_to = Some(light.clone());
+    if let Some(j) = j {
+        m.shards[j].moving_to = Some(heavy.clone());
+    }
+    true
 }
 
 #[cfg(test)]
@@ -266,6 +349,47 @@ mod tests {
         let done = settle(m.clone(), &live(&["a", "b", "c"]));
         assert_eq!(done.shard(l).unwrap().owner, m.shard(l).unwrap().owner);
         assert_eq!(done.shard(r).unwrap().owner, m.shard(l).unwrap().owner);
+    }
+
+    /// With counts even, the heavy node swaps its heaviest shard for the light node's
+    /// lightest, once; a difference not worth a move moves nothing.
+    #[test]
+    fn even_counts_are_evened_by_size_and_calls() {
+        let mut m = settle(map(4, &["a", "b"]), &live(&["a", "b"]));
+        let load = |bytes: u64, calls: u64| {
+            Some(crate::map::ShardLoad {
+                bytes: bytes << 20,
+                calls_per_sec: calls,
+            })
+        };
+        let a: Vec<u64> = m.owned_by("a").map(|s| s.id).collect();
+        let b: Vec<u64> = m.owned_by("b").map(|s| s.id).collect();
+        for (id, l) in [
+            (a[0], load(900, 900)),
+            (a[1], load(800, 800)),
+            (b[0], load(100, 100)),
+            (b[1], load(10, 10)),
+        ] {
+            m.shards.iter_mut().find(|s| s.id == id).unwrap().load = l;
+        }
+        let next = plan(&m, &live(&["a", "b"])).expect("a swap");
+        let moves: Vec<(u64, Option<String>)> = next
+            .shards
+            .iter()
+            .filter(|s| s.moving_to.is_some())
+            .map(|s| (s.id, s.moving_to.clone()))
+            .collect();
+        assert_eq!(moves.len(), 2, "{moves:?}");
+        let done = settle(m, &live(&["a", "b"]));
+        assert_eq!(done.owned_by("a").count(), 2);
+        let w = |n: &str| -> u64 { done.owned_by(n).map(|s| s.load.unwrap().bytes >> 20).sum() };
+        assert!(w("a").max(w("b")) <= 1000, "{} {}", w("a"), w("b"));
+
+        // Near even: nothing moves.
+        let mut m = settle(map(2, &["a", "b"]), &live(&["a", "b"]));
+        m.shards[0].load = load(100, 100);
+        m.shards[1].load = load(90, 90);
+        assert_eq!(plan(&m, &live(&["a", "b"])), None);
     }
 
     #[test]

@@ -129,6 +129,7 @@ pub async fn finish_split(store: &dyn MapStore, parent: &ShardEntry, owner: &str
             generation: 0,
             moving_to: None,
             plan: None,
+            load: None,
         };
         let mut next = m.clone();
         next.shards.splice(
@@ -173,6 +174,7 @@ pub async fn finish_merge(
             generation: 0,
             moving_to: None,
             plan: None,
+            load: None,
         };
         let mut next = m.clone();
         next.shards.splice(i..=i + 1, [merged]);
