@@ -41,7 +41,9 @@ pub struct DbIter {
     stash: Option<Entry>,
     /// The range tombstones in view over the range, if any.
     ranges: Option<Arc<RangeDeletes>>,
-    last_key: Option<Bytes>,
+    /// The key decided last, copied: a byte copy costs less than another count on a block's
+    /// shared buffer, which every reader of that block touches.
+    last_key: Option<Vec<u8>>,
     /// Keeps versions this scan needs from being compacted away while it runs.
     _snapshot: Option<Snapshot>,
     /// Keeps the tables being read from deletion until the scan is dropped: a table's stream
@@ -132,7 +134,7 @@ impl Stream for DbIter {
                     .as_ref()
                     .is_some_and(|r| r.deletes(&e.key, e.seq, this.snapshot))
             };
-            if this.last_key.as_ref() == Some(&e.key) {
+            if this.last_key.as_deref() == Some(e.key.as_ref()) {
                 // An older version: shadowed, unless operands above it wait for their base.
                 if this.operands.is_empty() || e.seq == this.last_seq {
                     continue;
@@ -154,7 +156,13 @@ impl Stream for DbIter {
                 return Poll::Ready(this.fold(None));
             }
             // The first version at or below the snapshot decides the key.
-            this.last_key = Some(e.key.clone());
+            match &mut this.last_key {
+                Some(k) => {
+                    k.clear();
+                    k.extend_from_slice(&e.key);
+                }
+                None => this.last_key = Some(e.key.to_vec()),
+            }
             this.last_seq = e.seq;
             if covered(this, &e) {
                 continue;
@@ -179,7 +187,7 @@ impl DbIter {
         if self.operands.is_empty() {
             return None;
         }
-        let key = self.last_key.clone().unwrap_or_default();
+        let key = Bytes::copy_from_slice(self.last_key.as_deref().unwrap_or_default());
         let operands = std::mem::take(&mut self.operands);
         Some(self.rules.fold(&key, base, operands).map(|v| (key, v)))
     }

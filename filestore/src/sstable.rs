@@ -485,6 +485,7 @@ impl SstTable {
             seek,
             block: None,
             pos: 0,
+            started: false,
         }
     }
 
@@ -642,6 +643,8 @@ struct ScanCursor {
     seek: Option<Bytes>,
     block: Option<Block>,
     pos: usize,
+    /// A key inside the range was reached.
+    started: bool,
 }
 
 impl Iterator for ScanCursor {
@@ -654,8 +657,12 @@ impl Iterator for ScanCursor {
                     let i = self.pos;
                     self.pos += 1;
                     let key = b.key(i);
-                    if self.range.is_before_start(key) {
-                        continue;
+                    // Keys only grow: once one is inside the range, none after is before it.
+                    if !self.started {
+                        if self.range.is_before_start(key) {
+                            continue;
+                        }
+                        self.started = true;
                     }
                     if self.range.is_past_end(key) {
                         self.block = None;
