@@ -67,6 +67,39 @@ fn node(config: &Path, dir: &Path, id: &str) -> support::Served {
     )
 }
 
+/// Starts nodes `ids` and waits until they serve every shard, evenly.
+async fn start_nodes(
+    config: &Config,
+    config_path: &Path,
+    dir: &Path,
+    ids: &[&str],
+) -> (
+    BTreeMap<String, support::Served>,
+    Arc<dyn MapStore>,
+    cairn::ClusterMap,
+) {
+    let nodes = ids
+        .iter()
+        .map(|id| (id.to_string(), node(config_path, dir, id)))
+        .collect();
+    let store = cairn::map_store(config).await.unwrap();
+    let placed = wait_for_map(
+        store.as_ref(),
+        Duration::from_secs(30),
+        "every shard placed",
+        |m| {
+            let even = m.shards.len() / ids.len();
+            m.nodes.len() == ids.len()
+                && m.shards
+                    .iter()
+                    .all(|s| s.owner.is_some() && s.moving_to.is_none())
+                && m.nodes.keys().all(|n| m.owned_by(n).count() >= even)
+        },
+    )
+    .await;
+    (nodes, store, placed)
+}
+
 /// A key of shard position `p` of the six the map starts with (cut by the first two bytes).
 fn key_in(p: usize, name: &str) -> Bytes {
     let first = ((p * 0x1_0000 / 6) >> 8) as u8 + 1;
@@ -285,23 +318,8 @@ async fn serverless_shards_split_and_merge_under_load() {
     let s3 = cairn_testkit::S3Endpoint::start();
     let config_path = profile(dir.path(), &s3, "", true);
     let config = Config::load(&config_path, None).unwrap();
-    let _nodes: Vec<support::Served> = ["n0", "n1"]
-        .iter()
-        .map(|id| node(&config_path, dir.path(), id))
-        .collect();
-    let store = cairn::map_store(&config).await.unwrap();
-    let placed = wait_for_map(
-        store.as_ref(),
-        Duration::from_secs(30),
-        "every shard placed",
-        |m| {
-            m.nodes.len() == 2
-                && m.shards
-                    .iter()
-                    .all(|s| s.owner.is_some() && s.moving_to.is_none())
-        },
-    )
-    .await;
+    let (_nodes, store, placed) =
+        start_nodes(&config, &config_path, dir.path(), &["n0", "n1"]).await;
     let router = Arc::new(cairn::open_router(&config).await.unwrap());
     let load = Load::start(router.clone());
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -360,24 +378,8 @@ async fn serverless_shards_split_and_merge_under_load() {
 
 async fn fail_over_join_and_drain(dir: &Path, config_path: &Path) {
     let config = Config::load(config_path, None).unwrap();
-    let mut nodes: BTreeMap<String, support::Served> = BTreeMap::new();
-    for id in ["n0", "n1", "n2"] {
-        nodes.insert(id.into(), node(config_path, dir, id));
-    }
-    let store = cairn::map_store(&config).await.unwrap();
-    let placed = wait_for_map(
-        store.as_ref(),
-        Duration::from_secs(30),
-        "every shard placed",
-        |m| {
-            m.nodes.len() == 3
-                && m.shards
-                    .iter()
-                    .all(|s| s.owner.is_some() && s.moving_to.is_none())
-                && m.nodes.keys().all(|n| m.owned_by(n).count() == 2)
-        },
-    )
-    .await;
+    let (mut nodes, store, placed) =
+        start_nodes(&config, config_path, dir, &["n0", "n1", "n2"]).await;
     let router = Arc::new(cairn::open_router(&config).await.unwrap());
 
     let load = Load::start(router.clone());

@@ -831,6 +831,23 @@ mod tests {
         }
     }
 
+    /// A cluster in a temporary directory with node `a` serving both of its shards.
+    async fn first_node() -> (
+        tempfile::TempDir,
+        Shared,
+        Arc<dyn MapStore>,
+        Arc<Node>,
+        ClusterMap,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Shared::new(dir.path());
+        let store = shared.store();
+        let a = shared.node("a").await;
+        until("a serves both shards", || a.serving() == [0, 1]).await;
+        let map = store.current().await.unwrap().unwrap();
+        (dir, shared, store, a, map)
+    }
+
     fn moved(r: Result<Arc<LocalShard>>) -> bool {
         r.err().is_some_and(|e| e.is_moved())
     }
@@ -854,12 +871,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_node_serves_only_the_generation_the_map_gives_it_and_hands_shards_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let shared = Shared::new(dir.path());
-        let store = shared.store();
-        let a = shared.node("a").await;
-        until("a serves both shards", || a.serving() == [0, 1]).await;
-        let map = store.current().await.unwrap().unwrap();
+        let (_dir, shared, store, a, map) = first_node().await;
         for id in [0, 1] {
             let mut b = WriteBatch::new();
             b.put(format!("k{id}"), format!("v{id}"));
@@ -924,12 +936,7 @@ mod tests {
     /// node may have written to them meanwhile) before it answers.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_node_that_cannot_renew_stops_answering_and_reopens_after_a_lapse() {
-        let dir = tempfile::tempdir().unwrap();
-        let shared = Shared::new(dir.path());
-        let store = shared.store();
-        let a = shared.node("a").await;
-        until("a serves both shards", || a.serving() == [0, 1]).await;
-        let map = store.current().await.unwrap().unwrap();
+        let (_dir, shared, _store, a, map) = first_node().await;
         let mut b = WriteBatch::new();
         b.put("k", "v");
         let first = a.shard_for(Some(tag(&map, 0))).unwrap();
@@ -999,12 +1006,7 @@ mod tests {
     /// the two then merge back into one shard holding everything.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_split_carried_on_after_a_failover_and_a_merge_keep_every_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let shared = Shared::new(dir.path());
-        let store = shared.store();
-        let a = shared.node("a").await;
-        until("a serves both shards", || a.serving() == [0, 1]).await;
-        let map = store.current().await.unwrap().unwrap();
+        let (_dir, shared, store, a, map) = first_node().await;
         for i in 0..200 {
             put(&a, &map, &key(i), "first").await.unwrap();
         }
@@ -1100,12 +1102,7 @@ mod tests {
     /// A node records in the map the size and call rate of the shards it serves.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_node_reports_its_shards_sizes_and_calls() {
-        let dir = tempfile::tempdir().unwrap();
-        let shared = Shared::new(dir.path());
-        let store = shared.store();
-        let a = shared.node("a").await;
-        until("a serves both shards", || a.serving() == [0, 1]).await;
-        let map = store.current().await.unwrap().unwrap();
+        let (_dir, _shared, store, a, map) = first_node().await;
         for i in 0..100 {
             put(&a, &map, &key(i), &"v".repeat(1000)).await.unwrap();
         }
