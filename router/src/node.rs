@@ -410,19 +410,29 @@ impl Node {
         else {
             return Ok(false);
         };
+        let checkpoint = format!("merge-{into}");
+        let target = self.databases.reference(&database_name(into)).await?;
+        let within = |e: &ShardEntry| Within {
+            lower: (!e.start.is_empty()).then(|| e.start.to_vec()),
+            upper: e.end.as_ref().map(|e| e.to_vec()),
+        };
+        // The larger one is shared, unless an earlier attempt already cloned one: sizes
+        // change, and the merged database can be a clone of one side only.
         let bytes = |s: &LocalShard| s.db().stats().levels.iter().map(|l| l.bytes).sum::<u64>();
-        let ((big, big_entry), (small, small_entry)) = if bytes(&ls) >= bytes(&rs) {
+        let left_cloned = ls.db().find_clone(&checkpoint, &target, &within(l)).await?;
+        let right_cloned = rs.db().find_clone(&checkpoint, &target, &within(r)).await?;
+        let left_big = match (left_cloned, right_cloned) {
+            (Some(_), _) => true,
+            (None, Some(_)) => false,
+            (None, None) => bytes(&ls) >= bytes(&rs),
+        };
+        let ((big, big_entry), (small, small_entry)) = if left_big {
             ((&ls, l), (&rs, r))
         } else {
             ((&rs, r), (&ls, l))
         };
-        let checkpoint = format!("merge-{into}");
-        let within = Within {
-            lower: (!big_entry.start.is_empty()).then(|| big_entry.start.to_vec()),
-            upper: big_entry.end.as_ref().map(|e| e.to_vec()),
-        };
         self.checkpoint_once(big.db(), &checkpoint).await?;
-        self.clone_once(big.db(), &checkpoint, into, &within)
+        self.clone_once(big.db(), &checkpoint, into, &within(big_entry))
             .await?;
 
         // The smaller side's entries, copied: writes of the same values, so a retry that
@@ -444,6 +454,15 @@ impl Node {
         let copied = copied?;
         closed?;
         tracing::info!(node = %self.opts.id, from = small_entry.id, into, entries = copied, "copied the smaller shard's entries into the merged one");
+        fail::fail_point!(
+            &format!("node-{}-merge-before-finish", self.opts.id),
+            |_| {
+                Err(Error::component(
+                    "failpoint",
+                    "the merge stopped before its map edit",
+                ))
+            }
+        );
         finish_merge(self.store.as_ref(), l, r, &self.opts.id).await
     }
 
@@ -1082,9 +1101,15 @@ mod tests {
             put(&b, &map, &key(i), "third").await.unwrap();
         }
 
+        // The merge stops after its copy, and is tried again: it finds its clone made and
+        // copies the same entries again.
+        fail::cfg("node-b-merge-before-finish", "return").unwrap();
         crate::map::request_merge(store.as_ref(), 3, 2)
             .await
             .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(store.current().await.unwrap().unwrap().shard(4).is_none());
+        fail::remove("node-b-merge-before-finish");
         let map = settled(&store, "the merge is done", |m| m.shard(4).is_some()).await;
         assert_eq!(
             map.shard(4).unwrap().range_text(),
