@@ -120,6 +120,21 @@ pub struct NodeEntry {
 }
 
 impl ShardEntry {
+    /// A new shard `[start, end)` with its own database, at generation 0 under `owner`.
+    pub fn fresh(id: u64, start: Bytes, end: Option<Bytes>, owner: Option<NodeId>) -> ShardEntry {
+        ShardEntry {
+            id,
+            start,
+            end,
+            database: database_name(id),
+            owner,
+            generation: 0,
+            moving_to: None,
+            plan: None,
+            load: None,
+        }
+    }
+
     pub fn contains(&self, key: &[u8]) -> bool {
         key >= self.start.as_ref() && self.end.as_ref().is_none_or(|e| key < e.as_ref())
     }
@@ -157,16 +172,9 @@ impl ClusterMap {
             Bytes::copy_from_slice(&at.to_be_bytes())
         };
         let shards = (0..n)
-            .map(|i| ShardEntry {
-                id: u64::from(i),
-                start: if i == 0 { Bytes::new() } else { cut(i) },
-                end: (i + 1 < n).then(|| cut(i + 1)),
-                database: database_name(u64::from(i)),
-                owner: None,
-                generation: 0,
-                moving_to: None,
-                plan: None,
-                load: None,
+            .map(|i| {
+                let start = if i == 0 { Bytes::new() } else { cut(i) };
+                ShardEntry::fresh(u64::from(i), start, (i + 1 < n).then(|| cut(i + 1)), None)
             })
             .collect();
         ClusterMap {

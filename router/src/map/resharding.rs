@@ -3,7 +3,7 @@
 //! edit that replaces the old shards by the new ones. Each edit checks the map is still as
 //! the plan found it, so a retry after a failover, or a second finisher, changes nothing.
 
-use super::{ClusterMap, MapStore, Plan, ShardEntry, database_name, edit, key_text};
+use super::{ClusterMap, MapStore, Plan, ShardEntry, edit, key_text};
 use bytes::Bytes;
 use cairn_common::{Error, Result};
 
@@ -120,17 +120,7 @@ pub async fn finish_split(store: &dyn MapStore, parent: &ShardEntry, owner: &str
         {
             return Ok(None);
         }
-        let child = |id: u64, start: Bytes, end: Option<Bytes>| ShardEntry {
-            id,
-            start,
-            end,
-            database: database_name(id),
-            owner: Some(owner.to_string()),
-            generation: 0,
-            moving_to: None,
-            plan: None,
-            load: None,
-        };
+        let child = |id, start, end| ShardEntry::fresh(id, start, end, Some(owner.to_string()));
         let mut next = m.clone();
         next.shards.splice(
             i..=i,
@@ -165,17 +155,12 @@ pub async fn finish_merge(
         if m.shards.get(i) != Some(left_was) || m.shards.get(i + 1) != Some(right_was) {
             return Ok(None);
         }
-        let merged = ShardEntry {
-            id: into,
-            start: left_was.start.clone(),
-            end: right_was.end.clone(),
-            database: database_name(into),
-            owner: Some(owner.to_string()),
-            generation: 0,
-            moving_to: None,
-            plan: None,
-            load: None,
-        };
+        let merged = ShardEntry::fresh(
+            into,
+            left_was.start.clone(),
+            right_was.end.clone(),
+            Some(owner.to_string()),
+        );
         let mut next = m.clone();
         next.shards.splice(i..=i + 1, [merged]);
         done = true;
