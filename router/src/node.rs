@@ -311,12 +311,16 @@ impl Node {
 
     /// Whether the map still gives this node shard `s` as it was when the round began.
     async fn still_mine(&self, s: &ShardEntry) -> Result<bool> {
-        let map = self.current().await?;
-        Ok(map.shard(s.id).is_some_and(|now| {
+        Ok(self.is_mine(&self.current().await?, s))
+    }
+
+    /// Whether `map` gives this node shard `s` as it was when the round began.
+    fn is_mine(&self, map: &ClusterMap, s: &ShardEntry) -> bool {
+        map.shard(s.id).is_some_and(|now| {
             now.owner.as_deref() == Some(self.opts.id.as_str())
                 && now.generation == s.generation
                 && now.moving_to.is_none()
-        }))
+        })
     }
 
     /// Opens shard `s` and serves it, unless the map took it away meanwhile.
@@ -337,11 +341,13 @@ impl Node {
             let db = opened?;
             let shard = Arc::new(LocalShard::placed(db, s.id)?);
             // A shard with a plan is served sealed from the start: a write it took now
-            // could miss a checkpoint an earlier owner made.
-            if let Some(why) = sealed_for(&self.current().await?, s.id) {
+            // could miss a checkpoint an earlier owner made. (A plan made after this read
+            // is sealed by the task that carries it out, before its checkpoint.)
+            let map = self.current().await?;
+            if let Some(why) = sealed_for(&map, s.id) {
                 shard.seal(why).await;
             }
-            if self.still_mine(&s).await? && !self.stopping.load(Ordering::Acquire) {
+            if self.is_mine(&map, &s) && !self.stopping.load(Ordering::Acquire) {
                 self.held.write().insert(
                     s.id,
                     Held {
