@@ -116,6 +116,15 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Run one SQL statement over table `kv` (columns `key`, `value` and those `[values]`
+    /// declares) at one snapshot. One database, not a sharded profile.
+    Sql {
+        /// The statement, such as `SELECT count(*) FROM kv`.
+        query: String,
+        /// table, csv or json (one object per line).
+        #[arg(long, default_value = "table")]
+        format: cairn_sql::Format,
+    },
     /// Write the memtable to a table.
     Flush,
     /// Flush, then compact everything into the deepest level, dropping dead versions.
@@ -216,6 +225,7 @@ impl Command {
             Command::Get { .. }
                 | Command::Scan { .. }
                 | Command::Aggregate { .. }
+                | Command::Sql { .. }
                 | Command::Stats { .. }
         )
     }
@@ -260,7 +270,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Some(name) = &cli.checkpoint {
         anyhow::ensure!(
             cli.command.reads_only(),
-            "--checkpoint applies to get, scan, aggregate and stats"
+            "--checkpoint applies to get, scan, aggregate, sql and stats"
         );
         config.checkpoint = Some(name.clone());
     }
@@ -282,9 +292,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
     if let Some(url) = &cli.connect {
         anyhow::ensure!(
-            !matches!(cli.command, Command::Ingest { .. } | Command::Serve { .. })
-                && cli.checkpoint.is_none(),
-            "--connect sends commands to a shard server; serve, ingest and --checkpoint open the database here"
+            !matches!(
+                cli.command,
+                Command::Ingest { .. } | Command::Serve { .. } | Command::Sql { .. }
+            ) && cli.checkpoint.is_none(),
+            "--connect sends commands to a shard server; serve, ingest, sql and --checkpoint open the database here"
         );
         let shard = cairn::GrpcShard::identified(config.rpc.client(url, None))
             .await
@@ -352,6 +364,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     } else {
         None
     };
+    if let Command::Sql { query, format } = &cli.command {
+        let code = sql(&config, query, *format).await;
+        drop(reader_lock);
+        return code;
+    }
     let db = cairn::open_router(&config)
         .await
         .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
@@ -361,6 +378,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let code = result?;
     closed?;
     Ok(code)
+}
+
+/// `cairn sql`: one statement over the profile's one database, opened as a reader.
+async fn sql(config: &Config, query: &str, format: cairn_sql::Format) -> Result<ExitCode> {
+    anyhow::ensure!(
+        config.router.is_none() && config.cluster.is_none(),
+        "sql reads one database; this profile spreads its keys over shards, which sql does not query yet"
+    );
+    let db = std::sync::Arc::new(
+        cairn::open(config)
+            .await
+            .with_context(|| format!("opening the database in {}", config.data_dir.display()))?,
+    );
+    // DataFusion's errors repeat their cause in their chain: shown once.
+    let result = cairn_sql::query(db.clone(), &config.values, query)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"));
+    let closed = db.close().await.context("closing the database");
+    let text = cairn_sql::output::render(&result?, format)?;
+    closed?;
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(
@@ -604,6 +643,7 @@ async fn execute(db: &cairn::Router, command: Command) -> Result<ExitCode> {
         Command::Config { .. }
         | Command::Serve { .. }
         | Command::Ingest { .. }
+        | Command::Sql { .. }
         | Command::Cluster { .. } => {}
     }
     out.flush()?;

@@ -231,7 +231,7 @@ pub async fn start(
                 return refuse("storage.kind");
             }
             let dbs = databases(config, |_, c| async move {
-                Ok(wiring::storage(&c.storage, &c.data_dir, &c.rpc).await?.0)
+                Ok(wiring::storage(&c, &c.storage).await?.0)
             })
             .await?;
             builder(&opts)?.add_service(storage_service_for(dbs, &opts))
@@ -335,7 +335,7 @@ impl ShardDatabases for ProfileDatabases {
         let c = self.0.shard_config_in(&wiring::cluster_part(name));
         let name = name.to_string();
         Box::pin(async move {
-            let (storage, _) = wiring::storage(&c.storage, &c.data_dir, &c.rpc).await?;
+            let (storage, _) = wiring::storage(&c, &c.storage).await?;
             storage.reference().ok_or_else(|| {
                 Error::InvalidArgument(format!(
                     "the profile's storage cannot name {name}'s store to another, so shards cannot split or merge"

@@ -8,7 +8,9 @@ use crate::config::{
 use cairn_common::{Error, Result};
 use cairn_compaction::{Compactor, GrpcCompactor, LocalCompactor};
 use cairn_engine::{Components, Db};
-use cairn_filestore::{GrpcStorage, ManifestStore, ParquetStorage, SstStorage, Storage};
+use cairn_filestore::{
+    GrpcStorage, ManifestStore, ParquetOptions, ParquetStorage, SstStorage, Storage, ValueColumns,
+};
 use cairn_hybrid_store::HybridStore;
 use cairn_journal::{
     FileJournal, FileJournalOptions, GrpcJournal, Journal, MemoryJournal, ObjectJournal,
@@ -22,14 +24,16 @@ use cairn_router::{
 use std::path::Path;
 use std::sync::Arc;
 
-/// The table storage a section describes, and the view its compactor reads through (the
-/// same storage, except a hybrid store's compaction view, which reads the secondary).
+/// The table storage a section of `config` describes, and the view its compactor reads
+/// through (the same storage, except a hybrid store's compaction view, which reads the
+/// secondary). A Parquet store writes the config's declared value columns.
 pub async fn storage(
+    config: &Config,
     section: &StorageSection,
-    data_dir: &Path,
-    rpc: &RpcSection,
 ) -> Result<(Arc<dyn Storage>, Arc<dyn Storage>)> {
-    let leaf = |s: &StorageSection, sub: &str| leaf_storage(s, data_dir, rpc, sub);
+    let leaf = |s: &StorageSection, sub: &str| {
+        leaf_storage(s, &config.data_dir, &config.rpc, sub, &config.values)
+    };
     match section.kind {
         StorageKind::Hybrid => {
             fn half<'a>(
@@ -61,10 +65,14 @@ fn leaf_storage(
     data_dir: &Path,
     rpc: &RpcSection,
     sub: &str,
+    values: &ValueColumns,
 ) -> Result<Arc<dyn Storage>> {
     Ok(match s.kind {
         StorageKind::Sstable => Arc::new(SstStorage::open(s.sst_options_in(data_dir, sub))?),
-        StorageKind::Parquet => Arc::new(ParquetStorage::open(s.parquet_options(data_dir))?),
+        StorageKind::Parquet => Arc::new(ParquetStorage::open(ParquetOptions {
+            values: values.clone(),
+            ..s.parquet_options(data_dir)
+        })?),
         StorageKind::Grpc => Arc::new(GrpcStorage::new(
             rpc.client_of(
                 s.url.as_deref().unwrap_or_default(),
@@ -115,7 +123,7 @@ pub async fn map_store(config: &Config) -> Result<Arc<dyn MapStore>> {
                 }
                 _ => (&c.storage, "tables"),
             };
-            Ok(leaf_storage(section, &c.data_dir, &c.rpc, folder)?.manifests())
+            Ok(leaf_storage(section, &c.data_dir, &c.rpc, folder, &c.values)?.manifests())
         }
     };
     let maps = manifests_at(&cluster_part("map"))?;
@@ -166,7 +174,7 @@ pub async fn compaction_node_storage(config: &Config) -> Result<Arc<dyn Storage>
         .storage
         .as_ref()
         .unwrap_or(&config.storage);
-    Ok(storage(section, &config.data_dir, &config.rpc).await?.1)
+    Ok(storage(config, section).await?.1)
 }
 
 fn compactor(config: &Config, local_storage: Arc<dyn Storage>) -> Result<Arc<dyn Compactor>> {
@@ -205,8 +213,7 @@ async fn components_with(config: &Config, journal: Arc<dyn Journal>) -> Result<C
         MemtableKind::SkipList => MemtableOptions::SkipList,
     }
     .factory();
-    let (storage, compaction_storage) =
-        storage(&config.storage, &config.data_dir, &config.rpc).await?;
+    let (storage, compaction_storage) = storage(config, &config.storage).await?;
     let compactor = compactor(config, compaction_storage)?;
     Ok(Components {
         journal,

@@ -454,6 +454,19 @@ impl Db {
         DbIter::new(&self.inner, view, range, snapshot.seq(), None, false).await
     }
 
+    /// `range` at `snapshot`, split for a columnar reader (see `SplitRead`): the deepest
+    /// level's tables for the reader to read itself, and what is newer, merged. `None` where
+    /// the split would not be exact; the reader then scans (`scan_at`).
+    pub async fn split_read(
+        &self,
+        range: &KeyRange,
+        snapshot: &Snapshot,
+    ) -> Result<Option<crate::SplitRead>> {
+        self.inner.check_open()?;
+        let view = self.inner.view_of(snapshot);
+        crate::split_read::plan(&view, range, snapshot.seq()).await
+    }
+
     /// Like `scan`, but tables are read through `Table::analytic_scan`: from the secondary
     /// copy of a hybrid store (Parquet), merged with the memtables at one snapshot.
     pub async fn analytic_scan(&self, range: KeyRange) -> Result<DbIter> {

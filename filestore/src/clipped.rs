@@ -116,7 +116,8 @@ impl Table for Clipped {
         self.inner.analytic_scan(&self.within.clip(range)).await
     }
 
-    // `block_layout` stays `None`: a block holds keys on both sides of the clip, and a
+    // `puts_only` stays `false`: the metadata is the whole table's, so counts read from it
+    // would not be the clip's. `block_layout` stays `None`: a block holds keys on both sides of the clip, and a
     // reader by blocks would see them all.
 }
 

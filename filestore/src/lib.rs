@@ -8,6 +8,7 @@ mod blocks;
 mod bloom;
 mod cache;
 mod clipped;
+mod digest;
 mod faulty;
 mod fold;
 mod format;
@@ -20,12 +21,17 @@ mod shared;
 mod sstable;
 mod table_file;
 mod tracker;
+pub mod value_columns;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+/// The batches `Table::columns` returns, and the fields it takes.
+pub use arrow_array::RecordBatch;
+pub use arrow_schema;
 pub use blocks::{BlockLayout, find_in_block};
 pub use cache::{Block, BlockCache};
+pub use digest::ContentDigest;
 pub use faulty::FaultyStorage;
 pub use fold::VisibleFold;
 pub use grpc::{GrpcManifestStore, GrpcStorage, storage_service, storage_service_for};
@@ -33,10 +39,13 @@ pub use manifest_store::{DirManifestStore, ManifestStore, ManifestVersion, Objec
 pub use object_location::{
     ObjectLocation, ObjectStoreOptions, check_object_url, open_object_store,
 };
-pub use parquet_store::{ParquetOptions, ParquetStorage, TABLE_META_KEY, table_schema};
+pub use parquet_store::{
+    ParquetOptions, ParquetStorage, TABLE_META_KEY, VALUE_COLUMNS_KEY, table_schema,
+};
 pub use shared::{SharedTables, TablesAt, Within};
 pub use sstable::{Compression, FilterKind, SstOptions, SstStorage};
 pub use table_file::{TableFile, read_table_file};
+pub use value_columns::ValueColumns;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -94,6 +103,13 @@ pub trait TableBuilder: Send {
     /// Makes the table durable and visible, and returns its metadata. An empty table is refused.
     async fn finish(self: Box<Self>) -> Result<TableMeta>;
 
+    /// `finish`, also returning the digest of the rows as this store encoded them (see
+    /// `ContentDigest`), for a caller that compares two copies; `None` (the default) from a
+    /// store that keeps none.
+    async fn finish_with_digest(self: Box<Self>) -> Result<(TableMeta, Option<ContentDigest>)> {
+        Ok((self.finish().await?, None))
+    }
+
     /// Drops the partial table.
     async fn abandon(self: Box<Self>) -> Result<()>;
 }
@@ -144,6 +160,27 @@ pub trait Table: Send + Sync + 'static {
     /// store's secondary); by default, `scan`.
     async fn analytic_scan(&self, range: &KeyRange) -> Result<BoxStream<Result<Entry>>> {
         self.scan(range).await
+    }
+
+    /// Whether the table holds only puts, each of a key of its own, and no range tombstones:
+    /// then its rows are its live entries, unless something newer shadows them. `false` (the
+    /// default) when the table cannot tell.
+    async fn puts_only(&self) -> bool {
+        false
+    }
+
+    /// The rows of `range` as Arrow record batches: the `key` column, then the given ones
+    /// (`value`, declared value columns) in the table's order, in key order, every row
+    /// whatever its kind (so for tables that are `puts_only`). `None` (the default) when the
+    /// table does not keep all of those columns with those types, and the caller decodes
+    /// entries instead.
+    async fn columns(
+        &self,
+        range: &KeyRange,
+        fields: &[arrow_schema::Field],
+    ) -> Result<Option<BoxStream<Result<RecordBatch>>>> {
+        let _ = (range, fields);
+        Ok(None)
     }
 
     /// The table's blocks, for readers that fetch and cache blocks away from the table (the

@@ -6,7 +6,7 @@ use crate::cache::{Block, BlockCache};
 use crate::format::{self, Footer, Handle, IndexEntry};
 use crate::manifest_store::{DirManifestStore, MANIFEST_DIR, ManifestStore};
 use crate::tracker::MetaTracker;
-use crate::{BlockLayout, Storage, Table, TableBuilder, find_in_block};
+use crate::{BlockLayout, ContentDigest, Storage, Table, TableBuilder, find_in_block};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{
@@ -241,6 +241,7 @@ impl Storage for SstStorage {
             scratch: Vec::new(),
             tracker: MetaTracker::new(id),
             finished: false,
+            digest: ContentDigest::default(),
         }))
     }
 
@@ -331,6 +332,8 @@ struct SstBuilder {
     scratch: Vec<u8>,
     tracker: MetaTracker,
     finished: bool,
+    /// Of the rows written into blocks, and the range tombstones.
+    digest: ContentDigest,
 }
 
 impl SstBuilder {
@@ -352,6 +355,9 @@ impl SstBuilder {
         };
         let (last_key, last_seq) = (last.key.to_vec(), last.seq);
         let payload = format::encode_data_block(&self.block).map_err(|e| self.corrupt_input(e))?;
+        for e in &self.block {
+            self.digest.add(&e.key, e.seq, e.kind.as_u8(), &e.value);
+        }
         let h = self.write_framed(&payload)?;
         self.index.push(IndexEntry {
             last_key,
@@ -375,7 +381,9 @@ impl TableBuilder for SstBuilder {
         for e in entries {
             let new_key = self.tracker.observe(e)?;
             if e.is_range_delete() {
-                continue; // kept by the tracker, written in the properties block
+                // Kept by the tracker, written in the properties block.
+                self.digest.add(&e.key, e.seq, e.kind.as_u8(), &e.value);
+                continue;
             }
             if new_key && self.opts.filter == FilterKind::Bloom {
                 self.hashes.push(Bloom::hash(&e.key));
@@ -393,7 +401,11 @@ impl TableBuilder for SstBuilder {
         self.offset + self.block_bytes as u64
     }
 
-    async fn finish(mut self: Box<Self>) -> Result<TableMeta> {
+    async fn finish(self: Box<Self>) -> Result<TableMeta> {
+        Ok(self.finish_with_digest().await?.0)
+    }
+
+    async fn finish_with_digest(mut self: Box<Self>) -> Result<(TableMeta, Option<ContentDigest>)> {
         let mut meta = self.tracker.seal()?;
         self.cut_block()?;
         let filter = match self.opts.filter {
@@ -434,7 +446,7 @@ impl TableBuilder for SstBuilder {
         meta.size = self.offset;
         metrics::counter!("cairn_storage_written_bytes_total", "store" => "sstable")
             .increment(meta.size);
-        Ok(meta)
+        Ok((meta, Some(self.digest)))
     }
 
     async fn abandon(mut self: Box<Self>) -> Result<()> {

@@ -1,17 +1,18 @@
 //! Writes one table to both storages at once: the primary inline, the secondary on a task of
 //! its own fed the same entry chunks, so the two encodings run on different cores.
 
+use crate::certify::{Copy, certify};
 use crate::{OnSecondaryFailure, Shared};
 use async_trait::async_trait;
 use cairn_common::{Entry, Error, Result, TableId, TableMeta};
-use cairn_filestore::TableBuilder;
+use cairn_filestore::{ContentDigest, TableBuilder};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 
 enum Msg {
     Add(Vec<Entry>),
-    Finish(oneshot::Sender<Result<TableMeta>>),
+    Finish(oneshot::Sender<Result<Copy>>),
 }
 
 pub(crate) struct HybridBuilder {
@@ -86,7 +87,7 @@ async fn feed(mut b: Box<dyn TableBuilder>, mut rx: mpsc::Receiver<Msg>) {
                         let _ = b.abandon().await;
                         Err(e)
                     }
-                    None => b.finish().await,
+                    None => b.finish_with_digest().await,
                 };
                 let _ = reply.send(res);
                 return;
@@ -114,7 +115,11 @@ impl TableBuilder for HybridBuilder {
         self.primary.estimated_size()
     }
 
-    async fn finish(mut self: Box<Self>) -> Result<TableMeta> {
+    async fn finish(self: Box<Self>) -> Result<TableMeta> {
+        Ok(self.finish_with_digest().await?.0)
+    }
+
+    async fn finish_with_digest(mut self: Box<Self>) -> Result<(TableMeta, Option<ContentDigest>)> {
         // The secondary is told to finish before the primary starts: a primary whose finish
         // blocks (an SSTable's fsync) would otherwise hold the request back until it is done.
         let answer = match self.secondary.take() {
@@ -127,15 +132,15 @@ impl TableBuilder for HybridBuilder {
             }
             None => None,
         };
-        let primary = self.primary.finish().await;
+        let primary = self.primary.finish_with_digest().await;
         let ended = || Error::component("hybrid store secondary", "writer task ended");
         let secondary = match answer {
             None => None,
             Some(Err(())) => Some(Err(ended())),
             Some(Ok(answer)) => Some(answer.await.unwrap_or_else(|_| Err(ended()))),
         };
-        let meta = match primary {
-            Ok(meta) => meta,
+        let primary = match primary {
+            Ok(copy) => copy,
             Err(e) => {
                 if matches!(secondary, Some(Ok(_))) {
                     let _ = self.shared.secondary.delete_table(self.id).await;
@@ -144,14 +149,22 @@ impl TableBuilder for HybridBuilder {
             }
         };
         let secondary_err = match secondary {
-            Some(Ok(_)) => return Ok(meta),
+            Some(Ok(copy)) => {
+                if let Err(e) = certify(self.id, &primary, &copy) {
+                    let _ = self.shared.secondary.delete_table(self.id).await;
+                    let _ = self.shared.primary.delete_table(self.id).await;
+                    return Err(e);
+                }
+                return Ok(primary);
+            }
             Some(Err(e)) => e,
             None => Error::component("hybrid store secondary", "not written"),
         };
         // Neither copy may stay behind as a table unless both are there: the manifest that will
         // name it lives with the secondary, and a node that loses its disk rebuilds from there.
+        let meta = &primary.0;
         let retried = match secondary_failed(&self.shared, self.id, &secondary_err) {
-            Ok(()) => crate::uploader::upload_now(&self.shared, &meta)
+            Ok(()) => crate::uploader::upload_now(&self.shared, meta)
                 .await
                 .map_err(|e| {
                     Error::component(
@@ -168,7 +181,7 @@ impl TableBuilder for HybridBuilder {
         if retried.is_err() {
             let _ = self.shared.primary.delete_table(self.id).await;
         }
-        retried.map(|()| meta)
+        retried.map(|()| primary)
     }
 
     async fn abandon(mut self: Box<Self>) -> Result<()> {

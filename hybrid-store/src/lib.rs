@@ -12,6 +12,7 @@
 //! uploaded in the background as soon as the engine opens them.
 
 mod builder;
+mod certify;
 mod table;
 mod uploader;
 

@@ -10,7 +10,7 @@ use cairn_common::{
     AggregateState, BoxStream, Entry, EntryIter, KeyRange, RangeTombstone, Result, SeqNo,
     TableMeta, ValueType, compare_internal,
 };
-use cairn_filestore::{Block, BlockLayout, Table};
+use cairn_filestore::{Block, BlockLayout, RecordBatch, Table, arrow_schema};
 use futures::StreamExt;
 use std::cmp::Ordering;
 use std::ops::Bound;
@@ -207,5 +207,30 @@ impl Table for HybridTable {
 
     async fn analytic_scan(&self, range: &KeyRange) -> Result<BoxStream<Result<Entry>>> {
         self.bulk_scan(range, true).await
+    }
+
+    /// The secondary's: the primary's SSTables cannot tell.
+    async fn puts_only(&self) -> bool {
+        match self.secondary().await {
+            Ok(Some(t)) => t.puts_only().await,
+            _ => false,
+        }
+    }
+
+    /// The secondary's columns; `None` while it lacks the table, and the reader decodes
+    /// entries instead.
+    async fn columns(
+        &self,
+        range: &KeyRange,
+        fields: &[arrow_schema::Field],
+    ) -> Result<Option<BoxStream<Result<RecordBatch>>>> {
+        match self.secondary().await {
+            Ok(Some(t)) => t.columns(range, fields).await,
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.fell_back("columns", &e);
+                Ok(None)
+            }
+        }
     }
 }

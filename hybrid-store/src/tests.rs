@@ -309,3 +309,128 @@ async fn a_lost_or_foreign_primary_copy_is_rebuilt_from_the_secondary() {
         .to_string();
     assert!(e.contains("rebuilding it from the secondary failed"), "{e}");
 }
+
+/// Table 1's entries with one value changed on its way to the secondary: a bug in a
+/// conversion, which the certification at finish must catch.
+struct Tampering(Arc<dyn Storage>);
+
+struct TamperingBuilder(Box<dyn TableBuilder>);
+
+#[async_trait::async_trait]
+impl TableBuilder for TamperingBuilder {
+    async fn add(&mut self, entries: &[Entry]) -> cairn_common::Result<()> {
+        let mut changed = entries.to_vec();
+        if let Some(e) = changed.iter_mut().find(|e| e.key.as_ref() == b"k000007") {
+            let mut v = e.value.to_vec();
+            v[0] ^= 1;
+            e.value = v.into();
+        }
+        self.0.add(&changed).await
+    }
+
+    fn estimated_size(&self) -> u64 {
+        self.0.estimated_size()
+    }
+
+    async fn finish(self: Box<Self>) -> cairn_common::Result<cairn_common::TableMeta> {
+        self.0.finish().await
+    }
+
+    async fn finish_with_digest(
+        self: Box<Self>,
+    ) -> cairn_common::Result<(
+        cairn_common::TableMeta,
+        Option<cairn_filestore::ContentDigest>,
+    )> {
+        self.0.finish_with_digest().await
+    }
+
+    async fn abandon(self: Box<Self>) -> cairn_common::Result<()> {
+        self.0.abandon().await
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for Tampering {
+    async fn create_table(
+        &self,
+        id: cairn_common::TableId,
+        level: u32,
+    ) -> cairn_common::Result<Box<dyn TableBuilder>> {
+        Ok(Box::new(TamperingBuilder(
+            self.0.create_table(id, level).await?,
+        )))
+    }
+
+    async fn open_table(
+        &self,
+        meta: &cairn_common::TableMeta,
+    ) -> cairn_common::Result<Arc<dyn cairn_filestore::Table>> {
+        self.0.open_table(meta).await
+    }
+
+    async fn delete_table(&self, id: cairn_common::TableId) -> cairn_common::Result<()> {
+        self.0.delete_table(id).await
+    }
+
+    async fn list_tables(&self) -> cairn_common::Result<Vec<cairn_common::TableId>> {
+        self.0.list_tables().await
+    }
+
+    fn manifests(&self) -> Arc<dyn cairn_filestore::ManifestStore> {
+        self.0.manifests()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_that_differ_fail_the_write_and_neither_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let secondary: Arc<dyn Storage> = Arc::new(Tampering(memory_parquet("tampered")));
+    let store = HybridStore::open(sst(dir.path()), secondary, HybridOptions::default())
+        .await
+        .unwrap();
+    let e = write_table(&store, 1, &entries(100)).await.unwrap_err();
+    assert!(matches!(e, cairn_common::Error::Corruption { .. }), "{e}");
+    let e = e.to_string();
+    assert!(
+        e.contains("copies differ") && e.contains("content digest"),
+        "{e}"
+    );
+    assert!(store.primary().list_tables().await.unwrap().is_empty());
+    assert!(store.secondary().list_tables().await.unwrap().is_empty());
+    // Entries the tampering leaves alone are certified.
+    let fine: Vec<Entry> = entries(100)
+        .into_iter()
+        .filter(|e| e.key.as_ref() != b"k000007")
+        .collect();
+    write_table(&store, 2, &fine).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_upload_keeps_the_tables_range_tombstones() {
+    let s3 = S3Endpoint::start();
+    if !s3.set_down(true) {
+        return; // an external endpoint cannot be taken down from here
+    }
+    s3.set_down(false);
+    let dir = tempfile::tempdir().unwrap();
+    let store = HybridStore::open(
+        sst(dir.path()),
+        parquet_on(&s3, "retry-ranges"),
+        fast_retry(OnSecondaryFailure::Retry),
+    )
+    .await
+    .unwrap();
+    let tombstone = cairn_common::RangeTombstone::new(&b"k000010"[..], &b"k000020"[..], 2);
+    let with_range: Vec<Entry> =
+        cairn_common::interleave(entries(100), std::slice::from_ref(&tombstone)).collect();
+    s3.go_down_for(Duration::from_millis(150));
+    let meta = write_table(&store, 1, &with_range).await.unwrap();
+    assert!(store.stats().reuploads >= 1, "the table was re-uploaded");
+    let copy = store.secondary().open_table(&meta).await.unwrap();
+    assert_eq!(copy.range_deletes(), std::slice::from_ref(&tombstone));
+    assert_eq!(
+        read_range(copy.as_ref(), &KeyRange::all()).await.unwrap(),
+        entries(100)
+    );
+}

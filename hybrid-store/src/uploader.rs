@@ -5,8 +5,10 @@
 //! ran has the fresh copy deleted again.
 
 use crate::Shared;
+use crate::certify::certify;
 use cairn_common::backoff::Backoff;
-use cairn_common::{Error, Result, TableMeta};
+use cairn_common::{Entry, RangeTombstone, Result, TableMeta};
+use cairn_filestore::ContentDigest;
 use futures::StreamExt;
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
@@ -77,23 +79,46 @@ impl Shared {
     }
 }
 
-/// Copies one table from the primary to the secondary.
+/// Copies one table from the primary to the secondary: its entries with its range
+/// tombstones put back among them (a table keeps those apart from its entries), the copy
+/// certified against what was read from the primary.
 async fn copy(s: &Shared, meta: &TableMeta) -> Result<()> {
     let table = s.primary.open_table(meta).await?;
     let mut entries = table.scan(&cairn_common::KeyRange::all()).await?;
+    // Last first: popped as the entries pass their start keys.
+    let mut ranges: Vec<Entry> = table
+        .range_deletes()
+        .iter()
+        .map(RangeTombstone::to_entry)
+        .collect();
+    ranges.sort_by(|a, b| b.cmp_internal(a));
     // The level a table was built for is not in its metadata: a late copy takes level 0's
     // encoding (the next compaction of the table rewrites it at its own).
     let mut b = s.secondary.create_table(meta.id, 0).await?;
-    let mut chunk = Vec::with_capacity(1024);
+    let mut read = ContentDigest::default();
+    let mut chunk: Vec<Entry> = Vec::with_capacity(1024);
     let res: Result<()> = async {
-        while let Some(e) = entries.next().await {
-            chunk.push(e?);
-            if chunk.len() == 1024 {
+        loop {
+            let next = entries.next().await.transpose()?;
+            while let Some(r) =
+                ranges.pop_if(|r| next.as_ref().is_none_or(|e| r.cmp_internal(e).is_lt()))
+            {
+                chunk.push(r);
+            }
+            let Some(e) = next else { break };
+            chunk.push(e);
+            if chunk.len() >= 1024 {
+                chunk
+                    .iter()
+                    .for_each(|e| read.add(&e.key, e.seq, e.kind.as_u8(), &e.value));
                 b.add(&chunk).await?;
                 chunk.clear();
             }
         }
         if !chunk.is_empty() {
+            chunk
+                .iter()
+                .for_each(|e| read.add(&e.key, e.seq, e.kind.as_u8(), &e.value));
             b.add(&chunk).await?;
         }
         Ok(())
@@ -103,16 +128,10 @@ async fn copy(s: &Shared, meta: &TableMeta) -> Result<()> {
         let _ = b.abandon().await;
         return Err(e);
     }
-    let copied = b.finish().await?;
-    if copied.entries != meta.entries || copied.smallest != meta.smallest {
+    let copied = b.finish_with_digest().await?;
+    if let Err(e) = certify(meta.id, &(meta.clone(), Some(read)), &copied) {
         let _ = s.secondary.delete_table(meta.id).await;
-        return Err(Error::Corruption {
-            what: format!("re-upload of table {}", meta.id),
-            detail: format!(
-                "copied {} entries from {:?}, expected {} from {:?}",
-                copied.entries, copied.smallest, meta.entries, meta.smallest
-            ),
-        });
+        return Err(e);
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 use cairn_compaction::PickerOptions;
 use cairn_engine::EngineOptions;
+use cairn_filestore::ValueColumns;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,10 @@ pub struct Config {
     pub rpc: RpcSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// How keys and values are encoded, and which parts of a value are columns: in the
+    /// Parquet store's files and in `cairn sql`'s `kv` table.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub values: ValueColumns,
     /// Present in a sharded profile: the shards its keys are spread over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<RouterSection>,
@@ -653,6 +658,9 @@ impl Config {
         if e.write_groups_in_flight == 0 {
             return bad("engine.write_groups_in_flight", "must be at least 1".into());
         }
+        if let Err((key, why)) = self.values.check() {
+            return bad(&format!("values.{key}"), why);
+        }
         Ok(())
     }
 
@@ -758,6 +766,10 @@ impl Config {
         toml::to_string_pretty(self)
             .map_err(|e| ConfigError::new(format!("cannot print config: {e}"), None))
     }
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
 }
 
 /// A gRPC server URL: `http://host:port` or `https://host:port`.

@@ -350,6 +350,8 @@ impl StorageSection {
             page_cache_bytes: self.page_cache_bytes.unwrap_or(d.page_cache_bytes),
             timeout_ms: self.timeout_ms.unwrap_or(d.timeout_ms),
             max_retries: self.max_retries.unwrap_or(d.max_retries),
+            // The config's `[values]`, not a storage key: the wiring sets it.
+            values: d.values,
         }
     }
 

@@ -5,6 +5,7 @@
 //! scan, which is what compaction does) recomputes and compares them.
 
 use super::schema::{KEY, KIND, SEQ, VALUE};
+use crate::ContentDigest;
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt8Type, UInt64Type};
@@ -34,6 +35,24 @@ impl RowCrc {
         }
         c.0
     }
+}
+
+/// The digest of a batch's rows, read from its columns.
+pub fn digest(batch: &RecordBatch) -> ContentDigest {
+    let keys = batch.column(KEY).as_binary::<i32>();
+    let seqs = batch.column(SEQ).as_primitive::<UInt64Type>();
+    let kinds = batch.column(KIND).as_primitive::<UInt8Type>();
+    let values = batch.column(VALUE).as_binary::<i32>();
+    let mut d = ContentDigest::default();
+    for i in 0..batch.num_rows() {
+        d.add(
+            keys.value(i),
+            seqs.value(i),
+            kinds.value(i),
+            values.value(i),
+        );
+    }
+    d
 }
 
 /// The footer's value: the sums in row-group order, comma-separated hex.

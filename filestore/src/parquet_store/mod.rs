@@ -9,10 +9,11 @@ pub(crate) mod schema;
 mod table;
 mod writer;
 
-pub use schema::{TABLE_META_KEY, table_schema};
+pub use schema::{TABLE_META_KEY, VALUE_COLUMNS_KEY, table_schema};
 
 use crate::manifest_store::{MANIFEST_DIR, ManifestStore, ObjectManifestStore};
 use crate::object_location::{ObjectLocation as Location, ObjectStoreOptions, open_object_store};
+use crate::value_columns::ValueColumns;
 use crate::{Storage, Table, TableBuilder};
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
@@ -55,6 +56,8 @@ pub struct ParquetOptions {
     /// Deadline of one object-store request, and the retries after a failed one.
     pub timeout_ms: u64,
     pub max_retries: usize,
+    /// The declared value columns, written beside `value`.
+    pub values: ValueColumns,
 }
 
 impl ParquetOptions {
@@ -100,6 +103,7 @@ impl Default for ParquetOptions {
             page_cache_bytes: 64 << 20,
             timeout_ms: 30_000,
             max_retries: 3,
+            values: ValueColumns::default(),
         }
     }
 }

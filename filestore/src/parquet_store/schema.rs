@@ -16,6 +16,10 @@ pub const UNIQUE_KEYS_KEY: &str = "cairn.unique_keys";
 /// it has some: they are rows too (kind 2), but a reader needs them all at open.
 pub const RANGE_DELETES_KEY: &str = "cairn.range_deletes";
 
+/// Key-value metadata entry holding the `[values]` section (JSON) that the columns after
+/// `value` were decoded by; present only when there are such columns.
+pub const VALUE_COLUMNS_KEY: &str = "cairn.value_columns";
+
 pub(crate) const KEY: usize = 0;
 pub(crate) const SEQ: usize = 1;
 pub(crate) const KIND: usize = 2;
@@ -36,10 +40,13 @@ pub fn table_schema() -> SchemaRef {
     SCHEMA.clone()
 }
 
-/// Refuses a file whose columns are not Cairn's.
+/// The table's own columns, in order: the ones every read of entries projects.
+pub(crate) const OWN: [usize; 4] = [KEY, SEQ, KIND, VALUE];
+
+/// Refuses a file whose first columns are not Cairn's (declared value columns may follow).
 pub(crate) fn check(found: &Schema, what: &str) -> Result<()> {
     let expected = table_schema();
-    let same = found.fields().len() == expected.fields().len()
+    let same = found.fields().len() >= expected.fields().len()
         && found
             .fields()
             .iter()

@@ -71,6 +71,31 @@ pub(crate) struct ParquetTable {
     reader_meta: ArrowReaderMetadata,
     /// Each row group's checksum (none in tables written before they were kept).
     sums: Option<Vec<u32>>,
+    /// Only puts of distinct keys (`Table::puts_only`), read from the footer at open.
+    puts_only: bool,
+}
+
+/// The rows of `batch` (sorted by its first column, the key) inside `range`.
+fn within(batch: RecordBatch, range: &KeyRange) -> RecordBatch {
+    let keys = batch.column(KEY).as_binary::<i32>();
+    let n = keys.len();
+    let first = partition(n, |i| range.is_before_start(keys.value(i)));
+    let end = partition(n, |i| !range.is_past_end(keys.value(i)));
+    batch.slice(first, end.saturating_sub(first))
+}
+
+/// The first index in `0..n` for which `before` is false (it must be true, then false).
+fn partition(n: usize, before: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if before(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 /// Whether keys in `[min, max]` can fall inside the bounds.
@@ -192,6 +217,11 @@ impl ParquetTable {
             .map(|e| checksum::decode(e.value.as_deref().unwrap_or(""), md.num_row_groups()))
             .transpose()
             .map_err(|d| Error::corruption(format!("{url}/{path}"), d))?;
+        let puts_only = unique_keys
+            && ranges.is_empty()
+            && md.row_groups().iter().all(|rg| {
+                matches!(rg.column(KIND).statistics(), Some(Statistics::Int32(s)) if s.max_opt() == Some(&0))
+            });
         Ok(ParquetTable {
             meta,
             store,
@@ -203,6 +233,7 @@ impl ParquetTable {
             pages,
             reader_meta,
             sums,
+            puts_only,
         })
     }
 
@@ -267,9 +298,10 @@ impl ParquetTable {
                 continue;
             }
             let rows = rg.num_rows() as usize;
-            let pages = md.page_index_for_row_group(g);
+            let column_index = md.column_index().and_then(|c| c.get(g)?.get(KEY));
+            let offset_index = md.offset_index().and_then(|o| o.get(g)?.get(KEY));
             let mut selectors = Vec::new();
-            match (pages.column_index(KEY), pages.offset_index(KEY)) {
+            match (column_index, offset_index) {
                 (Some(ColumnIndexMetaData::BYTE_ARRAY(ci)), Some(oi)) => {
                     let locs = oi.page_locations();
                     for (p, loc) in locs.iter().enumerate() {
@@ -328,7 +360,7 @@ impl ParquetTable {
         seq_ok && no_tombstones && unshadowed
     }
 
-    /// Streams the planned rows of `groups`, all columns or the projected ones.
+    /// Streams the planned rows of `groups`: the table's own columns, or the projected ones.
     fn stream(
         &self,
         groups: &[&Planned],
@@ -361,10 +393,10 @@ impl ParquetTable {
                 .with_row_groups(groups.iter().map(|p| p.group).collect())
                 .with_row_selection(selection)
                 .with_batch_size(batch_rows.max(1));
-        if let Some(cols) = columns {
-            let descr = self.reader_meta.metadata().file_metadata().schema_descr();
-            builder = builder.with_projection(ProjectionMask::roots(descr, cols.iter().copied()));
-        }
+        // Declared value columns are read only when asked for by name.
+        let cols = columns.unwrap_or(&schema::OWN);
+        let descr = self.reader_meta.metadata().file_metadata().schema_descr();
+        builder = builder.with_projection(ProjectionMask::roots(descr, cols.iter().copied()));
         Ok(Some(builder.build().map_err(|e| self.err(e))?))
     }
 
@@ -481,6 +513,44 @@ impl Table for ParquetTable {
             })
             .try_flatten();
         Ok(Box::pin(entries))
+    }
+
+    async fn puts_only(&self) -> bool {
+        self.puts_only
+    }
+
+    /// Projects the named columns (the key first, the rest in the file's order) over the
+    /// pages the range's statistics select, and trims the rows outside it.
+    async fn columns(
+        &self,
+        range: &KeyRange,
+        fields: &[arrow_schema::Field],
+    ) -> Result<Option<BoxStream<Result<RecordBatch>>>> {
+        let schema = self.reader_meta.schema();
+        let mut cols = vec![KEY];
+        for f in fields {
+            match schema.index_of(f.name()) {
+                Ok(i) if schema.field(i).data_type() != f.data_type() => return Ok(None),
+                Ok(i) if i != KEY => cols.push(i),
+                Ok(_) => {}
+                Err(_) => return Ok(None),
+            }
+        }
+        cols.sort_unstable();
+        if range.is_empty() || !range.overlaps(&self.meta.smallest, &self.meta.largest) {
+            return Ok(Some(Box::pin(futures::stream::empty())));
+        }
+        let (start, end) = bounds(range);
+        let planned = self.plan(start, end);
+        let Some(stream) = self.stream(&planned.iter().collect::<Vec<_>>(), Some(&cols))? else {
+            return Ok(Some(Box::pin(futures::stream::empty())));
+        };
+        let whole = range.contains(&self.meta.smallest) && range.contains(&self.meta.largest);
+        let (range, url, what) = (range.clone(), self.url.clone(), self.what());
+        let batches = stream
+            .map_err(move |e| store_error(&url, &what, e))
+            .map_ok(move |batch| if whole { batch } else { within(batch, &range) });
+        Ok(Some(Box::pin(batches)))
     }
 
     /// Folds the column arrays of each batch directly: no entry is built, no key or value

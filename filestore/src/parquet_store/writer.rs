@@ -6,16 +6,18 @@
 //! so a failed or abandoned table leaves nothing visible under its name.
 
 use super::checksum::{self, RowCrc};
-use super::schema::{self, RANGE_DELETES_KEY, TABLE_META_KEY, UNIQUE_KEYS_KEY};
+use super::schema::{self, RANGE_DELETES_KEY, TABLE_META_KEY, UNIQUE_KEYS_KEY, VALUE_COLUMNS_KEY};
 use super::{ParquetOptions, store_error};
-use crate::TableBuilder;
 use crate::object_location::ObjectLocation as Location;
 use crate::tracker::MetaTracker;
+use crate::value_columns::{self, ValueColumns};
+use crate::{ContentDigest, TableBuilder};
 use arrow_array::builder::{BinaryBuilder, UInt8Builder, UInt64Builder};
 use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use bytes::Bytes;
-use cairn_common::{Entry, Error, Result, TableId, TableMeta};
+use cairn_common::{Entry, EntryKind, Error, Result, TableId, TableMeta};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
@@ -35,8 +37,8 @@ use tokio::task::JoinHandle;
 /// Row groups being encoded at once: the cores of a small machine.
 const IN_FLIGHT: usize = 2;
 
-/// A row group's column chunks and the checksum of its rows.
-type Encoded = std::result::Result<(Vec<ArrowColumnChunk>, u32), String>;
+/// A row group's column chunks, the checksum of its rows, and their digest.
+type Encoded = std::result::Result<(Vec<ArrowColumnChunk>, u32, ContentDigest), String>;
 
 pub(crate) struct ParquetBuilder {
     id: TableId,
@@ -51,10 +53,15 @@ pub(crate) struct ParquetBuilder {
     pending: Vec<Entry>,
     pending_bytes: usize,
     factory: Arc<ArrowRowGroupWriterFactory>,
+    /// The file's columns: the table's own, then the declared value columns.
+    schema: SchemaRef,
+    values: Arc<ValueColumns>,
     groups: usize,
     in_flight: VecDeque<JoinHandle<Encoded>>,
     /// The checksums of the row groups appended so far.
     sums: Vec<u32>,
+    /// Of the rows appended so far, from their Arrow columns.
+    digest: ContentDigest,
     /// The file's bytes, drained into `out` after every row group.
     file: Option<SerializedFileWriter<Vec<u8>>>,
     out: Option<BufWriter>,
@@ -102,14 +109,18 @@ fn write_err(url: &str, id: TableId, path: &Path, e: impl std::fmt::Display) -> 
     store_error(url, format_args!("write table {id} ({path})"), e)
 }
 
-fn encode(factory: &ArrowRowGroupWriterFactory, index: usize, entries: &[Entry]) -> Encoded {
-    let batch = batch(entries).map_err(|e| e.to_string())?;
+fn encode(
+    factory: &ArrowRowGroupWriterFactory,
+    index: usize,
+    entries: &[Entry],
+    values: &ValueColumns,
+) -> Encoded {
+    let batch = batch(entries, values).map_err(|e| e.to_string())?;
     let mut writers = factory
         .create_column_writers(index)
         .map_err(|e| e.to_string())?;
-    let table_schema = schema::table_schema();
     let mut next = writers.iter_mut();
-    for (field, column) in table_schema.fields().iter().zip(batch.columns()) {
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         for leaf in compute_leaves(field, column).map_err(|e| e.to_string())? {
             let w = next.next().ok_or("more leaves than column writers")?;
             w.write(&leaf).map_err(|e| e.to_string())?;
@@ -119,7 +130,7 @@ fn encode(factory: &ArrowRowGroupWriterFactory, index: usize, entries: &[Entry])
         .into_iter()
         .map(|w| w.close().map_err(|e| e.to_string()))
         .collect::<std::result::Result<_, _>>()?;
-    Ok((chunks, RowCrc::of(entries)))
+    Ok((chunks, RowCrc::of(entries), checksum::digest(&batch)))
 }
 
 impl ParquetBuilder {
@@ -134,8 +145,9 @@ impl ParquetBuilder {
             store_error(&opts.url, format_args!("table {id}"), e)
         };
         let options = ArrowWriterOptions::new().with_properties(properties(opts, level)?);
+        let schema = value_columns::extend_schema(&schema::table_schema(), &opts.values);
         let (file, factory) =
-            ArrowWriter::try_new_with_options(Vec::new(), schema::table_schema(), options)
+            ArrowWriter::try_new_with_options(Vec::new(), schema.clone(), options)
                 .and_then(|w| w.into_serialized_writer())
                 .map_err(err)?;
         let out = BufWriter::with_capacity(loc.store.clone(), path.clone(), opts.upload_part_bytes);
@@ -151,9 +163,12 @@ impl ParquetBuilder {
             pending: Vec::new(),
             pending_bytes: 0,
             factory: Arc::new(factory),
+            schema,
+            values: Arc::new(opts.values.clone()),
             groups: 0,
             in_flight: VecDeque::new(),
             sums: Vec::new(),
+            digest: ContentDigest::default(),
             file: Some(file),
             out: Some(out),
             shut: false,
@@ -170,11 +185,11 @@ impl ParquetBuilder {
         if self.in_flight.len() >= IN_FLIGHT {
             self.append_oldest().await?;
         }
-        let (factory, index) = (self.factory.clone(), self.groups);
+        let (factory, index, values) = (self.factory.clone(), self.groups, self.values.clone());
         self.groups += 1;
         self.in_flight
             .push_back(tokio::task::spawn_blocking(move || {
-                encode(&factory, index, &entries)
+                encode(&factory, index, &entries, &values)
             }));
         Ok(())
     }
@@ -184,11 +199,12 @@ impl ParquetBuilder {
         let Some(handle) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        let (chunks, sum) = handle
+        let (chunks, sum, digest) = handle
             .await
             .map_err(|e| write_err(&self.url, self.id, &self.path, e))?
             .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
         self.sums.push(sum);
+        self.digest.merge(&digest);
         let file = self
             .file
             .as_mut()
@@ -245,6 +261,11 @@ impl ParquetBuilder {
                 .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
             file.append_key_value_metadata(KeyValue::new(RANGE_DELETES_KEY.to_string(), ranges));
         }
+        if self.schema.fields().len() > schema::table_schema().fields().len() {
+            let declared = serde_json::to_string(self.values.as_ref())
+                .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
+            file.append_key_value_metadata(KeyValue::new(VALUE_COLUMNS_KEY.to_string(), declared));
+        }
         file.append_key_value_metadata(KeyValue::new(
             UNIQUE_KEYS_KEY.to_string(),
             self.unique_keys.to_string(),
@@ -282,7 +303,11 @@ impl ParquetBuilder {
     }
 }
 
-fn batch(entries: &[Entry]) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
+/// The rows of `entries`, with the declared value columns of the puts among them.
+fn batch(
+    entries: &[Entry],
+    declared: &ValueColumns,
+) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
     let key_bytes = entries.iter().map(|e| e.key.len()).sum();
     let value_bytes = entries.iter().map(|e| e.value.len()).sum();
     let mut keys = BinaryBuilder::with_capacity(entries.len(), key_bytes);
@@ -301,7 +326,11 @@ fn batch(entries: &[Entry]) -> std::result::Result<RecordBatch, arrow_schema::Ar
         Arc::new(kinds.finish()),
         Arc::new(values.finish()),
     ];
-    RecordBatch::try_new(schema::table_schema(), columns)
+    let own = RecordBatch::try_new(schema::table_schema(), columns)?;
+    let live = entries
+        .iter()
+        .map(|e| (e.kind == EntryKind::Put).then_some(e.value.as_ref()));
+    value_columns::with_columns(own, declared, live)
 }
 
 #[async_trait]
@@ -347,7 +376,11 @@ impl TableBuilder for ParquetBuilder {
         (written + encoding + self.pending_bytes) as u64
     }
 
-    async fn finish(mut self: Box<Self>) -> Result<TableMeta> {
+    async fn finish(self: Box<Self>) -> Result<TableMeta> {
+        Ok(self.finish_with_digest().await?.0)
+    }
+
+    async fn finish_with_digest(mut self: Box<Self>) -> Result<(TableMeta, Option<ContentDigest>)> {
         let mut meta = self.tracker.seal()?;
         match self.seal().await {
             Ok(size) => meta.size = size,
@@ -364,7 +397,7 @@ impl TableBuilder for ParquetBuilder {
         }
         metrics::counter!("cairn_storage_written_bytes_total", "store" => "parquet")
             .increment(meta.size);
-        Ok(meta)
+        Ok((meta, Some(self.digest)))
     }
 
     async fn abandon(mut self: Box<Self>) -> Result<()> {
