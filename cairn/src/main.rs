@@ -124,6 +124,22 @@ enum Command {
         /// table, csv or json (one object per line).
         #[arg(long, default_value = "table")]
         format: cairn_sql::Format,
+        /// Read as of this sequence number (default: now); `cairn stats` shows the oldest
+        /// one allowed, `history_floor`.
+        #[arg(long)]
+        at: Option<u64>,
+    },
+    /// Write the database as of one sequence number into DIR: `data.parquet` (`key`,
+    /// `value` and the declared columns, one row per live key, in key order) and
+    /// `cairn-export.json` (the number, the row count and a SHA-256 of the rows). One
+    /// database, not a sharded profile.
+    Export {
+        /// A new or empty directory.
+        dir: PathBuf,
+        /// The sequence number (default: now); `cairn stats` shows the oldest one allowed,
+        /// `history_floor`.
+        #[arg(long)]
+        at: Option<u64>,
     },
     /// Write the memtable to a table.
     Flush,
@@ -226,6 +242,7 @@ impl Command {
                 | Command::Scan { .. }
                 | Command::Aggregate { .. }
                 | Command::Sql { .. }
+                | Command::Export { .. }
                 | Command::Stats { .. }
         )
     }
@@ -270,7 +287,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Some(name) = &cli.checkpoint {
         anyhow::ensure!(
             cli.command.reads_only(),
-            "--checkpoint applies to get, scan, aggregate, sql and stats"
+            "--checkpoint applies to get, scan, aggregate, sql, export and stats"
         );
         config.checkpoint = Some(name.clone());
     }
@@ -294,9 +311,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         anyhow::ensure!(
             !matches!(
                 cli.command,
-                Command::Ingest { .. } | Command::Serve { .. } | Command::Sql { .. }
+                Command::Ingest { .. }
+                    | Command::Serve { .. }
+                    | Command::Sql { .. }
+                    | Command::Export { .. }
             ) && cli.checkpoint.is_none(),
-            "--connect sends commands to a shard server; serve, ingest, sql and --checkpoint open the database here"
+            "--connect sends commands to a shard server; serve, ingest, sql, export and --checkpoint open the database here"
         );
         let shard = cairn::GrpcShard::identified(config.rpc.client(url, None))
             .await
@@ -364,8 +384,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     } else {
         None
     };
-    if let Command::Sql { query, format } = &cli.command {
-        let code = sql(&config, query, *format).await;
+    if let Command::Sql { .. } | Command::Export { .. } = &cli.command {
+        let code = one_database(&config, &cli.command).await;
         drop(reader_lock);
         return code;
     }
@@ -380,23 +400,47 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     Ok(code)
 }
 
-/// `cairn sql`: one statement over the profile's one database, opened as a reader.
-async fn sql(config: &Config, query: &str, format: cairn_sql::Format) -> Result<ExitCode> {
+/// `cairn sql` and `cairn export`: over the profile's one database, opened as a reader.
+async fn one_database(config: &Config, command: &Command) -> Result<ExitCode> {
     anyhow::ensure!(
         config.router.is_none() && config.cluster.is_none(),
-        "sql reads one database; this profile spreads its keys over shards, which sql does not query yet"
+        "sql and export read one database; this profile spreads its keys over shards, which they do not read yet"
     );
     let db = std::sync::Arc::new(
         cairn::open(config)
             .await
             .with_context(|| format!("opening the database in {}", config.data_dir.display()))?,
     );
-    // DataFusion's errors repeat their cause in their chain: shown once.
-    let result = cairn_sql::query(db.clone(), &config.values, query)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"));
+    let text = match command {
+        Command::Sql { query, format, at } => match at.map(|s| db.snapshot_at(s)) {
+            Some(Err(e)) => Err(e.into()),
+            snapshot => {
+                let snapshot = snapshot
+                    .and_then(Result::ok)
+                    .unwrap_or_else(|| db.snapshot());
+                // DataFusion's errors repeat their cause in their chain: shown once.
+                cairn_sql::query_at(db.clone(), snapshot, &config.values, query)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .and_then(|batches| Ok(cairn_sql::output::render(&batches, *format)?))
+            }
+        },
+        Command::Export { dir, at } => cairn_sql::export(&db, &config.values, *at, dir)
+            .await
+            .map(|e| {
+                format!(
+                    "exported {} rows as of sequence number {} to {} (sha256 {})\n",
+                    e.rows,
+                    e.seq,
+                    dir.join(&e.file).display(),
+                    e.sha256
+                )
+            })
+            .map_err(anyhow::Error::from),
+        _ => Err(anyhow::anyhow!("not a command over one database")),
+    };
     let closed = db.close().await.context("closing the database");
-    let text = cairn_sql::output::render(&result?, format)?;
+    let text = text?;
     closed?;
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
@@ -644,6 +688,7 @@ async fn execute(db: &cairn::Router, command: Command) -> Result<ExitCode> {
         | Command::Serve { .. }
         | Command::Ingest { .. }
         | Command::Sql { .. }
+        | Command::Export { .. }
         | Command::Cluster { .. } => {}
     }
     out.flush()?;

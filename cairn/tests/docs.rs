@@ -215,3 +215,99 @@ fn the_readme_tour_runs_as_written() {
         );
     }
 }
+
+/// One example of a page: a command and the output it shows, and the exit code its comment
+/// names (`# exit code 2`).
+struct Example {
+    command: String,
+    output: String,
+    code: i32,
+}
+
+/// A page's ```toml block (its config) and the examples of its ```sh blocks: a line `$ CMD`
+/// is a command, and the lines up to the next command or the block's end its exact output.
+fn examples(page: &str) -> (String, Vec<Example>) {
+    let (mut config, mut examples) = (String::new(), Vec::<Example>::new());
+    let mut block: Option<&str> = None;
+    for line in page.lines() {
+        match (block, line) {
+            (None, l) if l.starts_with("```toml") => block = Some("toml"),
+            (None, l) if l.starts_with("```sh") => block = Some("sh"),
+            (Some(_), "```") => block = None,
+            (Some("toml"), l) => config += &format!("{l}\n"),
+            (Some("sh"), l) if l.starts_with("$ ") => {
+                let cmd = &l[2..];
+                let (command, code) = match cmd.split_once(" # exit code ") {
+                    Some((c, code)) => (c, code.trim().parse().unwrap()),
+                    None => (cmd, 0),
+                };
+                examples.push(Example {
+                    command: command.to_string(),
+                    output: String::new(),
+                    code,
+                });
+            }
+            (Some("sh"), l) => {
+                let e = examples.last_mut().expect("output follows a command");
+                e.output += &format!("{l}\n");
+            }
+            _ => {}
+        }
+    }
+    (config, examples)
+}
+
+/// docs/querying.md as written: each example, run in order in a directory holding the page's
+/// config, prints exactly the output the page shows and exits as it says. A line that runs
+/// Python's duckdb is skipped where the module is missing outside CI.
+#[test]
+fn the_querying_page_runs_as_written() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let page = std::fs::read_to_string(root.join("docs/querying.md")).unwrap();
+    let (config, examples) = examples(&page);
+    assert!(config.contains("[default.values]"), "the page's config");
+    assert!(examples.len() >= 10, "{} examples", examples.len());
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("cairn.toml"), config).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_cairn")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let duckdb = std::process::Command::new("python3")
+        .args(["-c", "import duckdb"])
+        .status()
+        .is_ok_and(|s| s.success());
+    for e in &examples {
+        if e.command.contains("duckdb") && !duckdb {
+            assert!(std::env::var_os("CI").is_none(), "duckdb is missing in CI");
+            eprintln!("skipping (pip install duckdb): {}", e.command);
+            continue;
+        }
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg("-c")
+            .arg(&e.command)
+            .current_dir(work.path())
+            .env("PATH", &path);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CAIRN_") {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(e.code),
+            "{}: {}",
+            e.command,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            e.output,
+            "{}",
+            e.command
+        );
+    }
+}

@@ -233,7 +233,11 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
             return Err(e);
         }
         let table = inner.comps.storage.open_table(&meta).await?;
-        Some(TableHandle::new(table, inner.deleter.clone()))
+        Some((TableHandle::new(table, inner.deleter.clone()), oldest))
+    };
+    let (handle, oldest_kept) = match handle {
+        Some((h, oldest)) => (Some(h), oldest),
+        None => (None, 0),
     };
     let mut edit = VersionEdit {
         flushed_lsn: Some(flushed_lsn),
@@ -241,6 +245,7 @@ async fn flush_one(inner: &Arc<Inner>, slot: &Arc<MemSlot>) -> Result<()> {
     };
     if let Some(h) = &handle {
         edit.added.push((0, h.meta.clone()));
+        edit.history_floor = Some(oldest_kept);
         // Complete up to the table's newest write, unless visibility is behind it: an open
         // import holds a number below that, and a replica must not show past it yet.
         edit.last_seq = Some(h.meta.max_seq.min(inner.writes.visible()));
@@ -455,6 +460,8 @@ async fn run_parts(inner: &Arc<Inner>, parts: Vec<CompactionJob>) -> Result<Vec<
 async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
     let started = std::time::Instant::now();
     let input_ids: Vec<TableId> = pick.inputs.iter().map(|t| t.id).collect();
+    // The oldest snapshot the job kept versions for; a move drops nothing.
+    let mut kept_from = None;
     let outputs: Vec<TableMeta> = if pick.trivial_move {
         pick.inputs.clone()
     } else {
@@ -481,6 +488,7 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
             ..CompactionJob::default()
         };
         inner.ops.fill_job(&mut job);
+        kept_from = Some(job.oldest_snapshot);
         let parts = if input_bytes > target {
             job.split(inner.opts.compaction.subcompactions)
         } else {
@@ -516,6 +524,7 @@ async fn run_pick(inner: &Arc<Inner>, pick: Pick) -> Result<()> {
             .map(|t| (pick.output_level as u32, t.clone()))
             .collect(),
         removed: input_ids,
+        history_floor: kept_from,
         ..VersionEdit::default()
     };
     // Inputs leave storage only once the manifest no longer names them, and once their last

@@ -254,6 +254,8 @@ fn clone_state(
     let mut state = Manifest::new(database, parent.levels.len());
     state.next_table_id = parent.next_table_id;
     state.last_seq = cp.seq;
+    // The checkpoint is exact at its own number; what is older is the parent's history.
+    state.history_floor = cp.seq;
     state.levels = levels;
     state.levels.resize(parent.levels.len().max(2), Vec::new());
     state.origins = origins;

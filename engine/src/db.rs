@@ -428,6 +428,35 @@ impl Db {
         }
     }
 
+    /// A snapshot at `seq`, a sequence number already visible, for reads as of then: they see
+    /// exactly the writes numbered up to `seq`. Refused below the history the database keeps
+    /// (`DbStats::history_floor`), where a flush or compaction may have dropped versions such
+    /// a read needs; a held snapshot or a checkpoint keeps history from its number on. The
+    /// snapshot keeps the view it was checked against.
+    pub fn snapshot_at(&self, seq: SeqNo) -> Result<Snapshot> {
+        let inner = &self.inner;
+        let visible = inner.writes.visible();
+        if seq > visible {
+            return Err(Error::InvalidArgument(format!(
+                "sequence number {seq} is not written yet (the newest is {visible})"
+            )));
+        }
+        // Registered first, so compactions that start from now on keep its versions; the
+        // view after, so the floor read next covers every flush and compaction it holds.
+        let take = || inner.snapshots.acquire(|| seq).with_view(inner.view());
+        let snapshot = match &inner.follower {
+            None => take(),
+            Some(f) => f.unchanging(take),
+        };
+        let floor = inner.versions.history_floor();
+        if seq < floor {
+            return Err(Error::InvalidArgument(format!(
+                "the database keeps its history from sequence number {floor}: a flush or compaction may have dropped versions a read at {seq} needs (a held snapshot keeps history; a checkpoint keeps a state to read)"
+            )));
+        }
+        Ok(snapshot)
+    }
+
     /// Live keys in `range`, in key order, at a snapshot taken now.
     pub async fn scan(&self, range: KeyRange) -> Result<DbIter> {
         self.inner.check_open()?;
@@ -859,6 +888,7 @@ pub(crate) fn assemble(p: Parts) -> Arc<Inner> {
             p.version,
             p.manifest_version,
             p.state.next_table_id,
+            p.state.history_floor,
             p.manifest_location,
             p.state.database.clone(),
         ),

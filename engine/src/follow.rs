@@ -385,9 +385,10 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
                 return Ok(false);
             }
             let _publishing = follower.publish.write();
-            inner
-                .versions
-                .follow(Some(view.version), view.position.version);
+            inner.versions.follow(
+                Some((view.version, view.state.history_floor)),
+                view.position.version,
+            );
             inner.writes.replace(view.active);
             inner.writes.advance_to(view.last_seq);
             follower.epoch.store(view.position.epoch, Ordering::Relaxed);

@@ -40,6 +40,8 @@ pub(crate) async fn open_manifest(
             levels: m.levels.clone(),
             checkpoints: Vec::new(),
             origins: Vec::new(),
+            // What the old manifest's flushes and compactions dropped is not known.
+            history_floor: m.last_seq,
         }),
         None if !tables.is_empty() => Err(Error::InvalidArgument(format!(
             "{location} has no manifest but its storage holds {} tables: they belong to a database whose manifest is elsewhere or lost; refusing to create a new database over them (nothing was deleted)",

@@ -33,6 +33,7 @@ impl Db {
             memtable_entries: mem.active.table.len() as u64,
             immutable_memtables: mem.immutables.len(),
             last_seq: inner.writes.visible(),
+            history_floor: inner.versions.history_floor(),
             next_table_id: inner.versions.reserved_ids(),
             live_snapshots: inner.snapshots.count(),
             flushes: c.flushes.load(Ordering::Relaxed),
@@ -82,6 +83,10 @@ pub struct DbStats {
     pub immutable_memtables: usize,
     /// Newest sequence number visible to readers.
     pub last_seq: u64,
+    /// The oldest sequence number a read may ask for (`Db::snapshot_at`): below it, a flush
+    /// or compaction may have dropped versions.
+    #[serde(default)]
+    pub history_floor: u64,
     pub next_table_id: u64,
     pub live_snapshots: usize,
     pub flushes: u64,

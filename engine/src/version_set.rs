@@ -14,7 +14,7 @@ use crate::manifest::{
 };
 use crate::version::{TableHandle, Version};
 use arc_swap::ArcSwap;
-use cairn_common::{Error, Result, TableId};
+use cairn_common::{Error, Result, SeqNo, TableId};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -25,6 +25,8 @@ pub(crate) struct VersionSet {
     current: ArcSwap<Version>,
     manifest_version: AtomicU64,
     reserved_ids: AtomicU64,
+    /// The manifest's `history_floor`, set before a version that needs it is out.
+    history_floor: AtomicU64,
     location: String,
     database: String,
 }
@@ -37,6 +39,7 @@ impl VersionSet {
         version: Version,
         manifest_version: u64,
         reserved_ids: TableId,
+        history_floor: SeqNo,
         location: String,
         database: String,
     ) -> VersionSet {
@@ -45,6 +48,7 @@ impl VersionSet {
             current: ArcSwap::from_pointee(version),
             manifest_version: AtomicU64::new(manifest_version),
             reserved_ids: AtomicU64::new(reserved_ids),
+            history_floor: AtomicU64::new(history_floor),
             location,
             database,
         }
@@ -223,8 +227,9 @@ impl VersionSet {
 
     /// A reader follows its writer to manifest version `manifest_version`, with the tables
     /// of `version` if they changed.
-    pub fn follow(&self, version: Option<Version>, manifest_version: u64) {
-        if let Some(v) = version {
+    pub fn follow(&self, version: Option<(Version, SeqNo)>, manifest_version: u64) {
+        if let Some((v, floor)) = version {
+            self.history_floor.fetch_max(floor, Ordering::SeqCst);
             self.current.store(Arc::new(v));
         }
         self.manifest_version
@@ -233,6 +238,12 @@ impl VersionSet {
 
     pub fn manifest_version(&self) -> u64 {
         self.manifest_version.load(Ordering::Relaxed)
+    }
+
+    /// See `Manifest::history_floor`. Read after taking a version, it covers every
+    /// flush and compaction that version holds.
+    pub fn history_floor(&self) -> SeqNo {
+        self.history_floor.load(Ordering::SeqCst)
     }
 
     pub fn reserved_ids(&self) -> TableId {
@@ -249,5 +260,7 @@ impl VersionSet {
             .store(log.version(), Ordering::Relaxed);
         self.reserved_ids
             .store(log.state().next_table_id, Ordering::Relaxed);
+        self.history_floor
+            .fetch_max(log.state().history_floor, Ordering::SeqCst);
     }
 }

@@ -33,10 +33,11 @@ impl std::fmt::Debug for KvTable {
 }
 
 impl KvTable {
-    /// The table at a snapshot taken now, with the columns `columns` declares.
-    pub fn new(db: Arc<Db>, columns: &ValueColumns) -> KvTable {
+    /// The table at `snapshot` (`Db::snapshot`, or `Db::snapshot_at` for an earlier
+    /// number), with the columns `columns` declares.
+    pub fn new(db: Arc<Db>, snapshot: Snapshot, columns: &ValueColumns) -> KvTable {
         KvTable {
-            snapshot: Arc::new(db.snapshot()),
+            snapshot: Arc::new(snapshot),
             db,
             schema: rows::schema(columns),
             columns: columns.clone(),

@@ -4,30 +4,47 @@
 //! shadowed as the engine does, with the bulk of the data read from Parquet columns where
 //! the hybrid or Parquet store has them (`scan.rs`).
 
+pub mod export;
 mod key_range;
 mod kv_table;
 pub mod output;
 mod rows;
 mod scan;
 
+pub use export::{Exported, export};
 pub use kv_table::KvTable;
 pub use output::Format;
 
-use cairn_engine::Db;
+use cairn_engine::{Db, Snapshot};
 use cairn_filestore::ValueColumns;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::Result;
 use datafusion::prelude::SessionContext;
 use std::sync::Arc;
 
-/// A session whose table `kv` reads `db` at a snapshot taken now.
-pub fn session(db: Arc<Db>, columns: &ValueColumns) -> Result<SessionContext> {
+/// A session whose table `kv` reads `db` at `snapshot`.
+pub fn session(db: Arc<Db>, snapshot: Snapshot, columns: &ValueColumns) -> Result<SessionContext> {
     let ctx = SessionContext::new();
-    ctx.register_table("kv", Arc::new(KvTable::new(db, columns)))?;
+    ctx.register_table("kv", Arc::new(KvTable::new(db, snapshot, columns)))?;
     Ok(ctx)
 }
 
-/// Runs one statement over `db` and collects its result.
+/// Runs one statement over `db` at a snapshot taken now and collects its result.
 pub async fn query(db: Arc<Db>, columns: &ValueColumns, sql: &str) -> Result<Vec<RecordBatch>> {
-    session(db, columns)?.sql(sql).await?.collect().await
+    let snapshot = db.snapshot();
+    query_at(db, snapshot, columns, sql).await
+}
+
+/// Runs one statement over `db` at `snapshot` and collects its result.
+pub async fn query_at(
+    db: Arc<Db>,
+    snapshot: Snapshot,
+    columns: &ValueColumns,
+    sql: &str,
+) -> Result<Vec<RecordBatch>> {
+    session(db, snapshot, columns)?
+        .sql(sql)
+        .await?
+        .collect()
+        .await
 }

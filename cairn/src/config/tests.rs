@@ -115,6 +115,38 @@ fn unknown_keys_name_the_key_and_the_file() {
 }
 
 #[test]
+fn a_bad_values_section_names_the_key_and_the_file() {
+    jailed(|_| {
+        let base = "[default]\ndata_dir = \"d\"\n[default.values]\n";
+        for (text, key) in [
+            (
+                "encoding = \"json\"\n[default.values.fields]\nAmount = \"f64\"\n",
+                "values.fields.Amount",
+            ),
+            (
+                "encoding = \"json\"\n[default.values.fields]\namount = \"decimal\"\n",
+                "values.fields.amount",
+            ),
+            (
+                "encoding = \"i64\"\n[default.values.fields]\nn = \"i64\"\n",
+                "values.fields",
+            ),
+            ("encoding = \"yaml\"\n", "values.encoding"),
+            ("encoding = \"i64\"\ncolumn = \"value\"\n", "values.column"),
+        ] {
+            let (err, file) = load_err(&format!("{base}{text}"), "default");
+            assert_eq!(err.key.as_deref(), Some(key), "{err}");
+            assert!(err.to_string().contains(&file), "names the file: {err}");
+        }
+        let (_d, path) = write(&format!(
+            "{base}key = \"utf8\"\nencoding = \"json\"\n[default.values.fields]\namount = \"f64\"\n"
+        ));
+        let c = Config::load(&path, None).unwrap();
+        assert_eq!(c.values.columns().len(), 1);
+    });
+}
+
+#[test]
 fn bad_values_name_the_key() {
     jailed(|_| {
         let (err, file) = load_err(

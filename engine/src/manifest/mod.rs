@@ -40,6 +40,10 @@ pub struct Manifest {
     /// For a clone: the databases whose tables it started from, and which of its tables
     /// are theirs (it never deletes those). Set when the clone is made, never changed.
     pub origins: Vec<Origin>,
+    /// A read at a sequence number below this may miss versions that a flush or compaction
+    /// dropped (each drops what no reader at or above its oldest snapshot can see); at or
+    /// above it, every version a read needs is still there. Only goes up.
+    pub history_floor: SeqNo,
 }
 
 /// Tables a clone shares with the database it was cloned from (or with that database's own
@@ -122,6 +126,7 @@ impl Manifest {
             levels: vec![Vec::new(); levels.max(2)],
             checkpoints: Vec::new(),
             origins: Vec::new(),
+            history_floor: 0,
         }
     }
 
@@ -194,6 +199,11 @@ impl Manifest {
             next.journal = j.clone();
             next.flushed_lsn = edit.flushed_lsn.unwrap_or(next.flushed_lsn);
         }
+        if let Some(f) = edit.history_floor {
+            // A dropped version was shadowed by a newer one in a table: nothing a read at
+            // or above the tables' newest number needs was dropped.
+            next.history_floor = next.history_floor.max(f.min(next.newest_seq()));
+        }
         match &edit.checkpoint {
             Some(CheckpointEdit::Create { name, created_ms }) => {
                 next.checkpoints.retain(|c| &c.name != name);
@@ -232,6 +242,9 @@ pub struct VersionEdit {
     /// in that journal and may go down.
     pub journal: Option<String>,
     pub checkpoint: Option<CheckpointEdit>,
+    /// The oldest snapshot a flush or compaction kept versions for: it may have dropped
+    /// older ones (see `Manifest::history_floor`).
+    pub history_floor: Option<SeqNo>,
 }
 
 impl VersionEdit {

@@ -1,7 +1,8 @@
 //! One stored manifest version, byte by byte:
-//! `[magic "CAIRNMV6"][crc32c u32 LE][len u32 LE][bincode body of len bytes]`.
+//! `[magic "CAIRNMV7"][crc32c u32 LE][len u32 LE][bincode body of len bytes]`.
 //! The checksum covers the body; decoding is bounded, so a corrupt length cannot make it
-//! allocate more than the version's own size. Versions 5 (`CAIRNMV5`, whose clones see all
+//! allocate more than the version's own size. Versions 6 (`CAIRNMV6`, without the history
+//! floor), 5 (`CAIRNMV5`, whose clones see all
 //! of their origins' tables), 4 (`CAIRNMV4`, without clones), 3
 //! (`CAIRNMV3`, without named checkpoints) and 2 (`CAIRNMV2`, without the writer's lease
 //! either) are still read (`older.rs`).
@@ -9,7 +10,8 @@
 use super::{Manifest, VersionEdit};
 use cairn_common::{Error, Result};
 
-const MAGIC: &[u8; 8] = b"CAIRNMV6";
+const MAGIC: &[u8; 8] = b"CAIRNMV7";
+pub(super) const MAGIC_V6: &[u8; 8] = b"CAIRNMV6";
 pub(super) const MAGIC_V5: &[u8; 8] = b"CAIRNMV5";
 pub(super) const MAGIC_V4: &[u8; 8] = b"CAIRNMV4";
 pub(super) const MAGIC_V3: &[u8; 8] = b"CAIRNMV3";
@@ -71,7 +73,7 @@ impl Record {
         let corrupt = |d: &str| Error::corruption(what.to_string(), d.to_string());
         let magic = data.get(..8).unwrap_or_default();
         if data.len() < HEADER
-            || ![&MAGIC[..], MAGIC_V5, MAGIC_V4, MAGIC_V3, MAGIC_V2].contains(&magic)
+            || ![&MAGIC[..], MAGIC_V6, MAGIC_V5, MAGIC_V4, MAGIC_V3, MAGIC_V2].contains(&magic)
         {
             return Err(corrupt("not a manifest version (bad header)"));
         }
