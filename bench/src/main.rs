@@ -18,6 +18,7 @@ mod report;
 mod rocks;
 mod router_suite;
 mod run;
+mod sql_suite;
 mod subcompaction_suite;
 mod takeover_suite;
 mod target;
@@ -114,7 +115,9 @@ struct Args {
     /// `cluster` runs `cairn serve node` processes of a [cluster] profile under
     /// --concurrency writers of --keys keys, for the throughput while a node joins and one
     /// fails over, and the failover time (--duration: each steady phase), and with
-    /// --split-mb the time to split a shard of each size (see docs/benchmarks.md).
+    /// --split-mb the time to split a shard of each size; `sql` runs aggregate queries over
+    /// --keys rows with `cairn sql`'s engine and with DuckDB on the same Parquet files (see
+    /// docs/benchmarks.md).
     #[arg(long, value_enum)]
     suite: Option<Suite>,
     /// Export the Cairn engines' metrics (engine, journal, caches, RPC clients, router shards)
@@ -155,6 +158,7 @@ enum Suite {
     Subcompaction,
     Compression,
     Cluster,
+    Sql,
 }
 
 impl Args {
@@ -245,6 +249,16 @@ async fn run_bench(mut args: Args) -> Result<()> {
     }
     if args.suite == Some(Suite::Compression) {
         return run_compression_suite(&args).await;
+    }
+    if args.suite == Some(Suite::Sql) {
+        let mut builder = tempfile::Builder::new();
+        let base = builder.prefix("cairn-bench-sql-");
+        let base = match &args.data_dir {
+            Some(d) => base.tempdir_in(d)?,
+            None => base.tempdir()?,
+        };
+        print!("{}", sql_suite::run(base.path(), args.keys).await?);
+        return Ok(());
     }
     let mut results: Vec<RunResult> = Vec::new();
     for profile in args.profiles.clone() {

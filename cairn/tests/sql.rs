@@ -259,15 +259,12 @@ async fn errors_name_the_column_or_function() {
     db.close().await.unwrap();
 }
 
-/// DuckDB's answer over the Parquet files, or `None` where the module is missing outside CI
-/// (CI installs it, `.ci/run`).
-fn duckdb(sql: &str, files: &[PathBuf]) -> Option<Vec<String>> {
-    let script = format!(
-        "import sys, duckdb\nkv = duckdb.read_parquet(sys.argv[1:])\nfor r in duckdb.sql(\"\"\"{sql}\"\"\").fetchall():\n    print(','.join('' if x is None else str(x) for x in r))\n"
-    );
+/// The lines a Python `script` prints given `args`, or `None` where `module` is missing
+/// outside CI (CI installs pyarrow and duckdb, `.ci/run`).
+fn python(script: &str, args: &[PathBuf], module: &str) -> Option<Vec<String>> {
     let out = Command::new("python3")
-        .args(["-c", &script])
-        .args(files)
+        .args(["-c", script])
+        .args(args)
         .output();
     match out {
         Ok(o) if o.status.success() => Some(
@@ -280,12 +277,20 @@ fn duckdb(sql: &str, files: &[PathBuf]) -> Option<Vec<String>> {
         other => {
             assert!(
                 std::env::var_os("CI").is_none(),
-                "duckdb failed in CI: {other:?}"
+                "the {module} check failed in CI: {other:?}"
             );
-            eprintln!("skipping the duckdb comparison (pip install duckdb): {other:?}");
+            eprintln!("skipping the {module} check (pip install {module}): {other:?}");
             None
         }
     }
+}
+
+/// DuckDB's answer over the Parquet files, one CSV-like line per row.
+fn duckdb(sql: &str, files: &[PathBuf]) -> Option<Vec<String>> {
+    let script = format!(
+        "import sys, duckdb\nkv = duckdb.read_parquet(sys.argv[1:])\nfor r in duckdb.sql(\"\"\"{sql}\"\"\").fetchall():\n    print(','.join('' if x is None else str(x) for x in r))\n"
+    );
+    python(&script, files, "duckdb")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,27 +375,7 @@ assert t.num_rows == m["rows"], "rows"
 for k, n in zip(t.column("key").to_pylist(), t.column("n").to_pylist()):
     print(f"{k},{'' if n is None else n}")
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(dir)
-        .output();
-    match out {
-        Ok(o) if o.status.success() => Some(
-            String::from_utf8(o.stdout)
-                .unwrap()
-                .lines()
-                .map(str::to_string)
-                .collect(),
-        ),
-        other => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "the export check failed in CI: {other:?}"
-            );
-            eprintln!("skipping the export check (pip install pyarrow): {other:?}");
-            None
-        }
-    }
+    python(script, &[dir.to_path_buf()], "pyarrow")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

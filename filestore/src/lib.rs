@@ -169,11 +169,11 @@ pub trait Table: Send + Sync + 'static {
         false
     }
 
-    /// The rows of `range` as Arrow record batches: the `key` column, then the given ones
-    /// (`value`, declared value columns) in the table's order, in key order, every row
-    /// whatever its kind (so for tables that are `puts_only`). `None` (the default) when the
-    /// table does not keep all of those columns with those types, and the caller decodes
-    /// entries instead.
+    /// The rows of `range` as Arrow record batches of the given columns (`key`, `value`,
+    /// declared value columns) in the table's order, in key order, every row whatever its
+    /// kind (so for tables that are `puts_only`). `None` (the default) when the table does
+    /// not keep all of those columns with those types, and the caller decodes entries
+    /// instead.
     async fn columns(
         &self,
         range: &KeyRange,

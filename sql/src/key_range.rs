@@ -6,6 +6,7 @@ use bytes::Bytes;
 use cairn_common::KeyRange;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
+use std::cmp::Ordering;
 use std::ops::Bound;
 
 /// The bounds `expr` puts on the key, or `None` when it is not a condition on the key alone.
@@ -42,31 +43,23 @@ pub(crate) fn of(expr: &Expr) -> Option<KeyRange> {
 
 /// The intersection of two ranges.
 pub(crate) fn intersect(a: KeyRange, b: KeyRange) -> KeyRange {
-    let start = match (a.start, b.start) {
-        (Bound::Unbounded, s) | (s, Bound::Unbounded) => s,
-        (x, y) => {
-            let (kx, ky) = (bound_key(&x), bound_key(&y));
-            match kx.cmp(ky) {
-                std::cmp::Ordering::Less => y,
-                std::cmp::Ordering::Greater => x,
-                std::cmp::Ordering::Equal if matches!(x, Bound::Excluded(_)) => x,
-                std::cmp::Ordering::Equal => y,
-            }
-        }
-    };
-    let end = match (a.end, b.end) {
-        (Bound::Unbounded, e) | (e, Bound::Unbounded) => e,
-        (x, y) => {
-            let (kx, ky) = (bound_key(&x), bound_key(&y));
-            match kx.cmp(ky) {
-                std::cmp::Ordering::Less => x,
-                std::cmp::Ordering::Greater => y,
-                std::cmp::Ordering::Equal if matches!(x, Bound::Excluded(_)) => x,
-                std::cmp::Ordering::Equal => y,
-            }
-        }
-    };
-    KeyRange { start, end }
+    KeyRange {
+        start: narrower(a.start, b.start, Ordering::Greater),
+        end: narrower(a.end, b.end, Ordering::Less),
+    }
+}
+
+/// Of two bounds on one side, the narrower: the one whose key is further in (`inward`),
+/// or the excluding one of two at the same key.
+fn narrower(x: Bound<Bytes>, y: Bound<Bytes>, inward: Ordering) -> Bound<Bytes> {
+    match (x, y) {
+        (Bound::Unbounded, b) | (b, Bound::Unbounded) => b,
+        (x, y) => match bound_key(&x).cmp(bound_key(&y)) {
+            o if o == inward => x,
+            Ordering::Equal if matches!(x, Bound::Excluded(_)) => x,
+            _ => y,
+        },
+    }
 }
 
 fn bound_key(b: &Bound<Bytes>) -> &[u8] {

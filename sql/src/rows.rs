@@ -25,6 +25,7 @@ pub(crate) struct Shape {
     decode: ValueColumns,
     /// The projected columns a table gives besides the key, for `Table::columns`.
     pub stored: Vec<Field>,
+    pub projects_key: bool,
 }
 
 /// The whole table's schema.
@@ -60,6 +61,7 @@ impl Shape {
             .map(|f| f.as_ref().clone())
             .collect();
         Ok(Shape {
+            projects_key: names.contains(&"key"),
             decode: columns.only(&names),
             key_utf8: columns.key == KeyEncoding::Utf8,
             projected,
@@ -125,8 +127,9 @@ impl Shape {
         })
     }
 
-    /// A batch of a table's column data (`key` first, then `stored` by name), with the rows
-    /// whose keys are in `shadowed` (sorted) left out.
+    /// A batch of a table's column data (`stored`, and `key` where it is projected or
+    /// `shadowed` may hold keys of the batch), with the rows whose keys are in `shadowed`
+    /// (sorted) left out.
     pub(crate) fn batch_of_columns(
         &self,
         batch: RecordBatch,
@@ -157,14 +160,17 @@ fn utf8(k: &[u8]) -> Result<&str> {
     })
 }
 
-/// `batch` (sorted by its first column, binary keys) without the rows `shadowed` names.
+/// `batch` (sorted by its binary `key` column) without the rows `shadowed` names; a batch
+/// read without its keys is one `shadowed` has none of.
 fn drop_shadowed(batch: RecordBatch, shadowed: &[Bytes]) -> Result<RecordBatch> {
     let n = batch.num_rows();
+    let Some(keys) = batch.column_by_name("key") else {
+        return Ok(batch);
+    };
     if n == 0 || shadowed.is_empty() {
         return Ok(batch);
     }
-    let keys = batch
-        .column(0)
+    let keys = keys
         .as_any()
         .downcast_ref::<datafusion::arrow::array::BinaryArray>()
         .ok_or_else(|| DataFusionError::Internal("a table's key column is not binary".into()))?;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use cairn_common::{EntryKind, KeyRange};
 use cairn_engine::{Db, Snapshot, SplitRead};
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{ColumnStatistics, DataFusionError, Result, ScalarValue, Statistics};
@@ -308,11 +308,20 @@ async fn read_table(
     sink: &mut Sink,
 ) -> Result<bool> {
     let table = &split.base[i];
-    if let Some(mut batches) = table
-        .columns(range, &shape.stored)
-        .await
-        .map_err(external)?
-    {
+    let meta = table.meta();
+    let first = split
+        .shadowed
+        .partition_point(|k| k.as_ref() < meta.smallest.as_slice());
+    let shadows = split
+        .shadowed
+        .get(first)
+        .is_some_and(|k| k.as_ref() <= meta.largest.as_slice());
+    let mut fields = shape.stored.clone();
+    if shadows || shape.projects_key {
+        // Read only where it is shown or needed: keys are the widest column.
+        fields.push(Field::new("key", DataType::Binary, false));
+    }
+    if let Some(mut batches) = table.columns(range, &fields).await.map_err(external)? {
         while let Some(batch) = batches.next().await {
             let batch = shape.batch_of_columns(batch.map_err(external)?, &split.shadowed)?;
             if !sink.send(batch).await {

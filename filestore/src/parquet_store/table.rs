@@ -32,6 +32,8 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 const BATCH_ROWS: usize = 4096;
+/// Rows per batch of `Table::columns`: a query engine's batch.
+const COLUMN_BATCH_ROWS: usize = 8192;
 
 /// The first row and row count of the one run of rows `selectors` selects, if there is one.
 fn single_page(selectors: &[RowSelector]) -> Option<(usize, usize)> {
@@ -519,37 +521,58 @@ impl Table for ParquetTable {
         self.puts_only
     }
 
-    /// Projects the named columns (the key first, the rest in the file's order) over the
-    /// pages the range's statistics select, and trims the rows outside it.
+    /// Projects the named columns (in the file's order) over the pages the range's
+    /// statistics select, and trims the rows outside it: by the key column, read for that
+    /// when the range cuts the table and dropped after unless asked for.
     async fn columns(
         &self,
         range: &KeyRange,
         fields: &[arrow_schema::Field],
     ) -> Result<Option<BoxStream<Result<RecordBatch>>>> {
         let schema = self.reader_meta.schema();
-        let mut cols = vec![KEY];
+        let mut cols = Vec::with_capacity(fields.len() + 1);
         for f in fields {
             match schema.index_of(f.name()) {
                 Ok(i) if schema.field(i).data_type() != f.data_type() => return Ok(None),
-                Ok(i) if i != KEY => cols.push(i),
-                Ok(_) => {}
+                Ok(i) => cols.push(i),
                 Err(_) => return Ok(None),
             }
         }
-        cols.sort_unstable();
         if range.is_empty() || !range.overlaps(&self.meta.smallest, &self.meta.largest) {
             return Ok(Some(Box::pin(futures::stream::empty())));
         }
+        let whole = range.contains(&self.meta.smallest) && range.contains(&self.meta.largest);
+        let key_asked = cols.contains(&KEY);
+        if !whole && !key_asked {
+            cols.push(KEY);
+        }
+        cols.sort_unstable();
         let (start, end) = bounds(range);
         let planned = self.plan(start, end);
-        let Some(stream) = self.stream(&planned.iter().collect::<Vec<_>>(), Some(&cols))? else {
+        let groups: Vec<&Planned> = planned.iter().collect();
+        let Some(stream) = self.stream_in(&groups, Some(&cols), COLUMN_BATCH_ROWS)? else {
             return Ok(Some(Box::pin(futures::stream::empty())));
         };
-        let whole = range.contains(&self.meta.smallest) && range.contains(&self.meta.largest);
         let (range, url, what) = (range.clone(), self.url.clone(), self.what());
         let batches = stream
             .map_err(move |e| store_error(&url, &what, e))
-            .map_ok(move |batch| if whole { batch } else { within(batch, &range) });
+            .and_then(move |batch| {
+                let trimmed = if whole {
+                    Ok(batch)
+                } else {
+                    let batch = within(batch, &range);
+                    if key_asked {
+                        Ok(batch)
+                    } else {
+                        // The key was read for the trim alone: it is the first column.
+                        let rest: Vec<usize> = (1..batch.num_columns()).collect();
+                        batch
+                            .project(&rest)
+                            .map_err(|e| Error::component("parquet table", e))
+                    }
+                };
+                futures::future::ready(trimmed)
+            });
         Ok(Some(Box::pin(batches)))
     }
 
