@@ -180,17 +180,31 @@ fn drop_shadowed(batch: RecordBatch, shadowed: &[Bytes]) -> Result<RecordBatch> 
     if lo == hi {
         return Ok(batch);
     }
-    let mut next = shadowed[lo..hi].iter().peekable();
-    let keep: BooleanArray = (0..n)
-        .map(|i| {
-            let k = keys.value(i);
-            while next.peek().is_some_and(|s| s.as_ref() < k) {
-                next.next();
+    // Shadowed keys are few against the rows: each is looked up in the sorted batch,
+    // rather than every row compared.
+    let mut keep = vec![true; n];
+    let mut dropped = false;
+    let mut from = 0;
+    for s in &shadowed[lo..hi] {
+        let (mut a, mut b) = (from, n);
+        while a < b {
+            let mid = (a + b) / 2;
+            if keys.value(mid) < s.as_ref() {
+                a = mid + 1;
+            } else {
+                b = mid;
             }
-            Some(next.peek().is_none_or(|s| s.as_ref() != k))
-        })
-        .collect();
-    Ok(filter_record_batch(&batch, &keep)?)
+        }
+        if a < n && keys.value(a) == s.as_ref() {
+            keep[a] = false;
+            dropped = true;
+        }
+        from = a;
+    }
+    if !dropped {
+        return Ok(batch);
+    }
+    Ok(filter_record_batch(&batch, &BooleanArray::from(keep))?)
 }
 
 #[cfg(test)]
