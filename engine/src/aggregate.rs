@@ -14,10 +14,9 @@
 
 use crate::db::ReadView;
 use crate::operators::ReadRules;
-use crate::scan::{DbIter, range_deletes_in, sources};
-use bytes::Bytes;
-use cairn_common::{AggregateState, EntryKind, KeyRange, Merge, Result, SeqNo, ValueType};
-use futures::StreamExt;
+use crate::scan::{DbIter, range_deletes_in};
+use crate::split_read::{base_level, overlay};
+use cairn_common::{AggregateState, KeyRange, Result, SeqNo, ValueType};
 
 pub(crate) async fn run(
     view: &ReadView,
@@ -36,27 +35,13 @@ pub(crate) async fn run(
         // folds cannot know: fold the merged scan, which applies it.
         return by_scan(view, range, snapshot, value_type, rules).await;
     }
-    let base = (1..version.levels.len())
-        .rev()
-        .find(|&l| !version.levels[l].is_empty());
-    let overlay_levels = base.unwrap_or(version.levels.len());
-    let overlay = sources(mem, version, &range, snapshot, overlay_levels, false).await?;
-    let mut merged = Merge::new(overlay);
-    let mut shadowed: Vec<Bytes> = Vec::new();
-    while let Some(e) = merged.next().await {
-        let e = e?;
-        if e.seq > snapshot || shadowed.last() == Some(&e.key) {
-            continue;
-        }
-        match e.kind {
-            EntryKind::Put => state.add(&e.value),
-            EntryKind::Merge | EntryKind::Expiring => {
-                return by_scan(view, range, snapshot, value_type, rules).await;
-            }
-            EntryKind::Delete | EntryKind::RangeDelete => {}
-        }
-        shadowed.push(e.key);
-    }
+    let base = base_level(version);
+    let Some((puts, shadowed)) = overlay(view, &range, snapshot, base).await? else {
+        // A merge operand or an expiring put: the tables' folds know neither the operator
+        // nor the reader's clock.
+        return by_scan(view, range, snapshot, value_type, rules).await;
+    };
+    puts.iter().for_each(|(_, v)| state.add(v));
     let Some(base) = base else {
         return Ok(state);
     };

@@ -46,6 +46,45 @@ impl SplitRead {
     }
 }
 
+/// The deepest non-empty level below level 0, which holds most of the data in tables that
+/// do not overlap.
+pub(crate) fn base_level(version: &Version) -> Option<usize> {
+    (1..version.levels.len())
+        .rev()
+        .find(|&l| !version.levels[l].is_empty())
+}
+
+/// What the memtables and the levels above `base` decide in `range` at `snapshot`: the
+/// live puts, and every key decided (puts and deletes, sorted). `None` where a merge
+/// operand or an expiring put decides a key, which needs the operator or the clock.
+pub(crate) async fn overlay(
+    view: &ReadView,
+    range: &KeyRange,
+    snapshot: SeqNo,
+    base: Option<usize>,
+) -> Result<Option<Overlay>> {
+    let (mem, version) = (&view.mem, &view.version);
+    let levels = base.unwrap_or(version.levels.len());
+    let mut merged = Merge::new(sources(mem, version, range, snapshot, levels, false).await?);
+    let (mut puts, mut decided) = (Vec::new(), Vec::<Bytes>::new());
+    while let Some(e) = merged.next().await {
+        let e = e?;
+        if e.seq > snapshot || decided.last() == Some(&e.key) {
+            continue;
+        }
+        match e.kind {
+            EntryKind::Put => puts.push((e.key.clone(), e.value)),
+            EntryKind::Delete | EntryKind::RangeDelete => {}
+            EntryKind::Merge | EntryKind::Expiring => return Ok(None),
+        }
+        decided.push(e.key);
+    }
+    Ok(Some((puts, decided)))
+}
+
+/// The live puts of an overlay, and the keys it decides.
+pub(crate) type Overlay = (Vec<(Bytes, Bytes)>, Vec<Bytes>);
+
 pub(crate) async fn plan(
     view: &ReadView,
     range: &KeyRange,
@@ -55,9 +94,7 @@ pub(crate) async fn plan(
     if range_deletes_in(mem, version, range, snapshot).is_some() {
         return Ok(None);
     }
-    let base_level = (1..version.levels.len())
-        .rev()
-        .find(|&l| !version.levels[l].is_empty());
+    let base_level = base_level(version);
     let mut base = Vec::new();
     if let Some(l) = base_level {
         for t in &version.levels[l] {
@@ -70,22 +107,9 @@ pub(crate) async fn plan(
             base.push(t.table.clone());
         }
     }
-    let overlay_levels = base_level.unwrap_or(version.levels.len());
-    let mut merged =
-        Merge::new(sources(mem, version, range, snapshot, overlay_levels, false).await?);
-    let (mut overlay, mut shadowed) = (Vec::new(), Vec::<Bytes>::new());
-    while let Some(e) = merged.next().await {
-        let e = e?;
-        if e.seq > snapshot || shadowed.last() == Some(&e.key) {
-            continue;
-        }
-        match e.kind {
-            EntryKind::Put => overlay.push((e.key.clone(), e.value)),
-            EntryKind::Delete | EntryKind::RangeDelete => {}
-            EntryKind::Merge | EntryKind::Expiring => return Ok(None),
-        }
-        shadowed.push(e.key);
-    }
+    let Some((overlay, shadowed)) = overlay(view, range, snapshot, base_level).await? else {
+        return Ok(None);
+    };
     Ok(Some(SplitRead {
         overlay,
         shadowed,
