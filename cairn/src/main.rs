@@ -117,7 +117,8 @@ enum Command {
         to: Option<String>,
     },
     /// Run one SQL statement over table `kv` (columns `key`, `value` and those `[values]`
-    /// declares) at one snapshot. One database, not a sharded profile.
+    /// declares) at one snapshot. On a sharded profile (or with --connect) each shard runs
+    /// its part, up to partial aggregates, at a snapshot of its own.
     Sql {
         /// The statement, such as `SELECT count(*) FROM kv`.
         query: String,
@@ -125,7 +126,8 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: cairn_sql::Format,
         /// Read as of this sequence number (default: now); `cairn stats` shows the oldest
-        /// one allowed, `history_floor`.
+        /// one allowed, `history_floor`. One database only: shards number their writes
+        /// each on their own.
         #[arg(long)]
         at: Option<u64>,
     },
@@ -311,18 +313,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         anyhow::ensure!(
             !matches!(
                 cli.command,
-                Command::Ingest { .. }
-                    | Command::Serve { .. }
-                    | Command::Sql { .. }
-                    | Command::Export { .. }
+                Command::Ingest { .. } | Command::Serve { .. } | Command::Export { .. }
             ) && cli.checkpoint.is_none(),
-            "--connect sends commands to a shard server; serve, ingest, sql, export and --checkpoint open the database here"
+            "--connect sends commands to a shard server; serve, ingest, export and --checkpoint open the database here"
         );
         let shard = cairn::GrpcShard::identified(config.rpc.client(url, None))
             .await
             .with_context(|| format!("connecting to {url}"))?;
         let router = cairn::Router::single(std::sync::Arc::new(shard));
-        return execute(&router, cli.command).await;
+        return execute(&router, cli.command, &config.values).await;
     }
     if let Command::Cluster { command } = cli.command {
         return cluster_cmd::run(&config, command).await;
@@ -384,7 +383,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     } else {
         None
     };
-    if let Command::Sql { .. } | Command::Export { .. } = &cli.command {
+    let sharded = config.router.is_some() || config.cluster.is_some();
+    if let (Command::Sql { .. }, false) | (Command::Export { .. }, _) = (&cli.command, sharded) {
         let code = one_database(&config, &cli.command).await;
         drop(reader_lock);
         return code;
@@ -392,7 +392,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let db = cairn::open_router(&config)
         .await
         .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
-    let result = execute(&db, cli.command).await;
+    let result = execute(&db, cli.command, &config.values).await;
     let closed = db.close().await.context("closing the database");
     drop(reader_lock);
     let code = result?;
@@ -404,7 +404,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 async fn one_database(config: &Config, command: &Command) -> Result<ExitCode> {
     anyhow::ensure!(
         config.router.is_none() && config.cluster.is_none(),
-        "sql and export read one database; this profile spreads its keys over shards, which they do not read yet"
+        "export writes one database as of one sequence number; this profile spreads its keys over shards, each numbering its own writes"
     );
     let db = std::sync::Arc::new(
         cairn::open(config)
@@ -487,9 +487,23 @@ async fn shutdown_signal() {
     }
 }
 
-async fn execute(db: &cairn::Router, command: Command) -> Result<ExitCode> {
+/// `command` through `db`: a router over shards, or over the one database. `values` are the
+/// declared value columns SQL sees.
+async fn execute(
+    db: &cairn::Router,
+    command: Command,
+    values: &cairn_filestore::ValueColumns,
+) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
+        Command::Sql { query, format, at } => {
+            anyhow::ensure!(
+                at.is_none(),
+                "--at reads one database as of one sequence number; through a router each shard numbers its own writes"
+            );
+            let batches = db.sql(&query, values).await?;
+            out.write_all(cairn_sql::output::render(&batches, format)?.as_bytes())?;
+        }
         Command::Merge { op, key, operand } => {
             let bytes = match op.as_str() {
                 "add" | "max" => {
@@ -687,7 +701,6 @@ async fn execute(db: &cairn::Router, command: Command) -> Result<ExitCode> {
         Command::Config { .. }
         | Command::Serve { .. }
         | Command::Ingest { .. }
-        | Command::Sql { .. }
         | Command::Export { .. }
         | Command::Cluster { .. } => {}
     }

@@ -496,6 +496,27 @@ fn the_commands_work_unchanged_on_the_sharded_profile() {
         "42\n"
     );
     assert_eq!(sharded(&["aggregate", "--op", "count"]), "33\n");
+    // SQL runs on every shard, each computing its partial aggregates.
+    assert_eq!(
+        sharded(&[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT substr(CAST(key AS VARCHAR), 1, 1) AS p, count(*) AS n FROM kv \
+             GROUP BY p ORDER BY p"
+        ]),
+        "p,n\nk,30\nn,2\nz,1\n"
+    );
+    let refused = cairn(
+        data,
+        &["--profile", "sharded", "sql", "--at", "3", "SELECT 1"],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("each shard numbers its own writes"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     sharded(&["compact"]);
     let stats: serde_json::Value = serde_json::from_str(&sharded(&["stats", "--json"])).unwrap();
     let shards = stats.as_array().expect("one entry per shard");
@@ -973,6 +994,14 @@ fn scoped_tokens_reach_only_their_databases_and_read_only_ones_only_read() {
     };
     ok(connect("admin", &["put", "k", "v"]));
     assert_eq!(ok(connect("reader", &["get", "k"])), "v\n");
+    // SQL reads through the server: the shard runs the statement's part and sends Arrow.
+    assert_eq!(
+        ok(connect(
+            "reader",
+            &["sql", "--format", "csv", "SELECT count(*) AS n FROM kv"]
+        )),
+        "n\n1\n"
+    );
     refused(
         connect("reader", &["put", "k", "w"]),
         "only reads database `default`",

@@ -4,7 +4,8 @@
 //! `[router]` section. Random puts, deletes, cross-shard batches, gets, multi-gets, ordered and
 //! unordered scans, aggregates, bulk imports, flushes, compactions, router reopens and shard
 //! server restarts, every read checked against a `BTreeMap`; a remote shard goes down now and
-//! then (calls touching it fail naming it, the others carry on) and comes back.
+//! then (calls touching it fail naming it, the others carry on) and comes back. SQL through
+//! the router (partial aggregates computed on the shards) is checked against the model too.
 //! `CAIRN_MODEL_SEEDS=N` runs more seeds.
 
 use bytes::Bytes;
@@ -84,6 +85,73 @@ fn value(rng: &mut StdRng, step: usize) -> Bytes {
     let mut v = format!("v{step}-").into_bytes();
     v.resize(v.len() + len, b'a' + (step % 26) as u8);
     Bytes::from(v)
+}
+
+/// SQL through the router: a filtered aggregate over `r` and a GROUP BY over everything,
+/// each equal to what the model says.
+async fn sql_matches(router: &Router, r: &KeyRange, model: &Model, step: usize) {
+    let columns: cairn_filestore::ValueColumns =
+        serde_json::from_str(r#"{"key":"utf8","encoding":"utf8","column":"text"}"#).unwrap();
+    let bound = |b: &std::ops::Bound<Bytes>, incl: &str, excl: &str| match b {
+        std::ops::Bound::Unbounded => "TRUE".to_string(),
+        std::ops::Bound::Included(k) => format!("key {incl} '{}'", String::from_utf8_lossy(k)),
+        std::ops::Bound::Excluded(k) => format!("key {excl} '{}'", String::from_utf8_lossy(k)),
+    };
+    let sql = format!(
+        "SELECT count(*) AS n, sum(octet_length(text)) AS bytes, min(key) AS lo, max(key) AS hi \
+         FROM kv WHERE {} AND {}",
+        bound(&r.start, ">=", ">"),
+        bound(&r.end, "<=", "<")
+    );
+    let rows = model_range(model, r);
+    let want = match (rows.first(), rows.last()) {
+        (Some((lo, _)), Some((hi, _))) => format!(
+            "n,bytes,lo,hi\n{},{},{},{}\n",
+            rows.len(),
+            // Values that are not UTF-8 (the 8-byte numbers) have a null `text`.
+            rows.iter()
+                .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+                .map(str::len)
+                .reduce(|a, b| a + b)
+                .map_or(String::new(), |n| n.to_string()),
+            String::from_utf8_lossy(lo),
+            String::from_utf8_lossy(hi)
+        ),
+        _ => "n,bytes,lo,hi\n0,,,\n".to_string(),
+    };
+    let csv =
+        |batches: Vec<_>| cairn_sql::output::render(&batches, cairn_sql::Format::Csv).unwrap();
+    let got = router.sql(&sql, &columns).await.unwrap();
+    assert_eq!(csv(got), want, "step {step}: {sql}");
+
+    let sql =
+        "SELECT substr(key, 1, 5) AS prefix, count(*) AS n FROM kv GROUP BY prefix ORDER BY prefix";
+    let mut groups = std::collections::BTreeMap::<String, usize>::new();
+    for k in model.keys() {
+        *groups
+            .entry(String::from_utf8_lossy(&k[..5]).into_owned())
+            .or_default() += 1;
+    }
+    // No rows, no batches: not even a header.
+    let mut want = String::new();
+    if !groups.is_empty() {
+        want += "prefix,n\n";
+    }
+    for (p, n) in groups {
+        want += &format!("{p},{n}\n");
+    }
+    let got = router.sql(sql, &columns).await.unwrap();
+    assert_eq!(csv(got), want, "step {step}: {sql}");
+
+    // A limit above a filter the shards apply: the router's answer is within it.
+    let sql = "SELECT key FROM kv WHERE text IS NOT NULL LIMIT 3";
+    let texts = model
+        .values()
+        .filter(|v| std::str::from_utf8(v).is_ok())
+        .count();
+    let got = router.sql(sql, &columns).await.unwrap();
+    let rows: usize = got.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, texts.min(3), "step {step}: {sql}");
 }
 
 async fn scan(router: &Router, r: KeyRange, limit: Option<usize>) -> Vec<(Bytes, Bytes)> {
@@ -258,6 +326,7 @@ async fn run_model(seed: u64, steps: usize) {
                     .await
                     .unwrap();
                 assert_eq!(pulled, want, "step {step}: aggregate by scan {r:?}");
+                sql_matches(&router, &r, &model, step).await;
             }
             840..=869 => router.flush().await.unwrap(),
             870..=889 => router.compact().await.unwrap(),
@@ -369,6 +438,13 @@ async fn outage(run: &mut Run, router: &Router, rng: &mut StdRng, model: &Model,
             .unwrap_err(),
     );
     names(router.scan(KeyRange::all(), None).await.err().unwrap());
+    let columns = cairn_filestore::ValueColumns::default();
+    names(
+        router
+            .sql("SELECT count(*) FROM kv", &columns)
+            .await
+            .unwrap_err(),
+    );
     // The local shard and the other remote one answer as before.
     let up = on(0, rng);
     assert_eq!(router.get(&up).await.unwrap().as_ref(), model.get(&up));

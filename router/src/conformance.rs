@@ -1,9 +1,14 @@
 //! The conformance suite every `Shard` implementation runs (local, over gRPC, decorated).
 //! Call [`run`] with a fresh, empty shard; it panics with a description on the first violation.
 
+use crate::query::RoutedShards;
+use crate::routing::Routing;
 use crate::shard::{CheckpointOp, ImportStream, Shard};
 use bytes::Bytes;
 use cairn_common::{AggregateOp, AggregateValue, KeyRange, ValueType, WriteBatch};
+use cairn_filestore::ValueColumns;
+use cairn_sql::Fragment;
+use cairn_sql::datafusion::arrow::array::RecordBatch;
 use futures::TryStreamExt;
 use std::sync::Arc;
 
@@ -16,6 +21,7 @@ pub async fn run(shard: Arc<dyn Shard>) {
     scans_follow_ranges_and_limits(&shard).await;
     large_scans_stream_in_order(&shard).await;
     aggregates_fold_the_range(&shard).await;
+    queries_run_their_part_on_the_shard(&shard).await;
     imports_load_and_later_writes_win(&shard).await;
     flush_compact_and_stats(&shard).await;
     checkpoints_are_made_listed_and_deleted(&shard).await;
@@ -177,6 +183,77 @@ async fn aggregates_fold_the_range(shard: &Arc<dyn Shard>) {
     assert_eq!(s.result(AggregateOp::Min), AggregateValue::Int(1));
     assert_eq!(s.result(AggregateOp::Max), AggregateValue::Int(100));
     assert_eq!(s.skipped, 1);
+}
+
+async fn queries_run_their_part_on_the_shard(shard: &Arc<dyn Shard>) {
+    let mut batch = WriteBatch::new();
+    for i in 0..60i64 {
+        let c = ["x", "y", "z"][i as usize % 3];
+        batch.put(format!("q:{i:02}"), format!(r#"{{"c":"{c}","n":{i}}}"#));
+    }
+    batch.put("q:99", "not json");
+    batch.delete("q:00");
+    shard.write(batch).await.unwrap();
+    let columns: ValueColumns =
+        serde_json::from_str(r#"{"key":"utf8","encoding":"json","fields":{"c":"utf8","n":"i64"}}"#)
+            .unwrap();
+    let sql = "SELECT c, count(*) AS rows, sum(n) AS total FROM kv \
+               WHERE key >= 'q:' AND key < 'q;' GROUP BY c ORDER BY c";
+    // What the shard itself sends: partial aggregates, one row per group and partition of its
+    // plan (one per core at most), not its 60 rows.
+    let part: Vec<RecordBatch> = shard
+        .query(Fragment {
+            sql: sql.into(),
+            columns: columns.clone(),
+        })
+        .await
+        .expect("query")
+        .try_collect()
+        .await
+        .expect("the shard's part");
+    let sent: usize = part.iter().map(RecordBatch::num_rows).sum();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(
+        (4..=4 * cores).contains(&sent),
+        "{sent} rows: a partial row per group (x, y, z and the null of `not json`)"
+    );
+    // Through a router of this one shard, the final answer.
+    let routing = Arc::new(Routing::hashed(1, vec![shard.clone()]));
+    let got = cairn_sql::distributed::query(Arc::new(RoutedShards(routing.clone())), &columns, sql)
+        .await
+        .expect("query through a router");
+    let text = cairn_sql::output::render(&got, cairn_sql::Format::Csv).unwrap();
+    let (x, y, z): (i64, i64, i64) = (
+        (3..60).step_by(3).sum(),
+        (1..60).step_by(3).sum(),
+        (2..60).step_by(3).sum(),
+    );
+    assert_eq!(
+        text,
+        format!("c,rows,total\nx,19,{x}\ny,20,{y}\nz,20,{z}\n,1,\n"),
+        "the deleted key is gone and the non-JSON value has null columns"
+    );
+    // A statement the shard cannot plan is an error naming what it does not know.
+    let e = cairn_sql::distributed::query(
+        Arc::new(RoutedShards(routing)),
+        &columns,
+        "SELECT nope FROM kv",
+    )
+    .await
+    .expect_err("an unknown column");
+    assert!(e.to_string().contains("nope"), "{e}");
+    let e = match shard
+        .query(Fragment {
+            sql: "SELECT nope FROM kv".into(),
+            columns,
+        })
+        .await
+    {
+        Ok(batches) => batches.try_collect::<Vec<_>>().await.map(|_| ()),
+        Err(e) => Err(e),
+    }
+    .expect_err("an unknown column, asked of the shard");
+    assert!(e.to_string().contains("nope"), "{e}");
 }
 
 async fn imports_load_and_later_writes_win(shard: &Arc<dyn Shard>) {

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use cairn_common::{AggregateState, Error, KeyRange, Result, SeqNo, ValueType, WriteBatch};
 use cairn_engine::{CheckpointInfo, DbStats};
 use cairn_rpc::ClientOptions;
+use cairn_sql::{BatchStream, Fragment};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -214,6 +215,9 @@ impl Shard for Unplaced {
         self.moved()
     }
     async fn aggregate(&self, _: KeyRange, _: ValueType) -> Result<AggregateState> {
+        self.moved()
+    }
+    async fn query(&self, _: Fragment) -> Result<BatchStream> {
         self.moved()
     }
     async fn import(&self, _: ImportStream) -> Result<u64> {

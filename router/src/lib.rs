@@ -16,6 +16,7 @@ pub mod map;
 mod metered;
 mod node;
 mod partition;
+mod query;
 mod replicated;
 mod router;
 mod routing;

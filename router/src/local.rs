@@ -8,13 +8,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{AggregateState, KeyRange, Result, SeqNo, ValueType, WriteBatch};
 use cairn_engine::{CheckpointInfo, Db, DbStats};
+use cairn_sql::{BatchStream, Fragment};
 use futures::StreamExt;
+use std::sync::Arc;
 
 /// Bytes of entries an import gathers into one table: one `Import::add`.
 pub const IMPORT_TABLE_BYTES: usize = 64 << 20;
 
 pub struct LocalShard {
-    db: Db,
+    /// Shared with the SQL scans of `query`.
+    db: Arc<Db>,
     name: String,
     slot: IdentitySlot,
     /// The identity the router expects, checked by `check`; none for a served shard, which
@@ -60,7 +63,7 @@ impl LocalShard {
         let slot = IdentitySlot::open(db.dir())?;
         Ok(LocalShard {
             name: name(&slot),
-            db,
+            db: Arc::new(db),
             slot,
             want,
             import_table_bytes: IMPORT_TABLE_BYTES,
@@ -139,6 +142,13 @@ impl Shard for LocalShard {
 
     async fn aggregate(&self, range: KeyRange, value_type: ValueType) -> Result<AggregateState> {
         self.db.aggregate(range, value_type).await
+    }
+
+    async fn query(&self, fragment: Fragment) -> Result<BatchStream> {
+        let batches = cairn_sql::fragment::run(self.db.clone(), &fragment)
+            .await
+            .map_err(cairn_sql::into_error)?;
+        Ok(Box::pin(batches.map(|b| b.map_err(cairn_sql::into_error))))
     }
 
     async fn import(&self, mut batches: ImportStream) -> Result<u64> {

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{AggregateState, KeyRange, Result, SeqNo, ValueType, WriteBatch};
 use cairn_engine::{CheckpointInfo, DbStats};
+use cairn_sql::{BatchStream, Fragment};
 use futures::StreamExt;
 use metrics::{Counter, Histogram};
 use std::future::Future;
@@ -51,6 +52,7 @@ pub struct MeteredShard {
     write: Op,
     scan: Op,
     aggregate: Op,
+    query: Op,
     import: Op,
     admin: Op,
 }
@@ -65,6 +67,7 @@ impl MeteredShard {
             write: Op::new(&s, "write"),
             scan: Op::new(&s, "scan"),
             aggregate: Op::new(&s, "aggregate"),
+            query: Op::new(&s, "query"),
             import: Op::new(&s, "import"),
             // flush, compact, stats and close: rare, and one series is enough to see them fail.
             admin: Op::new(&s, "admin"),
@@ -112,6 +115,16 @@ impl Shard for MeteredShard {
         self.aggregate
             .time(self.inner.aggregate(range, value_type))
             .await
+    }
+
+    async fn query(&self, fragment: Fragment) -> Result<BatchStream> {
+        let batches = self.query.time(self.inner.query(fragment)).await?;
+        let errors = self.query.errors.clone();
+        Ok(Box::pin(batches.inspect(move |item| {
+            if item.is_err() {
+                errors.increment(1);
+            }
+        })))
     }
 
     async fn import(&self, batches: ImportStream) -> Result<u64> {

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{AggregateState, KeyRange, Result, SeqNo, ValueType, WriteBatch};
 use cairn_engine::{CheckpointInfo, DbStats};
+use cairn_sql::{BatchStream, Fragment};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -105,6 +106,14 @@ impl Shard for ReplicatedShard {
         self.read(|s| {
             let range = range.clone();
             async move { s.aggregate(range, value_type).await }
+        })
+        .await
+    }
+
+    async fn query(&self, fragment: Fragment) -> Result<BatchStream> {
+        self.read(|s| {
+            let fragment = fragment.clone();
+            async move { s.query(fragment).await }
         })
         .await
     }

@@ -11,6 +11,7 @@
 
 use crate::cluster::Cluster;
 use crate::following::MapFollower;
+use crate::query::RoutedShards;
 use crate::routing::Routing;
 use crate::shard::{CheckpointOp, ImportStream, PairStream, Shard};
 use arc_swap::ArcSwap;
@@ -19,6 +20,8 @@ use cairn_common::{
     AggregateState, Entry, EntryKind, Error, KeyRange, Result, ValueType, WriteBatch, merge_sorted,
 };
 use cairn_engine::{CheckpointInfo, DbStats};
+use cairn_filestore::ValueColumns;
+use cairn_sql::datafusion::arrow::array::RecordBatch;
 use futures::{Stream, StreamExt, TryStreamExt};
 use std::future::Future;
 use std::sync::Arc;
@@ -370,6 +373,21 @@ impl Router {
                 }
                 Ok(total)
             }
+        })
+        .await
+    }
+
+    /// Runs SQL statement `sql` over the table `kv` (`key`, `value` and the `columns` its
+    /// values declare) of every shard `sql`'s key conditions may reach, and collects the
+    /// result. Each shard computes its part of the plan (its rows, filtered and projected, up
+    /// to the first partial aggregate: see `cairn_sql::fragment`) and the router the rest.
+    /// Each shard reads at a snapshot of its own.
+    pub async fn sql(&self, sql: &str, columns: &ValueColumns) -> Result<Vec<RecordBatch>> {
+        self.routed(Resend::Freely, |_| async {
+            let shards = Arc::new(RoutedShards(self.routing()));
+            cairn_sql::distributed::query(shards, columns, sql)
+                .await
+                .map_err(cairn_sql::into_error)
         })
         .await
     }

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{AggregateState, BoxStream, KeyRange, Result, SeqNo, ValueType, WriteBatch};
 use cairn_engine::{CheckpointInfo, DbStats};
+use cairn_sql::{BatchStream, Fragment};
 
 /// What to do with a shard's named checkpoints (see `Db::create_checkpoint`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,9 @@ pub trait Shard: Send + Sync {
     async fn scan(&self, range: KeyRange, limit: Option<usize>) -> Result<PairStream>;
     /// This shard's partial aggregate of `range`.
     async fn aggregate(&self, range: KeyRange, value_type: ValueType) -> Result<AggregateState>;
+    /// This shard's part of a SQL statement through the router (`cairn_sql::fragment`): its
+    /// rows, or partial aggregates, as Arrow batches.
+    async fn query(&self, fragment: Fragment) -> Result<BatchStream>;
     /// Bulk-loads the batches (see `Db::import`); returns the entries loaded. The shard
     /// loads all of them or, if the input fails or the call is cut off, none.
     async fn import(&self, batches: ImportStream) -> Result<u64>;

@@ -5,7 +5,6 @@ use crate::key_range;
 use crate::rows::{self, Shape};
 use crate::scan::KvScan;
 use async_trait::async_trait;
-use cairn_common::KeyRange;
 use cairn_engine::{Db, Snapshot};
 use cairn_filestore::ValueColumns;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -65,13 +64,7 @@ impl TableProvider for KvTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(filters
-            .iter()
-            .map(|f| match key_range::of(f) {
-                Some(_) => TableProviderFilterPushDown::Exact,
-                None => TableProviderFilterPushDown::Unsupported,
-            })
-            .collect())
+        Ok(key_range::pushdown(filters))
     }
 
     async fn scan(
@@ -81,10 +74,7 @@ impl TableProvider for KvTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let range = filters
-            .iter()
-            .filter_map(key_range::of)
-            .fold(KeyRange::all(), key_range::intersect);
+        let range = key_range::of_all(filters);
         let shape = Shape::new(&self.columns, projection)?;
         let partitions = state.config().target_partitions();
         let scan = KvScan::plan(

@@ -4,21 +4,27 @@
 //! shadowed as the engine does, with the bulk of the data read from Parquet columns where
 //! the hybrid or Parquet store has them (`scan.rs`).
 
+pub mod distributed;
 pub mod export;
+pub mod fragment;
+pub mod ipc;
 mod key_range;
 mod kv_table;
 pub mod output;
 mod rows;
 mod scan;
 
+pub use datafusion;
+pub use distributed::{BatchStream, Shards};
 pub use export::{Exported, export};
+pub use fragment::Fragment;
 pub use kv_table::KvTable;
 pub use output::Format;
 
 use cairn_engine::{Db, Snapshot};
 use cairn_filestore::ValueColumns;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::common::Result;
+use datafusion::common::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 use std::sync::Arc;
 
@@ -47,4 +53,17 @@ pub async fn query_at(
         .await?
         .collect()
         .await
+}
+
+/// The Cairn error `e` carries (a shard that moved, a corrupt block), or else `e` as an
+/// invalid argument: the statement could not be planned or run.
+pub fn into_error(e: DataFusionError) -> cairn_common::Error {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(ours) = c.downcast_ref::<cairn_common::Error>() {
+            return ours.duplicate();
+        }
+        cause = c.source();
+    }
+    cairn_common::Error::InvalidArgument(e.to_string())
 }

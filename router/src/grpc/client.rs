@@ -4,8 +4,8 @@
 
 use super::pb::shard_client::ShardClient;
 use super::pb::{
-    AggregateRequest, CheckpointRequest, GetRequest, ImportRequest, MultiGetRequest, ScanRequest,
-    ShardTag, Tagged, WriteRequest,
+    AggregateRequest, CheckpointRequest, GetRequest, ImportRequest, MultiGetRequest, QueryRequest,
+    ScanRequest, ShardTag, Tagged, WriteRequest,
 };
 use super::{CHUNK_BYTES, pair_bytes, pairs_message, pairs_of};
 use crate::cluster::ShardIdentity;
@@ -17,6 +17,7 @@ use cairn_common::{
 };
 use cairn_engine::{CheckpointInfo, DbStats};
 use cairn_rpc::{ClientOptions, RpcChannel, RpcClient, connect};
+use cairn_sql::{BatchStream, Fragment};
 use futures::StreamExt;
 
 pub struct GrpcShard {
@@ -186,6 +187,26 @@ impl Shard for GrpcShard {
             .await?
             .into_inner();
         Ok(self.rpc.unchunk("scan", chunks, pairs_of))
+    }
+
+    async fn query(&self, fragment: Fragment) -> Result<BatchStream> {
+        let columns_json = serde_json::to_string(&fragment.columns)
+            .map_err(|e| Error::InvalidArgument(format!("the value columns: {e}")))?;
+        let pieces = self
+            .rpc
+            .retry("query", || {
+                let mut c = self.client();
+                let req = self.rpc.request(QueryRequest {
+                    tag: self.tag,
+                    sql: fragment.sql.clone(),
+                    columns_json: columns_json.clone(),
+                });
+                async move { c.query(req).await }
+            })
+            .await?
+            .into_inner();
+        let pieces = self.rpc.unchunk("query", pieces, |p| Ok(vec![p.ipc]));
+        Ok(cairn_sql::ipc::decode(pieces))
     }
 
     async fn aggregate(&self, range: KeyRange, value_type: ValueType) -> Result<AggregateState> {

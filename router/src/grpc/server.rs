@@ -5,9 +5,9 @@
 
 use super::pb::shard_server::{Shard as ShardRpc, ShardServer};
 use super::pb::{
-    AggregateRequest, CheckpointRequest, CheckpointResponse, GetRequest, GetResponse,
-    IdentifyResponse, ImportRequest, MultiGetRequest, MultiGetResponse, Pairs, ScanRequest,
-    ShardTag, StatsResponse, Tagged, WriteRequest, WriteResponse,
+    AggregateRequest, ArrowPiece, CheckpointRequest, CheckpointResponse, GetRequest, GetResponse,
+    IdentifyResponse, ImportRequest, MultiGetRequest, MultiGetResponse, Pairs, QueryRequest,
+    ScanRequest, ShardTag, StatsResponse, Tagged, WriteRequest, WriteResponse,
 };
 use super::{CHUNK_BYTES, pair_bytes, pairs_message, pairs_of};
 use crate::cluster::ShardIdentity;
@@ -20,6 +20,7 @@ use cairn_rpc::{
     DEFAULT_DATABASE, ServerAuth, ServerOptions, StatusStream, check_access, chunked,
     counting_progress, decode_range, heartbeat_interval, status,
 };
+use cairn_sql::Fragment;
 use futures::StreamExt;
 use std::sync::Arc;
 use tonic::service::interceptor::InterceptedService;
@@ -95,6 +96,7 @@ fn value_type(v: u32) -> Result<ValueType, Status> {
 #[tonic::async_trait]
 impl ShardRpc for ShardService {
     type ScanStream = StatusStream<Pairs>;
+    type QueryStream = StatusStream<ArrowPiece>;
     type ImportStream = StatusStream<Progress>;
     type FlushStream = StatusStream<Progress>;
     type CompactStream = StatusStream<Progress>;
@@ -192,6 +194,27 @@ impl ShardRpc for ShardService {
             .await
             .map_err(status)?;
         Ok(Response::new((&state).into()))
+    }
+
+    async fn query(
+        &self,
+        req: Request<QueryRequest>,
+    ) -> Result<Response<Self::QueryStream>, Status> {
+        check_access(&req, DEFAULT_DATABASE, false)?;
+        let req = req.into_inner();
+        let shard = self.shard(req.tag)?;
+        let columns = serde_json::from_str(&req.columns_json)
+            .map_err(|e| Status::invalid_argument(format!("columns_json: {e}")))?;
+        let batches = shard
+            .query(Fragment {
+                sql: req.sql,
+                columns,
+            })
+            .await
+            .map_err(status)?;
+        let pieces = cairn_sql::ipc::encode(batches)
+            .map(|piece| piece.map(|ipc| ArrowPiece { ipc }).map_err(status));
+        Ok(Response::new(Box::pin(pieces)))
     }
 
     async fn import(
