@@ -5,7 +5,9 @@
 //! Python, timed inside Python. Each query runs 5 times; the median counts. Then 1% of the
 //! keys are overwritten or deleted and left unflushed: Cairn's answers include them (checked
 //! against the expected count) and its times are measured again; DuckDB's files no longer
-//! give the answer.
+//! give the answer. Last, the same rows go through a router to two shard servers (in this
+//! process, over gRPC on loopback), where each query's partial aggregates are computed on the
+//! shards.
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -32,7 +34,8 @@ const QUERIES: &[(&str, &str)] = &[
 
 const RUNS: usize = 5;
 
-fn config(base: &Path) -> Result<Config> {
+/// The suite's database in `dir`, with `extra` appended to its profile.
+fn config(dir: &Path, extra: &str) -> Result<Config> {
     let text = format!(
         r#"
 [default]
@@ -54,8 +57,8 @@ encoding = "json"
 customer = "utf8"
 amount = "f64"
 items = "i64"
-"#,
-        base.join("db").display()
+{extra}"#,
+        dir.display()
     );
     Ok(Config::from_toml_str(&text, None)?)
 }
@@ -125,8 +128,53 @@ print(json.dumps(out))
     Ok(Some(serde_json::from_slice(&out.stdout)?))
 }
 
+/// Each query's median time through a router to two shard servers holding the same rows.
+async fn routed_ms(base: &Path, keys: u64) -> Result<Vec<f64>> {
+    let listeners = [
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    ];
+    let urls: Vec<String> = listeners
+        .iter()
+        .map(|l| Ok(format!("http://{}", l.local_addr()?)))
+        .collect::<Result<_>>()?;
+    let config = config(
+        &base.join("routed"),
+        &format!(
+            "[default.router]\nshards = [{{ kind = \"grpc\", url = \"{}\" }}, {{ kind = \"grpc\", url = \"{}\" }}]\n",
+            urls[0], urls[1]
+        ),
+    )?;
+    let mut servers = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let component = cairn::serve::Component::Shard(Some(i as u32));
+        servers.push(cairn::serve::start(&config, component, l, std::future::pending()).await?);
+    }
+    let router = cairn::open_router(&config).await?;
+    let rows = futures::stream::iter(
+        (0..keys).map(|i| Ok((Bytes::from(format!("order{i:010}")), order(i)))),
+    );
+    router.import(rows).await?;
+    router.compact().await?;
+    let mut medians = Vec::new();
+    for (_, q) in QUERIES {
+        let mut times = Vec::new();
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            router.sql(q, &config.values).await?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        medians.push(median(times));
+    }
+    router.close().await?;
+    for s in servers {
+        s.stop().await?;
+    }
+    Ok(medians)
+}
+
 pub async fn run(base: &Path, keys: u64) -> Result<String> {
-    let config = config(base)?;
+    let config = config(&base.join("db"), "")?;
     let db = Arc::new(cairn::open(&config).await?);
     let loading = Instant::now();
     let mut import = db.begin_import().await?;
@@ -186,21 +234,22 @@ pub async fn run(base: &Path, keys: u64) -> Result<String> {
         live.push(cairn_ms(&db, &config, q).await?.0);
     }
     db.close().await?;
+    let routed = routed_ms(base, keys).await?;
 
     let mut out = format!(
         "{keys} rows of JSON orders, {} tables, {:.0} MB of Parquet; imported and compacted in {load_s:.1} s; median of {RUNS} runs\n\n",
         files.len(),
         bytes as f64 / 1e6
     );
-    out += "| query | cairn sql (ms) | DuckDB, same files (ms) | ratio | cairn sql with 1% unflushed changes (ms) |\n|---|---|---|---|---|\n";
+    out += "| query | cairn sql (ms) | DuckDB, same files (ms) | ratio | cairn sql with 1% unflushed changes (ms) | through a router, 2 shard servers (ms) |\n|---|---|---|---|---|---|\n";
     for (i, (name, _)) in QUERIES.iter().enumerate() {
         let (d, ratio) = match &duck {
             Some(d) => (format!("{:.1}", d[i]), format!("{:.2}x", cairn[i] / d[i])),
             None => ("-".into(), "-".into()),
         };
         out += &format!(
-            "| {name} | {:.1} | {d} | {ratio} | {:.1} |\n",
-            cairn[i], live[i]
+            "| {name} | {:.1} | {d} | {ratio} | {:.1} | {:.1} |\n",
+            cairn[i], live[i], routed[i]
         );
     }
     out += &format!(

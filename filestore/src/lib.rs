@@ -171,9 +171,9 @@ pub trait Table: Send + Sync + 'static {
 
     /// The rows of `range` as Arrow record batches of the given columns (`key`, `value`,
     /// declared value columns) in the table's order, in key order, every row whatever its
-    /// kind (so for tables that are `puts_only`). `None` (the default) when the table does
-    /// not keep all of those columns with those types, and the caller decodes entries
-    /// instead.
+    /// kind (so for tables that are `puts_only`). A column kept as `Utf8` or `Binary` may be
+    /// asked for as `Utf8View` or `BinaryView`. `None` (the default) when the table does not
+    /// keep all of those columns with those types, and the caller decodes entries instead.
     async fn columns(
         &self,
         range: &KeyRange,

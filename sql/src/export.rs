@@ -10,6 +10,7 @@ use cairn_common::{Error, KeyRange, Result, SeqNo};
 use cairn_engine::Db;
 use cairn_filestore::ValueColumns;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
@@ -65,7 +66,12 @@ pub async fn export(
         .set_max_row_group_row_count(Some(128 * 1024))
         .set_created_by(format!("cairn {}", env!("CARGO_PKG_VERSION")))
         .build();
-    let mut writer = ArrowWriter::try_new(file, shape.projected.clone(), Some(props))
+    // No Arrow schema in the file: text columns (views in `kv`) read as plain strings
+    // everywhere.
+    let options = ArrowWriterOptions::new()
+        .with_properties(props)
+        .with_skip_arrow_metadata(true);
+    let mut writer = ArrowWriter::try_new_with_options(file, shape.projected.clone(), options)
         .map_err(|e| io(&tmp, e))?;
     let mut digest = Sha256::new();
     let mut it = db.scan_at(KeyRange::all(), &snapshot).await?;

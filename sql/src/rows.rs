@@ -28,7 +28,8 @@ pub(crate) struct Shape {
     pub projects_key: bool,
 }
 
-/// The whole table's schema.
+/// The whole table's schema. Declared text columns are `Utf8View`, as DataFusion reads
+/// Parquet text: read into views, short values are not copied, and grouping by them is faster.
 pub(crate) fn schema(columns: &ValueColumns) -> SchemaRef {
     let key = match columns.key {
         KeyEncoding::Bytes => DataType::Binary,
@@ -38,7 +39,10 @@ pub(crate) fn schema(columns: &ValueColumns) -> SchemaRef {
         Field::new("key", key, false),
         Field::new("value", DataType::Binary, false),
     ];
-    fields.extend(columns.fields());
+    fields.extend(columns.fields().into_iter().map(|f| match f.data_type() {
+        DataType::Utf8 => f.with_data_type(DataType::Utf8View),
+        _ => f,
+    }));
     Arc::new(Schema::new(fields))
 }
 
@@ -96,7 +100,12 @@ impl Shape {
                         .iter()
                         .position(|(n, _)| n == name)
                         .ok_or_else(|| DataFusionError::Internal(format!("no column {name}")))?;
-                    decoded.swap_remove(i).1
+                    let column = decoded.swap_remove(i).1;
+                    if column.data_type() == f.data_type() {
+                        column
+                    } else {
+                        cast(&column, f.data_type())?
+                    }
                 }
             });
         }
@@ -144,7 +153,8 @@ impl Shape {
             arrays.push(if column.data_type() == f.data_type() {
                 column.clone()
             } else {
-                // The key: binary in the table, text in `kv`; the cast checks UTF-8.
+                // The key (binary in the table, text in `kv`: the cast checks UTF-8), or text
+                // a table gave as `Utf8`.
                 cast(column, f.data_type())?
             });
         }

@@ -377,6 +377,17 @@ impl ParquetTable {
         columns: Option<&[usize]>,
         batch_rows: usize,
     ) -> Result<Option<ParquetRecordBatchStream<ObjectReader>>> {
+        self.stream_as(&self.reader_meta, groups, columns, batch_rows)
+    }
+
+    /// `stream_in`, decoding to the Arrow types `meta` gives the columns.
+    fn stream_as(
+        &self,
+        meta: &ArrowReaderMetadata,
+        groups: &[&Planned],
+        columns: Option<&[usize]>,
+        batch_rows: usize,
+    ) -> Result<Option<ParquetRecordBatchStream<ObjectReader>>> {
         let selectors: Vec<RowSelector> = groups
             .iter()
             .flat_map(|p| p.selectors.iter().copied())
@@ -390,11 +401,10 @@ impl ParquetTable {
             path: self.path.clone(),
             size: self.size,
         };
-        let mut builder =
-            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, self.reader_meta.clone())
-                .with_row_groups(groups.iter().map(|p| p.group).collect())
-                .with_row_selection(selection)
-                .with_batch_size(batch_rows.max(1));
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone())
+            .with_row_groups(groups.iter().map(|p| p.group).collect())
+            .with_row_selection(selection)
+            .with_batch_size(batch_rows.max(1));
         // Declared value columns are read only when asked for by name.
         let cols = columns.unwrap_or(&schema::OWN);
         let descr = self.reader_meta.metadata().file_metadata().schema_descr();
@@ -531,13 +541,40 @@ impl Table for ParquetTable {
     ) -> Result<Option<BoxStream<Result<RecordBatch>>>> {
         let schema = self.reader_meta.schema();
         let mut cols = Vec::with_capacity(fields.len() + 1);
+        let mut views = false;
         for f in fields {
-            match schema.index_of(f.name()) {
-                Ok(i) if schema.field(i).data_type() != f.data_type() => return Ok(None),
-                Ok(i) => cols.push(i),
-                Err(_) => return Ok(None),
+            let Ok(i) = schema.index_of(f.name()) else {
+                return Ok(None);
+            };
+            let stored = schema.field(i).data_type();
+            if stored != f.data_type() {
+                if view_of(stored).as_ref() != Some(f.data_type()) {
+                    return Ok(None);
+                }
+                views = true;
             }
+            cols.push(i);
         }
+        // Text and bytes decoded straight into views where asked: no copy of short values.
+        let viewing = if views {
+            let fields: Vec<arrow_schema::Field> = schema
+                .fields()
+                .iter()
+                .map(|s| match fields.iter().find(|f| f.name() == s.name()) {
+                    Some(f) => s.as_ref().clone().with_data_type(f.data_type().clone()),
+                    None => s.as_ref().clone(),
+                })
+                .collect();
+            let options = ArrowReaderOptions::new().with_schema(Arc::new(
+                arrow_schema::Schema::new_with_metadata(fields, schema.metadata().clone()),
+            ));
+            Some(
+                ArrowReaderMetadata::try_new(self.reader_meta.metadata().clone(), options)
+                    .map_err(|e| self.err(e))?,
+            )
+        } else {
+            None
+        };
         if range.is_empty() || !range.overlaps(&self.meta.smallest, &self.meta.largest) {
             return Ok(Some(Box::pin(futures::stream::empty())));
         }
@@ -550,7 +587,8 @@ impl Table for ParquetTable {
         let (start, end) = bounds(range);
         let planned = self.plan(start, end);
         let groups: Vec<&Planned> = planned.iter().collect();
-        let Some(stream) = self.stream_in(&groups, Some(&cols), COLUMN_BATCH_ROWS)? else {
+        let meta = viewing.as_ref().unwrap_or(&self.reader_meta);
+        let Some(stream) = self.stream_as(meta, &groups, Some(&cols), COLUMN_BATCH_ROWS)? else {
             return Ok(Some(Box::pin(futures::stream::empty())));
         };
         let (range, url, what) = (range.clone(), self.url.clone(), self.what());
@@ -644,5 +682,15 @@ impl Table for ParquetTable {
         let mut state = fold.finish();
         state.merge(&values_only);
         Ok(state)
+    }
+}
+
+/// The view type that holds what `t` holds: `Utf8View` for `Utf8`, `BinaryView` for `Binary`.
+fn view_of(t: &arrow_schema::DataType) -> Option<arrow_schema::DataType> {
+    use arrow_schema::DataType;
+    match t {
+        DataType::Utf8 => Some(DataType::Utf8View),
+        DataType::Binary => Some(DataType::BinaryView),
+        _ => None,
     }
 }

@@ -368,3 +368,78 @@ async fn tables_under_a_nested_prefix_are_not_listed() {
     assert_eq!(nested.list_tables().await.unwrap(), vec![7]);
     assert_eq!(outer.list_tables().await.unwrap(), vec![3]);
 }
+
+/// A declared text column asked for as `Utf8View` reads straight into views, with the same
+/// values as the `Utf8` it is stored as; a type the column cannot take is `None`.
+#[tokio::test]
+async fn text_columns_read_as_views_where_asked() {
+    use arrow_array::cast::AsArray;
+    use arrow_schema::{DataType, Field};
+    let values: ValueColumns =
+        serde_json::from_str(r#"{"encoding":"json","fields":{"who":"utf8","n":"i64"}}"#).unwrap();
+    let s = ParquetStorage::open(ParquetOptions {
+        values,
+        ..small("memory://views/tables".into())
+    })
+    .unwrap();
+    let rows: Vec<Entry> = (0..3000)
+        .map(|i| {
+            let who = if i % 7 == 0 {
+                "a name longer than twelve bytes"
+            } else {
+                "bo"
+            };
+            Entry::put(
+                format!("k{i:05}"),
+                1,
+                format!(r#"{{"who":"{who}","n":{i}}}"#),
+            )
+        })
+        .collect();
+    let meta = write_table(&s, 1, &rows).await.unwrap();
+    let table = s.open_table(&meta).await.unwrap();
+    let read = |t: DataType| {
+        let table = table.clone();
+        async move {
+            let fields = [Field::new("who", t, true)];
+            let batches = table.columns(&KeyRange::all(), &fields).await.unwrap()?;
+            let batches: Vec<RecordBatch> =
+                futures::TryStreamExt::try_collect(batches).await.unwrap();
+            Some(batches)
+        }
+    };
+    let plain: Vec<String> = read(DataType::Utf8)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let views = read(DataType::Utf8View).await.unwrap();
+    assert!(
+        views
+            .iter()
+            .all(|b| b.column(0).data_type() == &DataType::Utf8View)
+    );
+    let viewed: Vec<String> = views
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_string_view()
+                .iter()
+                .map(|v| v.unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(plain.len(), 3000);
+    assert_eq!(viewed, plain);
+    assert!(
+        read(DataType::Int64).await.is_none(),
+        "text is not an integer"
+    );
+}
