@@ -435,3 +435,65 @@ async fn an_export_as_of_an_earlier_number_is_that_state_with_a_digest_anyone_ca
     assert!(!refused.exists(), "nothing is written for a refused export");
     db.close().await.unwrap();
 }
+
+/// Values that pyarrow writes as Arrow IPC streams of one row (`encoding = "arrow"`): their
+/// declared fields are columns, decoded from the memtable and, once compacted, read from the
+/// Parquet copy's own columns. `None` outside CI without pyarrow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrow_values_written_by_pyarrow_are_columns() {
+    let script = r#"
+import pyarrow as pa
+schema = pa.schema([("user", pa.string()), ("amount", pa.float64()), ("n", pa.int64())])
+for i in range(300):
+    b = pa.record_batch([pa.array(["u%d" % (i % 3)]), pa.array([i * 0.5]), pa.array([i])], schema=schema)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as w:
+        w.write_batch(b)
+    print("k%04d %s" % (i, sink.getvalue().to_pybytes().hex()))
+"#;
+    let Some(lines) = python(script, &[], "pyarrow") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[default]\ndata_dir = \"{}\"\n[default.journal]\nsync = false\n[default.engine]\nlease_ms = 0\n\
+         [default.storage]\nkind = \"hybrid\"\n[default.storage.primary]\nkind = \"sstable\"\n\
+         [default.storage.secondary]\nkind = \"parquet\"\n{}",
+        dir.path().display(),
+        VALUES.replace("encoding = \"json\"", "encoding = \"arrow\"")
+    );
+    let config = Config::from_toml_str(&text, None).unwrap();
+    let db = open(&config).await;
+    for line in &lines {
+        let (key, hex) = line.split_once(' ').unwrap();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        db.put(key.to_string(), bytes).await.unwrap();
+    }
+    db.put("k9999", "not arrow").await.unwrap();
+    let sql = "SELECT user, count(*), sum(amount), sum(n) FROM kv GROUP BY user ORDER BY user";
+    // u0: i = 0, 3, ..., 297 (100 rows, sum 14850); u1 and u2 likewise from 1 and 2.
+    let want = vec![
+        "u0,100,7425.0,14850".to_string(),
+        "u1,100,7475.0,14950".to_string(),
+        "u2,100,7525.0,15050".to_string(),
+        ",1,,".to_string(),
+    ];
+    assert_eq!(rows(&db, &config, sql).await, want, "from the memtable");
+    db.compact().await.unwrap();
+    let plan = rows(&db, &config, &format!("EXPLAIN {sql}"))
+        .await
+        .join("\n");
+    assert!(
+        plan.contains("KvScan: split"),
+        "the compacted tables are read by column: {plan}"
+    );
+    assert_eq!(
+        rows(&db, &config, sql).await,
+        want,
+        "from the Parquet columns"
+    );
+    db.close().await.unwrap();
+}

@@ -5,7 +5,9 @@
 //! decoding values itself where a table has no such column.
 
 use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -37,6 +39,10 @@ pub enum ValueEncoding {
     F64,
     /// A JSON object; each declared field is a column.
     Json,
+    /// An Arrow IPC stream of one row (a schema message, then a record batch, as pyarrow's
+    /// `ipc.new_stream` or arrow-rs's `StreamWriter` write it); each declared field is a
+    /// column, taken from the stream's column of that name and type.
+    Arrow,
 }
 
 /// The type of a declared column.
@@ -84,7 +90,9 @@ impl ValueColumns {
             ValueEncoding::Utf8 => vec![(name(), FieldType::Utf8)],
             ValueEncoding::I64 => vec![(name(), FieldType::I64)],
             ValueEncoding::F64 => vec![(name(), FieldType::F64)],
-            ValueEncoding::Json => self.fields.iter().map(|(n, t)| (n.clone(), *t)).collect(),
+            ValueEncoding::Json | ValueEncoding::Arrow => {
+                self.fields.iter().map(|(n, t)| (n.clone(), *t)).collect()
+            }
         }
     }
 
@@ -117,13 +125,15 @@ impl ValueColumns {
         if self.column.is_some() && !scalar {
             return Err((
                 "column".into(),
-                "names the column of a utf8, i64 or f64 value; for json name `fields`".into(),
+                "names the column of a utf8, i64 or f64 value; for json and arrow name `fields`"
+                    .into(),
             ));
         }
-        if !self.fields.is_empty() && self.encoding != ValueEncoding::Json {
+        let has_fields = matches!(self.encoding, ValueEncoding::Json | ValueEncoding::Arrow);
+        if !self.fields.is_empty() && !has_fields {
             return Err((
                 "fields".into(),
-                "applies to encoding = \"json\" only".into(),
+                "applies to encoding = \"json\" or \"arrow\" only".into(),
             ));
         }
         if let Some(c) = &self.column {
@@ -204,6 +214,29 @@ impl Builder {
         }
     }
 
+    /// Appends row 0 of an Arrow column, null where it is missing, of another type or null.
+    fn arrow(&mut self, column: Option<&ArrayRef>) {
+        let Some(c) = column.filter(|c| c.is_valid(0)) else {
+            self.null();
+            return;
+        };
+        match (self, c.data_type()) {
+            (Builder::Utf8(b), DataType::Utf8) => b.append_value(c.as_string::<i32>().value(0)),
+            (Builder::Utf8(b), DataType::LargeUtf8) => {
+                b.append_value(c.as_string::<i64>().value(0))
+            }
+            (Builder::Utf8(b), DataType::Utf8View) => b.append_value(c.as_string_view().value(0)),
+            (Builder::I64(b), DataType::Int64) => {
+                b.append_value(c.as_primitive::<Int64Type>().value(0))
+            }
+            (Builder::F64(b), DataType::Float64) => {
+                b.append_value(c.as_primitive::<Float64Type>().value(0))
+            }
+            (Builder::Bool(b), DataType::Boolean) => b.append_value(c.as_boolean().value(0)),
+            (b, _) => b.null(),
+        }
+    }
+
     fn finish(&mut self) -> ArrayRef {
         match self {
             Builder::Utf8(b) => Arc::new(b.finish()),
@@ -246,6 +279,14 @@ impl ColumnDecoder {
                 }
                 _ => self.columns.iter_mut().for_each(|(_, b)| b.null()),
             },
+            (ValueEncoding::Arrow, _) => match one_row(value) {
+                Some(row) => {
+                    for (name, b) in &mut self.columns {
+                        b.arrow(row.column_by_name(name));
+                    }
+                }
+                None => self.columns.iter_mut().for_each(|(_, b)| b.null()),
+            },
             (_, Some((_, b))) => b.null(),
         }
     }
@@ -254,6 +295,14 @@ impl ColumnDecoder {
     pub fn finish(&mut self) -> Vec<ArrayRef> {
         self.columns.iter_mut().map(|(_, b)| b.finish()).collect()
     }
+}
+
+/// The one row of the Arrow IPC stream `value`; `None` if it is not one, or holds another
+/// number of rows.
+fn one_row(value: &[u8]) -> Option<RecordBatch> {
+    let mut reader = arrow_ipc::reader::StreamReader::try_new(value, None).ok()?;
+    let batch = reader.next()?.ok()?;
+    (batch.num_rows() == 1 && reader.next().is_none()).then_some(batch)
 }
 
 /// `base` followed by the declared columns.
@@ -325,6 +374,83 @@ mod tests {
         assert_eq!(
             user.iter().collect::<Vec<_>>(),
             [Some("ann"), None, None, None]
+        );
+    }
+
+    /// One Arrow IPC stream of `columns` (name, array), as a value.
+    fn arrow_value(columns: Vec<(&str, ArrayRef)>) -> Vec<u8> {
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let mut out = Vec::new();
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, &batch.schema()).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        out
+    }
+
+    #[test]
+    fn arrow_values_decode_by_field_name_and_type_and_anything_else_is_null() {
+        use arrow_array::{BooleanArray, Float64Array, Int64Array, StringArray};
+        let c = ValueColumns {
+            encoding: ValueEncoding::Arrow,
+            fields: [
+                ("amount", FieldType::F64),
+                ("n", FieldType::I64),
+                ("ok", FieldType::Bool),
+                ("user", FieldType::Utf8),
+            ]
+            .iter()
+            .map(|(n, t)| (n.to_string(), *t))
+            .collect(),
+            ..Default::default()
+        };
+        assert_eq!(c.check(), Ok(()));
+        let full = arrow_value(vec![
+            ("user", Arc::new(StringArray::from(vec!["ann"])) as ArrayRef),
+            ("ok", Arc::new(BooleanArray::from(vec![true])) as ArrayRef),
+            ("n", Arc::new(Int64Array::from(vec![3])) as ArrayRef),
+            (
+                "amount",
+                Arc::new(Float64Array::from(vec![2.5])) as ArrayRef,
+            ),
+            ("extra", Arc::new(Int64Array::from(vec![9])) as ArrayRef),
+        ]);
+        // `n` of another type, `user` null, the rest missing.
+        let partial = arrow_value(vec![
+            ("n", Arc::new(Float64Array::from(vec![1.5])) as ArrayRef),
+            (
+                "user",
+                Arc::new(StringArray::from(vec![None::<&str>])) as ArrayRef,
+            ),
+        ]);
+        let two_rows = arrow_value(vec![(
+            "n",
+            Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+        )]);
+        let mut d = c.decoder(5);
+        d.append(Some(&full));
+        d.append(Some(&partial));
+        d.append(Some(&two_rows));
+        d.append(Some(&full[..full.len() / 2]));
+        d.append(None);
+        let cols = d.finish();
+        let amount = cols[0].as_primitive::<Float64Type>();
+        assert_eq!(
+            amount.iter().collect::<Vec<_>>(),
+            [Some(2.5), None, None, None, None]
+        );
+        let n = cols[1].as_primitive::<Int64Type>();
+        assert_eq!(
+            n.iter().collect::<Vec<_>>(),
+            [Some(3), None, None, None, None]
+        );
+        assert_eq!(
+            cols[2].as_boolean().iter().collect::<Vec<_>>(),
+            [Some(true), None, None, None, None]
+        );
+        assert_eq!(
+            cols[3].as_string::<i32>().iter().collect::<Vec<_>>(),
+            [Some("ann"), None, None, None, None]
         );
     }
 
