@@ -8,6 +8,7 @@ mod blocks;
 mod bloom;
 mod cache;
 mod clipped;
+pub mod column_condition;
 mod digest;
 mod faulty;
 mod fold;
@@ -31,6 +32,7 @@ pub use arrow_array::RecordBatch;
 pub use arrow_schema;
 pub use blocks::{BlockLayout, find_in_block};
 pub use cache::{Block, BlockCache};
+pub use column_condition::ColumnCondition;
 pub use digest::ContentDigest;
 pub use faulty::FaultyStorage;
 pub use fold::VisibleFold;
@@ -172,14 +174,17 @@ pub trait Table: Send + Sync + 'static {
     /// The rows of `range` as Arrow record batches of the given columns (`key`, `value`,
     /// declared value columns) in the table's order, in key order, every row whatever its
     /// kind (so for tables that are `puts_only`). A column kept as `Utf8` or `Binary` may be
-    /// asked for as `Utf8View` or `BinaryView`. `None` (the default) when the table does not
-    /// keep all of those columns with those types, and the caller decodes entries instead.
+    /// asked for as `Utf8View` or `BinaryView`. The table may leave out rows that cannot
+    /// meet all of `conditions` (whole row groups, by their statistics); it need not leave
+    /// out all of them. `None` (the default) when the table does not keep all of those
+    /// columns with those types, and the caller decodes entries instead.
     async fn columns(
         &self,
         range: &KeyRange,
         fields: &[arrow_schema::Field],
+        conditions: &[ColumnCondition],
     ) -> Result<Option<BoxStream<Result<RecordBatch>>>> {
-        let _ = (range, fields);
+        let _ = (range, fields, conditions);
         Ok(None)
     }
 

@@ -230,7 +230,8 @@ impl Builder {
                 b.append_value(c.as_primitive::<Int64Type>().value(0))
             }
             (Builder::F64(b), DataType::Float64) => {
-                b.append_value(c.as_primitive::<Float64Type>().value(0))
+                let x = c.as_primitive::<Float64Type>().value(0);
+                b.append_option((!x.is_nan()).then_some(x))
             }
             (Builder::Bool(b), DataType::Boolean) => b.append_value(c.as_boolean().value(0)),
             (b, _) => b.null(),
@@ -247,7 +248,9 @@ impl Builder {
     }
 }
 
-/// Decodes values into the declared columns, a row at a time.
+/// Decodes values into the declared columns, a row at a time. A NaN is a null: then a
+/// column's statistics (which leave NaNs out) bound every value it holds, and scans may skip
+/// row groups by them.
 pub struct ColumnDecoder {
     encoding: ValueEncoding,
     columns: Vec<(String, Builder)>,
@@ -268,9 +271,13 @@ impl ColumnDecoder {
             (ValueEncoding::I64, Some((_, Builder::I64(b)))) => {
                 b.append_option(value.try_into().ok().map(i64::from_le_bytes))
             }
-            (ValueEncoding::F64, Some((_, Builder::F64(b)))) => {
-                b.append_option(value.try_into().ok().map(f64::from_le_bytes))
-            }
+            (ValueEncoding::F64, Some((_, Builder::F64(b)))) => b.append_option(
+                value
+                    .try_into()
+                    .ok()
+                    .map(f64::from_le_bytes)
+                    .filter(|x| !x.is_nan()),
+            ),
             (ValueEncoding::Json, _) => match serde_json::from_slice::<serde_json::Value>(value) {
                 Ok(serde_json::Value::Object(map)) => {
                     for (name, b) in &mut self.columns {

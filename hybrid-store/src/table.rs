@@ -10,7 +10,7 @@ use cairn_common::{
     AggregateState, BoxStream, Entry, EntryIter, KeyRange, RangeTombstone, Result, SeqNo,
     TableMeta, ValueType, compare_internal,
 };
-use cairn_filestore::{Block, BlockLayout, RecordBatch, Table, arrow_schema};
+use cairn_filestore::{Block, BlockLayout, ColumnCondition, RecordBatch, Table, arrow_schema};
 use futures::StreamExt;
 use std::cmp::Ordering;
 use std::ops::Bound;
@@ -223,9 +223,10 @@ impl Table for HybridTable {
         &self,
         range: &KeyRange,
         fields: &[arrow_schema::Field],
+        conditions: &[ColumnCondition],
     ) -> Result<Option<BoxStream<Result<RecordBatch>>>> {
         match self.secondary().await {
-            Ok(Some(t)) => t.columns(range, fields).await,
+            Ok(Some(t)) => t.columns(range, fields, conditions).await,
             Ok(None) => Ok(None),
             Err(e) => {
                 self.fell_back("columns", &e);

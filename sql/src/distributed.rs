@@ -6,7 +6,7 @@
 //! other tables. Each shard reads at its own snapshot; there is no snapshot across shards.
 
 use crate::fragment::{self, Fragment};
-use crate::{key_range, rows};
+use crate::{filters, key_range, rows};
 use async_trait::async_trait;
 use cairn_common::{BoxStream, KeyRange};
 use cairn_filestore::ValueColumns;
@@ -157,7 +157,7 @@ impl TableProvider for ShardsTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(key_range::pushdown(filters))
+        Ok(filters::pushdown(filters))
     }
 
     async fn scan(

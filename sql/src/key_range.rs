@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use cairn_common::KeyRange;
 use datafusion::common::{Column, ScalarValue};
-use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
 use std::cmp::Ordering;
 use std::ops::Bound;
 
@@ -39,17 +39,6 @@ pub(crate) fn of(expr: &Expr) -> Option<KeyRange> {
         }),
         _ => None,
     }
-}
-
-/// How a table over keys takes `filters`: those on the key alone exactly, as its range.
-pub(crate) fn pushdown(filters: &[&Expr]) -> Vec<TableProviderFilterPushDown> {
-    filters
-        .iter()
-        .map(|f| match of(f) {
-            Some(_) => TableProviderFilterPushDown::Exact,
-            None => TableProviderFilterPushDown::Unsupported,
-        })
-        .collect()
 }
 
 /// The range the key conditions among `filters` leave.

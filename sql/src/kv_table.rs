@@ -1,9 +1,9 @@
 //! `KvTable`: the DataFusion table `kv` over one database at one snapshot, taken when the
 //! table is made, so every scan of one query (a self-join included) sees the same data.
 
-use crate::key_range;
 use crate::rows::{self, Shape};
 use crate::scan::KvScan;
+use crate::{filters, key_range};
 use async_trait::async_trait;
 use cairn_engine::{Db, Snapshot};
 use cairn_filestore::ValueColumns;
@@ -64,7 +64,7 @@ impl TableProvider for KvTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(key_range::pushdown(filters))
+        Ok(filters::pushdown(filters))
     }
 
     async fn scan(
@@ -75,12 +75,14 @@ impl TableProvider for KvTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let range = key_range::of_all(filters);
+        let conditions = filters::conditions(filters);
         let shape = Shape::new(&self.columns, projection)?;
         let partitions = state.config().target_partitions();
         let scan = KvScan::plan(
             self.db.clone(),
             self.snapshot.clone(),
             range,
+            conditions,
             shape,
             limit,
             partitions,

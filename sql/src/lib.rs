@@ -6,6 +6,7 @@
 
 pub mod distributed;
 pub mod export;
+mod filters;
 pub mod fragment;
 pub mod ipc;
 mod key_range;

@@ -10,6 +10,7 @@ use crate::rows::{BATCH_ROWS, Shape};
 use bytes::Bytes;
 use cairn_common::{EntryKind, KeyRange};
 use cairn_engine::{Db, Snapshot, SplitRead};
+use cairn_filestore::ColumnCondition;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::common::stats::Precision;
@@ -18,8 +19,13 @@ use datafusion::common::{ColumnStatistics, DataFusionError, Result, ScalarValue,
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, RecordOutput,
+};
 use datafusion::physical_plan::statistics::StatisticsArgs;
-use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
+use datafusion::physical_plan::stream::{
+    RecordBatchReceiverStreamBuilder, RecordBatchStreamAdapter,
+};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
@@ -47,11 +53,15 @@ pub(crate) struct KvScan {
     db: Arc<Db>,
     snapshot: Arc<Snapshot>,
     range: KeyRange,
+    /// Conditions on declared columns: tables read by column skip row groups by them.
+    conditions: Arc<[ColumnCondition]>,
     shape: Shape,
     limit: Option<usize>,
     source: Source,
     stats: Arc<Statistics>,
     properties: Arc<PlanProperties>,
+    /// `EXPLAIN ANALYZE` shows the rows each partition read.
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl std::fmt::Debug for KvScan {
@@ -68,6 +78,7 @@ impl KvScan {
         db: Arc<Db>,
         snapshot: Arc<Snapshot>,
         range: KeyRange,
+        conditions: Vec<ColumnCondition>,
         shape: Shape,
         limit: Option<usize>,
         partitions: usize,
@@ -77,7 +88,9 @@ impl KvScan {
         let source = match split {
             None => Source::Merged,
             Some(split) => {
-                if let (Some(n), None) = (split.exact_count(&range), limit) {
+                // Rows skipped by a condition would make a count from metadata wrong.
+                let exact = split.exact_count(&range).filter(|_| conditions.is_empty());
+                if let (Some(n), None) = (exact, limit) {
                     stats = exact_stats(&shape.projected, &split, n);
                 }
                 // Contiguous runs of tables, as even in count as can be.
@@ -107,11 +120,13 @@ impl KvScan {
             db,
             snapshot,
             range,
+            conditions: conditions.into(),
             shape,
             limit,
             source,
             stats: Arc::new(stats),
             properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 }
@@ -163,7 +178,12 @@ impl DisplayAs for KvScan {
                 split.base.len()
             ),
         };
-        write!(f, "KvScan: {how}, limit={:?}", self.limit)
+        write!(f, "KvScan: {how}, limit={:?}", self.limit)?;
+        if !self.conditions.is_empty() {
+            let c: Vec<String> = self.conditions.iter().map(ToString::to_string).collect();
+            write!(f, ", row groups by {}", c.join(" AND "))?;
+        }
+        Ok(())
     }
 }
 
@@ -267,7 +287,7 @@ impl ExecutionPlan for KvScan {
                 });
             }
             Source::Split { split, groups } => {
-                let split = split.clone();
+                let (split, conditions) = (split.clone(), self.conditions.clone());
                 let group = match partition {
                     0 => None,
                     p => Some(groups.get(p - 1).cloned().ok_or_else(|| {
@@ -285,7 +305,9 @@ impl ExecutionPlan for KvScan {
                         }
                         Some(tables) => {
                             for i in tables {
-                                if !read_table(&split, i, &range, &shape, &mut sink).await? {
+                                let read =
+                                    read_table(&split, i, &range, &conditions, &shape, &mut sink);
+                                if !read.await? {
                                     break;
                                 }
                             }
@@ -295,7 +317,15 @@ impl ExecutionPlan for KvScan {
                 });
             }
         }
-        Ok(builder.build())
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let stream = builder.build();
+        let schema = stream.schema();
+        let counted = stream.map(move |b| b.map(|b| b.record_output(&baseline)));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, counted)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
 }
 
@@ -304,6 +334,7 @@ async fn read_table(
     split: &SplitRead,
     i: usize,
     range: &KeyRange,
+    conditions: &[ColumnCondition],
     shape: &Shape,
     sink: &mut Sink,
 ) -> Result<bool> {
@@ -321,7 +352,8 @@ async fn read_table(
         // Read only where it is shown or needed: keys are the widest column.
         fields.push(Field::new("key", DataType::Binary, false));
     }
-    if let Some(mut batches) = table.columns(range, &fields).await.map_err(external)? {
+    let columns = table.columns(range, &fields, conditions);
+    if let Some(mut batches) = columns.await.map_err(external)? {
         while let Some(batch) = batches.next().await {
             let batch = shape.batch_of_columns(batch.map_err(external)?, &split.shadowed)?;
             if !sink.send(batch).await {

@@ -7,6 +7,7 @@ use super::reader::ObjectReader;
 use super::schema::{self, KEY, KIND, RANGE_DELETES_KEY, SEQ, UNIQUE_KEYS_KEY, VALUE};
 use super::{PageCache, store_error};
 use crate::Table;
+use crate::column_condition::{ColumnCondition, Literal};
 use crate::fold::VisibleFold;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt8Type, UInt64Type};
@@ -412,6 +413,34 @@ impl ParquetTable {
         Ok(Some(builder.build().map_err(|e| self.err(e))?))
     }
 
+    /// Whether row group `group` may hold a row that meets every condition: false only where
+    /// a column's statistics (exact: the writer does not truncate them) rule one out.
+    fn may_meet(&self, group: usize, conditions: &[ColumnCondition]) -> bool {
+        let schema = self.reader_meta.schema();
+        let rg = self.reader_meta.metadata().row_group(group);
+        conditions.iter().all(|c| {
+            let Ok(i) = schema.index_of(&c.column) else {
+                return true;
+            };
+            let op = c.op;
+            match (rg.column(i).statistics(), &c.literal) {
+                (Some(Statistics::Int64(s)), Literal::I64(v)) => s
+                    .min_opt()
+                    .zip(s.max_opt())
+                    .is_none_or(|(a, b)| op.may_hold(a, b, v)),
+                (Some(Statistics::Double(s)), Literal::F64(v)) => s
+                    .min_opt()
+                    .zip(s.max_opt())
+                    .is_none_or(|(a, b)| op.may_hold(a, b, v)),
+                (Some(Statistics::ByteArray(s)), Literal::Utf8(v)) => s
+                    .min_bytes_opt()
+                    .zip(s.max_bytes_opt())
+                    .is_none_or(|(a, b)| op.may_hold(a, b, v.as_bytes())),
+                _ => true,
+            }
+        })
+    }
+
     async fn batches(
         &self,
         range: &KeyRange,
@@ -538,6 +567,7 @@ impl Table for ParquetTable {
         &self,
         range: &KeyRange,
         fields: &[arrow_schema::Field],
+        conditions: &[ColumnCondition],
     ) -> Result<Option<BoxStream<Result<RecordBatch>>>> {
         let schema = self.reader_meta.schema();
         let mut cols = Vec::with_capacity(fields.len() + 1);
@@ -586,7 +616,10 @@ impl Table for ParquetTable {
         cols.sort_unstable();
         let (start, end) = bounds(range);
         let planned = self.plan(start, end);
-        let groups: Vec<&Planned> = planned.iter().collect();
+        let groups: Vec<&Planned> = planned
+            .iter()
+            .filter(|p| self.may_meet(p.group, conditions))
+            .collect();
         let meta = viewing.as_ref().unwrap_or(&self.reader_meta);
         let Some(stream) = self.stream_as(meta, &groups, Some(&cols), COLUMN_BATCH_ROWS)? else {
             return Ok(Some(Box::pin(futures::stream::empty())));

@@ -402,7 +402,10 @@ async fn text_columns_read_as_views_where_asked() {
         let table = table.clone();
         async move {
             let fields = [Field::new("who", t, true)];
-            let batches = table.columns(&KeyRange::all(), &fields).await.unwrap()?;
+            let batches = table
+                .columns(&KeyRange::all(), &fields, &[])
+                .await
+                .unwrap()?;
             let batches: Vec<RecordBatch> =
                 futures::TryStreamExt::try_collect(batches).await.unwrap();
             Some(batches)
@@ -442,4 +445,82 @@ async fn text_columns_read_as_views_where_asked() {
         read(DataType::Int64).await.is_none(),
         "text is not an integer"
     );
+}
+
+/// Row groups whose declared columns' statistics rule a condition out are not read; those
+/// that may hold a match are read whole (the caller filters their rows).
+#[tokio::test]
+async fn conditions_on_declared_columns_skip_row_groups() {
+    use crate::column_condition::{ColumnCondition, Comparison, Literal};
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    use arrow_schema::{DataType, Field};
+    let values: ValueColumns =
+        serde_json::from_str(r#"{"encoding":"json","fields":{"g":"utf8","n":"i64","x":"f64"}}"#)
+            .unwrap();
+    let s = ParquetStorage::open(ParquetOptions {
+        values,
+        ..small("memory://pruning/tables".into())
+    })
+    .unwrap();
+    // Row groups of 1000 rows: n and x rise with the key, g names the row group.
+    let rows: Vec<Entry> = (0..3000)
+        .map(|i| {
+            let v = format!(r#"{{"g":"g{}","n":{i},"x":{i}.5}}"#, i / 1000);
+            Entry::put(format!("k{i:05}"), 1, v)
+        })
+        .collect();
+    let meta = write_table(&s, 1, &rows).await.unwrap();
+    let table = s.open_table(&meta).await.unwrap();
+    let cond = |column: &str, op, literal| ColumnCondition {
+        column: column.into(),
+        op,
+        literal,
+    };
+    let read = |conditions: Vec<ColumnCondition>| {
+        let table = table.clone();
+        async move {
+            let fields = [Field::new("n", DataType::Int64, true)];
+            let batches = table
+                .columns(&KeyRange::all(), &fields, &conditions)
+                .await
+                .unwrap()
+                .unwrap();
+            let batches: Vec<RecordBatch> =
+                futures::TryStreamExt::try_collect(batches).await.unwrap();
+            batches
+                .iter()
+                .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+                .collect::<Vec<i64>>()
+        }
+    };
+    let all: Vec<i64> = (0..3000).collect();
+    assert_eq!(read(vec![]).await, all);
+    let last = read(vec![cond("n", Comparison::Gt, Literal::I64(2500))]).await;
+    assert_eq!(
+        last,
+        all[2000..],
+        "only the last row group may hold n > 2500"
+    );
+    assert!(
+        read(vec![cond("n", Comparison::Lt, Literal::I64(0))])
+            .await
+            .is_empty()
+    );
+    let middle = read(vec![cond("g", Comparison::Eq, Literal::Utf8("g1".into()))]).await;
+    assert_eq!(middle, all[1000..2000]);
+    // Conditions together: each row group must pass all of them.
+    let none = read(vec![
+        cond("x", Comparison::LtEq, Literal::F64(999.5)),
+        cond("g", Comparison::GtEq, Literal::Utf8("g1".into())),
+    ])
+    .await;
+    assert!(none.is_empty());
+    // A condition on a column the table lacks, or of another type, skips nothing.
+    let kept = read(vec![
+        cond("nope", Comparison::Lt, Literal::I64(0)),
+        cond("n", Comparison::Lt, Literal::Utf8("0".into())),
+    ])
+    .await;
+    assert_eq!(kept, all);
 }
