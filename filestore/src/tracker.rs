@@ -15,9 +15,13 @@ use std::cmp::Ordering;
 
 pub(crate) struct MetaTracker {
     meta: TableMeta,
-    last: Option<(Bytes, SeqNo)>,
+    /// The last entry's key and number. Keys are copied into buffers kept from one entry to
+    /// the next: a clone of an entry's `Bytes` (and the drop of the one before) would be two
+    /// atomic operations on a count that the hybrid store's other builder, on another
+    /// thread, touches too.
+    last: Option<(Vec<u8>, SeqNo)>,
     /// The last key of a version (not of a range tombstone).
-    last_point: Option<Bytes>,
+    last_point: Option<Vec<u8>>,
     ranges: Vec<RangeTombstone>,
 }
 
@@ -47,7 +51,11 @@ impl MetaTracker {
         {
             return Err(Error::InvalidArgument(format!(
                 "table {}: entries out of order ({:?}@{} then {:?}@{})",
-                self.meta.id, k, s, e.key, e.seq
+                self.meta.id,
+                Bytes::copy_from_slice(k),
+                s,
+                e.key,
+                e.seq
             )));
         }
         let new_key = if e.is_range_delete() {
@@ -59,9 +67,9 @@ impl MetaTracker {
             self.ranges.push(t);
             false
         } else {
-            let new = self.last_point.as_ref() != Some(&e.key);
+            let new = self.last_point.as_deref() != Some(e.key.as_ref());
             if new {
-                self.last_point = Some(e.key.clone());
+                copy_into(&mut self.last_point, &e.key);
             }
             new
         };
@@ -71,7 +79,14 @@ impl MetaTracker {
         self.meta.entries += 1;
         self.meta.min_seq = self.meta.min_seq.min(e.seq);
         self.meta.max_seq = self.meta.max_seq.max(e.seq);
-        self.last = Some((e.key.clone(), e.seq));
+        match &mut self.last {
+            Some((k, s)) => {
+                k.clear();
+                k.extend_from_slice(&e.key);
+                *s = e.seq;
+            }
+            None => self.last = Some((e.key.to_vec(), e.seq)),
+        }
         Ok(new_key)
     }
 
@@ -84,8 +99,8 @@ impl MetaTracker {
             )));
         };
         let mut meta = self.meta.clone();
-        if meta.largest.as_slice() < last_key.as_ref() {
-            meta.largest = last_key.to_vec();
+        if meta.largest.as_slice() < last_key.as_slice() {
+            meta.largest = last_key.clone();
         }
         Ok(meta)
     }
@@ -94,4 +109,11 @@ impl MetaTracker {
     pub(crate) fn ranges(&self) -> &[RangeTombstone] {
         &self.ranges
     }
+}
+
+/// `key` in `buf`, reusing its allocation.
+fn copy_into(buf: &mut Option<Vec<u8>>, key: &[u8]) {
+    let b = buf.get_or_insert_with(Vec::new);
+    b.clear();
+    b.extend_from_slice(key);
 }

@@ -19,13 +19,7 @@ pub struct RowCrc(u32);
 
 impl RowCrc {
     pub fn add(&mut self, key: &[u8], seq: u64, kind: u8, value: &[u8]) {
-        let mut c = self.0;
-        c = crc32c::crc32c_append(c, &(key.len() as u32).to_le_bytes());
-        c = crc32c::crc32c_append(c, key);
-        c = crc32c::crc32c_append(c, &seq.to_le_bytes());
-        c = crc32c::crc32c_append(c, &[kind]);
-        c = crc32c::crc32c_append(c, &(value.len() as u32).to_le_bytes());
-        self.0 = crc32c::crc32c_append(c, value);
+        self.0 = crate::digest::row_crc(self.0, key, seq, kind, value);
     }
 
     pub fn of(entries: &[Entry]) -> u32 {
