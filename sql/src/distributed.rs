@@ -6,7 +6,7 @@
 //! other tables. Each shard reads at its own snapshot; there is no snapshot across shards.
 
 use crate::fragment::{self, Fragment};
-use crate::{filters, key_range, rows};
+use crate::{filters, key_range, rows, scan};
 use async_trait::async_trait;
 use cairn_common::{BoxStream, KeyRange};
 use cairn_filestore::ValueColumns;
@@ -22,9 +22,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{
-    BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, RecordOutput,
-};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -290,23 +288,16 @@ impl ExecutionPlan for ShardsExec {
         })?;
         let (shards, schema) = (self.shards.clone(), self.schema.clone());
         let name = shards.name(shard);
-        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let batches = futures::stream::once(async move { shards.run(shard, fragment).await })
             .try_flatten()
             .map_err(|e| DataFusionError::External(Box::new(e)))
             .and_then({
                 let schema = schema.clone();
-                // EXPLAIN ANALYZE shows what crossed from the shards.
-                move |batch| {
-                    let checked =
-                        conform(&schema, batch, &name).map(|b| b.record_output(&baseline));
-                    futures::future::ready(checked)
-                }
+                move |batch| futures::future::ready(conform(&schema, batch, &name))
             });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            schema,
-            batches.boxed(),
-        )))
+        let batches = Box::pin(RecordBatchStreamAdapter::new(schema, batches.boxed()));
+        // EXPLAIN ANALYZE shows what crossed from the shards.
+        Ok(scan::counted(batches, &self.metrics, partition))
     }
 }
 

@@ -317,16 +317,25 @@ impl ExecutionPlan for KvScan {
                 });
             }
         }
-        let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let stream = builder.build();
-        let schema = stream.schema();
-        let counted = stream.map(move |b| b.map(|b| b.record_output(&baseline)));
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, counted)))
+        Ok(counted(builder.build(), &self.metrics, partition))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// `stream`, its rows and batches counted in `metrics` as partition `partition`'s output, for
+/// `EXPLAIN ANALYZE`.
+pub(crate) fn counted(
+    stream: SendableRecordBatchStream,
+    metrics: &ExecutionPlanMetricsSet,
+    partition: usize,
+) -> SendableRecordBatchStream {
+    let baseline = BaselineMetrics::new(metrics, partition);
+    let schema = stream.schema();
+    let counted = stream.map(move |b| b.map(|b| b.record_output(&baseline)));
+    Box::pin(RecordBatchStreamAdapter::new(schema, counted))
 }
 
 /// Sends base table `i`'s live rows in `range`; false once the scan should stop.
