@@ -4,7 +4,7 @@
 //! acknowledged write, a new node receives shards, a drained node gives them up, and no read
 //! is answered by a stale owner.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use cairn::{Config, MapStore, Router};

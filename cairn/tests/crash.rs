@@ -85,11 +85,16 @@ fn crash_child() {
 async fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let mut acked: HashMap<String, String> = HashMap::new();
+    // The child's name as the test binary knows it: its path below the crate.
+    let child_test = format!(
+        "{}::crash_child",
+        module_path!().split_once("::").map_or("", |(_, m)| m)
+    );
     for (round, kill_after) in [(0u32, 3000usize), (1, 500), (2, 6000)] {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "crash_child",
+                &child_test,
                 "--ignored",
                 "--nocapture",
                 "--test-threads",

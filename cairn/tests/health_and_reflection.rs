@@ -2,7 +2,7 @@
 //! protocol (SERVING while it serves, NOT_SERVING once it begins to shut down) and server
 //! reflection (the services it serves, as `grpcurl list` asks for them).
 
-mod support;
+use crate::support;
 
 use support::{Served, serve};
 use tonic::transport::{Channel, Endpoint};

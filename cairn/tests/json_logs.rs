@@ -2,7 +2,7 @@
 //! carries the call's span, naming its method (so the component) and database; a background
 //! job's failure carries the job's span and database.
 
-mod support;
+use crate::support;
 
 use cairn::TableMeta;
 use cairn_filestore::{GrpcStorage, Storage};

@@ -7,7 +7,7 @@
 //! `LOCKSTEP_SEEDS=N` runs seeds 1..=N (2 by default); a divergence names its seed and
 //! step, and the same seed replays the same workload.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use cairn::{AggregateOp, Config, Db, KeyRange, Snapshot, ValueType, WriteBatch};

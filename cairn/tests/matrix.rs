@@ -6,7 +6,7 @@
 //! `BTreeMap`. The grpc kinds talk to
 //! real servers on 127.0.0.1 started with `cairn::serve`, as `cairn serve` starts them.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use cairn::{Config, KeyRange, WriteBatch};

@@ -1,7 +1,7 @@
 //! A `cairn serve` process with `[metrics] listen` set exports Prometheus' text format on
 //! `GET /metrics`; scraped while an engine writes through the server, its counters move.
 
-mod support;
+use crate::support;
 
 use cairn::Config;
 use std::io::{Read, Write};

@@ -7,7 +7,7 @@
 //! and reader restarts. Then real processes: `cairn serve shard --read-only` beside its
 //! writer, behind a router that spreads reads over both.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use cairn::serve::Component;

@@ -5,7 +5,7 @@
 //! server fails the router's calls that need it, by name, and comes back with its data; a pool
 //! of compaction servers loses nothing to a killed, stopped or terminated one.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use cairn::{Config, KeyRange};

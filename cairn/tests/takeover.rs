@@ -3,7 +3,7 @@
 //! and servers hold many databases apart. The manifest-store conformance suite runs here on
 //! the stores that need a server: the tests' S3 endpoint and a storage server over gRPC.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use cairn::{Config, GrpcShard, KeyRange, Shard, ShardIdentity};
