@@ -19,7 +19,7 @@ pub use faulty::FaultyJournal;
 pub use file::{FileJournal, FileJournalOptions, JournalStats};
 pub use grpc::{GrpcJournal, journal_service, journal_service_for};
 pub use memory::MemoryJournal;
-pub use object::{ObjectJournal, ObjectJournalOptions};
+pub use object::{MAX_COMMITS_IN_FLIGHT, ObjectJournal, ObjectJournalOptions};
 
 use async_trait::async_trait;
 use bytes::Bytes;

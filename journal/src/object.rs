@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObjectJournalOptions {
@@ -43,7 +43,20 @@ pub struct ObjectJournalOptions {
     /// How long a failing or unreachable store is retried before the writers waiting on a
     /// commit get an error (the store's client retries each request too).
     pub retry_for: Duration,
+    /// How many commits may be in flight at once (1 to `MAX_COMMITS_IN_FLIGHT`). They are
+    /// acknowledged in number order, so a commit is acknowledged only once every earlier one
+    /// has landed.
+    pub commits_in_flight: usize,
 }
+
+/// The most commits a writer may have in flight, as the format knows it.
+pub const MAX_COMMITS_IN_FLIGHT: usize = 8;
+
+/// How far below the highest object a commit may still be in flight: a writer's own window
+/// below its highest object, and above it the fills and claim of a writer replacing it.
+/// A replay takes a gap among these numbers for a commit in flight (and stops there), and
+/// one further down for a truncation, which never deletes among them.
+const NEWEST: u64 = 2 * MAX_COMMITS_IN_FLIGHT as u64;
 
 impl Default for ObjectJournalOptions {
     fn default() -> Self {
@@ -51,6 +64,7 @@ impl Default for ObjectJournalOptions {
             max_object_bytes: 4 << 20,
             commit_delay: Duration::from_millis(2),
             retry_for: Duration::from_secs(30),
+            commits_in_flight: 4,
         }
     }
 }
@@ -72,15 +86,32 @@ struct Shared {
     queue: parking_lot::Mutex<Queue>,
     wake: Notify,
     writer: tokio::sync::Mutex<Writer>,
-    /// Objects read whole or written: number -> (a claim's?, last LSN), so replay and
-    /// truncation need not read them again.
-    known: parking_lot::Mutex<BTreeMap<u64, (bool, Lsn)>>,
+    /// Objects read or written, so replay and truncation need not read them again.
+    known: parking_lot::Mutex<BTreeMap<u64, Known>>,
     /// The claimed epoch (0: none yet), for refusing a stale append before it queues.
     epoch: AtomicU64,
     appends: metrics::Counter,
     bytes: metrics::Counter,
     group_records: metrics::Histogram,
     put_seconds: metrics::Histogram,
+}
+
+/// What replay, truncation and claims need of an object: its kind and its header's LSNs.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    kind: u8,
+    last: Lsn,
+    next: Lsn,
+}
+
+impl Known {
+    fn of(h: &Header) -> Known {
+        Known {
+            kind: h.kind,
+            last: h.last_lsn,
+            next: h.next_lsn,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -96,6 +127,18 @@ struct Pending {
     done: oneshot::Sender<Result<Lsn>>,
 }
 
+/// A commit whose object is being written.
+struct InFlight {
+    number: u64,
+    first: Lsn,
+    /// The claim it was issued under.
+    nonce: String,
+    records: Vec<Bytes>,
+    waiters: Vec<oneshot::Sender<Result<Lsn>>>,
+    put: tokio::task::JoinHandle<Result<Put>>,
+    _slot: OwnedSemaphorePermit,
+}
+
 /// What the committer knows; claims take it too.
 #[derive(Default)]
 struct Writer {
@@ -107,13 +150,14 @@ struct Writer {
     next_number: u64,
     next_lsn: Lsn,
     last_lsn: Lsn,
-    /// Set once a newer epoch is found holding the journal: every append is refused after.
-    fenced: Option<Error>,
+    /// Set once a newer epoch is found holding the journal, or once a commit's outcome is
+    /// unknown while later ones were in flight: every append is refused after.
+    stopped: Option<Error>,
     /// An attempt at `next_number` failed without saying whether the object was created.
     uncertain: bool,
 }
 
-// An object: MAGIC, kind (1 claim, 2 records), epoch, first, last and next LSN, record
+// An object: MAGIC, kind (1 claim, 2 records, 3 fill), epoch, first, last and next LSN, record
 // count, the meta's length, the meta (JSON), the records ([len u32][payload]), then a crc32c
 // of all that comes before it.
 const MAGIC: &[u8; 8] = b"CAIRNJO1";
@@ -122,12 +166,23 @@ const CLAIM: u8 = 1;
 /// Objects a replay reads ahead.
 const REPLAY_AHEAD: usize = 16;
 const RECORDS: u8 = 2;
+/// A number a claim took so that the writer it replaces, which may have had commits in flight
+/// there, cannot land one: no records, never deleted.
+const FILL: u8 = 3;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Meta {
     database: String,
     journal: String,
     writer: String,
+    /// How many commits its writer may have in flight: the numbers a claim after it fills.
+    /// Objects written before commits overlapped say nothing: one.
+    #[serde(default = "one_in_flight")]
+    window: u64,
+}
+
+fn one_in_flight() -> u64 {
+    1
 }
 
 #[derive(Debug, Clone)]
@@ -206,7 +261,7 @@ fn decode(what: &str, data: &Bytes) -> Result<(Header, Vec<Bytes>)> {
         at += len;
     }
     let consistent = match kind {
-        CLAIM => count == 0,
+        CLAIM | FILL => count == 0,
         RECORDS => {
             count > 0
                 && h.last_lsn == h.first_lsn + count as u64 - 1
@@ -238,6 +293,11 @@ impl ObjectJournal {
             return Err(Error::InvalidArgument(
                 "object journal: max_object_bytes must be positive".into(),
             ));
+        }
+        if !(1..=MAX_COMMITS_IN_FLIGHT).contains(&opts.commits_in_flight) {
+            return Err(Error::InvalidArgument(format!(
+                "object journal: commits_in_flight must be from 1 to {MAX_COMMITS_IN_FLIGHT}"
+            )));
         }
         Ok(ObjectJournal {
             shared: Arc::new(Shared {
@@ -325,9 +385,7 @@ impl Shared {
             return Ok(None);
         };
         let (h, records) = decode(&format!("journal object {} at {}", path, self.url), &data)?;
-        self.known
-            .lock()
-            .insert(number, (h.kind == CLAIM, h.last_lsn));
+        self.known.lock().insert(number, Known::of(&h));
         Ok(Some((h, records)))
     }
 
@@ -340,7 +398,7 @@ impl Shared {
         let (mut lo, mut hi) = (0, numbers.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.peek_last_lsn(numbers[mid]).await? < from {
+            if self.ends_at(numbers, mid).await?.map_or(0, |(_, k)| k.last) < from {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -349,17 +407,33 @@ impl Shared {
         if lo == 0 {
             return Ok(0);
         }
-        match self.read(numbers[lo - 1]).await? {
+        let Some((i, _)) = self.ends_at(numbers, lo - 1).await? else {
+            return Ok(lo);
+        };
+        match self.read(numbers[i]).await? {
             Some((h, _)) if h.last_lsn >= from => Ok(0),
             _ => Ok(lo),
         }
     }
 
-    /// An object's last LSN, from what is known or its fixed header (0 if it is gone: a
+    /// The nearest object at or below `numbers[i]` that is not a fill (fills carry no LSNs),
+    /// as its index and what is known of it; `None` if there is none.
+    async fn ends_at(&self, numbers: &[u64], i: usize) -> Result<Option<(usize, Known)>> {
+        for j in (0..=i).rev() {
+            if let Some(k) = self.peek(numbers[j]).await?
+                && k.kind != FILL
+            {
+                return Ok(Some((j, k)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// An object's LSNs, from what is known or its fixed header (`None` if it is gone: a
     /// truncation took it, so its records are flushed).
-    async fn peek_last_lsn(&self, number: u64) -> Result<Lsn> {
-        if let Some((_, last)) = self.known.lock().get(&number) {
-            return Ok(*last);
+    async fn peek(&self, number: u64) -> Result<Option<Known>> {
+        if let Some(k) = self.known.lock().get(&number) {
+            return Ok(Some(*k));
         }
         let path = self.path(number);
         let head = self
@@ -371,9 +445,16 @@ impl Shared {
                 }
             })
             .await?;
+        // Not remembered: only a whole read, checked, is.
         Ok(match head {
             Some(b) if b.len() == FIXED && &b[..8] == MAGIC => {
-                u64::from_le_bytes(b[25..33].try_into().unwrap_or([0; 8]))
+                let u64_at =
+                    |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+                Some(Known {
+                    kind: b[8],
+                    last: u64_at(25),
+                    next: u64_at(33),
+                })
             }
             Some(_) => {
                 return Err(Error::corruption(
@@ -381,7 +462,7 @@ impl Shared {
                     "not a journal object (magic or length)",
                 ));
             }
-            None => 0,
+            None => None,
         })
     }
 
@@ -443,23 +524,18 @@ impl Shared {
         }
     }
 
-    /// The committer: one object at a time, each holding every record queued when it starts
-    /// (up to `max_object_bytes`).
+    /// The committer: each commit holds every record queued when it starts (up to
+    /// `max_object_bytes`), and up to `commits_in_flight` of them are written at once, each
+    /// at the next number with the next LSNs. `settle_in_order` answers them in number order.
     async fn run(self: Arc<Self>) {
+        let slots = Arc::new(Semaphore::new(self.opts.commits_in_flight));
+        let (issued, in_flight) = mpsc::unbounded_channel();
+        let settler = tokio::spawn(self.clone().settle_in_order(in_flight));
         let mut last_group = 1;
-        loop {
-            loop {
-                {
-                    let q = self.queue.lock();
-                    if !q.pending.is_empty() {
-                        break;
-                    }
-                    if q.closed {
-                        return;
-                    }
-                }
-                self.wake.notified().await;
-            }
+        while self.records_queued().await {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
             self.gather(last_group).await;
             let batch = {
                 let mut q = self.queue.lock();
@@ -472,8 +548,27 @@ impl Shared {
                 q.bytes -= bytes;
                 q.pending.drain(..n).collect::<Vec<_>>()
             };
-            last_group = batch.len();
-            self.commit(batch).await;
+            last_group = batch.len().max(1);
+            self.start(batch, slot, &slots, &issued).await;
+        }
+        drop(issued);
+        let _ = settler.await;
+    }
+
+    /// Waits for a record; false once the journal is closed and nothing is queued.
+    async fn records_queued(&self) -> bool {
+        loop {
+            let notified = self.wake.notified();
+            {
+                let q = self.queue.lock();
+                if !q.pending.is_empty() {
+                    return true;
+                }
+                if q.closed {
+                    return false;
+                }
+            }
+            notified.await;
         }
     }
 
@@ -503,7 +598,15 @@ impl Shared {
         }
     }
 
-    async fn commit(&self, batch: Vec<Pending>) {
+    /// Starts a commit of `batch` in `slot`: the next number and LSNs are its own from here,
+    /// and its object is written by a task of its own while the next commit gathers.
+    async fn start(
+        self: &Arc<Self>,
+        batch: Vec<Pending>,
+        slot: OwnedSemaphorePermit,
+        slots: &Arc<Semaphore>,
+        issued: &mpsc::UnboundedSender<InFlight>,
+    ) {
         let mut w = self.writer.lock().await;
         let mut records = Vec::with_capacity(batch.len());
         let mut waiters = Vec::with_capacity(batch.len());
@@ -521,7 +624,159 @@ impl Shared {
         if records.is_empty() {
             return;
         }
-        match self.write_records(&mut w, &records).await {
+        if w.uncertain {
+            // The last commit's outcome is unknown, and nothing was in flight behind it:
+            // its number is looked at before anything else is written, alone.
+            drop(w);
+            let others = self.opts.commits_in_flight as u32 - 1;
+            let _all = slots.acquire_many(others).await;
+            let mut w = self.writer.lock().await;
+            let written = self.write_records(&mut w, &records).await;
+            drop(w);
+            self.answer(written, &records, waiters);
+            drop(slot);
+            return;
+        }
+        let Some(claim) = w.claim.clone() else {
+            self.answer(
+                Err(Error::InvalidArgument("append before any claim".into())),
+                &records,
+                waiters,
+            );
+            return;
+        };
+        let number = w.next_number;
+        let first = w.next_lsn;
+        let last = first + records.len() as u64 - 1;
+        let header = self.header(&w, &claim, RECORDS, first, last, last + 1);
+        let data = match encode(&header, &records) {
+            Ok(data) => data,
+            Err(e) => {
+                self.answer(Err(e), &records, waiters);
+                return;
+            }
+        };
+        w.next_number = number + 1;
+        w.next_lsn = last + 1;
+        let nonce = w.nonce.clone();
+        drop(w);
+        let shared = self.clone();
+        let put = tokio::spawn(async move { shared.create(number, data).await });
+        let commit = InFlight {
+            number,
+            first,
+            nonce,
+            records,
+            waiters,
+            put,
+            _slot: slot,
+        };
+        if let Err(mpsc::error::SendError(c)) = issued.send(commit) {
+            self.answer(Err(Error::Closed), &c.records, c.waiters);
+        }
+    }
+
+    /// Answers the commits in the order they were issued, each once its object's fate is
+    /// known: a later one that landed first waits for the earlier ones.
+    async fn settle_in_order(self: Arc<Self>, mut in_flight: mpsc::UnboundedReceiver<InFlight>) {
+        while let Some(mut c) = in_flight.recv().await {
+            let put = match (&mut c.put).await {
+                Ok(put) => put,
+                Err(e) => Err(self.err(format_args!("write object {}", c.number), e)),
+            };
+            let settled = {
+                let mut w = self.writer.lock().await;
+                self.settle(&mut w, &c, put).await
+            };
+            let InFlight {
+                records, waiters, ..
+            } = c;
+            self.answer(settled, &records, waiters);
+        }
+    }
+
+    /// What commit `c`'s put means for its writers, and for the writer's state.
+    async fn settle(&self, w: &mut Writer, c: &InFlight, put: Result<Put>) -> Result<Lsn> {
+        let last = c.first + c.records.len() as u64 - 1;
+        if w.nonce != c.nonce {
+            return Err(self.err(
+                format_args!("write object {}", c.number),
+                "the journal was claimed again while the commit was in flight; its outcome is unknown",
+            ));
+        }
+        if let Some(e) = &w.stopped {
+            // An earlier commit was refused or lost: whether this one landed is unknown to
+            // its writers (a newer writer may have replayed it).
+            return Err(self.err(
+                format_args!("write object {}", c.number),
+                format_args!("an earlier commit failed ({e}); whether this one landed is unknown"),
+            ));
+        }
+        match put {
+            Ok(Put::Created) => {}
+            Ok(Put::Exists) => match self.read(c.number).await? {
+                // An attempt whose answer was lost landed: the records are there, once.
+                Some((h, found))
+                    if h.meta.writer == w.nonce && h.first_lsn == c.first && found == c.records => {
+                }
+                Some((h, _)) if h.meta.writer != w.nonce => {
+                    let Some(claim) = w.claim.clone() else {
+                        return Err(Error::InvalidArgument("append before any claim".into()));
+                    };
+                    let e = self.fenced_by(&claim, &h);
+                    w.stopped = Some(e.duplicate());
+                    return Err(e);
+                }
+                Some(_) => {
+                    let e = Error::corruption(
+                        format!("journal object {} at {}", c.number, self.url),
+                        "holds another commit of this writer",
+                    );
+                    w.stopped = Some(e.duplicate());
+                    return Err(e);
+                }
+                // Deleted since the create was refused: only a truncation deletes, and only
+                // under a newer writer's claim.
+                None => return Err(self.fence_from(w, c.number).await),
+            },
+            Err(e) => {
+                if w.next_number == c.number + 1 {
+                    // Nothing after it: the next commit looks at its number first.
+                    w.uncertain = true;
+                    w.next_number = c.number;
+                    w.next_lsn = c.first;
+                } else {
+                    // Later commits were issued and may have landed past a gap that this one
+                    // may or may not fill: only a claim, which fills the gaps, can go on.
+                    w.stopped = Some(self.err(
+                        format_args!("write object {}", c.number),
+                        "its outcome is unknown and later commits were in flight behind it; \
+                         this writer stops (reopen the database to go on)",
+                    ));
+                }
+                return Err(e);
+            }
+        }
+        self.known.lock().insert(
+            c.number,
+            Known {
+                kind: RECORDS,
+                last,
+                next: last + 1,
+            },
+        );
+        w.last_lsn = w.last_lsn.max(last);
+        Ok(c.first)
+    }
+
+    /// Tells a commit's writers how it went: the first record's LSN, or why not.
+    fn answer(
+        &self,
+        written: Result<Lsn>,
+        records: &[Bytes],
+        waiters: Vec<oneshot::Sender<Result<Lsn>>>,
+    ) {
+        match written {
             Ok(first) => {
                 self.appends.increment(records.len() as u64);
                 self.bytes
@@ -539,9 +794,34 @@ impl Shared {
         }
     }
 
+    /// An object's header as this writer writes it.
+    fn header(
+        &self,
+        w: &Writer,
+        claim: &JournalClaim,
+        kind: u8,
+        first_lsn: Lsn,
+        last_lsn: Lsn,
+        next_lsn: Lsn,
+    ) -> Header {
+        Header {
+            kind,
+            epoch: claim.epoch,
+            first_lsn,
+            last_lsn,
+            next_lsn,
+            meta: Meta {
+                database: claim.database.clone(),
+                journal: w.journal.clone(),
+                writer: w.nonce.clone(),
+                window: self.opts.commits_in_flight as u64,
+            },
+        }
+    }
+
     /// Why an append of `epoch` is refused, if it is.
     fn refusal(&self, w: &Writer, epoch: u64) -> Option<Error> {
-        if let Some(e) = &w.fenced {
+        if let Some(e) = &w.stopped {
             return Some(e.duplicate());
         }
         let Some(c) = &w.claim else {
@@ -591,18 +871,7 @@ impl Shared {
                     None => {}
                 }
             }
-            let header = Header {
-                kind: RECORDS,
-                epoch: claim.epoch,
-                first_lsn: first,
-                last_lsn: last,
-                next_lsn: last + 1,
-                meta: Meta {
-                    database: claim.database.clone(),
-                    journal: w.journal.clone(),
-                    writer: w.nonce.clone(),
-                },
-            };
+            let header = self.header(w, &claim, RECORDS, first, last, last + 1);
             let put = match self.create(number, encode(&header, records)?).await {
                 Ok(put) => put,
                 Err(e) => {
@@ -644,7 +913,7 @@ impl Shared {
     ) -> Found {
         if h.meta.writer != w.nonce {
             let e = self.fenced_by(claim, &h);
-            w.fenced = Some(e.duplicate());
+            w.stopped = Some(e.duplicate());
             return Found::Fenced(e);
         }
         // Ours: an attempt whose answer was lost landed. Its records are durable (the
@@ -660,10 +929,64 @@ impl Shared {
 
     /// Object `number`, ending at `last`, is this writer's newest.
     fn adopt(&self, w: &mut Writer, number: u64, next_lsn: Lsn, last: Lsn) {
-        self.known.lock().insert(number, (false, last));
+        self.known.lock().insert(
+            number,
+            Known {
+                kind: RECORDS,
+                last,
+                next: next_lsn,
+            },
+        );
         w.next_number = number + 1;
         w.next_lsn = next_lsn;
         w.last_lsn = last;
+    }
+
+    /// The highest object that is not a fill (`t`, read as `tail`, is the highest of all),
+    /// read whole: where the journal ends, and whose writer a claim must fence.
+    async fn newest_not_fill(
+        &self,
+        numbers: &[u64],
+        t: u64,
+        tail: &Header,
+    ) -> Result<Option<(u64, Header)>> {
+        if tail.kind != FILL {
+            return Ok(Some((t, tail.clone())));
+        }
+        let Some((i, _)) = self
+            .ends_at(numbers, numbers.len().saturating_sub(1))
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(self.read(numbers[i]).await?.map(|(h, _)| (numbers[i], h)))
+    }
+
+    /// The fill objects a claim writes before its own, as (number, object): the numbers
+    /// where the writer of object `r` (whose window is `window`) may still land a commit.
+    /// That is the gaps among the `window - 1` numbers below `r`, which may be its commits
+    /// still in flight or lost, and those among the `window - 1` above it.
+    fn fills(
+        &self,
+        numbers: &[u64],
+        r: u64,
+        window: u64,
+        epoch: u64,
+        meta: &Meta,
+    ) -> Result<Vec<(u64, Bytes)>> {
+        // No LSNs: a commit of the fenced writer may land beside a fill after it is written.
+        let fill = Header {
+            kind: FILL,
+            epoch,
+            first_lsn: 0,
+            last_lsn: 0,
+            next_lsn: 0,
+            meta: meta.clone(),
+        };
+        (r.saturating_sub(window - 1)..r + window)
+            .filter(|n| *n != r && numbers.binary_search(n).is_err())
+            .map(|n| Ok((n, encode(&fill, &[])?)))
+            .collect()
     }
 
     fn fenced_by(&self, ours: &JournalClaim, theirs: &Header) -> Error {
@@ -699,12 +1022,13 @@ impl Shared {
                 self.url
             )),
         };
-        w.fenced = Some(e.duplicate());
+        w.stopped = Some(e.duplicate());
         e
     }
 }
 
-type Object = (Header, Vec<Bytes>);
+/// An object read for a replay: its number, header and records.
+type Object = (u64, Header, Vec<Bytes>);
 
 /// What a writer found at the number it meant to write.
 enum Found {
@@ -725,20 +1049,21 @@ fn listed(s: Arc<Shared>, numbers: Vec<u64>) -> BoxStream<Result<Object>> {
             .map(move |n| {
                 let s = s.clone();
                 async move {
-                    s.read(n).await?.ok_or_else(|| {
+                    let (h, records) = s.read(n).await?.ok_or_else(|| {
                         s.err(
                             "replay",
                             format_args!("object {n} vanished while replaying"),
                         )
-                    })
+                    })?;
+                    Ok((n, h, records))
                 }
             })
             .buffered(REPLAY_AHEAD),
     )
 }
 
-/// `first`, then the objects numbered from `next` on, fetched ahead in batches, up to the
-/// first one missing.
+/// `first` (object `next - 1`), then the objects numbered from `next` on, fetched ahead in
+/// batches, up to the first one missing: it never reads past a gap.
 fn probed(s: Arc<Shared>, next: u64, first: Object) -> BoxStream<Result<Object>> {
     let ready = std::collections::VecDeque::from([Ok(first)]);
     Box::pin(futures::stream::unfold(
@@ -748,7 +1073,7 @@ fn probed(s: Arc<Shared>, next: u64, first: Object) -> BoxStream<Result<Object>>
                 let batch =
                     futures::future::join_all((next..next + REPLAY_AHEAD as u64).map(|n| {
                         let s = s.clone();
-                        async move { s.read(n).await }
+                        async move { s.read(n).await.map(|o| o.map(|(h, r)| (n, h, r))) }
                     }))
                     .await;
                 for got in batch {
@@ -777,6 +1102,40 @@ fn probed(s: Arc<Shared>, next: u64, first: Object) -> BoxStream<Result<Object>>
     ))
 }
 
+/// Where a replay of listed objects must stop: at a gap in the numbers where a commit may
+/// still be in flight (or lost with later ones landed), so that no record is replayed
+/// before an earlier one. Such a gap is among the `NEWEST` numbers,
+/// and only a records object after it can show that the gap holds nothing asked for (that
+/// it starts at or before both `from` and the next LSN of the object before the gap): a
+/// gap that a truncation left lies further down, or holds only records before `from`.
+struct Gaps {
+    highest: u64,
+    from: Lsn,
+    /// The number of the object before the next one, and the next LSN of the last object
+    /// before it that is not a fill.
+    before: Option<(u64, Lsn)>,
+}
+
+impl Gaps {
+    /// Whether object `n` with `h` may be replayed, given the ones before it.
+    fn passes(&mut self, n: u64, h: &Header) -> bool {
+        let next = match self.before {
+            Some((b, next)) => {
+                if n > b + 1
+                    && n - 1 + NEWEST > self.highest
+                    && (h.kind != RECORDS || h.first_lsn > self.from.max(next))
+                {
+                    return false;
+                }
+                next
+            }
+            None => 0,
+        };
+        self.before = Some((n, if h.kind == FILL { next } else { h.next_lsn }));
+        true
+    }
+}
+
 #[async_trait]
 impl Journal for ObjectJournal {
     fn reach(&self) -> crate::Reach {
@@ -789,7 +1148,7 @@ impl Journal for ObjectJournal {
         if let Some(held) = &w.claim
             && held.database == claim.database
             && held.epoch == claim.epoch
-            && w.fenced.is_none()
+            && w.stopped.is_none()
         {
             // A retried claim: this writer already holds the journal at this epoch.
             return Ok(Claimed {
@@ -814,12 +1173,44 @@ impl Journal for ObjectJournal {
                 flushed_lsn: 0,
             });
             check_claim(&s.url, held.as_ref(), claim)?;
-            let (number, journal, last_lsn, next_lsn) = match &tail {
-                Some((n, h)) => (n + 1, h.meta.journal.clone(), h.last_lsn, h.next_lsn),
-                None => (0, crate::new_journal_id(), 0, 1),
-            };
-            let next_lsn = next_lsn.max(claim.flushed_lsn + 1);
             let nonce = crate::new_journal_id();
+            let (number, journal, last_lsn, next_lsn, fills) = match &tail {
+                Some((t, h)) => {
+                    let meta = Meta {
+                        database: claim.database.clone(),
+                        journal: h.meta.journal.clone(),
+                        writer: nonce.clone(),
+                        window: s.opts.commits_in_flight as u64,
+                    };
+                    let (r, end) = match s.newest_not_fill(&numbers, *t, h).await? {
+                        Some((r, end)) => (r, end),
+                        None => (*t, h.clone()),
+                    };
+                    let window = end.meta.window.clamp(1, MAX_COMMITS_IN_FLIGHT as u64);
+                    let fills = s.fills(&numbers, r, window, claim.epoch, &meta)?;
+                    let number = (t + 1).max(r + window);
+                    (
+                        number,
+                        end.meta.journal.clone(),
+                        end.last_lsn,
+                        end.next_lsn,
+                        fills,
+                    )
+                }
+                None => (0, crate::new_journal_id(), 0, 1, Vec::new()),
+            };
+            // Every fill lands before the claim does: one refused means an object of the
+            // writer being replaced landed there since the listing, so look again.
+            let filled = futures::future::try_join_all(
+                fills
+                    .into_iter()
+                    .map(|(n, data)| async move { s.create(n, data).await.map(|p| (n, p)) }),
+            )
+            .await?;
+            if filled.iter().any(|(_, p)| matches!(p, Put::Exists)) {
+                continue;
+            }
+            let next_lsn = next_lsn.max(claim.flushed_lsn + 1);
             let header = Header {
                 kind: CLAIM,
                 epoch: claim.epoch,
@@ -830,6 +1221,7 @@ impl Journal for ObjectJournal {
                     database: claim.database.clone(),
                     journal: journal.clone(),
                     writer: nonce.clone(),
+                    window: s.opts.commits_in_flight as u64,
                 },
             };
             match s.create(number, encode(&header, &[])?).await? {
@@ -843,10 +1235,17 @@ impl Journal for ObjectJournal {
                         next_number: number + 1,
                         next_lsn,
                         last_lsn,
-                        fenced: None,
+                        stopped: None,
                         uncertain: false,
                     };
-                    s.known.lock().insert(number, (true, last_lsn));
+                    s.known.lock().insert(
+                        number,
+                        Known {
+                            kind: CLAIM,
+                            last: last_lsn,
+                            next: next_lsn,
+                        },
+                    );
                     s.epoch.store(claim.epoch, Ordering::Release);
                     let mut committer = self.committer.lock();
                     if committer.is_none() {
@@ -895,30 +1294,51 @@ impl Journal for ObjectJournal {
             let before = known
                 .iter()
                 .rev()
-                .find(|(_, (_, last))| *last < from)
-                .map(|(n, _)| *n);
-            if let Some(k) = before {
-                known.retain(|n, _| *n >= k);
+                .find(|(_, k)| k.kind != FILL && k.last < from)
+                .map(|(n, k)| (*n, *k));
+            if let Some((n, _)) = before {
+                known.retain(|m, _| *m >= n);
             }
             before
         };
-        let objects = match before {
-            Some(k) => match s.read(k + 1).await? {
-                Some(first) => probed(s, k + 2, first),
+        let (objects, gaps) = match before {
+            Some((k, known)) => match s.read(k + 1).await? {
+                Some((h, records)) => (probed(s, k + 2, (k + 1, h, records)), None),
                 None => {
                     let numbers = s.list_after(k).await?;
-                    listed(s, numbers)
+                    let gaps = Gaps {
+                        highest: numbers.last().copied().unwrap_or(k),
+                        from,
+                        before: Some((k, known.next)),
+                    };
+                    (listed(s, numbers), Some(gaps))
                 }
             },
             None => {
                 let numbers = s.list().await?;
                 let start = s.first_reaching(&numbers, from).await?;
-                listed(s, numbers[start..].to_vec())
+                let before = match start.checked_sub(1) {
+                    Some(i) => s
+                        .ends_at(&numbers, i)
+                        .await?
+                        .map(|(_, k)| (numbers[i], k.next)),
+                    None => None,
+                };
+                let gaps = Gaps {
+                    highest: numbers.last().copied().unwrap_or(0),
+                    from,
+                    before,
+                };
+                (listed(s, numbers[start..].to_vec()), Some(gaps))
             }
         };
+        let mut gaps = gaps;
+        let objects = objects.try_take_while(move |(n, h, _)| {
+            futures::future::ready(Ok(gaps.as_mut().is_none_or(|g| g.passes(*n, h))))
+        });
         let mut previous = 0;
         let records = objects
-            .map_ok(move |(h, records)| {
+            .map_ok(move |(_, h, records)| {
                 let out: Vec<Result<JournalRecord>> = records
                     .into_iter()
                     .enumerate()
@@ -944,21 +1364,24 @@ impl Journal for ObjectJournal {
     async fn truncate(&self, upto: Lsn) -> Result<()> {
         let s = &self.shared;
         let numbers = s.list().await?;
-        // The newest object stays, whatever it holds: it carries the numbering on.
-        let older = numbers.split_last().map_or(&[][..], |(_, older)| older);
-        for &n in older {
+        // The newest objects stay, whatever they hold: the newest carries the numbering on,
+        // and a gap among the `NEWEST` numbers tells a replay that a commit is still in
+        // flight there, so none is made by deleting.
+        let keep = numbers.last().map_or(0, |h| h.saturating_sub(NEWEST - 1));
+        for &n in numbers.iter().take_while(|&&n| n < keep) {
             let known = s.known.lock().get(&n).copied();
-            let (is_claim, last) = match known {
+            let k = match known {
                 Some(k) => k,
                 None => match s.read(n).await? {
-                    Some((h, _)) => (h.kind == CLAIM, h.last_lsn),
+                    Some((h, _)) => Known::of(&h),
                     None => continue,
                 },
             };
-            if last > upto {
+            if k.last > upto {
                 break;
             }
-            if is_claim {
+            // Claims and fills stay: a writer they fenced may still try to land there.
+            if k.kind != RECORDS {
                 continue;
             }
             let path = s.path(n);

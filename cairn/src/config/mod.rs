@@ -150,6 +150,10 @@ pub struct JournalSection {
     /// 30000).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_for_ms: Option<u64>,
+    /// object: how many commits may be written at once, acknowledged in order (default 4,
+    /// at most 8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commits_in_flight: Option<usize>,
     /// grpc: which of the server's journals is this database's (default `default`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
@@ -402,6 +406,7 @@ impl Config {
                 ("journal.max_object_bytes", &mut j.max_object_bytes),
                 ("journal.commit_delay_ms", &mut j.commit_delay_ms),
                 ("journal.retry_for_ms", &mut j.retry_for_ms),
+                ("journal.commits_in_flight", &mut j.commits_in_flight),
             ] {
                 if inherited(key, "journal.kind") {
                     slot.clear();
@@ -484,6 +489,11 @@ impl Config {
             ),
             (j.retry_for_ms.is_some(), "journal.retry_for_ms", OBJECT),
             (
+                j.commits_in_flight.is_some(),
+                "journal.commits_in_flight",
+                OBJECT,
+            ),
+            (
                 j.database.is_some(),
                 "journal.database",
                 &[JournalKind::Grpc],
@@ -508,6 +518,17 @@ impl Config {
         }
         if j.max_object_bytes == Some(0) {
             return bad("journal.max_object_bytes", "must be greater than 0".into());
+        }
+        if let Some(n) = j.commits_in_flight
+            && !(1..=cairn_journal::MAX_COMMITS_IN_FLIGHT).contains(&n)
+        {
+            return bad(
+                "journal.commits_in_flight",
+                format!(
+                    "must be from 1 to {}, got {n}",
+                    cairn_journal::MAX_COMMITS_IN_FLIGHT
+                ),
+            );
         }
         if j.kind == JournalKind::Object
             && let Err(e) =
@@ -682,6 +703,7 @@ impl Config {
             c.journal.max_object_bytes = Some(o.max_object_bytes);
             c.journal.commit_delay_ms = Some(o.commit_delay.as_millis() as u64);
             c.journal.retry_for_ms = Some(o.retry_for.as_millis() as u64);
+            c.journal.commits_in_flight = Some(o.commits_in_flight);
             if c.journal.secret_access_key.is_some() {
                 c.journal.secret_access_key = Some("(set)".into());
             }
@@ -741,6 +763,7 @@ impl Config {
             retry_for: j
                 .retry_for_ms
                 .map_or(d.retry_for, std::time::Duration::from_millis),
+            commits_in_flight: j.commits_in_flight.unwrap_or(d.commits_in_flight),
         }
     }
 

@@ -589,6 +589,27 @@ fn object_journal_keys_are_checked_and_resolved() {
             Some("journal.max_object_bytes"),
             "{err}"
         );
+        for bad in ["0", "9"] {
+            let (err, _) = load_err(
+                &format!("{base}[default.journal]\nkind = \"object\"\ncommits_in_flight = {bad}\n"),
+                "default",
+            );
+            assert_eq!(
+                err.key.as_deref(),
+                Some("journal.commits_in_flight"),
+                "{err}"
+            );
+            assert!(err.to_string().contains("from 1 to 8"), "{err}");
+        }
+        let (err, _) = load_err(
+            &format!("{base}[default.journal]\nkind = \"file\"\ncommits_in_flight = 2\n"),
+            "default",
+        );
+        assert_eq!(
+            err.key.as_deref(),
+            Some("journal.commits_in_flight"),
+            "{err}"
+        );
         let c = Config::from_toml_str(
             &format!(
                 "{base}[default.journal]\nkind = \"object\"\nurl = \"s3://b/wal\"\n\
