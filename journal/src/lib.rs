@@ -100,9 +100,11 @@ pub trait Journal: Send + Sync + 'static {
     async fn append(&self, epoch: u64, record: Bytes) -> Result<Lsn>;
 
     /// Whether an append waits on something slower than its caller's own work (an fsync, a
-    /// round trip, an object write), so that writers gain by sharing one (the engine's write
-    /// groups). False where an append completes in its caller (an unsynced file): there a
-    /// queue of writers would add a wake-up to every write and save nothing.
+    /// round trip), so that writers gain by sharing one (the engine's write groups). False
+    /// where an append completes in its caller (an unsynced file): there a queue of writers
+    /// would add a wake-up to every write and save nothing. False too where the journal
+    /// shares its slow work among concurrent appends itself, with no bound the engine's
+    /// groups would keep (the object journal's commits in flight).
     fn appends_wait(&self) -> bool {
         true
     }

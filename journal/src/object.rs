@@ -85,6 +85,8 @@ struct Shared {
     opts: ObjectJournalOptions,
     queue: parking_lot::Mutex<Queue>,
     wake: Notify,
+    /// Told each time a commit is settled.
+    settled: Notify,
     writer: tokio::sync::Mutex<Writer>,
     /// Objects read or written, so replay and truncation need not read them again.
     known: parking_lot::Mutex<BTreeMap<u64, Known>>,
@@ -308,6 +310,7 @@ impl ObjectJournal {
                 opts,
                 queue: parking_lot::Mutex::default(),
                 wake: Notify::new(),
+                settled: Notify::new(),
                 writer: tokio::sync::Mutex::default(),
                 known: parking_lot::Mutex::default(),
                 epoch: AtomicU64::new(0),
@@ -536,6 +539,9 @@ impl Shared {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 break;
             };
+            if slots.available_permits() + 1 < self.opts.commits_in_flight {
+                self.overlap().await;
+            }
             self.gather(last_group).await;
             let batch = {
                 let mut q = self.queue.lock();
@@ -570,6 +576,17 @@ impl Shared {
             }
             notified.await;
         }
+    }
+
+    /// Before a commit starts beside others in flight: waits for one of them to settle, up
+    /// to `commit_delay`. Where the store answers within that, commits do not overlap, and the
+    /// writers of several small commits join into one (more objects would only cost more
+    /// puts); where it is slower, the next commit starts without waiting for the one before.
+    async fn overlap(&self) {
+        if self.opts.commit_delay.is_zero() {
+            return;
+        }
+        let _ = tokio::time::timeout(self.opts.commit_delay, self.settled.notified()).await;
     }
 
     /// Waits, up to `commit_delay`, until as many records are queued as the last commit
@@ -692,6 +709,7 @@ impl Shared {
                 records, waiters, ..
             } = c;
             self.answer(settled, &records, waiters);
+            self.settled.notify_waiters();
         }
     }
 
@@ -1140,6 +1158,13 @@ impl Gaps {
 impl Journal for ObjectJournal {
     fn reach(&self) -> crate::Reach {
         crate::Reach::Shared
+    }
+
+    /// The journal groups concurrent appends itself, with `commits_in_flight` objects being
+    /// written at once: the engine's write groups on top would only bound that to their own
+    /// number in flight, and add a hand-over to every write.
+    fn appends_wait(&self) -> bool {
+        false
     }
 
     async fn claim(&self, claim: &JournalClaim) -> Result<Claimed> {

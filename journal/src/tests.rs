@@ -50,6 +50,18 @@ fn appends_wait_where_they_sync_or_cross_the_wire() {
     assert!(FileJournal::open(opts(dir.path())).unwrap().appends_wait());
     assert!(!MemoryJournal::new().appends_wait());
     assert!(FaultyJournal::new(Arc::new(MemoryJournal::new())).appends_wait());
+    let object = crate::ObjectJournal::new(
+        Arc::new(object_store::memory::InMemory::new()),
+        object_store::path::Path::from("db"),
+        "memory://wait",
+        None,
+        crate::ObjectJournalOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        !object.appends_wait(),
+        "it groups and overlaps commits itself"
+    );
 }
 
 /// Without sync each caller writes its own record under the journal's lock: once acknowledged
