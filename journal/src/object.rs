@@ -732,48 +732,36 @@ impl Shared {
         }
         match put {
             Ok(Put::Created) => {}
-            Ok(Put::Exists) => match self.read(c.number).await? {
-                // An attempt whose answer was lost landed: the records are there, once.
-                Some((h, found))
-                    if h.meta.writer == w.nonce && h.first_lsn == c.first && found == c.records => {
-                }
-                Some((h, _)) if h.meta.writer != w.nonce => {
-                    let Some(claim) = w.claim.clone() else {
-                        return Err(Error::InvalidArgument("append before any claim".into()));
-                    };
-                    let e = self.fenced_by(&claim, &h);
-                    w.stopped = Some(e.duplicate());
-                    return Err(e);
-                }
-                Some(_) => {
-                    let e = Error::corruption(
-                        format!("journal object {} at {}", c.number, self.url),
-                        "holds another commit of this writer",
-                    );
-                    w.stopped = Some(e.duplicate());
-                    return Err(e);
-                }
-                // Deleted since the create was refused: only a truncation deletes, and only
-                // under a newer writer's claim.
-                None => return Err(self.fence_from(w, c.number).await),
+            Ok(Put::Exists) => match self.read(c.number).await {
+                Err(e) => return Err(self.unknown(w, c, e)),
+                Ok(found) => match found {
+                    // An attempt whose answer was lost landed: the records are there, once.
+                    Some((h, found))
+                        if h.meta.writer == w.nonce
+                            && h.first_lsn == c.first
+                            && found == c.records => {}
+                    Some((h, _)) if h.meta.writer != w.nonce => {
+                        let Some(claim) = w.claim.clone() else {
+                            return Err(Error::InvalidArgument("append before any claim".into()));
+                        };
+                        let e = self.fenced_by(&claim, &h);
+                        w.stopped = Some(e.duplicate());
+                        return Err(e);
+                    }
+                    Some(_) => {
+                        let e = Error::corruption(
+                            format!("journal object {} at {}", c.number, self.url),
+                            "holds another commit of this writer",
+                        );
+                        w.stopped = Some(e.duplicate());
+                        return Err(e);
+                    }
+                    // Deleted since the create was refused: only a truncation deletes, and only
+                    // under a newer writer's claim.
+                    None => return Err(self.fence_from(w, c.number).await),
+                },
             },
-            Err(e) => {
-                if w.next_number == c.number + 1 {
-                    // Nothing after it: the next commit looks at its number first.
-                    w.uncertain = true;
-                    w.next_number = c.number;
-                    w.next_lsn = c.first;
-                } else {
-                    // Later commits were issued and may have landed past a gap that this one
-                    // may or may not fill: only a claim, which fills the gaps, can go on.
-                    w.stopped = Some(self.err(
-                        format_args!("write object {}", c.number),
-                        "its outcome is unknown and later commits were in flight behind it; \
-                         this writer stops (reopen the database to go on)",
-                    ));
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(self.unknown(w, c, e)),
         }
         self.known.lock().insert(
             c.number,
@@ -785,6 +773,25 @@ impl Shared {
         );
         w.last_lsn = w.last_lsn.max(last);
         Ok(c.first)
+    }
+
+    /// Commit `c` failed (`e`) without saying whether its object landed.
+    fn unknown(&self, w: &mut Writer, c: &InFlight, e: Error) -> Error {
+        if w.next_number == c.number + 1 {
+            // Nothing after it: the next commit looks at its number first.
+            w.uncertain = true;
+            w.next_number = c.number;
+            w.next_lsn = c.first;
+        } else {
+            // Later commits were issued and may have landed past a gap that this one may or
+            // may not fill: only a claim, which fills the gaps, can go on.
+            w.stopped = Some(self.err(
+                format_args!("write object {}", c.number),
+                "its outcome is unknown and later commits were in flight behind it; \
+                 this writer stops (reopen the database to go on)",
+            ));
+        }
+        e
     }
 
     /// Tells a commit's writers how it went: the first record's LSN, or why not.
