@@ -19,7 +19,8 @@ pub(crate) struct MetaTracker {
     /// the next: a clone of an entry's `Bytes` (and the drop of the one before) would be two
     /// atomic operations on a count that the hybrid store's other builder, on another
     /// thread, touches too.
-    last: Option<(Vec<u8>, SeqNo)>,
+    last: Option<Vec<u8>>,
+    last_seq: SeqNo,
     /// The last key of a version (not of a range tombstone).
     last_point: Option<Vec<u8>>,
     ranges: Vec<RangeTombstone>,
@@ -38,6 +39,7 @@ impl MetaTracker {
                 size: 0,
             },
             last: None,
+            last_seq: 0,
             last_point: None,
             ranges: Vec::new(),
         }
@@ -46,14 +48,14 @@ impl MetaTracker {
     /// Records `e`; returns whether it is a version of a key no earlier version had (false
     /// for a range tombstone, which the tracker keeps). Out-of-order input is refused.
     pub(crate) fn observe(&mut self, e: &Entry) -> Result<bool> {
-        if let Some((k, s)) = &self.last
-            && compare_internal(k, *s, &e.key, e.seq) != Ordering::Less
+        if let Some(k) = &self.last
+            && compare_internal(k, self.last_seq, &e.key, e.seq) != Ordering::Less
         {
             return Err(Error::InvalidArgument(format!(
                 "table {}: entries out of order ({:?}@{} then {:?}@{})",
                 self.meta.id,
                 Bytes::copy_from_slice(k),
-                s,
+                self.last_seq,
                 e.key,
                 e.seq
             )));
@@ -79,20 +81,14 @@ impl MetaTracker {
         self.meta.entries += 1;
         self.meta.min_seq = self.meta.min_seq.min(e.seq);
         self.meta.max_seq = self.meta.max_seq.max(e.seq);
-        match &mut self.last {
-            Some((k, s)) => {
-                k.clear();
-                k.extend_from_slice(&e.key);
-                *s = e.seq;
-            }
-            None => self.last = Some((e.key.to_vec(), e.seq)),
-        }
+        copy_into(&mut self.last, &e.key);
+        self.last_seq = e.seq;
         Ok(new_key)
     }
 
     /// The metadata so far, `largest` filled in; an empty table is refused.
     pub(crate) fn seal(&self) -> Result<TableMeta> {
-        let Some((last_key, _)) = &self.last else {
+        let Some(last_key) = &self.last else {
             return Err(Error::InvalidArgument(format!(
                 "table {}: no entries",
                 self.meta.id

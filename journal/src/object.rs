@@ -1205,15 +1205,19 @@ impl Journal for ObjectJournal {
                 flushed_lsn: 0,
             });
             check_claim(&s.url, held.as_ref(), claim)?;
+            let journal = tail
+                .as_ref()
+                .map_or_else(crate::new_journal_id, |(_, h)| h.meta.journal.clone());
             let nonce = crate::new_journal_id();
-            let (number, journal, last_lsn, next_lsn, fills) = match &tail {
+            // The claim's and its fills'.
+            let meta = Meta {
+                database: claim.database.clone(),
+                journal: journal.clone(),
+                writer: nonce.clone(),
+                window: s.opts.commits_in_flight as u64,
+            };
+            let (number, last_lsn, next_lsn, fills) = match &tail {
                 Some((t, h)) => {
-                    let meta = Meta {
-                        database: claim.database.clone(),
-                        journal: h.meta.journal.clone(),
-                        writer: nonce.clone(),
-                        window: s.opts.commits_in_flight as u64,
-                    };
                     let (r, end) = match s.newest_not_fill(&numbers, *t, h).await? {
                         Some((r, end)) => (r, end),
                         None => (*t, h.clone()),
@@ -1221,25 +1225,16 @@ impl Journal for ObjectJournal {
                     let window = end.meta.window.clamp(1, MAX_COMMITS_IN_FLIGHT as u64);
                     let fills = s.fills(&numbers, r, window, claim.epoch, &meta)?;
                     let number = (t + 1).max(r + window);
-                    (
-                        number,
-                        end.meta.journal.clone(),
-                        end.last_lsn,
-                        end.next_lsn,
-                        fills,
-                    )
+                    (number, end.last_lsn, end.next_lsn, fills)
                 }
-                None => (0, crate::new_journal_id(), 0, 1, Vec::new()),
+                None => (0, 0, 1, Vec::new()),
             };
             // Every fill lands before the claim does: one refused means an object of the
             // writer being replaced landed there since the listing, so look again.
-            let filled = futures::future::try_join_all(
-                fills
-                    .into_iter()
-                    .map(|(n, data)| async move { s.create(n, data).await.map(|p| (n, p)) }),
-            )
-            .await?;
-            if filled.iter().any(|(_, p)| matches!(p, Put::Exists)) {
+            let filled =
+                futures::future::try_join_all(fills.into_iter().map(|(n, data)| s.create(n, data)))
+                    .await?;
+            if filled.iter().any(|p| matches!(p, Put::Exists)) {
                 continue;
             }
             let next_lsn = next_lsn.max(claim.flushed_lsn + 1);
@@ -1249,12 +1244,7 @@ impl Journal for ObjectJournal {
                 first_lsn: next_lsn,
                 last_lsn,
                 next_lsn,
-                meta: Meta {
-                    database: claim.database.clone(),
-                    journal: journal.clone(),
-                    writer: nonce.clone(),
-                    window: s.opts.commits_in_flight as u64,
-                },
+                meta,
             };
             match s.create(number, encode(&header, &[])?).await? {
                 // Someone wrote there since the listing: look again.
