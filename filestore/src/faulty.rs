@@ -152,7 +152,17 @@ impl TableBuilder for SlowBuilder {
         self.inner.estimated_size()
     }
 
+    fn keep_digest(&mut self) {
+        self.inner.keep_digest();
+    }
+
     async fn finish(self: Box<Self>) -> Result<TableMeta> {
+        Ok(self.finish_with_digest().await?.0)
+    }
+
+    async fn finish_with_digest(
+        self: Box<Self>,
+    ) -> Result<(TableMeta, Option<crate::ContentDigest>)> {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
@@ -160,7 +170,7 @@ impl TableBuilder for SlowBuilder {
         if stall > 0 {
             std::thread::sleep(Duration::from_micros(stall));
         }
-        self.inner.finish().await
+        self.inner.finish_with_digest().await
     }
 
     async fn abandon(self: Box<Self>) -> Result<()> {

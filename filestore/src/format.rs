@@ -246,17 +246,75 @@ fn unzstd(payload: &[u8]) -> Result<Vec<u8>, String> {
     })
 }
 
+#[cfg(test)]
 pub fn encode_data_block(entries: &[Entry]) -> Result<Vec<u8>, String> {
-    let raw: Vec<RawEntry<'_>> = entries
-        .iter()
-        .map(|e| RawEntry {
+    let mut w = DataBlockWriter::default();
+    for e in entries {
+        w.add(e)?;
+    }
+    Ok(w.finish()?.to_vec())
+}
+
+/// Room kept in front of a block's entries for their count: a bincode varint is at most 9
+/// bytes.
+const COUNT_ROOM: usize = 9;
+
+/// Builds a data block entry by entry, as bincode writes a `Vec<RawEntry>` (the count as a
+/// varint, then the entries), without holding the entries: a table builder encodes each as
+/// it comes instead of cloning it until the block is cut.
+pub struct DataBlockWriter {
+    /// `COUNT_ROOM` bytes, then the encoded entries.
+    buf: Vec<u8>,
+    count: u64,
+}
+
+impl Default for DataBlockWriter {
+    fn default() -> Self {
+        DataBlockWriter {
+            buf: vec![0; COUNT_ROOM],
+            count: 0,
+        }
+    }
+}
+
+impl DataBlockWriter {
+    pub fn add(&mut self, e: &Entry) -> Result<(), String> {
+        let raw = RawEntry {
             key: &e.key,
             seq: e.seq,
             kind: e.kind.as_u8(),
             value: &e.value,
-        })
-        .collect();
-    bincode::encode_to_vec(&raw, bincode_config()).map_err(|e| e.to_string())
+        };
+        bincode::encode_into_std_write(raw, &mut self.buf, bincode_config())
+            .map_err(|e| e.to_string())?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The bytes of the entries added since the last `finish`.
+    pub fn len(&self) -> usize {
+        self.buf.len() - COUNT_ROOM
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The block of the entries added since the last `clear`.
+    pub fn finish(&mut self) -> Result<&[u8], String> {
+        let mut count = [0u8; COUNT_ROOM];
+        let n = bincode::encode_into_slice(self.count, &mut count, bincode_config())
+            .map_err(|e| e.to_string())?;
+        let start = COUNT_ROOM - n;
+        self.buf[start..COUNT_ROOM].copy_from_slice(&count[..n]);
+        Ok(&self.buf[start..])
+    }
+
+    /// Starts the next block, keeping the buffer.
+    pub fn clear(&mut self) {
+        self.buf.truncate(COUNT_ROOM);
+        self.count = 0;
+    }
 }
 
 /// Decodes a data block; keys and values stay slices of `payload`, not copies.
@@ -324,6 +382,36 @@ pub fn decode<T: bincode::Decode<()>>(payload: &[u8]) -> Result<T, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A block written entry by entry is the bincode encoding of all its entries at once,
+    /// across the sizes where the count's varint grows, and after a `clear` as when new.
+    #[test]
+    fn a_block_written_entry_by_entry_is_bincodes_encoding_of_them_all() {
+        let mut w = DataBlockWriter::default();
+        for n in [0usize, 1, 250, 251, 65_535, 65_536, 70_000] {
+            let entries: Vec<Entry> = (0..n)
+                .map(|i| Entry::put(format!("k{i:06}"), i as u64 * 977, vec![i as u8; i % 7]))
+                .collect();
+            let raw: Vec<RawEntry<'_>> = entries
+                .iter()
+                .map(|e| RawEntry {
+                    key: &e.key,
+                    seq: e.seq,
+                    kind: e.kind.as_u8(),
+                    value: &e.value,
+                })
+                .collect();
+            let whole = bincode::encode_to_vec(&raw, bincode_config()).unwrap();
+            w.clear();
+            entries.iter().for_each(|e| w.add(e).unwrap());
+            assert_eq!(w.is_empty(), n == 0);
+            assert_eq!(w.finish().unwrap(), whole.as_slice(), "{n} entries");
+            let decoded = decode_data_block(Bytes::from(whole)).unwrap();
+            assert_eq!(decoded.len(), n);
+        }
+    }
+
     /// Random bytes, and valid encodings cut short or with bytes changed, fed to every decoder
     /// of the format: each answers with an error or a value, never a panic or an allocation
     /// the input's claimed lengths size.
@@ -370,8 +458,6 @@ mod tests {
             let _ = unframe_block(input);
         }
     }
-
-    use super::*;
 
     /// Every codec gives back the payload it framed; one that does not pay for itself (random
     /// bytes) leaves the block raw.

@@ -234,14 +234,14 @@ impl Storage for SstStorage {
             opts: self.opts.clone(),
             codec,
             offset: 0,
-            block: Vec::new(),
-            block_bytes: 0,
+            block: format::DataBlockWriter::default(),
+            block_last: (Vec::new(), 0),
             index: Vec::new(),
             hashes: Vec::new(),
             scratch: Vec::new(),
             tracker: MetaTracker::new(id),
             finished: false,
-            digest: ContentDigest::default(),
+            digest: None,
         }))
     }
 
@@ -325,21 +325,26 @@ struct SstBuilder {
     opts: SstOptions,
     codec: format::BlockCodec,
     offset: u64,
-    block: Vec<Entry>,
-    block_bytes: usize,
+    block: format::DataBlockWriter,
+    /// The internal key of the block's last entry, for its index entry.
+    block_last: (Vec<u8>, SeqNo),
     index: Vec<IndexEntry>,
     hashes: Vec<u64>,
     scratch: Vec<u8>,
     tracker: MetaTracker,
     finished: bool,
-    /// Of the rows written into blocks, and the range tombstones.
-    digest: ContentDigest,
+    /// Of the rows written into blocks, and the range tombstones, once asked for.
+    digest: Option<ContentDigest>,
 }
 
 impl SstBuilder {
     fn write_framed(&mut self, payload: &[u8]) -> Result<Handle> {
         self.scratch.clear();
         format::frame_block(payload, &mut self.codec, &mut self.scratch);
+        self.write_scratch()
+    }
+
+    fn write_scratch(&mut self) -> Result<Handle> {
         self.out.write_all(&self.scratch).at(&self.tmp)?;
         let h = Handle {
             offset: self.offset,
@@ -350,23 +355,23 @@ impl SstBuilder {
     }
 
     fn cut_block(&mut self) -> Result<()> {
-        let Some(last) = self.block.last() else {
+        if self.block.is_empty() {
             return Ok(());
-        };
-        let (last_key, last_seq) = (last.key.to_vec(), last.seq);
-        let payload = format::encode_data_block(&self.block).map_err(|e| self.corrupt_input(e))?;
-        for e in &self.block {
-            self.digest.add(&e.key, e.seq, e.kind.as_u8(), &e.value);
         }
-        let h = self.write_framed(&payload)?;
+        let payload = match self.block.finish() {
+            Ok(p) => p,
+            Err(e) => return Err(self.corrupt_input(e)),
+        };
+        self.scratch.clear();
+        format::frame_block(payload, &mut self.codec, &mut self.scratch);
+        self.block.clear();
+        let h = self.write_scratch()?;
         self.index.push(IndexEntry {
-            last_key,
-            last_seq,
+            last_key: self.block_last.0.clone(),
+            last_seq: self.block_last.1,
             offset: h.offset,
             len: h.len,
         });
-        self.block.clear();
-        self.block_bytes = 0;
         Ok(())
     }
 
@@ -382,15 +387,22 @@ impl TableBuilder for SstBuilder {
             let new_key = self.tracker.observe(e)?;
             if e.is_range_delete() {
                 // Kept by the tracker, written in the properties block.
-                self.digest.add(&e.key, e.seq, e.kind.as_u8(), &e.value);
+                if let Some(d) = &mut self.digest {
+                    d.add(&e.key, e.seq, e.kind.as_u8(), &e.value);
+                }
                 continue;
             }
             if new_key && self.opts.filter == FilterKind::Bloom {
                 self.hashes.push(Bloom::hash(&e.key));
             }
-            self.block_bytes += e.key.len() + e.value.len() + 12;
-            self.block.push(e.clone());
-            if self.block_bytes >= self.opts.block_bytes {
+            self.block.add(e).map_err(|err| self.corrupt_input(err))?;
+            if let Some(d) = &mut self.digest {
+                d.add(&e.key, e.seq, e.kind.as_u8(), &e.value);
+            }
+            self.block_last.0.clear();
+            self.block_last.0.extend_from_slice(&e.key);
+            self.block_last.1 = e.seq;
+            if self.block.len() >= self.opts.block_bytes {
                 self.cut_block()?;
             }
         }
@@ -398,7 +410,11 @@ impl TableBuilder for SstBuilder {
     }
 
     fn estimated_size(&self) -> u64 {
-        self.offset + self.block_bytes as u64
+        self.offset + self.block.len() as u64
+    }
+
+    fn keep_digest(&mut self) {
+        self.digest.get_or_insert_default();
     }
 
     async fn finish(self: Box<Self>) -> Result<TableMeta> {
@@ -446,7 +462,7 @@ impl TableBuilder for SstBuilder {
         meta.size = self.offset;
         metrics::counter!("cairn_storage_written_bytes_total", "store" => "sstable")
             .increment(meta.size);
-        Ok((meta, Some(self.digest)))
+        Ok((meta, self.digest))
     }
 
     async fn abandon(mut self: Box<Self>) -> Result<()> {

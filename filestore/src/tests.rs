@@ -15,6 +15,12 @@ fn storage(dir: &std::path::Path, f: impl FnOnce(&mut SstOptions)) -> Arc<SstSto
 async fn conformance_sstable_default() {
     let dir = tempfile::tempdir().unwrap();
     conformance::run(storage(dir.path(), |_| {}), 1).await;
+    conformance::digests(
+        &(storage(dir.path(), |_| {}) as Arc<dyn Storage>),
+        500,
+        true,
+    )
+    .await;
 }
 
 #[tokio::test]

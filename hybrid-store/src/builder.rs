@@ -32,9 +32,11 @@ impl HybridBuilder {
         id: TableId,
         level: u32,
     ) -> Result<Box<dyn TableBuilder>> {
-        let primary = shared.primary.create_table(id, level).await?;
+        let mut primary = shared.primary.create_table(id, level).await?;
+        primary.keep_digest();
         let secondary = match shared.secondary.create_table(id, level).await {
-            Ok(b) => {
+            Ok(mut b) => {
+                b.keep_digest();
                 let (tx, rx) = mpsc::channel(QUEUE);
                 tokio::spawn(feed(b, rx));
                 Some(tx)

@@ -332,6 +332,10 @@ impl TableBuilder for TamperingBuilder {
         self.0.estimated_size()
     }
 
+    fn keep_digest(&mut self) {
+        self.0.keep_digest();
+    }
+
     async fn finish(self: Box<Self>) -> cairn_common::Result<cairn_common::TableMeta> {
         self.0.finish().await
     }

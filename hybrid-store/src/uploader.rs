@@ -95,6 +95,7 @@ async fn copy(s: &Shared, meta: &TableMeta) -> Result<()> {
     // The level a table was built for is not in its metadata: a late copy takes level 0's
     // encoding (the next compaction of the table rewrites it at its own).
     let mut b = s.secondary.create_table(meta.id, 0).await?;
+    b.keep_digest();
     let mut read = ContentDigest::default();
     let mut chunk: Vec<Entry> = Vec::with_capacity(1024);
     let res: Result<()> = async {

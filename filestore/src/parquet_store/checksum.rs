@@ -9,7 +9,7 @@ use crate::ContentDigest;
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt8Type, UInt64Type};
-use cairn_common::{Entry, Error, Result};
+use cairn_common::{Error, Result};
 
 pub const ROW_GROUP_CRC_KEY: &str = "cairn.row_group_crc32c";
 
@@ -21,32 +21,30 @@ impl RowCrc {
     pub fn add(&mut self, key: &[u8], seq: u64, kind: u8, value: &[u8]) {
         self.0 = crate::digest::row_crc(self.0, key, seq, kind, value);
     }
-
-    pub fn of(entries: &[Entry]) -> u32 {
-        let mut c = RowCrc::default();
-        for e in entries {
-            c.add(&e.key, e.seq, e.kind.as_u8(), &e.value);
-        }
-        c.0
-    }
 }
 
-/// The digest of a batch's rows, read from its columns.
-pub fn digest(batch: &RecordBatch) -> ContentDigest {
+/// A row group's checksum and, if asked for, the digest of its rows, read from the batch of
+/// its own columns that is encoded.
+pub fn sums(batch: &RecordBatch, keep_digest: bool) -> (u32, Option<ContentDigest>) {
     let keys = batch.column(KEY).as_binary::<i32>();
     let seqs = batch.column(SEQ).as_primitive::<UInt64Type>();
     let kinds = batch.column(KIND).as_primitive::<UInt8Type>();
     let values = batch.column(VALUE).as_binary::<i32>();
-    let mut d = ContentDigest::default();
+    let mut sum = RowCrc::default();
+    let mut digest = keep_digest.then(ContentDigest::default);
     for i in 0..batch.num_rows() {
-        d.add(
+        let (k, s, t, v) = (
             keys.value(i),
             seqs.value(i),
             kinds.value(i),
             values.value(i),
         );
+        sum.add(k, s, t, v);
+        if let Some(d) = &mut digest {
+            d.add(k, s, t, v);
+        }
     }
-    d
+    (sum.0, digest)
 }
 
 /// The footer's value: the sums in row-group order, comma-separated hex.

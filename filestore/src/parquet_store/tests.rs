@@ -30,8 +30,10 @@ fn s3_options(s3: &S3Endpoint, sub: &str) -> ParquetOptions {
 
 #[tokio::test]
 async fn conformance_on_memory() {
-    let s = ParquetStorage::open(small("memory://conformance/tables".into())).unwrap();
-    conformance::run(Arc::new(s), 1).await;
+    let s: Arc<dyn Storage> =
+        Arc::new(ParquetStorage::open(small("memory://conformance/tables".into())).unwrap());
+    conformance::run(s.clone(), 1).await;
+    conformance::digests(&s, 500, true).await;
 }
 
 #[tokio::test]

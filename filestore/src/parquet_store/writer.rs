@@ -5,7 +5,7 @@
 //! upload once a part's worth is buffered. The object appears only when the upload completes,
 //! so a failed or abandoned table leaves nothing visible under its name.
 
-use super::checksum::{self, RowCrc};
+use super::checksum;
 use super::schema::{self, RANGE_DELETES_KEY, TABLE_META_KEY, UNIQUE_KEYS_KEY, VALUE_COLUMNS_KEY};
 use super::{ParquetOptions, store_error};
 use crate::object_location::ObjectLocation as Location;
@@ -13,6 +13,8 @@ use crate::tracker::MetaTracker;
 use crate::value_columns::{self, ValueColumns};
 use crate::{ContentDigest, TableBuilder};
 use arrow_array::builder::{BinaryBuilder, UInt8Builder, UInt64Builder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::UInt8Type;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
@@ -37,8 +39,8 @@ use tokio::task::JoinHandle;
 /// Row groups being encoded at once: the cores of a small machine.
 const IN_FLIGHT: usize = 2;
 
-/// A row group's column chunks, the checksum of its rows, and their digest.
-type Encoded = std::result::Result<(Vec<ArrowColumnChunk>, u32, ContentDigest), String>;
+/// A row group's column chunks, the checksum of its rows, and their digest if kept.
+type Encoded = std::result::Result<(Vec<ArrowColumnChunk>, u32, Option<ContentDigest>), String>;
 
 pub(crate) struct ParquetBuilder {
     id: TableId,
@@ -50,8 +52,7 @@ pub(crate) struct ParquetBuilder {
     unique_keys: bool,
     rows_per_group: usize,
     group_bytes: usize,
-    pending: Vec<Entry>,
-    pending_bytes: usize,
+    pending: Group,
     factory: Arc<ArrowRowGroupWriterFactory>,
     /// The file's columns: the table's own, then the declared value columns.
     schema: SchemaRef,
@@ -60,8 +61,8 @@ pub(crate) struct ParquetBuilder {
     in_flight: VecDeque<JoinHandle<Encoded>>,
     /// The checksums of the row groups appended so far.
     sums: Vec<u32>,
-    /// Of the rows appended so far, from their Arrow columns.
-    digest: ContentDigest,
+    /// Of the rows appended so far, from their Arrow columns, once asked for.
+    digest: Option<ContentDigest>,
     /// The file's bytes, drained into `out` after every row group.
     file: Option<SerializedFileWriter<Vec<u8>>>,
     out: Option<BufWriter>,
@@ -112,10 +113,12 @@ fn write_err(url: &str, id: TableId, path: &Path, e: impl std::fmt::Display) -> 
 fn encode(
     factory: &ArrowRowGroupWriterFactory,
     index: usize,
-    entries: &[Entry],
+    own: RecordBatch,
     values: &ValueColumns,
+    keep_digest: bool,
 ) -> Encoded {
-    let batch = batch(entries, values).map_err(|e| e.to_string())?;
+    let (sum, digest) = checksum::sums(&own, keep_digest);
+    let batch = with_value_columns(own, values).map_err(|e| e.to_string())?;
     let mut writers = factory
         .create_column_writers(index)
         .map_err(|e| e.to_string())?;
@@ -130,7 +133,44 @@ fn encode(
         .into_iter()
         .map(|w| w.close().map_err(|e| e.to_string()))
         .collect::<std::result::Result<_, _>>()?;
-    Ok((chunks, RowCrc::of(entries), checksum::digest(&batch)))
+    Ok((chunks, sum, digest))
+}
+
+/// The rows of the row group being filled, as the table's own columns: entries are copied in
+/// as they are added rather than held (and their buffers' counts touched) until the group is
+/// encoded.
+#[derive(Default)]
+struct Group {
+    keys: BinaryBuilder,
+    seqs: UInt64Builder,
+    kinds: UInt8Builder,
+    values: BinaryBuilder,
+    rows: usize,
+    /// The rows' bytes as the row-group bound counts them.
+    bytes: usize,
+}
+
+impl Group {
+    fn push(&mut self, e: &Entry) {
+        self.keys.append_value(&e.key);
+        self.seqs.append_value(e.seq);
+        self.kinds.append_value(e.kind.as_u8());
+        self.values.append_value(&e.value);
+        self.rows += 1;
+        self.bytes += e.key.len() + e.value.len() + 9;
+    }
+
+    fn take(&mut self) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.keys.finish()),
+            Arc::new(self.seqs.finish()),
+            Arc::new(self.kinds.finish()),
+            Arc::new(self.values.finish()),
+        ];
+        self.rows = 0;
+        self.bytes = 0;
+        RecordBatch::try_new(schema::table_schema(), columns)
+    }
 }
 
 impl ParquetBuilder {
@@ -160,15 +200,14 @@ impl ParquetBuilder {
             unique_keys: true,
             rows_per_group: opts.row_group_rows,
             group_bytes: opts.row_group_bytes.max(1),
-            pending: Vec::new(),
-            pending_bytes: 0,
+            pending: Group::default(),
             factory: Arc::new(factory),
             schema,
             values: Arc::new(opts.values.clone()),
             groups: 0,
             in_flight: VecDeque::new(),
             sums: Vec::new(),
-            digest: ContentDigest::default(),
+            digest: None,
             file: Some(file),
             out: Some(out),
             shut: false,
@@ -179,17 +218,19 @@ impl ParquetBuilder {
         write_err(&self.url, self.id, &self.path, e)
     }
 
-    /// Starts encoding `entries` as the next row group, first finishing the oldest one in
-    /// flight if the limit is reached.
-    async fn launch(&mut self, entries: Vec<Entry>) -> Result<()> {
+    /// Starts encoding the rows gathered so far as the next row group, first finishing the
+    /// oldest one in flight if the limit is reached.
+    async fn launch(&mut self) -> Result<()> {
         if self.in_flight.len() >= IN_FLIGHT {
             self.append_oldest().await?;
         }
+        let own = self.pending.take().map_err(|e| self.err(e))?;
         let (factory, index, values) = (self.factory.clone(), self.groups, self.values.clone());
+        let keep_digest = self.digest.is_some();
         self.groups += 1;
         self.in_flight
             .push_back(tokio::task::spawn_blocking(move || {
-                encode(&factory, index, &entries, &values)
+                encode(&factory, index, own, &values, keep_digest)
             }));
         Ok(())
     }
@@ -204,7 +245,9 @@ impl ParquetBuilder {
             .map_err(|e| write_err(&self.url, self.id, &self.path, e))?
             .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
         self.sums.push(sum);
-        self.digest.merge(&digest);
+        if let (Some(all), Some(d)) = (&mut self.digest, digest) {
+            all.merge(&d);
+        }
         let file = self
             .file
             .as_mut()
@@ -241,9 +284,8 @@ impl ParquetBuilder {
     }
 
     async fn seal(&mut self) -> Result<u64> {
-        if !self.pending.is_empty() {
-            let rest = std::mem::take(&mut self.pending);
-            self.launch(rest).await?;
+        if self.pending.rows > 0 {
+            self.launch().await?;
         }
         while !self.in_flight.is_empty() {
             self.append_oldest().await?;
@@ -303,33 +345,15 @@ impl ParquetBuilder {
     }
 }
 
-/// The rows of `entries`, with the declared value columns of the puts among them.
-fn batch(
-    entries: &[Entry],
+/// The table's own columns with the declared value columns of the puts among them.
+fn with_value_columns(
+    own: RecordBatch,
     declared: &ValueColumns,
 ) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
-    let key_bytes = entries.iter().map(|e| e.key.len()).sum();
-    let value_bytes = entries.iter().map(|e| e.value.len()).sum();
-    let mut keys = BinaryBuilder::with_capacity(entries.len(), key_bytes);
-    let mut seqs = UInt64Builder::with_capacity(entries.len());
-    let mut kinds = UInt8Builder::with_capacity(entries.len());
-    let mut values = BinaryBuilder::with_capacity(entries.len(), value_bytes);
-    for e in entries {
-        keys.append_value(&e.key);
-        seqs.append_value(e.seq);
-        kinds.append_value(e.kind.as_u8());
-        values.append_value(&e.value);
-    }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(keys.finish()),
-        Arc::new(seqs.finish()),
-        Arc::new(kinds.finish()),
-        Arc::new(values.finish()),
-    ];
-    let own = RecordBatch::try_new(schema::table_schema(), columns)?;
-    let live = entries
-        .iter()
-        .map(|e| (e.kind == EntryKind::Put).then_some(e.value.as_ref()));
+    let kinds = own.column(schema::KIND).as_primitive::<UInt8Type>().clone();
+    let values = own.column(schema::VALUE).as_binary::<i32>().clone();
+    let put = EntryKind::Put.as_u8();
+    let live = (0..own.num_rows()).map(|i| (kinds.value(i) == put).then(|| values.value(i)));
     value_columns::with_columns(own, declared, live)
 }
 
@@ -339,28 +363,11 @@ impl TableBuilder for ParquetBuilder {
         for e in entries {
             let new_key = self.tracker.observe(e)?;
             self.unique_keys &= new_key || e.is_range_delete();
-            self.pending_bytes += e.key.len() + e.value.len() + 9;
-        }
-        self.pending.extend_from_slice(entries);
-        while self.pending.len() >= self.rows_per_group || self.pending_bytes >= self.group_bytes {
-            // The rows up to the row bound or the byte bound, whichever comes first.
-            let mut bytes = 0;
-            let rows = self
-                .pending
-                .iter()
-                .take(self.rows_per_group)
-                .position(|e| {
-                    bytes += e.key.len() + e.value.len() + 9;
-                    bytes >= self.group_bytes
-                })
-                .map_or(self.rows_per_group.min(self.pending.len()), |i| i + 1);
-            let group: Vec<Entry> = self.pending.drain(..rows).collect();
-            self.pending_bytes = self
-                .pending
-                .iter()
-                .map(|e| e.key.len() + e.value.len() + 9)
-                .sum();
-            if let Err(e) = self.launch(group).await {
+            self.pending.push(e);
+            // A group ends at the row bound or at the row that reaches the byte bound.
+            if (self.pending.rows >= self.rows_per_group || self.pending.bytes >= self.group_bytes)
+                && let Err(e) = self.launch().await
+            {
                 let _ = self.abort().await;
                 return Err(e);
             }
@@ -368,12 +375,16 @@ impl TableBuilder for ParquetBuilder {
         Ok(())
     }
 
+    fn keep_digest(&mut self) {
+        self.digest.get_or_insert_default();
+    }
+
     fn estimated_size(&self) -> u64 {
         // Encoded bytes so far plus the raw size of what is still to encode: an overestimate
         // by the compression ratio, which only makes outputs cut a little early.
         let written = self.file.as_ref().map_or(0, |f| f.bytes_written());
         let encoding: usize = self.in_flight.len() * self.rows_per_group * 16;
-        (written + encoding + self.pending_bytes) as u64
+        (written + encoding + self.pending.bytes) as u64
     }
 
     async fn finish(self: Box<Self>) -> Result<TableMeta> {
@@ -397,7 +408,7 @@ impl TableBuilder for ParquetBuilder {
         }
         metrics::counter!("cairn_storage_written_bytes_total", "store" => "parquet")
             .increment(meta.size);
-        Ok((meta, Some(self.digest)))
+        Ok((meta, self.digest))
     }
 
     async fn abandon(mut self: Box<Self>) -> Result<()> {
