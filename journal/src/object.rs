@@ -17,12 +17,14 @@
 //!   by its truncation, the new writer's claim object sits right after it, and the records
 //!   are refused rather than acknowledged.
 
+use self::format::{CLAIM, FILL, FIXED, Header, MAGIC, Meta, RECORDS, decode, encode, object_name};
+use self::replay::{Gaps, listed, probed};
 use crate::{Claimed, Journal, JournalClaim, JournalRecord, check_claim, fenced_error};
 use async_trait::async_trait;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use cairn_common::backoff::Backoff;
 use cairn_common::{BoxStream, Error, Lsn, Result};
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::collections::BTreeMap;
@@ -157,128 +159,6 @@ struct Writer {
     stopped: Option<Error>,
     /// An attempt at `next_number` failed without saying whether the object was created.
     uncertain: bool,
-}
-
-// An object: MAGIC, kind (1 claim, 2 records, 3 fill), epoch, first, last and next LSN, record
-// count, the meta's length, the meta (JSON), the records ([len u32][payload]), then a crc32c
-// of all that comes before it.
-const MAGIC: &[u8; 8] = b"CAIRNJO1";
-const FIXED: usize = 8 + 1 + 8 * 4 + 4 + 4;
-const CLAIM: u8 = 1;
-/// Objects a replay reads ahead.
-const REPLAY_AHEAD: usize = 16;
-const RECORDS: u8 = 2;
-/// A number a claim took so that the writer it replaces, which may have had commits in flight
-/// there, cannot land one: no records, never deleted.
-const FILL: u8 = 3;
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Meta {
-    database: String,
-    journal: String,
-    writer: String,
-    /// How many commits its writer may have in flight: the numbers a claim after it fills.
-    /// Objects written before commits overlapped say nothing: one.
-    #[serde(default = "one_in_flight")]
-    window: u64,
-}
-
-fn one_in_flight() -> u64 {
-    1
-}
-
-#[derive(Debug, Clone)]
-struct Header {
-    kind: u8,
-    epoch: u64,
-    first_lsn: Lsn,
-    last_lsn: Lsn,
-    next_lsn: Lsn,
-    meta: Meta,
-}
-
-fn encode(h: &Header, records: &[Bytes]) -> Result<Bytes> {
-    let meta = serde_json::to_vec(&h.meta)
-        .map_err(|e| Error::InvalidArgument(format!("journal object meta: {e}")))?;
-    let body: usize = records.iter().map(|r| 4 + r.len()).sum();
-    let mut out = BytesMut::with_capacity(FIXED + meta.len() + body + 4);
-    out.put_slice(MAGIC);
-    out.put_u8(h.kind);
-    for v in [h.epoch, h.first_lsn, h.last_lsn, h.next_lsn] {
-        out.put_u64_le(v);
-    }
-    out.put_u32_le(records.len() as u32);
-    out.put_u32_le(meta.len() as u32);
-    out.put_slice(&meta);
-    for r in records {
-        out.put_u32_le(r.len() as u32);
-        out.put_slice(r);
-    }
-    let crc = crc32c::crc32c(&out);
-    out.put_u32_le(crc);
-    Ok(out.freeze())
-}
-
-fn decode(what: &str, data: &Bytes) -> Result<(Header, Vec<Bytes>)> {
-    let bad = |d: &str| Error::corruption(what, d);
-    if data.len() < FIXED + 4 || &data[..8] != MAGIC {
-        return Err(bad("not a journal object (magic or length)"));
-    }
-    let (body, crc) = data.split_at(data.len() - 4);
-    let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    if crc32c::crc32c(body) != crc {
-        return Err(bad("checksum mismatch"));
-    }
-    let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or([0; 8]));
-    let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().unwrap_or([0; 4]));
-    let kind = body[8];
-    let count = u32_at(41) as usize;
-    let meta_len = u32_at(45) as usize;
-    let meta_end = FIXED
-        .checked_add(meta_len)
-        .filter(|&e| e <= body.len())
-        .ok_or_else(|| bad("meta runs past the object"))?;
-    let meta: Meta =
-        serde_json::from_slice(&body[FIXED..meta_end]).map_err(|e| bad(&format!("meta: {e}")))?;
-    let h = Header {
-        kind,
-        epoch: u64_at(9),
-        first_lsn: u64_at(17),
-        last_lsn: u64_at(25),
-        next_lsn: u64_at(33),
-        meta,
-    };
-    let mut records = Vec::with_capacity(count.min(1 << 16));
-    let mut at = meta_end;
-    for _ in 0..count {
-        if at + 4 > body.len() {
-            return Err(bad("a record runs past the object"));
-        }
-        let len = u32_at(at) as usize;
-        at += 4;
-        if at + len > body.len() {
-            return Err(bad("a record runs past the object"));
-        }
-        records.push(data.slice(at..at + len));
-        at += len;
-    }
-    let consistent = match kind {
-        CLAIM | FILL => count == 0,
-        RECORDS => {
-            count > 0
-                && h.last_lsn == h.first_lsn + count as u64 - 1
-                && h.next_lsn == h.last_lsn + 1
-        }
-        _ => false,
-    };
-    if !consistent || at != body.len() {
-        return Err(bad("header and records disagree"));
-    }
-    Ok((h, records))
-}
-
-fn object_name(number: u64) -> String {
-    format!("{number:020}")
 }
 
 impl ObjectJournal {
@@ -1052,9 +932,6 @@ impl Shared {
     }
 }
 
-/// An object read for a replay: its number, header and records.
-type Object = (u64, Header, Vec<Bytes>);
-
 /// What a writer found at the number it meant to write.
 enum Found {
     /// Its own current commit, landed by an attempt whose answer was lost.
@@ -1063,102 +940,6 @@ enum Found {
     Earlier,
     /// Another writer's.
     Fenced(Error),
-}
-
-/// The objects `numbers` names, read in order. Objects are fetched ahead, as many as a
-/// journal of small group commits needs to replay at the store's throughput rather than its
-/// latency; each is checked whole before its records go out.
-fn listed(s: Arc<Shared>, numbers: Vec<u64>) -> BoxStream<Result<Object>> {
-    Box::pin(
-        futures::stream::iter(numbers)
-            .map(move |n| {
-                let s = s.clone();
-                async move {
-                    let (h, records) = s.read(n).await?.ok_or_else(|| {
-                        s.err(
-                            "replay",
-                            format_args!("object {n} vanished while replaying"),
-                        )
-                    })?;
-                    Ok((n, h, records))
-                }
-            })
-            .buffered(REPLAY_AHEAD),
-    )
-}
-
-/// `first` (object `next - 1`), then the objects numbered from `next` on, fetched ahead in
-/// batches, up to the first one missing: it never reads past a gap.
-fn probed(s: Arc<Shared>, next: u64, first: Object) -> BoxStream<Result<Object>> {
-    let ready = std::collections::VecDeque::from([Ok(first)]);
-    Box::pin(futures::stream::unfold(
-        (s, next, ready, false),
-        |(s, next, mut ready, mut ended)| async move {
-            if ready.is_empty() && !ended {
-                let batch =
-                    futures::future::join_all((next..next + REPLAY_AHEAD as u64).map(|n| {
-                        let s = s.clone();
-                        async move { s.read(n).await.map(|o| o.map(|(h, r)| (n, h, r))) }
-                    }))
-                    .await;
-                for got in batch {
-                    match got {
-                        Ok(Some(object)) => ready.push_back(Ok(object)),
-                        Ok(None) => {
-                            ended = true;
-                            break;
-                        }
-                        Err(e) => {
-                            ready.push_back(Err(e));
-                            ended = true;
-                            break;
-                        }
-                    }
-                }
-                let next = next + REPLAY_AHEAD as u64;
-                return ready
-                    .pop_front()
-                    .map(|item| (item, (s, next, ready, ended)));
-            }
-            ready
-                .pop_front()
-                .map(|item| (item, (s, next, ready, ended)))
-        },
-    ))
-}
-
-/// Where a replay of listed objects must stop: at a gap in the numbers where a commit may
-/// still be in flight (or lost with later ones landed), so that no record is replayed
-/// before an earlier one. Such a gap is among the `NEWEST` numbers,
-/// and only a records object after it can show that the gap holds nothing asked for (that
-/// it starts at or before both `from` and the next LSN of the object before the gap): a
-/// gap that a truncation left lies further down, or holds only records before `from`.
-struct Gaps {
-    highest: u64,
-    from: Lsn,
-    /// The number of the object before the next one, and the next LSN of the last object
-    /// before it that is not a fill.
-    before: Option<(u64, Lsn)>,
-}
-
-impl Gaps {
-    /// Whether object `n` with `h` may be replayed, given the ones before it.
-    fn passes(&mut self, n: u64, h: &Header) -> bool {
-        let next = match self.before {
-            Some((b, next)) => {
-                if n > b + 1
-                    && n - 1 + NEWEST > self.highest
-                    && (h.kind != RECORDS || h.first_lsn > self.from.max(next))
-                {
-                    return false;
-                }
-                next
-            }
-            None => 0,
-        };
-        self.before = Some((n, if h.kind == FILL { next } else { h.next_lsn }));
-        true
-    }
 }
 
 #[async_trait]
@@ -1433,5 +1214,7 @@ impl Journal for ObjectJournal {
     }
 }
 
+mod format;
+mod replay;
 #[cfg(test)]
 mod tests;

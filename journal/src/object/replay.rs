@@ -1,0 +1,111 @@
+//! Reading a journal's objects for a replay: by listing or by probing numbers, fetched
+//! ahead, and where a replay must stop short of a commit still in flight.
+
+use super::format::{FILL, Header, RECORDS};
+use super::{NEWEST, Shared};
+use bytes::Bytes;
+use cairn_common::{BoxStream, Lsn, Result};
+use futures::StreamExt;
+use std::sync::Arc;
+
+/// Objects a replay reads ahead.
+const REPLAY_AHEAD: usize = 16;
+
+/// An object read for a replay: its number, header and records.
+pub(super) type Object = (u64, Header, Vec<Bytes>);
+
+/// The objects `numbers` names, read in order. Objects are fetched ahead, as many as a
+/// journal of small group commits needs to replay at the store's throughput rather than its
+/// latency; each is checked whole before its records go out.
+pub(super) fn listed(s: Arc<Shared>, numbers: Vec<u64>) -> BoxStream<Result<Object>> {
+    Box::pin(
+        futures::stream::iter(numbers)
+            .map(move |n| {
+                let s = s.clone();
+                async move {
+                    let (h, records) = s.read(n).await?.ok_or_else(|| {
+                        s.err(
+                            "replay",
+                            format_args!("object {n} vanished while replaying"),
+                        )
+                    })?;
+                    Ok((n, h, records))
+                }
+            })
+            .buffered(REPLAY_AHEAD),
+    )
+}
+
+/// `first` (object `next - 1`), then the objects numbered from `next` on, fetched ahead in
+/// batches, up to the first one missing: it never reads past a gap.
+pub(super) fn probed(s: Arc<Shared>, next: u64, first: Object) -> BoxStream<Result<Object>> {
+    let ready = std::collections::VecDeque::from([Ok(first)]);
+    Box::pin(futures::stream::unfold(
+        (s, next, ready, false),
+        |(s, next, mut ready, mut ended)| async move {
+            if ready.is_empty() && !ended {
+                let batch =
+                    futures::future::join_all((next..next + REPLAY_AHEAD as u64).map(|n| {
+                        let s = s.clone();
+                        async move { s.read(n).await.map(|o| o.map(|(h, r)| (n, h, r))) }
+                    }))
+                    .await;
+                for got in batch {
+                    match got {
+                        Ok(Some(object)) => ready.push_back(Ok(object)),
+                        Ok(None) => {
+                            ended = true;
+                            break;
+                        }
+                        Err(e) => {
+                            ready.push_back(Err(e));
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+                let next = next + REPLAY_AHEAD as u64;
+                return ready
+                    .pop_front()
+                    .map(|item| (item, (s, next, ready, ended)));
+            }
+            ready
+                .pop_front()
+                .map(|item| (item, (s, next, ready, ended)))
+        },
+    ))
+}
+
+/// Where a replay of listed objects must stop: at a gap in the numbers where a commit may
+/// still be in flight (or lost with later ones landed), so that no record is replayed
+/// before an earlier one. Such a gap is among the `NEWEST` numbers,
+/// and only a records object after it can show that the gap holds nothing asked for (that
+/// it starts at or before both `from` and the next LSN of the object before the gap): a
+/// gap that a truncation left lies further down, or holds only records before `from`.
+pub(super) struct Gaps {
+    pub highest: u64,
+    pub from: Lsn,
+    /// The number of the object before the next one, and the next LSN of the last object
+    /// before it that is not a fill.
+    pub before: Option<(u64, Lsn)>,
+}
+
+impl Gaps {
+    /// Whether object `n` with `h` may be replayed, given the ones before it.
+    pub fn passes(&mut self, n: u64, h: &Header) -> bool {
+        let next = match self.before {
+            Some((b, next)) => {
+                if n > b + 1
+                    && n - 1 + NEWEST > self.highest
+                    && (h.kind != RECORDS || h.first_lsn > self.from.max(next))
+                {
+                    return false;
+                }
+                next
+            }
+            None => 0,
+        };
+        self.before = Some((n, if h.kind == FILL { next } else { h.next_lsn }));
+        true
+    }
+}
