@@ -4,6 +4,7 @@
 //! aggregates fold the value column without building entries. The schema is in `FORMAT.md`.
 
 mod checksum;
+mod page_sums;
 mod reader;
 pub(crate) mod schema;
 mod table;

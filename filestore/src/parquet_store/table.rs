@@ -3,6 +3,7 @@
 //! those byte ranges (ranged GETs), never the whole object.
 
 use super::checksum;
+use super::page_sums::PageSums;
 use super::reader::ObjectReader;
 use super::schema::{self, KEY, KIND, RANGE_DELETES_KEY, SEQ, UNIQUE_KEYS_KEY, VALUE};
 use super::{PageCache, store_error};
@@ -74,6 +75,9 @@ pub(crate) struct ParquetTable {
     reader_meta: ArrowReaderMetadata,
     /// Each row group's checksum (none in tables written before they were kept).
     sums: Option<Vec<u32>>,
+    /// Each page's checksum, checked by every read (none in tables written before they were
+    /// kept).
+    page_sums: Option<Arc<PageSums>>,
     /// Only puts of distinct keys (`Table::puts_only`), read from the footer at open.
     puts_only: bool,
 }
@@ -180,6 +184,7 @@ impl ParquetTable {
             store: store.clone(),
             path: path.clone(),
             size,
+            pages: None,
         };
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let reader_meta = ArrowReaderMetadata::load_async(&mut reader, options)
@@ -220,6 +225,9 @@ impl ParquetTable {
             .map(|e| checksum::decode(e.value.as_deref().unwrap_or(""), md.num_row_groups()))
             .transpose()
             .map_err(|d| Error::corruption(format!("{url}/{path}"), d))?;
+        let page_sums = PageSums::of(md)
+            .map_err(|d| Error::corruption(format!("{url}/{path}"), d))?
+            .map(Arc::new);
         let puts_only = unique_keys
             && ranges.is_empty()
             && md.row_groups().iter().all(|rg| {
@@ -236,13 +244,18 @@ impl ParquetTable {
             pages,
             reader_meta,
             sums,
+            page_sums,
             puts_only,
         })
     }
 
     /// A checker of row-group checksums, for a read that returns every row of every row
-    /// group (a scan of all keys); reads of parts of row groups are not checked.
+    /// group (a scan of all keys) of a table whose pages are not summed: where they are, the
+    /// reader has checked every page already.
     fn verifier(&self, range: &KeyRange) -> Option<checksum::Verifier> {
+        if self.page_sums.is_some() {
+            return None;
+        }
         let sums = self.sums.clone()?;
         if !matches!(bounds(range), (Bound::Unbounded, Bound::Unbounded)) {
             return None;
@@ -401,6 +414,7 @@ impl ParquetTable {
             store: self.store.clone(),
             path: self.path.clone(),
             size: self.size,
+            pages: self.page_sums.clone(),
         };
         let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone())
             .with_row_groups(groups.iter().map(|p| p.group).collect())

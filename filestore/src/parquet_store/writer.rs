@@ -5,9 +5,9 @@
 //! upload once a part's worth is buffered. The object appears only when the upload completes,
 //! so a failed or abandoned table leaves nothing visible under its name.
 
-use super::checksum;
 use super::schema::{self, RANGE_DELETES_KEY, TABLE_META_KEY, UNIQUE_KEYS_KEY, VALUE_COLUMNS_KEY};
 use super::{ParquetOptions, store_error};
+use super::{checksum, page_sums};
 use crate::object_location::ObjectLocation as Location;
 use crate::tracker::MetaTracker;
 use crate::value_columns::{self, ValueColumns};
@@ -61,6 +61,8 @@ pub(crate) struct ParquetBuilder {
     in_flight: VecDeque<JoinHandle<Encoded>>,
     /// The checksums of the row groups appended so far.
     sums: Vec<u32>,
+    /// The page checksums of each column chunk appended so far.
+    page_sums: Vec<Vec<u32>>,
     /// Of the rows appended so far, from their Arrow columns, once asked for.
     digest: Option<ContentDigest>,
     /// The file's bytes, drained into `out` after every row group.
@@ -207,6 +209,7 @@ impl ParquetBuilder {
             groups: 0,
             in_flight: VecDeque::new(),
             sums: Vec::new(),
+            page_sums: Vec::new(),
             digest: None,
             file: Some(file),
             out: Some(out),
@@ -252,6 +255,24 @@ impl ParquetBuilder {
             .file
             .as_mut()
             .ok_or_else(|| write_err(&self.url, self.id, &self.path, "already finished"))?;
+        // Each chunk's data page sizes, in order. Where the pages lie is read after the
+        // append: a chunk's buffer in memory holds its dictionary page after its data pages,
+        // the file before them.
+        let layouts: Vec<Vec<u64>> = chunks
+            .iter()
+            .map(|c| {
+                c.close()
+                    .offset_index
+                    .as_ref()
+                    .map_or_else(Vec::new, |index| {
+                        index
+                            .page_locations()
+                            .iter()
+                            .map(|p| p.compressed_page_size.max(0) as u64)
+                            .collect()
+                    })
+            })
+            .collect();
         let mut group = file
             .next_row_group()
             .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
@@ -262,6 +283,47 @@ impl ParquetBuilder {
         group
             .close()
             .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
+        file.flush()
+            .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
+        // The bytes since the last upload are this row group's (and the file's magic before
+        // the first): sum its pages where they lie.
+        let held = file.inner();
+        let base = (file.bytes_written() - held.len()) as u64;
+        let group = file
+            .flushed_row_groups()
+            .last()
+            .ok_or_else(|| write_err(&self.url, self.id, &self.path, "no row group written"))?;
+        for (column, sizes) in group.columns().iter().zip(layouts) {
+            let (start, len) = column.byte_range();
+            // The dictionary page, if any, is what the data pages leave at the chunk's start.
+            let dictionary = len.saturating_sub(sizes.iter().sum());
+            let pages: Vec<u64> = sizes
+                .iter()
+                .scan(start + dictionary, |at, size| {
+                    let page = *at;
+                    *at += size;
+                    Some(page)
+                })
+                .collect();
+            let mut sums = Vec::with_capacity(pages.len() + 1);
+            for span in page_sums::spans((start, len), pages) {
+                let page = span
+                    .start
+                    .checked_sub(base)
+                    .zip(span.end.checked_sub(base))
+                    .and_then(|(a, b)| held.get(a as usize..b as usize))
+                    .ok_or_else(|| {
+                        write_err(
+                            &self.url,
+                            self.id,
+                            &self.path,
+                            format_args!("page {span:?} is not among the row group's bytes"),
+                        )
+                    })?;
+                sums.push(crc32c::crc32c(page));
+            }
+            self.page_sums.push(sums);
+        }
         self.upload().await
     }
 
@@ -315,6 +377,10 @@ impl ParquetBuilder {
         file.append_key_value_metadata(KeyValue::new(
             checksum::ROW_GROUP_CRC_KEY.to_string(),
             checksum::encode(&self.sums),
+        ));
+        file.append_key_value_metadata(KeyValue::new(
+            page_sums::PAGE_CRC_KEY.to_string(),
+            page_sums::encode(&self.page_sums),
         ));
         file.finish()
             .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
