@@ -1214,6 +1214,8 @@ impl Journal for ObjectJournal {
     }
 }
 
+#[cfg(test)]
+mod faulty_store;
 mod format;
 mod replay;
 #[cfg(test)]
