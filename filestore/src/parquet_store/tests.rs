@@ -328,10 +328,10 @@ async fn every_byte_flip_in_the_data_is_detected_by_a_full_scan() {
     );
 }
 
-/// Lookups, ranged scans and column reads fetch single pages, which the page sums cover: a
-/// flipped byte anywhere in a table's data is an error for the reads that fetch its page, and
-/// changes nothing the others return. (Before pages were summed, most flips in values went
-/// unnoticed by all three.)
+/// Lookups, ranged scans and column reads fetch single pages, which the page sums cover: after
+/// a flipped byte anywhere in a table's data, each such read is an error or exactly right, and
+/// some are errors. (Before pages were summed, most flips in values went unnoticed by all
+/// three.)
 #[tokio::test]
 async fn every_byte_flip_is_caught_by_lookups_ranged_scans_and_column_reads() {
     use arrow_array::cast::AsArray;
