@@ -273,22 +273,33 @@ async fn row_groups_are_cut_by_bytes_too() {
     );
 }
 
-/// A flipped byte anywhere in a table's row groups is detected by a full scan (what
-/// compaction reads) or changes nothing it returns: never a wrong entry. Values are
-/// incompressible, so zstd stores them raw and its decoder cannot notice.
-#[tokio::test]
-async fn every_byte_flip_in_the_data_is_detected_by_a_full_scan() {
+/// A table of `rows` incompressible `value_len`-byte values in a local store without a page
+/// cache, for the tests that corrupt its file: zstd stores such values raw, so its decoder
+/// cannot notice a flipped bit in one.
+struct OnDisk {
+    _dir: tempfile::TempDir,
+    store: ParquetStorage,
+    entries: Vec<Entry>,
+    meta: cairn_common::TableMeta,
+    path: std::path::PathBuf,
+    /// The file as written.
+    good: Vec<u8>,
+    /// Where its last row group ends: the footer follows.
+    data_end: usize,
+}
+
+async fn on_disk(seed: u64, rows: u32, value_len: usize) -> OnDisk {
     let dir = tempfile::tempdir().unwrap();
     let opts = ParquetOptions {
         page_cache_bytes: 0,
         ..small(format!("file://{}", dir.path().display()))
     };
-    let s = ParquetStorage::open(opts).unwrap();
-    let mut noise = cairn_testkit::Noise::new(5);
-    let entries: Vec<Entry> = (0..300u32)
-        .map(|i| Entry::put(format!("k{i:04}"), 1, noise.bytes(200, false)))
+    let store = ParquetStorage::open(opts).unwrap();
+    let mut noise = cairn_testkit::Noise::new(seed);
+    let entries: Vec<Entry> = (0..rows)
+        .map(|i| Entry::put(format!("k{i:04}"), 1, noise.bytes(value_len, false)))
         .collect();
-    let meta = write_table(&s, 1, &entries).await.unwrap();
+    let meta = write_table(&store, 1, &entries).await.unwrap();
     let path = dir.path().join("00000000000000000001.parquet");
     let good = std::fs::read(&path).unwrap();
     let data_end = {
@@ -305,6 +316,31 @@ async fn every_byte_flip_in_the_data_is_detected_by_a_full_scan() {
             .max()
             .unwrap() as usize
     };
+    OnDisk {
+        _dir: dir,
+        store,
+        entries,
+        meta,
+        path,
+        good,
+        data_end,
+    }
+}
+
+/// A flipped byte anywhere in a table's row groups is detected by a full scan (what
+/// compaction reads) or changes nothing it returns: never a wrong entry. Values are
+/// incompressible, so zstd stores them raw and its decoder cannot notice.
+#[tokio::test]
+async fn every_byte_flip_in_the_data_is_detected_by_a_full_scan() {
+    let OnDisk {
+        _dir,
+        store: s,
+        entries,
+        meta,
+        path,
+        good,
+        data_end,
+    } = on_disk(5, 300, 200).await;
     let mut silent = Vec::new();
     for at in (4..data_end).step_by(97) {
         let mut bad = good.clone();
@@ -337,27 +373,15 @@ async fn every_byte_flip_is_caught_by_lookups_ranged_scans_and_column_reads() {
     use arrow_array::cast::AsArray;
     use arrow_array::{Array, RecordBatch};
     use futures::TryStreamExt;
-    let dir = tempfile::tempdir().unwrap();
-    let opts = ParquetOptions {
-        page_cache_bytes: 0,
-        ..small(format!("file://{}", dir.path().display()))
-    };
-    let s = ParquetStorage::open(opts).unwrap();
-    let mut noise = cairn_testkit::Noise::new(6);
-    let entries: Vec<Entry> = (0..1500u32)
-        .map(|i| Entry::put(format!("k{i:04}"), 1, noise.bytes(40, false)))
-        .collect();
-    let meta = write_table(&s, 1, &entries).await.unwrap();
-    let path = dir.path().join("00000000000000000001.parquet");
-    let good = std::fs::read(&path).unwrap();
-    let data_end = {
-        let file = std::fs::File::open(&path).unwrap();
-        let reader = ::parquet::file::reader::SerializedFileReader::new(file).unwrap();
-        let md = ::parquet::file::reader::FileReader::metadata(&reader);
-        let last = md.row_group(md.num_row_groups() - 1);
-        let (start, len) = last.column(last.num_columns() - 1).byte_range();
-        (start + len) as usize
-    };
+    let OnDisk {
+        _dir,
+        store: s,
+        entries,
+        meta,
+        path,
+        good,
+        data_end,
+    } = on_disk(6, 1500, 40).await;
     let range = KeyRange::new(Some(Bytes::from("k0400")), Some(Bytes::from("k1100")));
     let in_range: Vec<Entry> = entries
         .iter()
@@ -425,18 +449,14 @@ async fn every_byte_flip_is_caught_by_lookups_ranged_scans_and_column_reads() {
 /// scan still checks it by its row-group sums.
 #[tokio::test]
 async fn a_table_without_page_sums_reads_and_is_checked_by_row_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = ParquetOptions {
-        page_cache_bytes: 0,
-        ..small(format!("file://{}", dir.path().display()))
-    };
-    let s = ParquetStorage::open(opts).unwrap();
-    let mut noise = cairn_testkit::Noise::new(7);
-    let entries: Vec<Entry> = (0..600u32)
-        .map(|i| Entry::put(format!("k{i:04}"), 1, noise.bytes(60, false)))
-        .collect();
-    let meta = write_table(&s, 1, &entries).await.unwrap();
-    let path = dir.path().join("00000000000000000001.parquet");
+    let OnDisk {
+        _dir,
+        store: s,
+        entries,
+        meta,
+        path,
+        ..
+    } = on_disk(7, 600, 60).await;
     let mut old = std::fs::read(&path).unwrap();
     let key = page_sums::PAGE_CRC_KEY.as_bytes();
     let at = old
