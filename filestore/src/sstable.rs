@@ -235,7 +235,6 @@ impl Storage for SstStorage {
             codec,
             offset: 0,
             block: format::DataBlockWriter::default(),
-            block_last: (Vec::new(), 0),
             index: Vec::new(),
             hashes: Vec::new(),
             scratch: Vec::new(),
@@ -326,8 +325,6 @@ struct SstBuilder {
     codec: format::BlockCodec,
     offset: u64,
     block: format::DataBlockWriter,
-    /// The internal key of the block's last entry, for its index entry.
-    block_last: (Vec<u8>, SeqNo),
     index: Vec<IndexEntry>,
     hashes: Vec<u64>,
     scratch: Vec<u8>,
@@ -341,10 +338,6 @@ impl SstBuilder {
     fn write_framed(&mut self, payload: &[u8]) -> Result<Handle> {
         self.scratch.clear();
         format::frame_block(payload, &mut self.codec, &mut self.scratch);
-        self.write_scratch()
-    }
-
-    fn write_scratch(&mut self) -> Result<Handle> {
         self.out.write_all(&self.scratch).at(&self.tmp)?;
         let h = Handle {
             offset: self.offset,
@@ -358,17 +351,24 @@ impl SstBuilder {
         if self.block.is_empty() {
             return Ok(());
         }
-        let payload = match self.block.finish() {
-            Ok(p) => p,
-            Err(e) => return Err(self.corrupt_input(e)),
+        // The block's entries are the versions seen since the last cut, so its last one is
+        // the tracker's last version.
+        let (last_key, last_seq) = match self.tracker.last_point() {
+            Some((k, s)) => (k.to_vec(), s),
+            None => return Err(self.corrupt_input("a block without a version".into())),
         };
-        self.scratch.clear();
-        format::frame_block(payload, &mut self.codec, &mut self.scratch);
-        self.block.clear();
-        let h = self.write_scratch()?;
+        // Taken out while it is framed from: the writer is put back, its buffer kept.
+        let mut block = std::mem::take(&mut self.block);
+        let framed = match block.finish() {
+            Ok(payload) => self.write_framed(payload),
+            Err(e) => Err(self.corrupt_input(e)),
+        };
+        block.clear();
+        self.block = block;
+        let h = framed?;
         self.index.push(IndexEntry {
-            last_key: self.block_last.0.clone(),
-            last_seq: self.block_last.1,
+            last_key,
+            last_seq,
             offset: h.offset,
             len: h.len,
         });
@@ -399,9 +399,6 @@ impl TableBuilder for SstBuilder {
             if let Some(d) = &mut self.digest {
                 d.add(&e.key, e.seq, e.kind.as_u8(), &e.value);
             }
-            self.block_last.0.clear();
-            self.block_last.0.extend_from_slice(&e.key);
-            self.block_last.1 = e.seq;
             if self.block.len() >= self.opts.block_bytes {
                 self.cut_block()?;
             }

@@ -21,8 +21,9 @@ pub(crate) struct MetaTracker {
     /// thread, touches too.
     last: Option<Vec<u8>>,
     last_seq: SeqNo,
-    /// The last key of a version (not of a range tombstone).
+    /// The last key of a version (not of a range tombstone), and that version's number.
     last_point: Option<Vec<u8>>,
+    last_point_seq: SeqNo,
     ranges: Vec<RangeTombstone>,
 }
 
@@ -41,6 +42,7 @@ impl MetaTracker {
             last: None,
             last_seq: 0,
             last_point: None,
+            last_point_seq: 0,
             ranges: Vec::new(),
         }
     }
@@ -73,6 +75,7 @@ impl MetaTracker {
             if new {
                 copy_into(&mut self.last_point, &e.key);
             }
+            self.last_point_seq = e.seq;
             new
         };
         if self.meta.entries == 0 {
@@ -99,6 +102,12 @@ impl MetaTracker {
             meta.largest = last_key.clone();
         }
         Ok(meta)
+    }
+
+    /// The internal key of the last version seen (not of a range tombstone): what an
+    /// SSTable's block index names as its block's last entry.
+    pub(crate) fn last_point(&self) -> Option<(&[u8], SeqNo)> {
+        self.last_point.as_deref().map(|k| (k, self.last_point_seq))
     }
 
     /// The range tombstones seen so far, in the order they came (internal order).
