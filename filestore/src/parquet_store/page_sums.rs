@@ -9,7 +9,8 @@
 //! in the offset index, and the chunk's end, so the sums are one list per column chunk, in
 //! row-group order. A chunk's dictionary page, if any, is the span before its first data page.
 
-use parquet::file::metadata::ParquetMetaData;
+use parquet::arrow::arrow_writer::ArrowColumnChunk;
+use parquet::file::metadata::{ParquetMetaData, RowGroupMetaData};
 use std::ops::Range;
 
 pub const PAGE_CRC_KEY: &str = "cairn.page_crc32c";
@@ -23,6 +24,60 @@ pub fn spans(chunk: (u64, u64), data_pages: impl IntoIterator<Item = u64>) -> Ve
     bounds.push(start + len);
     bounds.dedup();
     bounds.windows(2).map(|w| w[0]..w[1]).collect()
+}
+
+/// An encoded chunk's data page sizes, in order. Where the pages lie is known only once the
+/// chunk is in the file: in memory a chunk holds its dictionary page after its data pages, in
+/// the file before them.
+pub fn data_page_sizes(chunk: &ArrowColumnChunk) -> Vec<u64> {
+    chunk
+        .close()
+        .offset_index
+        .as_ref()
+        .map_or_else(Vec::new, |index| {
+            index
+                .page_locations()
+                .iter()
+                .map(|p| p.compressed_page_size.max(0) as u64)
+                .collect()
+        })
+}
+
+/// The page sums of each column chunk of `group`, just written: `sizes` holds each chunk's
+/// data page sizes (`data_page_sizes`), `held` the file's bytes from offset `base` on.
+pub fn of_row_group(
+    group: &RowGroupMetaData,
+    sizes: &[Vec<u64>],
+    held: &[u8],
+    base: u64,
+) -> Result<Vec<Vec<u32>>, String> {
+    group
+        .columns()
+        .iter()
+        .zip(sizes)
+        .map(|(column, sizes)| {
+            let (start, len) = column.byte_range();
+            // The dictionary page, if any, is what the data pages leave at the chunk's start.
+            let dictionary = len.saturating_sub(sizes.iter().sum());
+            let pages = sizes.iter().scan(start + dictionary, |at, size| {
+                let page = *at;
+                *at += size;
+                Some(page)
+            });
+            spans((start, len), pages)
+                .into_iter()
+                .map(|span| {
+                    let page = span
+                        .start
+                        .checked_sub(base)
+                        .zip(span.end.checked_sub(base))
+                        .and_then(|(a, b)| held.get(a as usize..b as usize))
+                        .ok_or_else(|| format!("page {span:?} is not among the bytes written"))?;
+                    Ok(crc32c::crc32c(page))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// The footer's value: each column chunk's page sums, row group by row group.
@@ -123,10 +178,10 @@ impl PageSums {
 
     /// `range` grown to the whole pages it touches, so that every page read can be checked.
     pub fn widen(&self, range: Range<u64>) -> Range<u64> {
-        match self.touched(&range) {
-            [] => range,
-            [first, .., last] => range.start.min(first.0.start)..range.end.max(last.0.end),
-            [only] => range.start.min(only.0.start)..range.end.max(only.0.end),
+        let touched = self.touched(&range);
+        match (touched.first(), touched.last()) {
+            (Some(first), Some(last)) => range.start.min(first.0.start)..range.end.max(last.0.end),
+            _ => range,
         }
     }
 

@@ -255,24 +255,7 @@ impl ParquetBuilder {
             .file
             .as_mut()
             .ok_or_else(|| write_err(&self.url, self.id, &self.path, "already finished"))?;
-        // Each chunk's data page sizes, in order. Where the pages lie is read after the
-        // append: a chunk's buffer in memory holds its dictionary page after its data pages,
-        // the file before them.
-        let layouts: Vec<Vec<u64>> = chunks
-            .iter()
-            .map(|c| {
-                c.close()
-                    .offset_index
-                    .as_ref()
-                    .map_or_else(Vec::new, |index| {
-                        index
-                            .page_locations()
-                            .iter()
-                            .map(|p| p.compressed_page_size.max(0) as u64)
-                            .collect()
-                    })
-            })
-            .collect();
+        let sizes: Vec<Vec<u64>> = chunks.iter().map(page_sums::data_page_sizes).collect();
         let mut group = file
             .next_row_group()
             .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
@@ -286,44 +269,16 @@ impl ParquetBuilder {
         file.flush()
             .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
         // The bytes since the last upload are this row group's (and the file's magic before
-        // the first): sum its pages where they lie.
+        // the first).
         let held = file.inner();
         let base = (file.bytes_written() - held.len()) as u64;
         let group = file
             .flushed_row_groups()
             .last()
             .ok_or_else(|| write_err(&self.url, self.id, &self.path, "no row group written"))?;
-        for (column, sizes) in group.columns().iter().zip(layouts) {
-            let (start, len) = column.byte_range();
-            // The dictionary page, if any, is what the data pages leave at the chunk's start.
-            let dictionary = len.saturating_sub(sizes.iter().sum());
-            let pages: Vec<u64> = sizes
-                .iter()
-                .scan(start + dictionary, |at, size| {
-                    let page = *at;
-                    *at += size;
-                    Some(page)
-                })
-                .collect();
-            let mut sums = Vec::with_capacity(pages.len() + 1);
-            for span in page_sums::spans((start, len), pages) {
-                let page = span
-                    .start
-                    .checked_sub(base)
-                    .zip(span.end.checked_sub(base))
-                    .and_then(|(a, b)| held.get(a as usize..b as usize))
-                    .ok_or_else(|| {
-                        write_err(
-                            &self.url,
-                            self.id,
-                            &self.path,
-                            format_args!("page {span:?} is not among the row group's bytes"),
-                        )
-                    })?;
-                sums.push(crc32c::crc32c(page));
-            }
-            self.page_sums.push(sums);
-        }
+        let sums = page_sums::of_row_group(group, &sizes, held, base)
+            .map_err(|e| write_err(&self.url, self.id, &self.path, e))?;
+        self.page_sums.extend(sums);
         self.upload().await
     }
 
