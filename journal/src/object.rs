@@ -624,17 +624,16 @@ impl Shared {
                         let Some(claim) = w.claim.clone() else {
                             return Err(Error::InvalidArgument("append before any claim".into()));
                         };
-                        let e = self.fenced_by(&claim, &h);
-                        w.stopped = Some(e.duplicate());
-                        return Err(e);
+                        return Err(stop(w, self.fenced_by(&claim, &h)));
                     }
                     Some(_) => {
-                        let e = Error::corruption(
-                            format!("journal object {} at {}", c.number, self.url),
-                            "holds another commit of this writer",
-                        );
-                        w.stopped = Some(e.duplicate());
-                        return Err(e);
+                        return Err(stop(
+                            w,
+                            Error::corruption(
+                                format!("journal object {} at {}", c.number, self.url),
+                                "holds another commit of this writer",
+                            ),
+                        ));
                     }
                     // Deleted since the create was refused: only a truncation deletes, and only
                     // under a newer writer's claim.
@@ -817,9 +816,7 @@ impl Shared {
         records: &[Bytes],
     ) -> Found {
         if h.meta.writer != w.nonce {
-            let e = self.fenced_by(claim, &h);
-            w.stopped = Some(e.duplicate());
-            return Found::Fenced(e);
+            return Found::Fenced(stop(w, self.fenced_by(claim, &h)));
         }
         // Ours: an attempt whose answer was lost landed. Its records are durable (the
         // writers of an earlier commit heard an error: the outcome was unknown to them).
@@ -927,9 +924,14 @@ impl Shared {
                 self.url
             )),
         };
-        w.stopped = Some(e.duplicate());
-        e
+        stop(w, e)
     }
+}
+
+/// Stops writer `w` with `e`: every later append hears it too.
+fn stop(w: &mut Writer, e: Error) -> Error {
+    w.stopped = Some(e.duplicate());
+    e
 }
 
 /// What a writer found at the number it meant to write.
