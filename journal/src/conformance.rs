@@ -15,6 +15,7 @@ pub async fn run(journal: Arc<dyn Journal>) {
     concurrent_appends_get_distinct_lsns(&journal).await;
     truncate_keeps_later_records(&journal).await;
     odd_payloads_roundtrip(&journal).await;
+    waiting_past_an_lsn_wakes_on_an_append(&journal).await;
     newer_epochs_fence_older_ones(&journal).await;
 }
 
@@ -93,6 +94,45 @@ async fn newer_epochs_fence_older_ones(journal: &Arc<dyn Journal>) {
             .iter()
             .any(|r| r.1 == Bytes::from_static(b"stale")),
         "the fenced record is nowhere"
+    );
+}
+
+/// `wait_past` returns at once when a record past the LSN is there, when one is appended
+/// while it waits (long before its limit), and after its limit when none comes.
+async fn waiting_past_an_lsn_wakes_on_an_append(journal: &Arc<dyn Journal>) {
+    use std::time::Duration;
+    // Far beyond what any journal here takes to notice: reaching it means it never did.
+    const NEVER: Duration = Duration::from_secs(30);
+    let long = Duration::from_secs(600);
+    let last = all(journal, 0).await.last().map_or(0, |r| r.0);
+    tokio::time::timeout(NEVER, journal.wait_past(last - 1, long))
+        .await
+        .expect("a record past the LSN is there: no wait")
+        .expect("wait_past");
+    let waiter = {
+        let journal = journal.clone();
+        tokio::spawn(async move { journal.wait_past(last, long).await })
+    };
+    // Give the waiter time to start waiting (an early start is allowed to return early).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let lsn = journal
+        .append(1, Bytes::from_static(b"wakes"))
+        .await
+        .expect("append");
+    tokio::time::timeout(NEVER, waiter)
+        .await
+        .expect("an append wakes a waiter long before its limit")
+        .expect("waiter task")
+        .expect("wait_past");
+    let started = std::time::Instant::now();
+    tokio::time::timeout(NEVER, journal.wait_past(lsn, Duration::from_millis(200)))
+        .await
+        .expect("a wait with nothing new ends at its limit")
+        .expect("wait_past");
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "nothing new: it waits about its limit, not {:?}",
+        started.elapsed()
     );
 }
 

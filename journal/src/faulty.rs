@@ -163,6 +163,10 @@ impl Journal for FaultyJournal {
         self.inner.replay(from).await
     }
 
+    async fn wait_past(&self, lsn: Lsn, limit: Duration) -> Result<()> {
+        self.inner.wait_past(lsn, limit).await
+    }
+
     async fn truncate(&self, upto: Lsn) -> Result<()> {
         self.inner.truncate(upto).await
     }

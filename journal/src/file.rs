@@ -11,6 +11,7 @@ use bytes::Bytes;
 use cairn_common::{BoxStream, Error, IoContext, Lsn, Result};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -85,7 +86,19 @@ pub struct FileJournal {
     closed: AtomicBool,
     segments: Arc<Mutex<Vec<SegmentInfo>>>,
     counters: Arc<Counters>,
+    /// The newest LSN written (and synced, with `sync`), for `wait_past`: a replay reads no
+    /// further, so it never meets a write still under way.
+    last: Arc<tokio::sync::watch::Sender<Lsn>>,
+    starts: Arc<Mutex<Starts>>,
 }
+
+/// Where writes start in the segments, one every `INDEX_EVERY` bytes or so: the first LSN of
+/// a write and its offset in its segment. A replay of the tail starts reading there instead
+/// of at the segment's start. Segments from before the journal opened have none.
+type Starts = BTreeMap<Lsn, u64>;
+
+/// The most a replay reads of a segment before the record it starts from.
+const INDEX_EVERY: u64 = 64 << 10;
 
 impl FileJournal {
     /// Opens (or creates) the journal in `opts.dir`, cutting a torn or corrupt tail off the
@@ -142,6 +155,8 @@ impl FileJournal {
         let segments = Arc::new(Mutex::new(segments));
         let counters = Arc::new(Counters::default());
         let sync = opts.sync;
+        let last = Arc::new(tokio::sync::watch::Sender::new(next_lsn - 1));
+        let starts = Arc::new(Mutex::new(Starts::new()));
         let state = Arc::new(Mutex::new(Writer {
             dir: dir.clone(),
             opts,
@@ -154,6 +169,10 @@ impl FileJournal {
             buf: Vec::with_capacity(1 << 20),
             held,
             metrics: JournalMetrics::new(),
+            last: last.clone(),
+            starts: starts.clone(),
+            // The segment's writes so far are not indexed: the next write is, if far enough in.
+            indexed: 0,
         }));
         let (tx, syncer) = if sync {
             let (tx, rx) = mpsc::channel();
@@ -175,6 +194,8 @@ impl FileJournal {
             closed: AtomicBool::new(false),
             segments,
             counters,
+            last,
+            starts,
         })
     }
 
@@ -255,10 +276,21 @@ impl Journal for FileJournal {
     }
 
     async fn replay(&self, from: Lsn) -> Result<BoxStream<Result<JournalRecord>>> {
+        // Read first: every record up to it is whole in the segments listed after.
+        let upto = *self.last.borrow();
+        if from > upto {
+            return Ok(Box::pin(futures::stream::empty()));
+        }
         let segments = self.segments.lock().clone();
+        let starts = self.starts.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        tokio::task::spawn_blocking(move || replay_segments(segments, from, tx));
+        tokio::task::spawn_blocking(move || replay_segments(segments, &starts, from, upto, tx));
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn wait_past(&self, lsn: Lsn, limit: std::time::Duration) -> Result<()> {
+        crate::watch_past(&self.last, lsn, limit).await;
+        Ok(())
     }
 
     async fn truncate(&self, upto: Lsn) -> Result<()> {
@@ -270,7 +302,12 @@ impl Journal for FileJournal {
             while n + 1 < segs.len() && segs[n + 1].first_lsn <= upto.saturating_add(1) {
                 n += 1;
             }
-            segs.drain(..n).collect()
+            let doomed = segs.drain(..n).collect();
+            if let Some(first) = segs.first() {
+                let mut starts = self.starts.lock();
+                *starts = starts.split_off(&first.first_lsn);
+            }
+            doomed
         };
         if doomed.is_empty() {
             return Ok(());
@@ -361,6 +398,10 @@ struct Writer {
     /// Which journal this is and whose; appends of older epochs are refused.
     held: Held,
     metrics: JournalMetrics,
+    last: Arc<tokio::sync::watch::Sender<Lsn>>,
+    starts: Arc<Mutex<Starts>>,
+    /// The offset of the newest write start in `starts` (of this segment).
+    indexed: u64,
 }
 
 /// What the file journal records through the `metrics` facade.
@@ -485,6 +526,10 @@ impl Writer {
             self.roll().map_err(|e| e.to_string())?;
         }
         let first = self.next_lsn;
+        if self.size >= self.indexed + INDEX_EVERY {
+            self.starts.lock().insert(first, self.size);
+            self.indexed = self.size;
+        }
         self.buf.clear();
         for (i, p) in payloads.iter().enumerate() {
             segment::encode_into(&mut self.buf, first + i as u64, p.as_ref(), i == 0);
@@ -507,6 +552,7 @@ impl Writer {
         m.group_records.record(payloads.len() as f64);
         self.size += self.buf.len() as u64;
         self.next_lsn += payloads.len() as u64;
+        self.last.send_replace(self.next_lsn - 1);
         self.counters
             .appends
             .fetch_add(payloads.len() as u64, Ordering::Relaxed);
@@ -524,6 +570,7 @@ impl Writer {
             .open(&info.path)
             .at(&info.path)?;
         self.size = segment::HEADER_LEN as u64;
+        self.indexed = self.size;
         self.segments.lock().push(info);
         Ok(())
     }
@@ -643,11 +690,16 @@ fn cut(seg: &SegmentInfo, at: usize, len: usize, why: &str) -> Result<()> {
     f.sync_all().at(&seg.path)
 }
 
+/// Sends the records from `from` to `upto` of `segments`: from the nearest write start at or
+/// before `from` that `starts` knows in the first segment read, else from its beginning.
 fn replay_segments(
     segments: Vec<SegmentInfo>,
+    starts: &Mutex<Starts>,
     from: Lsn,
+    upto: Lsn,
     tx: tokio::sync::mpsc::Sender<Result<JournalRecord>>,
 ) {
+    let mut first = true;
     for (i, seg) in segments.iter().enumerate() {
         if let Some(next) = segments.get(i + 1)
             && next.first_lsn <= from
@@ -657,7 +709,16 @@ fn replay_segments(
         let corrupt = |detail: String| {
             Error::corruption(format!("journal segment {}", seg.path.display()), detail)
         };
-        let data = match segment::read_segment(&seg.path) {
+        let start = match first && from >= seg.first_lsn {
+            true => starts
+                .lock()
+                .range(seg.first_lsn..=from)
+                .next_back()
+                .map_or(segment::HEADER_LEN as u64, |(_, &off)| off),
+            false => segment::HEADER_LEN as u64,
+        };
+        first = false;
+        let data = match segment::read_segment_from(&seg.path, start) {
             Ok(Ok(d)) => d,
             Ok(Err(why)) => {
                 let _ = tx.blocking_send(Err(corrupt(why.to_string())));
@@ -668,7 +729,7 @@ fn replay_segments(
                 return;
             }
         };
-        let mut off = segment::HEADER_LEN;
+        let mut off = 0;
         loop {
             match segment::decode_at(&data, off) {
                 Decoded::Record {
@@ -682,12 +743,16 @@ fn replay_segments(
                     {
                         return;
                     }
+                    if lsn >= upto {
+                        return;
+                    }
                 }
                 Decoded::End => break,
                 Decoded::Bad(why) => {
                     // The tail of the newest segment was repaired at open, so bad bytes here
                     // are real corruption: report it rather than silently lose what follows.
-                    let _ = tx.blocking_send(Err(corrupt(format!("{why} at offset {off}"))));
+                    let at = start + off as u64;
+                    let _ = tx.blocking_send(Err(corrupt(format!("{why} at offset {at}"))));
                     return;
                 }
             }

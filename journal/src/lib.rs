@@ -24,6 +24,7 @@ pub use object::{MAX_COMMITS_IN_FLIGHT, ObjectJournal, ObjectJournalOptions};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{BoxStream, Lsn, Result};
+use std::time::Duration;
 
 /// One replayed record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +114,16 @@ pub trait Journal: Send + Sync + 'static {
     /// anywhere but the torn tail is an error, never skipped.
     async fn replay(&self, from: Lsn) -> Result<BoxStream<Result<JournalRecord>>>;
 
+    /// Returns once a record past `lsn` is there, or when `limit` has passed, whichever is
+    /// first: a read replica calls it between reads of the tail, so it reads new records as
+    /// they land instead of on a timer. A journal that cannot tell waits out `limit`, so its
+    /// replicas poll.
+    async fn wait_past(&self, lsn: Lsn, limit: Duration) -> Result<()> {
+        let _ = lsn;
+        tokio::time::sleep(limit).await;
+        Ok(())
+    }
+
     /// Discards records with `lsn <= upto`. An implementation may keep more than asked
     /// (whole segments go at once), never less.
     async fn truncate(&self, upto: Lsn) -> Result<()>;
@@ -156,6 +167,12 @@ pub fn check_claim(
         }
         Some(_) => Ok(()),
     }
+}
+
+/// Waits until `last` (a journal's newest durable LSN) passes `lsn`, or `limit` passes.
+pub(crate) async fn watch_past(last: &tokio::sync::watch::Sender<Lsn>, lsn: Lsn, limit: Duration) {
+    let mut rx = last.subscribe();
+    let _ = tokio::time::timeout(limit, rx.wait_for(|&l| l > lsn)).await;
 }
 
 #[cfg(test)]

@@ -7,10 +7,13 @@ use bytes::Bytes;
 use cairn_common::{BoxStream, Lsn, Result};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::time::Duration;
 
 pub struct MemoryJournal {
     inner: Mutex<State>,
     id: String,
+    /// The newest LSN given, for `wait_past`.
+    last: tokio::sync::watch::Sender<Lsn>,
 }
 
 impl Default for MemoryJournal {
@@ -18,6 +21,7 @@ impl Default for MemoryJournal {
         MemoryJournal {
             inner: Mutex::default(),
             id: crate::new_journal_id(),
+            last: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -69,7 +73,13 @@ impl Journal for MemoryJournal {
         s.last += 1;
         let lsn = s.last;
         s.records.push_back((lsn, record));
+        self.last.send_replace(lsn);
         Ok(lsn)
+    }
+
+    async fn wait_past(&self, lsn: Lsn, limit: Duration) -> Result<()> {
+        crate::watch_past(&self.last, lsn, limit).await;
+        Ok(())
     }
 
     async fn replay(&self, from: Lsn) -> Result<BoxStream<Result<JournalRecord>>> {

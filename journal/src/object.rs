@@ -49,6 +49,9 @@ pub struct ObjectJournalOptions {
     /// acknowledged in number order, so a commit is acknowledged only once every earlier one
     /// has landed.
     pub commits_in_flight: usize,
+    /// How often a read replica waiting for new records (`wait_past`) asks for the next
+    /// object: each ask is one GET, so this trades a replica's staleness against requests.
+    pub probe: Duration,
 }
 
 /// The most commits a writer may have in flight, as the format knows it.
@@ -67,6 +70,7 @@ impl Default for ObjectJournalOptions {
             commit_delay: Duration::from_millis(2),
             retry_for: Duration::from_secs(30),
             commits_in_flight: 4,
+            probe: Duration::from_millis(5),
         }
     }
 }
@@ -92,6 +96,10 @@ struct Shared {
     writer: tokio::sync::Mutex<Writer>,
     /// Objects read or written, so replay and truncation need not read them again.
     known: parking_lot::Mutex<BTreeMap<u64, Known>>,
+    /// The object `wait_past` last found, kept for the replay that follows it.
+    peeked: parking_lot::Mutex<Option<replay::Object>>,
+    /// How many objects past the first the last replay of the tail found.
+    ahead: AtomicU64,
     /// The claimed epoch (0: none yet), for refusing a stale append before it queues.
     epoch: AtomicU64,
     appends: metrics::Counter,
@@ -193,6 +201,8 @@ impl ObjectJournal {
                 settled: Notify::new(),
                 writer: tokio::sync::Mutex::default(),
                 known: parking_lot::Mutex::default(),
+                peeked: parking_lot::Mutex::default(),
+                ahead: AtomicU64::new(0),
                 epoch: AtomicU64::new(0),
                 appends: metrics::counter!("cairn_journal_appends_total"),
                 bytes: metrics::counter!("cairn_journal_bytes_total"),
@@ -1106,8 +1116,15 @@ impl Journal for ObjectJournal {
             }
             before
         };
+        let peeked = s.peeked.lock().take();
+        let next = match (before, peeked) {
+            (None, _) => None,
+            // What `wait_past` found, if it is the object wanted.
+            (Some((k, _)), Some((n, h, records))) if n == k + 1 => Some((h, records)),
+            (Some((k, _)), _) => s.read(k + 1).await?,
+        };
         let (objects, gaps) = match before {
-            Some((k, known)) => match s.read(k + 1).await? {
+            Some((k, known)) => match next {
                 Some((h, records)) => (probed(s, k + 2, (k + 1, h, records)), None),
                 None => {
                     let numbers = s.list_after(k).await?;
@@ -1164,6 +1181,34 @@ impl Journal for ObjectJournal {
             })
             .try_flatten();
         Ok(Box::pin(records))
+    }
+
+    /// Asks for the object after the newest one known, every `probe`, until it is there: a
+    /// replica that has read the tail knows the newest object, and the next one is the
+    /// writer's next commit. The object found is kept for the replay that follows, so
+    /// finding it costs no second read.
+    async fn wait_past(&self, lsn: Lsn, limit: Duration) -> Result<()> {
+        let s = &self.shared;
+        let newest = s.known.lock().last_key_value().map(|(n, k)| (*n, *k));
+        let Some((n, k)) = newest else {
+            // Nothing read yet: nothing to ask after.
+            tokio::time::sleep(limit).await;
+            return Ok(());
+        };
+        if k.kind == RECORDS && k.last > lsn {
+            return Ok(());
+        }
+        let probing = async {
+            loop {
+                let asked = tokio::time::Instant::now();
+                if let Some((h, records)) = s.read(n + 1).await? {
+                    *s.peeked.lock() = Some((n + 1, h, records));
+                    return Ok(());
+                }
+                tokio::time::sleep_until(asked + s.opts.probe).await;
+            }
+        };
+        tokio::time::timeout(limit, probing).await.unwrap_or(Ok(()))
     }
 
     async fn truncate(&self, upto: Lsn) -> Result<()> {

@@ -99,14 +99,42 @@ pub fn decode_at(data: &Bytes, off: usize) -> Decoded {
 /// Reads a whole segment and checks its header. Segments are bounded by the rollover size.
 pub fn read_segment(path: &Path) -> std::io::Result<Result<Bytes, &'static str>> {
     let data = std::fs::read(path)?;
+    if let Err(why) = check_header(&data) {
+        return Ok(Err(why));
+    }
+    Ok(Ok(Bytes::from(data)))
+}
+
+/// Checks a segment's header, and returns its records from byte `offset` on (a record's
+/// start, at or past the header): a reader of the tail need not read what it has read.
+pub fn read_segment_from(path: &Path, offset: u64) -> std::io::Result<Result<Bytes, &'static str>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let mut header = [0u8; HEADER_LEN];
+    if let Err(e) = file.read_exact(&mut header) {
+        return match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => Ok(Err("bad segment header")),
+            _ => Err(e),
+        };
+    }
+    if let Err(why) = check_header(&header) {
+        return Ok(Err(why));
+    }
+    file.seek(SeekFrom::Start(offset.max(HEADER_LEN as u64)))?;
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)?;
+    Ok(Ok(Bytes::from(data)))
+}
+
+fn check_header(data: &[u8]) -> Result<(), &'static str> {
     if data.len() < HEADER_LEN || &data[..8] != MAGIC {
-        return Ok(Err("bad segment header"));
+        return Err("bad segment header");
     }
     let version = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
     if !(OLDEST_VERSION..=VERSION).contains(&version) {
-        return Ok(Err("unsupported segment version"));
+        return Err("unsupported segment version");
     }
-    Ok(Ok(Bytes::from(data)))
+    Ok(())
 }
 
 #[derive(Debug, Clone)]

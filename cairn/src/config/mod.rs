@@ -154,6 +154,10 @@ pub struct JournalSection {
     /// at most 8).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commits_in_flight: Option<usize>,
+    /// object: how often a read replica asks for the journal's next object while it waits
+    /// for new records, one GET each (default 5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_ms: Option<u64>,
     /// grpc: which of the server's journals is this database's (default `default`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
@@ -407,6 +411,7 @@ impl Config {
                 ("journal.commit_delay_ms", &mut j.commit_delay_ms),
                 ("journal.retry_for_ms", &mut j.retry_for_ms),
                 ("journal.commits_in_flight", &mut j.commits_in_flight),
+                ("journal.probe_ms", &mut j.probe_ms),
             ] {
                 if inherited(key, "journal.kind") {
                     slot.clear();
@@ -493,6 +498,7 @@ impl Config {
                 "journal.commits_in_flight",
                 OBJECT,
             ),
+            (j.probe_ms.is_some(), "journal.probe_ms", OBJECT),
             (
                 j.database.is_some(),
                 "journal.database",
@@ -704,6 +710,7 @@ impl Config {
             c.journal.commit_delay_ms = Some(o.commit_delay.as_millis() as u64);
             c.journal.retry_for_ms = Some(o.retry_for.as_millis() as u64);
             c.journal.commits_in_flight = Some(o.commits_in_flight);
+            c.journal.probe_ms = Some(o.probe.as_millis() as u64);
             if c.journal.secret_access_key.is_some() {
                 c.journal.secret_access_key = Some("(set)".into());
             }
@@ -764,6 +771,7 @@ impl Config {
                 .retry_for_ms
                 .map_or(d.retry_for, std::time::Duration::from_millis),
             commits_in_flight: j.commits_in_flight.unwrap_or(d.commits_in_flight),
+            probe: j.probe_ms.map_or(d.probe, std::time::Duration::from_millis),
         }
     }
 

@@ -10,6 +10,7 @@
 use super::pb::journal_client::JournalClient;
 use super::pb::{
     AppendAcks, AppendBatch, AppendRequest, ClaimRequest, ReplayRequest, TruncateRequest,
+    WaitPastRequest,
 };
 use crate::{Claimed, Journal, JournalClaim, JournalRecord};
 use async_trait::async_trait;
@@ -269,6 +270,26 @@ impl Journal for GrpcJournal {
                 })
                 .collect())
         }))
+    }
+
+    /// A long poll: the server answers when a record past `lsn` is durable or `limit` has
+    /// passed. Its deadline is `limit` plus the call timeout, so a dead server is an error
+    /// after that, not a wait for ever.
+    async fn wait_past(&self, lsn: Lsn, limit: Duration) -> Result<()> {
+        let deadline = limit + self.rpc.opts.timeout;
+        let mut c = self.client();
+        let mut req = tonic::Request::new(WaitPastRequest {
+            lsn,
+            limit_ms: limit.as_millis() as u64,
+        });
+        req.set_timeout(deadline);
+        match tokio::time::timeout(deadline, c.wait_past(req)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(s)) => Err(self.rpc.error("wait for records", s)),
+            Err(_) => Err(self
+                .rpc
+                .error("wait for records", Status::deadline_exceeded("no answer"))),
+        }
     }
 
     async fn truncate(&self, upto: Lsn) -> Result<()> {

@@ -6,7 +6,7 @@
 use super::pb::journal_server::{Journal as JournalRpc, JournalServer};
 use super::pb::{
     AppendAcks, AppendBatch, AppendRequest, AppendResponse, ClaimRequest, ClaimResponse, Record,
-    ReplayChunk, ReplayRequest, TruncateRequest,
+    ReplayChunk, ReplayRequest, TruncateRequest, WaitPastRequest,
 };
 use crate::{Journal, JournalClaim};
 use cairn_rpc::{Databases, ServerAuth, ServerOptions, StatusStream, chunked, pb::Empty, status};
@@ -26,6 +26,10 @@ const CHUNK_BYTES: usize = 256 << 10;
 /// back. Far above what group commit needs (a few hundred writers), far below memory.
 pub(crate) const MAX_INFLIGHT_RECORDS: usize = 16 << 10;
 pub(crate) const MAX_INFLIGHT_BYTES: usize = 64 << 20;
+
+/// The longest a `WaitPast` call is held, whatever its client asks: a long poll ties up a
+/// request slot, and a client that wants longer asks again.
+pub(crate) const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct JournalService {
     dbs: Arc<Databases<dyn Journal>>,
@@ -156,6 +160,19 @@ impl JournalRpc for JournalService {
             .truncate(req.into_inner().upto)
             .await
             .map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn wait_past(&self, req: Request<WaitPastRequest>) -> Result<Response<Empty>, Status> {
+        let (_, journal) = self.dbs.of(&req, false).await?;
+        let r = req.into_inner();
+        let limit = std::time::Duration::from_millis(r.limit_ms).min(MAX_WAIT);
+        let mut shutdown = self.shutdown.clone();
+        // A server shutting down answers at once: the replica asks again elsewhere or later.
+        tokio::select! {
+            waited = journal.wait_past(r.lsn, limit) => waited.map_err(status)?,
+            _ = shutdown.wait_for(|&s| s) => {}
+        }
         Ok(Response::new(Empty {}))
     }
 

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use cairn_common::{BoxStream, Lsn, Result};
 use futures::StreamExt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// Objects a replay reads ahead.
 const REPLAY_AHEAD: usize = 16;
@@ -37,24 +38,32 @@ pub(super) fn listed(s: Arc<Shared>, numbers: Vec<u64>) -> BoxStream<Result<Obje
 }
 
 /// `first` (object `next - 1`), then the objects numbered from `next` on, fetched ahead in
-/// batches, up to the first one missing: it never reads past a gap.
+/// batches, up to the first one missing: it never reads past a gap. A replica following the
+/// tail finds about as many objects each time as the time before, so the first batch asks
+/// for a few more than that (`Shared::ahead`), and each next one for twice as many, up to
+/// `REPLAY_AHEAD`: one round of reads in the steady state, without 16 reads of nothing on
+/// every poll.
 pub(super) fn probed(s: Arc<Shared>, next: u64, first: Object) -> BoxStream<Result<Object>> {
     let ready = std::collections::VecDeque::from([Ok(first)]);
+    let batch = (s.ahead.load(Ordering::Relaxed) + 2).min(REPLAY_AHEAD as u64);
     Box::pin(futures::stream::unfold(
-        (s, next, ready, false),
-        |(s, next, mut ready, mut ended)| async move {
+        (s, next, batch, 0, ready, false),
+        |(s, next, batch, mut found, mut ready, mut ended)| async move {
             if ready.is_empty() && !ended {
-                let batch =
-                    futures::future::join_all((next..next + REPLAY_AHEAD as u64).map(|n| {
-                        let s = s.clone();
-                        async move { s.read(n).await.map(|o| o.map(|(h, r)| (n, h, r))) }
-                    }))
-                    .await;
-                for got in batch {
+                let got = futures::future::join_all((next..next + batch).map(|n| {
+                    let s = s.clone();
+                    async move { s.read(n).await.map(|o| o.map(|(h, r)| (n, h, r))) }
+                }))
+                .await;
+                for got in got {
                     match got {
-                        Ok(Some(object)) => ready.push_back(Ok(object)),
+                        Ok(Some(object)) => {
+                            found += 1;
+                            ready.push_back(Ok(object));
+                        }
                         Ok(None) => {
                             ended = true;
+                            s.ahead.store(found, Ordering::Relaxed);
                             break;
                         }
                         Err(e) => {
@@ -64,14 +73,14 @@ pub(super) fn probed(s: Arc<Shared>, next: u64, first: Object) -> BoxStream<Resu
                         }
                     }
                 }
-                let next = next + REPLAY_AHEAD as u64;
+                let (next, batch) = (next + batch, (batch * 2).min(REPLAY_AHEAD as u64));
                 return ready
                     .pop_front()
-                    .map(|item| (item, (s, next, ready, ended)));
+                    .map(|item| (item, (s, next, batch, found, ready, ended)));
             }
             ready
                 .pop_front()
-                .map(|item| (item, (s, next, ready, ended)))
+                .map(|item| (item, (s, next, batch, found, ready, ended)))
         },
     ))
 }

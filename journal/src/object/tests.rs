@@ -395,6 +395,48 @@ async fn a_replay_of_the_tail_reads_few_objects() {
     assert_eq!(all, lsns);
 }
 
+/// A replica waiting for records past its last one asks for the next object by number and
+/// wakes when the writer's commit lands there; the replay that follows does not read that
+/// object again, and reads ahead of it only a little.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_waiting_for_records_finds_the_next_commit_and_reads_it_once() {
+    let store = Arc::new(FaultyStore::default());
+    let j = journal_on(store.clone(), "memory://waits");
+    j.claim(&claim(1, 0)).await.unwrap();
+    let mut lsns = Vec::new();
+    for i in 0..5 {
+        lsns.push(j.append(1, Bytes::from(format!("r{i}"))).await.unwrap());
+    }
+    let reader = Arc::new(journal_on(store.clone(), "memory://waits"));
+    assert_eq!(records(&reader, 0).await.len(), 5);
+    let last = *lsns.last().unwrap();
+    let waiter = {
+        let reader = reader.clone();
+        tokio::spawn(async move { reader.wait_past(last, Duration::from_secs(600)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(!waiter.is_finished(), "nothing past {last} yet");
+    let next = j.append(1, Bytes::from_static(b"next")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the commit wakes the replica")
+        .unwrap()
+        .unwrap();
+    store.gets.store(0, Ordering::SeqCst);
+    let tail = records(&reader, last + 1).await;
+    assert_eq!(tail, vec![(next, Bytes::from_static(b"next"))]);
+    let gets = store.gets.load(Ordering::SeqCst);
+    assert!(
+        gets <= 2,
+        "{gets} reads: the object found is not read again, and two ahead of it are asked for"
+    );
+    // Nothing new: the wait ends at its limit.
+    reader
+        .wait_past(next, Duration::from_millis(20))
+        .await
+        .unwrap();
+}
+
 /// Appends `payload` in a task of its own and waits until its commit's put is held at the
 /// store (`held` puts waiting in all), so that the next append goes in the next commit.
 async fn append_held(
