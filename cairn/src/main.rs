@@ -729,7 +729,7 @@ fn print_stats(out: &mut impl Write, s: &cairn::DbStats) -> Result<()> {
         } else {
             writeln!(
                 out,
-                "read-only replica: at most {} ms behind its writer (polls every {} ms; journal applied to LSN {}){failed}",
+                "read-only replica: at most {} ms behind its writer (follows its journal's tail; reads the manifest every {} ms; journal applied to LSN {}){failed}",
                 r.staleness_ms, r.poll_ms, r.applied_lsn,
             )?;
         }

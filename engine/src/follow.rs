@@ -1,9 +1,9 @@
 //! Read replicas. A `Db` opened with `Db::open_reader` follows its database's writer from the
-//! outside: every `reader_poll_ms` it reads the manifest (new tables after flushes and
-//! compactions, a new epoch after a take-over) and the journal's tail, and publishes what it
-//! read as one newer snapshot, so a reader never sees part of a batch. It never writes,
-//! deletes or truncates anything: it takes no epoch, claims no journal, and the tables it
-//! stops using are dropped, not deleted.
+//! outside: it reads the journal's tail as records land (`Journal::wait_past`), and every
+//! `reader_poll_ms` the manifest (new tables after flushes and compactions, a new epoch after
+//! a take-over), and publishes what it read as one newer snapshot, so a reader never sees
+//! part of a batch. It never writes, deletes or truncates anything: it takes no epoch, claims
+//! no journal, and the tables it stops using are dropped, not deleted.
 
 use crate::db::{Components, Inner, MemSlot};
 use crate::manifest::{self, Manifest};
@@ -90,6 +90,20 @@ impl Prefix {
     pub fn applied(&mut self, first: SeqNo, last: SeqNo, mark: SeqNo) {
         self.mark = self.mark.max(mark);
         self.above.insert(first, last);
+    }
+
+    /// Whether the marks read lead past the batches applied without a gap: then showing
+    /// them would show sequence numbers no batch read holds (an import's, in tables the view
+    /// lacks). Otherwise everything shown was applied here.
+    pub fn leads_past_applied(&self) -> bool {
+        let mut reach = self.shown;
+        for (&first, &last) in &self.above {
+            if first > reach + 1 {
+                break;
+            }
+            reach = reach.max(last);
+        }
+        self.mark > reach
     }
 
     /// Moves what is shown as far as the marks and gapless batches allow, once every record
@@ -318,94 +332,192 @@ async fn view_of(
     })))
 }
 
-/// The follower's loop: a poll every `poll`, until the `Db` closes.
+/// The least time between two reads of the journal's tail: records that land close together
+/// are applied and published as one view, so a busy writer costs its replica a read per
+/// this, not one per commit.
+const MIN_GAP: Duration = Duration::from_millis(5);
+
+/// The follower's loop, until the `Db` closes: it reads the journal's tail as soon as the
+/// journal says a record past the last one applied is there (`Journal::wait_past`), at
+/// most every `MIN_GAP`, and the manifest every `poll` (new tables, a new epoch). With a
+/// journal that cannot say, or one out of its reach, that is a poll every `poll`.
 pub(crate) async fn follow_loop(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
     let Some(follower) = inner.follower.as_ref() else {
         return;
     };
+    let journal = inner.comps.journal.clone();
+    let mut manifest_due = Instant::now() + follower.poll;
+    let mut started = Instant::now();
     loop {
+        let waited = async {
+            tokio::time::sleep_until(started + MIN_GAP).await;
+            if follower.flushes_only.load(Ordering::Relaxed) {
+                tokio::time::sleep_until(manifest_due).await;
+                return;
+            }
+            let applied = follower.applied_lsn.load(Ordering::Relaxed);
+            let limit = manifest_due.saturating_duration_since(Instant::now());
+            if let Err(e) = journal.wait_past(applied, limit).await {
+                // Told nothing: read when the manifest is due, as without it. The poll
+                // then says what failed, if the journal still does.
+                tracing::debug!(database = %inner.database, error = %e, "waiting for journal records failed");
+                tokio::time::sleep_until(manifest_due).await;
+            }
+        };
         tokio::select! {
             biased;
-            _ = tokio::time::sleep(follower.poll) => {}
             _ = shutdown.changed() => return,
+            _ = waited => {}
         }
-        poll_now(&inner, follower).await;
+        started = Instant::now();
+        let full = started >= manifest_due;
+        match poll(&inner, follower, full).await {
+            // Behind a flush it has not read: the manifest next, at once.
+            Some(Polled {
+                caught_up: false, ..
+            }) => manifest_due = started,
+            // Read, or failed (tried again at the poll, not at every wake-up).
+            Some(Polled { manifest: true, .. }) | None => manifest_due = started + follower.poll,
+            Some(_) => {}
+        }
     }
 }
 
-/// One poll, its outcome recorded for `stats`: the loop's, or one outside its schedule (a
-/// read failed on this view, or found it too old).
+/// What one poll did.
+#[derive(Debug, Clone, Copy)]
+struct Polled {
+    caught_up: bool,
+    /// It read the manifest.
+    manifest: bool,
+}
+
+/// One poll that reads the manifest too: one outside the loop's schedule (a read failed on
+/// this view, or found it too old).
 pub(crate) async fn poll_now(inner: &Inner, follower: &Follower) {
+    poll(inner, follower, true).await;
+}
+
+/// One poll, its outcome recorded for `stats` (`None` if it failed). `full` reads the
+/// manifest first; otherwise only the journal's tail is read, unless it holds nothing new.
+async fn poll(inner: &Inner, follower: &Follower, full: bool) -> Option<Polled> {
     let started = Instant::now();
     follower.polls.fetch_add(1, Ordering::Relaxed);
-    match follow_once(inner, follower).await {
-        Ok(true) => {
-            *follower.caught_up.lock() = started;
-            follower.last_error.lock().take();
+    match follow_once(inner, follower, full).await {
+        Ok(polled) => {
+            if polled.caught_up {
+                *follower.caught_up.lock() = started;
+                follower.last_error.lock().take();
+            }
+            Some(polled)
         }
-        Ok(false) => {}
         Err(e) => {
             tracing::warn!(database = %inner.database, error = %e, "a reader's poll failed; its view stays as it was");
             *follower.last_error.lock() = Some(e.to_string());
+            None
         }
     }
 }
 
-/// Brings the reader up to the newest manifest version and the journal's tail; false if it
-/// raced a flush and must look again.
-async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
+/// Brings the reader up to the journal's tail, and first to the newest manifest version if
+/// `full`; not caught up if it raced a flush and must look again.
+///
+/// A poll of the tail alone is as sound as one after a listing that found nothing new:
+/// records a flush truncated before they were read show as a replay that starts late, or
+/// holds nothing, and then the manifest is read after all.
+async fn follow_once(inner: &Inner, follower: &Follower, full: bool) -> Result<Polled> {
     let mut at = follower.state.lock().await;
+    if full && let Some(caught_up) = follow_manifest(inner, follower, &mut at).await? {
+        return Ok(Polled {
+            caught_up,
+            manifest: true,
+        });
+    }
+    match follow_tail(inner, follower, &mut at, !full).await? {
+        Some(caught_up) => Ok(Polled {
+            caught_up,
+            manifest: full,
+        }),
+        // Nothing new, and no version past the one followed, listed after that replay (a
+        // flush writes its version before it truncates): caught up as of the replay.
+        None => Ok(Polled {
+            caught_up: follow_manifest(inner, follower, &mut at)
+                .await?
+                .unwrap_or(true),
+            manifest: true,
+        }),
+    }
+}
+
+/// Reads the manifest's newest version. With new tables (or a new journal), publishes a
+/// fresh view of them and the journal past them, and says whether it caught up; otherwise
+/// `None`: the tail is to be followed.
+async fn follow_manifest(
+    inner: &Inner,
+    follower: &Follower,
+    at: &mut Position,
+) -> Result<Option<bool>> {
     let store = inner.comps.storage.manifests();
     let newest = store.list().await?;
-    if newest.last().is_some_and(|&n| n != at.version) {
-        let Some(loaded) = manifest::load(store.as_ref()).await? else {
-            return Ok(false);
-        };
-        let current = inner.versions.current();
-        if loaded.state.flushed_lsn == at.flushed_lsn
-            && loaded.state.journal == at.journal
-            && same_tables(&loaded.state, &current)
-        {
-            // Ids reserved, a lease renewed: the tables and the journal's start stand, so
-            // the memtable does too. Follow the tail below.
-            at.version = loaded.version;
-            at.epoch = loaded.state.epoch;
-            inner.versions.follow(None, loaded.version);
-            follower.epoch.store(at.epoch, Ordering::Relaxed);
-        } else {
-            // New tables: a fresh memtable holds what the journal has past them.
-            let view =
-                match view_of(&inner.comps, loaded, Some(&current), &follower.deleter).await? {
-                    CatchUp::View(view) => view,
-                    CatchUp::Raced(_) | CatchUp::Empty => return Ok(false),
-                };
-            if view.last_seq < inner.writes.visible() {
-                // Visibility never goes back: a view behind what readers were shown would
-                // hide writes they saw.
-                return Ok(false);
-            }
-            let _publishing = follower.publish.write();
-            inner.versions.follow(
-                Some((view.version, view.state.history_floor)),
-                view.position.version,
-            );
-            inner.writes.replace(view.active);
-            inner.writes.advance_to(view.last_seq);
-            follower.epoch.store(view.position.epoch, Ordering::Relaxed);
-            follower.flushes_only.store(
-                flushes_only(inner.comps.journal.as_ref(), &view.state),
-                Ordering::Relaxed,
-            );
-            if view.position.flushed_lsn != at.flushed_lsn || view.position.journal != at.journal {
-                *follower.flush_seen.lock() = Instant::now();
-            }
-            *at = view.position;
-            follower
-                .applied_lsn
-                .store(at.applied_lsn, Ordering::Relaxed);
-            return Ok(true);
-        }
+    if newest.last().is_none_or(|&n| n == at.version) {
+        return Ok(None);
     }
+    let Some(loaded) = manifest::load(store.as_ref()).await? else {
+        return Ok(Some(false));
+    };
+    let current = inner.versions.current();
+    if loaded.state.flushed_lsn == at.flushed_lsn
+        && loaded.state.journal == at.journal
+        && same_tables(&loaded.state, &current)
+    {
+        // Ids reserved, a lease renewed: the tables and the journal's start stand, so the
+        // memtable does too. Follow the tail.
+        at.version = loaded.version;
+        at.epoch = loaded.state.epoch;
+        inner.versions.follow(None, loaded.version);
+        follower.epoch.store(at.epoch, Ordering::Relaxed);
+        return Ok(None);
+    }
+    // New tables: a fresh memtable holds what the journal has past them.
+    let view = match view_of(&inner.comps, loaded, Some(&current), &follower.deleter).await? {
+        CatchUp::View(view) => view,
+        CatchUp::Raced(_) | CatchUp::Empty => return Ok(Some(false)),
+    };
+    if view.last_seq < inner.writes.visible() {
+        // Visibility never goes back: a view behind what readers were shown would hide
+        // writes they saw.
+        return Ok(Some(false));
+    }
+    let _publishing = follower.publish.write();
+    inner.versions.follow(
+        Some((view.version, view.state.history_floor)),
+        view.position.version,
+    );
+    inner.writes.replace(view.active);
+    inner.writes.advance_to(view.last_seq);
+    follower.epoch.store(view.position.epoch, Ordering::Relaxed);
+    follower.flushes_only.store(
+        flushes_only(inner.comps.journal.as_ref(), &view.state),
+        Ordering::Relaxed,
+    );
+    if view.position.flushed_lsn != at.flushed_lsn || view.position.journal != at.journal {
+        *follower.flush_seen.lock() = Instant::now();
+    }
+    *at = view.position;
+    follower
+        .applied_lsn
+        .store(at.applied_lsn, Ordering::Relaxed);
+    Ok(Some(true))
+}
+
+/// Applies the journal's records past the last one applied and publishes them; whether it
+/// caught up, or `None` if `unless_empty` and there were none (the caller then reads the
+/// manifest: a flush may have truncated them).
+async fn follow_tail(
+    inner: &Inner,
+    follower: &Follower,
+    at: &mut Position,
+    unless_empty: bool,
+) -> Result<Option<bool>> {
     let from = at.applied_lsn + 1;
     let mem = inner.writes.mem();
     // Worked on a copy: a replay that fails midway leaves the prefix as it was, and the
@@ -420,14 +532,20 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
         Some(&mut prefix),
     )
     .await?;
+    if unless_empty && replayed.first_lsn.is_none() {
+        return Ok(None);
+    }
+    let leads = prefix.leads_past_applied();
     let shown = prefix.advance();
     // Records this reader had not read were truncated (a flush it has not seen holds them),
     // or it would show past writes the journal lacks (an import's): a newer version holds
     // them. What this replay applied stays invisible, and the next poll loads that version.
+    // Only a mark can lead past writes the journal lacks, so the manifest is read then, not
+    // on every poll that shows new writes.
     let cut_short = replayed.first_lsn.is_some_and(|l| l > from);
-    if (cut_short || shown > inner.writes.visible())
+    if (cut_short || (leads && shown > inner.writes.visible()))
         && holds_unseen_writes(
-            store.as_ref(),
+            inner.comps.storage.manifests().as_ref(),
             at.version,
             at.last_seq,
             at.flushed_lsn,
@@ -435,7 +553,7 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
         )
         .await?
     {
-        return Ok(false);
+        return Ok(Some(false));
     }
     let _publishing = follower.publish.write();
     // Applied above what was shown, never below: a snapshot taken earlier reads the same.
@@ -445,7 +563,7 @@ async fn follow_once(inner: &Inner, follower: &Follower) -> Result<bool> {
     follower
         .applied_lsn
         .store(at.applied_lsn, Ordering::Relaxed);
-    Ok(true)
+    Ok(Some(true))
 }
 
 /// Whether the tables of `state` are the ones `version` holds, level by level.
@@ -568,13 +686,17 @@ mod tests {
     fn a_prefix_waits_for_gaps_and_jumps_to_marks() {
         let mut p = Prefix::new(9);
         p.applied(11, 11, 9); // 11 landed before 10
+        assert!(!p.leads_past_applied());
         assert_eq!(p.advance(), 9, "10 is missing");
         p.applied(10, 10, 9);
+        assert!(!p.leads_past_applied());
         assert_eq!(p.advance(), 11);
         p.applied(14, 15, 11); // 12-13 failed and never landed
         assert_eq!(p.advance(), 11);
         p.applied(16, 16, 15); // the writer had shown up to 15: 12-13 are gone
+        assert!(p.leads_past_applied(), "12-13 are shown unread");
         assert_eq!(p.advance(), 16);
+        assert!(!p.leads_past_applied());
         assert_eq!(p.shown(), 16);
     }
 }

@@ -24,7 +24,8 @@ pub struct EngineOptions {
     /// of its own; background work runs on the runtime that opened the database (an
     /// embedder's, or a deterministic simulation's), which must then outlive the `Db`.
     pub background_threads: usize,
-    /// A reader (`Db::open_reader`) polls its writer's manifest and journal this often.
+    /// A reader (`Db::open_reader`) reads its writer's manifest this often, and its journal's
+    /// tail too where the journal cannot say when records land (`Journal::wait_past`).
     pub reader_poll_ms: u64,
     /// A reader whose polls have not caught up for this long refuses reads (naming how far
     /// behind it is and why) instead of answering from an ever older view; a router then

@@ -102,6 +102,49 @@ async fn a_reader_follows_its_writer_and_changes_nothing() {
 /// A range delete reaches a reader from the journal (its tombstone beside the reader's
 /// memtable), then from the table the writer flushes, then through a compaction that drops
 /// what it covers.
+/// A reader follows its writer's journal as records land, not on its poll: with an hour
+/// between manifest reads, it still sees each write, and through flushes (whose truncations
+/// it notices from the journal, then reads the manifest) and a compaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_sees_writes_as_they_land_without_waiting_for_its_poll() {
+    let mut h = Harness::new(JournalKind::Memory, MemtableOptions::default());
+    h.opts.reader_poll_ms = 3_600_000;
+    // Reads never find the view too old, so only the journal's wake-ups move it.
+    h.opts.reader_max_staleness_ms = 7_200_000;
+    let writer = h.open().await;
+    writer.put("a", "1").await.unwrap();
+    let reader = h.open_reader("reader").await;
+    assert_eq!(reader.get(b"a").await.unwrap().as_deref(), Some(&b"1"[..]));
+    writer.put("b", "2").await.unwrap();
+    eventually(&reader, "b", Some("2")).await;
+    for round in 0..3 {
+        for i in 0..700 {
+            writer
+                .put(format!("k{i:04}"), format!("{round}{}", "x".repeat(40)))
+                .await
+                .unwrap();
+        }
+        writer.flush().await.unwrap();
+        writer.put("c", round.to_string()).await.unwrap();
+        eventually(&reader, "c", Some(&round.to_string())).await;
+        eventually(
+            &reader,
+            "k0699",
+            Some(&format!("{round}{}", "x".repeat(40))),
+        )
+        .await;
+    }
+    writer.compact().await.unwrap();
+    writer.delete("a").await.unwrap();
+    eventually(&reader, "a", None).await;
+    assert_eq!(
+        reader.get(b"k0000").await.unwrap().map(|v| v[0]),
+        Some(b'2')
+    );
+    reader.close().await.unwrap();
+    writer.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_sees_range_deletes_from_the_journal_the_tables_and_compactions() {
     let h = Harness::new(JournalKind::Memory, MemtableOptions::default());
