@@ -288,6 +288,19 @@ struct OnDisk {
     data_end: usize,
 }
 
+impl OnDisk {
+    /// The file as written with the byte at `at` flipped.
+    fn flip(&self, at: usize) {
+        let mut bad = self.good.clone();
+        bad[at] ^= 0x20;
+        std::fs::write(&self.path, &bad).unwrap();
+    }
+
+    fn restore(&self) {
+        std::fs::write(&self.path, &self.good).unwrap();
+    }
+}
+
 async fn on_disk(seed: u64, rows: u32, value_len: usize) -> OnDisk {
     let dir = tempfile::tempdir().unwrap();
     let opts = ParquetOptions {
@@ -332,30 +345,21 @@ async fn on_disk(seed: u64, rows: u32, value_len: usize) -> OnDisk {
 /// incompressible, so zstd stores them raw and its decoder cannot notice.
 #[tokio::test]
 async fn every_byte_flip_in_the_data_is_detected_by_a_full_scan() {
-    let OnDisk {
-        _dir,
-        store: s,
-        entries,
-        meta,
-        path,
-        good,
-        data_end,
-    } = on_disk(5, 300, 200).await;
+    let d = on_disk(5, 300, 200).await;
+    let (s, entries, meta) = (&d.store, &d.entries, &d.meta);
     let mut silent = Vec::new();
-    for at in (4..data_end).step_by(97) {
-        let mut bad = good.clone();
-        bad[at] ^= 0x20;
-        std::fs::write(&path, &bad).unwrap();
-        let Ok(t) = s.open_table(&meta).await else {
+    for at in (4..d.data_end).step_by(97) {
+        d.flip(at);
+        let Ok(t) = s.open_table(meta).await else {
             continue;
         };
         if let Ok(got) = read_range(t.as_ref(), &KeyRange::all()).await
-            && got != entries
+            && &got != entries
         {
             silent.push(at);
         }
     }
-    std::fs::write(&path, &good).unwrap();
+    d.restore();
     assert!(
         silent.is_empty(),
         "{} flips went unnoticed, the first at {:?}",
@@ -373,15 +377,8 @@ async fn every_byte_flip_is_caught_by_lookups_ranged_scans_and_column_reads() {
     use arrow_array::cast::AsArray;
     use arrow_array::{Array, RecordBatch};
     use futures::TryStreamExt;
-    let OnDisk {
-        _dir,
-        store: s,
-        entries,
-        meta,
-        path,
-        good,
-        data_end,
-    } = on_disk(6, 1500, 40).await;
+    let d = on_disk(6, 1500, 40).await;
+    let (s, entries, meta) = (&d.store, &d.entries, &d.meta);
     let range = KeyRange::new(Some(Bytes::from("k0400")), Some(Bytes::from("k1100")));
     let in_range: Vec<Entry> = entries
         .iter()
@@ -391,11 +388,9 @@ async fn every_byte_flip_is_caught_by_lookups_ranged_scans_and_column_reads() {
     let values: Vec<Vec<u8>> = entries.iter().map(|e| e.value.to_vec()).collect();
     let field = arrow_schema::Field::new("value", arrow_schema::DataType::Binary, true);
     let (mut silent, mut caught) = (Vec::new(), 0);
-    for at in (4..data_end).step_by(89) {
-        let mut bad = good.clone();
-        bad[at] ^= 0x20;
-        std::fs::write(&path, &bad).unwrap();
-        let Ok(t) = s.open_table(&meta).await else {
+    for at in (4..d.data_end).step_by(89) {
+        d.flip(at);
+        let Ok(t) = s.open_table(meta).await else {
             continue;
         };
         for i in (0..entries.len()).step_by(97) {
@@ -434,7 +429,7 @@ async fn every_byte_flip_is_caught_by_lookups_ranged_scans_and_column_reads() {
             Err(_) => caught += 1,
         }
     }
-    std::fs::write(&path, &good).unwrap();
+    d.restore();
     assert!(
         silent.is_empty(),
         "{} flips went unnoticed, the first {:?}",
