@@ -691,7 +691,7 @@ fn cut(seg: &SegmentInfo, at: usize, len: usize, why: &str) -> Result<()> {
 }
 
 /// Sends the records from `from` to `upto` of `segments`: from the nearest write start at or
-/// before `from` that `starts` knows in the first segment read, else from its beginning.
+/// before `from` that `starts` knows in the segment holding it, else from its beginning.
 fn replay_segments(
     segments: Vec<SegmentInfo>,
     starts: &Mutex<Starts>,
@@ -699,7 +699,6 @@ fn replay_segments(
     upto: Lsn,
     tx: tokio::sync::mpsc::Sender<Result<JournalRecord>>,
 ) {
-    let mut first = true;
     for (i, seg) in segments.iter().enumerate() {
         if let Some(next) = segments.get(i + 1)
             && next.first_lsn <= from
@@ -709,7 +708,8 @@ fn replay_segments(
         let corrupt = |detail: String| {
             Error::corruption(format!("journal segment {}", seg.path.display()), detail)
         };
-        let start = match first && from >= seg.first_lsn {
+        // Only the first segment read holds `from`; the later ones are read whole.
+        let start = match from >= seg.first_lsn {
             true => starts
                 .lock()
                 .range(seg.first_lsn..=from)
@@ -717,7 +717,6 @@ fn replay_segments(
                 .map_or(segment::HEADER_LEN as u64, |(_, &off)| off),
             false => segment::HEADER_LEN as u64,
         };
-        first = false;
         let data = match segment::read_segment_from(&seg.path, start) {
             Ok(Ok(d)) => d,
             Ok(Err(why)) => {
