@@ -36,6 +36,7 @@ impl Journal for CountingJournal {
     fn appends_wait(&self) -> bool {
         self.inner.appends_wait()
     }
+    // `inline` is not forwarded: the inner journal's inline appends would bypass the count.
     async fn replay(&self, from: Lsn) -> Result<BoxStream<Result<JournalRecord>>> {
         self.inner.replay(from).await
     }

@@ -16,7 +16,7 @@ const WRITERS: u64 = 256;
 const PUTS_PER_WRITER: u64 = 200;
 
 fn puts(c: &mut Criterion) {
-    let rt = shared::runtime();
+    let rt = shared::runtime(2);
     let mut g = c.benchmark_group("engine_put_256_writers_100b");
     g.throughput(Throughput::Elements(WRITERS * PUTS_PER_WRITER));
     for sync in [true, false] {
@@ -61,7 +61,7 @@ fn puts(c: &mut Criterion) {
 const SINGLE_WRITER_PUTS: u64 = 20_000;
 
 fn single_writer(c: &mut Criterion) {
-    let rt = shared::runtime();
+    let rt = shared::runtime(2);
     let mut g = c.benchmark_group("engine_put_1_writer_nosync_100b");
     g.throughput(Throughput::Elements(SINGLE_WRITER_PUTS));
     for (name, memtable) in shared::memtable_kinds() {

@@ -34,7 +34,7 @@ async fn open(dir: &std::path::Path, memtable: MemtableOptions) -> Db {
 }
 
 fn scans(c: &mut Criterion) {
-    let rt = shared::runtime();
+    let rt = shared::runtime(2);
     let mut g = c.benchmark_group("engine_scan_100");
     g.throughput(Throughput::Elements(1));
     for (name, memtable) in shared::memtable_kinds() {

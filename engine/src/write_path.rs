@@ -1,7 +1,8 @@
 //! The write path: how a write becomes visible. A write joins a write group, whose leader
-//! takes its sequence numbers and journals it (`write_group`), or, where the journal's appends
-//! do not wait, takes them and journals itself. It is applied to the active memtable, and
-//! becomes visible once every write numbered before it has been applied too. Flushes freeze
+//! takes its sequence numbers and journals it (`write_group`); where the journal's appends
+//! do not wait, it takes them and journals itself, in one critical section with its memtable
+//! insert where the journal appends on the caller's thread. It is applied to the active
+//! memtable, and becomes visible once every write numbered before it has been applied too. Flushes freeze
 //! memtables from here; imports take numbers here that hold visibility back until they are
 //! installed.
 //!
@@ -20,7 +21,7 @@ use crate::seq::{SeqTracker, Taken};
 use crate::write_group::{Joined, Journaled, Leading, Turn, WriteGroups};
 use arc_swap::ArcSwap;
 use cairn_common::{Entry, EntryKind, Error, RangeTombstone, Result, SeqNo, WriteBatch};
-use cairn_journal::Journal;
+use cairn_journal::{InlineAppend, Journal};
 use cairn_memtable::{Memtable, MemtableFactory};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -72,6 +73,9 @@ pub(crate) struct WritePath {
     seq: Arc<SeqTracker>,
     /// None where the journal's appends do not wait: every writer appends for itself.
     groups: Option<Arc<WriteGroups>>,
+    /// Held by a write from its numbers to its memtable insert, where the journal appends
+    /// inline (`journal_and_apply_inline`).
+    serial: Mutex<()>,
     mem: ArcSwap<MemState>,
     /// Serialises changes to `mem` (a freeze, a flushed memtable's retirement).
     mem_lock: Mutex<()>,
@@ -96,6 +100,7 @@ impl WritePath {
             gate: RwLock::new(()),
             seq: Arc::new(SeqTracker::new(last_seq)),
             groups: groups_in_flight.map(|n| Arc::new(WriteGroups::new(n))),
+            serial: Mutex::new(()),
             mem: ArcSwap::from_pointee(MemState {
                 active: Arc::new(active),
                 immutables: Vec::new(),
@@ -125,6 +130,9 @@ impl WritePath {
         let _shared = self.gate.read().await;
         open()?;
         let Some(groups) = &self.groups else {
+            if let Some(inline) = journal.inline() {
+                return self.journal_and_apply_inline(inline, epoch, batch);
+            }
             let alone = self.append_alone(journal, epoch, batch).await?;
             return Ok(self.apply_journaled(alone));
         };
@@ -143,6 +151,33 @@ impl WritePath {
             },
         };
         Ok(self.apply_journaled(mine))
+    }
+
+    /// Numbers, journals and applies the batch in one critical section, where the journal
+    /// appends on its caller's thread (`Journal::inline`). Writes then finish in the order of
+    /// their numbers, so each is visible as it leaves: no writer waits to be woken once
+    /// another's thread has applied an older batch. On 2 cores under 4 writers such a
+    /// wake-up could sit behind the waker's own work for hundreds of microseconds (a task a
+    /// runtime thread wakes runs on that thread, after the task it is running). The writes
+    /// this serialises were serialised already: the journal's `write` by its own lock, the
+    /// default memtable's inserts by its own.
+    fn journal_and_apply_inline(
+        &self,
+        inline: &dyn InlineAppend,
+        epoch: u64,
+        batch: WriteBatch,
+    ) -> Result<Applied> {
+        let _serial = self.serial.lock();
+        let taken = Taken::new(self.seq.clone(), self.seq.begin(batch.len() as u64));
+        let record = batch.encode(taken.first, self.seq.visible());
+        let record_bytes = record.len() as u64;
+        let lsn = inline.append_now(epoch, &record)?;
+        Ok(self.apply_journaled(Journaled {
+            batch,
+            taken,
+            lsn,
+            record_bytes,
+        }))
     }
 
     /// Takes the batch's numbers and journals it as a record of its own: a writer with no
@@ -374,5 +409,78 @@ pub(crate) fn apply(slot: &MemSlot, first: SeqNo, batch: WriteBatch) {
                 value: op.value,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_journal::MemoryJournal;
+    use cairn_memtable::MemtableOptions;
+
+    fn write_path() -> Arc<WritePath> {
+        let memtables = MemtableOptions::default().factory();
+        let active = MemSlot::new(memtables(), 0);
+        Arc::new(WritePath::new(active, 0, memtables, 1 << 30, 2, None))
+    }
+
+    /// Where the journal appends inline, a write is visible as it returns, however many
+    /// writers run at once: none of them needs another's thread to run before it is
+    /// acknowledged. (Numbered, journaled and applied apart, a write returned here while an
+    /// older one was still between its number and its insert.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn an_inline_write_is_visible_as_it_returns() {
+        let (path, journal) = (write_path(), Arc::new(MemoryJournal::new()));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (path, journal) = (path.clone(), journal.clone());
+                tokio::spawn(async move {
+                    for i in 0..5_000 {
+                        let mut batch = WriteBatch::new();
+                        batch.put(format!("k{w}-{i}"), "v");
+                        let applied = path
+                            .journal_and_apply(journal.as_ref(), 1, batch, || Ok(()))
+                            .await
+                            .unwrap();
+                        assert!(
+                            path.visible() >= applied.last,
+                            "write {} returned with visibility at {}",
+                            applied.last,
+                            path.visible()
+                        );
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        assert_eq!(path.visible(), 20_000);
+    }
+
+    /// A refused inline append finishes the numbers it took: later writes become visible.
+    #[tokio::test]
+    async fn a_refused_inline_append_does_not_hold_visibility_back() {
+        let (path, journal) = (write_path(), MemoryJournal::new());
+        let claim = |epoch| cairn_journal::JournalClaim {
+            database: "db".into(),
+            epoch,
+            flushed_lsn: 0,
+        };
+        journal.claim(&claim(2)).await.unwrap();
+        let batch = || {
+            let mut b = WriteBatch::new();
+            b.put("k", "v");
+            b
+        };
+        let refused = path
+            .journal_and_apply(&journal, 1, batch(), || Ok(()))
+            .await;
+        assert!(matches!(refused, Err(Error::Fenced(_))));
+        let applied = path
+            .journal_and_apply(&journal, 2, batch(), || Ok(()))
+            .await
+            .unwrap();
+        assert_eq!((applied.last, path.visible()), (2, 2));
     }
 }

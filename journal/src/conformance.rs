@@ -16,6 +16,7 @@ pub async fn run(journal: Arc<dyn Journal>) {
     truncate_keeps_later_records(&journal).await;
     odd_payloads_roundtrip(&journal).await;
     waiting_past_an_lsn_wakes_on_an_append(&journal).await;
+    inline_appends_are_appends(&journal).await;
     newer_epochs_fence_older_ones(&journal).await;
 }
 
@@ -56,6 +57,12 @@ async fn newer_epochs_fence_older_ones(journal: &Arc<dyn Journal>) {
         e.to_string().contains("epoch 2"),
         "names the newer epoch: {e}"
     );
+    if let Some(inline) = journal.inline() {
+        let e = inline
+            .append_now(1, &Bytes::from_static(b"stale"))
+            .expect_err("an epoch-1 inline append after epoch 2 claimed");
+        assert!(e.is_fenced(), "fenced inline too, not: {e}");
+    }
     let lsn = journal
         .append(2, Bytes::from_static(b"fresh"))
         .await
@@ -94,6 +101,39 @@ async fn newer_epochs_fence_older_ones(journal: &Arc<dyn Journal>) {
             .iter()
             .any(|r| r.1 == Bytes::from_static(b"stale")),
         "the fenced record is nowhere"
+    );
+}
+
+/// A journal that appends inline (`Journal::inline`) numbers, replays and wakes waiters for
+/// those appends as for any other, and its appends do not wait (the engine would otherwise
+/// group writers in front of it).
+async fn inline_appends_are_appends(journal: &Arc<dyn Journal>) {
+    let Some(inline) = journal.inline() else {
+        return;
+    };
+    assert!(
+        !journal.appends_wait(),
+        "a journal that appends inline says its appends do not wait"
+    );
+    let before = journal
+        .append(1, Bytes::from_static(b"async"))
+        .await
+        .expect("append");
+    let now = inline
+        .append_now(1, &Bytes::from_static(b"inline"))
+        .expect("inline append");
+    assert!(now > before, "LSNs increase across both ways of appending");
+    journal
+        .wait_past(before, std::time::Duration::from_secs(5))
+        .await
+        .expect("wait_past");
+    let replayed = all(journal, before).await;
+    assert_eq!(
+        replayed,
+        vec![
+            (before, Bytes::from_static(b"async")),
+            (now, Bytes::from_static(b"inline"))
+        ]
     );
 }
 

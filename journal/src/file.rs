@@ -5,7 +5,9 @@
 //! writer's lock: handing it to a thread and back would cost more than the write.
 
 use crate::segment::{self, Decoded, SegmentInfo};
-use crate::{Claimed, Journal, JournalClaim, JournalRecord, check_claim, fenced_error};
+use crate::{
+    Claimed, InlineAppend, Journal, JournalClaim, JournalRecord, check_claim, fenced_error,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{BoxStream, Error, IoContext, Lsn, Result};
@@ -230,6 +232,32 @@ impl FileJournal {
     }
 }
 
+/// Unsynced appends: one `write` each, made by the caller under the writer's lock.
+impl InlineAppend for FileJournal {
+    fn append_now(&self, epoch: u64, record: &Bytes) -> Result<Lsn> {
+        if self.sync {
+            // A synced append waits for its group's fsync, on the journal's own thread.
+            return Err(Error::InvalidArgument(
+                "a synced file journal appends through Journal::append".into(),
+            ));
+        }
+        check_size(record)?;
+        self.check_open()?;
+        self.state.lock().commit_one(epoch, record)
+    }
+}
+
+fn check_size(record: &Bytes) -> Result<()> {
+    if record.len() > segment::MAX_RECORD {
+        return Err(Error::InvalidArgument(format!(
+            "journal record of {} bytes exceeds the limit of {}",
+            record.len(),
+            segment::MAX_RECORD
+        )));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Journal for FileJournal {
     fn reach(&self) -> crate::Reach {
@@ -241,6 +269,10 @@ impl Journal for FileJournal {
     /// Unsynced, an append is one `write` made by its caller.
     fn appends_wait(&self) -> bool {
         self.sync
+    }
+
+    fn inline(&self) -> Option<&dyn InlineAppend> {
+        (!self.sync).then_some(self as &dyn InlineAppend)
     }
 
     async fn claim(&self, claim: &JournalClaim) -> Result<Claimed> {
@@ -255,17 +287,11 @@ impl Journal for FileJournal {
     }
 
     async fn append(&self, epoch: u64, record: Bytes) -> Result<Lsn> {
-        if record.len() > segment::MAX_RECORD {
-            return Err(Error::InvalidArgument(format!(
-                "journal record of {} bytes exceeds the limit of {}",
-                record.len(),
-                segment::MAX_RECORD
-            )));
-        }
-        self.check_open()?;
         if !self.sync {
-            return self.state.lock().commit_one(epoch, &record);
+            return self.append_now(epoch, &record);
         }
+        check_size(&record)?;
+        self.check_open()?;
         let (done, wait) = oneshot::channel();
         self.send(Msg::Append(Append {
             epoch,

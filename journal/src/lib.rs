@@ -110,6 +110,16 @@ pub trait Journal: Send + Sync + 'static {
         true
     }
 
+    /// This journal's appends as a call that is done when it returns, where it has one (an
+    /// unsynced file, memory): the engine then numbers, journals and applies each write in
+    /// one critical section, so a write is visible as it leaves it and no writer is
+    /// acknowledged only once another writer's thread has run. `None` (the default) where an
+    /// append waits. A decorator that forwards this must add its behaviour to it as well,
+    /// since appends made through it do not pass through `append`.
+    fn inline(&self) -> Option<&dyn InlineAppend> {
+        None
+    }
+
     /// Streams the records with `lsn >= from`, in LSN order. A record whose checksum fails
     /// anywhere but the torn tail is an error, never skipped.
     async fn replay(&self, from: Lsn) -> Result<BoxStream<Result<JournalRecord>>>;
@@ -130,6 +140,12 @@ pub trait Journal: Send + Sync + 'static {
 
     /// Waits for appends in flight, then refuses new ones.
     async fn close(&self) -> Result<()>;
+}
+
+/// Appends that are done when the call returns (see [`Journal::inline`]).
+pub trait InlineAppend: Send + Sync {
+    /// As [`Journal::append`], on the caller's thread.
+    fn append_now(&self, epoch: u64, record: &Bytes) -> Result<Lsn>;
 }
 
 /// What a journal says when `claim` or an append comes from an epoch older than its writer's.

@@ -1,7 +1,9 @@
 //! A journal that keeps records in memory: for tests, and for users who accept losing the
 //! writes not yet flushed when the process ends.
 
-use crate::{Claimed, Journal, JournalClaim, JournalRecord, check_claim, fenced_error};
+use crate::{
+    Claimed, InlineAppend, Journal, JournalClaim, JournalRecord, check_claim, fenced_error,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_common::{BoxStream, Lsn, Result};
@@ -39,6 +41,22 @@ impl MemoryJournal {
     }
 }
 
+impl InlineAppend for MemoryJournal {
+    fn append_now(&self, epoch: u64, record: &Bytes) -> Result<Lsn> {
+        let mut s = self.inner.lock();
+        if let Some(c) = &s.claim
+            && epoch < c.epoch
+        {
+            return Err(fenced_error("in memory", &c.database, epoch, c.epoch));
+        }
+        s.last += 1;
+        let lsn = s.last;
+        s.records.push_back((lsn, record.clone()));
+        self.last.send_replace(lsn);
+        Ok(lsn)
+    }
+}
+
 #[async_trait]
 impl Journal for MemoryJournal {
     fn reach(&self) -> crate::Reach {
@@ -64,17 +82,11 @@ impl Journal for MemoryJournal {
     }
 
     async fn append(&self, epoch: u64, record: Bytes) -> Result<Lsn> {
-        let mut s = self.inner.lock();
-        if let Some(c) = &s.claim
-            && epoch < c.epoch
-        {
-            return Err(fenced_error("in memory", &c.database, epoch, c.epoch));
-        }
-        s.last += 1;
-        let lsn = s.last;
-        s.records.push_back((lsn, record));
-        self.last.send_replace(lsn);
-        Ok(lsn)
+        self.append_now(epoch, &record)
+    }
+
+    fn inline(&self) -> Option<&dyn InlineAppend> {
+        Some(self)
     }
 
     async fn wait_past(&self, lsn: Lsn, limit: Duration) -> Result<()> {

@@ -62,6 +62,29 @@ fn appends_wait_where_they_sync_or_cross_the_wire() {
         !object.appends_wait(),
         "it groups and overlaps commits itself"
     );
+    assert!(object.inline().is_none(), "its commits are round trips");
+}
+
+/// Appends are inline where they are a quick write by their caller, never where they sync.
+#[test]
+fn appends_are_inline_where_nothing_is_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let synced = FileJournal::open(opts(dir.path().join("synced").as_path())).unwrap();
+    assert!(synced.inline().is_none());
+    let refused = synced
+        .append_now(1, &Bytes::from_static(b"r"))
+        .expect_err("a synced file never appends without its fsync");
+    assert!(refused.to_string().contains("synced"), "{refused}");
+    let mut o = opts(dir.path().join("unsynced").as_path());
+    o.sync = false;
+    assert!(FileJournal::open(o).unwrap().inline().is_some());
+    assert!(MemoryJournal::new().inline().is_some());
+    assert!(
+        FaultyJournal::new(Arc::new(MemoryJournal::new()))
+            .inline()
+            .is_none(),
+        "its faults and delays are on append"
+    );
 }
 
 /// Without sync each caller writes its own record under the journal's lock: once acknowledged

@@ -1,6 +1,6 @@
 //! What the engine benches share: a database of the default components (file journal,
 //! SSTables, local compactor) in a directory, the memtable kinds they compare, and the
-//! two-thread runtime they drive it from.
+//! runtime they drive it from (two threads, or one per worker where they are few).
 
 use cairn_compaction::LocalCompactor;
 use cairn_engine::{Components, Db, EngineOptions};
@@ -33,9 +33,9 @@ pub fn memtable_kinds() -> [(&'static str, MemtableOptions); 3] {
     ]
 }
 
-pub fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime(threads: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
         .unwrap()
