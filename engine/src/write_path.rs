@@ -2,8 +2,8 @@
 //! takes its sequence numbers and journals it (`write_group`); where the journal's appends
 //! do not wait, it takes them and journals itself, in one critical section with its memtable
 //! insert where the journal appends on the caller's thread. It is applied to the active
-//! memtable, and becomes visible once every write numbered before it has been applied too. Flushes freeze
-//! memtables from here; imports take numbers here that hold visibility back until they are
+//! memtable, and becomes visible once every write numbered before it has been applied too.
+//! Flushes freeze memtables from here; imports take numbers here that hold visibility back until they are
 //! installed.
 //!
 //! Invariants:
@@ -20,6 +20,7 @@ use crate::mem_ranges::MemRanges;
 use crate::seq::{SeqTracker, Taken};
 use crate::write_group::{Joined, Journaled, Leading, Turn, WriteGroups};
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use cairn_common::{Entry, EntryKind, Error, RangeTombstone, Result, SeqNo, WriteBatch};
 use cairn_journal::{InlineAppend, Journal};
 use cairn_memtable::{Memtable, MemtableFactory};
@@ -168,16 +169,22 @@ impl WritePath {
         batch: WriteBatch,
     ) -> Result<Applied> {
         let _serial = self.serial.lock();
-        let taken = Taken::new(self.seq.clone(), self.seq.begin(batch.len() as u64));
-        let record = batch.encode(taken.first, self.seq.visible());
-        let record_bytes = record.len() as u64;
+        let (taken, record) = self.numbered(&batch);
         let lsn = inline.append_now(epoch, &record)?;
         Ok(self.apply_journaled(Journaled {
             batch,
             taken,
             lsn,
-            record_bytes,
+            record_bytes: record.len() as u64,
         }))
+    }
+
+    /// Takes the batch's numbers, finished however its write ends (a failed append included),
+    /// and encodes it as a record of its own.
+    fn numbered(&self, batch: &WriteBatch) -> (Taken, Bytes) {
+        let taken = Taken::new(self.seq.clone(), self.seq.begin(batch.len() as u64));
+        let record = batch.encode(taken.first, self.seq.visible());
+        (taken, record)
     }
 
     /// Takes the batch's numbers and journals it as a record of its own: a writer with no
@@ -188,9 +195,7 @@ impl WritePath {
         epoch: u64,
         batch: WriteBatch,
     ) -> Result<Journaled> {
-        // Finishes the numbers however this ends, a failed append included.
-        let taken = Taken::new(self.seq.clone(), self.seq.begin(batch.len() as u64));
-        let record = batch.encode(taken.first, self.seq.visible());
+        let (taken, record) = self.numbered(&batch);
         let record_bytes = record.len() as u64;
         let lsn = journal.append(epoch, record).await?;
         Ok(Journaled {
